@@ -1,0 +1,27 @@
+"""The REST API application: every route, the authenticator and Kuma's error handling."""
+from __future__ import annotations
+
+import falcon
+
+from appliance.api import errors, index, resources
+from appliance.api.auth import Authenticator
+from appliance.config import Config
+from appliance.core.manager import ResourceManager
+from appliance.core.resources import registry
+
+
+def create_app(config: Config, manager: ResourceManager, instance_id: str) -> falcon.App:
+    app = falcon.App(middleware=[Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"])])
+    app.req_options.strip_url_path_trailing_slash = True
+    # Kuma's clients send `tag=a&tag=b` and `filter[labels.x]=y`: keep repeated params as lists.
+    app.req_options.auto_parse_qs_csv = False
+    errors.install(app)
+    app.add_route("/", index.Index(instance_id))
+    app.add_route("/config", index.ConfigDump(config))
+    app.add_route("/who-am-i", index.WhoAmI())
+    app.add_route("/_resources", index.ResourceTypes())
+    app.add_route("/_kri/{kri}", index.KriLookup(manager))
+    app.add_route("/tokens/user", index.UserTokens(manager.store))
+    for rtype in registry.ALL_TYPES:
+        resources.add_routes(app, rtype, manager, config["apiServer.readOnly"])
+    return app

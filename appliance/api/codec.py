@@ -1,0 +1,172 @@
+"""From request bytes to a Resource, and from a Resource to Kuma's REST JSON."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import yaml
+
+from appliance.api.errors import KumaError, bad_request
+from appliance.core.resources.model import Resource, ResourceType
+from appliance.core.validation import ValidationError, Violation, Violations, check_schema
+
+MAX_BODY = 1024 * 1024
+META_FIELDS = ("type", "mesh", "name", "labels", "creationTime", "modificationTime", "kri")
+
+
+def kri(rtype: ResourceType, res: Resource) -> str | None:
+    """Kuma Resource Identifier: kri_<short>_<mesh>_<zone>_<namespace>_<name>_<section>."""
+    if not rtype.short_name:
+        return None
+    zone = res.labels.get("kuma.io/zone", "")
+    namespace = res.labels.get("k8s.kuma.io/namespace", "")
+    return f"kri_{rtype.short_name}_{res.mesh}_{zone}_{namespace}_{res.name}_"
+
+
+def present(rtype: ResourceType, res: Resource) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": res.type}
+    if rtype.scope == "Mesh":
+        out["mesh"] = res.mesh
+    out["name"] = res.name
+    out["creationTime"] = res.creation_time
+    out["modificationTime"] = res.modification_time
+    if res.labels:
+        out["labels"] = res.labels
+    identifier = kri(rtype, res)
+    if identifier:
+        out["kri"] = identifier
+    if rtype.present:
+        rtype.present(res, out)
+    out.update(res.content)
+    return out
+
+
+def _go_json_error(text: str, err: json.JSONDecodeError) -> str:
+    """Say what Go's encoding/json says for the same mistake (Kuma's clients match on it)."""
+    if not text.strip():
+        return "unexpected end of JSON input"
+    if err.pos >= len(text):
+        return "unexpected end of JSON input"
+    ch = text[err.pos]
+    shown = "'" + ch + "'" if ch != "'" else "'\\''"
+    msg = err.msg
+    if msg.startswith("Expecting property name"):
+        return f"invalid character {shown} looking for beginning of object key string"
+    if msg.startswith("Expecting ':'"):
+        return f"invalid character {shown} after object key"
+    if msg.startswith("Expecting ',' delimiter"):
+        where = "array element" if _innermost(text, err.pos) == "[" else "object key:value pair"
+        return f"invalid character {shown} after {where}"
+    if msg.startswith("Extra data"):
+        return f"invalid character {shown} after top-level value"
+    return f"invalid character {shown} looking for beginning of value"
+
+
+def _innermost(text: str, pos: int) -> str:
+    depth: list[str] = []
+    in_string = False
+    escaped = False
+    for ch in text[:pos]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth.append(ch)
+        elif ch in "]}" and depth:
+            depth.pop()
+    return depth[-1] if depth else ""
+
+
+def parse_body(raw: bytes, content_type: str | None, type_name: str) -> Any:
+    """JSON or YAML to Python; a 400 in Kuma's words when it is neither."""
+    if len(raw) > MAX_BODY:
+        raise KumaError(400, "Bad Request", f"request body is larger than {MAX_BODY} bytes")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    text = raw.decode("utf-8", errors="replace")
+    if not (content_type or "").startswith("application/json") and text.strip()[:1] not in ("{", "["):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark else ""
+            raise bad_request(f"invalid {type_name} object: \"{where}{getattr(e, 'problem', e)}\"")
+    try:
+        json.loads(text)
+        detail = "invalid JSON"
+    except json.JSONDecodeError as e:
+        detail = _go_json_error(text, e)
+    raise bad_request(f"invalid {type_name} object: \"{detail}\"")
+
+
+_GO_KIND = {bool: "bool", int: "number", float: "number", list: "array", dict: "object", str: "string"}
+
+
+def _go_kind(value: Any) -> str:
+    return "null" if value is None else _GO_KIND.get(type(value), "object")
+
+
+def decode(rtype: ResourceType, body: Any) -> Resource:
+    """Validate the shape and rules of a request body and build the Resource it describes.
+
+    Mirrors Kuma's unmarshal: structural schema (wrapped types) or proto shape (legacy types),
+    then the type's own validator. Meta is checked later, against the URL.
+    """
+    if not isinstance(body, dict):
+        raise bad_request(f"invalid {rtype.name} object: \"json: cannot unmarshal {_go_kind(body)} into Go value "
+                          f"of type map[string]interface {{}}\"")
+    for field in ("type", "name", "mesh"):
+        value = body.get(field)
+        if value is not None and not isinstance(value, str):
+            raise bad_request(f"invalid {rtype.name} object: \"json: cannot unmarshal {_go_kind(value)} into Go "
+                              f"struct field ResourceMeta.{field} of type string\"")
+    labels = body.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        bad = labels if not isinstance(labels, dict) else next(v for v in labels.values() if not isinstance(v, str))
+        raise bad_request(f"invalid {rtype.name} object: \"json: cannot unmarshal {_go_kind(bad)} into Go struct "
+                          f"field ResourceMeta.labels of type string\"")
+    content = {k: v for k, v in body.items() if k not in META_FIELDS}
+    if rtype.wrapped:
+        problems: list[str] = []
+        if body.get("type") != rtype.name:
+            problems.append(f"type in body should be one of [{rtype.name}]")
+        spec = content.get("spec")
+        if spec is None:
+            spec = content["spec"] = {}
+        check_schema(rtype.schema or {"type": "object"}, spec, "spec", problems)
+        if problems:
+            raise ValidationError([_kube_violation(p) for p in problems])
+        if not rtype.has_status:
+            content.pop("status", None)
+        content = {k: v for k, v in content.items() if k in ("spec", "status")}
+    else:
+        problems = []
+        check_schema(rtype.schema or {"type": "object"}, content, "", problems)
+        if problems:
+            raise bad_request(f"invalid {rtype.name} object: \"{problems[0]}\"")
+    found = Violations()
+    if rtype.validate:
+        rtype.validate(content, found)
+    found.raise_if_any()
+    return Resource(type=str(body.get("type") or ""), mesh=str(body.get("mesh") or ""),
+                    name=str(body.get("name") or ""), content=content, labels=dict(labels))
+
+
+def _kube_violation(problem: str) -> Violation:
+    head, _, rest = problem.partition(" ")
+    if head.startswith("spec.") or head == "spec":
+        return Violation(head, rest)
+    return Violation("", problem)
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)

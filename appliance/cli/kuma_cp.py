@@ -1,0 +1,44 @@
+"""`kuma-cp`: run the control plane, print the version."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from appliance import KUMA_COMPAT_VERSION, __version__
+from appliance.config import ConfigError, load_config
+from appliance.store import StoreError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kuma-cp", description="Kuma-compatible control plane for VMs (kuma-appliance).")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="start the control plane (standalone/zone mode)",
+                         description="Start the control plane: REST API on :5681, DP server on :5678, "
+                                     "diagnostics on :5680. Settings come from defaults, then the config file, "
+                                     "then KUMA_* environment variables.")
+    run.add_argument("-c", "--config-file", help="path to a kuma-cp.conf.yaml")
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error", "off"),
+                     help="log level (default: info)")
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(f"kuma-cp: {__version__} (Kuma {KUMA_COMPAT_VERSION} compatible)")
+        return 0
+    if args.command != "run":
+        parser.print_help()
+        return 2
+    level = logging.CRITICAL + 10 if args.log_level == "off" else getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from appliance.runtime.run import StartupError, run
+    try:
+        config = load_config(args.config_file)
+        return run(config)
+    except (ConfigError, StartupError, StoreError) as e:
+        print(f"kuma-cp: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,49 @@
+"""Every setting kuma-cp understands: its path, type, default and Kuma 2.14 env name.
+
+The table is the single source for the loader, `GET /config` and the documented
+`config/kuma-cp.conf.yaml` (a test keeps the file and this table in step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    path: str           # dotted YAML path, e.g. "apiServer.http.port"
+    kind: type          # int, str, bool, float or list
+    default: Any
+    env: str            # KUMA_* name, as Kuma 2.14 spells it
+    choices: tuple[str, ...] = ()
+    duration: bool = False  # a Go duration string such as "5s" or "1m30s"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("environment", str, "universal", "KUMA_ENVIRONMENT", choices=("universal",)),
+    Setting("mode", str, "standalone", "KUMA_MODE", choices=("standalone", "zone")),
+    Setting("store.type", str, "sqlite", "KUMA_STORE_TYPE", choices=("sqlite", "memory")),
+    Setting("store.sqlite.path", str, "", "KUMA_STORE_SQLITE_PATH"),
+    Setting("store.sqlite.busyTimeout", str, "5s", "KUMA_STORE_SQLITE_BUSY_TIMEOUT", duration=True),
+    Setting("store.upsert.conflictRetryMaxTimes", int, 5, "KUMA_STORE_UPSERT_CONFLICT_RETRY_MAX_TIMES"),
+    Setting("apiServer.http.enabled", bool, True, "KUMA_API_SERVER_HTTP_ENABLED"),
+    Setting("apiServer.http.interface", str, "0.0.0.0", "KUMA_API_SERVER_HTTP_INTERFACE"),
+    Setting("apiServer.http.port", int, 5681, "KUMA_API_SERVER_HTTP_PORT"),
+    Setting("apiServer.authn.type", str, "tokens", "KUMA_API_SERVER_AUTHN_TYPE", choices=("tokens",)),
+    Setting("apiServer.authn.localhostIsAdmin", bool, True, "KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN"),
+    Setting("apiServer.authn.tokens.bootstrapAdminToken", bool, True,
+            "KUMA_API_SERVER_AUTHN_TOKENS_BOOTSTRAP_ADMIN_TOKEN"),
+    Setting("apiServer.authn.tokens.enableIssuer", bool, True, "KUMA_API_SERVER_AUTHN_TOKENS_ENABLE_ISSUER"),
+    Setting("apiServer.readOnly", bool, False, "KUMA_API_SERVER_READ_ONLY"),
+    Setting("apiServer.corsAllowedDomains", list, [], "KUMA_API_SERVER_CORS_ALLOWED_DOMAINS"),
+    Setting("apiServer.threads", int, 8, "KUMA_API_SERVER_THREADS"),
+    Setting("dpServer.port", int, 5678, "KUMA_DP_SERVER_PORT"),
+    Setting("dpServer.tlsCertFile", str, "", "KUMA_DP_SERVER_TLS_CERT_FILE"),
+    Setting("dpServer.tlsKeyFile", str, "", "KUMA_DP_SERVER_TLS_KEY_FILE"),
+    Setting("diagnostics.serverPort", int, 5680, "KUMA_DIAGNOSTICS_SERVER_PORT"),
+    Setting("general.workDir", str, "", "KUMA_GENERAL_WORK_DIR"),
+    Setting("defaults.skipMeshCreation", bool, False, "KUMA_DEFAULTS_SKIP_MESH_CREATION"),
+    Setting("multizone.zone.name", str, "default", "KUMA_MULTIZONE_ZONE_NAME"),
+)
+
+BY_PATH: dict[str, Setting] = {s.path: s for s in SETTINGS}

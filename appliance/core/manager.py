@@ -1,0 +1,122 @@
+"""Rules for creating, updating and deleting resources, above the store.
+
+Computed labels, mesh existence, what a new Mesh brings with it (signing key, default policies)
+and what deleting one takes with it, all written in one store transaction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.core.resources import registry
+from appliance.core.resources.model import Resource, ResourceType
+from appliance.core.validation import ValidationError, Violation
+from appliance.store import ListPage, ListQuery, NotFound, Store, WriteOp
+from appliance.tokens import signing
+
+
+class MeshNotFound(Exception):
+    def __init__(self, mesh: str) -> None:
+        super().__init__(f"mesh of name {mesh} is not found")
+        self.mesh = mesh
+
+
+@dataclass(frozen=True)
+class Labelling:
+    zone: str = "default"
+    environment: str = "universal"
+
+
+class ResourceManager:
+    def __init__(self, store: Store, labelling: Labelling | None = None) -> None:
+        self.store = store
+        self.labelling = labelling or Labelling()
+
+    # --- reads -------------------------------------------------------------------------------
+    def get(self, type: str, mesh: str, name: str) -> Resource | None:
+        return self.store.get(type, mesh, name)
+
+    def list(self, query: ListQuery) -> ListPage:
+        return self.store.list(query)
+
+    def mesh_exists(self, mesh: str) -> bool:
+        return self.store.get("Mesh", "", mesh) is not None
+
+    # --- labels ------------------------------------------------------------------------------
+    def compute_labels(self, rtype: ResourceType, res: Resource) -> dict[str, str]:
+        """Kuma's computed labels for a zone CP on Universal (pkg/core/resources/labels)."""
+        labels = dict(res.labels)
+        if rtype.scope == "Mesh":
+            labels.setdefault("kuma.io/mesh", res.mesh or "default")
+        if rtype.provided_by_zone:
+            labels.setdefault("kuma.io/origin", "zone")
+            if labels["kuma.io/origin"] != "global":
+                labels.setdefault("kuma.io/zone", self.labelling.zone)
+                labels.setdefault("kuma.io/env", self.labelling.environment)
+        if rtype.is_proxy:
+            labels["kuma.io/proxy-type"] = _proxy_type(res)
+        return labels
+
+    # --- writes ------------------------------------------------------------------------------
+    def create(self, res: Resource) -> Resource:
+        rtype = registry.get(res.type)
+        if rtype.scope == "Mesh" and not self.mesh_exists(res.mesh):
+            raise MeshNotFound(res.mesh)
+        res.labels = self.compute_labels(rtype, res)
+        ops = [WriteOp("create", res)]
+        if res.type == "Mesh":
+            ops.extend(WriteOp("create", r) for r in self._mesh_companions(res))
+        self.store.write(ops)
+        return res
+
+    def update(self, res: Resource, expected_version: int) -> Resource:
+        rtype = registry.get(res.type)
+        res.labels = self.compute_labels(rtype, res)
+        self.store.write([WriteOp("update", res, expected_version)])
+        return res
+
+    def delete(self, type: str, mesh: str, name: str) -> None:
+        current = self.store.get(type, mesh, name)
+        if current is None:
+            raise NotFound(f"{type} {name} not found")
+        ops = [WriteOp("delete", current, current.version)]
+        if type == "Mesh":
+            if self.store.count("Dataplane", name):
+                raise ValidationError([Violation("mesh", "unable to delete mesh, there are still some "
+                                                         "dataplanes attached")])
+            for rtype in registry.ALL_TYPES:
+                if rtype.scope != "Mesh":
+                    continue
+                for owned in self.store.list(ListQuery(type=rtype.name, mesh=name)).items:
+                    ops.append(WriteOp("delete", owned))
+        self.store.write(ops)
+
+    def ensure_mesh(self, name: str) -> bool:
+        """Create Mesh `name` with its companions unless it exists; True if created."""
+        if self.mesh_exists(name):
+            return False
+        self.create(Resource("Mesh", "", name, {}))
+        return True
+
+    def _mesh_companions(self, mesh: Resource) -> list[Resource]:
+        """What Kuma creates with every Mesh: its dataplane-token signing key and default policies."""
+        key = Resource("Secret", mesh.name, signing.signing_key_name(
+            signing.DATAPLANE_TOKEN_SIGNING_KEY_PREFIX + mesh.name),
+            {"data": signing.signing_key_secret_data(signing.new_signing_key_pem())})
+        out = [key]
+        skipped = mesh.content.get("skipCreatingInitialPolicies") or []
+        if "*" not in skipped:
+            for kind, module in registry.POLICY_MODULES.items():
+                if kind in skipped:
+                    continue
+                for name, spec in module.mesh_defaults(mesh.name):
+                    out.append(Resource(kind, mesh.name, name, {"spec": spec}))
+        for res in out:
+            res.labels = self.compute_labels(registry.get(res.type), res)
+        return out
+
+
+def _proxy_type(res: Resource) -> str:
+    if res.type == "ZoneEgress":
+        return "zoneegress"
+    gateway = (res.content.get("networking") or {}).get("gateway")
+    return "gateway" if gateway else "sidecar"

@@ -1,0 +1,80 @@
+"""Every resource type we serve, by name and by REST path."""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, Callable
+
+from appliance import policies
+from appliance.core.resources import dataplane, externalservice, mesh, secret, zoneegress
+from appliance.core.resources.model import Content, PolicyInfo, Resource, ResourceType
+from appliance.core.validation import Violations
+
+
+def _words(name: str) -> str:
+    out = ""
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not (name[i - 1].isupper() and (i + 1 == len(name) or name[i + 1].isupper())):
+            out += " "
+        out += ch
+    return out
+
+
+def _plural(words: str) -> str:
+    if words.endswith(("s", "sh", "ch")):
+        return words + "es"
+    if words.endswith("y") and words[-2:-1] not in "aeiou":
+        return words[:-1] + "ies"
+    return words + "s"
+
+
+def _legacy(name: str, path: str, scope: str, module: ModuleType, **kw: Any) -> ResourceType:
+    words = _words(name)
+    return ResourceType(name=name, path=path, scope=scope, validate=module.validate, schema=module.SHAPE,
+                        singular=words, plural=_plural(words), kumactl=name.lower(), **kw)
+
+
+def _policy_validator(module: ModuleType) -> Callable[[Content, Violations], None]:
+    def validate(content: Content, out: Violations) -> None:
+        for field, reason in module.validate(content.get("spec") or {}):
+            out.add(field, reason)
+    return validate
+
+
+def _policy(module: ModuleType) -> ResourceType:
+    words = _words(module.KIND)
+    t = module.TARGETS
+    return ResourceType(
+        name=module.KIND, path=module.PATH, scope="Mesh", short_name=module.SHORT_NAME, wrapped=True,
+        schema=module.SPEC_SCHEMA, validate=_policy_validator(module),
+        policy=PolicyInfo(is_target_ref=t["is_target_ref"], has_to=t["has_to"], has_from=t["has_from"],
+                          has_rules=t["has_rules"], is_from_as_rules=t["is_from_as_rules"]),
+        singular=words, plural=_plural(words), kumactl=module.KIND.lower(),
+    )
+
+
+def _mesh_warnings(res: Resource) -> list[str]:
+    return mesh.warnings(res.name)
+
+
+CORE_TYPES: tuple[ResourceType, ...] = (
+    _legacy("Mesh", "meshes", "Global", mesh, short_name="m", provided_by_zone=False,
+            warnings=_mesh_warnings),
+    _legacy("Dataplane", "dataplanes", "Mesh", dataplane, short_name="dp", is_proxy=True,
+            include_in_federation=False),
+    _legacy("Secret", "secrets", "Mesh", secret, admin_only=True),
+    _legacy("GlobalSecret", "globalsecrets", "Global", secret, admin_only=True, aliases=("global-secrets",)),
+    _legacy("ZoneEgress", "zoneegresses", "Global", zoneegress, short_name="ze", is_proxy=True,
+            include_in_federation=False),
+    _legacy("ExternalService", "external-services", "Mesh", externalservice),
+)
+
+ALL_TYPES: tuple[ResourceType, ...] = CORE_TYPES + tuple(_policy(m) for m in policies.ALL)
+
+BY_NAME: dict[str, ResourceType] = {t.name: t for t in ALL_TYPES}
+BY_PATH: dict[str, ResourceType] = {p: t for t in ALL_TYPES for p in (t.path, *t.aliases)}
+BY_SHORT_NAME: dict[str, ResourceType] = {t.short_name: t for t in ALL_TYPES if t.short_name}
+POLICY_MODULES: dict[str, ModuleType] = {m.KIND: m for m in policies.ALL}
+
+
+def get(name: str) -> ResourceType:
+    return BY_NAME[name]

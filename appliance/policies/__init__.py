@@ -1,0 +1,21 @@
+"""Policies: one folder each. Every folder's `schema` module has the same shape:
+
+    KIND: str                 "MeshTrafficPermission"
+    PATH: str                 "meshtrafficpermissions" (REST path segment)
+    SHORT_NAME: str           "mtp" (KRI short name)
+    TARGETS: dict[str, bool]  is_target_ref, has_to, has_from, has_rules, is_from_as_rules (GET /_resources)
+    SPEC_SCHEMA: dict         structural schema of `spec` (OpenAPI subset, see core/validation.check_schema)
+    validate(spec) -> list[tuple[str, str]]   semantic rules: (field path "spec....", reason) as Kuma says
+    mesh_defaults(mesh) -> list[tuple[str, dict]]   policies Kuma creates with a new Mesh: (name, spec)
+
+A policy imports nothing from core/ or xds/; core/ registers these modules.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+
+from appliance.policies.meshtrafficpermission import schema as meshtrafficpermission
+
+ALL: tuple[ModuleType, ...] = (
+    meshtrafficpermission,
+)

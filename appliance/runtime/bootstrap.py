@@ -1,0 +1,46 @@
+"""What a fresh control plane creates once: the default Mesh, the user-token signing key, the admin token."""
+from __future__ import annotations
+
+import base64
+import logging
+
+from appliance.core.manager import ResourceManager
+from appliance.core.resources.model import Resource
+from appliance.store import AlreadyExists
+from appliance.tokens import signing
+
+log = logging.getLogger(__name__)
+
+ADMIN_TOKEN_SECRET = "admin-user-token"
+ADMIN_TOKEN_VALIDITY = 10 * 365 * 24 * 3600.0
+
+
+def ensure_defaults(manager: ResourceManager, skip_mesh_creation: bool, bootstrap_admin_token: bool) -> None:
+    store = manager.store
+    key_name = signing.signing_key_name(signing.USER_TOKEN_SIGNING_KEY_PREFIX)
+    key_secret = store.get("GlobalSecret", "", key_name)
+    if key_secret is None:
+        pem = signing.new_signing_key_pem()
+        _create_quietly(manager, Resource("GlobalSecret", "", key_name, {"data": signing.signing_key_secret_data(pem)}))
+        key_secret = store.get("GlobalSecret", "", key_name)
+    assert key_secret is not None
+    if bootstrap_admin_token and store.get("GlobalSecret", "", ADMIN_TOKEN_SECRET) is None:
+        token = signing.sign({"Name": "mesh-system:admin", "Groups": ["mesh-system:admin"]},
+                             base64.b64decode(key_secret.content["data"]), signing.DEFAULT_KEY_ID,
+                             ADMIN_TOKEN_VALIDITY)
+        _create_quietly(manager, Resource("GlobalSecret", "", ADMIN_TOKEN_SECRET,
+                                          {"data": base64.b64encode(token.encode()).decode()}))
+        log.info("admin user token stored as GlobalSecret %r", ADMIN_TOKEN_SECRET)
+    if not skip_mesh_creation:
+        try:
+            if manager.ensure_mesh("default"):
+                log.info("default Mesh created")
+        except AlreadyExists:
+            pass  # another instance on the same database won the race
+
+
+def _create_quietly(manager: ResourceManager, res: Resource) -> None:
+    try:
+        manager.create(res)
+    except AlreadyExists:
+        pass

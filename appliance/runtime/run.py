@@ -1,0 +1,110 @@
+"""`kuma-cp run`: open the store, create the defaults, serve the API and diagnostics until signalled."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+from typing import Any
+
+import falcon
+from waitress.server import create_server
+
+from appliance import __version__
+from appliance.api.app import create_app
+from appliance.config import Config
+from appliance.core.events import ChangeHub
+from appliance.core.manager import Labelling, ResourceManager
+from appliance.runtime.bootstrap import ensure_defaults
+from appliance.store import Store
+from appliance.store.memory import MemoryStore
+from appliance.store.sqlite import SQLiteStore
+
+log = logging.getLogger("kuma-cp")
+
+
+class StartupError(Exception):
+    """A reason not to start, said in one line."""
+
+
+def open_store(config: Config) -> Store:
+    hub = ChangeHub()
+    if config["store.type"] == "memory":
+        return MemoryStore(hub)
+    return SQLiteStore(config.sqlite_path, hub, busy_timeout=config.seconds("store.sqlite.busyTimeout"))
+
+
+class Health:
+    def __init__(self, ready: threading.Event) -> None:
+        self.ready = ready
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.ready.is_set():
+            resp.text = "ok"
+        else:
+            resp.status = 503
+            resp.text = "not ready"
+
+
+def _diagnostics_app(ready: threading.Event) -> falcon.App:
+    app = falcon.App()
+    health = Health(ready)
+    app.add_route("/ready", health)
+    app.add_route("/healthy", health)
+    return app
+
+
+def _serve(app: Any, host: str, port: int, threads: int, what: str, setting: str) -> Any:
+    try:
+        # asyncore_use_poll: select() breaks past 1,024 descriptors (STACK-NOTES)
+        return create_server(app, host=host, port=port, threads=threads, asyncore_use_poll=True,
+                             ident="kuma-cp", clear_untrusted_proxy_headers=True, map={})
+    except OSError as e:
+        raise StartupError(f"cannot listen on {host}:{port} for the {what} ({setting}): {e.strerror}")
+
+
+def run(config: Config) -> int:
+    work_dir = config.work_dir
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StartupError(f"cannot create work dir {work_dir} (general.workDir): {e.strerror}")
+    store = open_store(config)
+    manager = ResourceManager(store, Labelling(zone=config["multizone.zone.name"]))
+    ensure_defaults(manager, config["defaults.skipMeshCreation"],
+                    config["apiServer.authn.tokens.bootstrapAdminToken"])
+    instance_id = f"{socket.gethostname()}-{secrets.token_hex(2)}"
+    ready = threading.Event()
+
+    servers = []
+    if config["apiServer.http.enabled"]:
+        api = create_app(config, manager, instance_id)
+        servers.append(_serve(api, config["apiServer.http.interface"], config["apiServer.http.port"],
+                              config["apiServer.threads"], "API server", "apiServer.http.port"))
+    servers.append(_serve(_diagnostics_app(ready), "0.0.0.0", config["diagnostics.serverPort"], 2,
+                          "diagnostics server", "diagnostics.serverPort"))
+    threads = [threading.Thread(target=s.run, name=f"waitress-{i}", daemon=True) for i, s in enumerate(servers)]
+    for t in threads:
+        t.start()
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %s received, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ready.set()
+    store_desc = config["store.type"] + (f" {config.sqlite_path}" if config["store.type"] == "sqlite" else "")
+    log.info("kuma-cp %s ready: mode=%s store=%s api=:%s diagnostics=:%s (pid %d)", __version__, config["mode"],
+             store_desc, config["apiServer.http.port"], config["diagnostics.serverPort"], os.getpid())
+    stop.wait()
+    ready.clear()
+    for s in servers:
+        s.close()
+    store.close()
+    log.info("stopped")
+    return 0

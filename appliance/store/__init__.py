@@ -1,0 +1,5 @@
+"""The resource store: one interface, three drivers (sqlite, memory; postgres comes with #8)."""
+from appliance.store.base import (AlreadyExists, Conflict, ListPage, ListQuery, NotFound, Store, StoreError,
+                                  WriteOp)
+
+__all__ = ["AlreadyExists", "Conflict", "ListPage", "ListQuery", "NotFound", "Store", "StoreError", "WriteOp"]
