@@ -112,6 +112,16 @@ def _external_service_predicate(tags: dict[str, str]) -> Callable[[Resource], bo
                            for k, v in tags.items())
 
 
+def _if_match(req: falcon.Request) -> int | None:
+    raw = req.get_header("If-Match")
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise bad_request(f"bad request: If-Match must be a version given as an ETag by GET, got {raw!r}")
+    return int(value)
+
+
 class ResourceEndpoints:
     """GET list, GET/PUT/DELETE item for one type. `mesh` is None for global types."""
 
@@ -132,7 +142,7 @@ class ResourceEndpoints:
         if write:
             if self.read_only:
                 raise KumaError(405, "Method not allowed",
-                                "On Zone CP, the API server is in read-only mode (apiServer.readOnly)")
+                                "the API server is in read-only mode (apiServer.readOnly): only GET is allowed")
             auth.require_writer(req)
 
     # --- list --------------------------------------------------------------------------------
@@ -167,6 +177,7 @@ class ResourceEndpoints:
         res = self.manager.get(self.rtype.name, mesh, name)
         if res is None:
             raise KumaError(404, "Could not retrieve a resource", "Not found")
+        resp.etag = f'"{res.version}"'
         _reply(resp, codec.present(self.rtype, res))
 
     def put(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
@@ -180,6 +191,13 @@ class ResourceEndpoints:
         except (ValidationError, KumaError) as e:
             raise from_exception(e, title)
         current = self.manager.get(self.rtype.name, mesh, name)
+        # Our addition to Kuma's API: `If-Match: "<version>"` (the ETag of a GET) makes the PUT a
+        # compare-and-swap, so read-modify-write clients cannot lose each other's updates.
+        expected = _if_match(req)
+        if expected is not None and (current is None or current.version != expected):
+            raise KumaError(409, "Conflict", f"resource conflict: type=\"{self.rtype.name}\" name=\"{name}\" "
+                            f"mesh=\"{mesh}\": version {expected} is stale"
+                            + (f" (now {current.version})" if current else " (it does not exist)"))
         if current is None:
             self._create(resp, res)
         else:

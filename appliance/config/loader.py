@@ -161,7 +161,4 @@ def load_config(file: str | os.PathLike[str] | None = None, env: Mapping[str, st
     for setting in SETTINGS:
         if setting.env in env:
             values[setting.path] = _coerce(setting, env[setting.env], f"env {setting.env}")
-    if values["mode"] == "zone":
-        # Kuma 2.14 deprecated "standalone" in favour of "zone"; for a single CP they are the same.
-        values["mode"] = "zone"
     return Config(values, source=str(file) if file else None)

@@ -14,8 +14,28 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from appliance.policies.meshaccesslog import schema as meshaccesslog
+from appliance.policies.meshcircuitbreaker import schema as meshcircuitbreaker
+from appliance.policies.meshfaultinjection import schema as meshfaultinjection
+from appliance.policies.meshhealthcheck import schema as meshhealthcheck
+from appliance.policies.meshhttproute import schema as meshhttproute
+from appliance.policies.meshloadbalancingstrategy import schema as meshloadbalancingstrategy
+from appliance.policies.meshratelimit import schema as meshratelimit
+from appliance.policies.meshretry import schema as meshretry
+from appliance.policies.meshtcproute import schema as meshtcproute
+from appliance.policies.meshtimeout import schema as meshtimeout
 from appliance.policies.meshtrafficpermission import schema as meshtrafficpermission
 
 ALL: tuple[ModuleType, ...] = (
     meshtrafficpermission,
+    meshtimeout,
+    meshretry,
+    meshcircuitbreaker,
+    meshhealthcheck,
+    meshhttproute,
+    meshtcproute,
+    meshaccesslog,
+    meshloadbalancingstrategy,
+    meshfaultinjection,
+    meshratelimit,
 )

@@ -10,7 +10,6 @@ import threading
 from typing import Any
 
 import falcon
-from waitress.server import create_server
 
 from appliance import __version__
 from appliance.api.app import create_app
@@ -18,6 +17,7 @@ from appliance.config import Config
 from appliance.core.events import ChangeHub
 from appliance.core.manager import Labelling, ResourceManager
 from appliance.runtime.bootstrap import ensure_defaults
+from appliance.runtime.http import BindError, HttpServer
 from appliance.store import Store
 from appliance.store.memory import MemoryStore
 from appliance.store.sqlite import SQLiteStore
@@ -56,13 +56,11 @@ def _diagnostics_app(ready: threading.Event) -> falcon.App:
     return app
 
 
-def _serve(app: Any, host: str, port: int, threads: int, what: str, setting: str) -> Any:
+def _serve(app: Any, host: str, port: int, threads: int, what: str, setting: str) -> HttpServer:
     try:
-        # asyncore_use_poll: select() breaks past 1,024 descriptors (STACK-NOTES)
-        return create_server(app, host=host, port=port, threads=threads, asyncore_use_poll=True,
-                             ident="kuma-cp", clear_untrusted_proxy_headers=True, map={})
-    except OSError as e:
-        raise StartupError(f"cannot listen on {host}:{port} for the {what} ({setting}): {e.strerror}")
+        return HttpServer(app, host, port, threads)
+    except BindError as e:
+        raise StartupError(f"cannot listen on {host}:{port} for the {what} ({setting}): {e}")
 
 
 def run(config: Config) -> int:
@@ -85,9 +83,8 @@ def run(config: Config) -> int:
                               config["apiServer.threads"], "API server", "apiServer.http.port"))
     servers.append(_serve(_diagnostics_app(ready), "0.0.0.0", config["diagnostics.serverPort"], 2,
                           "diagnostics server", "diagnostics.serverPort"))
-    threads = [threading.Thread(target=s.run, name=f"waitress-{i}", daemon=True) for i, s in enumerate(servers)]
-    for t in threads:
-        t.start()
+    for server in servers:
+        server.start()
 
     stop = threading.Event()
 
@@ -103,8 +100,8 @@ def run(config: Config) -> int:
              store_desc, config["apiServer.http.port"], config["diagnostics.serverPort"], os.getpid())
     stop.wait()
     ready.clear()
-    for s in servers:
-        s.close()
+    for server in servers:
+        server.stop()
     store.close()
     log.info("stopped")
     return 0

@@ -1,21 +1,283 @@
-"""Mesh: global-scoped, flat body (mtls, logging, metrics, tracing, routing, ...)."""
+"""Mesh: global-scoped, flat body (mtls, logging, metrics, tracing, routing, ...).
+
+Messages and field paths are Kuma v2.14.3's word for word (pkg/core/resources/apis/mesh), Kuma's
+own slips included (`mtls.dpcert...`, `logging.backends[0].config`), since clients compare them.
+The checks all legacy types share live in `_legacy`; the Mesh-only ones, and the Prometheus
+backend config a Dataplane may override, are here.
+"""
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from appliance.core.resources._legacy import (
+    BOOL, DURATION, METRICS_BACKEND, NUMBER, STRING, STRUCT, TAGS, conf_error, duration_errors, enum, go_quote,
+    is_dns_name, message, port_errors, repeated, request_uri_host, split_host_port, tag_errors,
+    top, uint, uri_port, without_nulls,
+)
 from appliance.core.resources.meta import dns1035_warning
-from appliance.core.validation import Violations
+from appliance.core.resources.secret import chosen_source_errors
+from appliance.core.validation import Violations, join
 
-SHAPE: dict[str, Any] = {"type": "object"}
+_CA_BACKEND = message(
+    name=STRING, type=STRING,
+    dpCert=message(rotation=message(expiration=STRING), requestTimeout=DURATION),
+    conf=STRUCT, mode=enum("STRICT", "PERMISSIVE"), rootChain=message(requestTimeout=DURATION))
+_RULES = repeated(message(tags=TAGS))
+
+SHAPE: dict[str, Any] = top(
+    mtls=message(enabledBackend=STRING, backends=repeated(_CA_BACKEND), skipValidation=BOOL),
+    tracing=message(defaultBackend=STRING, backends=repeated(message(
+        name=STRING, sampling=NUMBER, type=STRING, conf=STRUCT))),
+    logging=message(defaultBackend=STRING, backends=repeated(message(
+        name=STRING, format=STRING, type=STRING, conf=STRUCT))),
+    metrics=message(enabledBackend=STRING, backends=repeated(METRICS_BACKEND)),
+    networking=message(outbound=message(passthrough=BOOL)),
+    routing=message(localityAwareLoadBalancing=BOOL, zoneEgress=BOOL,
+                    defaultForbidMeshExternalServiceAccess=BOOL),
+    constraints=message(dataplaneProxy=message(requirements=_RULES, restrictions=_RULES)),
+    skipCreatingInitialPolicies=repeated(STRING),
+    meshServices=message(mode=enum("Disabled", "Everywhere", "ReachableBackends", "Exclusive")),
+)
+
+# The typed configs Kuma decodes the free-form `conf` structs into.
+_FILE_LOG = {"path": "string"}
+_TCP_LOG = {"address": "string"}
+_ZIPKIN = {"url": "string", "traceId128bit": "bool", "apiVersion": "string", "sharedSpanContext": "bool"}
+_DATADOG = {"address": "string", "port": "uint32", "splitService": "bool"}
+_BUILTIN_CA = {"caCert": {"RSAbits": "uint32", "expiration": "string"}}
+_SOURCE = {"secret": "string", "file": "string", "inline": "bytes", "inlineString": "string"}
+_PROVIDED_CA = {"cert": _SOURCE, "key": _SOURCE}
+
+_KUMA_DURATION = re.compile(r"0|[0-9]+(y|w|d|h|m|s|ms)")
+_CA_PLUGINS = ("builtin", "provided")
 
 
 def validate(content: dict[str, Any], out: Violations) -> None:
-    mtls = content.get("mtls") or {}
-    backends = mtls.get("backends") or []
-    enabled = mtls.get("enabledBackend", "")
-    if enabled and enabled not in [b.get("name") for b in backends if isinstance(b, dict)]:
-        out.add("mtls.enabledBackend", "has to be set to one of the backends in the mesh")
+    mesh = without_nulls(SHAPE, content)
+    if duration_errors(mesh, "mtls.backends", ("dpCert.requestTimeout", "rootChain.requestTimeout"), out):
+        return
+    before = len(out.items)
+    mtls = mesh.get("mtls")
+    if mtls is not None:
+        _check_mtls(mtls, out)
+    if (logging := mesh.get("logging")) is not None:
+        _check_logging(logging, out)
+    if (tracing := mesh.get("tracing")) is not None:
+        _check_tracing(tracing, out)
+    if (metrics := mesh.get("metrics")) is not None:
+        _check_metrics(metrics, out)
+    for kind in ("requirements", "restrictions"):
+        for i, rule in enumerate(((mesh.get("constraints") or {}).get("dataplaneProxy") or {}).get(kind) or []):
+            tag_errors(f"constraints.dataplaneProxy.{kind}[{i}].tags", rule.get("tags") or {}, out,
+                       selector=True, at_least_one=True)
+    if (mesh.get("routing") or {}).get("zoneEgress") and not (mtls or {}).get("enabledBackend"):
+        out.add("mtls", "has to be set when zoneEgress enabled")
+    # Kuma's mesh manager checks the CA backends only once the resource itself is valid.
+    if len(out.items) == before:
+        _check_ca_backends(mtls or {}, out)
 
 
 def warnings(name: str) -> list[str]:
     return dns1035_warning("Mesh", name)
+
+
+def _check_mtls(mtls: dict[str, Any], out: Violations) -> None:
+    backends = mtls.get("backends") or []
+    if len(backends) > 1:
+        out.add("mtls.backends", "cannot have more than 1 backends")
+    names: set[str] = set()
+    for i, backend in enumerate(backends):
+        name = backend.get("name", "")
+        if name in names:
+            out.add(f"mtls.backends[{i}].name", f"{go_quote(name)} name is already used for another backend")
+        names.add(name)
+        if backend.get("dpCert") is not None:
+            expiration = (backend["dpCert"].get("rotation") or {}).get("expiration", "")
+            if not _KUMA_DURATION.fullmatch(expiration):
+                out.add("mtls.dpcert.rotation.expiration", "has to be a valid format")
+    enabled = mtls.get("enabledBackend", "")
+    if enabled and enabled not in names:
+        out.add("mtls.enabledBackend", "has to be set to one of the backends in the mesh")
+
+
+def _check_logging(logging: dict[str, Any], out: Violations) -> None:
+    names: set[str] = set()
+    for i, backend in enumerate(logging.get("backends") or []):
+        path = f"logging.backends[{i}]"
+        name = backend.get("name", "")
+        if not name:
+            out.add(f"{path}.name", "cannot be empty")
+        kind, conf = backend.get("type", ""), backend.get("conf") or {}
+        if kind == "file":
+            if problem := conf_error(conf, _FILE_LOG):
+                out.add(f"{path}.config", f"could not parse config: {problem}")
+            elif not conf.get("path"):
+                out.add(f"{path}.config.path", "cannot be empty")
+        elif kind == "tcp":
+            if problem := conf_error(conf, _TCP_LOG):
+                out.add(f"{path}.config", f"could not parse config: {problem}")
+            elif not conf.get("address"):
+                out.add(f"{path}.config.address", "cannot be empty")
+            elif not (parts := split_host_port(conf["address"])) or not all(parts):
+                out.add(f"{path}.config.address", "has to be in format of HOST:PORT")
+        else:
+            out.add(f"{path}.type", 'unknown backend type. Available backends: "tcp", "file"')
+        if name in names:
+            out.add(f"{path}.name", f"{go_quote(name)} name is already used for another backend")
+        names.add(name)
+    default = logging.get("defaultBackend", "")
+    if default and default not in names:
+        out.add("logging.defaultBackend", "has to be set to one of the logging backend in mesh")
+
+
+def _check_tracing(tracing: dict[str, Any], out: Violations) -> None:
+    names: set[str] = set()
+    for i, backend in enumerate(tracing.get("backends") or []):
+        path = f"tracing.backends[{i}]"
+        name = backend.get("name", "")
+        if not name:
+            out.add(f"{path}.name", "cannot be empty")
+        if not 0.0 <= backend.get("sampling", 0.0) <= 100.0:
+            out.add(f"{path}.sampling", "has to be in [0.0 - 100.0] range")
+        kind, conf = backend.get("type", ""), backend.get("conf") or {}
+        if kind == "zipkin":
+            _check_zipkin(f"{path}.config", conf, out)
+        elif kind == "datadog":
+            if problem := conf_error(conf, _DATADOG):
+                out.add(f"{path}.config", f"could not parse config: {problem}")
+            else:
+                if not conf.get("address"):
+                    out.add(f"{path}.config.address", "cannot be empty")
+                port_errors(f"{path}.config.port", uint(conf.get("port")), out)
+        else:
+            out.add(f"{path}.type", 'unknown backend type. Available backends: "zipkin", "datadog"')
+        if name in names:
+            out.add(f"{path}.name", f"{go_quote(name)} name is already used for another backend")
+        names.add(name)
+    default = tracing.get("defaultBackend", "")
+    if default and default not in names:
+        out.add("tracing.defaultBackend", "has to be set to one of the tracing backend in mesh")
+
+
+def _check_zipkin(path: str, conf: dict[str, Any], out: Violations) -> None:
+    if problem := conf_error(conf, _ZIPKIN):
+        out.add(path, f"could not parse config: {problem}")
+        return
+    if conf.get("apiVersion", "") not in ("", "httpJsonV1", "httpJson", "httpProto"):
+        out.add(f"{path}.apiVersion", "has invalid value. Allowed values: httpJsonV1, httpJson, httpProto")
+    url = conf.get("url", "")
+    if not url:
+        out.add(f"{path}.url", "cannot be empty")
+    elif (host := request_uri_host(url)) is None:
+        out.add(f"{path}.url", "invalid URL")
+    elif not uri_port(host):
+        out.add(f"{path}.url", "port has to be explicitly specified")
+
+
+def _check_metrics(metrics: dict[str, Any], out: Violations) -> None:
+    names: set[str] = set()
+    for i, backend in enumerate(metrics.get("backends") or []):
+        name = backend.get("name", "")
+        if name in names:
+            out.add(f"metrics.backends[{i}].name", f"{go_quote(name)} name is already used for another backend")
+        if backend.get("type", "") != "prometheus":
+            out.add(f"metrics.backends[{i}].type", 'unknown backend type. Available backends: "prometheus"')
+        else:
+            prometheus_errors(f"metrics.backends[{i}].conf", backend.get("conf") or {}, out)
+        names.add(name)
+    enabled = metrics.get("enabledBackend", "")
+    if enabled and enabled not in names:
+        out.add("metrics.enabledBackend", "has to be set to one of the backends in the mesh")
+
+
+def _check_ca_backends(mtls: dict[str, Any], out: Violations) -> None:
+    """The CA plugins' ValidateBackend, as far as it can be judged without the store."""
+    for i, backend in enumerate(mtls.get("backends") or []):
+        path = f"mtls.backends[{i}]"
+        if backend.get("type", "") not in _CA_PLUGINS:
+            out.add(f"{path}.type", "could not find installed plugin for this type")
+            return
+        if mtls.get("skipValidation"):
+            continue
+        conf = backend.get("conf") or {}
+        if backend["type"] == "builtin":
+            if problem := conf_error(conf, _BUILTIN_CA):
+                out.add(f"{path}.conf", f"could not convert backend config: {problem}")
+            # Kuma checks "<mesh>.ca-builtin-cert-<backend>"; the mesh part is always a valid DNS name.
+            name = backend.get("name", "")
+            if not is_dns_name(f"ca-builtin-cert-{name}") or name != name.lower():
+                out.add(f"{path}.conf.mtls.backends.name", f"{go_quote(name)} name must be valid dns name")
+        elif problem := conf_error(conf, _PROVIDED_CA):
+            out.add(f"{path}.conf", f"could not convert backend config: {problem}")
+        else:
+            for part in ("cert", "key"):
+                if conf.get(part) is None:
+                    out.add(f"{path}.conf.{part}", "has to be defined")
+                else:
+                    chosen_source_errors(f"{path}.conf.{part}", conf[part], out)
+
+
+# --- Prometheus metrics backend config (Mesh metrics and Dataplane metrics) --------------------
+
+_TLS_MODES = ("activeMTLSBackend", "providedTLS", "disabled")
+_PROMETHEUS = {
+    "port": "uint32", "path": "string", "tags": "map", "skipMTLS": "bool",
+    "aggregate": [{"name": "string", "port": "uint32", "path": "string", "enabled": "bool", "address": "string"}],
+    "envoy": {"filterRegex": "string", "usedOnly": "bool"},
+    "tls": {"mode": ("kuma.mesh.v1alpha1.PrometheusTlsConfig.Mode", _TLS_MODES)},
+}
+
+
+def prometheus_errors(path: str, conf: dict[str, Any], out: Violations) -> None:
+    """validatePrometheusConfig."""
+    if problem := conf_error(conf, _PROMETHEUS):
+        out.add(path, f"could not parse config: {problem}")
+        return
+    skip, tls = conf.get("skipMTLS"), conf.get("tls")
+    if skip is not None and tls is not None:
+        mode = tls.get("mode") or 0
+        mode = _TLS_MODES[mode] if isinstance(mode, int) and 0 <= mode < len(_TLS_MODES) else mode
+        if not (not skip and mode == "activeMTLSBackend" or skip and mode == "disabled"):
+            out.add(path, "skipMTLS and tls configuration cannot be defined together")
+            return
+    if problem := go_regexp_error((conf.get("envoy") or {}).get("filterRegex") or ""):
+        out.add(join(path, "envoy.filterRegex"), f"provided regexp isn't correct: {problem}")
+        return
+    names: set[str] = set()
+    for i, item in enumerate(conf.get("aggregate") or []):
+        name = (item or {}).get("name") or ""
+        if name in names:
+            out.add(f"{path}.aggregate[{i}].name", f"duplicate entry: {name}, values have to be unique")
+            continue
+        names.add(name)
+
+
+# Python's re and Go's RE2 disagree at the edges; these are the differences users meet.
+_RE2_ONLY_ESCAPES = ("\\p", "\\P", "\\z", "\\Q", "\\E", "\\C")
+_PERL_ONLY = re.compile(r"\(\?<?[=!]|\\[1-9]")
+_PY_TO_GO = {"missing ), unterminated subpattern": "missing closing )", "unbalanced parenthesis": "unexpected )",
+             "unterminated character set": "missing closing ]", "nothing to repeat":
+             "missing argument to repetition operator", "multiple repeat": "invalid nested repetition operator"}
+
+
+def go_regexp_error(expr: str) -> str | None:
+    """Roughly Go's regexp.Compile error text for `expr`, or None when Go accepts it."""
+    if m := _PERL_ONLY.search(expr):
+        what = "invalid escape sequence" if m.group().startswith("\\") else "invalid or unsupported Perl syntax"
+        return f"error parsing regexp: {what}: `{m.group()}`"
+    try:
+        re.compile(expr)
+    except re.error as e:
+        pos = e.pos or 0
+        if e.msg.startswith("bad escape"):
+            escape = expr[pos:pos + 2]
+            if escape in _RE2_ONLY_ESCAPES:
+                return None
+            return f"error parsing regexp: invalid escape sequence: `{escape}`"
+        if e.msg.startswith("bad character range"):
+            return f"error parsing regexp: invalid character class range: `{e.msg.split()[-1]}`"
+        snippet = {"unterminated character set": expr[pos:], "nothing to repeat": expr[pos:pos + 1],
+                   "multiple repeat": expr[pos - 1:pos + 1]}.get(e.msg, expr)
+        return f"error parsing regexp: {_PY_TO_GO.get(e.msg, e.msg)}: `{snippet}`"
+    return None

@@ -1,0 +1,175 @@
+"""MeshAccessLog: where proxies write access logs and in which format (Kuma v2.14.3)."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from appliance.policies._common import (
+    STR, STR_MAP, Errors, arr, as_dict, as_list, enum, index, is_file_path, join, obj,
+)
+from appliance.policies._targetref import (
+    DATAPLANE, MATCH, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_MULTI_ZONE_SERVICE,
+    MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, affects_inbounds, validate_match,
+    validate_target_ref,
+)
+from appliance.policies.meshaccesslog._address import is_url
+
+KIND = "MeshAccessLog"
+PATH = "meshaccesslogs"
+SHORT_NAME = "mal"
+TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
+
+_FORMAT = obj({
+    "json": arr(obj({"key": STR, "value": STR}, required=("key", "value"))),
+    "omitEmptyValues": {"type": "boolean", "default": False},
+    "plain": STR,
+    "type": enum("Plain", "Json"),
+}, required=("type",))
+_CONF = obj({"backends": arr(obj({
+    "file": obj({"format": _FORMAT, "path": {"type": "string", "minLength": 1}}, required=("path",)),
+    "openTelemetry": obj({
+        "attributes": arr(obj({
+            "key": {"type": "string", "pattern": "^[a-z]([a-z0-9]|[._][a-z0-9])*$"},
+            "value": STR,
+        }, required=("key", "value"))),
+        "backendRef": obj({"kind": enum("MeshOpenTelemetryBackend"), "labels": STR_MAP}, required=("kind",)),
+        "body": {},  # any JSON: an OpenTelemetry log body template
+        "endpoint": {"type": "string", "default": ""},
+    }),
+    "tcp": obj({"address": {"type": "string", "minLength": 1}, "format": _FORMAT}, required=("address",)),
+    "type": enum("Tcp", "File", "OpenTelemetry"),
+}, required=("type",)))})
+SPEC_SCHEMA: dict[str, Any] = obj({
+    "from": arr(obj({"default": _CONF, "targetRef": TARGET_REF}, required=("default", "targetRef"))),
+    "rules": arr(obj({"default": _CONF, "matches": arr(MATCH)}, required=("default",))),
+    "targetRef": TARGET_REF,
+    "to": arr(obj({"default": _CONF, "targetRef": TARGET_REF}, required=("default", "targetRef"))),
+})
+
+_TOP_KINDS = (MESH, MESH_SUBSET, MESH_GATEWAY, MESH_SERVICE, MESH_SERVICE_SUBSET, DATAPLANE)
+_TO_KINDS = (MESH, MESH_SERVICE, MESH_EXTERNAL_SERVICE, MESH_MULTI_ZONE_SERVICE, MESH_HTTP_ROUTE)
+
+
+def validate(spec: dict[str, Any]) -> Errors:
+    # Kuma checks the top-level targetRef even when absent, as the implicit `kind: Mesh`.
+    top_ref = spec.get("targetRef") if spec.get("targetRef") is not None else {"kind": MESH}
+    out = validate_target_ref(top_ref, "spec.targetRef", _TOP_KINDS,
+                              gateway_listener_tags=True, inbound=affects_inbounds(spec))
+    to, froms, rules = as_list(spec.get("to")), as_list(spec.get("from")), as_list(spec.get("rules"))
+    if rules and (to or froms):
+        out.append(("spec", "fields 'to' and 'from' must be empty when 'rules' is defined"))
+    if not rules and not to and not froms:
+        out.append(("spec", "at least one of 'from', 'to' or 'rules' has to be defined"))
+    kinds = (MESH,) if as_dict(top_ref).get("kind") == MESH_GATEWAY else _TO_KINDS
+    for i, item in enumerate(to):
+        path, item = index("spec.to", i), as_dict(item)
+        out += validate_target_ref(item.get("targetRef"), join(path, "targetRef"), kinds)
+        out += _validate_default(join(path, "default"), as_dict(item.get("default")))
+    for i, item in enumerate(froms):
+        path, item = index("spec.from", i), as_dict(item)
+        out += validate_target_ref(item.get("targetRef"), join(path, "targetRef"), (MESH,))
+        out += _validate_default(join(path, "default"), as_dict(item.get("default")))
+    for i, rule in enumerate(rules):
+        path, rule = index("spec.rules", i), as_dict(rule)
+        for j, match in enumerate(as_list(rule.get("matches"))):
+            out += validate_match(match, index(join(path, "matches"), j))
+        out += _validate_default(join(path, "default"), as_dict(rule.get("default")))
+    return out
+
+
+def _validate_default(path: str, conf: dict[str, Any]) -> Errors:
+    if conf.get("backends") is None:
+        return [(join(path, "backends"), "must be defined")]
+    out: Errors = []
+    for i, backend in enumerate(as_list(conf["backends"])):
+        out += _validate_backend(index(join(path, "backends"), i), as_dict(backend))
+    return out
+
+
+def _validate_backend(path: str, backend: dict[str, Any]) -> Errors:
+    kind = backend.get("type")
+    field = {"File": "file", "Tcp": "tcp", "OpenTelemetry": "openTelemetry"}.get(kind or "")
+    if field is None:
+        return []  # the schema's enum already refused it
+    root = join(path, field)
+    if backend.get(field) is None:
+        return [(root, "must be defined")]
+    conf = as_dict(backend[field])
+    out: Errors = []
+    if field in ("file", "tcp") and conf.get("format") is not None:
+        out += _validate_format(join(root, "format"), as_dict(conf["format"]))
+    if field == "file" and not is_file_path(conf.get("path") or ""):
+        out.append((join(root, "path"), "file backend requires a valid path"))
+    if field == "tcp" and not is_url(conf.get("address") or ""):
+        out.append((join(root, "address"), "tcp backend requires valid address"))
+    if field == "openTelemetry":
+        out += _validate_otel(root, conf)
+    return out
+
+
+def _validate_otel(root: str, conf: dict[str, Any]) -> Errors:
+    out: Errors = []
+    endpoint, ref = conf.get("endpoint") or "", conf.get("backendRef")
+    if endpoint and ref is not None:
+        out.append((root, "openTelemetry must have only one type defined: endpoint, backendRef"))
+    elif not endpoint and ref is None:
+        out.append((root, "openTelemetry must have exactly one defined: endpoint, backendRef"))
+    elif ref is not None:
+        ref = as_dict(ref)
+        if ref.get("kind") != "MeshOpenTelemetryBackend":
+            out.append((join(root, "backendRef.kind"), '"kind" must be one of ["MeshOpenTelemetryBackend"]'))
+        if not ref.get("labels"):
+            out.append((join(root, "backendRef"), "backendRef must have exactly one defined: labels"))
+    elif any(c in endpoint for c in "/?#"):
+        out.append((join(root, "endpoint"), "must be in host:port format, not a URL"))
+    for i, attribute in enumerate(as_list(conf.get("attributes"))):
+        out += _otel_attribute_name(join(index(join(root, "attributes"), i), "key"),
+                                    as_dict(attribute).get("key") or "")
+    return out
+
+
+_OTEL_ATTRIBUTE = re.compile(r"[a-z](?:[a-z0-9]|[._][a-z0-9])*")
+
+
+def _otel_attribute_name(path: str, key: str) -> Errors:
+    if key == "":
+        return [(path, "must be defined")]
+    if "%" in key:
+        return [(path, "must be a static OpenTelemetry attribute name; placeholders are only supported in values")]
+    if key.startswith("otel."):
+        return [(path, "must not use the reserved OpenTelemetry prefix 'otel.'")]
+    if not _OTEL_ATTRIBUTE.fullmatch(key):
+        return [(path, "must start with a lowercase letter, use only lowercase letters, digits, '.' or '_', "
+                       "avoid consecutive delimiters, and end with a letter or digit")]
+    return []
+
+
+def _validate_format(path: str, fmt: dict[str, Any]) -> Errors:
+    if fmt.get("type") == "Plain":
+        if fmt.get("plain") is None:
+            return [(join(path, "plain"), "must be defined")]
+        return [(join(path, "plain"), "must not be empty")] if fmt["plain"] == "" else []
+    if fmt.get("type") != "Json":
+        return []
+    if fmt.get("json") is None:
+        return [(join(path, "json"), "must be defined")]
+    entries = as_list(fmt["json"])
+    out: Errors = [] if entries else [(join(path, "json"), "must not be empty")]
+    for i, entry in enumerate(entries):
+        entry_path = index(join(path, "json"), i)
+        name, value = as_dict(entry).get("key") or "", as_dict(entry).get("value") or ""
+        if name == "":
+            out.append((join(entry_path, "key"), "key cannot be empty"))
+        if value == "":
+            out.append((join(entry_path, "value"), "value cannot be empty"))
+        # Kuma pastes key and value between quotes unescaped, so a quote or backslash breaks the object.
+        try:
+            json.loads(f'{{"{name}": "{value}"}}')
+        except ValueError:
+            out.append((entry_path, "is not a valid JSON object"))
+    return out
+
+
+def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:
+    return []

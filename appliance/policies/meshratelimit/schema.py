@@ -1,0 +1,146 @@
+"""MeshRateLimit: local HTTP request and TCP connection rate limits (Kuma v2.14.3)."""
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.policies._common import (
+    BOOL, HEADER_KEY_VALUE, INT, STR, Errors, arr, as_dict, as_list, index, integer_greater_than_zero_or_nil,
+    join, obj, parse_duration,
+)
+from appliance.policies._targetref import (
+    DATAPLANE, MATCH, MESH, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET,
+    TARGET_REF, affects_inbounds, includes_gateways, validate_match, validate_target_ref,
+)
+
+KIND = "MeshRateLimit"
+PATH = "meshratelimits"
+SHORT_NAME = "mrl"
+TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
+
+_RATE = obj({"interval": STR, "num": INT}, required=("interval", "num"))
+_CONF = obj({"local": obj({
+    "http": obj({
+        "disabled": BOOL,
+        "onRateLimit": obj({
+            "headers": obj({"add": arr(HEADER_KEY_VALUE, maxItems=16), "set": arr(HEADER_KEY_VALUE, maxItems=16)}),
+            "status": INT,
+        }),
+        "requestRate": _RATE,
+    }),
+    "tcp": obj({"connectionRate": _RATE, "disabled": BOOL}),
+})})
+SPEC_SCHEMA: dict[str, Any] = obj({
+    "from": arr(obj({"default": _CONF, "targetRef": TARGET_REF}, required=("targetRef",))),
+    "rules": arr(obj({"default": _CONF, "matches": arr(MATCH)})),
+    "targetRef": TARGET_REF,
+    "to": arr(obj({"default": _CONF, "targetRef": TARGET_REF}, required=("targetRef",))),
+})
+
+_TOP_KINDS = (MESH, MESH_SUBSET, MESH_GATEWAY, MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_HTTP_ROUTE, DATAPLANE)
+_GATEWAY_SCOPE = ("must not be defined when the scope includes a Gateway, select only proxyType Sidecar or "
+                  "select only gateways and use spec.to")
+_SPIFFE_MESSAGE = ("can't be specified when matches contain spiffeID because this field cannot be "
+                   "conditioned on source identity")
+_MIN_INTERVAL_NS = 50_000_000
+
+
+def validate(spec: dict[str, Any]) -> Errors:
+    out: Errors = []
+    to, froms, rules = as_list(spec.get("to")), as_list(spec.get("from")), as_list(spec.get("rules"))
+    if rules and (to or froms):
+        out.append(("spec", "fields 'to' and 'from' must be empty when 'rules' is defined"))
+    if spec.get("targetRef") is not None:
+        out += validate_target_ref(spec["targetRef"], "spec.targetRef", _TOP_KINDS,
+                                   gateway_listener_tags=True, inbound=affects_inbounds(spec))
+    top = spec.get("targetRef") if spec.get("targetRef") is not None else {"kind": MESH}
+    top_kind = as_dict(top).get("kind")
+    # Inbound limits (rules, from) apply on sidecars only; gateways are limited through `to`.
+    if rules and (includes_gateways(top) or top_kind == MESH_HTTP_ROUTE):
+        out.append(("spec.rules", "must not be defined"))
+    else:
+        for i, rule in enumerate(rules):
+            out += _validate_rule(index("spec.rules", i), as_dict(rule))
+    if froms and includes_gateways(top):
+        out.append(("spec.from", _GATEWAY_SCOPE))
+    elif froms and top_kind == MESH_HTTP_ROUTE:
+        out.append(("spec.from", "must not be defined when spec.kind is MeshHTTPRoute"))
+    else:
+        for i, item in enumerate(froms):
+            path = index("spec.from", i)
+            out += validate_target_ref(as_dict(item).get("targetRef"), join(path, "targetRef"), (MESH,))
+            out += _validate_default(join(path, "default"), as_dict(item).get("default"))
+    if to and not includes_gateways(top):
+        out.append(("spec.to", "must not be defined"))
+    else:
+        for i, item in enumerate(to):
+            path = index("spec.to", i)
+            out += validate_target_ref(as_dict(item).get("targetRef"), join(path, "targetRef"), (MESH,))
+            out += _validate_default(join(path, "default"), as_dict(item).get("default"))
+    return out
+
+
+def _validate_rule(path: str, rule: dict[str, Any]) -> Errors:
+    out: Errors = []
+    has_spiffe_id = False
+    for i, match in enumerate(as_list(rule.get("matches"))):
+        match_path, match = index(join(path, "matches"), i), as_dict(match)
+        out += validate_match(match, match_path)
+        if match.get("spiffeID") is None and match.get("sni") is None:
+            out.append((match_path, "must specify at least one of 'spiffeID' or 'sni'"))
+            continue
+        if match.get("spiffeID") is not None:
+            has_spiffe_id = True
+            kind = as_dict(match["spiffeID"]).get("type") or ""
+            if kind == "":
+                out.append((join(match_path, "spiffeID.type"), "must be set"))
+            elif kind not in ("Exact", "Prefix"):
+                out.append((join(match_path, "spiffeID.type"),
+                            f'unrecognized type "{kind}", supported values are: Exact, Prefix'))
+    # A TCP connection limit is shared by all clients, so it cannot depend on who connects.
+    if has_spiffe_id and as_dict(as_dict(rule.get("default")).get("local")).get("tcp") is not None:
+        out.append((join(path, "default.local.tcp"), _SPIFFE_MESSAGE))
+    return out + _validate_default(join(path, "default"), rule.get("default"))
+
+
+def _validate_default(path: str, conf: Any) -> Errors:
+    local_path = join(path, "local")
+    local = as_dict(conf).get("local")
+    if local is None:
+        return [(local_path, "must be defined")]
+    local = as_dict(local)
+    out: Errors = []
+    http, tcp = local.get("http"), local.get("tcp")
+    if http is None and tcp is None:
+        out.append((local_path, "must have at least one defined: tcp, http"))
+    if http is not None:
+        http, http_path = as_dict(http), join(local_path, "http")
+        if all(http.get(name) is None for name in ("disabled", "requestRate", "onRateLimit")):
+            out.append((http_path, "must have at least one defined: disabled, requestRate, onRateLimit"))
+        else:
+            if http.get("requestRate") is not None:
+                out += _validate_rate(join(http_path, "requestRate"), as_dict(http["requestRate"]))
+            if http.get("onRateLimit") is not None:
+                out += integer_greater_than_zero_or_nil(join(http_path, "onRateLimit.status"),
+                                                        as_dict(http["onRateLimit"]).get("status"))
+    if tcp is not None:
+        tcp, tcp_path = as_dict(tcp), join(local_path, "tcp")
+        if tcp.get("disabled") is None and tcp.get("connectionRate") is None:
+            out.append((tcp_path, "must have at least one defined: disabled, connectionRate"))
+        elif tcp.get("connectionRate") is not None:
+            out += _validate_rate(join(tcp_path, "connectionRate"), as_dict(tcp["connectionRate"]))
+    return out
+
+
+def _validate_rate(path: str, rate: dict[str, Any]) -> Errors:
+    out: Errors = []
+    num = rate.get("num")
+    if not isinstance(num, int) or num <= 0:
+        out.append((join(path, "num"), "must be greater than 0"))
+    interval = parse_duration(rate.get("interval")) if rate.get("interval") is not None else 0
+    if interval is not None and interval <= _MIN_INTERVAL_NS:
+        out.append((join(path, "interval"), "must be greater than: 50ms"))
+    return out
+
+
+def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:
+    return []

@@ -1,0 +1,83 @@
+"""`kuma-cp` as an operator runs it: start-up, readiness, bad configuration, port conflicts."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import ROOT, CpProcess, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def test_version() -> None:
+    out = _run(["version"])
+    assert out.returncode == 0 and "kuma-cp" in out.stdout and "2.14" in out.stdout
+
+
+def test_run_serves_api_and_diagnostics(tmp_path: Path) -> None:
+    cp = CpProcess(tmp_path).start()
+    try:
+        assert requests.get(cp.url + "/").json()["product"] == "Kuma"
+        assert requests.get(f"http://127.0.0.1:{cp.diag_port}/healthy").status_code == 200
+        assert (tmp_path / "kuma.db").exists()
+    finally:
+        assert cp.stop() == 0
+
+
+def test_skip_mesh_creation(tmp_path: Path) -> None:
+    cp = CpProcess(tmp_path, env={"KUMA_DEFAULTS_SKIP_MESH_CREATION": "true"}).start()
+    try:
+        assert requests.get(cp.url + "/meshes").json()["total"] == 0
+    finally:
+        cp.stop()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"KUMA_API_SERVER_HTTP_PORT": "eighty"}, "apiServer.http.port (env KUMA_API_SERVER_HTTP_PORT): 'eighty'"),
+    ({"KUMA_STORE_TYPE": "etcd"}, "store.type (env KUMA_STORE_TYPE): 'etcd', expected one of sqlite, memory"),
+])
+def test_bad_env_stops_startup_with_one_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    out = _run(["run"], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path), **env})
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"kuma-cp: invalid value for {message}"), out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_config_file_names_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "kuma-cp.conf.yaml"
+    f.write_text("apiServer:\n  http:\n    prot: 5681\n")
+    out = _run(["run", "-c", str(f)], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path)})
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"kuma-cp: {f}:3: unknown setting 'apiServer.http.prot'"
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    first = CpProcess(tmp_path / "a")
+    (tmp_path / "a").mkdir()
+    first.start()
+    try:
+        env = {"KUMA_GENERAL_WORK_DIR": str(tmp_path / "b"), "KUMA_API_SERVER_HTTP_PORT": str(first.api_port),
+               "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port())}
+        out = _run(["run"], env=env)
+        assert out.returncode == 1
+        assert f"cannot listen on 0.0.0.0:{first.api_port} for the API server (apiServer.http.port)" in out.stderr
+        assert "Traceback" not in out.stderr
+    finally:
+        first.stop()
+
+
+def test_corrupt_database_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "kuma.db").write_bytes(b"garbage" * 1000)
+    out = _run(["run"], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path)})
+    assert out.returncode == 1 and "cannot open SQLite store" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,112 @@
+"""Test helpers: a live API on a temporary SQLite file, served over real HTTP on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+from appliance.api.app import create_app
+from appliance.config import load_config
+from appliance.core.events import ChangeHub
+from appliance.core.manager import ResourceManager
+from appliance.runtime.bootstrap import ensure_defaults
+from appliance.runtime.http import HttpServer
+from appliance.store.sqlite import SQLiteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "kuma-2.14"
+
+
+class LiveApi:
+    def __init__(self, manager: ResourceManager, url: str) -> None:
+        self.manager = manager
+        self.store = manager.store
+        self.url = url
+        self.http = requests.Session()
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.http.get(self.url + path, **kw)
+
+    def put(self, path: str, body=None, **kw) -> requests.Response:
+        return self.http.put(self.url + path, json=body, **kw) if body is not None else self.http.put(self.url + path, **kw)
+
+    def delete(self, path: str, **kw) -> requests.Response:
+        return self.http.delete(self.url + path, **kw)
+
+    def post(self, path: str, body=None, **kw) -> requests.Response:
+        return self.http.post(self.url + path, json=body, **kw)
+
+
+@contextmanager
+def live_api(tmp_path: Path, env: dict[str, str] | None = None, defaults: bool = False) -> Iterator[LiveApi]:
+    """`defaults`: also create what `kuma-cp run` creates on first start (default Mesh, admin token)."""
+    config = load_config(env={"KUMA_GENERAL_WORK_DIR": str(tmp_path), **(env or {})})
+    store = SQLiteStore(tmp_path / "kuma.db", ChangeHub())
+    manager = ResourceManager(store)
+    if defaults:
+        ensure_defaults(manager, skip_mesh_creation=False, bootstrap_admin_token=True)
+    app = create_app(config, manager, "test-0000")
+    server = HttpServer(app, "127.0.0.1", 0, threads=4).start()
+    try:
+        yield LiveApi(manager, f"http://127.0.0.1:{server.port}")
+    finally:
+        server.stop()
+        store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CpProcess:
+    """A real `kuma-cp run` in its own process, with its own ports and work dir."""
+
+    def __init__(self, work_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.work_dir = work_dir
+        self.api_port = free_port()
+        self.diag_port = free_port()
+        self.env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(work_dir),
+                    "KUMA_API_SERVER_HTTP_PORT": str(self.api_port),
+                    "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port),
+                    "KUMA_DP_SERVER_PORT": str(free_port()), **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.api_port}"
+
+    def start(self, timeout: float = 20) -> "CpProcess":
+        self.log = open(self.work_dir / "kuma-cp.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "run"], env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kuma-cp exited with {self.proc.returncode}: {self.read_log()}")
+            try:
+                if requests.get(f"http://127.0.0.1:{self.diag_port}/ready", timeout=0.5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"kuma-cp not ready in {timeout}s: {self.read_log()}")
+
+    def read_log(self) -> str:
+        return (self.work_dir / "kuma-cp.log").read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            return self.proc.wait(timeout=10)
+        return self.proc.returncode if self.proc else 0
