@@ -9,7 +9,7 @@ import yaml
 
 from appliance.api.errors import KumaError, bad_request
 from appliance.core.resources.model import Resource, ResourceType
-from appliance.core.validation import ValidationError, Violation, Violations, check_schema
+from appliance.core.validation import ValidationError, Violation, Violations, check_schema, prune
 
 MAX_BODY = 1024 * 1024
 META_FIELDS = ("type", "mesh", "name", "labels", "creationTime", "modificationTime", "kri")
@@ -36,9 +36,9 @@ def present(rtype: ResourceType, res: Resource) -> dict[str, Any]:
     identifier = kri(rtype, res)
     if identifier:
         out["kri"] = identifier
+    out.update(res.content)
     if rtype.present:
         rtype.present(res, out)
-    out.update(res.content)
     return out
 
 
@@ -145,15 +145,20 @@ def decode(rtype: ResourceType, body: Any) -> Resource:
         check_schema(rtype.schema or {"type": "object"}, spec, "spec", problems)
         if problems:
             raise ValidationError([_kube_violation(p) for p in problems])
-        if not rtype.has_status:
-            content.pop("status", None)
-        content = {k: v for k, v in content.items() if k in ("spec", "status")}
+        # status belongs to the control plane: never taken from a request
+        content = {"spec": content["spec"], **({"status": {}} if rtype.has_status else {})}
     else:
         problems = []
         check_schema(rtype.schema or {"type": "object"}, content, "", problems)
         if problems:
             raise bad_request(f"invalid {rtype.name} object: \"{problems[0]}\"")
+        # jsonpb drops fields the proto does not have; so do we, rather than store them
+        content = prune(rtype.schema or {}, content)
     found = Violations()
+    if rtype.max_name_length:
+        shown = labels.get("kuma.io/display-name") or str(body.get("name") or "")
+        if len(shown) > rtype.max_name_length:
+            found.add("name", f"must not be longer than {rtype.max_name_length} characters")
     if rtype.validate:
         rtype.validate(content, found)
     found.raise_if_any()

@@ -187,6 +187,8 @@ class ResourceEndpoints:
         try:
             body = codec.parse_body(req.bounded_stream.read(codec.MAX_BODY + 1), req.content_type, self.rtype.name)
             res = codec.decode(self.rtype, body)
+            if self.rtype.wrapped and self.mesh_scoped and "mesh" not in body:
+                res.mesh = mesh  # Kuma fills a new-style resource's mesh from the URL
             self._validate_request(res, mesh, name)
         except (ValidationError, KumaError) as e:
             raise from_exception(e, title)

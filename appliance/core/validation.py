@@ -147,6 +147,22 @@ def check_schema(schema: dict[str, Any], value: Any, path: str, out: list[str]) 
                 check_schema(items, item, f"{path}[{i}]", out)
 
 
+def prune(schema: dict[str, Any], value: Any) -> Any:
+    """`value` without nulls and without properties the schema does not know (free-form objects kept)."""
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        if props is not None and extra is None:
+            return {k: prune(props[k], v) for k, v in value.items() if k in props and v is not None}
+        if isinstance(extra, dict):
+            return {k: prune(extra, v) for k, v in value.items() if v is not None}
+        return value
+    if isinstance(value, list):
+        items = schema.get("items") or {}
+        return [prune(items, v) for v in value]
+    return value
+
+
 def _copy(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _copy(v) for k, v in value.items()}

@@ -7,6 +7,10 @@
     SPEC_SCHEMA: dict         structural schema of `spec` (OpenAPI subset, see core/validation.check_schema)
     validate(spec) -> list[tuple[str, str]]   semantic rules: (field path "spec....", reason) as Kuma says
     mesh_defaults(mesh) -> list[tuple[str, dict]]   policies Kuma creates with a new Mesh: (name, spec)
+    deprecations(spec) -> list[str]   the `warnings` Kuma returns with a successful create or update
+
+validate() assumes the spec passed check_schema (as Kuma runs kube-openapi first) and that the
+policy has the "system" role, which every policy has on Universal.
 
 A policy imports nothing from core/ or xds/; core/ registers these modules.
 """

@@ -66,6 +66,16 @@ def includes_gateways(ref: Any) -> bool:
     return kind in (MESH_GATEWAY, MESH_HTTP_ROUTE)
 
 
+def top_level_deprecations(ref: Any) -> list[str]:
+    """validators.TopLevelTargetRefDeprecations: the kinds that Dataplane and to[] replace."""
+    kind = as_dict(ref).get("kind") if ref is not None else None
+    if kind in (MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET):
+        return [f"{kind} value for 'targetRef.kind' is deprecated, use {DATAPLANE} with labels instead"]
+    if kind == MESH_HTTP_ROUTE:
+        return [f"{MESH_HTTP_ROUTE} value for 'targetRef.kind' is deprecated, use {MESH_HTTP_ROUTE} in spec.to[].targetRef"]
+    return []
+
+
 def validate_target_ref(
     ref: Any,
     path: str,

@@ -64,8 +64,7 @@ class ResourceType:
     plural: str = ""
     include_in_federation: bool = True
     kumactl: str = ""               # "meshtrafficpermission" (kumactl get <arg>)
-    # Defaults filled in on write (wrapped types); returns nothing, edits content in place.
-    default: Callable[[Content], None] | None = None
+    max_name_length: int = 0        # 0 = only the generic 253; checked on the display name
     # Computed fields added to the REST representation (e.g. MeshService "snis").
     present: Callable[["Resource", dict[str, Any]], None] | None = None
     # Deprecation warnings returned on create/update.

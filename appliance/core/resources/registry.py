@@ -45,6 +45,7 @@ def _policy(module: ModuleType) -> ResourceType:
     t = module.TARGETS
     return ResourceType(
         name=module.KIND, path=module.PATH, scope="Mesh", short_name=module.SHORT_NAME, wrapped=True,
+        has_status=getattr(module, "HAS_STATUS", False),
         schema=module.SPEC_SCHEMA, validate=_policy_validator(module),
         policy=PolicyInfo(is_target_ref=t["is_target_ref"], has_to=t["has_to"], has_from=t["has_from"],
                           has_rules=t["has_rules"], is_from_as_rules=t["is_from_as_rules"]),

@@ -10,14 +10,15 @@ from appliance.policies._common import (
 )
 from appliance.policies._targetref import (
     DATAPLANE, MATCH, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_MULTI_ZONE_SERVICE,
-    MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, affects_inbounds, validate_match,
-    validate_target_ref,
+    MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, affects_inbounds, top_level_deprecations,
+    validate_match, validate_target_ref,
 )
 from appliance.policies.meshaccesslog._address import is_url
 
 KIND = "MeshAccessLog"
 PATH = "meshaccesslogs"
 SHORT_NAME = "mal"
+HAS_STATUS = True  # Kuma 2.14 gives MeshAccessLog an (empty) status
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
 
 _FORMAT = obj({
@@ -169,6 +170,18 @@ def _validate_format(path: str, fmt: dict[str, Any]) -> Errors:
         except ValueError:
             out.append((entry_path, "is not a valid JSON object"))
     return out
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    out = ["'from' field is deprecated, use 'rules' instead"] if as_list(spec.get("from")) else []
+    backends = [as_dict(backend) for section in ("to", "from", "rules") for item in as_list(spec.get(section))
+                for backend in as_list(as_dict(as_dict(item).get("default")).get("backends"))]
+    if any(as_dict(b.get("openTelemetry")).get("endpoint") and as_dict(b.get("openTelemetry")).get("backendRef") is None
+           for b in backends if b.get("openTelemetry") is not None):
+        out.append("openTelemetry.endpoint is deprecated, use openTelemetry.backendRef with a MeshOpenTelemetryBackend "
+                   "resource instead")
+    return out + top_level_deprecations(spec.get("targetRef"))
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

@@ -9,7 +9,7 @@ from appliance.policies._common import (
 )
 from appliance.policies._targetref import (
     DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_MULTI_ZONE_SERVICE, MESH_SERVICE,
-    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, affects_inbounds, validate_target_ref,
+    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, affects_inbounds, top_level_deprecations, validate_target_ref,
 )
 
 KIND = "MeshCircuitBreaker"
@@ -121,6 +121,12 @@ def _validate_outlier_detection(path: str, outlier: dict[str, Any]) -> Errors:
         out += integer_greater_than_zero_or_nil(join(failure_path, "requestVolume"), failure.get("requestVolume"))
         out += uint_percentage_or_nil(join(failure_path, "threshold"), failure.get("threshold"))
     return out
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    out = ["'from' field is deprecated, use 'rules' instead"] if as_list(spec.get("from")) else []
+    return out + top_level_deprecations(spec.get("targetRef"))
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

@@ -10,7 +10,7 @@ from appliance.policies._common import (
 )
 from appliance.policies._targetref import (
     DATAPLANE, MATCH, MESH, MESH_GATEWAY, MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF,
-    affects_inbounds, includes_gateways, validate_match, validate_target_ref,
+    affects_inbounds, includes_gateways, top_level_deprecations, validate_match, validate_target_ref,
 )
 
 KIND = "MeshFaultInjection"
@@ -100,6 +100,12 @@ def _validate_default(path: str, conf: Any) -> Errors:
 def _or_zero(value: Any) -> Any:
     """The percentages are plain IntOrString values in Go: absent reads as 0, which is allowed."""
     return 0 if value is None else value
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    out = ["'from' field is deprecated, use 'rules' with SPIFFE-based 'matches' instead"] if as_list(spec.get("from")) else []
+    return out + top_level_deprecations(spec.get("targetRef"))
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

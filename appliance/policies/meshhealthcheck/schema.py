@@ -10,7 +10,7 @@ from appliance.policies._common import (
 )
 from appliance.policies._targetref import (
     DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_MULTI_ZONE_SERVICE, MESH_SERVICE,
-    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, validate_target_ref,
+    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, top_level_deprecations, validate_target_ref,
 )
 
 KIND = "MeshHealthCheck"
@@ -86,6 +86,16 @@ def _validate_default(path: str, conf: dict[str, Any]) -> Errors:
     # tcp and grpc need no checks of their own: every field in them is optional.
     if all(conf.get(name) is None for name in ("http", "tcp", "grpc")):
         out.append((path, "must have at least one defined: http, tcp, grpc"))
+    return out
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    out = top_level_deprecations(spec.get("targetRef"))
+    out += ["healthyPanicThreshold for 'to[].default' is deprecated. The setting has been moved to MeshCircuitBreaker "
+            "policy, please use MeshCircuitBreaker policy instead."
+            for item in as_list(spec.get("to"))
+            if as_dict(as_dict(item).get("default")).get("healthyPanicThreshold") is not None]
     return out
 
 

@@ -9,7 +9,8 @@ from appliance.policies._common import (
 )
 from appliance.policies._targetref import (
     BACKEND_REF, DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_MULTI_ZONE_SERVICE, MESH_SERVICE,
-    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, validate_backend_ref, validate_target_ref,
+    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, top_level_deprecations, validate_backend_ref,
+    validate_target_ref,
 )
 
 KIND = "MeshHTTPRoute"
@@ -194,6 +195,11 @@ def _validate_header_modifier(path: str, modifier: dict[str, Any]) -> Errors:
                 out.append((join(index(join(path, field), i), "name"), "duplicate header name"))
             seen.add(name)
     return out
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    return top_level_deprecations(spec.get("targetRef"))
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

@@ -9,7 +9,7 @@ from appliance.policies._common import (
 )
 from appliance.policies._targetref import (
     DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_MULTI_ZONE_SERVICE, MESH_SERVICE,
-    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, validate_target_ref,
+    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, top_level_deprecations, validate_target_ref,
 )
 
 KIND = "MeshLoadBalancingStrategy"
@@ -196,6 +196,23 @@ def _hash_policy_errors(path: str, policies: Any) -> Errors:
             if cookie_path is not None and not str(cookie_path).startswith("/"):
                 out.append((join(index(path, i), "cookie.path"), "must be an absolute path"))
     return out
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    out: list[str] = []
+    for i, item in enumerate(as_list(spec.get("to"))):
+        balancer = as_dict(as_dict(item).get("default")).get("loadBalancer")
+        field = {"RingHash": "ringHash", "Maglev": "maglev"}.get(as_dict(balancer).get("type") or "")
+        policies = as_dict(as_dict(balancer).get(field or "")).get("hashPolicies")
+        if balancer is None or field is None or policies is None:
+            continue
+        out.append(f"configuration 'spec.to[{i}].default.loadBalancer.{field}.hashPolicies' is deprecated, "
+                   f"use 'spec.to[{i}].default.hashPolicies' instead")
+        out += [f"SourceIP type for 'spec.to[{i}].default.loadBalancer.{field}.hashPolicies[{j}].type' is "
+                "deprecated, use Connection instead"
+                for j, policy in enumerate(as_list(policies)) if as_dict(policy).get("type") == "SourceIP"]
+    return out + top_level_deprecations(spec.get("targetRef"))
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

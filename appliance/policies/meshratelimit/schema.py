@@ -9,7 +9,7 @@ from appliance.policies._common import (
 )
 from appliance.policies._targetref import (
     DATAPLANE, MATCH, MESH, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET,
-    TARGET_REF, affects_inbounds, includes_gateways, validate_match, validate_target_ref,
+    TARGET_REF, affects_inbounds, includes_gateways, top_level_deprecations, validate_match, validate_target_ref,
 )
 
 KIND = "MeshRateLimit"
@@ -140,6 +140,20 @@ def _validate_rate(path: str, rate: dict[str, Any]) -> Errors:
     if interval is not None and interval <= _MIN_INTERVAL_NS:
         out.append((join(path, "interval"), "must be greater than: 50ms"))
     return out
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    out = ["'from' field is deprecated, use 'rules' instead"] if as_list(spec.get("from")) else []
+    for section in ("from", "rules", "to"):
+        for i, item in enumerate(as_list(spec.get(section))):
+            local = as_dict(as_dict(item).get("default")).get("local")
+            status = as_dict(as_dict(as_dict(local).get("http")).get("onRateLimit")).get("status")
+            if local is not None and isinstance(status, int) and status < 400:
+                # Kuma names requestRate in this path although the field is onRateLimit.status.
+                out.append(f"'spec.{section}[{i}].default.local.http.requestRate.status' must be 400 or higher. "
+                           "Please update your configuration.")
+    return out + top_level_deprecations(spec.get("targetRef"))
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

@@ -9,8 +9,8 @@ from appliance.policies._common import (
     duration_greater_than_zero, enum, index, join, obj,
 )
 from appliance.policies._targetref import (
-    DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_MULTI_ZONE_SERVICE,
-    MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, validate_target_ref,
+    DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_MULTI_ZONE_SERVICE, MESH_SERVICE,
+    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, top_level_deprecations, validate_target_ref,
 )
 
 KIND = "MeshRetry"
@@ -164,6 +164,11 @@ def _validate_back_offs(path: str, conf: dict[str, Any]) -> Errors:
                     for i, header in enumerate(as_list(limited["resetHeaders"]))
                     if not as_dict(header).get("name")]
     return out
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    return top_level_deprecations(spec.get("targetRef"))
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

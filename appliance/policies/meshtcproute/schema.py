@@ -6,7 +6,8 @@ from typing import Any
 from appliance.policies._common import Errors, arr, as_dict, as_list, index, join, obj
 from appliance.policies._targetref import (
     BACKEND_REF, DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_MULTI_ZONE_SERVICE, MESH_SERVICE,
-    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, validate_backend_ref, validate_target_ref,
+    MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, top_level_deprecations, validate_backend_ref,
+    validate_target_ref,
 )
 
 KIND = "MeshTCPRoute"
@@ -46,6 +47,11 @@ def validate(spec: dict[str, Any]) -> Errors:
                 out += validate_target_ref(backend, index(backends_path, k), _BACKEND_KINDS)
                 out += validate_backend_ref(backend, index(backends_path, k))
     return out
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    return top_level_deprecations(spec.get("targetRef"))
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

@@ -9,8 +9,8 @@ from appliance.policies._common import (
 )
 from appliance.policies._targetref import (
     DATAPLANE, MATCH, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_MULTI_ZONE_SERVICE,
-    MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, affects_inbounds, validate_match,
-    validate_target_ref,
+    MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, affects_inbounds, top_level_deprecations,
+    validate_match, validate_target_ref,
 )
 
 KIND = "MeshTimeout"
@@ -126,6 +126,12 @@ def _validate_default(path: str, conf: Any, top: str) -> Errors:
         for name in _HTTP_FIELDS:
             out += duration_not_negative_or_nil(join(http_path, name), http.get(name))
     return out
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    out = ["'from' field is deprecated, use 'rules' instead"] if as_list(spec.get("from")) else []
+    return out + top_level_deprecations(spec.get("targetRef"))
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

@@ -6,7 +6,7 @@ from typing import Any
 from appliance.policies._common import Errors, arr, as_dict, as_list, enum, index, join, obj
 from appliance.policies._targetref import (
     DATAPLANE, MATCH, MESH, MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, affects_inbounds,
-    validate_match, validate_target_ref,
+    top_level_deprecations, validate_match, validate_target_ref,
 )
 
 KIND = "MeshTrafficPermission"
@@ -54,6 +54,16 @@ def validate(spec: dict[str, Any]) -> Errors:
         if not as_dict(item.get("default")).get("action"):
             out.append((join(path, "default.action"), "must be defined"))
     return out
+
+
+def deprecations(spec: dict[str, Any]) -> list[str]:
+    """Warnings Kuma returns with a successful create or update."""
+    froms = as_list(spec.get("from"))
+    out = ["'from' field is deprecated and will be removed in 3.0, use 'rules' with MeshIdentity (spiffeId) instead"
+           ] if froms else []
+    out += ["MeshService value for 'from[].targetRef.kind' is deprecated, use MeshSubset with 'kuma.io/service' instead"
+            for item in froms if as_dict(as_dict(item).get("targetRef")).get("kind") == MESH_SERVICE]
+    return out + top_level_deprecations(spec.get("targetRef"))
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

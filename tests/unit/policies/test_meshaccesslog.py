@@ -168,3 +168,10 @@ def test_tcp_address_check_is_fast_on_hostile_input():
     start = time.monotonic()
     is_url("aa-" * 690 + ".!")
     assert time.monotonic() - start < 1
+
+
+def test_deprecations_of_inline_otel_endpoint():
+    spec = {"rules": [{"default": {"backends": [{"type": "OpenTelemetry",
+                                                 "openTelemetry": {"endpoint": "otel:4317"}}]}}]}
+    assert mal.deprecations(spec) == ["openTelemetry.endpoint is deprecated, use openTelemetry.backendRef with a "
+                                      "MeshOpenTelemetryBackend resource instead"]

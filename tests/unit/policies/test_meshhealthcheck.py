@@ -117,3 +117,13 @@ to: [{{targetRef: {{kind: Mesh}}, default: {{http: {{requestHeadersToAdd: {{add:
 
 def test_no_defaults_with_a_mesh():
     assert mhc.mesh_defaults("default") == []
+
+
+def test_deprecations_of_panic_threshold():
+    spec = {"targetRef": {"kind": "MeshSubset", "tags": {"a": "b"}},
+            "to": [{"targetRef": {"kind": "Mesh"}, "default": {"healthyPanicThreshold": 10, "tcp": {}}}]}
+    assert mhc.deprecations(spec) == [
+        "MeshSubset value for 'targetRef.kind' is deprecated, use Dataplane with labels instead",
+        "healthyPanicThreshold for 'to[].default' is deprecated. The setting has been moved to MeshCircuitBreaker "
+        "policy, please use MeshCircuitBreaker policy instead.",
+    ]

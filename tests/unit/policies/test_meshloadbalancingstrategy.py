@@ -157,3 +157,14 @@ def test_external_service_needs_a_mesh_wide_policy():
         ("spec.to[0].targetRef.kind", "kind MeshExternalService is only allowed with targetRef.kind: Mesh as it is "
                                       "configured on the Zone Egress and shared by all clients in the mesh"),
     ]
+
+
+def test_deprecations_of_hash_policies_inside_the_balancer():
+    spec = {"to": [{"targetRef": {"kind": "Mesh"}, "default": {"loadBalancer": {
+        "type": "Maglev", "maglev": {"hashPolicies": [{"type": "SourceIP", "connection": {}}]}}}}]}
+    assert mlbs.deprecations(spec) == [
+        "configuration 'spec.to[0].default.loadBalancer.maglev.hashPolicies' is deprecated, "
+        "use 'spec.to[0].default.hashPolicies' instead",
+        "SourceIP type for 'spec.to[0].default.loadBalancer.maglev.hashPolicies[0].type' is deprecated, "
+        "use Connection instead",
+    ]

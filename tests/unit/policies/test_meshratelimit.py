@@ -115,3 +115,10 @@ def test_invalid(check, text, expected):
 
 def test_no_defaults_with_a_mesh():
     assert mrl.mesh_defaults("default") == []
+
+
+def test_deprecations_of_low_rate_limit_status():
+    spec = {"targetRef": {"kind": "Dataplane"},
+            "rules": [{"default": {"local": {"http": {"onRateLimit": {"status": 200}}}}}]}
+    assert mrl.deprecations(spec) == [
+        "'spec.rules[0].default.local.http.requestRate.status' must be 400 or higher. Please update your configuration."]

@@ -190,3 +190,13 @@ def test_mesh_defaults_are_kumas_and_valid():
         problems: list[str] = []
         check_schema(mt.SPEC_SCHEMA, spec, "spec", problems)
         assert problems == [] and mt.validate(spec) == []
+
+
+def test_deprecations():
+    assert mt.deprecations({"targetRef": {"kind": "MeshHTTPRoute", "name": "r"}, "from": [{}]}) == [
+        "'from' field is deprecated, use 'rules' instead",
+        "MeshHTTPRoute value for 'targetRef.kind' is deprecated, use MeshHTTPRoute in spec.to[].targetRef",
+    ]
+    # Kuma's own defaults still use `from`, so a fresh mesh's timeout policies carry this warning.
+    assert [mt.deprecations(spec) for _, spec in mt.mesh_defaults("m")] == [
+        ["'from' field is deprecated, use 'rules' instead"]] * 2

@@ -142,3 +142,14 @@ from: [{targetRef: {kind: Mesh}, default: {action: Maybe}}]
 
 def test_no_defaults_with_a_mesh():
     assert mtp.mesh_defaults("default") == []
+
+
+def test_deprecations_of_from_and_old_kinds():
+    spec = {"targetRef": {"kind": "MeshService", "name": "backend"},
+            "from": [{"targetRef": {"kind": "MeshService", "name": "web"}, "default": {"action": "Allow"}}]}
+    assert mtp.deprecations(spec) == [
+        "'from' field is deprecated and will be removed in 3.0, use 'rules' with MeshIdentity (spiffeId) instead",
+        "MeshService value for 'from[].targetRef.kind' is deprecated, use MeshSubset with 'kuma.io/service' instead",
+        "MeshService value for 'targetRef.kind' is deprecated, use Dataplane with labels instead",
+    ]
+    assert mtp.deprecations({"targetRef": {"kind": "Mesh"}, "rules": []}) == []
