@@ -11,7 +11,10 @@ from appliance.core.resources import registry
 
 
 def create_app(config: Config, manager: ResourceManager, instance_id: str) -> falcon.App:
-    app = falcon.App(middleware=[Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"])])
+    middleware: list = [Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"])]
+    if config["apiServer.corsAllowedDomains"]:
+        middleware.insert(0, falcon.CORSMiddleware(allow_origins=config["apiServer.corsAllowedDomains"]))
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     # Kuma's clients send `tag=a&tag=b` and `filter[labels.x]=y`: keep repeated params as lists.
     app.req_options.auto_parse_qs_csv = False
@@ -21,7 +24,7 @@ def create_app(config: Config, manager: ResourceManager, instance_id: str) -> fa
     app.add_route("/who-am-i", index.WhoAmI())
     app.add_route("/_resources", index.ResourceTypes())
     app.add_route("/_kri/{kri}", index.KriLookup(manager))
-    app.add_route("/tokens/user", index.UserTokens(manager.store))
+    app.add_route("/tokens/user", index.UserTokens(manager.store, config["apiServer.authn.tokens.enableIssuer"]))
     for rtype in registry.ALL_TYPES:
         resources.add_routes(app, rtype, manager, config["apiServer.readOnly"])
     return app

@@ -88,11 +88,15 @@ class KriLookup:
 class UserTokens:
     """`POST /tokens/user` {"name", "groups", "validFor"}: a user token signed by the CP (admins only)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, enabled: bool) -> None:
         self.store = store
+        self.enabled = enabled
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         auth.require_admin(req, "the user token issuer")
+        if not self.enabled:
+            raise KumaError(400, "Could not issue a token", "issuing tokens using the control plane is disabled "
+                                                            "(apiServer.authn.tokens.enableIssuer)")
         body = codec.parse_body(req.bounded_stream.read(codec.MAX_BODY + 1), req.content_type, "token request")
         if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
             raise bad_request("bad request: name must be a non-empty string")

@@ -25,7 +25,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store.type", str, "sqlite", "KUMA_STORE_TYPE", choices=("sqlite", "memory")),
     Setting("store.sqlite.path", str, "", "KUMA_STORE_SQLITE_PATH"),
     Setting("store.sqlite.busyTimeout", str, "5s", "KUMA_STORE_SQLITE_BUSY_TIMEOUT", duration=True),
-    Setting("store.upsert.conflictRetryMaxTimes", int, 5, "KUMA_STORE_UPSERT_CONFLICT_RETRY_MAX_TIMES"),
     Setting("apiServer.http.enabled", bool, True, "KUMA_API_SERVER_HTTP_ENABLED"),
     Setting("apiServer.http.interface", str, "0.0.0.0", "KUMA_API_SERVER_HTTP_INTERFACE"),
     Setting("apiServer.http.port", int, 5681, "KUMA_API_SERVER_HTTP_PORT"),

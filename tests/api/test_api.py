@@ -180,3 +180,24 @@ def test_auth_when_localhost_is_not_admin(tmp_path: Path) -> None:
         bad = {"Authorization": "Bearer not-a-token"}
         r = api.get("/meshes", headers=bad)
         assert r.status_code == 401 and r.json()["type"] == "/std-errors"
+
+
+def test_token_issuer_can_be_disabled(tmp_path: Path) -> None:
+    with live_api(tmp_path, env={"KUMA_API_SERVER_AUTHN_TOKENS_ENABLE_ISSUER": "false"}, defaults=True) as api:
+        r = api.post("/tokens/user", {"name": "alice"})
+        assert r.status_code == 400 and "disabled" in r.json()["detail"]
+
+
+def test_cors_allowed_domains(tmp_path: Path) -> None:
+    with live_api(tmp_path, env={"KUMA_API_SERVER_CORS_ALLOWED_DOMAINS": "http://gui.example"}) as api:
+        r = api.get("/", headers={"Origin": "http://gui.example"})
+        assert r.headers.get("Access-Control-Allow-Origin") == "http://gui.example"
+        r = api.get("/", headers={"Origin": "http://evil.example"})
+        assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_read_only_api(tmp_path: Path) -> None:
+    with live_api(tmp_path, env={"KUMA_API_SERVER_READ_ONLY": "true"}, defaults=True) as api:
+        assert api.get("/meshes").status_code == 200
+        r = api.put("/meshes/demo", {"type": "Mesh", "name": "demo"})
+        assert r.status_code == 405 and "read-only" in r.json()["detail"]
