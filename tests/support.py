@@ -21,7 +21,7 @@ from appliance.runtime.http import HttpServer
 from appliance.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "kuma-2.14"
+SHARED = Path(os.environ.get("KUMA_REFERENCE_DIR", ROOT.parent / "shared" / "kuma-2.14"))
 
 
 class LiveApi:

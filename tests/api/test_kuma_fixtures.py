@@ -95,6 +95,10 @@ def _normalise(value, address: str):
     return value
 
 
+def test_reference_fixtures_are_present() -> None:
+    assert len(_cases()) >= 50, f"Kuma's fixtures are missing from {FIXTURES} (set KUMA_REFERENCE_DIR)"
+
+
 @pytest.mark.parametrize("case", _cases(), ids=lambda p: p.name.removesuffix(".input.yaml"))
 def test_fixture(case: Path, tmp_path: Path) -> None:
     steps, docs = _parse(case)

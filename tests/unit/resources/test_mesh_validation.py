@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import SHARED
 from appliance.core.resources import mesh
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "kuma-2.14" / "api-fixtures"
+FIXTURES = SHARED / "api-fixtures"
 
 EVERYTHING = """
     mtls:
