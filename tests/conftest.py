@@ -6,7 +6,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN0
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     for outcome in counts:
         for report in terminalreporter.stats.get(outcome, []):
-            if "test_kuma_fixtures.py" in getattr(report, "nodeid", ""):
+            if "test_kuma_fixtures.py::test_fixture[" in getattr(report, "nodeid", ""):
                 counts[outcome] += 1
     total = sum(counts.values())
     if total:
