@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import falcon
 
-from appliance.api import errors, index, resources
+from appliance.api import errors, index, resources, tokens
 from appliance.api.auth import Authenticator
 from appliance.config import Config
 from appliance.core.manager import ResourceManager
@@ -24,7 +24,7 @@ def create_app(config: Config, manager: ResourceManager, instance_id: str) -> fa
     app.add_route("/who-am-i", index.WhoAmI())
     app.add_route("/_resources", index.ResourceTypes())
     app.add_route("/_kri/{kri}", index.KriLookup(manager))
-    app.add_route("/tokens/user", index.UserTokens(manager.store, config["apiServer.authn.tokens.enableIssuer"]))
+    tokens.add_routes(app, manager.store, config["apiServer.authn.tokens.enableIssuer"])
     for rtype in registry.ALL_TYPES:
         resources.add_routes(app, rtype, manager, config["apiServer.readOnly"])
     return app

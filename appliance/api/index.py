@@ -11,11 +11,8 @@ from appliance.api import auth, codec
 from appliance.api.errors import KumaError, bad_request
 from appliance.api.resources import _reply
 from appliance.config import Config
-from appliance.config.loader import parse_duration
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
-from appliance.store import Store
-from appliance.tokens import signing
 
 
 class Index:
@@ -83,40 +80,3 @@ class KriLookup:
         if res is None:
             raise KumaError(404, "Could not retrieve a resource", "Not found")
         _reply(resp, codec.present(rtype, res))
-
-
-class UserTokens:
-    """`POST /tokens/user` {"name", "groups", "validFor"}: a user token signed by the CP (admins only)."""
-
-    def __init__(self, store: Store, enabled: bool) -> None:
-        self.store = store
-        self.enabled = enabled
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        auth.require_admin(req, "the user token issuer")
-        if not self.enabled:
-            raise KumaError(400, "Could not issue a token", "issuing tokens using the control plane is disabled "
-                                                            "(apiServer.authn.tokens.enableIssuer)")
-        body = codec.parse_body(req.bounded_stream.read(codec.MAX_BODY + 1), req.content_type, "token request")
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
-            raise bad_request("bad request: name must be a non-empty string")
-        groups = body.get("groups") or []
-        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise bad_request("bad request: groups must be a list of strings")
-        try:
-            valid_for = _duration(body.get("validFor") or "24h")
-        except ValueError as e:
-            raise bad_request(f"bad request: validFor: {e}")
-        key = auth.user_token_key(self.store, signing.DEFAULT_KEY_ID)
-        if key is None:
-            raise KumaError(404, "Signing Key not found", "there is no signing key with KID 1. GlobalSecret of "
-                            "name \"user-token-signing-key-1\" is not found")
-        token = signing.sign({"Name": body["name"], "Groups": groups}, key, signing.DEFAULT_KEY_ID, valid_for)
-        resp.content_type = "text/plain"
-        resp.text = token
-
-
-def _duration(text: Any) -> float:
-    if not isinstance(text, str):
-        raise ValueError(f"{text!r} is not a duration like 24h")
-    return parse_duration(text)

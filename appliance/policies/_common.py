@@ -78,6 +78,10 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def as_str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 # --- durations (Go's time.ParseDuration, which k8s metav1.Duration uses) -------------------------
 
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9,

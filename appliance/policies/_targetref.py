@@ -9,7 +9,7 @@ import re
 from typing import Any, Sequence
 
 from appliance.policies._common import (
-    INT, STR, STR_MAP, Errors, arr, as_dict, as_list, dns1123_subdomain_errors, enum, join, key, obj,
+    Errors, INT, STR, STR_MAP, arr, as_dict, as_list, as_str, dns1123_subdomain_errors, enum, join, key, obj,
 )
 
 MESH = "Mesh"
@@ -72,7 +72,8 @@ def top_level_deprecations(ref: Any) -> list[str]:
     if kind in (MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET):
         return [f"{kind} value for 'targetRef.kind' is deprecated, use {DATAPLANE} with labels instead"]
     if kind == MESH_HTTP_ROUTE:
-        return [f"{MESH_HTTP_ROUTE} value for 'targetRef.kind' is deprecated, use {MESH_HTTP_ROUTE} in spec.to[].targetRef"]
+        return [f"{MESH_HTTP_ROUTE} value for 'targetRef.kind' is deprecated, "
+                f"use {MESH_HTTP_ROUTE} in spec.to[].targetRef"]
     return []
 
 
@@ -88,14 +89,14 @@ def validate_target_ref(
 ) -> Errors:
     """mesh.ValidateTargetRef with its options; `path` is where the targetRef sits."""
     ref = as_dict(ref)
-    kind = ref.get("kind") or ""
+    kind = as_str(ref.get("kind"))
     if kind == "":
         return [(join(path, "kind"), "must be defined")]
     if kind not in supported:
         return [(join(path, "kind"), unsupported_message or f"value '{kind}' is not supported")]
 
-    name, labels = ref.get("name") or "", ref.get("labels") or {}
-    namespace, section = ref.get("namespace") or "", ref.get("sectionName") or ""
+    name, labels = as_str(ref.get("name")), ref.get("labels") or {}
+    namespace, section = as_str(ref.get("namespace")), as_str(ref.get("sectionName"))
     out: Errors = []
 
     def disallow(*fields: str) -> None:
@@ -193,18 +194,18 @@ def validate_match(match: Any, path: str) -> Errors:
     out: Errors = []
     spiffe = match.get("spiffeID")
     if spiffe is not None:
-        problem = spiffe_id_error(as_dict(spiffe).get("value") or "")
+        problem = spiffe_id_error(as_str(as_dict(spiffe).get("value")))
         if problem:
             out.append((join(path, "spiffeID"), f"must be a valid Spiffe ID: {problem}"))
     sni = match.get("sni")
     if sni is not None:
         sni = as_dict(sni)
-        sni_type = sni.get("type") or ""
+        sni_type = as_str(sni.get("type"))
         if sni_type == "":
             out.append((join(path, "sni.type"), "must be set"))
         elif sni_type != "Exact":
             out.append((join(path, "sni.type"), f'unrecognized type "{sni_type}", supported values are: Exact'))
-        value = sni.get("value") or ""
+        value = as_str(sni.get("value"))
         if value == "":
             out.append((join(path, "sni.value"), "must be set"))
         else:

@@ -201,3 +201,21 @@ def test_read_only_api(tmp_path: Path) -> None:
         assert api.get("/meshes").status_code == 200
         r = api.put("/meshes/demo", {"type": "Mesh", "name": "demo"})
         assert r.status_code == 405 and "read-only" in r.json()["detail"]
+
+
+def test_dataplane_and_zone_tokens(api) -> None:
+    from appliance.tokens import issuer
+    r = api.post("/tokens/dataplane", {"name": "web-1", "mesh": "default", "tags": {"kuma.io/service": ["web"]},
+                                       "validFor": "1h"})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    claims = issuer.verify_dataplane_token(api.store, "default", r.text)
+    assert (claims["Name"], claims["Mesh"], claims["Tags"]) == ("web-1", "default", {"kuma.io/service": ["web"]})
+    r = api.post("/tokens/dataplane", {"name": "x", "validFor": "forever", "type": "robot"})
+    assert r.status_code == 400
+    assert [p["field"] for p in r.json()["invalid_parameters"]] == ["mesh", "validFor", "type"]
+    r = api.post("/tokens/dataplane", {"name": "x", "mesh": "nope"})
+    assert r.status_code == 404 and "dataplane-token-signing-key-nope-1" in r.json()["detail"]
+    r = api.post("/tokens/zone", {"zone": "default", "scope": ["egress"]})
+    assert r.status_code == 200
+    assert issuer.verify_zone_token(api.store, r.text)["Scope"] == ["egress"]
+    assert api.post("/tokens/zone", {"zone": "default"}).status_code == 400

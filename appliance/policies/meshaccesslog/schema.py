@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from appliance.policies._common import (
-    STR, STR_MAP, Errors, arr, as_dict, as_list, enum, index, is_file_path, join, obj,
+    Errors, STR, STR_MAP, arr, as_dict, as_list, as_str, enum, index, is_file_path, join, obj,
 )
 from appliance.policies._targetref import (
     DATAPLANE, MATCH, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_MULTI_ZONE_SERVICE,
@@ -89,8 +89,7 @@ def _validate_default(path: str, conf: dict[str, Any]) -> Errors:
 
 
 def _validate_backend(path: str, backend: dict[str, Any]) -> Errors:
-    kind = backend.get("type")
-    field = {"File": "file", "Tcp": "tcp", "OpenTelemetry": "openTelemetry"}.get(kind or "")
+    field = {"File": "file", "Tcp": "tcp", "OpenTelemetry": "openTelemetry"}.get(as_str(backend.get("type")))
     if field is None:
         return []  # the schema's enum already refused it
     root = join(path, field)
@@ -100,9 +99,9 @@ def _validate_backend(path: str, backend: dict[str, Any]) -> Errors:
     out: Errors = []
     if field in ("file", "tcp") and conf.get("format") is not None:
         out += _validate_format(join(root, "format"), as_dict(conf["format"]))
-    if field == "file" and not is_file_path(conf.get("path") or ""):
+    if field == "file" and not is_file_path(as_str(conf.get("path"))):
         out.append((join(root, "path"), "file backend requires a valid path"))
-    if field == "tcp" and not is_url(conf.get("address") or ""):
+    if field == "tcp" and not is_url(as_str(conf.get("address"))):
         out.append((join(root, "address"), "tcp backend requires valid address"))
     if field == "openTelemetry":
         out += _validate_otel(root, conf)
@@ -111,7 +110,7 @@ def _validate_backend(path: str, backend: dict[str, Any]) -> Errors:
 
 def _validate_otel(root: str, conf: dict[str, Any]) -> Errors:
     out: Errors = []
-    endpoint, ref = conf.get("endpoint") or "", conf.get("backendRef")
+    endpoint, ref = as_str(conf.get("endpoint")), conf.get("backendRef")
     if endpoint and ref is not None:
         out.append((root, "openTelemetry must have only one type defined: endpoint, backendRef"))
     elif not endpoint and ref is None:
@@ -126,7 +125,7 @@ def _validate_otel(root: str, conf: dict[str, Any]) -> Errors:
         out.append((join(root, "endpoint"), "must be in host:port format, not a URL"))
     for i, attribute in enumerate(as_list(conf.get("attributes"))):
         out += _otel_attribute_name(join(index(join(root, "attributes"), i), "key"),
-                                    as_dict(attribute).get("key") or "")
+                                    as_str(as_dict(attribute).get("key")))
     return out
 
 
@@ -159,7 +158,7 @@ def _validate_format(path: str, fmt: dict[str, Any]) -> Errors:
     out: Errors = [] if entries else [(join(path, "json"), "must not be empty")]
     for i, entry in enumerate(entries):
         entry_path = index(join(path, "json"), i)
-        name, value = as_dict(entry).get("key") or "", as_dict(entry).get("value") or ""
+        name, value = as_str(as_dict(entry).get("key")), as_str(as_dict(entry).get("value"))
         if name == "":
             out.append((join(entry_path, "key"), "key cannot be empty"))
         if value == "":

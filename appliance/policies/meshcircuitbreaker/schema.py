@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.policies._common import (
-    BOOL, INT, INT_OR_STR, STR, Errors, arr, as_dict, as_list, duration_greater_than_zero_or_nil, index,
+    BOOL, Errors, INT, INT_OR_STR, STR, arr, as_dict, as_list, duration_greater_than_zero_or_nil, index,
     integer_greater_than_zero_or_nil, join, obj, parse_decimal, percentage, uint_percentage_or_nil,
 )
 from appliance.policies._targetref import (

@@ -5,7 +5,7 @@ import re
 from typing import Any
 
 from appliance.policies._common import (
-    INT, INT_OR_STR, STR, Errors, arr, as_dict, as_list, duration_not_negative_or_nil, index, join, obj,
+    Errors, INT, INT_OR_STR, STR, arr, as_dict, as_list, duration_not_negative_or_nil, index, join, obj,
     percentage, status_code,
 )
 from appliance.policies._targetref import (
@@ -104,7 +104,8 @@ def _or_zero(value: Any) -> Any:
 
 def deprecations(spec: dict[str, Any]) -> list[str]:
     """Warnings Kuma returns with a successful create or update."""
-    out = ["'from' field is deprecated, use 'rules' with SPIFFE-based 'matches' instead"] if as_list(spec.get("from")) else []
+    from_message = "'from' field is deprecated, use 'rules' with SPIFFE-based 'matches' instead"
+    out = [from_message] if as_list(spec.get("from")) else []
     return out + top_level_deprecations(spec.get("targetRef"))
 
 

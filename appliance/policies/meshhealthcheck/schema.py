@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.policies._common import (
-    BOOL, HEADER_KEY_VALUE, INT, INT_OR_STR, STR, Errors, arr, as_dict, as_list, duration_greater_than_zero_or_nil,
-    index, int_percentage_or_nil, is_file_path, join, obj, percentage, status_code,
-    value_greater_than_zero_or_nil,
+    BOOL, Errors, HEADER_KEY_VALUE, INT, INT_OR_STR, STR, arr, as_dict, as_list,
+    duration_greater_than_zero_or_nil, index, int_percentage_or_nil, is_file_path, join, obj, percentage,
+    status_code, value_greater_than_zero_or_nil,
 )
 from appliance.policies._targetref import (
     DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_MULTI_ZONE_SERVICE, MESH_SERVICE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.policies._common import (
-    BOOL, HEADER_KEY_VALUE, HEADER_MATCH, INT_OR_STR, STR, Errors, arr, as_dict, as_list,
+    BOOL, Errors, HEADER_KEY_VALUE, HEADER_MATCH, INT_OR_STR, STR, arr, as_dict, as_list, as_str,
     dns1123_subdomain_errors, enum, index, is_ip, join, obj,
 )
 from appliance.policies._targetref import (
@@ -119,7 +119,7 @@ def _validate_rule(path: str, rule: dict[str, Any], top: str) -> Errors:
 def _validate_match(path: str, match: dict[str, Any]) -> Errors:
     out: Errors = []
     if match.get("path") is not None:
-        kind, value = as_dict(match["path"]).get("type"), as_dict(match["path"]).get("value") or ""
+        kind, value = as_dict(match["path"]).get("type"), as_str(as_dict(match["path"]).get("value"))
         value_path = join(path, "path.value")
         if kind == "PathPrefix" and value != "/":
             if value.endswith("/"):
@@ -131,7 +131,7 @@ def _validate_match(path: str, match: dict[str, Any]) -> Errors:
             out.append((value_path, "must be an absolute path"))
     seen: set[str] = set()
     for i, param in enumerate(as_list(match.get("queryParams"))):
-        name = as_dict(param).get("name") or ""
+        name = as_str(as_dict(param).get("name"))
         if name in seen:
             out.append((join(index(join(path, "queryParams"), i), "name"), f"multiple entries for name {name}"))
         seen.add(name)
@@ -190,7 +190,7 @@ def _validate_header_modifier(path: str, modifier: dict[str, Any]) -> Errors:
     seen: set[str] = set()
     for field in ("set", "add", "remove"):
         for i, entry in enumerate(as_list(modifier.get(field))):
-            name = str(entry if field == "remove" else as_dict(entry).get("name") or "")
+            name = as_str(entry if field == "remove" else as_dict(entry).get("name"))
             if name in seen:
                 out.append((join(index(join(path, field), i), "name"), "duplicate header name"))
             seen.add(name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.policies._common import (
-    BOOL, INT, INT_OR_STR, STR, Errors, arr, as_dict, as_list, enum, index, integer_greater_than_zero_or_nil, join,
-    obj, parse_decimal, percentage,
+    BOOL, Errors, INT, INT_OR_STR, STR, arr, as_dict, as_list, as_str, enum, index,
+    integer_greater_than_zero_or_nil, join, obj, parse_decimal, percentage,
 )
 from appliance.policies._targetref import (
     DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_MULTI_ZONE_SERVICE, MESH_SERVICE,
@@ -186,7 +186,7 @@ def _hash_policy_errors(path: str, policies: Any) -> Errors:
     out: Errors = []
     for i, policy in enumerate(as_list(policies)):
         policy = as_dict(policy)
-        field = _HASH_CONFIG.get(policy.get("type") or "")
+        field = _HASH_CONFIG.get(as_str(policy.get("type")))
         if field is None:
             continue
         if policy.get(field) is None:
@@ -203,7 +203,7 @@ def deprecations(spec: dict[str, Any]) -> list[str]:
     out: list[str] = []
     for i, item in enumerate(as_list(spec.get("to"))):
         balancer = as_dict(as_dict(item).get("default")).get("loadBalancer")
-        field = {"RingHash": "ringHash", "Maglev": "maglev"}.get(as_dict(balancer).get("type") or "")
+        field = {"RingHash": "ringHash", "Maglev": "maglev"}.get(as_str(as_dict(balancer).get("type")))
         policies = as_dict(as_dict(balancer).get(field or "")).get("hashPolicies")
         if balancer is None or field is None or policies is None:
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.policies._common import (
-    BOOL, HEADER_KEY_VALUE, INT, STR, Errors, arr, as_dict, as_list, index, integer_greater_than_zero_or_nil,
+    BOOL, Errors, HEADER_KEY_VALUE, INT, STR, arr, as_dict, as_list, index, integer_greater_than_zero_or_nil,
     join, obj, parse_duration,
 )
 from appliance.policies._targetref import (
@@ -53,17 +53,15 @@ def validate(spec: dict[str, Any]) -> Errors:
         out += validate_target_ref(spec["targetRef"], "spec.targetRef", _TOP_KINDS,
                                    gateway_listener_tags=True, inbound=affects_inbounds(spec))
     top = spec.get("targetRef") if spec.get("targetRef") is not None else {"kind": MESH}
-    top_kind = as_dict(top).get("kind")
-    # Inbound limits (rules, from) apply on sidecars only; gateways are limited through `to`.
-    if rules and (includes_gateways(top) or top_kind == MESH_HTTP_ROUTE):
+    # Inbound limits (rules, from) apply on sidecars only; gateways are limited through `to`. A top-level
+    # MeshHTTPRoute counts as a gateway scope, so Kuma's separate MeshHTTPRoute messages never show.
+    if rules and includes_gateways(top):
         out.append(("spec.rules", "must not be defined"))
     else:
         for i, rule in enumerate(rules):
             out += _validate_rule(index("spec.rules", i), as_dict(rule))
     if froms and includes_gateways(top):
         out.append(("spec.from", _GATEWAY_SCOPE))
-    elif froms and top_kind == MESH_HTTP_ROUTE:
-        out.append(("spec.from", "must not be defined when spec.kind is MeshHTTPRoute"))
     else:
         for i, item in enumerate(froms):
             path = index("spec.from", i)

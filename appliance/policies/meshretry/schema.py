@@ -5,7 +5,7 @@ import re
 from typing import Any
 
 from appliance.policies._common import (
-    HEADER_MATCH, HEADER_NAME, HTTP_STATUS_CODES, INT, STR, STR_MAP, Errors, arr, as_dict, as_list,
+    Errors, HEADER_MATCH, HEADER_NAME, HTTP_STATUS_CODES, INT, STR, STR_MAP, arr, as_dict, as_list, as_str,
     duration_greater_than_zero, enum, index, join, obj,
 )
 from appliance.policies._targetref import (
@@ -108,7 +108,7 @@ def _validate_http(path: str, http: dict[str, Any]) -> Errors:
     out += _validate_back_offs(path, http)
     if http.get("retryOn") is not None:
         for i, item in enumerate(as_list(http["retryOn"])):
-            if item not in _HTTP_RETRY_ON and not _is_known_status(item):
+            if as_str(item) not in _HTTP_RETRY_ON and not _is_known_status(item):
                 out.append((index(join(path, "retryOn"), i), f"unknown item '{item}'"))
     if http.get("hostSelection") is not None:
         priorities_seen = False

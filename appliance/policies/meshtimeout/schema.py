@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.policies._common import (
-    STR, Errors, arr, as_dict, as_list, duration_greater_than_zero_or_nil, duration_not_negative_or_nil, index,
+    Errors, STR, arr, as_dict, as_list, duration_greater_than_zero_or_nil, duration_not_negative_or_nil, index,
     join, obj,
 )
 from appliance.policies._targetref import (

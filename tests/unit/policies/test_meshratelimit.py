@@ -86,6 +86,12 @@ from:
   - targetRef: {kind: Mesh}
     default: {local: {http: {requestRate: {num: 100, interval: 10s}}}}
 """, [("spec.from", GATEWAY_SCOPE)]),
+    "from under a MeshHTTPRoute": ("""
+targetRef: {kind: MeshHTTPRoute, name: http-route-1}
+from:
+  - targetRef: {kind: Mesh}
+    default: {local: {http: {requestRate: {num: 100, interval: 10s}}}}
+""", [("spec.from", GATEWAY_SCOPE)]),
     "from mixed with rules on the whole mesh": ("""
 targetRef: {kind: Mesh}
 from:
@@ -121,4 +127,5 @@ def test_deprecations_of_low_rate_limit_status():
     spec = {"targetRef": {"kind": "Dataplane"},
             "rules": [{"default": {"local": {"http": {"onRateLimit": {"status": 200}}}}}]}
     assert mrl.deprecations(spec) == [
-        "'spec.rules[0].default.local.http.requestRate.status' must be 400 or higher. Please update your configuration."]
+        "'spec.rules[0].default.local.http.requestRate.status' must be 400 or higher. "
+        "Please update your configuration."]

@@ -5,7 +5,6 @@ Inputs and expected messages are Kuma's; each case says what the rule is about.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

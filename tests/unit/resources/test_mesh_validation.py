@@ -4,7 +4,6 @@ checks Kuma's mesh manager runs (builtin and provided plugins).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
