@@ -81,6 +81,10 @@ def install(app: falcon.App) -> None:
         log.exception("unexpected error on %s %s", req.method, req.path)
         write(resp, KumaError(500, "Internal Server Error", "Internal Server Error"))
 
+    def handle_domain(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+        write(resp, from_exception(ex, getattr(ex, "title", None) or "Could not process the request"))
+
     app.add_error_handler(Exception, handle_any)
     app.add_error_handler(falcon.HTTPError, handle_http)
+    app.add_error_handler((ValidationError, NotFound, MeshNotFound, Conflict, AlreadyExists), handle_domain)
     app.add_error_handler(KumaError, handle_kuma)

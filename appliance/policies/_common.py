@@ -86,8 +86,9 @@ def as_str(value: Any) -> str:
 
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9,
             "m": 60 * 10**9, "h": 3600 * 10**9}
-_DURATION = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+# Written without overlapping repetitions so that long input cannot make the match backtrack.
+_DURATION = re.compile(r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+", re.ASCII)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
 
 
 def parse_duration(text: Any) -> int | None:
@@ -128,7 +129,7 @@ def duration_greater_than_zero(path: str, value: Any) -> Errors:
 
 # --- numbers ---------------------------------------------------------------------------------
 
-_DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_DECIMAL = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 
 
 def parse_decimal(value: Any) -> Decimal | None:
@@ -200,7 +201,9 @@ HTTP_STATUS_CODES = frozenset({
 
 # --- names and addresses ---------------------------------------------------------------------
 
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# k8s's '[a-z0-9]([-a-z0-9]*[a-z0-9])?' label, rewritten so a long value cannot make the match backtrack.
+_DNS1123_LABEL = r"[a-z0-9]+(?:-+[a-z0-9]+)*"
+_DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(?:\.{_DNS1123_LABEL})*")
 _DNS1123_MESSAGE = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
     "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
@@ -218,7 +221,7 @@ def dns1123_subdomain_errors(value: str) -> list[str]:
     return errors
 
 
-_SLOPPY_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_SLOPPY_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}", re.ASCII)
 
 
 def is_ip(value: str) -> bool:
