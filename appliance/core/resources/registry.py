@@ -40,6 +40,10 @@ def _policy_validator(module: ModuleType) -> Callable[[Content, Violations], Non
     return validate
 
 
+def _policy_warnings(module: ModuleType) -> Callable[[Resource], list[str]]:
+    return lambda res: list(module.deprecations(res.spec))
+
+
 def _policy(module: ModuleType) -> ResourceType:
     words = _words(module.KIND)
     t = module.TARGETS
@@ -49,7 +53,7 @@ def _policy(module: ModuleType) -> ResourceType:
         schema=module.SPEC_SCHEMA, validate=_policy_validator(module),
         policy=PolicyInfo(is_target_ref=t["is_target_ref"], has_to=t["has_to"], has_from=t["has_from"],
                           has_rules=t["has_rules"], is_from_as_rules=t["is_from_as_rules"]),
-        singular=words, plural=_plural(words), kumactl=module.KIND.lower(),
+        singular=words, plural=_plural(words), kumactl=module.KIND.lower(), warnings=_policy_warnings(module),
     )
 
 
