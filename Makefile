@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-fast bench binary clean
+.PHONY: run test test-fast bench binary clean wheels test-e2e test-binary bench-binary
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,26 @@ test-fast: $(DEVSTAMP)
 bench: $(DEVSTAMP)
 	$(BIN)/python tests/perf/api_bench.py
 
-binary: $(DEVSTAMP)
-	@echo "make binary: the frozen build is issue #6 and not built yet" >&2; exit 2
+# The frozen build (build/freeze.py): its own venv in build/out/venv, pinned by build/constraints.txt,
+# offline once `make wheels` has filled build/wheelhouse. ENVOY=none leaves Envoy out of the tarball.
+ENVOY ?= auto
+
+binary:
+	$(PYTHON) build/freeze.py binary --envoy $(ENVOY)
+
+wheels:
+	$(PYTHON) build/freeze.py wheels
+
+# End-to-end tests; KUMA_TEST_BINARY=dist/kuma-cp runs them against the frozen file.
+test-e2e: $(DEVSTAMP)
+	$(BIN)/python -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+# The frozen file's own tests (builds dist/kuma-cp first when it is missing or older than the code).
+test-binary: $(DEVSTAMP)
+	$(BIN)/python -m pytest -q tests/e2e/test_binary.py $(PYTEST_ARGS)
+
+bench-binary: $(DEVSTAMP)
+	$(BIN)/python tests/perf/binary_bench.py
 
 clean:
 	rm -rf $(VENV) build/out dist .pytest_cache

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import falcon
 
-from appliance.api import errors, index, resources, tokens
+from appliance.api import errors, index, inspect, resources, tokens
 from appliance.api.auth import Authenticator
 from appliance.config import Config
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 
 
-def create_app(config: Config, manager: ResourceManager, instance_id: str) -> falcon.App:
+def create_app(config: Config, manager: ResourceManager, instance_id: str,
+               inspector: inspect.XdsInspector | None = None) -> falcon.App:
     middleware: list = [Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"])]
     if config["apiServer.corsAllowedDomains"]:
         middleware.insert(0, falcon.CORSMiddleware(allow_origins=config["apiServer.corsAllowedDomains"]))
@@ -25,6 +26,7 @@ def create_app(config: Config, manager: ResourceManager, instance_id: str) -> fa
     app.add_route("/_resources", index.ResourceTypes())
     app.add_route("/_kri/{kri}", index.KriLookup(manager))
     tokens.add_routes(app, manager.store, config["apiServer.authn.tokens.enableIssuer"])
+    inspect.add_routes(app, manager, inspector)
     for rtype in registry.ALL_TYPES:
         resources.add_routes(app, rtype, manager, config["apiServer.readOnly"])
     return app

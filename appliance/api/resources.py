@@ -140,6 +140,9 @@ class ResourceEndpoints:
         if self.rtype.admin_only:
             auth.require_admin(req, f"the resource of type \"{self.rtype.name}\"")
         if write:
+            if self.rtype.read_only:
+                raise KumaError(405, "Method not allowed",
+                                f"{self.rtype.name} is maintained by the control plane and cannot be changed")
             if self.read_only:
                 raise KumaError(405, "Method not allowed",
                                 "the API server is in read-only mode (apiServer.readOnly): only GET is allowed")

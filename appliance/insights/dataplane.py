@@ -1,0 +1,144 @@
+"""DataplaneInsight: who is connected, since when, to which CP instance, and how their xDS went.
+
+Stream events arrive on the event loop; the insight rows are written in batches (one transaction
+per flush, at most once per FLUSH_INTERVAL) so that many proxies never contend with user writes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from appliance.core.resources.model import Resource
+from appliance.store import Store, WriteOp
+from appliance.xds.resources import SHORT
+from appliance.xds.server import StreamObserver, StreamStats
+
+log = logging.getLogger("appliance.insights")
+FLUSH_INTERVAL = 0.5
+MAX_SUBSCRIPTIONS = 5
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Live:
+    subscription: dict[str, Any]
+    stats: StreamStats
+    identity_expiry: float | None = None
+    identity_issued: float | None = None
+    regenerations: int = 0
+    closed: bool = False
+
+
+def _counts(stats: StreamStats, type_url: str | None) -> dict[str, str]:
+    def pick(d: dict[str, int]) -> int:
+        return sum(d.values()) if type_url is None else d.get(type_url, 0)
+    # protojson writes uint64 as strings
+    return {"responsesSent": str(pick(stats.responses_sent)),
+            "responsesAcknowledged": str(pick(stats.acks)),
+            "responsesRejected": str(pick(stats.nacks))}
+
+
+def _node_versions(node: Any) -> dict[str, Any]:
+    try:
+        meta = node.metadata.fields.get("version")
+        if meta is None:
+            return {}
+        from google.protobuf.json_format import MessageToDict
+        return MessageToDict(meta.struct_value)
+    except Exception:  # a proxy that sends odd metadata still gets an insight
+        return {}
+
+
+class InsightRecorder(StreamObserver):
+    def __init__(self, store: Store, instance_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.instance_id = instance_id
+        self.loop = loop
+        self._live: dict[tuple[str, str], _Live] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._flush: asyncio.TimerHandle | None = None
+        self.on_disconnect: list = []
+
+    def connected(self, key: tuple[str, str], node: object, delta: bool, stats: StreamStats) -> None:
+        sub = {"id": str(uuid.uuid4()), "controlPlaneInstanceId": self.instance_id, "connectTime": _now(),
+               "status": {}, "version": _node_versions(node), "generation": 0}
+        self._live[key] = _Live(sub, stats)
+        self._mark(key)
+
+    def disconnected(self, key: tuple[str, str]) -> None:
+        live = self._live.get(key)
+        if live is not None:
+            live.subscription["disconnectTime"] = _now()
+            live.closed = True
+            self._mark(key)
+        for callback in self.on_disconnect:
+            callback(key)
+
+    def changed(self, key: tuple[str, str]) -> None:
+        self._mark(key)
+
+    def certificate(self, key: tuple[str, str], expires: float, issued: float) -> None:
+        live = self._live.get(key)
+        if live is not None and live.identity_expiry != expires:
+            live.identity_expiry, live.identity_issued = expires, issued
+            live.regenerations += 1
+            self._mark(key)
+
+    def is_online(self, key: tuple[str, str]) -> bool:
+        live = self._live.get(key)
+        return live is not None and not live.closed
+
+    def _mark(self, key: tuple[str, str]) -> None:
+        self._dirty.add(key)
+        if self._flush is None:
+            self._flush = self.loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        self._flush = None
+        dirty, self._dirty = self._dirty, set()
+        ops = []
+        for key in dirty:
+            live = self._live.get(key)
+            if live is None:
+                continue
+            sub = live.subscription
+            sub["status"] = {"lastUpdateTime": _now(), "total": _counts(live.stats, None),
+                             **{SHORT[t].lower(): _counts(live.stats, t) for t in SHORT}}
+            sub["generation"] = int(sub.get("generation", 0)) + 1
+            current = self.store.get("DataplaneInsight", *key)
+            content = current.content if current else {"subscriptions": []}
+            subs = [s for s in content.get("subscriptions", []) if s.get("id") != sub["id"]]
+            subs.append(dict(sub))
+            content = {**content, "subscriptions": subs[-MAX_SUBSCRIPTIONS:]}
+            if live.identity_expiry:
+                content["mTLS"] = {
+                    "certificateExpirationTime": _time(live.identity_expiry),
+                    "lastCertificateRegeneration": _time(live.identity_issued or 0.0),
+                    "certificateRegenerations": live.regenerations}
+            res = Resource("DataplaneInsight", key[0], key[1], content,
+                           {"kuma.io/mesh": key[0]})
+            ops.append(WriteOp("update" if current else "create", res, current.version if current else None))
+            if live.closed:
+                del self._live[key]
+        if ops:
+            try:
+                self.store.write(ops)
+            except Exception:
+                # a conflicting write (another instance) or a deleted mesh: retry those next time
+                log.debug("insight batch failed; writing one by one", exc_info=True)
+                for op in ops:
+                    try:
+                        self.store.write([op])
+                    except Exception:
+                        pass

@@ -1,0 +1,218 @@
+"""The data-plane side of kuma-cp: DP server (TLS :5678), bootstrap, ADS, insights, DP lifecycle.
+
+Runs one asyncio loop in its own thread; the store's writer threads reach it only through the
+change hub (one thread-safe call per commit).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+import orjson
+import yaml
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from appliance.api import codec
+from appliance.api.errors import KumaError
+from appliance.ca.server_cert import ServerCert
+from appliance.core.manager import ResourceManager
+from appliance.core.resources import registry
+from appliance.core.validation import ValidationError
+from appliance.insights.dataplane import InsightRecorder
+from appliance.runtime.dpserver import DpServer, grpc_socket_name
+from appliance.store import AlreadyExists, Conflict, NotFound
+from appliance.tokens import issuer, signing
+from appliance.xds import bootstrap
+from appliance.xds.cache import Generate, XdsCache
+from appliance.xds.server import AdsServer
+
+log = logging.getLogger("appliance.dataplanes")
+# Kuma removes a dataplane that kuma-dp registered some seconds after its stream closes.
+DEREGISTER_AFTER = 5.0
+
+
+class DataplaneServer:
+    def __init__(self, manager: ResourceManager, cert: ServerCert, host: str, port: int, instance_id: str,
+                 generate: Generate, auth_enabled: bool = True, delta: bool = False) -> None:
+        self.manager = manager
+        self.store = manager.store
+        self.cert = cert
+        self.host, self.port = host, port
+        self.instance_id = instance_id
+        self.generate = generate
+        self.auth_enabled = auth_enabled
+        self.delta = delta
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="xds", daemon=True)
+        self._registered: set[tuple[str, str]] = set()
+        self._pending_removal: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.cache: XdsCache | None = None
+        self.insights: InsightRecorder | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bind (errors raise here, in the caller's thread) and serve."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=30)
+
+    async def _start(self) -> None:
+        self.cache = XdsCache(self.store, self.generate, self.loop)
+        self.insights = InsightRecorder(self.store, self.instance_id, self.loop)
+        self.insights.on_disconnect.append(self._on_disconnect)
+        self.grpc_name = grpc_socket_name()
+        self.grpc = grpc.aio.server(options=[("grpc.server.max_pending_requests", 10000),
+                                             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                                             ("grpc.keepalive_permit_without_calls", 1),
+                                             ("grpc.http2.min_ping_interval_without_data_ms", 10000)])
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
+            AdsServer(self.cache, self._authenticate, self.insights), self.grpc)
+        self.cache.on_identity = self._on_identity
+        self.grpc.add_insecure_port(f"unix-abstract:{self.grpc_name}")
+        await self.grpc.start()
+        self.front = DpServer(self.host, self.port, str(self.cert.cert_path), str(self.cert.key_path),
+                              self.grpc_name, self._http)
+        await self.front.start()
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            await self.front.stop()
+            if self.insights:
+                self.insights.flush()
+            await self.grpc.stop(grace=1)
+            if self.cache:
+                self.cache.close()
+        try:
+            asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(timeout=10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the xDS loop and return its result (for the API's inspect endpoints)."""
+        async def run() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
+
+    def config_for(self, mesh: str, name: str) -> dict[str, dict[str, Any]]:
+        assert self.cache is not None
+        return self.call(lambda: self.cache.generate_for(mesh, name))
+
+    # --- authentication ----------------------------------------------------------------------
+    def _authenticate(self, node_id: str, metadata: dict[str, str]) -> tuple[str, str]:
+        mesh, sep, name = node_id.partition(".")
+        if not sep or not mesh or not name:
+            raise PermissionError(f"node id {node_id!r} is not <mesh>.<name>")
+        if not self.auth_enabled:
+            return mesh, name
+        token = metadata.get("authorization", "").removeprefix("Bearer ").strip()
+        if not token:
+            raise PermissionError("authentication failed: no dataplane token (kuma-dp --dataplane-token-file)")
+        self._check_token(mesh, name, token)
+        return mesh, name
+
+    def _check_token(self, mesh: str, name: str, token: str) -> None:
+        try:
+            claims = issuer.verify_dataplane_token(self.store, mesh, token)
+        except (signing.InvalidToken, issuer.SigningKeyNotFound) as e:
+            raise PermissionError(f"authentication failed: {e}")
+        if claims.get("Mesh") and claims["Mesh"] != mesh:
+            raise PermissionError(f"authentication failed: the token is for mesh {claims['Mesh']!r}, not {mesh!r}")
+        if claims.get("Name") and claims["Name"] != name:
+            raise PermissionError(f"authentication failed: the token is for dataplane {claims['Name']!r}, "
+                                  f"not {name!r}")
+
+    def _on_identity(self, key: tuple[str, str]) -> None:
+        issued = self.cache.identities._issued.get(key) if self.cache else None
+        if issued and self.insights:
+            self.insights.certificate(key, issued.identity.expires, issued.issued_at)
+
+    # --- kuma-dp registered dataplanes -------------------------------------------------------
+    def _on_disconnect(self, key: tuple[str, str]) -> None:
+        if key in self._registered:
+            self._pending_removal[key] = self.loop.call_later(DEREGISTER_AFTER, self._deregister, key)
+        if self.cache:
+            self.cache.identities.forget(*key)
+
+    def _deregister(self, key: tuple[str, str]) -> None:
+        self._pending_removal.pop(key, None)
+        if self.insights and self.insights.is_online(key):
+            return
+        self._registered.discard(key)
+        try:
+            self.manager.delete("Dataplane", *key)
+            log.info("dataplane %s.%s deregistered after its proxy disconnected", *key)
+        except NotFound:
+            pass
+
+    # --- POST /bootstrap ---------------------------------------------------------------------
+    async def _http(self, method: str, path: str, headers: dict[str, str], body: bytes,
+                    peer: str) -> tuple[int, str, bytes]:
+        if path != "/bootstrap":
+            return 404, "text/plain", b"not found"
+        if method != "POST":
+            return 405, "text/plain", b"use POST"
+        try:
+            request = bootstrap.parse_request(orjson.loads(body or b"null"))
+        except (orjson.JSONDecodeError, bootstrap.BootstrapError) as e:
+            return 400, "application/json", orjson.dumps(KumaError(400, "Bad Request", str(e)).body())
+        mesh = request.get("mesh") or "default"
+        name = request.get("name") or ""
+        try:
+            dataplane = self._register(mesh, name, request)
+        except KumaError as e:
+            return e.status, "application/json", orjson.dumps(e.body())
+        if dataplane is None:
+            return 404, "text/plain", b""   # kuma-dp retries until the dataplane exists
+        host = (headers.get("host") or "localhost").rsplit(":", 1)[0].strip("[]")
+        inbounds = (dataplane.content.get("networking") or {}).get("inbound") or []
+        service = next((ib.get("tags", {}).get("kuma.io/service") for ib in inbounds if ib.get("tags")), name)
+        admin_port = ((dataplane.content.get("networking") or {}).get("admin") or {}).get("port")
+        params = bootstrap.BootstrapParams(xds_host=host, xds_port=self.port, ca_pem=self.cert.ca_pem,
+                                           delta=self.delta)
+        response = bootstrap.render(request, mesh, dataplane.name, service or name, params, admin_port)
+        return 200, "application/json", orjson.dumps(response)
+
+    def _register(self, mesh: str, name: str, request: dict[str, Any]):  # -> Resource | None
+        raw = request.get("dataplaneResource")
+        if not raw:
+            return self.store.get("Dataplane", mesh, name)
+        try:
+            body = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise KumaError(400, "Bad Request", f"invalid dataplaneResource: {e}")
+        if not isinstance(body, dict):
+            raise KumaError(400, "Bad Request", "invalid dataplaneResource: expected an object")
+        try:
+            res = codec.decode(registry.get("Dataplane"), body)
+        except ValidationError as e:
+            raise KumaError(400, "Invalid Dataplane", "Resource is not valid", e.violations)
+        res.mesh = res.mesh or mesh
+        name = res.name or name
+        res.name = name
+        if self.auth_enabled:
+            try:
+                self._check_token(res.mesh, name, request.get("dataplaneToken") or "")
+            except PermissionError as e:
+                raise KumaError(401, "Unauthenticated", str(e))
+        key = (res.mesh, name)
+        pending = self._pending_removal.pop(key, None)
+        if pending:
+            pending.cancel()
+        current = self.store.get("Dataplane", *key)
+        try:
+            if current is None:
+                self.manager.create(res)
+            elif current.content != res.content or current.labels != self.manager.compute_labels(
+                    registry.get("Dataplane"), res):
+                self.manager.update(res, current.version)
+        except (AlreadyExists, Conflict):
+            pass  # registered concurrently: what is stored now is served
+        except Exception as e:
+            from appliance.api.errors import from_exception
+            raise from_exception(e, "Could not register the dataplane")
+        self._registered.add(key)
+        return self.store.get("Dataplane", *key)

@@ -1,0 +1,101 @@
+"""What the generators see: a mesh at one revision and one proxy in it, as plain frozen values.
+
+Built from the store by xds/snapshot.py; consumed by the pure functions in xds/generate/.
+No I/O, no store, no protobuf here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Tags = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Inbound:
+    port: int                 # the port Envoy listens on (networking.inbound[].port)
+    service_port: int         # where the application listens (servicePort, default = port)
+    address: str              # listener address (inbound.address or networking.address)
+    service_address: str      # the application's address (serviceAddress, default 127.0.0.1)
+    tags: Tags
+    protocol: str             # "http" | "http2" | "grpc" | "tcp" (kuma.io/protocol, default tcp)
+    ready: bool = True        # health.ready (absent = ready)
+
+    @property
+    def service(self) -> str:
+        return self.tags.get("kuma.io/service", "")
+
+
+@dataclass(frozen=True)
+class Outbound:
+    port: int
+    address: str              # default 127.0.0.1
+    service: str              # kuma.io/service of the destination
+    tags: Tags = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str              # the dataplane's networking.address (or inbound.address)
+    port: int                 # the inbound port
+    tags: Tags                # the inbound's tags
+    dataplane: str            # name of the dataplane it belongs to
+
+
+@dataclass(frozen=True)
+class Policy:
+    kind: str                 # "MeshTrafficPermission"
+    name: str
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Mtls:
+    backend: str              # enabled backend name
+    mode: str                 # "STRICT" | "PERMISSIVE"
+    ca_cert_pem: bytes        # the mesh CA certificate (trust anchor for inbound/outbound validation)
+
+
+@dataclass(frozen=True)
+class ExternalService:
+    name: str
+    service: str              # kuma.io/service tag
+    address: str              # host
+    port: int
+    protocol: str
+    tls: dict[str, Any]       # the ExternalService's tls section as stored
+
+
+@dataclass(frozen=True)
+class MeshSnapshot:
+    """Everything about one mesh that generation needs; shared by every proxy of the mesh."""
+    mesh: str
+    revision: int
+    mtls: Mtls | None
+    endpoints: dict[str, tuple[Endpoint, ...]]       # service -> ready endpoints
+    protocols: dict[str, str]                         # service -> protocol of its inbounds
+    policies: dict[str, tuple[Policy, ...]]           # kind -> policies, sorted by name
+    external_services: dict[str, ExternalService] = field(default_factory=dict)
+    zone_egress: bool = False                         # Mesh.routing.zoneEgress
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The proxy's workload certificate (builtin CA), PEM."""
+    cert_pem: bytes
+    key_pem: bytes
+    expires: float
+
+
+@dataclass(frozen=True)
+class Proxy:
+    mesh: str
+    name: str
+    address: str              # networking.address
+    inbounds: tuple[Inbound, ...]
+    outbounds: tuple[Outbound, ...]
+    admin_port: int = 9901
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(sorted({i.service for i in self.inbounds if i.service}))

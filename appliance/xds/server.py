@@ -1,0 +1,284 @@
+"""ADS over gRPC: state of the world (StreamAggregatedResources) and delta (DeltaAggregatedResources).
+
+The cache decides what a proxy should have; this module only delivers it, per the xDS protocol:
+per-type versions (content hashes), nonces, ACK/NACK, stale requests ignored, nothing resent that
+the proxy already has, and pushes ordered make-before-break.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from appliance.xds.cache import ProxyWatch, XdsCache
+from appliance.xds.resources import PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
+
+log = logging.getLogger("appliance.xds")
+
+# (node id, metadata) -> the proxy key (mesh, name), or raise PermissionError with the reason
+Authenticate = Callable[[str, dict[str, str]], tuple[str, str]]
+
+
+@dataclass
+class StreamStats:
+    """What insights record about one stream."""
+    responses_sent: dict[str, int] = field(default_factory=dict)
+    acks: dict[str, int] = field(default_factory=dict)
+    nacks: dict[str, int] = field(default_factory=dict)
+    last_nack: str = ""
+
+
+class StreamObserver:
+    """Hooks for insights; the default does nothing."""
+
+    def connected(self, key: tuple[str, str], node: object, delta: bool, stats: StreamStats) -> None: ...
+    def disconnected(self, key: tuple[str, str]) -> None: ...
+    def changed(self, key: tuple[str, str]) -> None: ...
+
+
+@dataclass
+class _TypeState:
+    names: frozenset[str] | None = None          # None = wildcard (LDS/CDS) or not yet known
+    subscribed: bool = False
+    sent_version: str = ""
+    nonce: str = ""
+    acked_version: str = ""
+    sent: dict[str, str] = field(default_factory=dict)   # delta: name -> version the proxy has
+
+
+def _nonce() -> str:
+    return secrets.token_hex(6)
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, cache: XdsCache, authenticate: Authenticate, observer: StreamObserver | None = None) -> None:
+        self.cache = cache
+        self.authenticate = authenticate
+        self.observer = observer or StreamObserver()
+
+    async def _open(self, node_id: str, node: object, context: grpc.aio.ServicerContext, delta: bool,
+                    stats: StreamStats) -> ProxyWatch:
+        try:
+            key = self.authenticate(node_id, _metadata(context))
+        except PermissionError as e:
+            log.warning("refused xDS stream of %s: %s", node_id, e)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            raise
+        watch = self.cache.watch(*key)
+        self.observer.connected(key, node, delta, stats)
+        return watch
+
+    # --- state of the world --------------------------------------------------------------------
+    async def StreamAggregatedResources(self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+                                        context: grpc.aio.ServicerContext
+                                        ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        queue: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.ensure_future(_pump(request_iterator, queue))
+        watch: ProxyWatch | None = None
+        waiter: asyncio.Task | None = None
+        states: dict[str, _TypeState] = {}
+        stats = StreamStats()
+        try:
+            while True:
+                if watch is not None and waiter is None:
+                    waiter = asyncio.ensure_future(_wait_then_put(watch.changed.wait, queue))
+                item = await queue.get()
+                if item is _END:
+                    return
+                if item is _CHANGED:
+                    waiter = None
+                    watch.changed.clear()
+                    for response in self._sotw_push(watch, states, stats, only_changed=True):
+                        yield response
+                    continue
+                request: discovery_pb2.DiscoveryRequest = item
+                if watch is None:
+                    watch = await self._open(request.node.id, request.node, context, False, stats)
+                for response in self._sotw_request(watch, states, stats, request):
+                    yield response
+        finally:
+            reader.cancel()
+            if waiter:
+                waiter.cancel()
+            if watch is not None:
+                self.cache.unwatch(watch)
+                self.observer.disconnected(watch.key)
+
+    def _sotw_request(self, watch: ProxyWatch, states: dict[str, _TypeState], stats: StreamStats,
+                      request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
+        t = request.type_url
+        state = states.setdefault(t, _TypeState())
+        if request.response_nonce:
+            if request.response_nonce != state.nonce:
+                return []  # stale: answers a response that has since been replaced
+            if request.HasField("error_detail"):
+                stats.nacks[t] = stats.nacks.get(t, 0) + 1
+                stats.last_nack = request.error_detail.message
+                log.warning("%s NACKed %s version %s: %s", ".".join(watch.key), SHORT.get(t, t),
+                            state.sent_version, request.error_detail.message)
+                self.observer.changed(watch.key)
+                # keep the previous config; retry only when our content changes
+                names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
+                if names == state.names:
+                    return []
+            else:
+                state.acked_version = request.version_info
+                stats.acks[t] = stats.acks.get(t, 0) + 1
+                self.observer.changed(watch.key)
+                names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
+                if names == state.names:
+                    return []
+        names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
+        state.names = names
+        state.subscribed = True
+        response = self._sotw_response(watch, t, state, stats, force=not request.response_nonce)
+        return [response] if response else []
+
+    def _sotw_push(self, watch: ProxyWatch, states: dict[str, _TypeState], stats: StreamStats,
+                   only_changed: bool) -> list[discovery_pb2.DiscoveryResponse]:
+        out = []
+        for t in PUSH_ORDER:
+            state = states.get(t)
+            if state and state.subscribed:
+                response = self._sotw_response(watch, t, state, stats, force=False)
+                if response:
+                    out.append(response)
+        return out
+
+    def _sotw_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats,
+                       force: bool) -> discovery_pb2.DiscoveryResponse | None:
+        items = self.cache.resources(watch).get(t, {})
+        version = type_version(items, state.names)
+        if not force and version == state.sent_version:
+            return None
+        chosen: list[Packed] = [p for n, p in sorted(items.items()) if state.names is None or n in state.names]
+        state.sent_version = version
+        state.nonce = _nonce()
+        stats.responses_sent[t] = stats.responses_sent.get(t, 0) + 1
+        return discovery_pb2.DiscoveryResponse(version_info=version, resources=[p.any for p in chosen],
+                                               type_url=t, nonce=state.nonce)
+
+    # --- delta ---------------------------------------------------------------------------------
+    async def DeltaAggregatedResources(self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+                                       context: grpc.aio.ServicerContext
+                                       ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        queue: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.ensure_future(_pump(request_iterator, queue))
+        watch: ProxyWatch | None = None
+        waiter: asyncio.Task | None = None
+        states: dict[str, _TypeState] = {}
+        stats = StreamStats()
+        try:
+            while True:
+                if watch is not None and waiter is None:
+                    waiter = asyncio.ensure_future(_wait_then_put(watch.changed.wait, queue))
+                item = await queue.get()
+                if item is _END:
+                    return
+                if item is _CHANGED:
+                    waiter = None
+                    watch.changed.clear()
+                    for t in PUSH_ORDER:
+                        state = states.get(t)
+                        if state and state.subscribed:
+                            response = self._delta_response(watch, t, state, stats)
+                            if response:
+                                yield response
+                    continue
+                request: discovery_pb2.DeltaDiscoveryRequest = item
+                if watch is None:
+                    watch = await self._open(request.node.id, request.node, context, True, stats)
+                response = self._delta_request(watch, states, stats, request)
+                if response:
+                    yield response
+        finally:
+            reader.cancel()
+            if waiter:
+                waiter.cancel()
+            if watch is not None:
+                self.cache.unwatch(watch)
+                self.observer.disconnected(watch.key)
+
+    def _delta_request(self, watch: ProxyWatch, states: dict[str, _TypeState], stats: StreamStats,
+                       request: discovery_pb2.DeltaDiscoveryRequest) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        t = request.type_url
+        state = states.get(t)
+        if state is None:
+            state = states[t] = _TypeState()
+            # a reconnecting proxy tells us what it has: nothing unchanged is sent again
+            state.sent = dict(request.initial_resource_versions)
+            if t in WILDCARD_TYPES and not request.resource_names_subscribe:
+                state.names = None
+            else:
+                state.names = frozenset()
+        if request.response_nonce:
+            if request.response_nonce != state.nonce:
+                return None
+            if request.HasField("error_detail"):
+                stats.nacks[t] = stats.nacks.get(t, 0) + 1
+                stats.last_nack = request.error_detail.message
+                # the previous config stays; the next change of content is sent again
+                log.warning("%s NACKed %s: %s", ".".join(watch.key), SHORT.get(t, t), request.error_detail.message)
+            else:
+                stats.acks[t] = stats.acks.get(t, 0) + 1
+            self.observer.changed(watch.key)
+        subscribe = [n for n in request.resource_names_subscribe if n != "*"]
+        if "*" in request.resource_names_subscribe:
+            state.names = None
+        if subscribe and state.names is not None:
+            state.names = state.names | frozenset(subscribe)
+        if request.resource_names_unsubscribe and state.names is not None:
+            gone = frozenset(request.resource_names_unsubscribe)
+            state.names = state.names - gone
+            for name in gone:
+                state.sent.pop(name, None)
+        state.subscribed = True
+        if request.response_nonce and not subscribe and not request.resource_names_unsubscribe:
+            return None  # a plain ACK/NACK
+        return self._delta_response(watch, t, state, stats, force=bool(subscribe) or not request.response_nonce)
+
+    def _delta_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats,
+                        force: bool = False) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        items = self.cache.resources(watch).get(t, {})
+        wanted = {n: p for n, p in items.items() if state.names is None or n in state.names}
+        changed = [p for n, p in sorted(wanted.items()) if state.sent.get(n) != p.version]
+        removed = sorted(n for n in state.sent if n not in wanted)
+        if not changed and not removed and not force:
+            return None
+        for p in changed:
+            state.sent[p.name] = p.version
+        for n in removed:
+            del state.sent[n]
+        state.nonce = _nonce()
+        stats.responses_sent[t] = stats.responses_sent.get(t, 0) + 1
+        return discovery_pb2.DeltaDiscoveryResponse(
+            type_url=t, nonce=state.nonce, removed_resources=removed,
+            resources=[discovery_pb2.Resource(name=p.name, version=p.version, resource=p.any) for p in changed])
+
+
+_END = object()
+_CHANGED = object()
+
+
+async def _pump(requests: AsyncIterator, queue: asyncio.Queue) -> None:
+    try:
+        async for request in requests:
+            await queue.put(request)
+    except (asyncio.CancelledError, grpc.aio.AioRpcError):
+        pass
+    finally:
+        await queue.put(_END)
+
+
+async def _wait_then_put(wait: Callable[[], Awaitable[bool]], queue: asyncio.Queue) -> None:
+    await wait()
+    await queue.put(_CHANGED)

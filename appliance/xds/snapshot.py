@@ -1,0 +1,90 @@
+"""From the store to the generators' model: one MeshSnapshot per mesh revision, one Proxy per Dataplane."""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from appliance.ca.builtin import ca_secret_names
+from appliance.core.resources import registry
+from appliance.core.resources.model import Resource
+from appliance.store import ListQuery, Store
+from appliance.xds.model import Endpoint, ExternalService, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy
+
+DEFAULT_ADMIN_PORT = 9901
+
+
+def enabled_backend(mesh: Resource) -> dict[str, Any] | None:
+    mtls = mesh.content.get("mtls") or {}
+    name = mtls.get("enabledBackend")
+    if not name:
+        return None
+    return next((b for b in mtls.get("backends") or [] if b.get("name") == name), None)
+
+
+def _inbounds(dp: Resource) -> tuple[Inbound, ...]:
+    networking = dp.content.get("networking") or {}
+    address = networking.get("address", "")
+    out = []
+    for ib in networking.get("inbound") or []:
+        tags = {k: str(v) for k, v in (ib.get("tags") or {}).items()}
+        health = ib.get("health")
+        port = int(ib.get("port") or 0)
+        out.append(Inbound(
+            port=port, service_port=int(ib.get("servicePort") or port),
+            address=ib.get("address") or address, service_address=ib.get("serviceAddress") or "127.0.0.1",
+            tags=tags, protocol=tags.get("kuma.io/protocol", "tcp"),
+            ready=bool(health.get("ready", False)) if isinstance(health, dict) else True))
+    return tuple(out)
+
+
+def proxy_from_dataplane(dp: Resource) -> Proxy:
+    networking = dp.content.get("networking") or {}
+    outbounds = []
+    for ob in networking.get("outbound") or []:
+        tags = {k: str(v) for k, v in (ob.get("tags") or {}).items()}
+        service = tags.get("kuma.io/service") or (ob.get("backendRef") or {}).get("name", "")
+        outbounds.append(Outbound(port=int(ob.get("port") or 0), address=ob.get("address") or "127.0.0.1",
+                                  service=service, tags=tags))
+    admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
+    return Proxy(mesh=dp.mesh, name=dp.name, address=networking.get("address", ""), inbounds=_inbounds(dp),
+                 outbounds=tuple(outbounds), admin_port=int(admin))
+
+
+def build_snapshot(store: Store, mesh_name: str, revision: int) -> MeshSnapshot | None:
+    mesh = store.get("Mesh", "", mesh_name)
+    if mesh is None:
+        return None
+    mtls = None
+    backend = enabled_backend(mesh)
+    if backend is not None and backend.get("type") == "builtin":
+        cert = store.get("Secret", mesh_name, ca_secret_names(mesh_name, backend["name"])[0])
+        if cert is not None:
+            mtls = Mtls(backend=backend["name"], mode=str(backend.get("mode") or "STRICT"),
+                        ca_cert_pem=base64.b64decode(cert.content["data"]))
+    endpoints: dict[str, list[Endpoint]] = {}
+    protocols: dict[str, str] = {}
+    for dp in store.list(ListQuery(type="Dataplane", mesh=mesh_name)).items:
+        for ib in _inbounds(dp):
+            service = ib.service
+            if not service:
+                continue
+            protocols.setdefault(service, ib.protocol)
+            if ib.ready:
+                endpoints.setdefault(service, []).append(Endpoint(ib.address, ib.port, ib.tags, dp.name))
+    policies = {}
+    for kind in registry.POLICY_MODULES:
+        items = store.list(ListQuery(type=kind, mesh=mesh_name)).items
+        policies[kind] = tuple(Policy(kind, r.name, r.spec) for r in sorted(items, key=lambda r: r.name))
+    externals = {}
+    for es in store.list(ListQuery(type="ExternalService", mesh=mesh_name)).items:
+        host, _, port = str((es.content.get("networking") or {}).get("address", "")).rpartition(":")
+        tags = es.content.get("tags") or {}
+        service = tags.get("kuma.io/service", es.name)
+        externals[service] = ExternalService(es.name, service, host, int(port or 0),
+                                             tags.get("kuma.io/protocol", "tcp"),
+                                             (es.content.get("networking") or {}).get("tls") or {})
+    return MeshSnapshot(
+        mesh=mesh_name, revision=revision, mtls=mtls,
+        endpoints={s: tuple(sorted(e, key=lambda x: (x.address, x.port))) for s, e in endpoints.items()},
+        protocols=protocols, policies=policies, external_services=externals,
+        zone_egress=bool((mesh.content.get("routing") or {}).get("zoneEgress")))
