@@ -16,13 +16,13 @@ def kuma_cp(argv: list[str] | None = None) -> int:
 
 
 def kuma_dp(argv: list[str] | None = None) -> int:
-    from appliance.cli.versions import version_only
-    return version_only("kuma-dp", 3, argv)
+    from appliance.dp.cli import main
+    return main(sys.argv[1:] if argv is None else argv)
 
 
 def kumactl(argv: list[str] | None = None) -> int:
-    from appliance.cli.versions import version_only
-    return version_only("kumactl", 5, argv)
+    from appliance.kumactl import main
+    return main(argv)
 
 
 def main() -> int:

@@ -68,7 +68,7 @@ def load_resource(cfg: DpConfig, stdin: TextIO = sys.stdin) -> dict[str, Any] | 
         hint = " (Kuma's templates are mustache: write {{ name }})" if name[:1] in ".&" else ""
         log.warning("template variable %r is not defined by any --dataplane-var: it renders as nothing%s",
                     name, hint)
-    log.info("rendered resource: %s", rendered.text.strip())
+    log.debug("rendered resource:\n%s", rendered.text.strip())
     try:
         doc = yaml.safe_load(rendered.text)
     except yaml.YAMLError as e:

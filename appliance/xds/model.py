@@ -10,6 +10,10 @@ from typing import Any
 
 Tags = dict[str, str]
 
+# kuma-cp's default `ipam.knownInternalCIDRs` (KUMA_IPAM_KNOWN_INTERNAL_CIDRS).
+KNOWN_INTERNAL_CIDRS: tuple[str, ...] = (
+    "10.0.0.0/8", "192.168.0.0/16", "172.16.0.0/12", "fc00::/7", "fd00::/8", "127.0.0.1/32", "::1/128")
+
 
 @dataclass(frozen=True)
 class Inbound:
@@ -20,6 +24,7 @@ class Inbound:
     tags: Tags
     protocol: str             # "http" | "http2" | "grpc" | "tcp" (kuma.io/protocol, default tcp)
     ready: bool = True        # health.ready (absent = ready)
+    name: str = ""            # inbound.name: what a Dataplane targetRef's sectionName selects (besides the port)
 
     @property
     def service(self) -> str:
@@ -77,6 +82,10 @@ class MeshSnapshot:
     policies: dict[str, tuple[Policy, ...]]           # kind -> policies, sorted by name
     external_services: dict[str, ExternalService] = field(default_factory=dict)
     zone_egress: bool = False                         # Mesh.routing.zoneEgress
+    # PERMISSIVE mTLS: services whose proxies cannot take mTLS yet (false) are called in plaintext; absent = ready.
+    tls_ready: dict[str, bool] = field(default_factory=dict)
+    # kuma-cp `ipam.knownInternalCIDRs`: HTTP clients from these ranges count as internal.
+    known_internal_cidrs: tuple[str, ...] = KNOWN_INTERNAL_CIDRS
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,9 @@ class Proxy:
     inbounds: tuple[Inbound, ...]
     outbounds: tuple[Outbound, ...]
     admin_port: int = 9901
+    labels: Tags = field(default_factory=dict)        # the Dataplane's labels (Dataplane targetRef `labels`)
+    features: frozenset[str] = frozenset()            # kuma-dp's metadata.features, e.g. "feature-reuse-port"
+    ipv6_enabled: bool = False                        # kuma-dp's metadata.ipv6Enabled
 
     @property
     def services(self) -> tuple[str, ...]:

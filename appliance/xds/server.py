@@ -244,7 +244,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         state.subscribed = True
         if request.response_nonce and not subscribe and not request.resource_names_unsubscribe:
             return None  # a plain ACK/NACK
-        return self._delta_response(watch, t, state, stats, force=bool(subscribe) or not request.response_nonce)
+        # a fresh subscription gets an answer even when empty; a resumed one only what it lacks
+        return self._delta_response(watch, t, state, stats, force=not request.response_nonce and not state.sent)
 
     def _delta_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats,
                         force: bool = False) -> discovery_pb2.DeltaDiscoveryResponse | None:

@@ -1,0 +1,116 @@
+"""What policy plugins share to edit generated Envoy resources in place.
+
+Generated resources arrive as `Resources` (type URL -> name -> message), with filter configs packed in
+`Any`; these helpers unpack one filter, let a plugin change it and pack it back deterministically.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterator, TypeVar
+
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from appliance.policies._common import parse_duration
+
+Resources = dict[str, dict[str, Message]]
+M = TypeVar("M", bound=Message)
+
+LISTENER = "type.googleapis.com/" + listener_pb2.Listener.DESCRIPTOR.full_name
+CLUSTER = "type.googleapis.com/" + cluster_pb2.Cluster.DESCRIPTOR.full_name
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
+
+_ILLEGAL_METRIC_CHARS = re.compile(r"[^a-zA-Z_\-0-9]")
+
+
+def sanitize_metric(name: str) -> str:
+    """util_xds.SanitizeMetric: stat prefixes may only hold [a-zA-Z_-0-9] (statsd, Prometheus)."""
+    return _ILLEGAL_METRIC_CHARS.sub("_", name)
+
+
+def pack(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message, deterministic=True)
+    return packed
+
+
+def duration(text: Any, default_seconds: float) -> duration_pb2.Duration:
+    """A Go duration string from a policy spec (validated on write), or Kuma's default when absent."""
+    nanos = parse_duration(text) if text is not None else None
+    if nanos is None:
+        nanos = int(default_seconds * 10**9)
+    return duration_pb2.Duration(seconds=nanos // 10**9, nanos=nanos % 10**9)
+
+
+def _update(chain: listener_components_pb2.FilterChain, name: str, message_type: type[M],
+            update: Callable[[M], None]) -> bool:
+    for network_filter in chain.filters:
+        if network_filter.name == name:
+            config = message_type()
+            network_filter.typed_config.Unpack(config)
+            update(config)
+            network_filter.typed_config.CopyFrom(pack(config))
+            return True
+    return False
+
+
+def update_hcm(chain: listener_components_pb2.FilterChain,
+               update: Callable[[hcm_pb2.HttpConnectionManager], None]) -> bool:
+    return _update(chain, HCM_FILTER, hcm_pb2.HttpConnectionManager, update)
+
+
+def update_tcp_proxy(chain: listener_components_pb2.FilterChain,
+                     update: Callable[[tcp_proxy_pb2.TcpProxy], None]) -> bool:
+    return _update(chain, TCP_PROXY_FILTER, tcp_proxy_pb2.TcpProxy, update)
+
+
+def routes(hcm: hcm_pb2.HttpConnectionManager) -> Iterator[route_components_pb2.Route]:
+    """The routes of an inline route configuration."""
+    for virtual_host in hcm.route_config.virtual_hosts:
+        yield from virtual_host.routes
+
+
+def update_http_protocol_options(cluster: cluster_pb2.Cluster,
+                                 update: Callable[[http_protocol_options_pb2.HttpProtocolOptions], None]) -> None:
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    existing = cluster.typed_extension_protocol_options
+    if HTTP_PROTOCOL_OPTIONS in existing:
+        existing[HTTP_PROTOCOL_OPTIONS].Unpack(options)
+    update(options)
+    existing[HTTP_PROTOCOL_OPTIONS].CopyFrom(pack(options))
+
+
+def listener(resources: Resources, name: str) -> listener_pb2.Listener | None:
+    found = resources.get(LISTENER, {}).get(name)
+    return found if isinstance(found, listener_pb2.Listener) else None
+
+
+def cluster(resources: Resources, name: str) -> cluster_pb2.Cluster | None:
+    found = resources.get(CLUSTER, {}).get(name)
+    return found if isinstance(found, cluster_pb2.Cluster) else None
+
+
+def local_cluster_name(service_port: int) -> str:
+    """envoy_names.GetLocalClusterName: the cluster of the application behind an inbound."""
+    return f"localhost:{service_port}"
+
+
+def listeners_by_address(resources: Resources, direction: int) -> dict[tuple[str, int], listener_pb2.Listener]:
+    """Kuma's GatherListeners: the generated listeners of one traffic direction, by (address, port)."""
+    index = {}
+    for found in resources.get(LISTENER, {}).values():
+        if isinstance(found, listener_pb2.Listener) and found.traffic_direction == direction:
+            socket = found.address.socket_address
+            index[(socket.address, socket.port_value)] = found
+    return index

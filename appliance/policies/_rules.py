@@ -1,0 +1,374 @@
+"""How Kuma 2.14 turns targetRef policies into per-proxy rules (pkg/plugins/policies/core/{matchers,rules}).
+
+Every plugin uses the same steps:
+1. select: which policies a proxy's top-level targetRef picks, per inbound and for the whole proxy;
+2. sort: by targetRef kind (Mesh < Dataplane < MeshSubset < MeshService < MeshServiceSubset), then by
+   name descending, so that later entries win when confs merge (the lexicographically smallest name last);
+3. build rules: `to[]` items into per-destination rules, `from[]` items into per-client rules with
+   negations (MADR 007), or `from`/`rules` into inbound rules;
+4. merge confs with JSON merge patch (RFC 7396), later ones over earlier ones.
+
+Plain data in, plain data out: a policy plugin turns the merged confs into Envoy settings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from appliance.xds.model import Inbound, Policy, Proxy
+
+SERVICE_TAG = "kuma.io/service"
+_KIND_ORDER = {"Mesh": 1, "Dataplane": 2, "MeshSubset": 3, "MeshGateway": 4, "MeshService": 5,
+               "MeshExternalService": 6, "MeshMultiZoneService": 7, "MeshServiceSubset": 8, "MeshHTTPRoute": 9}
+# The kinds a legacy (kuma.io/service) rule can express as tags.
+_OLD_KINDS = frozenset({"Mesh", "MeshSubset", "MeshServiceSubset", "MeshService", "MeshGateway", "MeshHTTPRoute"})
+
+Tag = tuple[str, str, bool]          # (key, value, negated)
+Subset = tuple[Tag, ...]             # a group of proxies; empty = everyone
+InboundKey = tuple[str, int]         # (address, port) of an inbound listener
+
+
+@dataclass(frozen=True)
+class Rule:
+    subset: Subset
+    conf: dict[str, Any]
+    origins: tuple[str, ...]         # names of the policies whose items were merged into `conf`
+
+
+@dataclass(frozen=True)
+class InboundRule:
+    match: dict[str, Any] | None     # common_api.Match (spiffeID / sni); None matches all clients
+    conf: dict[str, Any]
+    origin: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The policies of one kind that select a proxy, sorted by Kuma's precedence (last wins)."""
+    proxy: tuple[Policy, ...]
+    by_inbound: dict[InboundKey, tuple[Policy, ...]]
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """Equal keys mean equal `to` rules: what may be cached across proxies."""
+        return tuple(p.name for p in self.proxy)
+
+
+def top_ref(policy: Policy) -> dict[str, Any]:
+    """An absent top-level targetRef means the whole mesh."""
+    return policy.spec.get("targetRef") or {"kind": "Mesh"}
+
+
+def inbound_key(inbound: Inbound) -> InboundKey:
+    return inbound.address, inbound.port
+
+
+def _tags_match(selector: dict[str, str], tags: dict[str, str]) -> bool:
+    """mesh_proto.TagSelector.Matches: every selector tag present and equal (or `*`)."""
+    return all(k in tags and (v == tags[k] or v == "*") for k, v in selector.items())
+
+
+def _sidecar_selected(ref: dict[str, Any]) -> bool:
+    proxy_types = ref.get("proxyTypes") or []
+    return not proxy_types or "Sidecar" in proxy_types
+
+
+def selected_inbounds(ref: dict[str, Any], proxy: Proxy) -> list[Inbound]:
+    """matchers.DppSelectedByPolicy for a sidecar: the inbounds a top-level targetRef picks."""
+    kind = ref.get("kind")
+    if kind in ("Mesh", "MeshSubset"):
+        if not _sidecar_selected(ref):
+            return []
+        selector = (ref.get("tags") or {}) if kind == "MeshSubset" else {}
+        return [i for i in proxy.inbounds if _tags_match(selector, i.tags)]
+    if kind == "MeshService":
+        return [i for i in proxy.inbounds if _tags_match({SERVICE_TAG: ref.get("name") or ""}, i.tags)]
+    if kind == "MeshServiceSubset":
+        selector = {**(ref.get("tags") or {}), SERVICE_TAG: ref.get("name") or ""}
+        return [i for i in proxy.inbounds if _tags_match(selector, i.tags)]
+    if kind == "Dataplane":
+        name, labels = ref.get("name") or "", ref.get("labels")
+        everyone = not name and not ref.get("namespace") and labels is None
+        by_name = bool(name) and name == proxy.name
+        by_labels = labels is not None and all(proxy.labels.get(k) == v for k, v in labels.items())
+        if not (everyone or by_name or by_labels):
+            return []
+        section = ref.get("sectionName") or ""
+        return [i for i in proxy.inbounds if not section or (i.name or str(i.port)) == section]
+    return []  # MeshGateway, MeshHTTPRoute: not for sidecars here
+
+
+def _dataplane_precision(ref: dict[str, Any]) -> int:
+    """TargetRef.CompareDataplaneKind: labels < name, and without sectionName < with it."""
+    return (2 if ref.get("name") else 0) + (1 if ref.get("sectionName") else 0)
+
+
+def _precedence(policy: Policy) -> tuple[int, int]:
+    ref = top_ref(policy)
+    kind = ref.get("kind", "")
+    return _KIND_ORDER.get(kind, 0), _dataplane_precision(ref) if kind == "Dataplane" else 0
+
+
+def sort_policies(policies: Iterable[Policy]) -> list[Policy]:
+    """matchers.SortByTargetRef: by kind specificity, then by name descending (smallest name wins)."""
+    by_name = sorted(policies, key=lambda p: p.name, reverse=True)
+    return sorted(by_name, key=_precedence)
+
+
+def select(policies: Sequence[Policy], proxy: Proxy) -> Selection:
+    whole: list[Policy] = []
+    by_inbound: dict[InboundKey, list[Policy]] = {}
+    for policy in policies:
+        inbounds = selected_inbounds(top_ref(policy), proxy)
+        if not inbounds:
+            continue
+        whole.append(policy)
+        for inbound in inbounds:
+            by_inbound.setdefault(inbound_key(inbound), []).append(policy)
+    return Selection(tuple(sort_policies(whole)),
+                     {key: tuple(sort_policies(ps)) for key, ps in by_inbound.items()})
+
+
+# --- merging -----------------------------------------------------------------------------------
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: objects merge key by key, anything else replaces, null deletes."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def merge(confs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for conf in confs:
+        result = merge_patch(result, conf)
+    return result
+
+
+# --- subsets (subsetutils) ---------------------------------------------------------------------
+
+def as_subset(ref: dict[str, Any]) -> Subset | None:
+    kind = ref.get("kind")
+    if kind == "Mesh":
+        return ()
+    if kind == "MeshSubset":
+        return tuple((k, v, False) for k, v in sorted((ref.get("tags") or {}).items()))
+    if kind == "MeshService":
+        return ((SERVICE_TAG, ref.get("name") or "", False),)
+    if kind == "MeshServiceSubset":
+        tags = sorted((ref.get("tags") or {}).items())
+        return ((SERVICE_TAG, ref.get("name") or "", False),) + tuple((k, v, False) for k, v in tags)
+    return None
+
+
+def _num_positive(subset: Subset) -> int:
+    return sum(1 for _, _, negated in subset if not negated)
+
+
+def contains_element(subset: Subset, element: dict[str, str]) -> bool:
+    """Subset.ContainsElement: does the group include a proxy with these tags."""
+    if not subset:
+        return True
+    if not element:
+        return False
+    overlap = False
+    for key, value, negated in subset:
+        if key in element:
+            overlap = True
+            if (element[key] == value) == negated:
+                return False
+        elif not negated:
+            return False
+    return overlap or _num_positive(subset) == 0
+
+
+def _tag_is_subset(t1: Tag, t2: Tag) -> bool:
+    if t1[0] != t2[0]:
+        return False
+    if t1[2] == t2[2]:
+        return t1[1] == t2[1]
+    if t1[2]:
+        return t1[1] != t2[1]
+    return False
+
+
+def is_subset(superset: Subset, subset: Subset) -> bool:
+    """Subset.IsSubset: is `subset` inside `superset` (the empty set contains everything)."""
+    if not superset:
+        return True
+    for tag in superset:
+        others = [t for t in subset if t[0] == tag[0]]
+        if not others or not all(_tag_is_subset(tag, other) for other in others):
+            return False
+    return True
+
+
+def _intersect(a: Subset, b: Subset) -> bool:
+    if not a or not b:
+        return True
+    positive_b: dict[str, list[Tag]] = {}
+    for tag in b:
+        if not tag[2]:
+            positive_b.setdefault(tag[0], []).append(tag)
+    return all(other == tag for tag in a if not tag[2] for other in positive_b.get(tag[0], ()))
+
+
+def _subset_combinations(tags: list[Tag]) -> Iterable[Subset]:
+    """subsetutils.SubsetIter: per key, either one of its values or none of them, in Kuma's order."""
+    dims: list[tuple[str, list[str]]] = []
+    for key, value, _ in tags:
+        for dim in dims:
+            if dim[0] == key:
+                if value not in dim[1]:
+                    dim[1].append(value)
+                break
+        else:
+            dims.append((key, [value]))
+    idx = [0] * len(dims)
+
+    def current() -> Subset:
+        out: list[Tag] = []
+        for (key, values), choice in zip(dims, idx):
+            if choice == len(values):
+                out.extend((key, v, True) for v in values)
+            else:
+                out.append((key, values[len(values) - choice - 1], False))
+        return tuple(out)
+
+    while True:
+        for i, (_, values) in enumerate(dims):
+            idx[i] += 1
+            if idx[i] < len(values) + 1:
+                yield current()
+                break
+            idx[i] = 0
+        else:
+            yield current()
+            return
+
+
+def _maximal_cliques(count: int, edges: set[tuple[int, int]]) -> list[list[int]]:
+    """Bron–Kerbosch with pivoting; the caller sorts the result, so discovery order does not matter."""
+    neighbours = {n: {m for m in range(count) if (n, m) in edges} for n in range(count)}
+    cliques: list[list[int]] = []
+
+    def expand(r: set[int], p: set[int], x: set[int]) -> None:
+        if not p and not x:
+            cliques.append(sorted(r))
+            return
+        pivot = max(p | x, key=lambda n: len(neighbours[n] & p))
+        for node in sorted(p - neighbours[pivot]):
+            expand(r | {node}, p & neighbours[node], x & neighbours[node])
+            p = p - {node}
+            x = x | {node}
+
+    expand(set(), set(range(count)), set())
+    return cliques
+
+
+@dataclass(frozen=True)
+class _Item:
+    subset: Subset
+    conf: dict[str, Any]
+    origin: str
+
+
+def _create_rules(subset: Subset, items: Sequence[_Item]) -> list[Rule]:
+    relevant = [item for item in items if is_subset(item.subset, subset)]
+    if not relevant:
+        return []
+    origins = tuple(dict.fromkeys(item.origin for item in relevant))
+    return [Rule(subset, merge(item.conf for item in relevant), origins)]
+
+
+def build_rules(items: Sequence[_Item], with_negations: bool) -> list[Rule]:
+    """rules.BuildRules: one rule per group of clients/destinations, most specific first."""
+    if not items:
+        return []
+    keys = {tag[0] for item in items for tag in item.subset}
+    rules: list[Rule] = []
+    if not with_negations and len(keys) <= 1:
+        seen: set[Subset] = set()
+        for item in items:
+            canonical = tuple(sorted(item.subset))
+            if canonical not in seen:
+                seen.add(canonical)
+                rules += _create_rules(item.subset, items)
+        return sorted(rules, key=lambda r: -len(r.subset))
+    subsets = [item.subset for item in items]
+    edges = {(i, j) for i in range(len(subsets)) for j in range(len(subsets))
+             if i != j and _intersect(subsets[i], subsets[j])}
+    groups = _maximal_cliques(len(subsets), edges)
+    # sortComponents: nodes ascending, groups by their joined ids as strings, descending.
+    groups.sort(key=lambda g: ":".join(str(n) for n in g), reverse=True)
+    for group in groups:
+        tags = sorted({(k, v, False) for n in group for k, v, _ in subsets[n]})
+        for subset in _subset_combinations(tags):
+            rules += _create_rules(subset, items)
+    return sorted(rules, key=lambda r: -_num_positive(r.subset))
+
+
+def _items(policies: Sequence[Policy], field: str) -> list[_Item]:
+    items = []
+    for policy in policies:
+        entries = policy.spec.get(field) or []
+        if field == "to" and any((e.get("targetRef") or {}).get("kind") == "MeshHTTPRoute" for e in entries):
+            continue  # routes are matched by hash, which needs MeshHTTPRoute support
+        for entry in entries:
+            ref = entry.get("targetRef") or {}
+            subset = as_subset(ref) if ref.get("kind") in _OLD_KINDS else None
+            if subset is not None:
+                items.append(_Item(subset, entry.get("default") or {}, policy.name))
+    return items
+
+
+def to_rules(selection: Selection) -> list[Rule]:
+    """ToRules.Rules: per destination (kuma.io/service), from the `to[]` of the proxy's policies."""
+    policies = [p for p in selection.proxy if top_ref(p).get("kind") not in ("MeshHTTPRoute", "MeshGateway")]
+    return build_rules(_items(policies, "to"), with_negations=False)
+
+
+def from_rules(policies: Sequence[Policy]) -> list[Rule]:
+    """FromRules.Rules of one inbound: per client group, from `from[]`, with negations."""
+    return build_rules(_items(policies, "from"), with_negations=True)
+
+
+def inbound_rules(policies: Sequence[Policy], from_as_rules: bool) -> list[InboundRule]:
+    """inbound.BuildRules: `rules[]` (or `from[]` for kinds that read it as rules), one match each."""
+    rules: list[InboundRule] = []
+    for policy in policies:  # already sorted by precedence
+        entries = policy.spec.get("rules") or []
+        if not entries and from_as_rules:
+            entries = [{"default": e.get("default") or {}} for e in policy.spec.get("from") or []]
+        for entry in entries:
+            matches = entry.get("matches") or []
+            for match in matches or [None]:
+                rules.append(InboundRule(match, entry.get("default") or {}, policy.name))
+    # inbound.SortRules: spiffeID Exact, then Prefix, then SNI-only, then catch-all (stable).
+    return sorted(rules, key=_match_rank)
+
+
+def _match_rank(rule: InboundRule) -> tuple[int, int, int]:
+    match = rule.match or {}
+    spiffe = match.get("spiffeID")
+    score = 0 if spiffe is None else {"Exact": 2, "Prefix": 1}.get(spiffe.get("type"), 0)
+    return (0 if spiffe is not None else 1), -score, (0 if match.get("sni") is not None else 1)
+
+
+def catch_all_conf(rules: Sequence[InboundRule]) -> dict[str, Any]:
+    """MatchesAllIncomingTraffic: the merged conf of the rules that apply to every client."""
+    return merge(r.conf for r in rules if r.match is None)
+
+
+def compute(rules: Sequence[Rule], element: dict[str, str]) -> Rule | None:
+    """Rules.Compute: the first (most specific) rule whose group contains the element."""
+    for rule in rules:
+        if contains_element(rule.subset, element):
+            return rule
+    return None

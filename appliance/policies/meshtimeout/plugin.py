@@ -1,0 +1,160 @@
+"""MeshTimeout on a sidecar: connection, idle and request timeouts on clusters, listeners and routes.
+
+Field mapping as Kuma 2.14 (plugin/v1alpha1/plugin.go, plugin/xds/configurer.go); an absent field takes
+Kuma's default (pkg/plugins/policies/core/defaults), so a proxy gets these timeouts even without any policy:
+- cluster: connectionTimeout -> connect_timeout (5s); for HTTP/HTTP2 clusters idleTimeout (1h),
+  http.maxStreamDuration (0) and http.maxConnectionDuration (0) -> HttpProtocolOptions;
+- HTTP listener: http.requestTimeout -> route timeout (15s), http.streamIdleTimeout -> route
+  idle_timeout (30m), http.requestHeadersTimeout -> request_headers_timeout (0), connection idle moves
+  to the cluster (HCM idle_timeout 0);
+- TCP listener: idleTimeout -> tcp_proxy idle_timeout (1h).
+Inbounds use the `from` (or `rules`) entries that apply to every client; outbounds the `to` entries.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from appliance.policies import _envoy, _rules
+from appliance.xds.model import MeshSnapshot, Proxy
+
+KIND = "MeshTimeout"
+CONNECT_TIMEOUT = 5
+IDLE_TIMEOUT = 3600
+STREAM_IDLE_TIMEOUT = 1800
+REQUEST_TIMEOUT = 15
+
+Conf = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InboundTimeouts:
+    conf: Conf
+    apply: bool          # false when only identity-matched rules exist (left to those rules)
+    protocol: str
+    cluster: str
+
+
+@dataclass(frozen=True)
+class Matched:
+    inbounds: dict[_rules.InboundKey, InboundTimeouts]
+    outbounds: dict[_rules.InboundKey, tuple[str, str]]   # listener (address, port) -> (service, protocol)
+    to_rules: tuple[_rules.Rule, ...]
+    protocols: dict[str, str]                              # destination service -> protocol
+    to_key: tuple[str, ...]                                # equal keys: equal outbound cluster timeouts
+
+
+def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
+    selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
+    inbounds = {}
+    for inbound in proxy.inbounds:
+        key = _rules.inbound_key(inbound)
+        rules = _rules.inbound_rules(selection.by_inbound.get(key, ()), from_as_rules=True)
+        inbounds[key] = InboundTimeouts(
+            conf=_rules.catch_all_conf(rules),
+            apply=not rules or any(r.match is None for r in rules),
+            protocol=inbound.protocol,
+            cluster=_envoy.local_cluster_name(inbound.service_port))
+    protocols = {o.service: snapshot.protocols.get(o.service, "tcp") for o in proxy.outbounds}
+    outbounds = {(o.address, o.port): (o.service, protocols[o.service]) for o in proxy.outbounds}
+    return Matched(inbounds, outbounds, tuple(_rules.to_rules(selection)), protocols, selection.key)
+
+
+def _outbound_conf(matched: Matched, service: str) -> Conf | None:
+    rule = _rules.compute(matched.to_rules, {_rules.SERVICE_TAG: service})
+    return rule.conf if rule is not None else None
+
+
+def configure_route(route: route_components_pb2.Route, http: Conf) -> None:
+    """ConfigureRouteAction: request timeout always, stream idle timeout unless a route already has one."""
+    if not route.HasField("route"):
+        return
+    action = route.route
+    action.timeout.CopyFrom(_envoy.duration(http.get("requestTimeout"), REQUEST_TIMEOUT))
+    if http.get("streamIdleTimeout") is not None or not action.HasField("idle_timeout"):
+        action.idle_timeout.CopyFrom(_envoy.duration(http.get("streamIdleTimeout"), STREAM_IDLE_TIMEOUT))
+
+
+def configure_cluster(cluster: cluster_pb2.Cluster, conf: Conf, protocol: str) -> None:
+    cluster.connect_timeout.CopyFrom(_envoy.duration(conf.get("connectionTimeout"), CONNECT_TIMEOUT))
+    if protocol not in ("http", "http2"):  # Kuma leaves gRPC and TCP clusters' HTTP options alone
+        return
+    http = conf.get("http") or {}
+
+    def update(options: http_protocol_options_pb2.HttpProtocolOptions) -> None:
+        common = options.common_http_protocol_options
+        common.idle_timeout.CopyFrom(_envoy.duration(conf.get("idleTimeout"), IDLE_TIMEOUT))
+        common.max_stream_duration.CopyFrom(_envoy.duration(http.get("maxStreamDuration"), 0))
+        common.max_connection_duration.CopyFrom(_envoy.duration(http.get("maxConnectionDuration"), 0))
+
+    _envoy.update_http_protocol_options(cluster, update)
+
+
+def _configure_inbound_listener(listener: listener_pb2.Listener, conf: Conf) -> None:
+    http = conf.get("http") or {}
+
+    def update_hcm(hcm: hcm_pb2.HttpConnectionManager) -> None:
+        for route in _envoy.routes(hcm):
+            configure_route(route, http)
+        hcm.request_headers_timeout.CopyFrom(_envoy.duration(http.get("requestHeadersTimeout"), 0))
+        # The connection idle timeout belongs to the cluster under MeshTimeout.
+        hcm.common_http_protocol_options.idle_timeout.CopyFrom(_envoy.duration(None, 0))
+
+    def update_tcp(proxy: tcp_proxy_pb2.TcpProxy) -> None:
+        proxy.idle_timeout.CopyFrom(_envoy.duration(conf.get("idleTimeout"), IDLE_TIMEOUT))
+
+    for chain in listener.filter_chains:
+        _envoy.update_hcm(chain, update_hcm)
+        _envoy.update_tcp_proxy(chain, update_tcp)
+
+
+def _configure_outbound_listener(listener: listener_pb2.Listener, conf: Conf | None, protocol: str) -> None:
+    """DeprecatedListenerConfigurer: kuma.io/service outbounds; a service no `to` entry matches keeps its routes."""
+    http = (conf or {}).get("http") or {}
+
+    def update_hcm(hcm: hcm_pb2.HttpConnectionManager) -> None:
+        if conf is not None:
+            for route in _envoy.routes(hcm):
+                configure_route(route, http)
+            hcm.request_headers_timeout.CopyFrom(_envoy.duration(http.get("requestHeadersTimeout"), 0))
+        hcm.common_http_protocol_options.idle_timeout.CopyFrom(_envoy.duration(None, 0))
+
+    def update_tcp(proxy: tcp_proxy_pb2.TcpProxy) -> None:
+        if conf is not None:
+            proxy.idle_timeout.CopyFrom(_envoy.duration(conf.get("idleTimeout"), IDLE_TIMEOUT))
+
+    for chain in listener.filter_chains:
+        if protocol in _envoy.HTTP_PROTOCOLS:
+            _envoy.update_hcm(chain, update_hcm)
+        else:
+            _envoy.update_tcp_proxy(chain, update_tcp)
+
+
+def apply(matched: Matched, resources: _envoy.Resources) -> None:
+    inbound_listeners = _envoy.listeners_by_address(resources, base_pb2.INBOUND)
+    for key, inbound in matched.inbounds.items():
+        if not inbound.apply:
+            continue
+        listener = inbound_listeners.get(key)
+        if listener is not None:
+            _configure_inbound_listener(listener, inbound.conf)
+        cluster = _envoy.cluster(resources, inbound.cluster)
+        if cluster is not None:
+            configure_cluster(cluster, inbound.conf, inbound.protocol)
+    outbound_listeners = _envoy.listeners_by_address(resources, base_pb2.OUTBOUND)
+    for key, (service, protocol) in matched.outbounds.items():
+        listener = outbound_listeners.get(key)
+        if listener is not None:
+            _configure_outbound_listener(listener, _outbound_conf(matched, service), protocol)
+    for service, protocol in matched.protocols.items():
+        cluster = _envoy.cluster(resources, service)
+        if cluster is not None:
+            configure_cluster(cluster, _outbound_conf(matched, service) or {}, protocol)

@@ -1,0 +1,41 @@
+"""ClusterLoadAssignments (EDS): where a service's ready endpoints are."""
+from __future__ import annotations
+
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from appliance.xds.generate import names
+from appliance.xds.generate._proto import string_struct
+from appliance.xds.model import Endpoint, MeshSnapshot
+
+_LB_KEYS = ("envoy.lb", "envoy.transport_socket_match")
+
+
+def load_assignment_for(snapshot: MeshSnapshot, service: str) -> endpoint_pb2.ClusterLoadAssignment:
+    """The CLA of `service`; depends only on (snapshot, service), so callers may memoize it per revision.
+
+    A service without endpoints still gets an (empty) CLA: Envoy keeps a cluster warming until one arrives.
+    """
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=service)
+    endpoints = snapshot.endpoints.get(service, ())
+    if not endpoints:
+        return assignment
+    locality = assignment.endpoints.add()
+    # Sorted so that the same set of endpoints always serializes to the same bytes.
+    for endpoint in sorted(endpoints, key=_sort_key):
+        lb_endpoint = locality.lb_endpoints.add()
+        socket = lb_endpoint.endpoint.address.socket_address
+        socket.address = endpoint.address
+        socket.port_value = endpoint.port
+        lb_endpoint.load_balancing_weight.value = 1
+        # Kuma puts the endpoint's tags (minus the service, already the cluster name) in LB and
+        # transport-socket-match metadata; subset routing and per-tag TLS matching read them.
+        tags = {k: v for k, v in endpoint.tags.items() if k != names.SERVICE_TAG}
+        if tags:
+            struct = string_struct(tags)
+            for key in _LB_KEYS:
+                lb_endpoint.metadata.filter_metadata[key].CopyFrom(struct)
+    return assignment
+
+
+def _sort_key(endpoint: Endpoint) -> tuple[str, int, str]:
+    return endpoint.address, endpoint.port, endpoint.dataplane

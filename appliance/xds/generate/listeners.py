@@ -1,0 +1,142 @@
+"""Listeners: one per inbound (in front of the application) and one per outbound (the app's way out).
+
+Listener content depends only on the proxy's own spec, the mesh's mTLS mode and policies, never on
+endpoints or certificates (those travel by EDS and SDS), so Envoy does not drain listeners when
+endpoints change or certificates rotate.
+"""
+from __future__ import annotations
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from appliance.xds.generate import names, routes, tls
+from appliance.xds.generate.clusters import INBOUND_IDLE_TIMEOUT
+from appliance.xds.generate._proto import pack, seconds, tags_metadata
+from appliance.xds.model import Inbound, MeshSnapshot, Outbound, Proxy
+
+REUSE_PORT_FEATURE = "feature-reuse-port"
+# DefaultInboundTimeout's stream idle timeout (pkg/defaults/mesh/meshtimeout.go); MeshTimeout refines it.
+INBOUND_STREAM_IDLE_TIMEOUT = 3600
+
+_ROUTER = hcm_pb2.HttpFilter(name=names.ROUTER_FILTER, typed_config=pack(router_pb2.Router()))
+_GRPC_STATS = hcm_pb2.HttpFilter(
+    name=names.GRPC_STATS_FILTER, typed_config=pack(grpc_stats_pb2.FilterConfig(emit_filter_state=True)))
+_TLS_INSPECTOR = listener_components_pb2.ListenerFilter(
+    name=names.TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector()))
+
+
+def _address(address: str, port: int) -> address_pb2.Address:
+    result = address_pb2.Address()
+    result.socket_address.address = address
+    result.socket_address.port_value = port
+    return result
+
+
+def _internal_addresses(hcm: hcm_pb2.HttpConnectionManager, snapshot: MeshSnapshot, proxy: Proxy) -> None:
+    """Clients in these CIDRs count as internal (Envoy then keeps internal-only headers)."""
+    for cidr in snapshot.known_internal_cidrs:
+        prefix, _, length = cidr.partition("/")
+        if ":" in prefix and not proxy.ipv6_enabled:
+            continue
+        hcm.internal_address_config.cidr_ranges.add(address_prefix=prefix).prefix_len.value = int(length)
+
+
+def _hcm(stat_prefix: str, protocol: str, snapshot: MeshSnapshot, proxy: Proxy) -> hcm_pb2.HttpConnectionManager:
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=names.sanitize_metric(stat_prefix))
+    _internal_addresses(hcm, snapshot, proxy)
+    if protocol == "grpc":
+        hcm.http_filters.append(_GRPC_STATS)
+    hcm.http_filters.append(_ROUTER)
+    return hcm
+
+
+def _tcp_proxy(stat_prefix: str, cluster: str) -> tcp_proxy_pb2.TcpProxy:
+    return tcp_proxy_pb2.TcpProxy(stat_prefix=names.sanitize_metric(stat_prefix), cluster=cluster)
+
+
+def _filter(name: str, config: object) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(name=name, typed_config=pack(config))  # type: ignore[arg-type]
+
+
+def _inbound_filter(inbound: Inbound, listener_name: str, snapshot: MeshSnapshot,
+                    proxy: Proxy) -> listener_components_pb2.Filter:
+    cluster = names.local_cluster(inbound.service_port)
+    if inbound.protocol not in names.HTTP_PROTOCOLS:
+        tcp = _tcp_proxy(cluster, cluster)
+        tcp.idle_timeout.CopyFrom(seconds(INBOUND_IDLE_TIMEOUT))
+        return _filter(names.TCP_PROXY_FILTER, tcp)
+    hcm = _hcm(cluster, inbound.protocol, snapshot, proxy)
+    # The application learns who called it: Envoy replaces x-forwarded-client-cert with the client's URI SAN.
+    hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
+    hcm.set_current_client_cert_details.uri = True
+    hcm.common_http_protocol_options.idle_timeout.seconds = INBOUND_IDLE_TIMEOUT
+    hcm.stream_idle_timeout.seconds = INBOUND_STREAM_IDLE_TIMEOUT
+    service = inbound.service
+    if service:
+        hcm.route_config.CopyFrom(routes.inbound_route_config(service, cluster))
+    else:  # no kuma.io/service tag: Kuma names the route after the listener
+        config = routes.inbound_route_config(listener_name, cluster)
+        config.name = listener_name
+        hcm.route_config.CopyFrom(config)
+    return _filter(names.HCM_FILTER, hcm)
+
+
+def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> listener_pb2.Listener:
+    """`inbound:<address>:<port>`, with mTLS filter chains as the mesh's mode asks.
+
+    STRICT: one chain that requires a mesh client certificate. PERMISSIVE: plaintext, foreign TLS and
+    mesh mTLS (TLS with ALPN `kuma`) chains side by side, told apart by the TLS inspector.
+    """
+    name = names.inbound_listener(inbound.address, inbound.port)
+    listener = listener_pb2.Listener(
+        name=name, address=_address(inbound.address, inbound.port),
+        traffic_direction=base_pb2.INBOUND,
+        metadata=tags_metadata(names.TAGS_METADATA_KEY, inbound.tags))
+    listener.enable_reuse_port.value = REUSE_PORT_FEATURE in proxy.features
+    app_filter = _inbound_filter(inbound, name, snapshot, proxy)
+    mtls = snapshot.mtls
+    if mtls is None:
+        listener.filter_chains.add().filters.append(app_filter)
+        return listener
+    if mtls.mode == "PERMISSIVE":
+        listener.listener_filters.append(_TLS_INSPECTOR)
+        plain = listener.filter_chains.add()
+        plain.filter_chain_match.transport_protocol = "raw_buffer"
+        plain.filters.append(app_filter)
+        # TLS that is not the mesh's (no `kuma` ALPN) belongs to the application: pass it through.
+        foreign_tls = listener.filter_chains.add()
+        foreign_tls.filter_chain_match.transport_protocol = "tls"
+        foreign_tls.filters.append(app_filter)
+    chain = listener.filter_chains.add()
+    if mtls.mode == "PERMISSIVE":
+        chain.filter_chain_match.transport_protocol = "tls"
+        chain.filter_chain_match.application_protocols.append(names.KUMA_ALPN)
+    chain.filters.append(app_filter)
+    chain.transport_socket.CopyFrom(tls.downstream_transport_socket(snapshot.mesh))
+    return listener
+
+
+def outbound_listener(outbound: Outbound, snapshot: MeshSnapshot, proxy: Proxy) -> listener_pb2.Listener:
+    """`outbound:<address>:<port>` to the service's cluster: HTTP routing for HTTP services, TCP otherwise."""
+    service = outbound.service
+    tags = {**outbound.tags, names.SERVICE_TAG: service}
+    listener = listener_pb2.Listener(
+        name=names.outbound_listener(outbound.address, outbound.port),
+        address=_address(outbound.address, outbound.port),
+        traffic_direction=base_pb2.OUTBOUND,
+        metadata=tags_metadata(names.TAGS_METADATA_KEY, tags))
+    protocol = snapshot.protocols.get(service, "tcp")
+    chain = listener.filter_chains.add()
+    if protocol in names.HTTP_PROTOCOLS:
+        hcm = _hcm(service, protocol, snapshot, proxy)
+        hcm.normalize_path.value = True
+        hcm.route_config.CopyFrom(routes.outbound_route_config(service))
+        chain.filters.append(_filter(names.HCM_FILTER, hcm))
+    else:
+        chain.filters.append(_filter(names.TCP_PROXY_FILTER, _tcp_proxy(service, service)))
+    return listener

@@ -1,0 +1,66 @@
+"""Kuma's builtin-CA mTLS: the SDS secrets and the TLS contexts that reference them.
+
+Certificates travel only as Secret resources (SDS over ADS); listeners and clusters name them. So a
+certificate rotation is a Secret update and never touches a listener or a cluster.
+"""
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
+
+from appliance.xds.generate import names
+from appliance.xds.generate._proto import ads_source, pack
+from appliance.xds.model import Identity, MeshSnapshot
+
+
+def identity_secret(mesh: str, identity: Identity) -> secret_pb2.Secret:
+    secret = secret_pb2.Secret(name=names.identity_secret(mesh))
+    secret.tls_certificate.certificate_chain.inline_bytes = identity.cert_pem
+    secret.tls_certificate.private_key.inline_bytes = identity.key_pem
+    return secret
+
+
+def ca_secret(snapshot: MeshSnapshot) -> secret_pb2.Secret:
+    """The mesh CA as a validation context; depends only on the snapshot, so it can be shared."""
+    secret = secret_pb2.Secret(name=names.mesh_ca_secret(snapshot.mesh))
+    if snapshot.mtls is not None:
+        secret.validation_context.trusted_ca.inline_bytes = snapshot.mtls.ca_cert_pem
+    return secret
+
+
+def _sds(name: str) -> secret_pb2.SdsSecretConfig:
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_source())
+
+
+def _uri_san(matcher: string_pb2.StringMatcher) -> common_pb2.SubjectAltNameMatcher:
+    return common_pb2.SubjectAltNameMatcher(san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=matcher)
+
+
+def _common_context(mesh: str, san: common_pb2.SubjectAltNameMatcher) -> tls_pb2.CommonTlsContext:
+    context = tls_pb2.CommonTlsContext()
+    combined = context.combined_validation_context
+    combined.default_validation_context.match_typed_subject_alt_names.append(san)
+    combined.validation_context_sds_secret_config.CopyFrom(_sds(names.mesh_ca_secret(mesh)))
+    context.tls_certificate_sds_secret_configs.append(_sds(names.identity_secret(mesh)))
+    return context
+
+
+def downstream_transport_socket(mesh: str) -> base_pb2.TransportSocket:
+    """Inbound side: a client certificate is required, signed by the mesh CA, with a SPIFFE id of this mesh."""
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=_common_context(
+            mesh, _uri_san(string_pb2.StringMatcher(prefix=names.spiffe_prefix(mesh)))))
+    context.require_client_certificate.value = True
+    return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))
+
+
+def upstream_transport_socket(mesh: str, service: str) -> base_pb2.TransportSocket:
+    """Outbound side: SNI `<service>{mesh=<mesh>}`, ALPN `kuma`, and the server must be `spiffe://<mesh>/<service>`.
+
+    The `kuma` ALPN is what lets a PERMISSIVE inbound tell mesh mTLS from an application's own TLS.
+    """
+    common = _common_context(mesh, _uri_san(string_pb2.StringMatcher(exact=names.spiffe_id(mesh, service))))
+    common.alpn_protocols.append(names.KUMA_ALPN)
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=names.sni(service, mesh))
+    return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))

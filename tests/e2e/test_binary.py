@@ -1,0 +1,242 @@
+"""The frozen one-file `kuma-cp` (issue #6), run as a user runs it.
+
+Every program (`kuma-cp`, and `kuma-dp`/`kumactl` by link name and as `kuma-cp dp`/`kuma-cp ctl`)
+and every subcommand answers `--help`; a full start-up from an empty work dir answers `/ready`
+and `GET /`; SIGTERM stops it with exit 0 and nothing left in TMPDIR; bad input stops start-up
+with one line and exit 1; the tarball installs twice into a folder.
+
+The binary is KUMA_TEST_BINARY when set; otherwise `dist/kuma-cp`, built once per session by
+build/freeze.py (about 30 s) when it is missing or older than the code, so CI always tests a
+binary of the code it checks out.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+# What the frozen file is made of: a change to any of these makes dist/kuma-cp stale.
+_INPUTS = ["appliance/**/*.py", "build/*.py", "build/*.spec", "build/*.txt", "pyproject.toml"]
+
+
+def _stale(binary: Path) -> bool:
+    built = binary.stat().st_mtime
+    return any(p.stat().st_mtime > built for pattern in _INPUTS for p in ROOT.glob(pattern))
+
+
+@pytest.fixture(scope="session")
+def binary() -> Path:
+    given = os.environ.get("KUMA_TEST_BINARY")
+    if given:
+        path = (ROOT / given).resolve()
+        if not path.is_file():
+            pytest.fail(f"KUMA_TEST_BINARY={given}: no such file")
+        return path
+    path = ROOT / "dist" / "kuma-cp"
+    if not path.exists() or _stale(path):
+        out = subprocess.run([sys.executable, str(ROOT / "build" / "freeze.py"), "--no-tarball"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, f"build/freeze.py failed:\n{out.stdout}\n{out.stderr}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def links(binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with `kuma-dp` and `kumactl` linked to the binary, as the tarball has them."""
+    folder = tmp_path_factory.mktemp("bin")
+    for name in ("kuma-dp", "kumactl"):
+        (folder / name).symlink_to(binary)
+    return folder
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "100", **(env or {})})
+
+
+def _subcommands(help_text: str) -> list[str]:
+    """The subcommands argparse lists under 'positional arguments' (`{a,b}` or one per line)."""
+    names: list[str] = []
+    section = ""
+    for line in help_text.splitlines():
+        if line and not line.startswith(" "):
+            section = line
+            continue
+        if not section.startswith("positional arguments"):
+            continue
+        if braces := re.match(r"^  \{([\w,-]+)\}", line):
+            names += braces.group(1).split(",")
+        elif choice := re.match(r"^    ([a-z][\w-]*)(?:\s{2,}|$)", line):
+            names.append(choice.group(1))
+    return list(dict.fromkeys(n for n in names if n != "help"))
+
+
+def _walk_help(program: list[str], depth: int = 3) -> tuple[list[str], list[str]]:
+    """Run `--help` for the program and every subcommand under it: (commands seen, failures)."""
+    seen, failures, todo = [], [], [[]]
+    while todo:
+        path = todo.pop(0)
+        out = _run([*program, *path, "--help"])
+        label = " ".join([Path(program[0]).name, *program[1:], *path, "--help"])
+        seen.append(label)
+        if out.returncode != 0 or "usage:" not in out.stdout or "Traceback" in out.stderr:
+            failures.append(f"{label}: exit {out.returncode}\n{out.stdout[-500:]}{out.stderr[-2000:]}")
+            continue
+        if len(path) < depth:
+            todo += [[*path, sub] for sub in _subcommands(out.stdout)]
+    return seen, failures
+
+
+@pytest.mark.parametrize("program", ["kuma-cp", "kuma-dp", "kumactl"])
+def test_every_subcommand_answers_help(binary: Path, links: Path, program: str) -> None:
+    argv = [str(binary)] if program == "kuma-cp" else [str(links / program)]
+    seen, failures = _walk_help(argv)
+    assert not failures, "\n".join(failures)
+    if program == "kuma-cp":
+        assert "kuma-cp run --help" in seen, seen
+
+
+@pytest.mark.parametrize("argv, program", [
+    (["version"], "kuma-cp"),
+    (["dp", "version"], "kuma-dp"),
+    (["ctl", "version"], "kumactl"),
+    (["dp", "--help"], "kuma-dp"),
+    (["ctl", "--help"], "kumactl"),
+])
+def test_kuma_cp_answers_for_the_other_programs(binary: Path, argv: list[str], program: str) -> None:
+    out = _run([str(binary), *argv])
+    assert out.returncode == 0, out.stderr
+    assert program in out.stdout and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("program", ["kuma-dp", "kumactl"])
+def test_link_names_pick_the_program(links: Path, program: str) -> None:
+    out = _run([str(links / program), "version"])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(program), out.stdout
+
+
+def test_starts_from_empty_work_dir_serves_and_stops_on_sigterm(binary: Path, tmp_path: Path) -> None:
+    work, unpack = tmp_path / "work", tmp_path / "unpack"
+    unpack.mkdir()
+    api, diag, dp = free_port(), free_port(), free_port()
+    env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(work), "TMPDIR": str(unpack),
+           "KUMA_API_SERVER_HTTP_PORT": str(api), "KUMA_DIAGNOSTICS_SERVER_PORT": str(diag),
+           "KUMA_DP_SERVER_PORT": str(dp)}
+    log = tmp_path / "kuma-cp.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(binary), "run"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, f"exited with {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"not ready in 30 s:\n{log.read_text()}"
+            try:
+                if requests.get(f"http://127.0.0.1:{diag}/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        index = requests.get(f"http://127.0.0.1:{api}/", timeout=5).json()
+        assert index["product"] == "Kuma"
+        meshes = requests.get(f"http://127.0.0.1:{api}/meshes", timeout=5).json()
+        assert [m["name"] for m in meshes["items"]] == ["default"]
+        assert (work / "kuma.db").exists()
+        # The DP server answers TLS (grpc, cryptography and the generated certificate in the frozen file).
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", dp), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.version()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    text = log.read_text()
+    assert code == 0, text
+    assert "Traceback" not in text and "PYI-" not in text, text
+    assert list(unpack.iterdir()) == [], "the one-file unpack folder was left behind"
+
+
+def _port_in_use() -> tuple[dict[str, str], socket.socket]:
+    s = socket.socket()
+    s.bind(("0.0.0.0", 0))
+    s.listen()
+    return {"KUMA_API_SERVER_HTTP_PORT": str(s.getsockname()[1])}, s
+
+
+@pytest.mark.parametrize("case", ["config typo", "port in use", "corrupt database", "work dir under a file"])
+def test_bad_input_stops_start_up_with_one_line(binary: Path, tmp_path: Path, case: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {"KUMA_GENERAL_WORK_DIR": str(work), "KUMA_API_SERVER_HTTP_PORT": str(free_port()),
+           "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_DP_SERVER_PORT": str(free_port())}
+    args, held = ["run"], None
+    if case == "config typo":
+        config = tmp_path / "kuma-cp.conf.yaml"
+        config.write_text("apiServer:\n  http:\n    prot: 5681\n")
+        args += ["-c", str(config)]
+    elif case == "port in use":
+        more, held = _port_in_use()
+        env.update(more)
+    elif case == "corrupt database":
+        (work / "kuma.db").write_bytes(b"this is not a database" * 100)
+    else:
+        (tmp_path / "file").write_text("")
+        env["KUMA_GENERAL_WORK_DIR"] = str(tmp_path / "file" / "work")
+    try:
+        out = _run([str(binary), *args], env=env, timeout=30)
+    finally:
+        if held:
+            held.close()
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1, out.stderr
+    assert len(lines) == 1 and lines[0].startswith("kuma-cp: "), out.stderr
+
+
+def test_tarball_installs_twice_into_a_folder(binary: Path, tmp_path: Path) -> None:
+    made = subprocess.run([sys.executable, str(ROOT / "packaging" / "tarball.py"), "--binary", str(binary),
+                           "--envoy", "none", "--out", str(tmp_path / "dist")], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    tarball = next((tmp_path / "dist").glob("kuma-appliance-*-linux-*.tar.gz"))
+    assert tarball.stat().st_size < 60e6
+    expected = (tmp_path / "dist" / f"{tarball.name}.sha256").read_text().split()[0]
+    assert hashlib.sha256(tarball.read_bytes()).hexdigest() == expected
+    with tarfile.open(tarball) as tar:
+        tar.extractall(tmp_path / "x", filter="tar")
+    top = next((tmp_path / "x").iterdir())
+    assert (top / "kuma-dp").readlink() == Path("kuma-cp") and (top / "kumactl").readlink() == Path("kuma-cp")
+    for line in (top / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        assert hashlib.sha256((top / name).read_bytes()).hexdigest() == digest, name
+
+    root = tmp_path / "root"
+    env = {"DESTDIR": str(root)}
+    first = _run(["sh", str(top / "install.sh")], env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (root / "etc/kuma/kuma-cp.conf.yaml").write_text("# edited by the operator\n")
+    second = _run(["sh", str(top / "install.sh")], env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (root / "etc/kuma/kuma-cp.conf.yaml").read_text() == "# edited by the operator\n"
+    for unit in ("kuma-cp.service", "kuma-dp@.service"):
+        text = (root / "etc/systemd/system" / unit).read_text()
+        assert "KillMode=control-group" in text and "TMPDIR=" in text
+    assert (root / "var/lib/kuma/tmp").is_dir()
+    kumactl = root / "opt/kuma/bin/kumactl"
+    assert kumactl.readlink() == Path("kuma-cp")
+    out = _run([str(kumactl), "version"])
+    assert out.returncode == 0 and out.stdout.startswith("kumactl"), out.stderr

@@ -1,0 +1,109 @@
+"""Snapshots and proxies the generator tests share: small meshes a user would build with Kuma's quick start."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from appliance.policies.meshcircuitbreaker import schema as meshcircuitbreaker
+from appliance.policies.meshretry import schema as meshretry
+from appliance.policies.meshtimeout import schema as meshtimeout
+from appliance.xds.model import Endpoint, Identity, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy
+
+MESH = "default"
+IDENTITY = Identity(cert_pem=b"-----BEGIN CERTIFICATE-----\nweb\n-----END CERTIFICATE-----\n",
+                    key_pem=b"-----BEGIN PRIVATE KEY-----\nweb\n-----END PRIVATE KEY-----\n", expires=0.0)
+CA_PEM = b"-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n"
+
+
+def policy(kind: str, name: str, spec: dict[str, Any]) -> Policy:
+    return Policy(kind, name, spec)
+
+
+def default_policies(mesh: str = MESH, extra: tuple[Policy, ...] = ()) -> dict[str, tuple[Policy, ...]]:
+    """What Kuma creates with a new Mesh (plus `extra`), grouped by kind and sorted by name as the snapshot is."""
+    policies = [Policy(m.KIND, name, spec) for m in (meshtimeout, meshretry, meshcircuitbreaker)
+                for name, spec in m.mesh_defaults(mesh)] + list(extra)
+    grouped: dict[str, list[Policy]] = {}
+    for p in sorted(policies, key=lambda p: p.name):
+        grouped.setdefault(p.kind, []).append(p)
+    return {kind: tuple(ps) for kind, ps in grouped.items()}
+
+
+def endpoint(address: str, port: int, service: str, dataplane: str, **tags: str) -> Endpoint:
+    return Endpoint(address, port, {"kuma.io/service": service, **tags}, dataplane)
+
+
+def snapshot(mtls: str | None = None, policies: dict[str, tuple[Policy, ...]] | None = None,
+             **changes: Any) -> MeshSnapshot:
+    base = MeshSnapshot(
+        mesh=MESH, revision=7,
+        mtls=Mtls("ca-1", mtls, CA_PEM) if mtls else None,
+        endpoints={
+            "backend": (endpoint("10.0.0.3", 8080, "backend", "backend-2", **{"kuma.io/protocol": "http"}),
+                        endpoint("10.0.0.2", 8080, "backend", "backend-1", **{"kuma.io/protocol": "http"})),
+            "db": (endpoint("10.0.0.4", 5432, "db", "db-1", role="primary"),),
+            "web": (endpoint("10.0.0.1", 8080, "web", "web-1", **{"kuma.io/protocol": "http"}),),
+        },
+        protocols={"backend": "http", "db": "tcp", "web": "http", "grpc-api": "grpc", "h2-api": "http2"},
+        policies=default_policies() if policies is None else policies)
+    return replace(base, **changes)
+
+
+def web_proxy(**changes: Any) -> Proxy:
+    """`web`: an HTTP service on :8080 (app on 127.0.0.1:8081) calling backend (HTTP) and db (TCP)."""
+    base = Proxy(
+        mesh=MESH, name="web-1", address="10.0.0.1",
+        inbounds=(Inbound(port=8080, service_port=8081, address="10.0.0.1", service_address="127.0.0.1",
+                          tags={"kuma.io/service": "web", "kuma.io/protocol": "http", "team": "frontend"},
+                          protocol="http"),),
+        outbounds=(Outbound(port=10001, address="127.0.0.1", service="backend"),
+                   Outbound(port=10002, address="127.0.0.1", service="db")))
+    return replace(base, **changes)
+
+
+def db_proxy(**changes: Any) -> Proxy:
+    """`db`: a TCP service on :5432 with no outbounds."""
+    base = Proxy(
+        mesh=MESH, name="db-1", address="10.0.0.4",
+        inbounds=(Inbound(port=5432, service_port=5433, address="10.0.0.4", service_address="127.0.0.1",
+                          tags={"kuma.io/service": "db", "kuma.io/protocol": "tcp", "role": "primary"},
+                          protocol="tcp"),),
+        outbounds=())
+    return replace(base, **changes)
+
+
+def grpc_proxy() -> Proxy:
+    """A gRPC inbound calling a gRPC and an HTTP/2 service (retries differ by protocol)."""
+    return Proxy(
+        mesh=MESH, name="grpc-1", address="10.0.0.5",
+        inbounds=(Inbound(port=9090, service_port=9091, address="10.0.0.5", service_address="127.0.0.1",
+                          tags={"kuma.io/service": "grpc-api", "kuma.io/protocol": "grpc"}, protocol="grpc"),),
+        outbounds=(Outbound(port=10010, address="127.0.0.1", service="h2-api"),
+                   Outbound(port=10011, address="127.0.0.1", service="grpc-api")))
+
+
+# Kuma's pkg/xds/generator/testdata/inbound-proxy/3-dataplane.input.yaml as our model.
+KUMA_INBOUND_PROXY_3 = Proxy(
+    mesh=MESH, name="dp-1", address="192.168.0.1",
+    inbounds=(
+        Inbound(80, 8080, "192.168.0.1", "127.0.0.1", {"kuma.io/service": "backend1", "kuma.io/protocol": "http"},
+                "http"),
+        Inbound(443, 8443, "192.168.0.1", "127.0.0.1", {"kuma.io/service": "backend2"}, "tcp"),
+        Inbound(80, 8080, "192.168.0.2", "192.168.0.2", {"kuma.io/service": "backend3", "kuma.io/protocol": "http"},
+                "http"),
+        Inbound(443, 8443, "192.168.0.2", "192.168.0.2", {"kuma.io/service": "backend4"}, "tcp"),
+    ),
+    outbounds=())
+
+MTP = "MeshTrafficPermission"
+PERMISSIONS = (
+    policy(MTP, "allow-web", {"targetRef": {"kind": "MeshService", "name": "backend"},
+                              "from": [{"targetRef": {"kind": "MeshService", "name": "web"},
+                                        "default": {"action": "Allow"}}]}),
+    policy(MTP, "db-readers", {"targetRef": {"kind": "MeshSubset", "tags": {"role": "primary"}},
+                               "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Deny"}},
+                                        {"targetRef": {"kind": "MeshSubset", "tags": {"team": "frontend"}},
+                                         "default": {"action": "AllowWithShadowDeny"}},
+                                        {"targetRef": {"kind": "MeshService", "name": "web"},
+                                         "default": {"action": "Allow"}}]}),
+)
