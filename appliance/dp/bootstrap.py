@@ -63,12 +63,14 @@ def system_ca_path() -> str:
 
 
 def max_memory_bytes() -> int:
-    """The cgroup memory limit (v2, then v1), 0 when unlimited; Envoy's overload manager uses it."""
+    """The cgroup memory limit (v2, then v1), 0 when unlimited; Envoy's overload manager uses it.
+    cgroup v2 says "max" for no limit, v1 a number near 2**63: both mean 0 here."""
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            return int(Path(path).read_text().strip())
+            limit = int(Path(path).read_text().strip())
         except (OSError, ValueError):
             continue
+        return limit if limit < 2**62 else 0
     return 0
 
 

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from appliance.dp.config import DpError
 from appliance.dp.envoy import AdminAddress
 
 log = logging.getLogger("kuma-dp")
@@ -99,8 +100,7 @@ class Supervisor:
             try:
                 self.proc = subprocess.Popen(self.args, process_group=0, preexec_fn=_die_with_parent)
             except OSError as e:
-                log.error("could not start Envoy %s: %s", self.args[0], e.strerror)
-                return 1
+                raise DpError(f"could not start Envoy {self.args[0]}: {e.strerror}")
             threading.Thread(target=self._wait_child, name="envoy-wait", daemon=True).start()
             return self._loop()
         finally:
@@ -122,8 +122,9 @@ class Supervisor:
         kill_at: float | None = None       # SIGTERM sent; SIGKILL at this time
         while True:
             deadline = min((t for t in (drain_until, kill_at) if t is not None), default=None)
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                kind, value = self.events.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+                kind, value = self.events.get(timeout=timeout)
             except queue.Empty:
                 now = time.monotonic()
                 if drain_until is not None and now >= drain_until:

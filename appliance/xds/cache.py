@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,6 +43,8 @@ class XdsCache:
         self.generate = generate
         self.loop = loop
         self.identities = IdentityProvider(store)
+        # RSA key generation releases the GIL: two threads use both cores
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="identity")
         self._snapshots: dict[str, MeshSnapshot | None] = {}
         self._watches: dict[str, set[ProxyWatch]] = {}
         self._dirty: set[str] = set()
@@ -51,6 +54,7 @@ class XdsCache:
 
     def close(self) -> None:
         self._unsubscribe()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # --- change intake -----------------------------------------------------------------------
     def _from_writer_thread(self, changes: list[Change]) -> None:
@@ -98,6 +102,19 @@ class XdsCache:
         return self._snapshots[mesh]
 
     # --- what a proxy gets -------------------------------------------------------------------
+    async def prepare(self, watch: ProxyWatch) -> None:
+        """Issue the proxy's certificate off the loop if it needs one, so `resources` never blocks on RSA."""
+        mesh, name = watch.key
+        snapshot = self.snapshot(mesh)
+        if snapshot is None or snapshot.mtls is None:
+            return
+        dataplane = self.store.get("Dataplane", mesh, name)
+        if dataplane is None:
+            return
+        proxy = proxy_from_dataplane(dataplane)
+        if self.identities.current(snapshot, proxy) is None:
+            await self.loop.run_in_executor(self._pool, self.identities.get, snapshot, proxy)
+
     def resources(self, watch: ProxyWatch) -> dict[str, dict[str, Packed]]:
         mesh, name = watch.key
         snapshot = self.snapshot(mesh)

@@ -27,15 +27,25 @@ class IdentityProvider:
         self.validity = validity
         self._issued: dict[tuple[str, str], _Issued] = {}
 
+    def current(self, snapshot: MeshSnapshot, proxy: Proxy) -> Identity | None:
+        """The issued certificate if it still fits this proxy and is not due for renewal."""
+        if snapshot.mtls is None:
+            return None
+        cached = self._issued.get((proxy.mesh, proxy.name))
+        if (cached and cached.ca_fingerprint == snapshot.mtls.ca_cert_pem and cached.services == proxy.services
+                and not builtin.needs_renewal(cached.identity.expires, cached.issued_at, time.time())):
+            return cached.identity
+        return None
+
     def get(self, snapshot: MeshSnapshot, proxy: Proxy) -> Identity | None:
+        """The proxy's certificate, issuing one (tens of ms: an RSA key) when needed. Thread-safe."""
         if snapshot.mtls is None:
             return None
         key = (proxy.mesh, proxy.name)
         now = time.time()
-        cached = self._issued.get(key)
-        if (cached and cached.ca_fingerprint == snapshot.mtls.ca_cert_pem and cached.services == proxy.services
-                and not builtin.needs_renewal(cached.identity.expires, cached.issued_at, now)):
-            return cached.identity
+        found = self.current(snapshot, proxy)
+        if found is not None:
+            return found
         cert_name, key_name = ca_secret_names(proxy.mesh, snapshot.mtls.backend)
         ca_key = self.store.get("Secret", proxy.mesh, key_name)
         if ca_key is None:

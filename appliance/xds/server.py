@@ -97,12 +97,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 if item is _CHANGED:
                     waiter = None
                     watch.changed.clear()
+                    await self.cache.prepare(watch)
                     for response in self._sotw_push(watch, states, stats, only_changed=True):
                         yield response
                     continue
                 request: discovery_pb2.DiscoveryRequest = item
                 if watch is None:
                     watch = await self._open(request.node.id, request.node, context, False, stats)
+                await self.cache.prepare(watch)
                 for response in self._sotw_request(watch, states, stats, request):
                     yield response
         finally:
@@ -187,6 +189,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 if item is _CHANGED:
                     waiter = None
                     watch.changed.clear()
+                    await self.cache.prepare(watch)
                     for t in PUSH_ORDER:
                         state = states.get(t)
                         if state and state.subscribed:
@@ -197,6 +200,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 request: discovery_pb2.DeltaDiscoveryRequest = item
                 if watch is None:
                     watch = await self._open(request.node.id, request.node, context, True, stats)
+                await self.cache.prepare(watch)
                 response = self._delta_request(watch, states, stats, request)
                 if response:
                     yield response

@@ -105,7 +105,7 @@ def test_bootstrap_file_is_private(tmp_path: Path) -> None:
      AdminAddress(host="127.0.0.1", port=9901)),
     ({"admin": {"address": {"socket_address": {"address": "::1", "port_value": 9902}}}},
      AdminAddress(host="::1", port=9902)),
-    ({"admin": {"address": {"pipe": {"path": "/w/envoy-admin.sock"}}}}, AdminAddress(socket_path="/w/envoy-admin.sock")),
+    ({"admin": {"address": {"pipe": {"path": "/w/admin.sock"}}}}, AdminAddress(socket_path="/w/admin.sock")),
     ({"node": {}}, None),
 ])
 def test_admin_address(bootstrap: dict, expected: AdminAddress | None) -> None:

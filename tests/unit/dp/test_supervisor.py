@@ -41,8 +41,9 @@ def test_an_envoy_that_ignores_sigterm_is_killed(tmp_path: Path, monkeypatch: py
     assert time.monotonic() - start < 3
 
 
-def test_a_missing_program_is_an_error(tmp_path: Path) -> None:
-    assert Supervisor([str(tmp_path / "nothing")], None, drain_time=1).run() == 1
+def test_a_program_that_cannot_start_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DpError, match="could not start Envoy .*nothing"):
+        Supervisor([str(tmp_path / "nothing")], None, drain_time=1).run()
 
 
 def test_inline_token_is_written_to_the_work_dir(tmp_path: Path) -> None:

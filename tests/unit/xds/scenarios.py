@@ -82,13 +82,14 @@ def grpc_proxy() -> Proxy:
                    Outbound(port=10011, address="127.0.0.1", service="grpc-api")))
 
 
-# Kuma's pkg/xds/generator/testdata/inbound-proxy/3-dataplane.input.yaml as our model.
+# Kuma's pkg/xds/generator/testdata/inbound-proxy/3-dataplane.input.yaml as our model (Kuma's default
+# serviceAddress is the inbound's own address).
 KUMA_INBOUND_PROXY_3 = Proxy(
     mesh=MESH, name="dp-1", address="192.168.0.1",
     inbounds=(
-        Inbound(80, 8080, "192.168.0.1", "127.0.0.1", {"kuma.io/service": "backend1", "kuma.io/protocol": "http"},
+        Inbound(80, 8080, "192.168.0.1", "192.168.0.1", {"kuma.io/service": "backend1", "kuma.io/protocol": "http"},
                 "http"),
-        Inbound(443, 8443, "192.168.0.1", "127.0.0.1", {"kuma.io/service": "backend2"}, "tcp"),
+        Inbound(443, 8443, "192.168.0.1", "192.168.0.1", {"kuma.io/service": "backend2"}, "tcp"),
         Inbound(80, 8080, "192.168.0.2", "192.168.0.2", {"kuma.io/service": "backend3", "kuma.io/protocol": "http"},
                 "http"),
         Inbound(443, 8443, "192.168.0.2", "192.168.0.2", {"kuma.io/service": "backend4"}, "tcp"),
