@@ -216,7 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         check_host()
         ensure_build_venv()
         run_pyinstaller()
-        check_binary()
+        try:
+            check_binary()
+        except BuildError:
+            # Nothing (the tests, the tarball) may pick up a binary that failed its checks.
+            BINARY.replace(BINARY.with_name("kuma-cp.rejected"))
+            say(f"{BINARY.relative_to(ROOT)} failed its checks: moved to kuma-cp.rejected")
+            raise
         if not args.no_tarball:
             build_tarball(args.envoy)
     except BuildError as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import traceback
 from typing import Callable, NoReturn
 
 from appliance import KUMA_COMPAT_VERSION, __version__
@@ -35,13 +36,14 @@ class _Parser(argparse.ArgumentParser):
 def _global_flags() -> argparse.ArgumentParser:
     """Flags every command accepts, before or after its name (cobra's persistent flags)."""
     common = _Parser(add_help=False)
-    common.add_argument("--config-file", default=argparse.SUPPRESS, help="path to the configuration file to use")
-    common.add_argument("--context", default=argparse.SUPPRESS, help="context to use")
-    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["off", "info", "debug"],
+    flags = common.add_argument_group("global flags")
+    flags.add_argument("--config-file", default=argparse.SUPPRESS, help="path to the configuration file to use")
+    flags.add_argument("--context", default=argparse.SUPPRESS, help="context to use")
+    flags.add_argument("--log-level", default=argparse.SUPPRESS, choices=["off", "info", "debug"],
                         help="log level: one of off|info|debug")
-    common.add_argument("--no-config", action="store_true", default=argparse.SUPPRESS,
+    flags.add_argument("--no-config", action="store_true", default=argparse.SUPPRESS,
                         help="if set no config file and config directory will be created")
-    common.add_argument("--api-timeout", type=durations.flag, default=argparse.SUPPRESS,
+    flags.add_argument("--api-timeout", type=durations.flag, default=argparse.SUPPRESS,
                         help="the timeout for api calls (default 1m0s)")
     return common
 
@@ -83,9 +85,10 @@ def _defaults() -> argparse.Namespace:
 
 def main(argv: list[str] | None = None, make_context: Callable[[argparse.Namespace], Context] = Context) -> int:
     """Run kumactl; `make_context` lets tests bring their own control plane and clock."""
+    args = _defaults()
     try:
         parser = build_parser()
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv, namespace=_defaults())
+        parser.parse_args(sys.argv[1:] if argv is None else argv, namespace=args)
         if getattr(args, "run", None) is None:
             parser.print_help()
             return 0
@@ -99,4 +102,9 @@ def main(argv: list[str] | None = None, make_context: Callable[[argparse.Namespa
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        return 1
+    except Exception as e:  # a bug: still one line; the traceback with --log-level debug
+        if args.log_level == "debug":
+            traceback.print_exc()
+        sys.stderr.write(f"Error: unexpected {type(e).__name__}: {e} (run with --log-level debug for details)\n")
         return 1

@@ -15,7 +15,7 @@ import yaml
 
 from appliance.kumactl import printers
 from appliance.kumactl.client import ApiError, CliError, decode
-from appliance.kumactl.config import MergeKeyValues, key_values
+from appliance.kumactl.flags import KeyValues
 from appliance.kumactl.resources import BY_NAME, KumactlType
 
 if TYPE_CHECKING:
@@ -98,6 +98,13 @@ def _read_directory(path: str) -> tuple[str, list[tuple[int, str]]]:
 
 def read_input(ctx: Context, source: str) -> tuple[str, list[tuple[int, str]]]:
     """The text to apply and, for a directory, where each file starts (line offset, path)."""
+    try:
+        return _read_input(ctx, source)
+    except UnicodeDecodeError as e:
+        raise CliError(f"error while reading provided file: it is not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def _read_input(ctx: Context, source: str) -> tuple[str, list[tuple[int, str]]]:
     if source == "-":
         return ctx.stdin.read(), []
     if source.startswith(("http://", "https://")):
@@ -118,7 +125,7 @@ def read_input(ctx: Context, source: str) -> tuple[str, list[tuple[int, str]]]:
 def split_documents(text: str, origins: list[tuple[int, str]] | None = None) -> list[Document]:
     """Kuma's SplitYAML: `---` separated documents, blank ones and lone comment lines dropped."""
     stripped = text.strip()
-    base = text.find(stripped) if stripped else 0
+    base = len(text) - len(text.lstrip())
     starts, pos = [], 0
     for m in _SEPARATOR.finditer(stripped):
         starts.append((pos, m.start()))
@@ -277,7 +284,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                               "  kumactl apply -f dataplane.yaml -v address=10.0.0.1")
     p.add_argument("-f", "--file", required=True,
                    help="Path to file or directory to apply (.yaml, .yml and .json files), a URL, or - for stdin")
-    p.add_argument("-v", "--var", type=key_values, action=MergeKeyValues, default={},
+    p.add_argument("-v", "--var", action=KeyValues,
                    help="Variable to replace in configuration (key=value)")
     p.add_argument("--dry-run", action="store_true", help="Resolve variable and prints result out without actual "
                                                           "applying")

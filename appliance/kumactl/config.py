@@ -9,7 +9,6 @@ uses camelCase, sorted, with empty values left out.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import urllib.parse
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 
 from appliance.kumactl import printers
 from appliance.kumactl.client import ApiClient, ApiServer, CliError
+from appliance.kumactl.flags import KeyValues
 
 if TYPE_CHECKING:
     from appliance.kumactl.context import Context
@@ -63,7 +63,7 @@ def _normalize(value: Any, schema: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected a list")
         return [_normalize(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected an object")
+        raise ValueError(f"{where or 'the configuration'}: expected an object")
     out = {}
     for key, v in value.items():
         name = _camel(str(key))
@@ -194,27 +194,6 @@ def api_server(cp: dict[str, Any], timeout: float) -> ApiServer:
 
 # --- commands ----------------------------------------------------------------------------------
 
-def key_values(text: str) -> dict[str, str]:
-    """pflag's StringToString: `k=v` (the value may hold commas) or `k1=v1,k2=v2`."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"{text} must be formatted as key=value")
-    pairs = [text.strip('"')] if text.count("=") == 1 else next(csv.reader([text]))
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"{pair} must be formatted as key=value")
-        out[key] = value
-    return out
-
-
-class MergeKeyValues(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
-        merged = dict(getattr(namespace, self.dest, None) or {})
-        merged.update(values)
-        setattr(namespace, self.dest, merged)
-
-
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     config = sub.add_parser("config", parents=[common], help="Modify kumactl config files",
                             description="Modify kumactl config files. They live at --config-file "
@@ -236,10 +215,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     add.add_argument("--client-cert-file", default="", help="client certificate for the Control Plane")
     add.add_argument("--client-key-file", default="", help="key of the client certificate")
     add.add_argument("--skip-verify", action="store_true", help="skip CA verification")
-    add.add_argument("--headers", type=key_values, action=MergeKeyValues, default={},
+    add.add_argument("--headers", action=KeyValues,
                      help="add these headers while communicating to control plane, format key=value")
     add.add_argument("--auth-type", default="", help='authentication type (for example: "tokens")')
-    add.add_argument("--auth-conf", type=key_values, action=MergeKeyValues, default={},
+    add.add_argument("--auth-conf", action=KeyValues,
                      help="authentication configuration for defined authentication type format key=value")
     add.add_argument("--skip-check", action="store_true", help="skip checking if we can connect to the CP")
     add.set_defaults(run=_add)

@@ -8,11 +8,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from appliance import __version__
+from appliance import PRODUCT, __version__
 from appliance.kumactl import config as kconfig
 from appliance.kumactl.client import ApiClient, CliError
 
-PRODUCT = "Kuma"
+__all__ = ["Context", "PRODUCT"]
 
 
 class Context:

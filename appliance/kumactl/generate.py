@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.kumactl import durations
 from appliance.kumactl.client import ApiError, CliError, error_from
-from appliance.kumactl.config import MergeKeyValues, key_values
+from appliance.kumactl.flags import KeyValues, StringSlice
 
 if TYPE_CHECKING:
     from appliance.kumactl.context import Context
@@ -192,13 +192,6 @@ def _tls_certificate(ctx: Context) -> None:
         ctx.out.write(f"Private key saved in {a.key_file}\nCertificate saved in {a.cert_file}\n")
 
 
-class _Extend(argparse.Action):
-    """pflag's StringSlice: comma-separated values, the flag may repeat."""
-
-    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
-        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), *values.split(",")])
-
-
 def _offline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid-for", type=durations.flag, help='how long the token will be valid (for example "24h")')
     p.add_argument("--signing-key-path", default="", help="path to a file that contains private signing key. When "
@@ -219,7 +212,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     dp.add_argument("-m", "--mesh", default="default", help="mesh to use")
     dp.add_argument("--proxy-type", "--type", dest="proxy_type", default="",
                     help='type of the Dataplane ("dataplane", "ingress", "egress")')
-    dp.add_argument("--tag", type=key_values, action=MergeKeyValues, default={},
+    dp.add_argument("--tag", action=KeyValues,
                     help="required tag values for dataplane (split values by comma to provide multiple values)")
     dp.add_argument("--workload", default="", help="required workload label value for dataplane")
     _offline_flags(dp)
@@ -229,7 +222,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                            description="Generate Zone Token that is used to prove identity of zone components "
                                        "(Zone Ingress, Zone Egress).")
     zone.add_argument("--zone", help="name of the zone where resides")
-    zone.add_argument("--scope", action=_Extend, default=None,
+    zone.add_argument("--scope", action=StringSlice, default=None,
                       help="scope of resources which the token will be able to identify (can be: [ingress egress])")
     _offline_flags(zone)
     zone.set_defaults(run=_zone_token)
@@ -237,7 +230,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     user = what.add_parser("user-token", parents=[common], help="Generate User Token",
                            description="Generate User Token that is used to prove User identity.")
     user.add_argument("--name", help="name of the user")
-    user.add_argument("--group", action=_Extend, default=None, help="group of the user")
+    user.add_argument("--group", action=StringSlice, default=None, help="group of the user")
     _offline_flags(user)
     user.set_defaults(run=_user_token)
 
@@ -249,7 +242,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     tls = what.add_parser("tls-certificate", parents=[common], help="Generate a TLS certificate",
                           description="Generate self signed key and certificate pair.")
     tls.add_argument("--type", help="type of the certificate: one of client|server")
-    tls.add_argument("--hostname", action=_Extend, default=None, help="DNS hostname(s) to issue the certificate for")
+    tls.add_argument("--hostname", action=StringSlice, default=None,
+                     help="DNS hostname(s) to issue the certificate for")
     tls.add_argument("--key-type", default="", help="type of the private key: one of rsa|ecdsa")
     tls.add_argument("--key-file", default="key.pem", help="path to a file with a generated private key ('-' for "
                                                            "stdout)")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from appliance.kumactl import printers
 from appliance.kumactl.client import CliError, decode, error_from, next_offset
-from appliance.kumactl.resources import BY_ARG, BY_LIST_ARG, KumactlType
+from appliance.kumactl.resources import BY_ARG, BY_LIST_ARG, TYPES, KumactlType
 
 if TYPE_CHECKING:
     from appliance.kumactl.context import Context
@@ -90,8 +90,7 @@ def _run(ctx: Context) -> None:
     if not a.type:
         a.parser.print_help(ctx.out)
         return
-    if a.output not in printers.FORMATS:
-        raise CliError(f'unknown output format "{a.output}"')
+    printers.check_format(a.output)
     if a.type in BY_LIST_ARG:
         if a.name is not None:
             raise CliError(f'unknown command "{a.name}" for "kumactl get {a.type}"')
@@ -118,9 +117,10 @@ def _run(ctx: Context) -> None:
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    types = ", ".join(sorted({*BY_LIST_ARG, *(f"{a} NAME" for a in BY_ARG)}))
-    p = sub.add_parser("get", parents=[common], help="Show Kuma resources",
-                       description="Show Kuma resources.", epilog=f"TYPE is one of: {types}")
+    types = "\n".join(f"  {t.list_arg:<30} {t.arg} NAME" for t in sorted(TYPES, key=lambda t: t.list_arg))
+    p = sub.add_parser("get", parents=[common], help="Show Kuma resources", description="Show Kuma resources.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"types (a list, or one resource by name):\n{types}")
     p.add_argument("type", nargs="?", metavar="TYPE", help="a resource type, e.g. meshes or mesh")
     p.add_argument("name", nargs="?", metavar="NAME", help="the name of one resource")
     p.add_argument("-m", "--mesh", default="default", help="mesh to use")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from appliance.kumactl import printers
 from appliance.kumactl.client import ApiClient, ApiError, CliError
-from appliance.kumactl.config import MergeKeyValues, key_values
+from appliance.kumactl.flags import KeyValues, StringSlice
 from appliance.kumactl.resources import TYPES
 
 if TYPE_CHECKING:
@@ -110,8 +110,8 @@ def _status(dataplane: dict[str, Any], insight: dict[str, Any]) -> tuple[str, li
     for inbound in inbounds:
         health = inbound.get("health")
         if (health is not None and not health.get("ready")) or inbound.get("state") == "NotReady":
-            errors.append(f"inbound[port={inbound.get('port', 0)},svc={(inbound.get('tags') or {}).get('kuma.io/service', '')}]"
-                          " is not ready")
+            service = (inbound.get("tags") or {}).get("kuma.io/service", "")
+            errors.append(f"inbound[port={inbound.get('port', 0)},svc={service}] is not ready")
         else:
             ready += 1
     for listener in listeners:
@@ -124,6 +124,12 @@ def _status(dataplane: dict[str, Any], insight: dict[str, Any]) -> tuple[str, li
     if ready < len(inbounds) + len(listeners):
         return "Partially degraded", errors
     return "Online", []
+
+
+def _connected_and_updated(subscription: dict[str, Any], now: datetime) -> list[str]:
+    """LAST CONNECTED AGO and LAST UPDATED AGO of a proxy's latest subscription."""
+    return [printers.ago(subscription.get("connectTime"), now),
+            printers.ago((subscription.get("status") or {}).get("lastUpdateTime"), now)]
 
 
 def _versions(subscription: dict[str, Any]) -> tuple[str, str, str]:
@@ -141,20 +147,19 @@ DATAPLANE_HEADERS = ["MESH", "NAME", "TAGS", "STATUS", "LAST CONNECTED AGO", "LA
 def dataplane_row(item: dict[str, Any], now: datetime) -> list[str]:
     dataplane, insight = item.get("dataplane") or {}, item.get("dataplaneInsight") or {}
     last = (_subscriptions(insight) or [{}])[-1]
-    mtls = insight.get("mTLS")
+    mtls = insight.get("mTLS") or {}
     networking = dataplane.get("networking") or {}
     tags = [i.get("tags") or {} for i in networking.get("inbound") or []]
     tags.append((networking.get("gateway") or {}).get("tags") or {})
     status, errors = _status(dataplane, insight)
     kuma_dp, envoy, deps = _versions(last)
     return [item.get("mesh", ""), item.get("name", ""), printers.tag_set(tags), status,
-            printers.ago(last.get("connectTime"), now), printers.ago((last.get("status") or {}).get("lastUpdateTime"), now),
-            _total(insight, "responsesSent"), _total(insight, "responsesRejected"),
-            printers.ago((mtls or {}).get("lastCertificateRegeneration"), now),
-            printers.date((mtls or {}).get("certificateExpirationTime"), now),
-            str(int((mtls or {}).get("certificateRegenerations") or 0)),
-            (mtls.get("issuedBackend", "") if mtls is not None else "-"),
-            ",".join((mtls or {}).get("supportedBackends") or []), kuma_dp, envoy, deps, ";".join(errors)]
+            *_connected_and_updated(last, now), _total(insight, "responsesSent"), _total(insight, "responsesRejected"),
+            printers.ago(mtls.get("lastCertificateRegeneration"), now),
+            printers.date(mtls.get("certificateExpirationTime"), now),
+            str(int(mtls.get("certificateRegenerations") or 0)),
+            mtls.get("issuedBackend", "") if insight.get("mTLS") is not None else "-",
+            ",".join(mtls.get("supportedBackends") or []), kuma_dp, envoy, deps, ";".join(errors)]
 
 
 ZONE_EGRESS_HEADERS = ["NAME", "STATUS", "LAST CONNECTED AGO", "LAST UPDATED AGO", "TOTAL UPDATES", "TOTAL ERRORS",
@@ -165,8 +170,7 @@ def zone_egress_row(item: dict[str, Any], now: datetime) -> list[str]:
     insight = item.get("zoneEgressInsight") or {}
     last = (_subscriptions(insight) or [{}])[-1]
     kuma_dp, envoy, _ = _versions(last)
-    return [item.get("name", ""), "Online" if _is_online(insight) else "Offline",
-            printers.ago(last.get("connectTime"), now), printers.ago((last.get("status") or {}).get("lastUpdateTime"), now),
+    return [item.get("name", ""), "Online" if _is_online(insight) else "Offline", *_connected_and_updated(last, now),
             _total(insight, "responsesSent"), _total(insight, "responsesRejected"), kuma_dp, envoy]
 
 
@@ -193,25 +197,20 @@ def print_overviews(ctx: Context, items: list[dict[str, Any]], headers: list[str
 
 # --- commands ---------------------------------------------------------------------------------
 
-def _check_output(ctx: Context) -> None:
-    if ctx.output not in printers.FORMATS:
-        raise CliError(f'unknown output format "{ctx.output}"')
-
-
 def _dataplanes(ctx: Context) -> None:
-    _check_output(ctx)
+    printers.check_format(ctx.output)
     a = ctx.args
     items = dataplane_overviews(ctx.connected_client(), ctx.mesh, a.tag, a.gateway, a.ingress)
     print_overviews(ctx, items, DATAPLANE_HEADERS, dataplane_row)
 
 
 def _meshes(ctx: Context) -> None:
-    _check_output(ctx)
+    printers.check_format(ctx.output)
     print_overviews(ctx, mesh_insights(ctx.connected_client()), MESH_HEADERS, mesh_row)
 
 
 def _zone_egresses(ctx: Context) -> None:
-    _check_output(ctx)
+    printers.check_format(ctx.output)
     print_overviews(ctx, zone_egress_overviews(ctx.connected_client()), ZONE_EGRESS_HEADERS, zone_egress_row)
 
 
@@ -283,17 +282,9 @@ def _dataplane(ctx: Context) -> None:
     ctx.out.write(raw.decode("utf-8", errors="replace"))
 
 
-def _comma_list(text: str) -> list[str]:
-    return [p for p in text.split(",") if p]
-
-
-class _Extend(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
-        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), *values])
-
-
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("inspect", parents=[common], help="Inspect Kuma resources", description="Inspect Kuma resources.")
+    p = sub.add_parser("inspect", parents=[common], help="Inspect Kuma resources",
+                       description="Inspect Kuma resources.")
     p.add_argument("-o", "--output", default="table", help="output format: one of table|yaml|json")
     what = p.add_subparsers(dest="inspect_command", metavar="COMMAND")
     p.set_defaults(run=lambda ctx, parser=p: parser.print_help(ctx.out))
@@ -302,7 +293,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     dps = what.add_parser("dataplanes", parents=[common, output], help="Inspect Dataplanes")
     dps.add_argument("-m", "--mesh", default="default", help="mesh to use")
-    dps.add_argument("--tag", type=key_values, action=MergeKeyValues, default={},
+    dps.add_argument("--tag", action=KeyValues,
                      help="filter by tag in format of key=value. You can provide many tags")
     dps.add_argument("--gateway", action="store_true", help="filter gateway dataplanes")
     dps.add_argument("--ingress", action="store_true", help="filter ingress dataplanes")
@@ -320,6 +311,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     dp.add_argument("--include-eds", action="store_true", help="include EDS when dumping envoy config for dataplane")
     dp.add_argument("--shadow", action="store_true", help="compute the XDS config with 'kuma.io/effect: shadow' "
                                                           "policies taken into account")
-    dp.add_argument("--include", type=_comma_list, action=_Extend, default=[],
+    dp.add_argument("--include", action=StringSlice, default=[],
                     help="extra fields to include in the response (e.g. diff)")
     dp.set_defaults(run=_dataplane)

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable, TextIO
 
 import yaml
 
+from appliance.kumactl.client import CliError
+
 PADDING = 3
 # Go's time.Duration is an int64 of nanoseconds: differences beyond ~292 years saturate.
 _MAX_DURATION_SECONDS = 9223372036.854775807
@@ -242,8 +244,9 @@ def resource_to_yaml(resource: dict[str, Any], wrapped: bool) -> str:
 FORMATS = ("table", "yaml", "json")
 
 
-class OutputFormatError(ValueError):
-    pass
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise CliError(f'unknown output format "{fmt}"')
 
 
 def print_data(out: TextIO, fmt: str, data: Any, table: Callable[[], Table],
@@ -256,7 +259,7 @@ def print_data(out: TextIO, fmt: str, data: Any, table: Callable[[], Table],
     elif fmt == "table":
         out.write(table().render())
     else:
-        raise OutputFormatError(f'unknown output format "{fmt}"')
+        check_format(fmt)
 
 
 def tag_set(tag_maps: Iterable[dict[str, Any]]) -> str:

@@ -6,6 +6,7 @@ Generated resources arrive as `Resources` (type URL -> name -> message), with fi
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Callable, Iterator, TypeVar
 
 from google.protobuf import any_pb2, duration_pb2
@@ -45,9 +46,15 @@ def pack(message: Message) -> any_pb2.Any:
     return packed
 
 
+@lru_cache(maxsize=1024)
+def _nanos(text: str) -> int | None:
+    # Policies repeat the same few strings ("5s", "1h0m0s") for every proxy; parsing them is not free.
+    return parse_duration(text)
+
+
 def duration(text: Any, default_seconds: float) -> duration_pb2.Duration:
     """A Go duration string from a policy spec (validated on write), or Kuma's default when absent."""
-    nanos = parse_duration(text) if text is not None else None
+    nanos = _nanos(text) if isinstance(text, str) else None
     if nanos is None:
         nanos = int(default_seconds * 10**9)
     return duration_pb2.Duration(seconds=nanos // 10**9, nanos=nanos % 10**9)

@@ -57,6 +57,7 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
                 "dataplane.proxyType": proxy_type,
                 "version": version,
                 "features": request.get("features") or [],
+                "ipv6Enabled": bool(request.get("ipv6Enabled")),
                 "workdir": workdir,
             },
         },

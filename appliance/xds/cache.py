@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from appliance.core.events import Change
@@ -22,7 +22,8 @@ from appliance.xds.snapshot import build_snapshot, proxy_from_dataplane
 
 log = logging.getLogger("appliance.xds")
 
-Generate = Callable[[MeshSnapshot, Proxy, Identity | None], Resources]
+# (snapshot, proxy, identity, cache shared by the proxies of one snapshot) -> resources
+Generate = Callable[[MeshSnapshot, Proxy, Identity | None, dict], Resources]
 DEBOUNCE = 0.005
 # types whose changes never alter generated config
 _IGNORED = {"DataplaneInsight", "ZoneEgressInsight", "GlobalSecret"}
@@ -31,6 +32,8 @@ _IGNORED = {"DataplaneInsight", "ZoneEgressInsight", "GlobalSecret"}
 @dataclass(eq=False)
 class ProxyWatch:
     key: tuple[str, str]
+    features: frozenset[str] = frozenset()   # what kuma-dp/Envoy announced in the node metadata
+    ipv6: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     memo_key: tuple = ()
     memo: dict[str, dict[str, Packed]] = field(default_factory=dict)
@@ -46,6 +49,8 @@ class XdsCache:
         # RSA key generation releases the GIL: two threads use both cores
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="identity")
         self._snapshots: dict[str, MeshSnapshot | None] = {}
+        # what proxies of one mesh share (clusters, load assignments, the CA secret), per snapshot
+        self._shared: dict[str, tuple[int, dict]] = {}
         self._watches: dict[str, set[ProxyWatch]] = {}
         self._dirty: set[str] = set()
         self._flush: asyncio.TimerHandle | None = None
@@ -81,8 +86,9 @@ class XdsCache:
                 watch.changed.set()
 
     # --- watches -----------------------------------------------------------------------------
-    def watch(self, mesh: str, name: str) -> ProxyWatch:
-        watch = ProxyWatch((mesh, name))
+    def watch(self, mesh: str, name: str, features: frozenset[str] = frozenset(), ipv6: bool = False
+              ) -> ProxyWatch:
+        watch = ProxyWatch((mesh, name), features, ipv6)
         self._watches.setdefault(mesh, set()).add(watch)
         return watch
 
@@ -95,6 +101,7 @@ class XdsCache:
             if not watches:
                 del self._watches[watch.key[0]]
                 self._snapshots.pop(watch.key[0], None)
+                self._shared.pop(watch.key[0], None)
 
     def snapshot(self, mesh: str) -> MeshSnapshot | None:
         if mesh not in self._snapshots:
@@ -121,12 +128,16 @@ class XdsCache:
         dataplane = self.store.get("Dataplane", mesh, name)
         if snapshot is None or dataplane is None:
             return {}
-        proxy = proxy_from_dataplane(dataplane)
+        proxy = replace(proxy_from_dataplane(dataplane), features=watch.features, ipv6_enabled=watch.ipv6)
         identity = self.identities.get(snapshot, proxy)
         memo_key = (snapshot.revision, dataplane.version, identity.expires if identity else None)
         if memo_key != watch.memo_key:
             started = time.perf_counter()
-            watch.memo = pack_all(self.generate(snapshot, proxy, identity))
+            revision, shared = self._shared.get(mesh, (-1, {}))
+            if revision != snapshot.revision:
+                shared = {}
+                self._shared[mesh] = (snapshot.revision, shared)
+            watch.memo = pack_all(self.generate(snapshot, proxy, identity, shared))
             watch.memo_key = memo_key
             log.debug("generated %s.%s in %.1f ms", mesh, name, (time.perf_counter() - started) * 1000)
             self._schedule_renewal(watch)
@@ -149,4 +160,4 @@ class XdsCache:
         if snapshot is None or dataplane is None:
             return {}
         proxy = proxy_from_dataplane(dataplane)
-        return self.generate(snapshot, proxy, self.identities.get(snapshot, proxy))
+        return self.generate(snapshot, proxy, self.identities.get(snapshot, proxy), {})

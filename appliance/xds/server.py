@@ -51,6 +51,14 @@ class _TypeState:
     sent: dict[str, str] = field(default_factory=dict)   # delta: name -> version the proxy has
 
 
+def _node_features(node: object) -> tuple[frozenset[str], bool]:
+    fields = getattr(getattr(node, "metadata", None), "fields", {})
+    features = fields.get("features")
+    names = frozenset(v.string_value for v in features.list_value.values) if features is not None else frozenset()
+    ipv6 = fields.get("ipv6Enabled")
+    return names, bool(ipv6.bool_value) if ipv6 is not None else False
+
+
 def _nonce() -> str:
     return secrets.token_hex(6)
 
@@ -73,7 +81,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             log.warning("refused xDS stream of %s: %s", node_id, e)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise
-        watch = self.cache.watch(*key)
+        features, ipv6 = _node_features(node)
+        watch = self.cache.watch(*key, features=features, ipv6=ipv6)
         self.observer.connected(key, node, delta, stats)
         return watch
 

@@ -29,11 +29,14 @@ def _inbounds(dp: Resource) -> tuple[Inbound, ...]:
         tags = {k: str(v) for k, v in (ib.get("tags") or {}).items()}
         health = ib.get("health")
         port = int(ib.get("port") or 0)
+        inbound_address = ib.get("address") or address
         out.append(Inbound(
             port=port, service_port=int(ib.get("servicePort") or port),
-            address=ib.get("address") or address, service_address=ib.get("serviceAddress") or "127.0.0.1",
+            # Kuma 2.14: the application is reached on the inbound's own address unless serviceAddress says
+            address=inbound_address, service_address=ib.get("serviceAddress") or inbound_address,
             tags=tags, protocol=tags.get("kuma.io/protocol", "tcp"),
-            ready=bool(health.get("ready", False)) if isinstance(health, dict) else True))
+            ready=bool(health.get("ready", False)) if isinstance(health, dict) else True,
+            name=str(ib.get("name") or "")))
     return tuple(out)
 
 
@@ -47,7 +50,7 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
                                   service=service, tags=tags))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
     return Proxy(mesh=dp.mesh, name=dp.name, address=networking.get("address", ""), inbounds=_inbounds(dp),
-                 outbounds=tuple(outbounds), admin_port=int(admin))
+                 outbounds=tuple(outbounds), admin_port=int(admin), labels=dict(dp.labels))
 
 
 def build_snapshot(store: Store, mesh_name: str, revision: int) -> MeshSnapshot | None:

@@ -1,15 +1,17 @@
 """kumactl's output against Kuma 2.14.3's own golden files.
 
 Each directory under kumactl_fixtures/ holds what a Kuma control plane answered in one of Kuma's
-kumactl tests (`server.json`, copied from Kuma's golden JSON), the command line, the clock, and
-Kuma's expected output, copied from `app/kumactl/cmd/{get,inspect,config,apply}/testdata` (see
-each `case.yaml` for the source file). kumactl runs in-process against that canned answer.
+kumactl tests (`server.json`, Kuma's golden JSON), the command line, the clock, and Kuma's
+expected output, copied from `app/kumactl/cmd/{get,inspect,config,apply}/testdata` at v2.14.3
+(each `case.yaml` names its source). kumactl runs in-process against that canned answer. The
+config-file goldens run in test_kumactl_units.py, the apply goldens (they need a control plane)
+in tests/e2e/test_kumactl.py.
 
-Not replayed (Kuma types this control plane does not serve): the legacy policies (circuit
-breakers, fault injections, health checks, proxy templates, rate limits, retries, timeouts,
-traffic logs/permissions/routes/traces), zone ingresses and zones, `inspect services`,
-`inspect <policy>`, `inspect meshgateway` and `export`. The REST-driven apply fixtures run in
-tests/e2e/test_kumactl.py against a live control plane.
+Not replayed, because this control plane does not serve those types or endpoints: the legacy
+policies (get circuit-breakers, fault-injections, healthchecks, proxytemplates, rate-limits,
+retries, traffic-logs/-permissions/-routes/-traces; inspect health-check, timeout,
+traffic-permission, traffic-trace), zone ingresses and zones (get and inspect), `inspect services`,
+`inspect meshgateway`, `inspect <policy> NAME` (inspect-mtp-dp), `export` and `completion`.
 """
 from __future__ import annotations
 

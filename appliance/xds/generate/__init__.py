@@ -22,6 +22,7 @@ from typing import Any, Hashable, MutableMapping
 from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
 
+from appliance.policies._envoy import Resources
 from appliance.policies.meshcircuitbreaker import plugin as meshcircuitbreaker
 from appliance.policies.meshretry import plugin as meshretry
 from appliance.policies.meshtimeout import plugin as meshtimeout
@@ -36,7 +37,6 @@ from appliance.xds.model import Identity, MeshSnapshot, Proxy
 __all__ = ["PLUGINS", "Resources", "ca_secret", "cluster_for", "generate_sidecar", "load_assignment_for",
            "outbound_cluster", "serialize"]
 
-Resources = dict[str, dict[str, Message]]
 Cache = MutableMapping[Hashable, Any]
 
 # Kuma's plugin order (`+kuma:policy:order`): MeshTimeout 1000, MTP 1100, MCB 1300, MeshRetry 1400.

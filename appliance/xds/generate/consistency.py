@@ -15,9 +15,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf.message import Message
 
-from appliance.xds.generate import names
-
-Resources = dict[str, dict[str, Message]]
+from appliance.xds.generate import Resources, names
 
 
 def _secret_names(socket: base_pb2.TransportSocket, context: tls_pb2.UpstreamTlsContext

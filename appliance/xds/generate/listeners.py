@@ -6,6 +6,9 @@ endpoints change or certificates rotate.
 """
 from __future__ import annotations
 
+import ipaddress
+from functools import lru_cache
+
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
@@ -13,6 +16,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf.message import Message
 
 from appliance.xds.generate import names, routes, tls
 from appliance.xds.generate.clusters import INBOUND_IDLE_TIMEOUT
@@ -37,13 +41,20 @@ def _address(address: str, port: int) -> address_pb2.Address:
     return result
 
 
+@lru_cache(maxsize=64)
+def _cidr_ranges(cidrs: tuple[str, ...], ipv6: bool) -> tuple[tuple[str, int], ...]:
+    ranges = []
+    for cidr in cidrs:
+        interface = ipaddress.ip_interface(cidr)  # Kuma keeps the address as written, not the network's
+        if interface.version == 4 or ipv6:  # as Kuma: IPv6 ranges only for proxies with IPv6 enabled
+            ranges.append((str(interface.ip), interface.network.prefixlen))
+    return tuple(ranges)
+
+
 def _internal_addresses(hcm: hcm_pb2.HttpConnectionManager, snapshot: MeshSnapshot, proxy: Proxy) -> None:
     """Clients in these CIDRs count as internal (Envoy then keeps internal-only headers)."""
-    for cidr in snapshot.known_internal_cidrs:
-        prefix, _, length = cidr.partition("/")
-        if ":" in prefix and not proxy.ipv6_enabled:
-            continue
-        hcm.internal_address_config.cidr_ranges.add(address_prefix=prefix).prefix_len.value = int(length)
+    for prefix, length in _cidr_ranges(snapshot.known_internal_cidrs, proxy.ipv6_enabled):
+        hcm.internal_address_config.cidr_ranges.add(address_prefix=prefix).prefix_len.value = length
 
 
 def _hcm(stat_prefix: str, protocol: str, snapshot: MeshSnapshot, proxy: Proxy) -> hcm_pb2.HttpConnectionManager:
@@ -59,8 +70,8 @@ def _tcp_proxy(stat_prefix: str, cluster: str) -> tcp_proxy_pb2.TcpProxy:
     return tcp_proxy_pb2.TcpProxy(stat_prefix=names.sanitize_metric(stat_prefix), cluster=cluster)
 
 
-def _filter(name: str, config: object) -> listener_components_pb2.Filter:
-    return listener_components_pb2.Filter(name=name, typed_config=pack(config))  # type: ignore[arg-type]
+def _filter(name: str, config: Message) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(name=name, typed_config=pack(config))
 
 
 def _inbound_filter(inbound: Inbound, listener_name: str, snapshot: MeshSnapshot,

@@ -5,9 +5,11 @@ the interface, not an implementation detail.
 """
 from __future__ import annotations
 
+from appliance.policies import _envoy
+
 # The plugins edit what the generators build, so the names both rely on are defined once, with them.
-from appliance.policies._envoy import local_cluster_name as local_cluster
-from appliance.policies._envoy import sanitize_metric as sanitize_metric
+local_cluster = _envoy.local_cluster_name
+sanitize_metric = _envoy.sanitize_metric
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -19,7 +21,6 @@ SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 TYPE_ORDER: tuple[str, ...] = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE)
 
 SERVICE_TAG = "kuma.io/service"
-PROTOCOL_TAG = "kuma.io/protocol"
 TAGS_METADATA_KEY = "io.kuma.tags"
 TAGS_HEADER = "x-kuma-tags"
 KUMA_ALPN = "kuma"

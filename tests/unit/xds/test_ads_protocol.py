@@ -26,7 +26,7 @@ from appliance.xds.resources import CLUSTER, ENDPOINT
 from appliance.xds.server import AdsServer
 
 
-def _generate(snapshot, proxy, identity):
+def _generate(snapshot, proxy, identity, shared):
     clusters = {s: cluster_pb2.Cluster(name=s, type=cluster_pb2.Cluster.EDS) for s in snapshot.endpoints}
     cla = {s: endpoint_pb2.ClusterLoadAssignment(cluster_name=s, endpoints=[endpoint_components_pb2.LocalityLbEndpoints(
         lb_endpoints=[endpoint_components_pb2.LbEndpoint()] * len(eps))]) for s, eps in snapshot.endpoints.items()}

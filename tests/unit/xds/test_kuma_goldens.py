@@ -14,6 +14,8 @@ import yaml
 from google.protobuf import json_format, symbol_database
 from google.protobuf.message import Message
 
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+
 from appliance.xds.generate import PLUGINS, generate_sidecar, load_assignment_for, names, outbound_cluster
 from appliance.xds.generate.listeners import inbound_listener
 from appliance.xds.model import Identity, MeshSnapshot, Mtls
@@ -99,7 +101,6 @@ def test_http_inbound_before_policies_matches_kuma() -> None:
 
 
 def _unpack_hcm(chain: Message) -> Message:
-    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
     hcm = http_connection_manager_pb2.HttpConnectionManager()
     chain.filters[0].typed_config.Unpack(hcm)  # type: ignore[attr-defined]
     return hcm

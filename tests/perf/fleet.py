@@ -1,0 +1,593 @@
+"""Fake-Envoy fleet benchmark: N ADS clients, in P processes of their own, against a real `kuma-cp run`.
+
+    make bench          # or: .venv/bin/python tests/perf/fleet.py --proxies 100 [--scenario all] [--delta]
+
+Every proxy is a real Dataplane (1 inbound `svc-<i % S>` with kuma.io/protocol http, S = N/10
+services; 3 outbounds: `svc-0`, which every other service calls, and its two next neighbours) and
+speaks ADS like Envoy (`_fleet_client.py`). Scenarios (`--scenario`, comma-separated or `all`):
+
+- connect: all N streams open at once; stream open -> first complete config (CDS, EDS, LDS and the
+  RDS/SDS they name); then CP CPU and RSS at idle for `--idle-seconds`.
+- policy: mTLS on (a certificate per proxy), then three MeshTrafficPermission changes (create an
+  allow-all, add a Deny for one service, remove it); PUT answered -> each proxy's ACK of what changed.
+- churn: one dataplane of `svc-0` joins or leaves every second; PUT/DELETE answered -> the ACK of
+  the new `svc-0` endpoints by every proxy that calls svc-0.
+- restart: kill -9 and restart the CP; CP ready -> every proxy reconnected, answered and complete.
+
+After each scenario the fleet must be quiet and complete (every name it subscribed was delivered),
+and a sample of proxies must hold exactly what `GET .../dataplanes/<name>/_config` says (names and
+content). The CP runs with `dpServer.authn.dpProxy.type: none` unless `--auth token`.
+
+Prints a table and one JSON line. CP and fleet share the machine: on 2 cores the fleet's CPU
+(reported) is taken from the CP, so the figures are a floor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.perf import _fleet_client as fc  # noqa: E402
+from tests.support import free_port  # noqa: E402
+
+MESH = "default"
+WATCHED = "svc-0"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+# --- the control plane -------------------------------------------------------------------------
+
+class Cp:
+    def __init__(self, work_dir: Path, env: dict[str, str]) -> None:
+        self.work_dir = work_dir
+        self.api_port, self.diag_port, self.dp_port = free_port(), free_port(), free_port()
+        self.env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(work_dir),
+                    "KUMA_API_SERVER_HTTP_PORT": str(self.api_port),
+                    "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port),
+                    "KUMA_DP_SERVER_PORT": str(self.dp_port), **env}
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> float:
+        t0 = time.monotonic()
+        log = open(self.work_dir / "kuma-cp.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--log-level", "warning"],
+                                     env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kuma-cp exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"http://127.0.0.1:{self.diag_port}/ready", timeout=1).status_code == 200:
+                    return time.monotonic() - t0
+            except requests.RequestException:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"kuma-cp not ready in {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.work_dir / "kuma-cp.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.proc.pid)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK   # utime + stime, all threads
+
+
+class Api:
+    """Thread-safe: one requests.Session per thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "s"):
+            self._local.s = requests.Session()
+        return self._local.s
+
+    def call(self, method: str, path: str, body: Any = None, ok: Iterable[int] = (200, 201)) -> requests.Response:
+        r = self._session().request(method, self.url + path, json=body, timeout=60)
+        if r.status_code not in ok:
+            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:500]}")
+        return r
+
+
+# --- the workload ------------------------------------------------------------------------------
+
+def service_count(n: int) -> int:
+    return max(4, n // 10)
+
+
+def outbound_services(own: int, services: int) -> list[int]:
+    if own == 0:
+        return [1, 2, 3]
+    neighbours = [k % services for k in range(own + 1, own + 4) if k % services not in (0, own)]
+    return [0] + neighbours[:2]
+
+
+def _address(i: int, net: int = 10) -> str:
+    i += 1
+    return f"{net}.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
+
+
+def dataplane(name: str, address: str, own: int, services: int, outbounds: bool = True) -> dict:
+    networking: dict[str, Any] = {
+        "address": address,
+        "inbound": [{"port": 8080, "servicePort": 18080,
+                     "tags": {"kuma.io/service": f"svc-{own}", "kuma.io/protocol": "http"}}]}
+    if outbounds:
+        networking["outbound"] = [{"port": 10001 + j, "tags": {"kuma.io/service": f"svc-{s}"}}
+                                  for j, s in enumerate(outbound_services(own, services))]
+    return {"type": "Dataplane", "mesh": MESH, "name": name, "networking": networking}
+
+
+def register(api: Api, bodies: list[dict]) -> float:
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda b: api.call("PUT", f"/meshes/{MESH}/dataplanes/{b['name']}", b), bodies))
+    return time.monotonic() - t0
+
+
+def mtp(name: str, deny_service: str | None) -> dict:
+    rules: list[dict] = [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]
+    if deny_service:
+        rules.append({"targetRef": {"kind": "MeshSubset", "tags": {"kuma.io/service": deny_service}},
+                      "default": {"action": "Deny"}})
+    return {"type": "MeshTrafficPermission", "mesh": MESH, "name": name,
+            "spec": {"targetRef": {"kind": "Mesh"}, "from": rules}}
+
+
+MESH_MTLS = {"type": "Mesh", "name": MESH,
+             "mtls": {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]}}
+
+
+# --- the fleet ---------------------------------------------------------------------------------
+
+class Fleet:
+    def __init__(self, names: list[str], processes: int, opts: fc.Options) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.names = names
+        self.conns, self.procs = [], []
+        for k in range(processes):
+            share = names[k::processes]
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=fc.worker_main, args=(child, MESH, share, opts), daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        for conn in self.conns:
+            if conn.recv() != "ready":
+                raise RuntimeError("a fleet process did not start")
+
+    def call(self, command: str, *args: Any) -> list[Any]:
+        for conn in self.conns:
+            conn.send((command, *args))
+        return [conn.recv() for conn in self.conns]
+
+    def merged(self, command: str, *args: Any) -> dict:
+        out: dict = {}
+        for part in self.call(command, *args):
+            out.update(part)
+        return out
+
+    def status(self, since: float = 0.0) -> dict:
+        parts = self.call("status", since)
+        total = {k: sum(p[k] for p in parts) for k in ("clients", "connected", "complete", "synced",
+                                                         "responded_since", "responses", "nacks")}
+        total["last_recv"] = max(p["last_recv"] for p in parts)
+        errors: dict[str, int] = {}
+        for p in parts:
+            for k, v in p["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        total["errors"] = errors
+        return total
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_seconds(p.pid) for p in self.procs)
+
+    def stop(self) -> None:
+        try:
+            self.call("stop")
+        except (BrokenPipeError, EOFError, OSError):
+            pass
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+
+
+def wait_synced(fleet: Fleet, timeout: float, quiet: float = 1.0, since: float = 0.0) -> dict:
+    """Until every proxy is synced (and answered since `since`) and no response came for `quiet` s."""
+    n = len(fleet.names)
+    deadline = time.monotonic() + timeout
+    last_responses = -1
+    while True:
+        s = fleet.status(since)
+        now = time.monotonic()
+        ready = s["synced"] == n and (not since or s["responded_since"] == n)
+        if ready and now - s["last_recv"] >= quiet and s["responses"] == last_responses:
+            s["timed_out"] = False
+            return s
+        if now > deadline:
+            s["timed_out"] = True
+            return s
+        last_responses = s["responses"]
+        time.sleep(0.25)
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+def dist(values: list[float], scale: float = 1000.0) -> dict:
+    """p50/p99/max in ms (by default) of a list of seconds."""
+    if not values:
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    v = sorted(values)
+    return {"n": len(v), "p50": round(statistics.median(v) * scale, 1),
+            "p99": round(v[min(len(v) - 1, int(len(v) * 0.99))] * scale, 1), "max": round(v[-1] * scale, 1)}
+
+
+def push_figures(events: dict[str, list[tuple]], t_done: float, t_start: float, n: int) -> dict:
+    """Per proxy: the ACK of the last response received since the change started (its convergence)."""
+    latencies, from_start, per_proxy_bytes, types, nacked = [], [], [], {}, 0
+    for name, evs in events.items():
+        if not evs:
+            continue
+        last = max(evs, key=lambda e: e[2])
+        latencies.append(last[2] - t_done)
+        from_start.append(last[2] - t_start)
+        per_proxy_bytes.append(sum(e[3] for e in evs))
+        nacked += sum(1 for e in evs if e[4])
+        for e in evs:
+            key = fc.SHORT[e[0]]
+            types[key] = types.get(key, 0) + 1
+    return {"ack_ms": dist(latencies), "from_put_start_ms": dist(from_start), "proxies_updated": len(latencies),
+            "proxies_not_updated": n - len(latencies), "responses_by_type": types, "nacked": nacked,
+            "bytes_per_proxy": round(statistics.mean(per_proxy_bytes)) if per_proxy_bytes else 0}
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+_KIND = {"Listener": "LDS", "Cluster": "CDS", "ClusterLoadAssignment": "EDS", "RouteConfiguration": "RDS",
+         "Secret": "SDS"}
+
+
+def check(fleet: Fleet, api: Api, sample: list[str]) -> dict:
+    """Nothing lost or stuck: every proxy synced; the sample holds what the CP's `_config` says."""
+    from google.protobuf import json_format
+    import appliance.xds.generate  # noqa: F401  (registers every message type the CP packs into Any)
+    classes = {"CDS": fc.cluster_pb2.Cluster, "EDS": fc.endpoint_pb2.ClusterLoadAssignment,
+               "LDS": fc.listener_pb2.Listener, "RDS": fc.route_pb2.RouteConfiguration, "SDS": fc.secret_pb2.Secret}
+    resources: dict = {}
+    unsynced: dict = {}
+    for part in fleet.call("final"):
+        resources.update(part["resources"])
+        unsynced.update(part["unsynced"])
+    names_mismatch, content_mismatch, explained_by_nack, compared = [], [], [], 0
+    for name in sample:
+        cfg = api.call("GET", f"/meshes/{MESH}/dataplanes/{name}/_config").json()["xds"]
+        mine = resources.get(name)
+        if mine is None:
+            continue
+        for kind, short in _KIND.items():
+            expected = {(item.get("name") or item.get("clusterName")): item for item in cfg.get(kind, [])}
+            got = mine["received"][short]
+            if set(expected) != set(got):
+                entry = {"proxy": name, "type": short, "cp_only": sorted(set(expected) - set(got)),
+                         "proxy_only": sorted(set(got) - set(expected))}
+                (explained_by_nack if short in mine["nacked_last"] else names_mismatch).append(entry)
+                continue
+            for rname, item in expected.items():
+                compared += 1
+                body = {k: v for k, v in item.items() if k != "@type"}
+                message = classes[short].FromString(got[rname])
+                if json_format.MessageToDict(message) != body:
+                    content_mismatch.append({"proxy": name, "type": short, "resource": rname})
+    return {"synced": len(fleet.names) - len(unsynced), "unsynced": len(unsynced),
+            "unsynced_examples": dict(list(unsynced.items())[:3]), "sample": len(sample),
+            "resources_compared": compared, "names_mismatch": names_mismatch[:5],
+            "names_mismatch_count": len(names_mismatch), "content_mismatch": content_mismatch[:5],
+            "content_mismatch_count": len(content_mismatch), "mismatch_after_nack": len(explained_by_nack),
+            "ok": not unsynced and not names_mismatch and not content_mismatch}
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, cp: Cp, api: Api, fleet: Fleet, sample: list[str]) -> None:
+        self.args, self.cp, self.api, self.fleet, self.sample = args, cp, api, fleet, sample
+        self.n = len(fleet.names)
+        self.timeout = 60 + self.n * 0.1
+        self.mtls = False
+
+    def connect(self) -> dict:
+        cpu0, fleet0 = self.cp.cpu_seconds(), self.fleet.cpu_seconds()
+        t0 = time.monotonic()
+        self.fleet.call("start")
+        status = wait_synced(self.fleet, self.timeout)
+        data = self.fleet.merged("connect")
+        firsts = [c - o for o, c, _ in data.values() if c]
+        done = [c for _, c, _ in data.values() if c]
+        out = {"first_config_ms": dist(firsts), "all_complete_s": round(max(done) - t0, 3) if done else None,
+               "incomplete": self.n - len(firsts),
+               "bytes_per_proxy": round(statistics.mean(b for _, c, b in data.values() if c)) if firsts else 0,
+               "cp_cpu_s": round(self.cp.cpu_seconds() - cpu0, 2), "fleet_cpu_s": round(self.fleet.cpu_seconds() - fleet0, 2),
+               "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"], "errors": status["errors"]}
+        return out
+
+    def idle(self) -> dict:
+        seconds = self.args.idle_seconds
+        before = self.fleet.status()
+        cpu0, t0 = self.cp.cpu_seconds(), time.monotonic()
+        time.sleep(seconds)
+        cpu = self.cp.cpu_seconds() - cpu0
+        wall = time.monotonic() - t0
+        after = self.fleet.status()
+        return {"seconds": seconds, "cp_cpu_pct": round(100 * cpu / wall, 2), "cp_rss_mb": round(self.cp.rss_mb(), 1),
+                "responses_during_idle": after["responses"] - before["responses"]}
+
+    def _change(self, method: str, path: str, body: Any, ok: Iterable[int] = (200, 201)) -> dict:
+        t0 = time.monotonic()
+        cpu0 = self.cp.cpu_seconds()
+        self.api.call(method, path, body, ok)
+        t1 = time.monotonic()
+        status = wait_synced(self.fleet, self.timeout)
+        events = self.fleet.merged("events", t0)
+        out = push_figures(events, t1, t0, self.n)
+        out.update(put_ms=round((t1 - t0) * 1000, 1), cp_cpu_s=round(self.cp.cpu_seconds() - cpu0, 2),
+                   timed_out=status["timed_out"])
+        return out
+
+    def policy(self) -> dict:
+        out: dict[str, Any] = {}
+        out["mtls_on"] = self._change("PUT", f"/meshes/{MESH}", MESH_MTLS)
+        out["mtls_on"]["cp_rss_mb"] = round(self.cp.rss_mb(), 1)
+        self.mtls = True
+        rounds = [("create allow-all", None), ("add Deny from svc-1", "svc-1"), ("remove the Deny", None)]
+        out["rounds"] = []
+        for what, deny in rounds:
+            r = self._change("PUT", f"/meshes/{MESH}/meshtrafficpermissions/fleet-allow", mtp("fleet-allow", deny))
+            r["change"] = what
+            out["rounds"].append(r)
+        out["cp_rss_mb"] = round(self.cp.rss_mb(), 1)
+        return out
+
+    def churn(self) -> dict:
+        services = service_count(self.n)
+        base = sum(1 for i in range(self.n) if i % services == 0)
+        affected = [nm for i, nm in enumerate(self.fleet.names) if i % services != 0]
+        seconds = self.args.churn_seconds
+        changes = []   # (t_start, t_done, expected svc-0 endpoints after it)
+        cpu0, t_begin = self.cp.cpu_seconds(), time.monotonic()
+        for k in range(seconds):
+            tick = t_begin + k
+            time.sleep(max(0.0, tick - time.monotonic()))
+            name = f"churn-{k // 2}"
+            t0 = time.monotonic()
+            if k % 2 == 0:
+                self.api.call("PUT", f"/meshes/{MESH}/dataplanes/{name}",
+                              dataplane(name, _address(k // 2, 11), 0, services, outbounds=False))
+                expected = base + 1
+            else:
+                self.api.call("DELETE", f"/meshes/{MESH}/dataplanes/{name}")
+                expected = base
+            changes.append((t0, time.monotonic(), expected))
+        time.sleep(max(0.0, t_begin + seconds - time.monotonic()))
+        cpu_pct = 100 * (self.cp.cpu_seconds() - cpu0) / (time.monotonic() - t_begin)
+        status = wait_synced(self.fleet, self.timeout)
+        events = self.fleet.merged("events", t_begin)
+        eds = fc.TYPES.index(fc.EDS)
+        latencies, last_per_change, missed = [], [], 0
+        for k, (t0, t1, expected) in enumerate(changes):
+            # the same endpoint count comes back two changes later: a later match is not this change's
+            until = changes[k + 2][0] if k + 2 < len(changes) else float("inf")
+            worst = 0.0
+            for name in affected:
+                hit = next((e for e in events[name] if e[0] == eds and e[1] >= t0 and e[5] == expected
+                            and not e[4]), None)
+                if hit is None or hit[1] >= until:
+                    missed += 1
+                    continue
+                latencies.append(hit[2] - t1)
+                worst = max(worst, hit[2] - t1)
+            last_per_change.append(worst)
+        bytes_total = sum(e[3] for evs in events.values() for e in evs)
+        return {"changes": len(changes), "affected_proxies": len(affected), "eds_ack_ms": dist(latencies),
+                "last_proxy_ms": dist(last_per_change), "missed": missed,
+                "put_ms": dist([t1 - t0 for t0, t1, _ in changes]), "cp_cpu_pct": round(cpu_pct, 1),
+                "bytes_per_proxy_per_change": round(bytes_total / max(1, self.n) / max(1, len(changes))),
+                "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"]}
+
+    def restart(self) -> dict:
+        t_kill = time.monotonic()
+        self.cp.kill()
+        startup = self.cp.start()
+        t_ready = time.monotonic()
+        cpu0 = self.cp.cpu_seconds()
+        # delta without mTLS may legitimately send nothing to a resumed proxy: then only "synced" counts
+        need_answer = not self.args.delta or self.mtls
+        status = wait_synced(self.fleet, self.timeout, since=t_kill if need_answer else 0.0)
+        streams = self.fleet.merged("streams")
+        events = self.fleet.merged("events", t_kill)
+        reconnect = [first - t_ready for _, _, first, _ in streams.values() if first >= t_kill]
+        synced = [s - t_ready for _, _, _, s in streams.values() if s >= t_kill]
+        return {"cp_start_s": round(startup, 3), "first_response_ms": dist(reconnect), "synced_ms": dist(synced),
+                "all_synced_after_kill_s": round(max(s for *_, s in streams.values()) - t_kill, 3) if synced else None,
+                "not_resynced": self.n - len(synced), "cp_cpu_s": round(self.cp.cpu_seconds() - cpu0, 2),
+                "bytes_per_proxy": round(sum(e[3] for evs in events.values() for e in evs) / self.n),
+                "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"],
+                "errors_seen": status["errors"]}
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def rows(results: dict) -> list[tuple]:
+    out = []
+
+    def add(scenario: str, metric: str, d: dict | None, note: str = "") -> None:
+        d = d or {}
+        out.append((scenario, metric, d.get("p50"), d.get("p99"), d.get("max"), note))
+
+    if "connect" in results:
+        c = results["connect"]
+        add("connect", "open -> first config ms", c["first_config_ms"],
+            f"all in {c['all_complete_s']} s, {c['bytes_per_proxy']} B/proxy, CP CPU {c['cp_cpu_s']} s, "
+            f"fleet CPU {c['fleet_cpu_s']} s, incomplete {c['incomplete']}")
+    if "idle" in results:
+        i = results["idle"]
+        out.append(("idle", f"CP over {i['seconds']} s", None, None, None,
+                    f"CPU {i['cp_cpu_pct']} % of a core, RSS {i['cp_rss_mb']} MB, responses {i['responses_during_idle']}"))
+    if "policy" in results:
+        p = results["policy"]
+        m = p["mtls_on"]
+        add("mtls on", "PUT -> last ACK ms", m["ack_ms"],
+            f"{m['bytes_per_proxy']} B/proxy, updated {m['proxies_updated']}, CP CPU {m['cp_cpu_s']} s, "
+            f"RSS {m['cp_rss_mb']} MB")
+        for k, r in enumerate(p["rounds"], 1):
+            add(f"policy {k}", "PUT -> ACK ms", r["ack_ms"],
+                f"{r['change']}: {r['bytes_per_proxy']} B/proxy, updated {r['proxies_updated']}, "
+                f"{r['responses_by_type']}, PUT {r['put_ms']} ms, CP CPU {r['cp_cpu_s']} s")
+    if "churn" in results:
+        c = results["churn"]
+        add("churn", "PUT -> EDS ACK ms", c["eds_ack_ms"],
+            f"{c['changes']} changes x {c['affected_proxies']} proxies, missed {c['missed']}, "
+            f"CP CPU {c['cp_cpu_pct']} %, {c['bytes_per_proxy_per_change']} B/proxy/change")
+        add("churn", "PUT -> last proxy ms", c["last_proxy_ms"], f"PUT p50 {c['put_ms']['p50']} ms")
+    if "restart" in results:
+        r = results["restart"]
+        add("restart", "CP ready -> synced ms", r["synced_ms"],
+            f"CP start {r['cp_start_s']} s, all synced {r['all_synced_after_kill_s']} s after kill -9, "
+            f"not resynced {r['not_resynced']}, CP CPU {r['cp_cpu_s']} s")
+    for name, c in results.get("checks", {}).items():
+        out.append(("check", name, None, None, None,
+                    f"{'ok' if c['ok'] else 'FAILED'}: synced {c['synced']}, sample {c['sample']} "
+                    f"({c['resources_compared']} resources), names mismatch {c['names_mismatch_count']}, "
+                    f"content mismatch {c['content_mismatch_count']}, after NACK {c['mismatch_after_nack']}"))
+    return out
+
+
+def print_table(results: dict) -> None:
+    print(f"{'scenario':<10} {'metric':<26} {'p50':>8} {'p99':>8} {'max':>8}  note")
+    for scenario, metric, p50, p99, mx, note in rows(results):
+        f = lambda v: "-" if v is None else str(v)  # noqa: E731
+        print(f"{scenario:<10} {metric:<26} {f(p50):>8} {f(p99):>8} {f(mx):>8}  {note}")
+
+
+# --- main --------------------------------------------------------------------------------------
+
+SCENARIOS = ("connect", "policy", "churn", "restart")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--proxies", type=int, default=100)
+    parser.add_argument("--processes", type=int, default=2, help="fleet processes (each its own event loop)")
+    parser.add_argument("--scenario", default="connect,policy", help="all, or a comma list of " + ", ".join(SCENARIOS))
+    parser.add_argument("--delta", action="store_true", help="delta xDS instead of state of the world")
+    parser.add_argument("--nack-every", type=int, default=0, help="NACK every K-th response after the first config")
+    parser.add_argument("--auth", choices=("none", "token"), default="none", help="dataplane tokens on the ADS stream")
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--churn-seconds", type=int, default=20)
+    parser.add_argument("--sample", type=int, default=20, help="proxies checked against the CP's _config")
+    args = parser.parse_args()
+    scenarios = SCENARIOS if args.scenario == "all" else tuple(s.strip() for s in args.scenario.split(","))
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(sorted(unknown))}; choose from all, {', '.join(SCENARIOS)}")
+
+    n = args.proxies
+    services = service_count(n)
+    names = [f"dp-{i}" for i in range(n)]
+    sample = names[:: max(1, n // args.sample)][: args.sample]
+    results: dict[str, Any] = {"checks": {}}
+    with tempfile.TemporaryDirectory(prefix="kuma-fleet-") as tmp:
+        work = Path(tmp)
+        env = {"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "none"} if args.auth == "none" else {}
+        cp = Cp(work, env)
+        fleet = None
+        try:
+            results["cp_start_s"] = round(cp.start(), 3)
+            api = Api(cp.url)
+            bodies = [dataplane(nm, _address(i), i % services, services) for i, nm in enumerate(names)]
+            results["register_s"] = round(register(api, bodies), 3)
+            tokens = {}
+            if args.auth == "token":
+                with ThreadPoolExecutor(32) as pool:
+                    got = pool.map(lambda nm: api.call("POST", "/tokens/dataplane", {"name": nm, "mesh": MESH}).text,
+                                   names)
+                    tokens = dict(zip(names, got))
+            opts = fc.Options(target=f"127.0.0.1:{cp.dp_port}", ca_pem=(work / "kuma-cp.crt").read_bytes(),
+                              delta=args.delta, nack_every=args.nack_every, watch_cluster=WATCHED, tokens=tokens,
+                              keep_raw=frozenset(sample))
+            fleet = Fleet(names, args.processes, opts)
+            bench = Bench(args, cp, api, fleet, sample)
+            results["connect"] = bench.connect()
+            results["idle"] = bench.idle()
+            results["checks"]["connect"] = check(fleet, api, sample)
+            if "policy" in scenarios:
+                results["policy"] = bench.policy()
+                results["checks"]["policy"] = check(fleet, api, sample)
+            if "churn" in scenarios:
+                results["churn"] = bench.churn()
+                results["checks"]["churn"] = check(fleet, api, sample)
+            if "restart" in scenarios:
+                results["restart"] = bench.restart()
+                results["checks"]["restart"] = check(fleet, api, sample)
+        except Exception:
+            print(cp.log_tail(), file=sys.stderr)
+            raise
+        finally:
+            if fleet is not None:
+                fleet.stop()
+            cp.stop()
+    print(f"fleet: {n} proxies in {args.processes} processes, {services} services, "
+          f"{'delta' if args.delta else 'state of the world'} xDS, dataplane auth {args.auth}"
+          + (f", NACK every {args.nack_every}" if args.nack_every else ""))
+    print_table(results)
+    print(json.dumps({"benchmark": "fleet", "proxies": n, "processes": args.processes, "services": services,
+                      "xds": "delta" if args.delta else "sotw", "auth": args.auth, "nack_every": args.nack_every,
+                      "scenarios": list(scenarios), "results": results}))
+
+
+if __name__ == "__main__":
+    main()
