@@ -39,8 +39,10 @@ binary:
 wheels:
 	$(PYTHON) build/freeze.py wheels
 
-# End-to-end tests; KUMA_TEST_BINARY=dist/kuma-cp runs them against the frozen file.
+# End-to-end tests; KUMA_TEST_BINARY=dist/kuma-cp runs them against the frozen file (rebuilt first
+# when older than the code).
 test-e2e: $(DEVSTAMP)
+	$(if $(filter dist/kuma-cp,$(KUMA_TEST_BINARY)),$(PYTHON) build/freeze.py --no-tarball --if-stale)
 	$(BIN)/python -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 # The frozen file's own tests (builds dist/kuma-cp first when it is missing or older than the code).
@@ -48,6 +50,7 @@ test-binary: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q tests/e2e/test_binary.py $(PYTEST_ARGS)
 
 bench-binary: $(DEVSTAMP)
+	$(PYTHON) build/freeze.py --no-tarball --if-stale
 	$(BIN)/python tests/perf/binary_bench.py
 
 clean:

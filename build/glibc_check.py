@@ -1,7 +1,8 @@
 """Which glibc does a one-file executable need? `objdump -T` over its bootloader and every ELF file
-bundled inside it (read from the archive with PyInstaller's reader, never unpacked to run).
+bundled inside it (read from the archive with PyInstaller's reader, never unpacked to run); any
+other ELF executable (Envoy) is checked alone.
 
-    python build/glibc_check.py dist/kuma-cp [--floor 2.35]
+    python build/glibc_check.py dist/kuma-cp [--floor 2.35] [--verbose]
 
 Prints the floor (the newest GLIBC_x.y symbol version any of them needs) and, with --floor, fails
 listing each file that needs a newer glibc than the stated floor. Needs PyInstaller (the build
@@ -39,9 +40,13 @@ def needed_glibc(elf: Path) -> Version | None:
 
 
 def bundled_glibc(executable: Path) -> dict[str, Version | None]:
-    """{file name: glibc it needs} for the bootloader and every ELF file inside the archive."""
+    """{file name: glibc it needs} for the bootloader and every ELF file inside the archive; for
+    a plain executable (Envoy), just that file."""
+    try:
+        archive = CArchiveReader(str(executable))
+    except Exception:  # noqa: BLE001 - not a PyInstaller executable: check the file alone
+        return {executable.name: needed_glibc(executable)}
     result = {"(bootloader)": needed_glibc(executable)}
-    archive = CArchiveReader(str(executable))
     with tempfile.TemporaryDirectory() as tmp:
         for name in sorted(archive.toc):
             data = archive.extract(name)

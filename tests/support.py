@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -61,6 +62,16 @@ def live_api(tmp_path: Path, env: dict[str, str] | None = None, defaults: bool =
         store.close()
 
 
+def cp_command(*args: str) -> list[str]:
+    """The command line of `kuma-cp ARGS` (`"dp", ...` for kuma-dp, `"ctl", ...` for kumactl): the
+    frozen file when KUMA_TEST_BINARY is set (`KUMA_TEST_BINARY=dist/kuma-cp make test-e2e`),
+    else this venv's `python -m appliance`."""
+    binary = os.environ.get("KUMA_TEST_BINARY")
+    if binary:
+        return [str((ROOT / binary).resolve()), *args]
+    return [sys.executable, "-m", "appliance", *args]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,12 +89,18 @@ class CpProcess:
                     "KUMA_API_SERVER_HTTP_PORT": str(self.api_port),
                     "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port),
                     "KUMA_DP_SERVER_PORT": str(free_port()), **(env or {})}
+        # The frozen file unpacks itself into TMPDIR at every start; what a kill -9 leaves behind
+        # stays beside the test's work dir instead of piling up in /tmp.
+        self.unpack_dir = work_dir.parent / f"{work_dir.name}-unpack"
+        self.env.setdefault("TMPDIR", str(self.unpack_dir))
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.api_port}"
 
     def start(self, timeout: float = 20) -> "CpProcess":
         self.log = open(self.work_dir / "kuma-cp.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "run"], env=self.env,
+        self.unpack_dir.mkdir(parents=True, exist_ok=True)
+        # A session of its own: kill() must reach the frozen file's Python child too.
+        self.proc = subprocess.Popen(cp_command("run"), env=self.env, start_new_session=True,
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -101,8 +118,10 @@ class CpProcess:
         return (self.work_dir / "kuma-cp.log").read_text(errors="replace")
 
     def kill(self) -> None:
+        """kill -9 of the whole process group: the one-file binary runs as two processes (the
+        unpacker and Python), and a SIGKILL of the unpacker alone leaves Python serving."""
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> int:

@@ -130,7 +130,7 @@ class XdsCache:
             return {}
         proxy = replace(proxy_from_dataplane(dataplane), features=watch.features, ipv6_enabled=watch.ipv6)
         identity = self.identities.get(snapshot, proxy)
-        memo_key = (snapshot.revision, dataplane.version, identity.expires if identity else None)
+        memo_key = (snapshot.revision, dataplane.version, hash(identity.cert_pem) if identity else None)
         if memo_key != watch.memo_key:
             started = time.perf_counter()
             revision, shared = self._shared.get(mesh, (-1, {}))

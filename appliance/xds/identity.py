@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -11,6 +13,7 @@ from appliance.store import Store
 from appliance.xds.model import Identity, MeshSnapshot, Proxy
 
 WORKLOAD_VALIDITY = 24 * 3600.0
+log = logging.getLogger("appliance.xds")
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class IdentityProvider:
         self.store = store
         self.validity = validity
         self._issued: dict[tuple[str, str], _Issued] = {}
+        # one issuance per proxy at a time: two racing callers must not hand out two certificates
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def current(self, snapshot: MeshSnapshot, proxy: Proxy) -> Identity | None:
         """The issued certificate if it still fits this proxy and is not due for renewal."""
@@ -42,10 +48,25 @@ class IdentityProvider:
         if snapshot.mtls is None:
             return None
         key = (proxy.mesh, proxy.name)
-        now = time.time()
         found = self.current(snapshot, proxy)
         if found is not None:
             return found
+        with self._locks_guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            return self._issue(snapshot, proxy, key)
+
+    def _issue(self, snapshot: MeshSnapshot, proxy: Proxy, key: tuple[str, str]) -> Identity | None:
+        assert snapshot.mtls is not None
+        found = self.current(snapshot, proxy)
+        if found is not None:
+            return found
+        now = time.time()
+        previous = self._issued.get(key)
+        log.debug("issuing a certificate for %s.%s (%s)", proxy.mesh, proxy.name,
+                 "first" if previous is None else
+                 "CA changed" if previous.ca_fingerprint != snapshot.mtls.ca_cert_pem else
+                 "services changed" if previous.services != proxy.services else "renewal")
         cert_name, key_name = ca_secret_names(proxy.mesh, snapshot.mtls.backend)
         ca_key = self.store.get("Secret", proxy.mesh, key_name)
         if ca_key is None:
@@ -71,3 +92,5 @@ class IdentityProvider:
 
     def forget(self, mesh: str, name: str) -> None:
         self._issued.pop((mesh, name), None)
+        with self._locks_guard:
+            self._locks.pop((mesh, name), None)

@@ -48,6 +48,7 @@ class _TypeState:
     sent_version: str = ""
     nonce: str = ""
     acked_version: str = ""
+    ack_seen: bool = False    # the current response was ACKed already: the same request again asks anew
     sent: dict[str, str] = field(default_factory=dict)   # delta: name -> version the proxy has
 
 
@@ -142,10 +143,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 if names == state.names:
                     return []
             else:
+                names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
+                if state.ack_seen and t not in WILDCARD_TYPES:
+                    # Envoy repeats an ACKed request when it re-subscribes (e.g. an updated cluster is
+                    # warming and needs its endpoints again): it must get an answer, even if unchanged.
+                    state.names = names
+                    response = self._sotw_response(watch, t, state, stats, force=True)
+                    return [response] if response else []
+                state.ack_seen = True
                 state.acked_version = request.version_info
                 stats.acks[t] = stats.acks.get(t, 0) + 1
                 self.observer.changed(watch.key)
-                names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
                 if names == state.names:
                     return []
         names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
@@ -174,6 +182,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         chosen: list[Packed] = [p for n, p in sorted(items.items()) if state.names is None or n in state.names]
         state.sent_version = version
         state.nonce = _nonce()
+        state.ack_seen = False
         stats.responses_sent[t] = stats.responses_sent.get(t, 0) + 1
         return discovery_pb2.DiscoveryResponse(version_info=version, resources=[p.any for p in chosen],
                                                type_url=t, nonce=state.nonce)
@@ -245,6 +254,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 stats.acks[t] = stats.acks.get(t, 0) + 1
             self.observer.changed(watch.key)
         subscribe = [n for n in request.resource_names_subscribe if n != "*"]
+        for name in subscribe:
+            # an explicit (re)subscription wants the resource now, e.g. for a warming cluster,
+            # unless the proxy just told us (reconnecting) which version it already has
+            if name not in request.initial_resource_versions:
+                state.sent.pop(name, None)
         if "*" in request.resource_names_subscribe:
             state.names = None
         if subscribe and state.names is not None:

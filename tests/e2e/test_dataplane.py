@@ -11,7 +11,6 @@ import os
 import socket
 import socketserver
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import ROOT, CpProcess, free_port
+from tests.support import ROOT, CpProcess, cp_command, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -68,15 +67,18 @@ networking:
   - port: {{ outPort }}
     tags:
       kuma.io/service: {{ outService }}
+  - port: {{ out2Port }}
+    tags:
+      kuma.io/service: {{ out2Service }}
 """
 
 
 class Mesh:
     """A control plane, apps and their proxies, torn down together."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
-        self.cp = CpProcess(tmp / "cp")
+        self.cp = CpProcess(tmp / "cp", env)
         (tmp / "cp").mkdir()
         self.procs: list[subprocess.Popen] = []
         self.cp_port = int(self.cp.env["KUMA_DP_SERVER_PORT"])
@@ -91,9 +93,10 @@ class Mesh:
     def kuma_dp(self, name: str, token: Path | None, **variables: object) -> subprocess.Popen:
         dp_file = self.tmp / "dataplane.yaml"
         dp_file.write_text(DATAPLANE)
-        args = [sys.executable, "-m", "appliance", "dp", "run", f"--cp-address=https://127.0.0.1:{self.cp_port}",
+        args = [*cp_command("dp", "run"), f"--cp-address=https://127.0.0.1:{self.cp_port}",
                 f"--ca-cert-file={self.tmp / 'cp' / 'kuma-cp.crt'}", f"--dataplane-file={dp_file}",
                 f"--dataplane-var=name={name}", f"--work-dir={self.tmp / name}"]
+        variables = {"out2Port": free_port(), "out2Service": "nothing", **variables}
         args += [f"--dataplane-var={k}={v}" for k, v in variables.items()]
         if token:
             args.append(f"--dataplane-token-file={token}")
@@ -128,15 +131,22 @@ def _eventually(check, timeout: float = 20.0, every: float = 0.1):
     raise AssertionError(f"condition not met in {timeout}s (last error: {last})")
 
 
+def _tcp_refused(port: int) -> bool:
+    try:
+        return _tcp(port, b"x") == b""
+    except OSError:
+        return True
+
+
 def _tcp(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
         s.sendall(payload)
         return s.recv(4096)
 
 
-@pytest.fixture
-def mesh(tmp_path: Path):
-    m = Mesh(tmp_path)
+@pytest.fixture(params=["sotw", "delta"])
+def mesh(request, tmp_path: Path):
+    m = Mesh(tmp_path, {"KUMA_EXPERIMENTAL_DELTA_XDS": "true"} if request.param == "delta" else None)
     m.cp.start()
     yield m
     m.close()
@@ -154,11 +164,12 @@ def test_http_and_tcp_through_two_envoys_with_mtls_and_permissions(mesh: Mesh) -
     mesh.kuma_dp("db-1", mesh.token("db-1"), port=db_in, servicePort=tcp_app, service="db", protocol="tcp",
                  outPort=free_port(), outService="web")
     mesh.kuma_dp("web-1", mesh.token("web-1"), port=web_in, servicePort=free_port(), service="web",
-                 protocol="http", outPort=out_http, outService="backend")
+                 protocol="http", outPort=out_http, outService="backend", out2Port=out_tcp, out2Service="db")
 
     # plain mesh: traffic flows through the web proxy's outbound to the backend proxy's inbound
     seen = _eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/hello", timeout=2)).ok and r.json())
     assert seen["path"] == "/hello"
+    assert _eventually(lambda: _tcp(out_tcp, b"ping")) == b"echo:ping"
 
     # mTLS on: with no MeshTrafficPermission, Kuma 2.14 denies
     r = requests.put(f"{mesh.cp.url}/meshes/default", json={"type": "Mesh", "name": "default", "mtls": MTLS})
@@ -173,6 +184,16 @@ def test_http_and_tcp_through_two_envoys_with_mtls_and_permissions(mesh: Mesh) -
     seen = _eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/", timeout=2)).ok and r.json())
     xfcc = seen["headers"].get("X-Forwarded-Client-Cert") or seen["headers"].get("x-forwarded-client-cert")
     assert xfcc and "spiffe://default/web" in xfcc
+    assert _eventually(lambda: _tcp(out_tcp, b"over mtls")) == b"echo:over mtls"
+
+    # a Deny for the TCP service: the connection is reset, HTTP keeps flowing
+    deny_db = {"type": "MeshTrafficPermission", "mesh": "default", "name": "deny-db", "spec": {
+        "targetRef": {"kind": "MeshService", "name": "db"},
+        "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Deny"}}]}}
+    assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/deny-db", json=deny_db).ok
+    _eventually(lambda: _tcp_refused(out_tcp))
+    r = requests.get(f"http://127.0.0.1:{out_http}/", timeout=5)
+    assert r.ok, (r.status_code, r.text)
 
     # every config we sent was accepted (no NACK), as the insights show
     def acked() -> bool:
@@ -181,6 +202,32 @@ def test_http_and_tcp_through_two_envoys_with_mtls_and_permissions(mesh: Mesh) -
         return len(items) == 3 and all(t["responsesRejected"] == "0" for t in totals) and all(
             int(t["responsesAcknowledged"]) > 0 for t in totals)
     _eventually(acked)
+
+
+def test_traffic_survives_control_plane_outage_and_resyncs(mesh: Mesh) -> None:
+    app = free_port()
+    _start(ThreadingHTTPServer(("127.0.0.1", app), _Echo))
+    out = free_port()
+    mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=free_port(), servicePort=app, service="backend",
+                 protocol="http", outPort=free_port(), outService="web")
+    mesh.kuma_dp("web-1", mesh.token("web-1"), port=free_port(), servicePort=free_port(), service="web",
+                 protocol="http", outPort=out, outService="backend")
+    _eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).ok)
+
+    mesh.cp.kill()  # kill -9: proxies keep their last configuration
+    for _ in range(20):
+        assert requests.get(f"http://127.0.0.1:{out}/", timeout=2).ok
+        time.sleep(0.05)
+
+    mesh.cp.start()
+    # reconnected and resynced: a change made after the restart reaches the proxies
+    r = requests.put(f"{mesh.cp.url}/meshes/default", json={"type": "Mesh", "name": "default", "mtls": MTLS})
+    assert r.status_code == 200, r.text
+    _eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).status_code == 403)
+    assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/allow-all", json=ALLOW_ALL).ok
+    _eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).ok)
+    names = {d["name"] for d in requests.get(f"{mesh.cp.url}/meshes/default/dataplanes").json()["items"]}
+    assert names == {"backend-1", "web-1"}  # nothing in the store was lost
 
 
 def test_bad_tokens_are_refused(mesh: Mesh) -> None:

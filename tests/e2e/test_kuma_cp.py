@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support import ROOT, CpProcess, free_port
+from tests.support import ROOT, CpProcess, cp_command, free_port
 
 pytestmark = pytest.mark.slow
 
 
 def _run(args: list[str], env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run(cp_command(*args), capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +15,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from tests.support import ROOT, CpProcess, free_port
+from tests.support import ROOT, CpProcess, cp_command, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +52,7 @@ def cp(tmp_path: Path) -> Iterator[CpProcess]:
 
 def _kuma_dp(tmp_path: Path, args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / f"kuma-dp-{time.monotonic_ns()}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "dp", "run", *args], cwd=ROOT,
+    proc = subprocess.Popen(cp_command("dp", "run", *args), cwd=ROOT,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, "KUMA_CONTROL_PLANE_RETRY_BACKOFF": "100ms", **(env or {})})
     return proc, log

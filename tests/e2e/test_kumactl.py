@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 import yaml
 
 from appliance.kumactl.resources import BY_NAME, TYPES
-from tests.support import ROOT, CpProcess
+from tests.support import ROOT, CpProcess, cp_command
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +75,7 @@ class Kumactl:
 
     def __call__(self, *args: str, stdin: str | None = None, cwd: Path | None = None) -> Result:
         flags = ["--config-file", str(self.config)] if self.config else []
-        proc = subprocess.run([sys.executable, "-m", "appliance", "ctl", *flags, *args], input=stdin,
+        proc = subprocess.run(cp_command("ctl", *flags, *args), input=stdin,
                               capture_output=True, text=True, timeout=30, cwd=cwd or ROOT,
                               env={**os.environ, "HOME": str(self.home), "PYTHONPATH": str(ROOT)})
         return Result(proc.returncode, proc.stdout, proc.stderr)

@@ -206,6 +206,7 @@ class FakeEnvoy:
         self.last_recv = 0.0
         self.events: list[tuple] = []
         self.last_error = ""
+        self.error_counts: dict[str, int] = {}         # every stream that ended, by reason
         self.nacked_last: set[str] = set()             # types whose latest response was NACKed
 
     # --- state -----------------------------------------------------------------------------
@@ -214,16 +215,22 @@ class FakeEnvoy:
             return False
         return all(self.want[t] <= self.accepted[t].keys() for t in NAMED)
 
+    def delivered(self) -> bool:
+        """The CP sent every name this Envoy asks for (accepted or, with `nack_every`, NACKed)."""
+        if CDS not in self.initialized or LDS not in self.initialized:
+            return False
+        return all(self.want[t] <= self.received[t].keys() for t in NAMED)
+
     def synced(self) -> bool:
-        """Complete, on a live stream that answered every subscription (SotW always answers)."""
-        if not self.connected or not self.complete():
+        """Delivered, on a live stream that answered every subscription (SotW always answers)."""
+        if not self.connected or not self.delivered():
             return False
         if self.opts.delta:
             return True
         return all(t in self.got for t in self.requested)
 
     def missing(self) -> dict[str, list[str]]:
-        out = {SHORT[_INDEX[t]]: sorted(self.want[t] - self.accepted[t].keys()) for t in NAMED}
+        out = {SHORT[_INDEX[t]]: sorted(self.want[t] - self.received[t].keys()) for t in NAMED}
         out = {k: v for k, v in out.items() if v}
         for t in (CDS, LDS):
             if t not in self.initialized:
@@ -264,6 +271,7 @@ class FakeEnvoy:
     async def run(self) -> None:
         attempt = 0
         while True:
+            self.last_error = ""
             try:
                 await self._stream()
             except asyncio.CancelledError:
@@ -273,6 +281,8 @@ class FakeEnvoy:
             except (StreamEnded, grpc.aio.UsageError, ConnectionError) as e:
                 self.last_error = f"{type(e).__name__}: {e}"
             finally:
+                if self.last_error:
+                    self.error_counts[self.last_error] = self.error_counts.get(self.last_error, 0) + 1
                 self.connected = False
                 if self.call is not None:
                     self.call.cancel()
@@ -394,23 +404,26 @@ class FakeEnvoy:
     async def _on_delta(self, nbytes: int, resp: discovery_pb2.DeltaDiscoveryResponse) -> None:
         recv = time.monotonic()
         t = resp.type_url
-        infos = dict(self.accepted[t])
+        # what the CP believes we have (it counts a NACKed resource as sent) and what we applied
+        received, infos = dict(self.received[t]), dict(self.accepted[t])
         versions = dict(self.dversions[t])
-        raw = dict(self.raw[t]) if self.keep_raw else None
+        raw = self.raw[t] if self.keep_raw else None
+        changed: dict[str, Info] = {}
         for r in resp.resources:
-            info = parse(t, r.resource.value)
-            infos[r.name] = info
+            info = changed[r.name] = parse(t, r.resource.value)
+            received[r.name] = infos[r.name] = info
             versions[r.name] = r.version
             if raw is not None:
                 raw[r.name] = r.resource.value
         for n in resp.removed_resources:
+            received.pop(n, None)
             infos.pop(n, None)
             versions.pop(n, None)
             if raw is not None:
                 raw.pop(n, None)
-        self.received[t] = infos
+        self.received[t] = received
         nack = self._should_nack()
-        self._record(t, recv, nbytes, nack, {r.name: infos[r.name] for r in resp.resources})
+        self._record(t, recv, nbytes, nack, changed)
         self.nonces[t] = resp.nonce
         request = discovery_pb2.DeltaDiscoveryRequest(type_url=t, response_nonce=resp.nonce)
         if nack:
@@ -420,13 +433,11 @@ class FakeEnvoy:
             return
         self.accepted[t] = infos
         self.dversions[t] = versions
-        if raw is not None:
-            self.raw[t] = raw
         self.initialized.add(t)
         before = dict(self.want)
-        changed = self._wants_after(t) if t in (CDS, LDS) else []
+        resubscribe = self._wants_after(t) if t in (CDS, LDS) else []
         await self._write(request)
-        for nt in changed:
+        for nt in resubscribe:
             # an unsubscribed resource is forgotten, as Envoy does
             for gone in before[nt] - self.want[nt]:
                 self.accepted[nt].pop(gone, None)
@@ -447,8 +458,9 @@ def _channel(opts: Options) -> grpc.aio.Channel:
         ("grpc.ssl_target_name_override", "localhost"),
         ("grpc.use_local_subchannel_pool", 1),      # one TCP connection per proxy, as real Envoys
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        # short reconnect backoff for the restart scenario; the connect deadline stays grpc's 20 s
+        # (grpc.min_reconnect_backoff_ms would shorten it and make a busy CP look refused)
         ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 1000),
     ])
 
@@ -480,13 +492,14 @@ class _Worker:
         cs = self.clients.values()
         errors: dict[str, int] = {}
         for c in cs:
-            if c.last_error and not c.connected:
-                errors[c.last_error] = errors.get(c.last_error, 0) + 1
+            for reason, count in c.error_counts.items():
+                errors[reason] = errors.get(reason, 0) + count
         return {"clients": len(self.clients), "connected": sum(c.connected for c in cs),
                 "complete": sum(bool(c.first_complete_t) for c in cs),
                 "synced": sum(c.synced() for c in cs),
                 "responded_since": sum(c.stream_first_recv_t >= since for c in cs) if since else 0,
                 "responses": sum(c.responses for c in cs), "nacks": sum(c.nacks for c in cs),
+                "reconnects": sum(max(0, c.stream_no - 1) for c in cs),
                 "last_recv": max((c.last_recv for c in cs), default=0.0), "errors": errors}
 
     def cmd_connect(self) -> dict:

@@ -35,8 +35,9 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import requests
 
@@ -54,8 +55,9 @@ _TICK = os.sysconf("SC_CLK_TCK")
 # --- the control plane -------------------------------------------------------------------------
 
 class Cp:
-    def __init__(self, work_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, work_dir: Path, env: dict[str, str], log_level: str = "warning") -> None:
         self.work_dir = work_dir
+        self.log_level = log_level
         self.api_port, self.diag_port, self.dp_port = free_port(), free_port(), free_port()
         self.env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(work_dir),
                     "KUMA_API_SERVER_HTTP_PORT": str(self.api_port),
@@ -67,7 +69,7 @@ class Cp:
     def start(self, timeout: float = 60) -> float:
         t0 = time.monotonic()
         log = open(self.work_dir / "kuma-cp.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--log-level", "warning"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--log-level", self.log_level],
                                      env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         while time.monotonic() - t0 < timeout:
@@ -130,6 +132,59 @@ class Api:
         if r.status_code not in ok:
             raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:500]}")
         return r
+
+
+class Profiler:
+    """`--py-spy PATH`: sample the CP with py-spy during each phase (collapsed stacks, one file per phase)."""
+
+    def __init__(self, binary: str | None, out_dir: Path) -> None:
+        self.binary, self.out_dir = binary, out_dir
+        self.summaries: dict[str, list[tuple[str, float]]] = {}
+        if binary:
+            out_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def phase(self, name: str, pid: int) -> Iterator[None]:
+        if not self.binary:
+            yield
+            return
+        path = self.out_dir / f"cp-{name}.txt"
+        proc = subprocess.Popen([self.binary, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
+                                 "--threads", "--nonblocking", "--output", str(path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            if path.exists():
+                self.summaries[name] = top_frames(path)
+                print(f"[fleet] CP profile of {name}: {path}; inclusive share of samples:", file=sys.stderr)
+                for frame, share in self.summaries[name]:
+                    print(f"    {share:5.1f} %  {frame}", file=sys.stderr)
+
+
+def top_frames(path: Path, count: int = 25) -> list[tuple[str, float]]:
+    """The functions (and threads) on most sampled stacks of a py-spy raw file; py-spy leaves idle out."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        total += int(n)
+        seen = set()
+        for frame in stack.split(";"):
+            name, _, where = frame.partition(" (")
+            key = f"{name} ({where.rsplit(':', 1)[0]})" if where else name
+            if key not in seen:
+                seen.add(key)
+                inclusive[key] = inclusive.get(key, 0) + int(n)
+    ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])[:count]
+    return [(frame, round(100 * n / total, 1)) for frame, n in ranked] if total else []
 
 
 # --- the workload ------------------------------------------------------------------------------
@@ -214,7 +269,7 @@ class Fleet:
     def status(self, since: float = 0.0) -> dict:
         parts = self.call("status", since)
         total = {k: sum(p[k] for p in parts) for k in ("clients", "connected", "complete", "synced",
-                                                         "responded_since", "responses", "nacks")}
+                                                         "responded_since", "responses", "nacks", "reconnects")}
         total["last_recv"] = max(p["last_recv"] for p in parts)
         errors: dict[str, int] = {}
         for p in parts:
@@ -237,9 +292,13 @@ class Fleet:
                 proc.kill()
 
 
-def wait_synced(fleet: Fleet, timeout: float, quiet: float = 1.0, since: float = 0.0) -> dict:
+QUIET = 1.0   # seconds without any response that count as "the CP is done" (--quiet)
+
+
+def wait_synced(fleet: Fleet, timeout: float, quiet: float | None = None, since: float = 0.0) -> dict:
     """Until every proxy is synced (and answered since `since`) and no response came for `quiet` s."""
     n = len(fleet.names)
+    quiet = QUIET if quiet is None else quiet
     deadline = time.monotonic() + timeout
     last_responses = -1
     while True:
@@ -334,17 +393,18 @@ def check(fleet: Fleet, api: Api, sample: list[str]) -> dict:
 # --- scenarios ---------------------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, cp: Cp, api: Api, fleet: Fleet, sample: list[str]) -> None:
-        self.args, self.cp, self.api, self.fleet, self.sample = args, cp, api, fleet, sample
+    def __init__(self, args: argparse.Namespace, cp: Cp, api: Api, fleet: Fleet, profiler: Profiler) -> None:
+        self.args, self.cp, self.api, self.fleet, self.profiler = args, cp, api, fleet, profiler
         self.n = len(fleet.names)
         self.timeout = 60 + self.n * 0.1
         self.mtls = False
 
     def connect(self) -> dict:
         cpu0, fleet0 = self.cp.cpu_seconds(), self.fleet.cpu_seconds()
-        t0 = time.monotonic()
-        self.fleet.call("start")
-        status = wait_synced(self.fleet, self.timeout)
+        with self.profiler.phase("connect", self.cp.proc.pid):
+            t0 = time.monotonic()
+            self.fleet.call("start")
+            status = wait_synced(self.fleet, self.timeout)
         data = self.fleet.merged("connect")
         firsts = [c - o for o, c, _ in data.values() if c]
         done = [c for _, c, _ in data.values() if c]
@@ -352,7 +412,10 @@ class Bench:
                "incomplete": self.n - len(firsts),
                "bytes_per_proxy": round(statistics.mean(b for _, c, b in data.values() if c)) if firsts else 0,
                "cp_cpu_s": round(self.cp.cpu_seconds() - cpu0, 2), "fleet_cpu_s": round(self.fleet.cpu_seconds() - fleet0, 2),
-               "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"], "errors": status["errors"]}
+               "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"], "errors": status["errors"],
+               "reconnects": status["reconnects"]}
+        if status["timed_out"]:
+            out["status"] = status
         return out
 
     def idle(self) -> dict:
@@ -366,12 +429,13 @@ class Bench:
         return {"seconds": seconds, "cp_cpu_pct": round(100 * cpu / wall, 2), "cp_rss_mb": round(self.cp.rss_mb(), 1),
                 "responses_during_idle": after["responses"] - before["responses"]}
 
-    def _change(self, method: str, path: str, body: Any, ok: Iterable[int] = (200, 201)) -> dict:
-        t0 = time.monotonic()
-        cpu0 = self.cp.cpu_seconds()
-        self.api.call(method, path, body, ok)
-        t1 = time.monotonic()
-        status = wait_synced(self.fleet, self.timeout)
+    def _change(self, phase: str, method: str, path: str, body: Any, ok: Iterable[int] = (200, 201)) -> dict:
+        with self.profiler.phase(phase, self.cp.proc.pid):
+            t0 = time.monotonic()
+            cpu0 = self.cp.cpu_seconds()
+            self.api.call(method, path, body, ok)
+            t1 = time.monotonic()
+            status = wait_synced(self.fleet, self.timeout)
         events = self.fleet.merged("events", t0)
         out = push_figures(events, t1, t0, self.n)
         out.update(put_ms=round((t1 - t0) * 1000, 1), cp_cpu_s=round(self.cp.cpu_seconds() - cpu0, 2),
@@ -380,28 +444,22 @@ class Bench:
 
     def policy(self) -> dict:
         out: dict[str, Any] = {}
-        out["mtls_on"] = self._change("PUT", f"/meshes/{MESH}", MESH_MTLS)
+        out["mtls_on"] = self._change("mtls-on", "PUT", f"/meshes/{MESH}", MESH_MTLS)
         out["mtls_on"]["cp_rss_mb"] = round(self.cp.rss_mb(), 1)
         self.mtls = True
         rounds = [("create allow-all", None), ("add Deny from svc-1", "svc-1"), ("remove the Deny", None)]
         out["rounds"] = []
-        for what, deny in rounds:
-            r = self._change("PUT", f"/meshes/{MESH}/meshtrafficpermissions/fleet-allow", mtp("fleet-allow", deny))
+        for k, (what, deny) in enumerate(rounds, 1):
+            r = self._change(f"policy-{k}", "PUT", f"/meshes/{MESH}/meshtrafficpermissions/fleet-allow", mtp("fleet-allow", deny))
             r["change"] = what
             out["rounds"].append(r)
         out["cp_rss_mb"] = round(self.cp.rss_mb(), 1)
         return out
 
-    def churn(self) -> dict:
-        services = service_count(self.n)
-        base = sum(1 for i in range(self.n) if i % services == 0)
-        affected = [nm for i, nm in enumerate(self.fleet.names) if i % services != 0]
-        seconds = self.args.churn_seconds
-        changes = []   # (t_start, t_done, expected svc-0 endpoints after it)
+    def _churn(self, seconds: int, services: int, base: int, changes: list) -> tuple[float, float]:
         cpu0, t_begin = self.cp.cpu_seconds(), time.monotonic()
         for k in range(seconds):
-            tick = t_begin + k
-            time.sleep(max(0.0, tick - time.monotonic()))
+            time.sleep(max(0.0, t_begin + k - time.monotonic()))
             name = f"churn-{k // 2}"
             t0 = time.monotonic()
             if k % 2 == 0:
@@ -413,27 +471,42 @@ class Bench:
                 expected = base
             changes.append((t0, time.monotonic(), expected))
         time.sleep(max(0.0, t_begin + seconds - time.monotonic()))
-        cpu_pct = 100 * (self.cp.cpu_seconds() - cpu0) / (time.monotonic() - t_begin)
+        return t_begin, 100 * (self.cp.cpu_seconds() - cpu0) / (time.monotonic() - t_begin)
+
+    def churn(self) -> dict:
+        """A dataplane of svc-0 joins (even seconds) or leaves (odd): every proxy calling svc-0 must see it."""
+        services = service_count(self.n)
+        base = sum(1 for i in range(self.n) if i % services == 0)
+        affected = [nm for i, nm in enumerate(self.fleet.names) if i % services != 0]
+        changes: list[tuple[float, float, int]] = []   # (start, answered, svc-0 endpoints after it)
+        with self.profiler.phase("churn", self.cp.proc.pid):
+            t_begin, cpu_pct = self._churn(self.args.churn_seconds, services, base, changes)
         status = wait_synced(self.fleet, self.timeout)
         events = self.fleet.merged("events", t_begin)
         eds = fc.TYPES.index(fc.EDS)
-        latencies, last_per_change, missed = [], [], 0
+        latencies, last_per_change, missed, nacked = [], [], 0, 0
         for k, (t0, t1, expected) in enumerate(changes):
             # the same endpoint count comes back two changes later: a later match is not this change's
             until = changes[k + 2][0] if k + 2 < len(changes) else float("inf")
             worst = 0.0
             for name in affected:
-                hit = next((e for e in events[name] if e[0] == eds and e[1] >= t0 and e[5] == expected
-                            and not e[4]), None)
+                hit = next((e for e in events[name] if e[0] == eds and e[1] >= t0 and e[5] == expected), None)
                 if hit is None or hit[1] >= until:
                     missed += 1
+                    continue
+                if hit[4]:
+                    nacked += 1   # delivered, refused by the fake Envoy: no ACK to time
                     continue
                 latencies.append(hit[2] - t1)
                 worst = max(worst, hit[2] - t1)
             last_per_change.append(worst)
         bytes_total = sum(e[3] for evs in events.values() for e in evs)
+        types: dict[str, int] = {}
+        for evs in events.values():
+            for e in evs:
+                types[fc.SHORT[e[0]]] = types.get(fc.SHORT[e[0]], 0) + 1
         return {"changes": len(changes), "affected_proxies": len(affected), "eds_ack_ms": dist(latencies),
-                "last_proxy_ms": dist(last_per_change), "missed": missed,
+                "last_proxy_ms": dist(last_per_change), "missed": missed, "nacked": nacked, "responses_by_type": types,
                 "put_ms": dist([t1 - t0 for t0, t1, _ in changes]), "cp_cpu_pct": round(cpu_pct, 1),
                 "bytes_per_proxy_per_change": round(bytes_total / max(1, self.n) / max(1, len(changes))),
                 "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"]}
@@ -446,7 +519,8 @@ class Bench:
         cpu0 = self.cp.cpu_seconds()
         # delta without mTLS may legitimately send nothing to a resumed proxy: then only "synced" counts
         need_answer = not self.args.delta or self.mtls
-        status = wait_synced(self.fleet, self.timeout, since=t_kill if need_answer else 0.0)
+        with self.profiler.phase("restart", self.cp.proc.pid):
+            status = wait_synced(self.fleet, self.timeout, since=t_kill if need_answer else 0.0)
         streams = self.fleet.merged("streams")
         events = self.fleet.merged("events", t_kill)
         reconnect = [first - t_ready for _, _, first, _ in streams.values() if first >= t_kill]
@@ -490,8 +564,8 @@ def rows(results: dict) -> list[tuple]:
     if "churn" in results:
         c = results["churn"]
         add("churn", "PUT -> EDS ACK ms", c["eds_ack_ms"],
-            f"{c['changes']} changes x {c['affected_proxies']} proxies, missed {c['missed']}, "
-            f"CP CPU {c['cp_cpu_pct']} %, {c['bytes_per_proxy_per_change']} B/proxy/change")
+            f"{c['changes']} changes x {c['affected_proxies']} proxies, missed {c['missed']}, NACKed {c['nacked']}, "
+            f"CP CPU {c['cp_cpu_pct']} %, {c['bytes_per_proxy_per_change']} B/proxy/change, {c['responses_by_type']}")
         add("churn", "PUT -> last proxy ms", c["last_proxy_ms"], f"PUT p50 {c['put_ms']['p50']} ms")
     if "restart" in results:
         r = results["restart"]
@@ -511,6 +585,17 @@ def print_table(results: dict) -> None:
     for scenario, metric, p50, p99, mx, note in rows(results):
         f = lambda v: "-" if v is None else str(v)  # noqa: E731
         print(f"{scenario:<10} {metric:<26} {f(p50):>8} {f(p99):>8} {f(mx):>8}  {note}")
+    if "aborted" in results:
+        print(f"ABORTED: {results['aborted']}; fleet status {results['connect'].get('status')}")
+
+
+def _progress(what: str, result: dict) -> dict:
+    print(f"[fleet] {what}: {json.dumps(result)}", file=sys.stderr, flush=True)
+    return result
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")   # so that `finally` stops the fleet and the CP
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -519,6 +604,7 @@ SCENARIOS = ("connect", "policy", "churn", "restart")
 
 
 def main() -> None:
+    global QUIET
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proxies", type=int, default=100)
     parser.add_argument("--processes", type=int, default=2, help="fleet processes (each its own event loop)")
@@ -528,6 +614,11 @@ def main() -> None:
     parser.add_argument("--auth", choices=("none", "token"), default="none", help="dataplane tokens on the ADS stream")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--churn-seconds", type=int, default=20)
+    parser.add_argument("--py-spy", metavar="PATH", help="a py-spy binary: profile the CP in every phase")
+    parser.add_argument("--profile-dir", help="where the profiles go (default: a new temporary directory)")
+    parser.add_argument("--cp-log-level", default="warning")
+    parser.add_argument("--work-dir", help="the CP's work dir, kept afterwards (default: a temporary one, removed)")
+    parser.add_argument("--quiet", type=float, default=QUIET, help="seconds without responses that end a phase")
     parser.add_argument("--sample", type=int, default=20, help="proxies checked against the CP's _config")
     args = parser.parse_args()
     scenarios = SCENARIOS if args.scenario == "all" else tuple(s.strip() for s in args.scenario.split(","))
@@ -535,15 +626,18 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown scenario {', '.join(sorted(unknown))}; choose from all, {', '.join(SCENARIOS)}")
 
+    signal.signal(signal.SIGTERM, _terminate)
+    QUIET = args.quiet
     n = args.proxies
     services = service_count(n)
     names = [f"dp-{i}" for i in range(n)]
     sample = names[:: max(1, n // args.sample)][: args.sample]
     results: dict[str, Any] = {"checks": {}}
     with tempfile.TemporaryDirectory(prefix="kuma-fleet-") as tmp:
-        work = Path(tmp)
+        work = Path(args.work_dir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         env = {"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "none"} if args.auth == "none" else {}
-        cp = Cp(work, env)
+        cp = Cp(work, env, args.cp_log_level)
         fleet = None
         try:
             results["cp_start_s"] = round(cp.start(), 3)
@@ -560,26 +654,28 @@ def main() -> None:
                               delta=args.delta, nack_every=args.nack_every, watch_cluster=WATCHED, tokens=tokens,
                               keep_raw=frozenset(sample))
             fleet = Fleet(names, args.processes, opts)
-            bench = Bench(args, cp, api, fleet, sample)
-            results["connect"] = bench.connect()
-            results["idle"] = bench.idle()
-            results["checks"]["connect"] = check(fleet, api, sample)
-            if "policy" in scenarios:
-                results["policy"] = bench.policy()
-                results["checks"]["policy"] = check(fleet, api, sample)
-            if "churn" in scenarios:
-                results["churn"] = bench.churn()
-                results["checks"]["churn"] = check(fleet, api, sample)
-            if "restart" in scenarios:
-                results["restart"] = bench.restart()
-                results["checks"]["restart"] = check(fleet, api, sample)
-        except Exception:
+            profiler = Profiler(args.py_spy, Path(args.profile_dir or tempfile.mkdtemp(prefix="fleet-profile-")))
+            bench = Bench(args, cp, api, fleet, profiler)
+            results["connect"] = _progress("connect", bench.connect())
+            if results["connect"]["timed_out"]:
+                results["aborted"] = "the fleet never got in sync after connecting: no further scenario"
+            else:
+                results["idle"] = _progress("idle", bench.idle())
+                results["checks"]["connect"] = _progress("check", check(fleet, api, sample))
+                for scenario in ("policy", "churn", "restart"):
+                    if scenario in scenarios:
+                        results[scenario] = _progress(scenario, getattr(bench, scenario)())
+                        results["checks"][scenario] = _progress("check", check(fleet, api, sample))
+        except BaseException:
             print(cp.log_tail(), file=sys.stderr)
             raise
         finally:
             if fleet is not None:
                 fleet.stop()
             cp.stop()
+            log = [line for line in cp.log_tail(400).splitlines() if "waitress.queue" not in line]
+            if log:
+                print("[fleet] kuma-cp log (warnings and errors, last 40):\n" + "\n".join(log[-40:]), file=sys.stderr)
     print(f"fleet: {n} proxies in {args.processes} processes, {services} services, "
           f"{'delta' if args.delta else 'state of the world'} xDS, dataplane auth {args.auth}"
           + (f", NACK every {args.nack_every}" if args.nack_every else ""))

@@ -108,7 +108,11 @@ def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> 
         name=name, address=_address(inbound.address, inbound.port),
         traffic_direction=base_pb2.INBOUND,
         metadata=tags_metadata(names.TAGS_METADATA_KEY, inbound.tags))
-    listener.enable_reuse_port.value = REUSE_PORT_FEATURE in proxy.features
+    # Never SO_REUSEPORT, although kuma-dp offers it (feature-reuse-port) and Kuma uses it: a policy
+    # change replaces the listener, and with reuse-port the kernel keeps handing new connections to
+    # the draining old listener for the whole drain time (30 s), so an Allow or Deny would apply only
+    # to some connections. Without it the new listener takes over the socket at once.
+    listener.enable_reuse_port.value = False
     app_filter = _inbound_filter(inbound, name, snapshot, proxy)
     mtls = snapshot.mtls
     if mtls is None:

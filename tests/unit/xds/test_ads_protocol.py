@@ -122,6 +122,15 @@ def test_state_of_the_world(env) -> None:
         await c.send(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["web"],
                                                     version_info=eds.version_info, response_nonce=eds.nonce))
         assert await c.nothing()
+        # the same request again is Envoy re-subscribing (an updated cluster warms up until it has
+        # its endpoints): it is answered although nothing changed
+        await c.send(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["web"],
+                                                    version_info=eds.version_info, response_nonce=eds.nonce))
+        again = await c.recv()
+        assert again.type_url == ENDPOINT and again.version_info == eds.version_info and len(again.resources) == 1
+        await c.send(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["web"],
+                                                    version_info=again.version_info, response_nonce=again.nonce))
+        assert await c.nothing()
         # a store change reaches the proxy without any polling: a new service -> new cluster
         manager.create(_dp("api-1", "api", 9090))
         pushed = await c.recv()
