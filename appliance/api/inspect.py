@@ -79,9 +79,62 @@ class XdsConfig:
         _reply(resp, {"xds": xds})
 
 
+def _online(manager: ResourceManager, mesh: str, name: str) -> bool:
+    insight = manager.get("DataplaneInsight", mesh, name)
+    subs = (insight.content.get("subscriptions") if insight else None) or []
+    return bool(subs) and not subs[-1].get("disconnectTime")
+
+
+def mesh_insight(manager: ResourceManager, mesh: Any) -> dict[str, Any]:
+    """Kuma's MeshInsight, computed from the store when asked (not a stored resource here)."""
+    dataplanes = manager.list(ListQuery(type="Dataplane", mesh=mesh.name)).items
+    online = sum(1 for d in dataplanes if _online(manager, mesh.name, d.name))
+    counts = {"total": len(dataplanes), "online": online, "offline": len(dataplanes) - online,
+              "partiallyDegraded": 0}
+    policies: dict[str, dict[str, int]] = {}
+    resources: dict[str, dict[str, int]] = {}
+    for rtype in registry.ALL_TYPES:
+        if rtype.scope != "Mesh" or rtype.read_only:
+            continue
+        total = manager.store.count(rtype.name, mesh.name)
+        if not total:
+            continue
+        resources[rtype.name] = {"total": total}
+        if rtype.policy:
+            policies[rtype.name] = {"total": total}
+    backend = ((mesh.content.get("mtls") or {}).get("enabledBackend")) or ""
+    return {"type": "MeshInsight", "name": mesh.name, "creationTime": mesh.creation_time,
+            "modificationTime": mesh.modification_time, "lastSync": mesh.modification_time,
+            "dataplanes": counts, "dataplanesByType": {"standard": counts},
+            "policies": policies, "resources": resources,
+            "mTLS": {"issuedBackends": {backend: counts} if backend else {}}}
+
+
+class MeshInsights:
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        meshes = self.manager.list(ListQuery(type="Mesh")).items
+        _reply(resp, {"total": len(meshes), "items": [mesh_insight(self.manager, m) for m in meshes], "next": None})
+
+
+class MeshInsightItem:
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        mesh = self.manager.get("Mesh", "", name)
+        if mesh is None:
+            raise KumaError(404, "Could not retrieve a resource", "Not found")
+        _reply(resp, mesh_insight(self.manager, mesh))
+
+
 def add_routes(app: falcon.App, manager: ResourceManager, inspector: XdsInspector | None) -> None:
     app.add_route("/meshes/{mesh}/dataplanes/_overview", OverviewList(manager))
     app.add_route("/meshes/{mesh}/dataplanes+insights", OverviewList(manager))
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_overview", OverviewItem(manager))
     app.add_route("/meshes/{mesh}/dataplanes+insights/{name}", OverviewItem(manager))
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_config", XdsConfig(manager, inspector))
+    app.add_route("/mesh-insights", MeshInsights(manager))
+    app.add_route("/mesh-insights/{name}", MeshInsightItem(manager))

@@ -87,10 +87,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.observer.connected(key, node, delta, stats)
         return watch
 
-    # --- state of the world --------------------------------------------------------------------
-    async def StreamAggregatedResources(self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
-                                        context: grpc.aio.ServicerContext
-                                        ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+    async def _stream(self, request_iterator: AsyncIterator, context: grpc.aio.ServicerContext, delta: bool,
+                      on_request: Callable, on_change: Callable) -> AsyncIterator:
+        """One ADS stream: requests and store changes, handled one at a time, in arrival order."""
         queue: asyncio.Queue = asyncio.Queue()
         reader = asyncio.ensure_future(_pump(request_iterator, queue))
         watch: ProxyWatch | None = None
@@ -108,14 +107,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     waiter = None
                     watch.changed.clear()
                     await self.cache.prepare(watch)
-                    for response in self._sotw_push(watch, states, stats, only_changed=True):
+                    for response in on_change(watch, states, stats):
                         yield response
                     continue
-                request: discovery_pb2.DiscoveryRequest = item
                 if watch is None:
-                    watch = await self._open(request.node.id, request.node, context, False, stats)
+                    watch = await self._open(item.node.id, item.node, context, delta, stats)
                 await self.cache.prepare(watch)
-                for response in self._sotw_request(watch, states, stats, request):
+                for response in on_request(watch, states, stats, item):
                     yield response
         finally:
             reader.cancel()
@@ -124,6 +122,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if watch is not None:
                 self.cache.unwatch(watch)
                 self.observer.disconnected(watch.key)
+
+    # --- state of the world --------------------------------------------------------------------
+    async def StreamAggregatedResources(self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+                                        context: grpc.aio.ServicerContext
+                                        ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        # grpc.aio wants an async generator function here, hence the loop
+        async for response in self._stream(request_iterator, context, False, self._sotw_request, self._sotw_push):
+            yield response
 
     def _sotw_request(self, watch: ProxyWatch, states: dict[str, _TypeState], stats: StreamStats,
                       request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
@@ -162,8 +168,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         response = self._sotw_response(watch, t, state, stats, force=not request.response_nonce)
         return [response] if response else []
 
-    def _sotw_push(self, watch: ProxyWatch, states: dict[str, _TypeState], stats: StreamStats,
-                   only_changed: bool) -> list[discovery_pb2.DiscoveryResponse]:
+    def _sotw_push(self, watch: ProxyWatch, states: dict[str, _TypeState],
+                   stats: StreamStats) -> list[discovery_pb2.DiscoveryResponse]:
         out = []
         for t in PUSH_ORDER:
             state = states.get(t)
@@ -191,47 +197,22 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def DeltaAggregatedResources(self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
                                        context: grpc.aio.ServicerContext
                                        ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        queue: asyncio.Queue = asyncio.Queue()
-        reader = asyncio.ensure_future(_pump(request_iterator, queue))
-        watch: ProxyWatch | None = None
-        waiter: asyncio.Task | None = None
-        states: dict[str, _TypeState] = {}
-        stats = StreamStats()
-        try:
-            while True:
-                if watch is not None and waiter is None:
-                    waiter = asyncio.ensure_future(_wait_then_put(watch.changed.wait, queue))
-                item = await queue.get()
-                if item is _END:
-                    return
-                if item is _CHANGED:
-                    waiter = None
-                    watch.changed.clear()
-                    await self.cache.prepare(watch)
-                    for t in PUSH_ORDER:
-                        state = states.get(t)
-                        if state and state.subscribed:
-                            response = self._delta_response(watch, t, state, stats)
-                            if response:
-                                yield response
-                    continue
-                request: discovery_pb2.DeltaDiscoveryRequest = item
-                if watch is None:
-                    watch = await self._open(request.node.id, request.node, context, True, stats)
-                await self.cache.prepare(watch)
-                response = self._delta_request(watch, states, stats, request)
+        async for response in self._stream(request_iterator, context, True, self._delta_request, self._delta_push):
+            yield response
+
+    def _delta_push(self, watch: ProxyWatch, states: dict[str, _TypeState],
+                    stats: StreamStats) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        out = []
+        for t in PUSH_ORDER:
+            state = states.get(t)
+            if state and state.subscribed:
+                response = self._delta_response(watch, t, state, stats)
                 if response:
-                    yield response
-        finally:
-            reader.cancel()
-            if waiter:
-                waiter.cancel()
-            if watch is not None:
-                self.cache.unwatch(watch)
-                self.observer.disconnected(watch.key)
+                    out.append(response)
+        return out
 
     def _delta_request(self, watch: ProxyWatch, states: dict[str, _TypeState], stats: StreamStats,
-                       request: discovery_pb2.DeltaDiscoveryRequest) -> discovery_pb2.DeltaDiscoveryResponse | None:
+                       request: discovery_pb2.DeltaDiscoveryRequest) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         t = request.type_url
         state = states.get(t)
         if state is None:
@@ -244,7 +225,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 state.names = frozenset()
         if request.response_nonce:
             if request.response_nonce != state.nonce:
-                return None
+                return []
             if request.HasField("error_detail"):
                 stats.nacks[t] = stats.nacks.get(t, 0) + 1
                 stats.last_nack = request.error_detail.message
@@ -270,9 +251,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 state.sent.pop(name, None)
         state.subscribed = True
         if request.response_nonce and not subscribe and not request.resource_names_unsubscribe:
-            return None  # a plain ACK/NACK
+            return []  # a plain ACK/NACK
         # a fresh subscription gets an answer even when empty; a resumed one only what it lacks
-        return self._delta_response(watch, t, state, stats, force=not request.response_nonce and not state.sent)
+        response = self._delta_response(watch, t, state, stats, force=not request.response_nonce and not state.sent)
+        return [response] if response else []
 
     def _delta_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats,
                         force: bool = False) -> discovery_pb2.DeltaDiscoveryResponse | None:

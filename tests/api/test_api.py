@@ -220,3 +220,12 @@ def test_dataplane_and_zone_tokens(api) -> None:
     assert r.status_code == 200
     assert issuer.verify_zone_token(api.store, r.text)["Scope"] == ["egress"]
     assert api.post("/tokens/zone", {"zone": "default"}).status_code == 400
+
+
+def test_mesh_insights(api) -> None:
+    assert api.put("/meshes/default/dataplanes/web-1", DP).status_code == 201
+    insight = api.get("/mesh-insights/default").json()
+    assert insight["dataplanes"] == {"total": 1, "online": 0, "offline": 1, "partiallyDegraded": 0}
+    assert insight["policies"]["MeshTimeout"]["total"] >= 1
+    assert [i["name"] for i in api.get("/mesh-insights").json()["items"]] == ["default"]
+    assert api.get("/mesh-insights/nope").status_code == 404

@@ -169,11 +169,13 @@ class FakeEnvoy:
         token = opts.tokens.get(name)
         self.metadata = (("authorization", token),) if token else None
         if opts.delta:
-            self.method = channel.stream_stream(_DELTA, request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
-                                                response_deserializer=_delta_response)
+            self.method = channel.stream_stream(
+                _DELTA, request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+                response_deserializer=_delta_response)
         else:
-            self.method = channel.stream_stream(_SOTW, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-                                                response_deserializer=_sotw_response)
+            self.method = channel.stream_stream(
+                _SOTW, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                response_deserializer=_sotw_response)
         self.keep_raw = name in opts.keep_raw
         # what this Envoy applied (ACKed), and what the CP sent last (NACKed or not)
         self.accepted: dict[str, dict[str, Info]] = {t: {} for t in TYPES}
@@ -498,6 +500,7 @@ class _Worker:
                 "complete": sum(bool(c.first_complete_t) for c in cs),
                 "synced": sum(c.synced() for c in cs),
                 "responded_since": sum(c.stream_first_recv_t >= since for c in cs) if since else 0,
+                "updated_since": sum(c.last_recv >= since for c in cs) if since else 0,
                 "responses": sum(c.responses for c in cs), "nacks": sum(c.nacks for c in cs),
                 "reconnects": sum(max(0, c.stream_no - 1) for c in cs),
                 "last_recv": max((c.last_recv for c in cs), default=0.0), "errors": errors}

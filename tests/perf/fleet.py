@@ -24,6 +24,7 @@ Prints a table and one JSON line. CP and fleet share the machine: on 2 cores the
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing
 import os
@@ -139,7 +140,7 @@ class Profiler:
 
     def __init__(self, binary: str | None, out_dir: Path) -> None:
         self.binary, self.out_dir = binary, out_dir
-        self.summaries: dict[str, list[tuple[str, float]]] = {}
+        self.files: dict[str, Path] = {}
         if binary:
             out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -157,14 +158,23 @@ class Profiler:
         finally:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(30)
+                proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            if path.exists():
-                self.summaries[name] = top_frames(path)
-                print(f"[fleet] CP profile of {name}: {path}; inclusive share of samples:", file=sys.stderr)
-                for frame, share in self.summaries[name]:
-                    print(f"    {share:5.1f} %  {frame}", file=sys.stderr)
+                proc.wait()
+            self.files[name] = path
+
+    def report(self) -> dict[str, list[tuple[str, float]]]:
+        """Per phase, the functions on most samples (inclusive %), printed to stderr and returned."""
+        out = {}
+        for name, path in self.files.items():
+            if not path.exists():
+                continue
+            out[name] = top_frames(path)
+            print(f"[fleet] CP profile of {name} ({path}), share of samples:", file=sys.stderr)
+            for frame, share in out[name]:
+                print(f"    {share:5.1f} %  {frame}", file=sys.stderr)
+        return out
 
 
 def top_frames(path: Path, count: int = 25) -> list[tuple[str, float]]:
@@ -179,7 +189,7 @@ def top_frames(path: Path, count: int = 25) -> list[tuple[str, float]]:
         seen = set()
         for frame in stack.split(";"):
             name, _, where = frame.partition(" (")
-            key = f"{name} ({where.rsplit(':', 1)[0]})" if where else name
+            key = frame if name == "thread" else f"{name} ({where.rsplit(':', 1)[0]})" if where else name
             if key not in seen:
                 seen.add(key)
                 inclusive[key] = inclusive.get(key, 0) + int(n)
@@ -269,7 +279,8 @@ class Fleet:
     def status(self, since: float = 0.0) -> dict:
         parts = self.call("status", since)
         total = {k: sum(p[k] for p in parts) for k in ("clients", "connected", "complete", "synced",
-                                                         "responded_since", "responses", "nacks", "reconnects")}
+                                                         "responded_since", "updated_since", "responses", "nacks",
+                                                         "reconnects")}
         total["last_recv"] = max(p["last_recv"] for p in parts)
         errors: dict[str, int] = {}
         for p in parts:
@@ -295,17 +306,21 @@ class Fleet:
 QUIET = 1.0   # seconds without any response that count as "the CP is done" (--quiet)
 
 
-def wait_synced(fleet: Fleet, timeout: float, quiet: float | None = None, since: float = 0.0) -> dict:
-    """Until every proxy is synced (and answered since `since`) and no response came for `quiet` s."""
+def wait_synced(fleet: Fleet, timeout: float, start: float, updated: int = 0, new_streams: bool = False,
+                quiet: float | None = None) -> dict:
+    """Until every proxy is synced, at least `updated` proxies got a response since `start` (all of them
+    on a new stream with `new_streams`), and no response came for `quiet` seconds, counted from `start`
+    at the earliest (a CP that has not begun to push is not a quiet one)."""
     n = len(fleet.names)
     quiet = QUIET if quiet is None else quiet
     deadline = time.monotonic() + timeout
     last_responses = -1
     while True:
-        s = fleet.status(since)
+        s = fleet.status(start)
         now = time.monotonic()
-        ready = s["synced"] == n and (not since or s["responded_since"] == n)
-        if ready and now - s["last_recv"] >= quiet and s["responses"] == last_responses:
+        ready = (s["synced"] == n and s["updated_since"] >= updated
+                 and (not new_streams or s["responded_since"] == n))
+        if ready and now - max(s["last_recv"], start) >= quiet and s["responses"] == last_responses:
             s["timed_out"] = False
             return s
         if now > deadline:
@@ -354,7 +369,7 @@ _KIND = {"Listener": "LDS", "Cluster": "CDS", "ClusterLoadAssignment": "EDS", "R
 def check(fleet: Fleet, api: Api, sample: list[str]) -> dict:
     """Nothing lost or stuck: every proxy synced; the sample holds what the CP's `_config` says."""
     from google.protobuf import json_format
-    import appliance.xds.generate  # noqa: F401  (registers every message type the CP packs into Any)
+    importlib.import_module("appliance.xds.generate")   # registers every message type the CP packs into Any
     classes = {"CDS": fc.cluster_pb2.Cluster, "EDS": fc.endpoint_pb2.ClusterLoadAssignment,
                "LDS": fc.listener_pb2.Listener, "RDS": fc.route_pb2.RouteConfiguration, "SDS": fc.secret_pb2.Secret}
     resources: dict = {}
@@ -404,14 +419,15 @@ class Bench:
         with self.profiler.phase("connect", self.cp.proc.pid):
             t0 = time.monotonic()
             self.fleet.call("start")
-            status = wait_synced(self.fleet, self.timeout)
+            status = wait_synced(self.fleet, self.timeout, t0, updated=self.n)
         data = self.fleet.merged("connect")
         firsts = [c - o for o, c, _ in data.values() if c]
         done = [c for _, c, _ in data.values() if c]
         out = {"first_config_ms": dist(firsts), "all_complete_s": round(max(done) - t0, 3) if done else None,
                "incomplete": self.n - len(firsts),
                "bytes_per_proxy": round(statistics.mean(b for _, c, b in data.values() if c)) if firsts else 0,
-               "cp_cpu_s": round(self.cp.cpu_seconds() - cpu0, 2), "fleet_cpu_s": round(self.fleet.cpu_seconds() - fleet0, 2),
+               "cp_cpu_s": round(self.cp.cpu_seconds() - cpu0, 2),
+               "fleet_cpu_s": round(self.fleet.cpu_seconds() - fleet0, 2),
                "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"], "errors": status["errors"],
                "reconnects": status["reconnects"]}
         if status["timed_out"]:
@@ -429,13 +445,14 @@ class Bench:
         return {"seconds": seconds, "cp_cpu_pct": round(100 * cpu / wall, 2), "cp_rss_mb": round(self.cp.rss_mb(), 1),
                 "responses_during_idle": after["responses"] - before["responses"]}
 
-    def _change(self, phase: str, method: str, path: str, body: Any, ok: Iterable[int] = (200, 201)) -> dict:
+    def _change(self, phase: str, method: str, path: str, body: Any, updated: int) -> dict:
+        """A change that must reach `updated` proxies (each gets at least one response)."""
         with self.profiler.phase(phase, self.cp.proc.pid):
             t0 = time.monotonic()
             cpu0 = self.cp.cpu_seconds()
-            self.api.call(method, path, body, ok)
+            self.api.call(method, path, body)
             t1 = time.monotonic()
-            status = wait_synced(self.fleet, self.timeout)
+            status = wait_synced(self.fleet, self.timeout, t0, updated=updated)
         events = self.fleet.merged("events", t0)
         out = push_figures(events, t1, t0, self.n)
         out.update(put_ms=round((t1 - t0) * 1000, 1), cp_cpu_s=round(self.cp.cpu_seconds() - cpu0, 2),
@@ -444,13 +461,14 @@ class Bench:
 
     def policy(self) -> dict:
         out: dict[str, Any] = {}
-        out["mtls_on"] = self._change("mtls-on", "PUT", f"/meshes/{MESH}", MESH_MTLS)
+        out["mtls_on"] = self._change("mtls-on", "PUT", f"/meshes/{MESH}", MESH_MTLS, self.n)
         out["mtls_on"]["cp_rss_mb"] = round(self.cp.rss_mb(), 1)
         self.mtls = True
         rounds = [("create allow-all", None), ("add Deny from svc-1", "svc-1"), ("remove the Deny", None)]
         out["rounds"] = []
         for k, (what, deny) in enumerate(rounds, 1):
-            r = self._change(f"policy-{k}", "PUT", f"/meshes/{MESH}/meshtrafficpermissions/fleet-allow", mtp("fleet-allow", deny))
+            r = self._change(f"policy-{k}", "PUT", f"/meshes/{MESH}/meshtrafficpermissions/fleet-allow",
+                             mtp("fleet-allow", deny), self.n)
             r["change"] = what
             out["rounds"].append(r)
         out["cp_rss_mb"] = round(self.cp.rss_mb(), 1)
@@ -481,7 +499,7 @@ class Bench:
         changes: list[tuple[float, float, int]] = []   # (start, answered, svc-0 endpoints after it)
         with self.profiler.phase("churn", self.cp.proc.pid):
             t_begin, cpu_pct = self._churn(self.args.churn_seconds, services, base, changes)
-        status = wait_synced(self.fleet, self.timeout)
+        status = wait_synced(self.fleet, self.timeout, changes[-1][0] if changes else t_begin)
         events = self.fleet.merged("events", t_begin)
         eds = fc.TYPES.index(fc.EDS)
         latencies, last_per_change, missed, nacked = [], [], 0, 0
@@ -492,7 +510,7 @@ class Bench:
             for name in affected:
                 hit = next((e for e in events[name] if e[0] == eds and e[1] >= t0 and e[5] == expected), None)
                 if hit is None or hit[1] >= until:
-                    missed += 1
+                    missed += 1   # never held this state: coalesced with the next change (or lost: see the check)
                     continue
                 if hit[4]:
                     nacked += 1   # delivered, refused by the fake Envoy: no ACK to time
@@ -506,7 +524,8 @@ class Bench:
             for e in evs:
                 types[fc.SHORT[e[0]]] = types.get(fc.SHORT[e[0]], 0) + 1
         return {"changes": len(changes), "affected_proxies": len(affected), "eds_ack_ms": dist(latencies),
-                "last_proxy_ms": dist(last_per_change), "missed": missed, "nacked": nacked, "responses_by_type": types,
+                "last_proxy_ms": dist(last_per_change), "not_seen": missed, "nacked": nacked,
+                "responses_by_type": types,
                 "put_ms": dist([t1 - t0 for t0, t1, _ in changes]), "cp_cpu_pct": round(cpu_pct, 1),
                 "bytes_per_proxy_per_change": round(bytes_total / max(1, self.n) / max(1, len(changes))),
                 "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"]}
@@ -520,7 +539,7 @@ class Bench:
         # delta without mTLS may legitimately send nothing to a resumed proxy: then only "synced" counts
         need_answer = not self.args.delta or self.mtls
         with self.profiler.phase("restart", self.cp.proc.pid):
-            status = wait_synced(self.fleet, self.timeout, since=t_kill if need_answer else 0.0)
+            status = wait_synced(self.fleet, self.timeout, t_kill, new_streams=need_answer)
         streams = self.fleet.merged("streams")
         events = self.fleet.merged("events", t_kill)
         reconnect = [first - t_ready for _, _, first, _ in streams.values() if first >= t_kill]
@@ -550,7 +569,8 @@ def rows(results: dict) -> list[tuple]:
     if "idle" in results:
         i = results["idle"]
         out.append(("idle", f"CP over {i['seconds']} s", None, None, None,
-                    f"CPU {i['cp_cpu_pct']} % of a core, RSS {i['cp_rss_mb']} MB, responses {i['responses_during_idle']}"))
+                    f"CPU {i['cp_cpu_pct']} % of a core, RSS {i['cp_rss_mb']} MB, "
+                    f"responses {i['responses_during_idle']}"))
     if "policy" in results:
         p = results["policy"]
         m = p["mtls_on"]
@@ -564,8 +584,9 @@ def rows(results: dict) -> list[tuple]:
     if "churn" in results:
         c = results["churn"]
         add("churn", "PUT -> EDS ACK ms", c["eds_ack_ms"],
-            f"{c['changes']} changes x {c['affected_proxies']} proxies, missed {c['missed']}, NACKed {c['nacked']}, "
-            f"CP CPU {c['cp_cpu_pct']} %, {c['bytes_per_proxy_per_change']} B/proxy/change, {c['responses_by_type']}")
+            f"{c['changes']} changes x {c['affected_proxies']} proxies, not seen {c['not_seen']}, "
+            f"NACKed {c['nacked']}, CP CPU {c['cp_cpu_pct']} %, {c['bytes_per_proxy_per_change']} B/proxy/change, "
+            f"{c['responses_by_type']}")
         add("churn", "PUT -> last proxy ms", c["last_proxy_ms"], f"PUT p50 {c['put_ms']['p50']} ms")
     if "restart" in results:
         r = results["restart"]
@@ -639,6 +660,8 @@ def main() -> None:
         env = {"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "none"} if args.auth == "none" else {}
         cp = Cp(work, env, args.cp_log_level)
         fleet = None
+        profiler = Profiler(args.py_spy, Path(args.profile_dir or tempfile.mkdtemp(prefix="fleet-profile-"))
+                            if args.py_spy else work)
         try:
             results["cp_start_s"] = round(cp.start(), 3)
             api = Api(cp.url)
@@ -654,7 +677,6 @@ def main() -> None:
                               delta=args.delta, nack_every=args.nack_every, watch_cluster=WATCHED, tokens=tokens,
                               keep_raw=frozenset(sample))
             fleet = Fleet(names, args.processes, opts)
-            profiler = Profiler(args.py_spy, Path(args.profile_dir or tempfile.mkdtemp(prefix="fleet-profile-")))
             bench = Bench(args, cp, api, fleet, profiler)
             results["connect"] = _progress("connect", bench.connect())
             if results["connect"]["timed_out"]:
@@ -666,16 +688,16 @@ def main() -> None:
                     if scenario in scenarios:
                         results[scenario] = _progress(scenario, getattr(bench, scenario)())
                         results["checks"][scenario] = _progress("check", check(fleet, api, sample))
-        except BaseException:
-            print(cp.log_tail(), file=sys.stderr)
-            raise
         finally:
             if fleet is not None:
                 fleet.stop()
             cp.stop()
+            # the CP's own account (warnings and errors at the default level); waitress's queue notes are noise
             log = [line for line in cp.log_tail(400).splitlines() if "waitress.queue" not in line]
             if log:
-                print("[fleet] kuma-cp log (warnings and errors, last 40):\n" + "\n".join(log[-40:]), file=sys.stderr)
+                print("[fleet] kuma-cp log (last 40 lines):\n" + "\n".join(log[-40:]), file=sys.stderr)
+            if args.py_spy:
+                results["profile"] = {k: v[:12] for k, v in profiler.report().items()}
     print(f"fleet: {n} proxies in {args.processes} processes, {services} services, "
           f"{'delta' if args.delta else 'state of the world'} xDS, dataplane auth {args.auth}"
           + (f", NACK every {args.nack_every}" if args.nack_every else ""))
