@@ -28,6 +28,8 @@ test-fast: $(DEVSTAMP)
 
 bench: $(DEVSTAMP)
 	$(BIN)/python tests/perf/api_bench.py
+	$(BIN)/python tests/perf/generate_bench.py
+	$(BIN)/python tests/perf/fleet.py --proxies 100 --scenario all
 
 # The frozen build (build/freeze.py): its own venv in build/out/venv, pinned by build/constraints.txt,
 # offline once `make wheels` has filled build/wheelhouse. ENVOY=none leaves Envoy out of the tarball.

@@ -226,9 +226,9 @@ def test_tarball_installs_twice_into_a_folder(binary: Path, tmp_path: Path) -> N
     second = _run(["sh", str(top / "install.sh")], env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert (root / "etc/kuma/kuma-cp.conf.yaml").read_text() == "# edited by the operator\n"
-    for unit in ("kuma-cp.service", "kuma-dp@.service"):
+    for unit, kill_mode in (("kuma-cp.service", "control-group"), ("kuma-dp@.service", "mixed")):
         text = (root / "etc/systemd/system" / unit).read_text()
-        assert "KillMode=control-group" in text and "TMPDIR=" in text
+        assert f"KillMode={kill_mode}" in text and "TMPDIR=" in text
     assert (root / "var/lib/kuma/tmp").is_dir()
     kumactl = root / "opt/kuma/bin/kumactl"
     assert kumactl.readlink() == Path("kuma-cp")

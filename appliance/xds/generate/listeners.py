@@ -23,7 +23,6 @@ from appliance.xds.generate.clusters import INBOUND_IDLE_TIMEOUT
 from appliance.xds.generate._proto import pack, seconds, tags_metadata
 from appliance.xds.model import Inbound, MeshSnapshot, Outbound, Proxy
 
-REUSE_PORT_FEATURE = "feature-reuse-port"
 # DefaultInboundTimeout's stream idle timeout (pkg/defaults/mesh/meshtimeout.go); MeshTimeout refines it.
 INBOUND_STREAM_IDLE_TIMEOUT = 3600
 
