@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import time
 import uuid
 from typing import Any
@@ -46,9 +47,14 @@ def token_key_id(token: str) -> str:
         raise InvalidToken(f"could not parse token: {e}") from e
 
 
+@functools.lru_cache(maxsize=256)
+def _public_key(key_pem: bytes) -> Any:
+    # loading an RSA private key costs tens of ms; every proxy stream verifies a token
+    return serialization.load_pem_private_key(key_pem, password=None).public_key()
+
+
 def verify(token: str, key_pem: bytes) -> dict[str, Any]:
-    private = serialization.load_pem_private_key(key_pem, password=None)
-    public = private.public_key()
+    public = _public_key(key_pem)
     try:
         return jwt.decode(token, public, algorithms=["RS256"], options={"require": ["exp"]})  # type: ignore[arg-type]
     except jwt.PyJWTError as e:
