@@ -6,7 +6,7 @@ schema is api/common/v1alpha1 as kubebuilder renders it into every policy's rest
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from appliance.policies._common import (
     Errors, INT, STR, STR_MAP, arr, as_dict, as_list, as_str, dns1123_subdomain_errors, enum, join, key, obj,
@@ -242,3 +242,28 @@ def spiffe_id_error(value: str) -> str:
         if any(not _PATH_SEGMENT.fullmatch(c) for c in segment):
             return "path segment characters are limited to letters, numbers, dots, dashes, and underscores"
     return ""
+
+
+def validate_rule_matches(matches: list[Any], match_path: Callable[[int], str]) -> tuple[Errors, bool]:
+    """A rule's `matches[]`: each needs a spiffeID or an SNI, spiffeID with type Exact or Prefix.
+
+    Returns the errors and whether any match is by spiffeID. `match_path(i)` is where match i is
+    reported: Kuma's policies disagree on it, and we keep each one's paths.
+    """
+    out: Errors = []
+    has_spiffe_id = False
+    for i, match in enumerate(matches):
+        path, match = match_path(i), as_dict(match)
+        out += validate_match(match, path)
+        if match.get("spiffeID") is None and match.get("sni") is None:
+            out.append((path, "must specify at least one of 'spiffeID' or 'sni'"))
+            continue
+        if match.get("spiffeID") is not None:
+            has_spiffe_id = True
+            kind = as_dict(match["spiffeID"]).get("type") or ""
+            if kind == "":
+                out.append((join(path, "spiffeID.type"), "must be set"))
+            elif kind not in ("Exact", "Prefix"):
+                out.append((join(path, "spiffeID.type"),
+                            f'unrecognized type "{kind}", supported values are: Exact, Prefix'))
+    return out, has_spiffe_id

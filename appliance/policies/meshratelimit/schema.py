@@ -9,7 +9,7 @@ from appliance.policies._common import (
 )
 from appliance.policies._targetref import (
     DATAPLANE, MATCH, MESH, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET,
-    TARGET_REF, affects_inbounds, includes_gateways, top_level_deprecations, validate_match, validate_target_ref,
+    TARGET_REF, affects_inbounds, includes_gateways, top_level_deprecations, validate_rule_matches, validate_target_ref,
 )
 
 KIND = "MeshRateLimit"
@@ -79,21 +79,9 @@ def validate(spec: dict[str, Any]) -> Errors:
 
 def _validate_rule(path: str, rule: dict[str, Any]) -> Errors:
     out: Errors = []
-    has_spiffe_id = False
-    for i, match in enumerate(as_list(rule.get("matches"))):
-        match_path, match = index(join(path, "matches"), i), as_dict(match)
-        out += validate_match(match, match_path)
-        if match.get("spiffeID") is None and match.get("sni") is None:
-            out.append((match_path, "must specify at least one of 'spiffeID' or 'sni'"))
-            continue
-        if match.get("spiffeID") is not None:
-            has_spiffe_id = True
-            kind = as_dict(match["spiffeID"]).get("type") or ""
-            if kind == "":
-                out.append((join(match_path, "spiffeID.type"), "must be set"))
-            elif kind not in ("Exact", "Prefix"):
-                out.append((join(match_path, "spiffeID.type"),
-                            f'unrecognized type "{kind}", supported values are: Exact, Prefix'))
+    errors, has_spiffe_id = validate_rule_matches(as_list(rule.get("matches")),
+                                                  lambda i: index(join(path, "matches"), i))
+    out += errors
     # A TCP connection limit is shared by all clients, so it cannot depend on who connects.
     if has_spiffe_id and as_dict(as_dict(rule.get("default")).get("local")).get("tcp") is not None:
         out.append((join(path, "default.local.tcp"), _SPIFFE_MESSAGE))
