@@ -129,6 +129,21 @@ def select(policies: Sequence[Policy], proxy: Proxy) -> Selection:
                      {key: tuple(sort_policies(ps)) for key, ps in by_inbound.items()})
 
 
+def service_selected(ref: dict[str, Any], tags: dict[str, str]) -> bool:
+    """matchers.serviceSelectedByTargetRef: does a top-level targetRef pick a service with these tags?
+    (How a zone egress selects policies for an external service.)"""
+    kind = ref.get("kind")
+    if kind == "Mesh":
+        return True
+    if kind == "MeshSubset":
+        return _tags_match(ref.get("tags") or {}, tags)
+    if kind == "MeshService":
+        return (ref.get("name") or "") == tags.get(SERVICE_TAG)
+    if kind == "MeshServiceSubset":
+        return (ref.get("name") or "") == tags.get(SERVICE_TAG) and _tags_match(ref.get("tags") or {}, tags)
+    return False
+
+
 # --- merging -----------------------------------------------------------------------------------
 
 def merge_patch(target: Any, patch: Any) -> Any:

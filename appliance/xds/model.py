@@ -62,13 +62,25 @@ class Mtls:
 
 
 @dataclass(frozen=True)
+class ExternalTls:
+    """An ExternalService's `networking.tls`, with its data sources already read."""
+    ca_cert: bytes | None = None
+    client_cert: bytes | None = None
+    client_key: bytes | None = None
+    server_name: str = ""
+    allow_renegotiation: bool = False
+    skip_hostname_verification: bool = False
+
+
+@dataclass(frozen=True)
 class ExternalService:
-    name: str
+    name: str                 # the ExternalService resource's name
     service: str              # kuma.io/service tag
-    address: str              # host
+    address: str              # host (name or IP)
     port: int
-    protocol: str
-    tls: dict[str, Any]       # the ExternalService's tls section as stored
+    protocol: str             # kuma.io/protocol tag, default tcp
+    tags: Tags                # all its tags
+    tls: ExternalTls | None   # None: plaintext to the external server
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ class MeshSnapshot:
     policies: dict[str, tuple[Policy, ...]]           # kind -> policies, sorted by name
     external_services: dict[str, ExternalService] = field(default_factory=dict)
     zone_egress: bool = False                         # Mesh.routing.zoneEgress
+    egresses: tuple[tuple[str, int], ...] = ()        # every ZoneEgress's (address, port)
     # PERMISSIVE mTLS: services whose proxies cannot take mTLS yet (false) are called in plaintext; absent = ready.
     tls_ready: dict[str, bool] = field(default_factory=dict)
     # kuma-cp `ipam.knownInternalCIDRs`: HTTP clients from these ranges count as internal.

@@ -8,7 +8,9 @@ from appliance.ca.builtin import ca_secret_names
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.store import ListQuery, Store
-from appliance.xds.model import Endpoint, ExternalService, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy
+from appliance.xds.model import (
+    Endpoint, ExternalService, ExternalTls, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy,
+)
 
 DEFAULT_ADMIN_PORT = 9901
 
@@ -53,6 +55,64 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
                  outbounds=tuple(outbounds), admin_port=int(admin), labels=dict(dp.labels))
 
 
+def _data_source(store: Store, mesh: str, source: Any) -> bytes | None:
+    """A Kuma DataSource's bytes: `inline` (base64), `inlineString`, `secret` (a Secret of the mesh) or `file`.
+
+    An unreadable source gives None, so the generator leaves that part out instead of failing the mesh."""
+    if not isinstance(source, dict):
+        return None
+    if source.get("inline"):
+        return base64.b64decode(source["inline"])
+    if source.get("inlineString"):
+        return str(source["inlineString"]).encode()
+    if source.get("secret"):
+        secret = store.get("Secret", mesh, source["secret"])
+        return base64.b64decode(secret.content.get("data") or "") if secret is not None else None
+    if source.get("file"):
+        try:
+            with open(source["file"], "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+    return None
+
+
+def _external_tls(store: Store, mesh: str, tls: dict[str, Any]) -> ExternalTls | None:
+    if not tls.get("enabled"):
+        return None
+    return ExternalTls(
+        ca_cert=_data_source(store, mesh, tls.get("caCert")),
+        client_cert=_data_source(store, mesh, tls.get("clientCert")),
+        client_key=_data_source(store, mesh, tls.get("clientKey")),
+        server_name=str(tls.get("serverName") or ""),
+        allow_renegotiation=bool(tls.get("allowRenegotiation")),
+        skip_hostname_verification=bool(tls.get("skipHostnameVerification")))
+
+
+def external_services(store: Store, mesh: str) -> dict[str, ExternalService]:
+    """The mesh's ExternalServices by kuma.io/service (two with one service: the first by name wins)."""
+    out: dict[str, ExternalService] = {}
+    for es in sorted(store.list(ListQuery(type="ExternalService", mesh=mesh)).items, key=lambda r: r.name):
+        networking = es.content.get("networking") or {}
+        host, _, port = str(networking.get("address", "")).rpartition(":")
+        tags = {k: str(v) for k, v in (es.content.get("tags") or {}).items()}
+        service = tags.get("kuma.io/service", es.name)
+        out.setdefault(service, ExternalService(
+            es.name, service, host.strip("[]"), int(port or 0), tags.get("kuma.io/protocol", "tcp"), tags,
+            _external_tls(store, mesh, networking.get("tls") or {})))
+    return out
+
+
+def zone_egresses(store: Store) -> tuple[tuple[str, int], ...]:
+    """Where the zone's egress proxies listen; sidecars of a mesh with `routing.zoneEgress` call them."""
+    out = []
+    for ze in store.list(ListQuery(type="ZoneEgress")).items:
+        networking = ze.content.get("networking") or {}
+        if networking.get("address") and networking.get("port"):
+            out.append((str(networking["address"]), int(networking["port"])))
+    return tuple(sorted(out))
+
+
 def build_snapshot(store: Store, mesh_name: str, revision: int) -> MeshSnapshot | None:
     mesh = store.get("Mesh", "", mesh_name)
     if mesh is None:
@@ -78,16 +138,12 @@ def build_snapshot(store: Store, mesh_name: str, revision: int) -> MeshSnapshot 
     for kind in registry.POLICY_MODULES:
         items = store.list(ListQuery(type=kind, mesh=mesh_name)).items
         policies[kind] = tuple(Policy(kind, r.name, r.spec) for r in sorted(items, key=lambda r: r.name))
-    externals = {}
-    for es in store.list(ListQuery(type="ExternalService", mesh=mesh_name)).items:
-        host, _, port = str((es.content.get("networking") or {}).get("address", "")).rpartition(":")
-        tags = es.content.get("tags") or {}
-        service = tags.get("kuma.io/service", es.name)
-        externals[service] = ExternalService(es.name, service, host, int(port or 0),
-                                             tags.get("kuma.io/protocol", "tcp"),
-                                             (es.content.get("networking") or {}).get("tls") or {})
+    externals = external_services(store, mesh_name)
+    zone_egress = bool((mesh.content.get("routing") or {}).get("zoneEgress"))
+    for service, es in externals.items():
+        protocols[service] = es.protocol   # the outbound goes to the external service
     return MeshSnapshot(
         mesh=mesh_name, revision=revision, mtls=mtls,
         endpoints={s: tuple(sorted(e, key=lambda x: (x.address, x.port))) for s, e in endpoints.items()},
         protocols=protocols, policies=policies, external_services=externals,
-        zone_egress=bool((mesh.content.get("routing") or {}).get("zoneEgress")))
+        zone_egress=zone_egress, egresses=zone_egresses(store) if zone_egress and externals else ())

@@ -50,17 +50,39 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     by_inbound = {}
     for inbound in proxy.inbounds:
         key = _rules.inbound_key(inbound)
-        allow: list[_rules.Subset] = []
-        shadow: list[_rules.Subset] = []
         # No rule for a subset (or no policy at all) means that subset is denied.
-        for rule in _rules.from_rules(selection.by_inbound.get(key, ())):
-            action = rule.conf.get("action")
-            if action in ("Allow", "AllowWithShadowDeny"):
-                allow.append(rule.subset)
-            if action == "AllowWithShadowDeny":
-                shadow.append(rule.subset)
-        by_inbound[key] = Permissions(tuple(allow), tuple(shadow))
+        by_inbound[key] = _permissions(_rules.from_rules(selection.by_inbound.get(key, ())))
     return Matched(snapshot.mesh, by_inbound)
+
+
+def match_egress(snapshot: MeshSnapshot, tags: dict[str, str]) -> Permissions | None:
+    """Who may reach an external service (with these tags) through the zone egress; None without mTLS.
+
+    As Kuma's egress: the policies whose top-level targetRef selects the service, their `from[]` as
+    rules; no rule for a client means it is denied, so an external service no policy selects is closed."""
+    if snapshot.mtls is None:
+        return None
+    selected = [p for p in snapshot.policies.get(KIND, ()) if _rules.service_selected(_rules.top_ref(p), tags)]
+    return _permissions(_rules.from_rules(_rules.sort_policies(selected)))
+
+
+def _permissions(rules: list[_rules.Rule]) -> Permissions:
+    allow: list[_rules.Subset] = []
+    shadow: list[_rules.Subset] = []
+    for rule in rules:
+        action = rule.conf.get("action")
+        if action in ("Allow", "AllowWithShadowDeny"):
+            allow.append(rule.subset)
+        if action == "AllowWithShadowDeny":
+            shadow.append(rule.subset)
+    return Permissions(tuple(allow), tuple(shadow))
+
+
+def apply_egress(chain: listener_components_pb2.FilterChain, listener_name: str, mesh: str,
+                 permissions: Permissions) -> None:
+    """RBAC on one egress filter chain (HTTP: 403 per request; TCP: the connection is closed)."""
+    rules, shadow = _rbac_rules(mesh, permissions)
+    _configure(chain, listener_name, rules, shadow)
 
 
 def _authenticated(mesh: str, tag: _rules.Tag) -> rbac_pb2.Principal:

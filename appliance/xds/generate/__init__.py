@@ -29,7 +29,7 @@ from appliance.policies.meshtimeout import plugin as meshtimeout
 from appliance.policies.meshtrafficpermission import plugin as meshtrafficpermission
 from appliance.xds.generate import names
 from appliance.xds.generate.clusters import cluster_for, local_cluster
-from appliance.xds.generate.endpoints import load_assignment_for
+from appliance.xds.generate.endpoints import has_load_assignment, load_assignment_for
 from appliance.xds.generate.listeners import inbound_listener, outbound_listener
 from appliance.xds.generate.tls import ca_secret, identity_secret
 from appliance.xds.model import Identity, MeshSnapshot, Proxy
@@ -90,7 +90,8 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     for service in sorted({o.service for o in proxy.outbounds}):
         clusters[service] = _cached(cache, ("cluster", service, to_keys),
                                     lambda s=service: outbound_cluster(snapshot, s, matched))
-        endpoints[service] = _cached(cache, ("cla", service), lambda s=service: load_assignment_for(snapshot, s))
+        if has_load_assignment(snapshot, service):
+            endpoints[service] = _cached(cache, ("cla", service), lambda s=service: load_assignment_for(snapshot, s))
 
     if snapshot.mtls is not None:
         secrets = resources[names.SECRET]

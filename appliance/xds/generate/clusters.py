@@ -5,14 +5,12 @@ which apply their (default) policies on top of these base clusters.
 """
 from __future__ import annotations
 
-import ipaddress
-
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from appliance.xds.generate import names, tls
-from appliance.xds.generate._proto import ads_source, pack, seconds
-from appliance.xds.model import Inbound, MeshSnapshot
+from appliance.xds.generate._proto import ads_source, pack, seconds, string_struct
+from appliance.xds.model import ExternalService, Inbound, MeshSnapshot
 
 # DefaultInboundTimeout (pkg/defaults/mesh/meshtimeout.go): twice the outbound side, so a caller's
 # timeout fires first. MeshTimeout overwrites these when it applies.
@@ -20,24 +18,27 @@ INBOUND_CONNECT_TIMEOUT = 10
 INBOUND_IDLE_TIMEOUT = 7200
 
 
-def _is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
-
-
 def _store_protocol_options(cluster: cluster_pb2.Cluster,
                             options: http_protocol_options_pb2.HttpProtocolOptions) -> None:
     cluster.typed_extension_protocol_options[names.HTTP_PROTOCOL_OPTIONS].CopyFrom(pack(options))
+
+
+def _upstream_protocol_options(protocol: str) -> http_protocol_options_pb2.HttpProtocolOptions | None:
+    if protocol not in names.HTTP_PROTOCOLS:
+        return None
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    if protocol == "http":
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    else:
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+    return options
 
 
 def local_cluster(inbound: Inbound) -> cluster_pb2.Cluster:
     """`localhost:<servicePort>`: a STATIC (or STRICT_DNS for a hostname) cluster to the application."""
     name = names.local_cluster(inbound.service_port)
     cluster = cluster_pb2.Cluster(name=name, connect_timeout=seconds(INBOUND_CONNECT_TIMEOUT))
-    if _is_ip(inbound.service_address):
+    if tls.is_ip(inbound.service_address):
         cluster.type = cluster_pb2.Cluster.STATIC
     else:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
@@ -49,32 +50,86 @@ def local_cluster(inbound: Inbound) -> cluster_pb2.Cluster:
     socket = cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
     socket.address = inbound.service_address
     socket.port_value = inbound.service_port
-    if inbound.protocol in names.HTTP_PROTOCOLS:
-        options = http_protocol_options_pb2.HttpProtocolOptions()
+    options = _upstream_protocol_options(inbound.protocol)
+    if options is not None:
         options.common_http_protocol_options.idle_timeout.seconds = INBOUND_IDLE_TIMEOUT
-        if inbound.protocol == "http":
-            options.explicit_http_config.http_protocol_options.SetInParent()
-        else:
-            options.explicit_http_config.http2_protocol_options.SetInParent()
+        _store_protocol_options(cluster, options)
+    return cluster
+
+
+def external_tags(es: ExternalService, mesh: str = "") -> dict[str, str]:
+    """The endpoint tags of an external service (Kuma: the ExternalService's tags, plus its name when TLS is
+    on, plus the mesh on a zone egress): LB and transport-socket-match metadata, minus the service."""
+    tags = {k: v for k, v in es.tags.items() if k != names.SERVICE_TAG}
+    if es.tls is not None:
+        tags[names.EXTERNAL_SERVICE_NAME_TAG] = es.name
+    if mesh:
+        tags["mesh"] = mesh
+    return tags
+
+
+def external_cluster(name: str, es: ExternalService, mesh: str = "") -> cluster_pb2.Cluster:
+    """A cluster straight to the external server (STATIC for an IP, STRICT_DNS for a name), with TLS to it
+    when the ExternalService asks. Sidecars use it without a zone egress; the egress always (`mesh` set)."""
+    cluster = cluster_pb2.Cluster(name=name)
+    alt = names.sanitize_metric(name)
+    if alt != name:
+        cluster.alt_stat_name = alt
+    if tls.is_ip(es.address):
+        cluster.type = cluster_pb2.Cluster.STATIC
+    else:
+        cluster.type = cluster_pb2.Cluster.STRICT_DNS
+        cluster.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+    tags = external_tags(es, mesh)
+    cluster.load_assignment.cluster_name = name
+    lb_endpoint = cluster.load_assignment.endpoints.add().lb_endpoints.add()
+    socket = lb_endpoint.endpoint.address.socket_address
+    socket.address = es.address
+    socket.port_value = es.port
+    lb_endpoint.load_balancing_weight.value = 1
+    if tags:
+        struct = string_struct(tags)
+        for key in ("envoy.lb", "envoy.transport_socket_match"):
+            lb_endpoint.metadata.filter_metadata[key].CopyFrom(struct)
+    if es.tls is not None:
+        match = cluster.transport_socket_matches.add(name=es.address)
+        match.match.CopyFrom(string_struct(tags))
+        match.transport_socket.name = names.TLS_TRANSPORT_SOCKET
+        match.transport_socket.typed_config.CopyFrom(pack(tls.outside_mesh_context(es)))
+    options = _upstream_protocol_options(es.protocol)
+    if options is not None:
         _store_protocol_options(cluster, options)
     return cluster
 
 
 def cluster_for(snapshot: MeshSnapshot, service: str) -> cluster_pb2.Cluster:
-    """The base EDS cluster of a destination service; depends only on (snapshot, service).
+    """The base cluster of a destination service; depends only on (snapshot, service).
+
+    An external service is called directly, or through the zone egress (EDS, mesh mTLS to the egress)
+    when the mesh routes external traffic there (`routing.zoneEgress`).
 
     Sidecar-to-sidecar traffic always speaks HTTP/2 upstream options (Envoy only uses them for HTTP),
     and with mTLS the client checks the server's SPIFFE id.
     """
+    external = snapshot.external_services.get(service)
+    if external is not None and not snapshot.zone_egress:
+        return external_cluster(service, external)
     cluster = cluster_pb2.Cluster(name=service, type=cluster_pb2.Cluster.EDS)
     cluster.eds_cluster_config.eds_config.CopyFrom(ads_source())
     alt = names.sanitize_metric(service)
     if alt != service:
         cluster.alt_stat_name = alt
+    mtls = snapshot.mtls
+    if external is not None:
+        options = _upstream_protocol_options(external.protocol)
+        if options is not None:
+            _store_protocol_options(cluster, options)
+        if mtls is not None:
+            cluster.transport_socket.CopyFrom(tls.to_egress_transport_socket(snapshot.mesh, service))
+        return cluster
     options = http_protocol_options_pb2.HttpProtocolOptions()
     options.explicit_http_config.http2_protocol_options.SetInParent()
     _store_protocol_options(cluster, options)
-    mtls = snapshot.mtls
     # PERMISSIVE: a destination whose proxies are not serving mTLS yet is called in plaintext (Kuma's TLS readiness).
     if mtls is not None and (mtls.mode != "PERMISSIVE" or snapshot.tls_ready.get(service, True)):
         cluster.transport_socket.CopyFrom(tls.upstream_transport_socket(snapshot.mesh, service))

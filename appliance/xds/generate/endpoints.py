@@ -12,11 +12,17 @@ _LB_KEYS = ("envoy.lb", "envoy.transport_socket_match")
 
 def load_assignment_for(snapshot: MeshSnapshot, service: str) -> endpoint_pb2.ClusterLoadAssignment:
     """The CLA of `service`; depends only on (snapshot, service), so callers may memoize it per revision.
+    (An external service has one only when the mesh reaches it through the zone egress: `has_load_assignment`.)
 
     A service without endpoints still gets an (empty) CLA: Envoy keeps a cluster warming until one arrives.
     """
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=service)
-    endpoints = snapshot.endpoints.get(service, ())
+    external = snapshot.external_services.get(service)
+    if external is not None:
+        # Through the zone egress: every egress is an endpoint carrying the external service's tags.
+        endpoints = tuple(Endpoint(address, port, external.tags, "") for address, port in snapshot.egresses)
+    else:
+        endpoints = snapshot.endpoints.get(service, ())
     if not endpoints:
         return assignment
     locality = assignment.endpoints.add()
@@ -39,3 +45,9 @@ def load_assignment_for(snapshot: MeshSnapshot, service: str) -> endpoint_pb2.Cl
 
 def _sort_key(endpoint: Endpoint) -> tuple[str, int, str]:
     return endpoint.address, endpoint.port, endpoint.dataplane
+
+
+def has_load_assignment(snapshot: MeshSnapshot, service: str) -> bool:
+    """False for an external service called directly: its cluster holds its one endpoint (a DNS name may
+    not travel by EDS)."""
+    return service not in snapshot.external_services or snapshot.zone_egress

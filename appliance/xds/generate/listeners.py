@@ -29,11 +29,11 @@ INBOUND_STREAM_IDLE_TIMEOUT = 3600
 _ROUTER = hcm_pb2.HttpFilter(name=names.ROUTER_FILTER, typed_config=pack(router_pb2.Router()))
 _GRPC_STATS = hcm_pb2.HttpFilter(
     name=names.GRPC_STATS_FILTER, typed_config=pack(grpc_stats_pb2.FilterConfig(emit_filter_state=True)))
-_TLS_INSPECTOR = listener_components_pb2.ListenerFilter(
+TLS_INSPECTOR = listener_components_pb2.ListenerFilter(
     name=names.TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector()))
 
 
-def _address(address: str, port: int) -> address_pb2.Address:
+def socket_address(address: str, port: int) -> address_pb2.Address:
     result = address_pb2.Address()
     result.socket_address.address = address
     result.socket_address.port_value = port
@@ -56,7 +56,7 @@ def _internal_addresses(hcm: hcm_pb2.HttpConnectionManager, snapshot: MeshSnapsh
         hcm.internal_address_config.cidr_ranges.add(address_prefix=prefix).prefix_len.value = length
 
 
-def _hcm(stat_prefix: str, protocol: str, snapshot: MeshSnapshot, proxy: Proxy) -> hcm_pb2.HttpConnectionManager:
+def http_connection_manager(stat_prefix: str, protocol: str, snapshot: MeshSnapshot, proxy: Proxy) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=names.sanitize_metric(stat_prefix))
     _internal_addresses(hcm, snapshot, proxy)
     if protocol == "grpc":
@@ -65,11 +65,11 @@ def _hcm(stat_prefix: str, protocol: str, snapshot: MeshSnapshot, proxy: Proxy) 
     return hcm
 
 
-def _tcp_proxy(stat_prefix: str, cluster: str) -> tcp_proxy_pb2.TcpProxy:
+def tcp_proxy(stat_prefix: str, cluster: str) -> tcp_proxy_pb2.TcpProxy:
     return tcp_proxy_pb2.TcpProxy(stat_prefix=names.sanitize_metric(stat_prefix), cluster=cluster)
 
 
-def _filter(name: str, config: Message) -> listener_components_pb2.Filter:
+def network_filter(name: str, config: Message) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(name=name, typed_config=pack(config))
 
 
@@ -77,10 +77,10 @@ def _inbound_filter(inbound: Inbound, listener_name: str, snapshot: MeshSnapshot
                     proxy: Proxy) -> listener_components_pb2.Filter:
     cluster = names.local_cluster(inbound.service_port)
     if inbound.protocol not in names.HTTP_PROTOCOLS:
-        tcp = _tcp_proxy(cluster, cluster)
+        tcp = tcp_proxy(cluster, cluster)
         tcp.idle_timeout.CopyFrom(seconds(INBOUND_IDLE_TIMEOUT))
-        return _filter(names.TCP_PROXY_FILTER, tcp)
-    hcm = _hcm(cluster, inbound.protocol, snapshot, proxy)
+        return network_filter(names.TCP_PROXY_FILTER, tcp)
+    hcm = http_connection_manager(cluster, inbound.protocol, snapshot, proxy)
     # The application learns who called it: Envoy replaces x-forwarded-client-cert with the client's URI SAN.
     hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
     hcm.set_current_client_cert_details.uri = True
@@ -93,7 +93,7 @@ def _inbound_filter(inbound: Inbound, listener_name: str, snapshot: MeshSnapshot
         config = routes.inbound_route_config(listener_name, cluster)
         config.name = listener_name
         hcm.route_config.CopyFrom(config)
-    return _filter(names.HCM_FILTER, hcm)
+    return network_filter(names.HCM_FILTER, hcm)
 
 
 def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> listener_pb2.Listener:
@@ -104,7 +104,7 @@ def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> 
     """
     name = names.inbound_listener(inbound.address, inbound.port)
     listener = listener_pb2.Listener(
-        name=name, address=_address(inbound.address, inbound.port),
+        name=name, address=socket_address(inbound.address, inbound.port),
         traffic_direction=base_pb2.INBOUND,
         metadata=tags_metadata(names.TAGS_METADATA_KEY, inbound.tags))
     # Never SO_REUSEPORT, although kuma-dp offers it (feature-reuse-port) and Kuma uses it: a policy
@@ -118,7 +118,7 @@ def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> 
         listener.filter_chains.add().filters.append(app_filter)
         return listener
     if mtls.mode == "PERMISSIVE":
-        listener.listener_filters.append(_TLS_INSPECTOR)
+        listener.listener_filters.append(TLS_INSPECTOR)
         plain = listener.filter_chains.add()
         plain.filter_chain_match.transport_protocol = "raw_buffer"
         plain.filters.append(app_filter)
@@ -141,16 +141,16 @@ def outbound_listener(outbound: Outbound, snapshot: MeshSnapshot, proxy: Proxy) 
     tags = {**outbound.tags, names.SERVICE_TAG: service}
     listener = listener_pb2.Listener(
         name=names.outbound_listener(outbound.address, outbound.port),
-        address=_address(outbound.address, outbound.port),
+        address=socket_address(outbound.address, outbound.port),
         traffic_direction=base_pb2.OUTBOUND,
         metadata=tags_metadata(names.TAGS_METADATA_KEY, tags))
     protocol = snapshot.protocols.get(service, "tcp")
     chain = listener.filter_chains.add()
     if protocol in names.HTTP_PROTOCOLS:
-        hcm = _hcm(service, protocol, snapshot, proxy)
+        hcm = http_connection_manager(service, protocol, snapshot, proxy)
         hcm.normalize_path.value = True
-        hcm.route_config.CopyFrom(routes.outbound_route_config(service))
-        chain.filters.append(_filter(names.HCM_FILTER, hcm))
+        hcm.route_config.CopyFrom(routes.outbound_route_config(service, service in snapshot.external_services))
+        chain.filters.append(network_filter(names.HCM_FILTER, hcm))
     else:
-        chain.filters.append(_filter(names.TCP_PROXY_FILTER, _tcp_proxy(service, service)))
+        chain.filters.append(network_filter(names.TCP_PROXY_FILTER, tcp_proxy(service, service)))
     return listener

@@ -21,6 +21,8 @@ SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 TYPE_ORDER: tuple[str, ...] = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE)
 
 SERVICE_TAG = "kuma.io/service"
+EXTERNAL_SERVICE_NAME_TAG = "kuma.io/external-service-name"
+ZONE_EGRESS_SERVICE = "zone-egress"   # the service in a zone egress's certificate: spiffe://<mesh>/zone-egress
 TAGS_METADATA_KEY = "io.kuma.tags"
 TAGS_HEADER = "x-kuma-tags"
 KUMA_ALPN = "kuma"
@@ -82,3 +84,12 @@ def kuma_id(tag: str, value: str) -> str:
 def sni(service: str, mesh: str) -> str:
     """tls.SNIFromTags for a service-wide cluster: the extra tags (here only `mesh`) in braces."""
     return f"{service}{{mesh={mesh}}}"
+
+
+def egress_cluster(mesh: str, service: str) -> str:
+    """On a zone egress, services of different meshes may share a name: the mesh prefixes the cluster."""
+    return f"{mesh}:{service}"
+
+
+def egress_filter_chain(service: str, mesh: str) -> str:
+    return f"{service}_{mesh}"

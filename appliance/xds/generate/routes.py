@@ -38,6 +38,18 @@ def inbound_route_config(service: str, cluster: str) -> route_pb2.RouteConfigura
     return config
 
 
-def outbound_route_config(service: str) -> route_pb2.RouteConfiguration:
-    """`outbound:<service>`: the catch-all route of a service without MeshHTTPRoute."""
-    return _route_config(names.outbound_route(service), service, service, CATCH_ALL_ROUTE_NAME)
+def outbound_route_config(service: str, external: bool = False) -> route_pb2.RouteConfiguration:
+    """`outbound:<service>`: the catch-all route of a service without MeshHTTPRoute.
+
+    An external server is sent its own name as Host (a virtual host there would not know ours)."""
+    config = _route_config(names.outbound_route(service), service, service, CATCH_ALL_ROUTE_NAME)
+    if external:
+        config.virtual_hosts[0].routes[0].route.auto_host_rewrite.value = True
+    return config
+
+
+def egress_route_config(service: str, cluster: str) -> route_pb2.RouteConfiguration:
+    """A zone egress's route to an external service: `outbound:<service>`, Host rewritten to the server's."""
+    config = _route_config(names.outbound_route(service), service, cluster, "")
+    config.virtual_hosts[0].routes[0].route.auto_host_rewrite.value = True
+    return config
