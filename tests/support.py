@@ -81,8 +81,9 @@ def free_port() -> int:
 class CpProcess:
     """A real `kuma-cp run` in its own process, with its own ports and work dir."""
 
-    def __init__(self, work_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, work_dir: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.work_dir = work_dir
+        self.args = args          # extra `kuma-cp run` flags
         self.api_port = free_port()
         self.diag_port = free_port()
         self.env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(work_dir),
@@ -100,7 +101,7 @@ class CpProcess:
         self.log = open(self.work_dir / "kuma-cp.log", "ab")
         self.unpack_dir.mkdir(parents=True, exist_ok=True)
         # A session of its own: kill() must reach the frozen file's Python child too.
-        self.proc = subprocess.Popen(cp_command("run"), env=self.env, start_new_session=True,
+        self.proc = subprocess.Popen(cp_command("run", *self.args), env=self.env, start_new_session=True,
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,6 +1,7 @@
 """Dataplane overviews (dataplane + its insight) and the xDS config a proxy gets (`_config`)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import falcon
@@ -18,57 +19,76 @@ class XdsInspector(Protocol):
     def config_for(self, mesh: str, name: str) -> dict[str, dict[str, Any]]: ...
 
 
-def _overview(manager: ResourceManager, dataplane: Any) -> dict[str, Any]:
-    dp_type = registry.get("Dataplane")
-    item = codec.present(dp_type, dataplane)
+@dataclass(frozen=True)
+class _Overview:
+    """A proxy type whose overview is the proxy plus its insight (DataplaneOverview, ZoneEgressOverview)."""
+    type: str
+    insight: str
+    kind: str          # "DataplaneOverview"
+    spec_key: str      # "dataplane"
+    insight_key: str   # "dataplaneInsight"
+
+
+DATAPLANE = _Overview("Dataplane", "DataplaneInsight", "DataplaneOverview", "dataplane", "dataplaneInsight")
+ZONE_EGRESS = _Overview("ZoneEgress", "ZoneEgressInsight", "ZoneEgressOverview", "zoneEgress", "zoneEgressInsight")
+
+
+def _overview(manager: ResourceManager, kind: _Overview, proxy: Any) -> dict[str, Any]:
+    item = codec.present(registry.get(kind.type), proxy)
     body = {k: item.pop(k) for k in list(item) if k not in ("type", "mesh", "name", "creationTime",
                                                              "modificationTime", "labels", "kri")}
-    insight = manager.get("DataplaneInsight", dataplane.mesh, dataplane.name)
-    item["type"] = "DataplaneOverview"
-    item["dataplane"] = body
-    item["dataplaneInsight"] = insight.content if insight else {"subscriptions": []}
+    insight = manager.get(kind.insight, proxy.mesh, proxy.name)
+    item["type"] = kind.kind
+    item[kind.spec_key] = body
+    item[kind.insight_key] = insight.content if insight else {"subscriptions": []}
     return item
 
 
 class OverviewList:
-    def __init__(self, manager: ResourceManager) -> None:
+    def __init__(self, manager: ResourceManager, kind: _Overview = DATAPLANE) -> None:
         self.manager = manager
-        self.endpoints = ResourceEndpoints(registry.get("Dataplane"), manager)
+        self.kind = kind
+        self.endpoints = ResourceEndpoints(registry.get(kind.type), manager)
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str) -> None:
-        self.endpoints._check_mesh(mesh)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str = "") -> None:
+        if mesh:
+            self.endpoints._check_mesh(mesh)
         size, offset = _page(req)
-        page = self.manager.list(ListQuery(type="Dataplane", mesh=mesh, name_contains=req.get_param("name") or "",
+        page = self.manager.list(ListQuery(type=self.kind.type, mesh=mesh, name_contains=req.get_param("name") or "",
                                            offset=offset, size=size))
         next_link = None
         if page.next_offset is not None:
             next_link = f"{req.scheme}://{req.netloc}{req.path}?offset={page.next_offset}&size={size}"
-        _reply(resp, {"total": page.total, "items": [_overview(self.manager, d) for d in page.items],
+        _reply(resp, {"total": page.total, "items": [_overview(self.manager, self.kind, d) for d in page.items],
                       "next": next_link})
 
 
 class OverviewItem:
-    def __init__(self, manager: ResourceManager) -> None:
+    def __init__(self, manager: ResourceManager, kind: _Overview = DATAPLANE) -> None:
         self.manager = manager
-        self.endpoints = ResourceEndpoints(registry.get("Dataplane"), manager)
+        self.kind = kind
+        self.endpoints = ResourceEndpoints(registry.get(kind.type), manager)
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
-        self.endpoints._check_mesh(mesh)
-        dataplane = self.manager.get("Dataplane", mesh, name)
-        if dataplane is None:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, mesh: str = "") -> None:
+        if mesh:
+            self.endpoints._check_mesh(mesh)
+        proxy = self.manager.get(self.kind.type, mesh, name)
+        if proxy is None:
             raise KumaError(404, "Could not retrieve a resource", "Not found")
-        _reply(resp, _overview(self.manager, dataplane))
+        _reply(resp, _overview(self.manager, self.kind, proxy))
 
 
 class XdsConfig:
-    def __init__(self, manager: ResourceManager, inspector: XdsInspector | None) -> None:
+    def __init__(self, manager: ResourceManager, inspector: XdsInspector | None, type: str = "Dataplane") -> None:
         self.manager = manager
         self.inspector = inspector
-        self.endpoints = ResourceEndpoints(registry.get("Dataplane"), manager)
+        self.type = type
+        self.endpoints = ResourceEndpoints(registry.get(type), manager)
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
-        self.endpoints._check_mesh(mesh)
-        if self.manager.get("Dataplane", mesh, name) is None:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, mesh: str = "") -> None:
+        if mesh:
+            self.endpoints._check_mesh(mesh)
+        if self.manager.get(self.type, mesh, name) is None:
             raise KumaError(404, "Could not retrieve a resource", "Not found")
         if self.inspector is None:
             raise KumaError(400, "Bad Request", "the DP server is not running on this control plane")
@@ -136,5 +156,11 @@ def add_routes(app: falcon.App, manager: ResourceManager, inspector: XdsInspecto
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_overview", OverviewItem(manager))
     app.add_route("/meshes/{mesh}/dataplanes+insights/{name}", OverviewItem(manager))
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_config", XdsConfig(manager, inspector))
+    # Kuma serves zone egress overviews under both paths (zoneegressoverviews is the older one).
+    app.add_route("/zoneegresses/_overview", OverviewList(manager, ZONE_EGRESS))
+    app.add_route("/zoneegressoverviews", OverviewList(manager, ZONE_EGRESS))
+    app.add_route("/zoneegresses/{name}/_overview", OverviewItem(manager, ZONE_EGRESS))
+    app.add_route("/zoneegressoverviews/{name}", OverviewItem(manager, ZONE_EGRESS))
+    app.add_route("/zoneegresses/{name}/_config", XdsConfig(manager, inspector, "ZoneEgress"))
     app.add_route("/mesh-insights", MeshInsights(manager))
     app.add_route("/mesh-insights/{name}", MeshInsightItem(manager))

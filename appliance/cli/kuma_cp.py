@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
                                      "diagnostics on :5680. Settings come from defaults, then the config file, "
                                      "then KUMA_* environment variables.")
     run.add_argument("-c", "--config-file", help="path to a kuma-cp.conf.yaml")
+    run.add_argument("--egress-enabled", action="store_true",
+                     help="also run a zone egress proxy (Envoy) on this machine, supervised by kuma-cp "
+                          "(egress.* settings, KUMA_EGRESS_*)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error", "off"),
                      help="log level (default: info)")
     sub.add_parser("version", help="print the version")
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from appliance.runtime.run import StartupError, run
     try:
         config = load_config(args.config_file)
+        if args.egress_enabled:
+            config = config.with_value("egress.enabled", True)
         return run(config)
     except (ConfigError, StartupError, StoreError) as e:
         print(f"kuma-cp: {e}", file=sys.stderr)

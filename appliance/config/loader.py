@@ -41,6 +41,10 @@ class Config:
     def __getitem__(self, path: str) -> Any:
         return self._values[path]
 
+    def with_value(self, path: str, value: Any) -> "Config":
+        """A copy with one setting replaced (command-line flags win over file and environment)."""
+        return Config({**self._values, path: value}, self.source)
+
     def seconds(self, path: str) -> float:
         return parse_duration(self._values[path])
 

@@ -46,6 +46,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("general.workDir", str, "", "KUMA_GENERAL_WORK_DIR"),
     Setting("defaults.skipMeshCreation", bool, False, "KUMA_DEFAULTS_SKIP_MESH_CREATION"),
     Setting("multizone.zone.name", str, "default", "KUMA_MULTIZONE_ZONE_NAME"),
+    Setting("egress.enabled", bool, False, "KUMA_EGRESS_ENABLED"),
+    Setting("egress.name", str, "", "KUMA_EGRESS_NAME"),
+    Setting("egress.address", str, "", "KUMA_EGRESS_ADDRESS"),
+    Setting("egress.port", int, 10002, "KUMA_EGRESS_PORT"),
+    Setting("egress.envoyBinary", str, "", "KUMA_EGRESS_ENVOY_BINARY"),
 )
 
 BY_PATH: dict[str, Setting] = {s.path: s for s in SETTINGS}

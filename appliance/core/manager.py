@@ -101,8 +101,8 @@ class ResourceManager:
         if current is None:
             raise NotFound(f"{type} {name} not found")
         ops = [WriteOp("delete", current, current.version)]
-        if type == "Dataplane":
-            insight = self.store.get("DataplaneInsight", mesh, name)
+        if type in registry.INSIGHTS:
+            insight = self.store.get(registry.INSIGHTS[type], mesh, name)
             if insight is not None:
                 ops.append(WriteOp("delete", insight))
         if type == "Mesh":

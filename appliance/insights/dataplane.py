@@ -116,7 +116,9 @@ class InsightRecorder(StreamObserver):
             sub["status"] = {"lastUpdateTime": _now(), "total": _counts(live.stats, None),
                              **{SHORT[t].lower(): _counts(live.stats, t) for t in SHORT}}
             sub["generation"] = int(sub.get("generation", 0)) + 1
-            current = self.store.get("DataplaneInsight", *key)
+            # mesh "" is a zone egress (global): its insight is a ZoneEgressInsight
+            insight_type = "DataplaneInsight" if key[0] else "ZoneEgressInsight"
+            current = self.store.get(insight_type, *key)
             content = current.content if current else {"subscriptions": []}
             subs = [s for s in content.get("subscriptions", []) if s.get("id") != sub["id"]]
             subs.append(dict(sub))
@@ -126,8 +128,7 @@ class InsightRecorder(StreamObserver):
                     "certificateExpirationTime": _time(live.identity_expiry),
                     "lastCertificateRegeneration": _time(live.identity_issued or 0.0),
                     "certificateRegenerations": live.regenerations}
-            res = Resource("DataplaneInsight", key[0], key[1], content,
-                           {"kuma.io/mesh": key[0]})
+            res = Resource(insight_type, key[0], key[1], content, {"kuma.io/mesh": key[0]} if key[0] else {})
             ops.append(WriteOp("update" if current else "create", res, current.version if current else None))
             if live.closed:
                 del self._live[key]

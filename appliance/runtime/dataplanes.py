@@ -36,7 +36,7 @@ DEREGISTER_AFTER = 5.0
 
 class DataplaneServer:
     def __init__(self, manager: ResourceManager, cert: ServerCert, host: str, port: int, instance_id: str,
-                 generate: Generate, auth_enabled: bool = True, delta: bool = False) -> None:
+                 generate: Generate, auth_enabled: bool = True, delta: bool = False, zone: str = "") -> None:
         self.manager = manager
         self.store = manager.store
         self.cert = cert
@@ -45,6 +45,7 @@ class DataplaneServer:
         self.generate = generate
         self.auth_enabled = auth_enabled
         self.delta = delta
+        self.zone = zone          # a zone token must be for this zone (or for none)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="xds", daemon=True)
         self._registered: set[tuple[str, str]] = set()
@@ -102,16 +103,35 @@ class DataplaneServer:
 
     # --- authentication ----------------------------------------------------------------------
     def _authenticate(self, node_id: str, metadata: dict[str, str]) -> tuple[str, str]:
+        """A sidecar's node id is `<mesh>.<name>`; a zone egress's is `.<name>` (it belongs to no mesh)."""
         mesh, sep, name = node_id.partition(".")
-        if not sep or not mesh or not name:
+        if not sep or not name:
             raise PermissionError(f"node id {node_id!r} is not <mesh>.<name>")
         if not self.auth_enabled:
             return mesh, name
         token = metadata.get("authorization", "").removeprefix("Bearer ").strip()
         if not token:
             raise PermissionError("authentication failed: no dataplane token (kuma-dp --dataplane-token-file)")
-        self._check_token(mesh, name, token)
+        if mesh:
+            self._check_token(mesh, name, token)
+        else:
+            self._check_zone_token(token, "egress")
         return mesh, name
+
+    def _check_zone_token(self, token: str, scope: str) -> None:
+        """Kuma's zone-entity check: a zone token whose scope includes `scope`, for this zone."""
+        try:
+            claims = issuer.verify_zone_token(self.store, token)
+        except (signing.InvalidToken, issuer.SigningKeyNotFound) as e:
+            raise PermissionError(f"authentication failed: {e} (a zone egress needs a zone token: "
+                                  f"kumactl generate zone-token --scope egress)")
+        scopes = claims.get("Scope") or []
+        if scopes and scope not in scopes:
+            raise PermissionError(f"authentication failed: token cannot be used to authenticate zone entity "
+                                  f"({scope} is out of token's scope: {scopes})")
+        if claims.get("Zone") and self.zone and claims["Zone"] != self.zone:
+            raise PermissionError(f"authentication failed: zone from requestor: {self.zone} is different than "
+                                  f"in token: {claims['Zone']}")
 
     def _check_token(self, mesh: str, name: str, token: str) -> None:
         try:
@@ -142,8 +162,9 @@ class DataplaneServer:
             return
         self._registered.discard(key)
         try:
-            self.manager.delete("Dataplane", *key)
-            log.info("dataplane %s.%s deregistered after its proxy disconnected", *key)
+            self.manager.delete("Dataplane" if key[0] else "ZoneEgress", *key)
+            log.info("%s %s deregistered after its proxy disconnected",
+                     "dataplane" if key[0] else "zone egress", ".".join(key).lstrip("."))
         except NotFound:
             pass
 
@@ -158,7 +179,8 @@ class DataplaneServer:
             request = bootstrap.parse_request(orjson.loads(body or b"null"))
         except (orjson.JSONDecodeError, bootstrap.BootstrapError) as e:
             return 400, "application/json", orjson.dumps(KumaError(400, "Bad Request", str(e)).body())
-        mesh = request.get("mesh") or "default"
+        egress = request.get("proxyType") == "egress"
+        mesh = "" if egress else request.get("mesh") or "default"
         name = request.get("name") or ""
         try:
             dataplane = self._register(mesh, name, request)
@@ -169,6 +191,8 @@ class DataplaneServer:
         host = (headers.get("host") or "localhost").rsplit(":", 1)[0].strip("[]")
         inbounds = (dataplane.content.get("networking") or {}).get("inbound") or []
         service = next((ib.get("tags", {}).get("kuma.io/service") for ib in inbounds if ib.get("tags")), name)
+        if egress:
+            service = "zone-egress"  # Kuma's node.cluster for a zone egress
         admin_port = ((dataplane.content.get("networking") or {}).get("admin") or {}).get("port")
         params = bootstrap.BootstrapParams(xds_host=host, xds_port=self.port, ca_pem=self.cert.ca_pem,
                                            delta=self.delta)
@@ -176,9 +200,11 @@ class DataplaneServer:
         return 200, "application/json", orjson.dumps(response)
 
     def _register(self, mesh: str, name: str, request: dict[str, Any]):  # -> Resource | None
+        """Create or update the proxy's resource from kuma-dp's definition: a Dataplane, or (mesh "") a ZoneEgress."""
+        type_name = "Dataplane" if mesh else "ZoneEgress"
         raw = request.get("dataplaneResource")
         if not raw:
-            return self.store.get("Dataplane", mesh, name)
+            return self.store.get(type_name, mesh, name)
         try:
             body = yaml.safe_load(raw)
         except yaml.YAMLError as e:
@@ -186,27 +212,30 @@ class DataplaneServer:
         if not isinstance(body, dict):
             raise KumaError(400, "Bad Request", "invalid dataplaneResource: expected an object")
         try:
-            res = codec.decode(registry.get("Dataplane"), body)
+            res = codec.decode(registry.get(type_name), body)
         except ValidationError as e:
-            raise KumaError(400, "Invalid Dataplane", "Resource is not valid", e.violations)
-        res.mesh = res.mesh or mesh
+            raise KumaError(400, f"Invalid {type_name}", "Resource is not valid", e.violations)
+        res.mesh = res.mesh or mesh if mesh else ""
         name = res.name or name
         res.name = name
         if self.auth_enabled:
             try:
-                self._check_token(res.mesh, name, request.get("dataplaneToken") or "")
+                if mesh:
+                    self._check_token(res.mesh, name, request.get("dataplaneToken") or "")
+                else:
+                    self._check_zone_token(request.get("dataplaneToken") or "", "egress")
             except PermissionError as e:
                 raise KumaError(401, "Unauthenticated", str(e))
         key = (res.mesh, name)
         pending = self._pending_removal.pop(key, None)
         if pending:
             pending.cancel()
-        current = self.store.get("Dataplane", *key)
+        current = self.store.get(type_name, *key)
         try:
             if current is None:
                 self.manager.create(res)
             elif current.content != res.content or current.labels != self.manager.compute_labels(
-                    registry.get("Dataplane"), res):
+                    registry.get(type_name), res):
                 self.manager.update(res, current.version)
         except (AlreadyExists, Conflict):
             pass  # registered concurrently: what is stored now is served
@@ -214,4 +243,4 @@ class DataplaneServer:
             from appliance.api.errors import from_exception
             raise from_exception(e, "Could not register the dataplane")
         self._registered.add(key)
-        return self.store.get("Dataplane", *key)
+        return self.store.get(type_name, *key)

@@ -16,6 +16,7 @@ from appliance.api.app import create_app
 from appliance.config import Config
 from appliance.core.events import ChangeHub
 from appliance.core.manager import Labelling, ResourceManager
+from appliance.egress.managed import EgressError, ManagedEgress
 from appliance.runtime.bootstrap import ensure_defaults
 from appliance.runtime.dataplanes import DataplaneServer
 from appliance.runtime.http import BindError, HttpServer
@@ -78,13 +79,25 @@ def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str
     from appliance.xds.generate import generate_sidecar
     server = DataplaneServer(manager, cert, "0.0.0.0", config["dpServer.port"], instance_id, generate_sidecar,
                              auth_enabled=config["dpServer.authn.dpProxy.type"] != "none",
-                             delta=config["experimental.deltaXds"])
+                             delta=config["experimental.deltaXds"], zone=config["multizone.zone.name"])
     try:
         server.start()
     except OSError as e:
         raise StartupError(f"cannot listen on 0.0.0.0:{config['dpServer.port']} for the DP server "
                            f"(dpServer.port): {e.strerror}")
     return server
+
+
+def _managed_egress(config: Config, manager: ResourceManager, dataplanes: DataplaneServer) -> ManagedEgress:
+    try:
+        egress = ManagedEgress(manager.store, config.work_dir, config["egress.name"], config["egress.address"],
+                               config["egress.port"], config["multizone.zone.name"], config["dpServer.port"],
+                               dataplanes.cert.ca_pem, config["egress.envoyBinary"],
+                               auth_enabled=config["dpServer.authn.dpProxy.type"] != "none")
+        egress.start()
+    except (EgressError, OSError) as e:
+        raise StartupError(str(e))
+    return egress
 
 
 def run(config: Config) -> int:
@@ -114,6 +127,15 @@ def run(config: Config) -> int:
         raise
     for server in servers:
         server.start()
+    egress = None
+    if config["egress.enabled"]:
+        try:
+            egress = _managed_egress(config, manager, dataplanes)
+        except StartupError:
+            for server in servers:
+                server.stop()
+            dataplanes.stop()
+            raise
 
     stop = threading.Event()
 
@@ -130,6 +152,8 @@ def run(config: Config) -> int:
              config["diagnostics.serverPort"], os.getpid())
     stop.wait()
     ready.clear()
+    if egress is not None:
+        egress.stop()
     for server in servers:
         server.stop()
     dataplanes.stop()

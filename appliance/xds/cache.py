@@ -3,6 +3,10 @@
 A store write hands its changes to the event loop (one thread-safe call); affected meshes get a
 new MeshSnapshot after a few milliseconds of debounce; only proxies of those meshes are woken,
 and the server sends only what changed.
+
+Zone egresses are watched under the mesh "" (their node id is `.<name>`): they serve every mesh, so
+a change of any mesh wakes them, and a ZoneEgress change (where sidecars send external traffic)
+wakes every mesh.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from appliance.core.events import Change
-from appliance.store import Store
+from appliance.store import ListQuery, Store
+from appliance.xds.generate.egress import EgressProxy, egress_meshes, generate_egress
 from appliance.xds.identity import IdentityProvider
 from appliance.xds.model import Identity, MeshSnapshot, Proxy
 from appliance.xds.resources import Packed, Resources, pack_all
@@ -27,6 +32,8 @@ Generate = Callable[[MeshSnapshot, Proxy, Identity | None, dict], Resources]
 DEBOUNCE = 0.005
 # types whose changes never alter generated config
 _IGNORED = {"DataplaneInsight", "ZoneEgressInsight", "GlobalSecret"}
+EGRESS = ""          # the "mesh" zone egresses are watched under
+_ALL_MESHES = "*"    # dirty marker: every mesh
 
 
 @dataclass(eq=False)
@@ -65,6 +72,8 @@ class XdsCache:
     def _from_writer_thread(self, changes: list[Change]) -> None:
         meshes = {c.mesh or c.name for c in changes if c.type not in _IGNORED
                   and (c.mesh or c.type == "Mesh")}
+        if any(c.type == "ZoneEgress" for c in changes):
+            meshes.add(_ALL_MESHES)
         if meshes:
             self.loop.call_soon_threadsafe(self._mark_dirty, meshes)
 
@@ -77,12 +86,19 @@ class XdsCache:
         self._flush = None
         dirty, self._dirty = self._dirty, set()
         revision = self.store.revision()
+        if _ALL_MESHES in dirty:
+            dirty = set(self._snapshots) | set(self._watches) | (dirty - {_ALL_MESHES})
+        dirty.discard(EGRESS)
+        egresses = self._watches.get(EGRESS, set())
         for mesh in dirty:
-            if mesh not in self._watches:
+            if mesh not in self._watches and not egresses:
                 self._snapshots.pop(mesh, None)
                 continue
             self._snapshots[mesh] = build_snapshot(self.store, mesh, revision)
-            for watch in self._watches[mesh]:
+            for watch in self._watches.get(mesh, ()):
+                watch.changed.set()
+        if dirty:
+            for watch in egresses:
                 watch.changed.set()
 
     # --- watches -----------------------------------------------------------------------------
@@ -112,6 +128,13 @@ class XdsCache:
     async def prepare(self, watch: ProxyWatch) -> None:
         """Issue the proxy's certificate off the loop if it needs one, so `resources` never blocks on RSA."""
         mesh, name = watch.key
+        if mesh == EGRESS:
+            egress = self._egress(name, watch)
+            for snapshot in egress_meshes(self._all_snapshots()) if egress else ():
+                proxy = egress.identity_proxy(snapshot.mesh)
+                if self.identities.current(snapshot, proxy) is None:
+                    await self.loop.run_in_executor(self._pool, self.identities.get, snapshot, proxy)
+            return
         snapshot = self.snapshot(mesh)
         if snapshot is None or snapshot.mtls is None:
             return
@@ -122,8 +145,38 @@ class XdsCache:
         if self.identities.current(snapshot, proxy) is None:
             await self.loop.run_in_executor(self._pool, self.identities.get, snapshot, proxy)
 
+    def _all_snapshots(self) -> list[MeshSnapshot]:
+        meshes = (m.name for m in self.store.list(ListQuery(type="Mesh")).items)
+        return [s for s in map(self.snapshot, meshes) if s is not None]
+
+    def _egress(self, name: str, watch: ProxyWatch | None = None) -> EgressProxy | None:
+        resource = self.store.get("ZoneEgress", "", name)
+        if resource is None:
+            return None
+        networking = resource.content.get("networking") or {}
+        return EgressProxy(name, str(networking.get("address") or ""), int(networking.get("port") or 0),
+                           watch.ipv6 if watch else False)
+
+    def _egress_resources(self, watch: ProxyWatch) -> dict[str, dict[str, Packed]]:
+        egress = self._egress(watch.key[1], watch)
+        if egress is None:
+            return {}
+        snapshots = self._all_snapshots()
+        identities = {s.mesh: self.identities.get(s, egress.identity_proxy(s.mesh)) for s in egress_meshes(snapshots)}
+        memo_key = (egress, tuple((s.mesh, s.revision) for s in snapshots),
+                    tuple(hash(i.cert_pem) if i else None for i in identities.values()))
+        if memo_key != watch.memo_key:
+            watch.memo = pack_all(generate_egress(egress, snapshots, identities))
+            watch.memo_key = memo_key
+            renewals = [at for s in egress_meshes(snapshots)
+                        if (at := self.identities.renew_at(s.mesh, egress.identity_proxy(s.mesh).name)) is not None]
+            self._schedule_renewal(watch, min(renewals, default=None))
+        return watch.memo
+
     def resources(self, watch: ProxyWatch) -> dict[str, dict[str, Packed]]:
         mesh, name = watch.key
+        if mesh == EGRESS:
+            return self._egress_resources(watch)
         snapshot = self.snapshot(mesh)
         dataplane = self.store.get("Dataplane", mesh, name)
         if snapshot is None or dataplane is None:
@@ -140,21 +193,28 @@ class XdsCache:
             watch.memo = pack_all(self.generate(snapshot, proxy, identity, shared))
             watch.memo_key = memo_key
             log.debug("generated %s.%s in %.1f ms", mesh, name, (time.perf_counter() - started) * 1000)
-            self._schedule_renewal(watch)
+            self._schedule_renewal(watch, self.identities.renew_at(*watch.key))
             if identity and self.on_identity:
                 self.on_identity(watch.key)
         return watch.memo
 
-    def _schedule_renewal(self, watch: ProxyWatch) -> None:
+    def _schedule_renewal(self, watch: ProxyWatch, at: float | None) -> None:
         if watch.renewal:
             watch.renewal.cancel()
             watch.renewal = None
-        at = self.identities.renew_at(*watch.key)
         if at is not None:
             watch.renewal = self.loop.call_later(max(1.0, at - time.time()), watch.changed.set)
 
     def generate_for(self, mesh: str, name: str) -> Resources:
-        """The config a proxy would get now (for `GET .../dataplanes/{name}/_config`)."""
+        """The config a proxy would get now (for `GET .../dataplanes/{name}/_config`; mesh "" = a zone egress)."""
+        if mesh == EGRESS:
+            egress = self._egress(name)
+            if egress is None:
+                return {}
+            snapshots = [s for m in self.store.list(ListQuery(type="Mesh")).items
+                         if (s := build_snapshot(self.store, m.name, self.store.revision())) is not None]
+            return generate_egress(egress, snapshots, {s.mesh: self.identities.get(s, egress.identity_proxy(s.mesh))
+                                                       for s in egress_meshes(snapshots)})
         snapshot = build_snapshot(self.store, mesh, self.store.revision())
         dataplane = self.store.get("Dataplane", mesh, name)
         if snapshot is None or dataplane is None:

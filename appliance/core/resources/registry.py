@@ -74,7 +74,12 @@ CORE_TYPES: tuple[ResourceType, ...] = (
     ResourceType(name="DataplaneInsight", path="dataplane-insights", scope="Mesh", read_only=True,
                  provided_by_zone=False, include_in_federation=False, singular="Dataplane Insight",
                  plural="Dataplane Insights", kumactl="dataplane-insight"),
+    ResourceType(name="ZoneEgressInsight", path="zoneegressinsights", scope="Global", read_only=True,
+                 provided_by_zone=False, include_in_federation=False, singular="Zone Egress Insight",
+                 plural="Zone Egress Insights", kumactl=""),
 )
+# A proxy type -> the read-only type that records its xDS subscriptions.
+INSIGHTS = {"Dataplane": "DataplaneInsight", "ZoneEgress": "ZoneEgressInsight"}
 
 ALL_TYPES: tuple[ResourceType, ...] = CORE_TYPES + services.TYPES + tuple(_policy(m) for m in policies.ALL)
 

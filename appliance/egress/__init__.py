@@ -1,0 +1,1 @@
+"""Zone egress run by kuma-cp itself (`kuma-cp run --egress-enabled`)."""
