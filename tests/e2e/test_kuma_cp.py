@@ -80,3 +80,13 @@ def test_corrupt_database_is_refused(tmp_path: Path) -> None:
     (tmp_path / "kuma.db").write_bytes(b"garbage" * 1000)
     out = _run(["run"], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path)})
     assert out.returncode == 1 and "cannot open SQLite store" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_egress_without_envoy_is_a_clear_error(tmp_path: Path) -> None:
+    env = {"KUMA_GENERAL_WORK_DIR": str(tmp_path), "KUMA_API_SERVER_HTTP_PORT": str(free_port()),
+           "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_DP_SERVER_PORT": str(free_port()),
+           "KUMA_EGRESS_ENVOY_BINARY": str(tmp_path / "no-envoy-here")}
+    out = _run(["run", "--egress-enabled"], env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert "zone egress" in line and "no-envoy-here" in line and "KUMA_EGRESS_ENVOY_BINARY" in line, out.stderr
