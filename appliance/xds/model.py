@@ -84,6 +84,17 @@ class ExternalService:
 
 
 @dataclass(frozen=True)
+class MeshExternalService:
+    """A MeshExternalService: reached only through the zone egress (Kuma 2.14, single zone)."""
+    name: str
+    destination: str          # its legacy name, the cluster's: "<mesh>_<name>___extsvc_<port>"
+    sni: str                  # what the sidecar sends to the egress (tls.SNIForResource)
+    protocol: str             # match.protocol
+    endpoints: tuple[tuple[str, int], ...]
+    tls: ExternalTls | None
+
+
+@dataclass(frozen=True)
 class MeshSnapshot:
     """Everything about one mesh that generation needs; shared by every proxy of the mesh."""
     mesh: str
@@ -95,6 +106,8 @@ class MeshSnapshot:
     external_services: dict[str, ExternalService] = field(default_factory=dict)
     zone_egress: bool = False                         # Mesh.routing.zoneEgress
     egresses: tuple[tuple[str, int], ...] = ()        # every ZoneEgress's (address, port)
+    mesh_external_services: dict[str, MeshExternalService] = field(default_factory=dict)   # by destination
+    forbid_mesh_external_service_access: bool = False   # Mesh.routing.defaultForbidMeshExternalServiceAccess
     # PERMISSIVE mTLS: services whose proxies cannot take mTLS yet (false) are called in plaintext; absent = ready.
     tls_ready: dict[str, bool] = field(default_factory=dict)
     # kuma-cp `ipam.knownInternalCIDRs`: HTTP clients from these ranges count as internal.

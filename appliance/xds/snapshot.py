@@ -9,7 +9,8 @@ from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.store import ListQuery, Store
 from appliance.xds.model import (
-    Endpoint, ExternalService, ExternalTls, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy,
+    Endpoint, ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot, Mtls, Outbound, Policy,
+    Proxy,
 )
 
 DEFAULT_ADMIN_PORT = 9901
@@ -47,7 +48,10 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
     outbounds = []
     for ob in networking.get("outbound") or []:
         tags = {k: str(v) for k, v in (ob.get("tags") or {}).items()}
-        service = tags.get("kuma.io/service") or (ob.get("backendRef") or {}).get("name", "")
+        ref = ob.get("backendRef") or {}
+        service = tags.get("kuma.io/service") or ref.get("name", "")
+        if not tags.get("kuma.io/service") and ref.get("kind") == "MeshExternalService":
+            service = mes_destination(dp.mesh, service, int(ref.get("port") or 0))
         outbounds.append(Outbound(port=int(ob.get("port") or 0), address=ob.get("address") or "127.0.0.1",
                                   service=service, tags=tags))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
@@ -103,6 +107,57 @@ def external_services(store: Store, mesh: str) -> dict[str, ExternalService]:
     return out
 
 
+def mes_destination(mesh: str, name: str, port: int) -> str:
+    """A MeshExternalService's legacy name (mesh, name, namespace, zone, "extsvc", port): its cluster's.
+    A backendRef without a port means the service's own (`match.port`): resolved in build_snapshot."""
+    return f"{mesh}_{name}___extsvc_{port}" if port else f"{mesh}_{name}___extsvc"
+
+
+def _fnv64a(data: bytes) -> int:
+    value = 0xcbf29ce484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def mes_sni(mesh: str, name: str, port: int) -> str:
+    """tls.SNIForResource for a MeshExternalService: "a<fnv64a(name;mesh;)>.<name>.<port>.<mesh>.mes"."""
+    digest = _fnv64a(f"{name};{mesh};".encode())
+    short = lambda label: label if len(label) <= 62 else label[:62] + "x"  # noqa: E731 - DNS label limit
+    return f"a{digest:016x}.{short(name)}.{port}.{short(mesh)}.mes"
+
+
+def _mes_tls(store: Store, mesh: str, tls: dict[str, Any]) -> ExternalTls | None:
+    """MeshExternalService `tls` (verification modes as Kuma: SkipSAN, SkipCA, SkipAll)."""
+    if not tls.get("enabled"):
+        return None
+    verification = tls.get("verification") or {}
+    mode = verification.get("mode") or "Secured"
+    settings = ExternalTls(
+        ca_cert=None if mode in ("SkipCA", "SkipAll") else _data_source(store, mesh, verification.get("caCert")),
+        client_cert=None if mode == "SkipAll" else _data_source(store, mesh, verification.get("clientCert")),
+        client_key=None if mode == "SkipAll" else _data_source(store, mesh, verification.get("clientKey")),
+        server_name="" if mode in ("SkipSAN", "SkipAll") else str(verification.get("serverName") or ""),
+        allow_renegotiation=bool(tls.get("allowRenegotiation")),
+        skip_hostname_verification=mode in ("SkipSAN", "SkipAll"))
+    return settings
+
+
+def mesh_external_services(store: Store, mesh: str) -> dict[str, MeshExternalService]:
+    out: dict[str, MeshExternalService] = {}
+    for mes in store.list(ListQuery(type="MeshExternalService", mesh=mesh)).items:
+        spec = mes.spec or {}
+        match = spec.get("match") or {}
+        port = int(match.get("port") or 0)
+        endpoints = tuple((str(e.get("address") or ""), int(e.get("port") or 0)) for e in spec.get("endpoints") or [])
+        destination = mes_destination(mesh, mes.name, port)
+        out[destination] = MeshExternalService(
+            mes.name, destination, mes_sni(mesh, mes.name, port), str(match.get("protocol") or "tcp"),
+            endpoints, _mes_tls(store, mesh, spec.get("tls") or {}))
+        out.setdefault(mes_destination(mesh, mes.name, 0), out[destination])   # backendRef without a port
+    return out
+
+
 def zone_egresses(store: Store) -> tuple[tuple[str, int], ...]:
     """Where the zone's egress proxies listen; sidecars of a mesh with `routing.zoneEgress` call them."""
     out = []
@@ -139,11 +194,17 @@ def build_snapshot(store: Store, mesh_name: str, revision: int) -> MeshSnapshot 
         items = store.list(ListQuery(type=kind, mesh=mesh_name)).items
         policies[kind] = tuple(Policy(kind, r.name, r.spec) for r in sorted(items, key=lambda r: r.name))
     externals = external_services(store, mesh_name)
+    meshexternals = mesh_external_services(store, mesh_name)
     zone_egress = bool((mesh.content.get("routing") or {}).get("zoneEgress"))
     for service, es in externals.items():
         protocols[service] = es.protocol   # the outbound goes to the external service
+    for destination, mes in meshexternals.items():
+        protocols[destination] = mes.protocol
     return MeshSnapshot(
         mesh=mesh_name, revision=revision, mtls=mtls,
         endpoints={s: tuple(sorted(e, key=lambda x: (x.address, x.port))) for s, e in endpoints.items()},
         protocols=protocols, policies=policies, external_services=externals,
-        zone_egress=zone_egress, egresses=zone_egresses(store) if zone_egress and externals else ())
+        zone_egress=zone_egress, mesh_external_services=meshexternals,
+        forbid_mesh_external_service_access=bool(
+            (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
+        egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else ())

@@ -90,9 +90,10 @@ class Mesh:
         path.write_text(r.text)
         return path
 
-    def kuma_dp(self, name: str, token: Path | None, **variables: object) -> subprocess.Popen:
-        dp_file = self.tmp / "dataplane.yaml"
-        dp_file.write_text(DATAPLANE)
+    def kuma_dp(self, name: str, token: Path | None, template: str = DATAPLANE, **variables: object
+                ) -> subprocess.Popen:
+        dp_file = self.tmp / f"{name}.dataplane.yaml"
+        dp_file.write_text(template)
         args = [*cp_command("dp", "run"), f"--cp-address=https://127.0.0.1:{self.cp_port}",
                 f"--ca-cert-file={self.tmp / 'cp' / 'kuma-cp.crt'}", f"--dataplane-file={dp_file}",
                 f"--dataplane-var=name={name}", f"--work-dir={self.tmp / name}",

@@ -96,6 +96,21 @@ def _egress_kuma_dp(work_dir: Path) -> int:
     return _eventually(lambda: int((work_dir / "egress" / "kuma-dp.pid").read_text()))
 
 
+MES_CLIENT = """type: Dataplane
+mesh: default
+name: {{ name }}
+networking:
+  address: 127.0.0.1
+  inbound:
+  - port: {{ port }}
+    servicePort: {{ servicePort }}
+    tags: {kuma.io/service: app}
+  outbound:
+  - port: {{ outPort }}
+    backendRef: {kind: MeshExternalService, name: ext-http}
+"""
+
+
 @pytest.fixture
 def setup(tmp_path: Path):
     egress_port = free_port()
@@ -178,6 +193,17 @@ def test_external_services_through_the_managed_egress(setup: Mesh, tmp_path: Pat
     _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).ok
                 and _last_caller() == egress_envoy)
     assert _envoy_under(web.pid) == web_envoy
+
+    # a MeshExternalService, which Kuma reaches only through the egress (an outbound by backendRef)
+    assert requests.put(f"{api}/meshes/default/meshexternalservices/ext-http", json={
+        "type": "MeshExternalService", "mesh": "default", "name": "ext-http", "spec": {
+            "match": {"type": "HostnameGenerator", "port": 80, "protocol": "http"},
+            "endpoints": [{"address": "127.0.0.1", "port": http_port}]}}).ok, "MeshExternalService"
+    out_mes = free_port()
+    mesh.kuma_dp("app-1", mesh.token("app-1"), template=MES_CLIENT, port=free_port(), servicePort=free_port(),
+                 outPort=out_mes)
+    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_mes}/get", timeout=3).ok)
+    assert _last_caller() == egress_envoy
 
     # MeshTrafficPermission on the external service, enforced at the egress
     deny = {"type": "MeshTrafficPermission", "mesh": "default", "name": "deny-web-httpbin", "spec": {

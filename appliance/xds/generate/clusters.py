@@ -10,7 +10,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from appliance.xds.generate import names, tls
 from appliance.xds.generate._proto import ads_source, pack, seconds, string_struct
-from appliance.xds.model import ExternalService, Inbound, MeshSnapshot
+from appliance.xds.model import ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot
 
 # DefaultInboundTimeout (pkg/defaults/mesh/meshtimeout.go): twice the outbound side, so a caller's
 # timeout fires first. MeshTimeout overwrites these when it applies.
@@ -68,37 +68,62 @@ def external_tags(es: ExternalService, mesh: str = "") -> dict[str, str]:
     return tags
 
 
-def external_cluster(name: str, es: ExternalService, mesh: str = "") -> cluster_pb2.Cluster:
-    """A cluster straight to the external server (STATIC for an IP, STRICT_DNS for a name), with TLS to it
-    when the ExternalService asks. Sidecars use it without a zone egress; the egress always (`mesh` set)."""
+def _provided_cluster(name: str, endpoints: tuple[tuple[str, int], ...], tags: dict[str, str],
+                      protocol: str) -> cluster_pb2.Cluster:
+    """A cluster whose endpoints it holds itself: STATIC when all are IPs, else STRICT_DNS (IPv4)."""
     cluster = cluster_pb2.Cluster(name=name)
     alt = names.sanitize_metric(name)
     if alt != name:
         cluster.alt_stat_name = alt
-    if tls.is_ip(es.address):
+    if all(tls.is_ip(address) for address, _ in endpoints):
         cluster.type = cluster_pb2.Cluster.STATIC
     else:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
-    tags = external_tags(es, mesh)
     cluster.load_assignment.cluster_name = name
-    lb_endpoint = cluster.load_assignment.endpoints.add().lb_endpoints.add()
-    socket = lb_endpoint.endpoint.address.socket_address
-    socket.address = es.address
-    socket.port_value = es.port
-    lb_endpoint.load_balancing_weight.value = 1
-    if tags:
-        struct = string_struct(tags)
-        for key in ("envoy.lb", "envoy.transport_socket_match"):
-            lb_endpoint.metadata.filter_metadata[key].CopyFrom(struct)
-    if es.tls is not None:
-        match = cluster.transport_socket_matches.add(name=es.address)
-        match.match.CopyFrom(string_struct(tags))
-        match.transport_socket.name = names.TLS_TRANSPORT_SOCKET
-        match.transport_socket.typed_config.CopyFrom(pack(tls.outside_mesh_context(es)))
-    options = _upstream_protocol_options(es.protocol)
+    locality = cluster.load_assignment.endpoints.add()
+    for address, port in endpoints:
+        lb_endpoint = locality.lb_endpoints.add()
+        socket = lb_endpoint.endpoint.address.socket_address
+        socket.address = address
+        socket.port_value = port
+        lb_endpoint.load_balancing_weight.value = 1
+        if tags:
+            struct = string_struct(tags)
+            for key in ("envoy.lb", "envoy.transport_socket_match"):
+                lb_endpoint.metadata.filter_metadata[key].CopyFrom(struct)
+    options = _upstream_protocol_options(protocol)
     if options is not None:
         _store_protocol_options(cluster, options)
+    return cluster
+
+
+def _outside_tls(cluster: cluster_pb2.Cluster, settings: ExternalTls, address: str,
+                 match: dict[str, str] | None) -> None:
+    """TLS to the external server, as a transport socket match (on the endpoints' tags, or for all)."""
+    entry = cluster.transport_socket_matches.add(name=address)
+    if match is not None:
+        entry.match.CopyFrom(string_struct(match))
+    entry.transport_socket.name = names.TLS_TRANSPORT_SOCKET
+    entry.transport_socket.typed_config.CopyFrom(pack(tls.outside_mesh_context(settings, address)))
+
+
+def external_cluster(name: str, es: ExternalService, mesh: str = "") -> cluster_pb2.Cluster:
+    """A cluster straight to the external server, with TLS to it when the ExternalService asks.
+    Sidecars use it without a zone egress; the egress always (`mesh` set)."""
+    tags = external_tags(es, mesh)
+    cluster = _provided_cluster(name, ((es.address, es.port),), tags, es.protocol)
+    if es.tls is not None:
+        _outside_tls(cluster, es.tls, es.address, tags)
+    return cluster
+
+
+def mesh_external_cluster(mes: MeshExternalService, mesh: str) -> cluster_pb2.Cluster:
+    """The egress's cluster of a MeshExternalService: all its endpoints, one TLS context for all of them."""
+    cluster = _provided_cluster(mes.destination, mes.endpoints, {"mesh": mesh}, mes.protocol)
+    cluster.load_assignment.endpoints[0].locality.sub_zone = "priority-0"   # Kuma groups endpoints by priority
+    if mes.tls is not None and mes.endpoints:
+        _outside_tls(cluster, mes.tls, mes.endpoints[0][0], None)
     return cluster
 
 
@@ -120,12 +145,15 @@ def cluster_for(snapshot: MeshSnapshot, service: str) -> cluster_pb2.Cluster:
     if alt != service:
         cluster.alt_stat_name = alt
     mtls = snapshot.mtls
-    if external is not None:
-        options = _upstream_protocol_options(external.protocol)
+    meshexternal = snapshot.mesh_external_services.get(service)
+    if external is not None or meshexternal is not None:   # through the zone egress
+        protocol = external.protocol if external is not None else meshexternal.protocol  # type: ignore[union-attr]
+        options = _upstream_protocol_options(protocol)
         if options is not None:
             _store_protocol_options(cluster, options)
+        sni = names.sni(service, snapshot.mesh) if external is not None else meshexternal.sni  # type: ignore[union-attr]
         if mtls is not None:
-            cluster.transport_socket.CopyFrom(tls.to_egress_transport_socket(snapshot.mesh, service))
+            cluster.transport_socket.CopyFrom(tls.to_egress_transport_socket(snapshot.mesh, sni))
         return cluster
     options = http_protocol_options_pb2.HttpProtocolOptions()
     options.explicit_http_config.http2_protocol_options.SetInParent()

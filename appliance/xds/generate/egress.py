@@ -7,7 +7,9 @@ external service, one filter chain picked by the SNI the sidecars send (`<servic
 The chain terminates the mesh's mTLS with the egress's identity in that mesh
 (`spiffe://<mesh>/zone-egress`), applies MeshTrafficPermission for the external service, then
 proxies HTTP or TCP to the cluster `<mesh>:<service>`, which reaches the external server (with TLS
-when its ExternalService asks). A mesh without mTLS has nothing here: its sidecars cannot reach it.
+when its ExternalService asks). MeshExternalServices get a chain each too, named after their
+destination (`<mesh>_<name>___extsvc_<port>`) and picked by their own SNI. A mesh without mTLS has
+nothing here: its sidecars cannot reach it.
 """
 from __future__ import annotations
 
@@ -20,10 +22,10 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from appliance.policies._envoy import Resources
 from appliance.policies.meshtrafficpermission import plugin as meshtrafficpermission
 from appliance.xds.generate import names, routes, tls
-from appliance.xds.generate.clusters import external_cluster
+from appliance.xds.generate.clusters import external_cluster, mesh_external_cluster
 from appliance.xds.generate.listeners import TLS_INSPECTOR, http_connection_manager, network_filter, socket_address, tcp_proxy
 from appliance.xds.generate._proto import seconds
-from appliance.xds.model import ExternalService, Identity, Inbound, MeshSnapshot, Proxy
+from appliance.xds.model import ExternalService, Identity, Inbound, MeshExternalService, MeshSnapshot, Proxy
 
 # envoy_clusters.DefaultTimeout(): the egress's connect timeout to external servers.
 CONNECT_TIMEOUT = 5
@@ -79,6 +81,30 @@ def _filter_chain(egress: EgressProxy, listener_name: str, snapshot: MeshSnapsho
     return chain
 
 
+def _mes_filter_chain(egress: EgressProxy, listener_name: str, snapshot: MeshSnapshot,
+                      mes: MeshExternalService, forbid: bool) -> listener_components_pb2.FilterChain:
+    """A MeshExternalService's chain: named, routed and counted by its destination name, open to every
+    client of the mesh unless the Mesh says `routing.defaultForbidMeshExternalServiceAccess` (Kuma 2.14)."""
+    name = mes.destination
+    chain = listener_components_pb2.FilterChain(name=name)
+    chain.filter_chain_match.server_names.append(mes.sni)
+    chain.filter_chain_match.transport_protocol = "tls"
+    chain.transport_socket.CopyFrom(tls.downstream_transport_socket(snapshot.mesh))
+    if mes.protocol in names.HTTP_PROTOCOLS:
+        proxy = Proxy(mesh="", name=egress.name, address=egress.address, inbounds=(), outbounds=(),
+                      ipv6_enabled=egress.ipv6_enabled)
+        manager = http_connection_manager(name, "http", snapshot, proxy)
+        route = routes.egress_route_config(name, name)
+        route.name = name
+        manager.route_config.CopyFrom(route)
+        chain.filters.append(network_filter(names.HCM_FILTER, manager))
+    else:
+        chain.filters.append(network_filter(names.TCP_PROXY_FILTER, tcp_proxy(name, name)))
+    everyone = meshtrafficpermission.Permissions(allow=() if forbid else ((),), shadow_deny=())
+    meshtrafficpermission.apply_egress(chain, listener_name, snapshot.mesh, everyone)
+    return chain
+
+
 def generate_egress(egress: EgressProxy, snapshots: list[MeshSnapshot],
                     identities: dict[str, Identity | None]) -> Resources:
     """All resources of one zone egress. A mesh whose identity is not issued yet gets its chains anyway:
@@ -95,6 +121,14 @@ def generate_egress(egress: EgressProxy, snapshots: list[MeshSnapshot],
             es = snapshot.external_services[service]
             listener.filter_chains.append(_filter_chain(egress, name, snapshot, es))
             cluster = _cluster(snapshot, es)
+            resources[names.CLUSTER][cluster.name] = cluster
+        for destination in sorted({m.destination for m in snapshot.mesh_external_services.values()}):
+            mes = snapshot.mesh_external_services[destination]
+            listener.filter_chains.append(_mes_filter_chain(egress, name, snapshot, mes,
+                                                            snapshot.forbid_mesh_external_service_access))
+            cluster = mesh_external_cluster(mes, mesh)
+            cluster.connect_timeout.CopyFrom(seconds(CONNECT_TIMEOUT))
+            cluster.circuit_breakers.thresholds.add().track_remaining = True
             resources[names.CLUSTER][cluster.name] = cluster
         identity = identities.get(mesh)
         if identity is not None:

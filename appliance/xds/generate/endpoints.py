@@ -21,6 +21,8 @@ def load_assignment_for(snapshot: MeshSnapshot, service: str) -> endpoint_pb2.Cl
     if external is not None:
         # Through the zone egress: every egress is an endpoint carrying the external service's tags.
         endpoints = tuple(Endpoint(address, port, external.tags, "") for address, port in snapshot.egresses)
+    elif service in snapshot.mesh_external_services:
+        endpoints = tuple(Endpoint(address, port, {}, "") for address, port in snapshot.egresses)
     else:
         endpoints = snapshot.endpoints.get(service, ())
     if not endpoints:

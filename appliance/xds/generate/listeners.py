@@ -149,7 +149,8 @@ def outbound_listener(outbound: Outbound, snapshot: MeshSnapshot, proxy: Proxy) 
     if protocol in names.HTTP_PROTOCOLS:
         hcm = http_connection_manager(service, protocol, snapshot, proxy)
         hcm.normalize_path.value = True
-        hcm.route_config.CopyFrom(routes.outbound_route_config(service, service in snapshot.external_services))
+        external = service in snapshot.external_services or service in snapshot.mesh_external_services
+        hcm.route_config.CopyFrom(routes.outbound_route_config(service, external))
         chain.filters.append(network_filter(names.HCM_FILTER, hcm))
     else:
         chain.filters.append(network_filter(names.TCP_PROXY_FILTER, tcp_proxy(service, service)))

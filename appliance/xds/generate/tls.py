@@ -13,7 +13,7 @@ from envoy.type.matcher.v3 import string_pb2
 
 from appliance.xds.generate import names
 from appliance.xds.generate._proto import ads_source, pack
-from appliance.xds.model import ExternalService, ExternalTls, Identity, MeshSnapshot
+from appliance.xds.model import ExternalTls, Identity, MeshSnapshot
 
 
 def identity_secret(mesh: str, identity: Identity) -> secret_pb2.Secret:
@@ -72,13 +72,13 @@ def _san_exact(san_type: int, value: str) -> common_pb2.SubjectAltNameMatcher:
     return common_pb2.SubjectAltNameMatcher(san_type=san_type, matcher=string_pb2.StringMatcher(exact=value))
 
 
-def outside_mesh_context(es: ExternalService) -> tls_pb2.UpstreamTlsContext:
-    """TLS to a server outside the mesh, as its ExternalService's `networking.tls` says.
+def outside_mesh_context(settings: ExternalTls, address: str) -> tls_pb2.UpstreamTlsContext:
+    """TLS to a server outside the mesh at `address`, as its ExternalService's (or MeshExternalService's)
+    `tls` says.
 
     Without a CA certificate the server is not verified (Kuma does the same); with one, its certificate
     must name `serverName` (or the host) unless `skipHostnameVerification`."""
-    settings = es.tls or ExternalTls()
-    sni = settings.server_name or ("" if is_ip(es.address) else es.address)
+    sni = settings.server_name or ("" if is_ip(address) else address)
     context = tls_pb2.UpstreamTlsContext(sni=sni, allow_renegotiation=settings.allow_renegotiation)
     if settings.client_cert and settings.client_key:
         pair = context.common_tls_context.tls_certificates.add()
@@ -88,19 +88,19 @@ def outside_mesh_context(es: ExternalService) -> tls_pb2.UpstreamTlsContext:
         validation = context.common_tls_context.validation_context
         validation.trusted_ca.inline_bytes = settings.ca_cert
         if not settings.skip_hostname_verification:
-            expected = sni or es.address
+            expected = sni or address
             validation.match_typed_subject_alt_names.extend([
                 _san_exact(common_pb2.SubjectAltNameMatcher.DNS, expected),
                 _san_exact(common_pb2.SubjectAltNameMatcher.IP_ADDRESS, expected)])
     return context
 
 
-def to_egress_transport_socket(mesh: str, service: str) -> base_pb2.TransportSocket:
+def to_egress_transport_socket(mesh: str, sni: str) -> base_pb2.TransportSocket:
     """A sidecar's mTLS to the zone egress: SNI names the external service, the server must be the egress."""
     common = _common_context(mesh, _uri_san(string_pb2.StringMatcher(
         exact=names.spiffe_id(mesh, names.ZONE_EGRESS_SERVICE))))
     common.alpn_protocols.append(names.KUMA_ALPN)
-    context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=names.sni(service, mesh))
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=sni)
     return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))
 
 

@@ -11,7 +11,9 @@ from google.protobuf import json_format
 from appliance.xds.generate import generate_sidecar, names
 from appliance.xds.generate.consistency import check_consistency
 from appliance.xds.generate.egress import EgressProxy, generate_egress
-from appliance.xds.model import ExternalService, ExternalTls, Identity, MeshSnapshot, Mtls, Outbound, Policy
+from appliance.xds.model import (
+    ExternalService, ExternalTls, Identity, MeshExternalService, MeshSnapshot, Mtls, Outbound, Policy,
+)
 from tests.unit.xds.scenarios import web_proxy
 from tests.unit.xds.test_kuma_goldens import _assert_same, _kuma
 
@@ -167,3 +169,50 @@ def test_the_routing_flag_changes_clusters_and_endpoints_but_not_listeners(zone_
     """Flipping routing.zoneEgress re-routes without draining the outbound listener."""
     a, b = _sidecar(_mesh(zone_egress=zone_egress)), _sidecar(_mesh(zone_egress=not zone_egress))
     assert a[names.LISTENER] == b[names.LISTENER]
+
+
+# --- MeshExternalService ----------------------------------------------------------------------------------
+
+MES_1 = MeshExternalService("meshexternalservice-1", "mesh-1_meshexternalservice-1___extsvc_9090",
+                            "a45e197ed7825551b.meshexternalservice-1.9090.mesh-1.mes", "http",
+                            (("127.0.0.1", 8080), ("example.com", 1234)), None)
+
+
+def _with_mes(snapshot: MeshSnapshot) -> MeshSnapshot:
+    return replace(snapshot, mesh_external_services={MES_1.destination: MES_1}, known_internal_cidrs=("127.0.0.1/32",))
+
+
+def test_mesh_external_service_cluster_and_chain_match_kuma() -> None:
+    resources = generate_egress(EGRESS, [_with_mes(_mesh(externals=()))], {"mesh-1": IDENTITY})
+    name = MES_1.destination
+    _assert_same(resources[names.CLUSTER][name], _kuma(EGRESS_01, names.CLUSTER, name))
+    ours = resources[names.LISTENER]["inbound:192.168.0.1:10002"].filter_chains[0]
+    kuma = next(c for c in _kuma(EGRESS_01, names.LISTENER, "inbound:192.168.0.1:10002").filter_chains
+                if c.name == name)
+    _assert_same(ours, kuma)
+
+
+def test_mesh_external_service_sni_and_name_from_the_store_shape() -> None:
+    from appliance.xds.snapshot import mes_destination, mes_sni
+    assert mes_sni("mesh-1", "meshexternalservice-1", 9090) == MES_1.sni
+    assert mes_destination("mesh-1", "meshexternalservice-1", 9090) == MES_1.destination
+
+
+def test_mesh_external_service_access_can_be_forbidden_by_default() -> None:
+    snapshot = replace(_with_mes(_mesh(externals=())), forbid_mesh_external_service_access=True)
+    chain = generate_egress(EGRESS, [snapshot], {})[names.LISTENER]["inbound:192.168.0.1:10002"].filter_chains[0]
+    hcm = http_connection_manager_pb2.HttpConnectionManager()
+    chain.filters[0].typed_config.Unpack(hcm)
+    assert "policies" not in _dict(hcm.http_filters[0])["typedConfig"]["rules"]
+
+
+def test_sidecar_reaches_a_mesh_external_service_through_the_egress() -> None:
+    proxy = replace(web_proxy(mesh="mesh-1"), outbounds=(Outbound(10005, "127.0.0.1", MES_1.destination),))
+    resources = generate_sidecar(_with_mes(_mesh(externals=())), proxy, IDENTITY)
+    cluster = resources[names.CLUSTER][MES_1.destination]
+    context = tls_pb2.UpstreamTlsContext()
+    cluster.transport_socket.typed_config.Unpack(context)
+    assert context.sni == MES_1.sni
+    socket = resources[names.ENDPOINT][MES_1.destination].endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (socket.address, socket.port_value) == ("192.168.0.1", 10002)
+    assert check_consistency(resources) == []
