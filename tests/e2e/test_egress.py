@@ -111,11 +111,12 @@ networking:
 """
 
 
-@pytest.fixture
-def setup(tmp_path: Path):
+@pytest.fixture(params=["sotw", "delta"])
+def setup(request, tmp_path: Path):
     egress_port = free_port()
     mesh = Mesh(tmp_path, {"KUMA_EGRESS_ADDRESS": "127.0.0.1", "KUMA_EGRESS_PORT": str(egress_port),
-                           "KUMA_EGRESS_NAME": "egress-1"})
+                           "KUMA_EGRESS_NAME": "egress-1",
+                           "KUMA_EXPERIMENTAL_DELTA_XDS": str(request.param == "delta").lower()})
     mesh.cp.args = ("--egress-enabled",)      # as a user runs it
     mesh.cp.start()
     yield mesh
