@@ -1,5 +1,20 @@
-"""Shared pytest setup: a one-line summary of the Kuma fixture replay (run / passed / skipped)."""
+"""Shared pytest setup: one real PostgreSQL per session (started only when a test asks for it), and a
+one-line summary of the Kuma fixture replay (run / passed / skipped)."""
 from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from tests.support import PostgresServer
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL for the session; give each module its own `postgres_server.database()`."""
+    server = PostgresServer()
+    yield server
+    server.close()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001

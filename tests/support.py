@@ -1,12 +1,15 @@
-"""Test helpers: a live API on a temporary SQLite file, served over real HTTP on 127.0.0.1."""
+"""Test helpers: a live API on a temporary store (SQLite or a real PostgreSQL) over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -130,3 +133,76 @@ class CpProcess:
             self.proc.terminate()
             return self.proc.wait(timeout=10)
         return self.proc.returncode if self.proc else 0
+
+
+class PostgresServer:
+    """A real PostgreSQL 16 (the `pgserver` wheel's binaries) listening on 127.0.0.1:<free port>, with
+    a superuser `kuma` / password `kuma` (Kuma's default credentials) and password auth over TCP.
+
+    `stop()` and `start()` make an outage on the same port; `database()` gives each test module its
+    own empty database. pgserver's own `get_server()` listens on a Unix socket only; a control plane
+    is configured with host and port, so this runs its `initdb` and `pg_ctl` itself."""
+
+    USER = PASSWORD = "kuma"
+
+    def __init__(self) -> None:
+        import pgserver  # a dev dependency: imported only by the tests that start a server
+        self._pg = pgserver
+        # PostgreSQL refuses to run as root; pgserver brings (and creates) an unprivileged user for that.
+        self._run_as = None
+        if os.geteuid() == 0:
+            from pgserver.utils import ensure_user_exists
+            self._run_as = ensure_user_exists("pgserver")
+        # Not under pytest's tmp_path: the server's user must reach the directory (and its socket).
+        self.base = Path(tempfile.mkdtemp(prefix="kuma-pg-"))
+        if self._run_as is not None:
+            os.chown(self.base, self._run_as.pw_uid, self._run_as.pw_gid)
+        self.data = self.base / "data"
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        pwfile = self.base / "pw"
+        pwfile.write_text(self.PASSWORD + "\n")
+        if self._run_as is not None:
+            os.chown(pwfile, self._run_as.pw_uid, self._run_as.pw_gid)
+        self._pg.initdb(["-U", self.USER, f"--pwfile={pwfile}", "--auth-local=trust",
+                         "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C"],
+                        pgdata=self.data, **self._user())
+        self.start()
+
+    def _user(self) -> dict:
+        return {"user": self._run_as.pw_name} if self._run_as is not None else {}
+
+    def start(self) -> None:
+        # fsync off: a test server's data may be lost with the machine; it makes CREATE DATABASE cheap.
+        options = f"-h {self.host} -p {self.port} -k {self.base} -c fsync=off -c max_connections=400"
+        self._pg.pg_ctl(["-w", "-l", str(self.base / "postgres.log"), "-o", options, "start"],
+                        pgdata=self.data, timeout=30, **self._user())
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast` disconnects every client at once (what a crash looks like to them); `immediate` too,
+        without a checkpoint."""
+        self._pg.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data, timeout=30, **self._user())
+
+    def sql(self, statement: str, dbname: str = "postgres") -> str:
+        """Run one statement as the superuser through psql; return its unaligned output."""
+        return self._pg.psql(["-X", "-A", "-t", "-h", self.host, "-p", str(self.port), "-U", self.USER,
+                              "-d", dbname, "-c", statement], env={**os.environ, "PGPASSWORD": self.PASSWORD})
+
+    def database(self, prefix: str = "kuma") -> str:
+        """Create an empty database and return its name."""
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        self.sql(f"CREATE DATABASE {name}")
+        return name
+
+    def env(self, dbname: str) -> dict[str, str]:
+        """The KUMA_* variables that point a control plane at `dbname` on this server."""
+        return {"KUMA_STORE_TYPE": "postgres", "KUMA_STORE_POSTGRES_HOST": self.host,
+                "KUMA_STORE_POSTGRES_PORT": str(self.port), "KUMA_STORE_POSTGRES_USER": self.USER,
+                "KUMA_STORE_POSTGRES_PASSWORD": self.PASSWORD, "KUMA_STORE_POSTGRES_DB_NAME": dbname}
+
+    def close(self) -> None:
+        try:
+            self.stop("immediate")
+        except Exception:  # already stopped by a test
+            pass
+        shutil.rmtree(self.base, ignore_errors=True)
