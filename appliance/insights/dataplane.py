@@ -60,6 +60,12 @@ def _node_versions(node: Any) -> dict[str, Any]:
         return {}
 
 
+def latest_subscription(insight: Resource | None) -> dict[str, Any] | None:
+    """The subscription with the newest connectTime: the proxy's current (or last) stream."""
+    subs = (insight.content.get("subscriptions") if insight else None) or []
+    return max(subs, key=lambda s: s.get("connectTime") or "", default=None)
+
+
 class InsightRecorder(StreamObserver):
     def __init__(self, store: Store, instance_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
@@ -68,13 +74,16 @@ class InsightRecorder(StreamObserver):
         self._live: dict[tuple[str, str], _Live] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._flush: asyncio.TimerHandle | None = None
-        self.on_disconnect: list = []
+        self.on_connect: list = []       # callback(key, node) when a stream opens
+        self.on_disconnect: list = []    # callback(key) when it closes
 
     def connected(self, key: tuple[str, str], node: object, delta: bool, stats: StreamStats) -> None:
         sub = {"id": str(uuid.uuid4()), "controlPlaneInstanceId": self.instance_id, "connectTime": _now(),
                "status": {}, "version": _node_versions(node), "generation": 0}
         self._live[key] = _Live(sub, stats)
         self._mark(key)
+        for callback in self.on_connect:
+            callback(key, node)
 
     def disconnected(self, key: tuple[str, str]) -> None:
         live = self._live.get(key)
@@ -95,7 +104,11 @@ class InsightRecorder(StreamObserver):
             live.regenerations += 1
             self._mark(key)
 
+    def streams(self) -> int:
+        return sum(not live.closed for live in self._live.values())
+
     def is_online(self, key: tuple[str, str]) -> bool:
+        """Connected to this instance."""
         live = self._live.get(key)
         return live is not None and not live.closed
 
@@ -107,7 +120,7 @@ class InsightRecorder(StreamObserver):
     def flush(self) -> None:
         self._flush = None
         dirty, self._dirty = self._dirty, set()
-        ops = []
+        items = []
         for key in dirty:
             live = self._live.get(key)
             if live is None:
@@ -116,30 +129,40 @@ class InsightRecorder(StreamObserver):
             sub["status"] = {"lastUpdateTime": _now(), "total": _counts(live.stats, None),
                              **{SHORT[t].lower(): _counts(live.stats, t) for t in SHORT}}
             sub["generation"] = int(sub.get("generation", 0)) + 1
-            # mesh "" is a zone egress (global): its insight is a ZoneEgressInsight
-            insight_type = "DataplaneInsight" if key[0] else "ZoneEgressInsight"
-            current = self.store.get(insight_type, *key)
-            content = current.content if current else {"subscriptions": []}
-            subs = [s for s in content.get("subscriptions", []) if s.get("id") != sub["id"]]
-            subs.append(dict(sub))
-            content = {**content, "subscriptions": subs[-MAX_SUBSCRIPTIONS:]}
-            if live.identity_expiry:
-                content["mTLS"] = {
-                    "certificateExpirationTime": _time(live.identity_expiry),
-                    "lastCertificateRegeneration": _time(live.identity_issued or 0.0),
-                    "certificateRegenerations": live.regenerations}
-            res = Resource(insight_type, key[0], key[1], content, {"kuma.io/mesh": key[0]} if key[0] else {})
-            ops.append(WriteOp("update" if current else "create", res, current.version if current else None))
+            items.append((key, live))
             if live.closed:
                 del self._live[key]
-        if ops:
-            try:
-                self.store.write(ops)
-            except Exception:
-                # a conflicting write (another instance) or a deleted mesh: retry those next time
-                log.debug("insight batch failed; writing one by one", exc_info=True)
-                for op in ops:
-                    try:
-                        self.store.write([op])
-                    except Exception:
-                        pass
+        if not items:
+            return
+        try:
+            self.store.write([self._op(key, live) for key, live in items])
+        except Exception:
+            # another instance wrote one of these insights meanwhile (the proxy moved), or a mesh is
+            # gone: write them one by one over what is stored now
+            log.debug("insight batch failed; writing one by one", exc_info=True)
+            for key, live in items:
+                try:
+                    self.store.write([self._op(key, live)])
+                except Exception:
+                    log.debug("insight of %s not written", key, exc_info=True)
+
+    def _op(self, key: tuple[str, str], live: _Live) -> WriteOp:
+        """Our subscription written over the stored insight, keeping other instances' subscriptions.
+
+        Subscriptions stay ordered by connectTime, so the last one is the proxy's current stream even
+        when an instance it left records the disconnect after the instance it moved to."""
+        sub = live.subscription
+        # mesh "" is a zone egress (global): its insight is a ZoneEgressInsight
+        insight_type = "DataplaneInsight" if key[0] else "ZoneEgressInsight"
+        current = self.store.get(insight_type, *key)
+        content = current.content if current else {"subscriptions": []}
+        subs = [s for s in content.get("subscriptions", []) if s.get("id") != sub["id"]] + [dict(sub)]
+        subs.sort(key=lambda s: s.get("connectTime") or "")
+        content = {**content, "subscriptions": subs[-MAX_SUBSCRIPTIONS:]}
+        if live.identity_expiry:
+            content["mTLS"] = {
+                "certificateExpirationTime": _time(live.identity_expiry),
+                "lastCertificateRegeneration": _time(live.identity_issued or 0.0),
+                "certificateRegenerations": live.regenerations}
+        res = Resource(insight_type, key[0], key[1], content, {"kuma.io/mesh": key[0]} if key[0] else {})
+        return WriteOp("update" if current else "create", res, current.version if current else None)

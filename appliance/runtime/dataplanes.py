@@ -21,7 +21,7 @@ from appliance.ca.server_cert import ServerCert
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.validation import ValidationError
-from appliance.insights.dataplane import InsightRecorder
+from appliance.insights.dataplane import InsightRecorder, latest_subscription
 from appliance.runtime.dpserver import DpServer, grpc_socket_name
 from appliance.store import AlreadyExists, Conflict, NotFound
 from appliance.tokens import issuer, signing
@@ -62,6 +62,7 @@ class DataplaneServer:
     async def _start(self) -> None:
         self.cache = XdsCache(self.store, self.generate, self.loop)
         self.insights = InsightRecorder(self.store, self.instance_id, self.loop)
+        self.insights.on_connect.append(self._on_connect)
         self.insights.on_disconnect.append(self._on_disconnect)
         self.grpc_name = grpc_socket_name()
         self.grpc = grpc.aio.server(options=[("grpc.server.max_pending_requests", 10000),
@@ -96,6 +97,10 @@ class DataplaneServer:
         async def run() -> Any:
             return fn()
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
+
+    def streams_active(self) -> int:
+        """ADS streams open on this instance now."""
+        return self.call(lambda: self.insights.streams() if self.insights else 0)
 
     def config_for(self, mesh: str, name: str) -> dict[str, dict[str, Any]]:
         assert self.cache is not None
@@ -150,6 +155,27 @@ class DataplaneServer:
             self.insights.certificate(key, issued.identity.expires, issued.issued_at)
 
     # --- kuma-dp registered dataplanes -------------------------------------------------------
+    # kuma-dp registers its dataplane at bootstrap, through one instance; its ADS stream may later
+    # reach another (several instances behind one address, or after an instance died). The node
+    # metadata carries the definition, so the instance holding the stream owns the registration.
+    def _on_connect(self, key: tuple[str, str], node: object) -> None:
+        fields = getattr(getattr(node, "metadata", None), "fields", {})
+        raw = fields["dataplane.resource"].string_value if "dataplane.resource" in fields else ""
+        if not raw:
+            return
+        pending = self._pending_removal.pop(key, None)
+        if pending:
+            pending.cancel()
+        self._registered.add(key)
+        if self.store.get("Dataplane" if key[0] else "ZoneEgress", *key) is not None:
+            return
+        try:   # removed meanwhile (by the instance the proxy left): register it again
+            self._register(key[0], key[1], {"dataplaneResource": raw}, authenticated=True, expect=key)
+            log.info("%s %s registered again from its proxy's metadata", "dataplane" if key[0] else "zone egress",
+                     ".".join(key).lstrip("."))
+        except KumaError as e:
+            log.warning("could not register %s from its proxy's metadata: %s", ".".join(key).lstrip("."), e)
+
     def _on_disconnect(self, key: tuple[str, str]) -> None:
         if key in self._registered:
             self._pending_removal[key] = self.loop.call_later(DEREGISTER_AFTER, self._deregister, key)
@@ -161,12 +187,21 @@ class DataplaneServer:
         if self.insights and self.insights.is_online(key):
             return
         self._registered.discard(key)
+        if self._connected_elsewhere(key):
+            return
         try:
             self.manager.delete("Dataplane" if key[0] else "ZoneEgress", *key)
             log.info("%s %s deregistered after its proxy disconnected",
                      "dataplane" if key[0] else "zone egress", ".".join(key).lstrip("."))
         except NotFound:
             pass
+
+    def _connected_elsewhere(self, key: tuple[str, str]) -> bool:
+        """The proxy's newest stream is open on another instance: that instance owns it now."""
+        insight = self.store.get("DataplaneInsight" if key[0] else "ZoneEgressInsight", *key)
+        sub = latest_subscription(insight)
+        return (sub is not None and not sub.get("disconnectTime")
+                and sub.get("controlPlaneInstanceId") != self.instance_id)
 
     # --- POST /bootstrap ---------------------------------------------------------------------
     async def _http(self, method: str, path: str, headers: dict[str, str], body: bytes,
@@ -199,8 +234,12 @@ class DataplaneServer:
         response = bootstrap.render(request, mesh, dataplane.name, service or name, params, admin_port)
         return 200, "application/json", orjson.dumps(response)
 
-    def _register(self, mesh: str, name: str, request: dict[str, Any]):  # -> Resource | None
-        """Create or update the proxy's resource from kuma-dp's definition: a Dataplane, or (mesh "") a ZoneEgress."""
+    def _register(self, mesh: str, name: str, request: dict[str, Any], authenticated: bool = False,
+                  expect: tuple[str, str] | None = None):  # -> Resource | None
+        """Create or update the proxy's resource from kuma-dp's definition: a Dataplane, or (mesh "") a ZoneEgress.
+
+        `authenticated`: the caller checked the proxy's token already (its ADS stream); `expect`: the
+        (mesh, name) the definition must have."""
         type_name = "Dataplane" if mesh else "ZoneEgress"
         raw = request.get("dataplaneResource")
         if not raw:
@@ -218,7 +257,9 @@ class DataplaneServer:
         res.mesh = res.mesh or mesh if mesh else ""
         name = res.name or name
         res.name = name
-        if self.auth_enabled:
+        if expect is not None and (res.mesh, name) != expect:
+            raise KumaError(400, "Bad Request", f"the definition is for {res.mesh}.{name}, not {'.'.join(expect)}")
+        if self.auth_enabled and not authenticated:
             try:
                 if mesh:
                     self._check_token(res.mesh, name, request.get("dataplaneToken") or "")

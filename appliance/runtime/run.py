@@ -11,7 +11,7 @@ from typing import Any
 
 import falcon
 
-from appliance import __version__
+from appliance import KUMA_COMPAT_VERSION, PRODUCT, __version__
 from appliance.api.app import create_app
 from appliance.config import Config
 from appliance.core.events import ChangeHub
@@ -20,6 +20,9 @@ from appliance.egress.managed import EgressError, ManagedEgress
 from appliance.runtime.bootstrap import ensure_defaults
 from appliance.runtime.dataplanes import DataplaneServer
 from appliance.runtime.http import BindError, HttpServer
+from appliance.runtime.leader import AlwaysLeader, Leadership, PostgresLeaderElector
+from appliance.runtime.leader_jobs import LeaderJobs
+from appliance.runtime.metrics import Gauge, Metrics, process_gauges
 from appliance.ca.server_cert import ensure_server_cert, load_server_cert, machine_names
 from appliance.store import Store
 from appliance.store.memory import MemoryStore
@@ -51,12 +54,38 @@ class Health:
             resp.text = "not ready"
 
 
-def _diagnostics_app(ready: threading.Event) -> falcon.App:
+def _diagnostics_app(ready: threading.Event, metrics: Metrics) -> falcon.App:
     app = falcon.App()
     health = Health(ready)
     app.add_route("/ready", health)
     app.add_route("/healthy", health)
+    app.add_route("/metrics", metrics)
     return app
+
+
+def _leadership(config: Config, instance_id: str) -> Leadership:
+    """Several instances share a PostgreSQL store and elect a leader there; any other store has one instance."""
+    if config["store.type"] != "postgres":
+        return AlwaysLeader(instance_id)
+    import psycopg
+    from appliance.store.pg_connect import PostgresSettings
+    kwargs = PostgresSettings.from_config(config).connect_kwargs()
+    return PostgresLeaderElector(
+        lambda name: psycopg.connect(autocommit=True, **{**kwargs, "application_name": name}), instance_id)
+
+
+def _metrics(instance_id: str, leadership: Leadership, store: Store, dataplanes: DataplaneServer) -> Metrics:
+    build = {"product": PRODUCT, "version": __version__, "based_on_kuma": KUMA_COMPAT_VERSION,
+             "build_date": "unknown", "git_commit": "unknown", "git_tag": "unknown",
+             "instance_id": instance_id, "cluster_id": instance_id.split("-")[0]}   # as GET / says
+    return Metrics([
+        Gauge("cp_info", "Static information about the CP instance", lambda: 1.0, tuple(build.items())),
+        Gauge("leader", "1 indicates that this instance is leader", lambda: 1.0 if leadership.is_leader else 0.0),
+        Gauge("xds_streams_active", "Number of active connections between a server and a client",
+              dataplanes.streams_active),
+        Gauge("store_revision", "The newest revision in the store's change log", store.revision),
+        *process_gauges(),
+    ])
 
 
 def _serve(app: Any, host: str, port: int, threads: int, what: str, setting: str) -> HttpServer:
@@ -108,22 +137,33 @@ def run(config: Config) -> int:
         raise StartupError(f"cannot create work dir {work_dir} (general.workDir): {e.strerror}")
     store = open_store(config)
     manager = ResourceManager(store, Labelling(zone=config["multizone.zone.name"]))
-    ensure_defaults(manager, config["defaults.skipMeshCreation"],
-                    config["apiServer.authn.tokens.bootstrapAdminToken"])
     instance_id = f"{socket.gethostname()}-{secrets.token_hex(2)}"
+    leadership = _leadership(config, instance_id)
+    LeaderJobs(manager, leadership,
+               lambda: ensure_defaults(manager, config["defaults.skipMeshCreation"],
+                                       config["apiServer.authn.tokens.bootstrapAdminToken"]),
+               {"Dataplane": config.seconds("runtime.universal.dataplaneCleanupAge"),
+                "ZoneEgress": config.seconds("runtime.universal.zoneResourceCleanupAge")})
+    leadership.start()   # the leader (the only instance, on SQLite) creates the defaults before serving
     ready = threading.Event()
 
     servers: list[HttpServer] = []
-    dataplanes = _dataplane_server(config, manager, instance_id)
+    try:
+        dataplanes = _dataplane_server(config, manager, instance_id)
+    except StartupError:
+        leadership.stop()
+        raise
     try:
         if config["apiServer.http.enabled"]:
             api = create_app(config, manager, instance_id, dataplanes)
             servers.append(_serve(api, config["apiServer.http.interface"], config["apiServer.http.port"],
                                   config["apiServer.threads"], "API server", "apiServer.http.port"))
-        servers.append(_serve(_diagnostics_app(ready), "0.0.0.0", config["diagnostics.serverPort"], 2,
+        servers.append(_serve(_diagnostics_app(ready, _metrics(instance_id, leadership, store, dataplanes)),
+                              "0.0.0.0", config["diagnostics.serverPort"], 2,
                               "diagnostics server", "diagnostics.serverPort"))
     except StartupError:
         dataplanes.stop()
+        leadership.stop()
         raise
     for server in servers:
         server.start()
@@ -135,6 +175,7 @@ def run(config: Config) -> int:
             for server in servers:
                 server.stop()
             dataplanes.stop()
+            leadership.stop()
             raise
 
     stop = threading.Event()
@@ -157,6 +198,7 @@ def run(config: Config) -> int:
     for server in servers:
         server.stop()
     dataplanes.stop()
+    leadership.stop()
     store.close()
     log.info("stopped")
     return 0

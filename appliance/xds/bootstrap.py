@@ -59,6 +59,9 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
                 "features": request.get("features") or [],
                 "ipv6Enabled": bool(request.get("ipv6Enabled")),
                 "workdir": workdir,
+                # As Kuma: the proxy carries the definition kuma-dp registered, so that whichever
+                # instance its stream reaches knows to re-register it and to remove it when it leaves.
+                **({"dataplane.resource": request["dataplaneResource"]} if request.get("dataplaneResource") else {}),
             },
         },
         # Without networking.admin.port the admin API sits on a socket in kuma-dp's work dir, as

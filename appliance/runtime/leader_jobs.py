@@ -1,0 +1,111 @@
+"""The jobs only the leader runs, so that several instances never run them twice at once.
+
+- on election: what a fresh control plane creates once (default Mesh, signing key, admin token);
+- every JOB_INTERVAL while leader:
+  - the subscription finalizer: a proxy's latest subscription held by an instance that is no longer
+    alive (killed, crashed, cut from the database) is closed (`disconnectTime`), so the proxy shows
+    offline until it reconnects to a live instance (Kuma closes them after `metrics.dataplane.idleTimeout`);
+  - the offline-proxy cleanup: Dataplanes offline for `runtime.universal.dataplaneCleanupAge` and
+    ZoneEgresses offline for `runtime.universal.zoneResourceCleanupAge` are deleted (Kuma's GC).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from appliance.core.manager import ResourceManager
+from appliance.core.resources.model import Resource
+from appliance.core.resources import registry
+from appliance.insights.dataplane import latest_subscription
+from appliance.runtime.leader import Leadership, is_live
+from appliance.store import Conflict, ListQuery, NotFound, StoreError
+from appliance.store.base import now_rfc3339
+
+log = logging.getLogger("appliance.leader")
+JOB_INTERVAL = 5.0
+JOIN_TIMEOUT = 10.0
+
+
+def _parse(time: str) -> float:
+    return datetime.fromisoformat(time.replace("Z", "+00:00")).timestamp()
+
+
+class LeaderJobs:
+    def __init__(self, manager: ResourceManager, leadership: Leadership, create_defaults: Callable[[], None],
+                 cleanup_age: dict[str, float], interval: float = JOB_INTERVAL) -> None:
+        """`cleanup_age`: proxy type (Dataplane, ZoneEgress) -> seconds offline before it is deleted."""
+        self.manager = manager
+        self.store = manager.store
+        self.leadership = leadership
+        self.create_defaults = create_defaults
+        self.cleanup_age = cleanup_age
+        self.interval = interval
+        self._term: threading.Event | None = None    # set when this leadership term ends
+        self._thread: threading.Thread | None = None
+        leadership.on_elected(self._elected)
+        leadership.on_lost(self._lost)
+
+    def _elected(self) -> None:
+        self.create_defaults()
+        term = self._term = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(term,), name="leader-jobs", daemon=True)
+        self._thread.start()
+
+    def _lost(self) -> None:
+        if self._term is not None:
+            self._term.set()   # the loop stops before its next step
+            self._term = None
+        if self._thread is not None:
+            # a step under way ends first: no new leader's jobs beside it, no store closed under it
+            self._thread.join(timeout=JOIN_TIMEOUT)
+            self._thread = None
+
+    def _loop(self, ended: threading.Event) -> None:
+        while not ended.is_set():
+            try:
+                self.run_once(ended)
+            except StoreError as e:
+                log.warning("leader jobs: %s", e)
+            except Exception:   # never let one bad round end the jobs of this leader
+                log.exception("leader jobs failed")
+            ended.wait(self.interval)
+
+    def run_once(self, ended: threading.Event | None = None) -> None:
+        now = datetime.now(timezone.utc).timestamp()
+        live = self.leadership.live_instances()
+        for proxy_type, insight_type in registry.INSIGHTS.items():
+            for insight in self.store.list(ListQuery(type=insight_type)).items:
+                if ended is not None and ended.is_set():
+                    return
+                sub = latest_subscription(insight)
+                if sub is None:
+                    continue
+                if not sub.get("disconnectTime"):
+                    if live is not None and not is_live(sub.get("controlPlaneInstanceId") or "", live):
+                        self._finalize(insight, sub)
+                    continue
+                age = self.cleanup_age.get(proxy_type)
+                if age and now - _parse(sub["disconnectTime"]) >= age:
+                    self._remove(proxy_type, insight)
+
+    def _finalize(self, insight: Resource, sub: dict[str, Any]) -> None:
+        subs = [dict(s, disconnectTime=now_rfc3339()) if s.get("id") == sub.get("id") else s
+                for s in insight.content.get("subscriptions", [])]
+        updated = Resource(insight.type, insight.mesh, insight.name, {**insight.content, "subscriptions": subs},
+                           insight.labels)
+        try:
+            self.store.update(updated, insight.version)
+        except (Conflict, NotFound):
+            return   # the proxy reconnected meanwhile (or is gone): nothing to close
+        log.info("%s %s: closed the subscription of instance %s, which is gone", insight.type,
+                 f"{insight.mesh}/{insight.name}" if insight.mesh else insight.name, sub.get("controlPlaneInstanceId"))
+
+    def _remove(self, proxy_type: str, insight: Resource) -> None:
+        try:
+            self.manager.delete(proxy_type, insight.mesh, insight.name)
+        except (NotFound, Conflict):
+            return
+        log.info("%s %s removed: offline longer than the cleanup age", proxy_type,
+                 f"{insight.mesh}/{insight.name}" if insight.mesh else insight.name)
