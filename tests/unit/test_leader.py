@@ -6,8 +6,6 @@ here depends on timing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
-
 import psycopg
 import pytest
 
@@ -16,15 +14,14 @@ from appliance.core.resources.model import Resource
 from appliance.runtime.leader import AlwaysLeader, PostgresLeaderElector, is_live
 from appliance.runtime.leader_jobs import LeaderJobs
 from appliance.store.sqlite import SQLiteStore
+from tests.support import PostgresServer
 
-pgserver = pytest.importorskip("pgserver")
 
 
 @pytest.fixture(scope="module")
-def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    yield server.get_uri()
-    server.cleanup()
+def pg_uri(postgres_server: PostgresServer) -> str:
+    s = postgres_server
+    return f"postgresql://{s.USER}:{s.PASSWORD}@{s.host}:{s.port}/{s.database()}"
 
 
 class Recorder:
