@@ -18,13 +18,18 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001
-    counts = {"passed": 0, "failed": 0, "skipped": 0}
-    for outcome in counts:
+    """One line per store: the replay must pass and skip the same fixtures on each."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped"):
         for report in terminalreporter.stats.get(outcome, []):
-            if "test_kuma_fixtures.py::test_fixture[" in getattr(report, "nodeid", ""):
-                counts[outcome] += 1
-    total = sum(counts.values())
-    if total:
+            nodeid = getattr(report, "nodeid", "")
+            if "test_kuma_fixtures.py::test_fixture[" not in nodeid:
+                continue
+            params = nodeid.split("[", 1)[1].rstrip("]").split("-")
+            store = next((p for p in (params[0], params[-1]) if p in ("sqlite", "postgres")), "?")
+            by_outcome = counts.setdefault(store, {"passed": 0, "failed": 0, "skipped": 0})
+            by_outcome[outcome] += 1
+    for store, c in sorted(counts.items()):
         terminalreporter.write_line(
-            f"Kuma 2.14 REST fixtures: {total} run, {counts['passed']} passed, {counts['failed']} failed, "
-            f"{counts['skipped']} skipped")
+            f"Kuma 2.14 REST fixtures ({store}): {sum(c.values())} run, {c['passed']} passed, "
+            f"{c['failed']} failed, {c['skipped']} skipped")

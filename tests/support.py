@@ -10,9 +10,10 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import requests
 
@@ -23,6 +24,10 @@ from appliance.core.manager import ResourceManager
 from appliance.runtime.bootstrap import ensure_defaults
 from appliance.runtime.http import HttpServer
 from appliance.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from appliance.store.pg_connect import PostgresSettings
+    from appliance.store.postgres import PostgresStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("KUMA_REFERENCE_DIR", ROOT.parent / "shared" / "kuma-2.14"))
@@ -49,10 +54,12 @@ class LiveApi:
 
 
 @contextmanager
-def live_api(tmp_path: Path, env: dict[str, str] | None = None, defaults: bool = False) -> Iterator[LiveApi]:
-    """`defaults`: also create what `kuma-cp run` creates on first start (default Mesh, admin token)."""
+def live_api(tmp_path: Path, env: dict[str, str] | None = None, defaults: bool = False,
+             postgres: "PostgresServer | None" = None) -> Iterator[LiveApi]:
+    """`defaults`: also create what `kuma-cp run` creates on first start (default Mesh, admin token).
+    `postgres`: serve from a new database on that server instead of a SQLite file."""
     config = load_config(env={"KUMA_GENERAL_WORK_DIR": str(tmp_path), **(env or {})})
-    store = SQLiteStore(tmp_path / "kuma.db", ChangeHub())
+    store = postgres.store() if postgres else SQLiteStore(tmp_path / "kuma.db", ChangeHub())
     manager = ResourceManager(store)
     if defaults:
         ensure_defaults(manager, skip_mesh_creation=False, bootstrap_admin_token=True)
@@ -146,7 +153,9 @@ class PostgresServer:
     USER = PASSWORD = "kuma"
 
     def __init__(self) -> None:
-        import pgserver  # a dev dependency: imported only by the tests that start a server
+        with warnings.catch_warnings():  # pgserver looks up XDG_RUNTIME_DIR at import, and warns without it
+            warnings.simplefilter("ignore")
+            import pgserver  # a dev dependency: imported only by the tests that start a server
         self._pg = pgserver
         # PostgreSQL refuses to run as root; pgserver brings (and creates) an unprivileged user for that.
         self._run_as = None
@@ -199,6 +208,27 @@ class PostgresServer:
         return {"KUMA_STORE_TYPE": "postgres", "KUMA_STORE_POSTGRES_HOST": self.host,
                 "KUMA_STORE_POSTGRES_PORT": str(self.port), "KUMA_STORE_POSTGRES_USER": self.USER,
                 "KUMA_STORE_POSTGRES_PASSWORD": self.PASSWORD, "KUMA_STORE_POSTGRES_DB_NAME": dbname}
+
+    def settings(self, dbname: str, **overrides: Any) -> "PostgresSettings":
+        """Settings for `dbname`, reconnecting within a second (outage tests need no 10 s waits)."""
+        from appliance.store.pg_connect import PostgresSettings
+        return PostgresSettings(**{"host": self.host, "port": self.port, "user": self.USER,
+                                   "password": self.PASSWORD, "db_name": dbname, "min_reconnect_interval": 0.1,
+                                   "max_reconnect_interval": 1.0, **overrides})
+
+    def migrated_database(self) -> str:
+        """A new database with the schema `kuma-cp migrate up` creates."""
+        from appliance.store.pg_connect import connect
+        from appliance.store.pg_schema import migrate_up
+        name = self.database()
+        with connect(self.settings(name)) as conn:
+            migrate_up(conn)
+        return name
+
+    def store(self, dbname: str | None = None, **overrides: Any) -> "PostgresStore":
+        """A PostgresStore on `dbname` (default: a new migrated database)."""
+        from appliance.store.postgres import PostgresStore
+        return PostgresStore(self.settings(dbname or self.migrated_database(), **overrides), ChangeHub())
 
     def close(self) -> None:
         try:

@@ -1,4 +1,4 @@
-"""`kuma-cp`: run the control plane, print the version."""
+"""`kuma-cp`: run the control plane, migrate the PostgreSQL schema, print the version."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,14 @@ def _parser() -> argparse.ArgumentParser:
                           "(egress.* settings, KUMA_EGRESS_*)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error", "off"),
                      help="log level (default: info)")
+    migrate = sub.add_parser("migrate", help="manage the PostgreSQL schema",
+                             description="Manage the schema of the PostgreSQL store (store.type: postgres).")
+    migrate_sub = migrate.add_subparsers(dest="migrate_command", metavar="SUBCOMMAND", required=True)
+    up = migrate_sub.add_parser("up", help="apply the schema migrations this kuma-cp needs (idempotent)",
+                                description="Bring the PostgreSQL schema to this kuma-cp's version. Run it once "
+                                            "before the first `kuma-cp run` and after every upgrade; running it "
+                                            "again does nothing. Uses the same settings as `run`.")
+    up.add_argument("-c", "--config-file", help="path to a kuma-cp.conf.yaml")
     sub.add_parser("version", help="print the version")
     return p
 
@@ -33,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"kuma-cp: {__version__} (Kuma {KUMA_COMPAT_VERSION} compatible)")
         return 0
+    if args.command == "migrate":
+        from appliance.runtime.run import migrate
+        try:
+            print(migrate(load_config(args.config_file)))
+            return 0
+        except (ConfigError, StoreError) as e:
+            print(f"kuma-cp: {e}", file=sys.stderr)
+            return 1
     if args.command != "run":
         parser.print_help()
         return 2

@@ -39,26 +39,49 @@ def open_store(config: Config) -> Store:
     hub = ChangeHub()
     if config["store.type"] == "memory":
         return MemoryStore(hub)
+    if config["store.type"] == "postgres":
+        from appliance.store.postgres import PostgresSettings, PostgresStore
+        return PostgresStore(PostgresSettings.from_config(config), hub)
     return SQLiteStore(config.sqlite_path, hub, busy_timeout=config.seconds("store.sqlite.busyTimeout"))
 
 
+def migrate(config: Config) -> str:
+    """`kuma-cp migrate up`: bring the PostgreSQL schema to this binary's version; say what was done."""
+    if config["store.type"] != "postgres":
+        return f"store.type is {config['store.type']}: nothing to migrate (SQLite migrates itself at start)"
+    from appliance.store.pg_connect import PostgresSettings, connect
+    from appliance.store.pg_schema import SCHEMA_VERSION, migrate_up
+    settings = PostgresSettings.from_config(config)
+    with connect(settings) as conn:
+        found, applied = migrate_up(conn, settings.tolerate_newer_db_versions)
+    where = f"PostgreSQL {settings.address}/{settings.db_name}"
+    if applied:
+        return f"{where}: schema migrated from version {found} to {applied[-1]} (applied {len(applied)} step(s))"
+    if found > SCHEMA_VERSION:
+        return (f"{where}: schema is at version {found}, newer than this kuma-cp ({SCHEMA_VERSION}); "
+                f"left as it is (store.postgres.tolerateNewerDBVersions)")
+    return f"{where}: schema is up to date (version {found}), nothing to do"
+
+
 class Health:
-    def __init__(self, ready: threading.Event) -> None:
+    """`/healthy`: the process serves. `/ready` (given the store): it also reaches its database."""
+
+    def __init__(self, ready: threading.Event, store: Store | None = None) -> None:
         self.ready = ready
+        self.store = store
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if self.ready.is_set():
+        if self.ready.is_set() and (self.store is None or self.store.healthy()):
             resp.text = "ok"
         else:
             resp.status = 503
             resp.text = "not ready"
 
 
-def _diagnostics_app(ready: threading.Event, metrics: Metrics) -> falcon.App:
+def _diagnostics_app(ready: threading.Event, metrics: Metrics, store: Store) -> falcon.App:
     app = falcon.App()
-    health = Health(ready)
-    app.add_route("/ready", health)
-    app.add_route("/healthy", health)
+    app.add_route("/ready", Health(ready, store))
+    app.add_route("/healthy", Health(ready))
     app.add_route("/metrics", metrics)
     return app
 
@@ -158,7 +181,7 @@ def run(config: Config) -> int:
             api = create_app(config, manager, instance_id, dataplanes)
             servers.append(_serve(api, config["apiServer.http.interface"], config["apiServer.http.port"],
                                   config["apiServer.threads"], "API server", "apiServer.http.port"))
-        servers.append(_serve(_diagnostics_app(ready, _metrics(instance_id, leadership, store, dataplanes)),
+        servers.append(_serve(_diagnostics_app(ready, _metrics(instance_id, leadership, store, dataplanes), store),
                               "0.0.0.0", config["diagnostics.serverPort"], 2,
                               "diagnostics server", "diagnostics.serverPort"))
     except StartupError:

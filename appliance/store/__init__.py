@@ -1,4 +1,4 @@
-"""The resource store: one interface, three drivers (sqlite, memory; postgres comes with #8)."""
+"""The resource store: one interface, three drivers (sqlite, memory, postgres)."""
 from appliance.store.base import (AlreadyExists, Conflict, ListPage, ListQuery, NotFound, Store, StoreError,
                                   WriteOp)
 

@@ -87,6 +87,10 @@ class Store(abc.ABC):
     def close(self) -> None:
         pass
 
+    def healthy(self) -> bool:
+        """Whether the store reaches its database now (`/ready` answers 503 while it does not)."""
+        return True
+
     def write(self, ops: list[WriteOp]) -> list[Change]:
         changes = self._commit(ops)
         self.hub.publish(changes)

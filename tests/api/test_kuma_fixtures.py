@@ -1,6 +1,7 @@
 """Replay Kuma 2.14.3's REST fixtures (../shared/kuma-2.14/api-fixtures) against our live API.
 
-Each fixture: resources preloaded into a fresh SQLite store, then HTTP steps whose bodies must equal
+Each fixture runs on both durable stores: resources preloaded into a fresh SQLite file or a fresh PostgreSQL
+database, then HTTP steps whose bodies must equal
 Kuma's golden bodies (times zeroed, host written {{address}}). Fixtures for types a single-zone
 Universal CP does not serve are skipped with the reason.
 """
@@ -100,13 +101,15 @@ def test_reference_fixtures_are_present() -> None:
 
 
 @pytest.mark.parametrize("case", _cases(), ids=lambda p: p.name.removesuffix(".input.yaml"))
-def test_fixture(case: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_fixture(store: str, case: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     steps, docs = _parse(case)
     reason = _unserved(steps, docs)
     if reason:
         pytest.skip(reason)
     base = case.name.removesuffix(".input.yaml")
-    with live_api(tmp_path) as api:
+    postgres = request.getfixturevalue("postgres_server") if store == "postgres" else None
+    with live_api(tmp_path, postgres=postgres) as api:
         for doc in docs:
             _preload(api.store, doc)
         address = api.url.removeprefix("http://")

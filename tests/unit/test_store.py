@@ -1,4 +1,5 @@
-"""Both store drivers: versions, compare-and-swap, the change log, paging, migrations."""
+"""Every store driver (SQLite, memory, a real PostgreSQL): versions, compare-and-swap, the change log,
+paging, migrations. PostgreSQL-only behaviour (migrate, LISTEN/NOTIFY, outages) is in test_postgres_store.py."""
 from __future__ import annotations
 
 import sqlite3
@@ -16,9 +17,12 @@ from appliance.store.sqlite import SQLiteStore
 from appliance.store.base import StoreError
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request, tmp_path: Path):
-    s = SQLiteStore(tmp_path / "kuma.db", ChangeHub()) if request.param == "sqlite" else MemoryStore(ChangeHub())
+    if request.param == "postgres":
+        s = request.getfixturevalue("postgres_server").store()
+    else:
+        s = SQLiteStore(tmp_path / "kuma.db", ChangeHub()) if request.param == "sqlite" else MemoryStore(ChangeHub())
     yield s
     s.close()
 

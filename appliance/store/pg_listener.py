@@ -1,0 +1,95 @@
+"""The change listener: one thread, one dedicated connection, `LISTEN kuma_changes`.
+
+A notification says "the change log moved"; what changed is read from the log itself, so a lost
+notification or a lost connection costs nothing: after every (re)connect the store catches up from
+the last revision it published. Between notifications the connection is pinged once a second, which
+is what `healthy()` reports (the resources are never polled).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import psycopg
+
+from appliance.store.pg_connect import PostgresSettings
+
+log = logging.getLogger("appliance.store.postgres")
+
+CHANNEL = "kuma_changes"
+APPLICATION_NAME = "kuma-cp listener"   # how the listener's connection shows in pg_stat_activity
+PING_INTERVAL = 1.0   # seconds without a notification before the connection is checked
+_TICK = 0.25          # how long one wait for notifications lasts: bounds how long stop() takes
+
+
+class ChangeListener:
+    def __init__(self, settings: PostgresSettings, wake: Callable[[], None]) -> None:
+        """`wake()` is called on this thread after every notification and every (re)connect."""
+        self._settings = settings
+        self._wake = wake
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pg-change-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=_TICK + self._settings.connection_timeout + 1)
+
+    def _run(self) -> None:
+        delay = 0.0     # a lost connection is retried at once; failed retries back off
+        while not self._stop.is_set():
+            if delay and self._stop.wait(delay):
+                return
+            try:
+                conn = psycopg.connect(autocommit=True, **{**self._settings.connect_kwargs(),
+                                                           "application_name": APPLICATION_NAME})
+            except psycopg.Error as e:
+                log.warning("cannot reach PostgreSQL at %s (%s); retrying in %.1fs", self._settings.address,
+                            str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
+                            self._next_delay(delay))
+                delay = self._next_delay(delay)
+                continue
+            delay = 0.0
+            try:
+                with conn:
+                    self._listen(conn)
+            except psycopg.Error as e:
+                log.warning("lost the connection to PostgreSQL at %s: %s", self._settings.address,
+                            str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            finally:
+                self.connected.clear()
+
+    def _next_delay(self, delay: float) -> float:
+        s = self._settings
+        return s.min_reconnect_interval if delay == 0 else min(delay * 2, s.max_reconnect_interval)
+
+    def _listen(self, conn: psycopg.Connection) -> None:
+        conn.execute(f"LISTEN {CHANNEL}")
+        if not self.connected.is_set():
+            log.info("listening for changes on PostgreSQL at %s", self._settings.address)
+        self.connected.set()
+        pending = True          # catch up with whatever was written while we were not listening
+        last_heard = time.monotonic()
+        while not self._stop.is_set():
+            if pending:
+                pending = not self._try_wake()
+            for _ in conn.notifies(timeout=_TICK, stop_after=1):
+                pending = True
+            if pending:
+                last_heard = time.monotonic()
+            elif time.monotonic() - last_heard >= PING_INTERVAL:
+                conn.execute("SELECT 1")
+                last_heard = time.monotonic()
+
+    def _try_wake(self) -> bool:
+        try:
+            self._wake()
+            return True
+        except Exception:  # the pool may be failing while this connection still works: retry next tick
+            log.warning("catching up with the change log failed; retrying", exc_info=True)
+            return False

@@ -1,0 +1,202 @@
+"""The PostgreSQL store against a real server: schema versions and `migrate up`, change propagation
+between instances (LISTEN/NOTIFY + the change log), lost connections, a restarted server, the pool bound."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from appliance.cli import kuma_cp
+from appliance.config import ConfigError, load_config
+from appliance.core.events import Change
+from appliance.core.resources.model import Resource
+from appliance.store import StoreError
+from appliance.store.pg_connect import PostgresSettings, StoreUnavailable, connect
+from appliance.store.pg_listener import APPLICATION_NAME
+from appliance.store.pg_schema import SCHEMA_VERSION, migrate_up
+from appliance.store.postgres import PostgresStore
+from tests.support import PostgresServer, free_port
+
+
+def _mesh(name: str) -> Resource:
+    return Resource("Mesh", "", name, {})
+
+
+def _eventually(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Wait for something that happens in the background (not a speed assertion: the bound is generous)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.02)
+
+
+class Recorder:
+    def __init__(self, store: PostgresStore) -> None:
+        self.changes: list[Change] = []
+        self._lock = threading.Lock()
+        store.hub.subscribe(self._on)
+
+    def _on(self, changes: list[Change]) -> None:
+        with self._lock:
+            self.changes.extend(changes)
+
+    def revisions(self) -> list[int]:
+        with self._lock:
+            return [c.revision for c in self.changes]
+
+
+@pytest.fixture
+def two_instances(postgres_server: PostgresServer):
+    db = postgres_server.migrated_database()
+    a, b = postgres_server.store(db), postgres_server.store(db)
+    yield a, b
+    a.close()
+    b.close()
+
+
+# --- schema versions -------------------------------------------------------------------------
+def test_run_refuses_an_unmigrated_database_and_migrate_up_is_idempotent(postgres_server: PostgresServer) -> None:
+    db = postgres_server.database()
+    with pytest.raises(StoreError, match=r"schema is at version 0, this kuma-cp needs version \d+: "
+                                         r"run `kuma-cp migrate up` first"):
+        postgres_server.store(db)
+    with connect(postgres_server.settings(db)) as conn:
+        assert migrate_up(conn) == (0, list(range(1, SCHEMA_VERSION + 1)))
+        assert migrate_up(conn) == (SCHEMA_VERSION, [])
+    postgres_server.store(db).close()
+
+
+def test_a_newer_schema_is_refused_unless_tolerated(postgres_server: PostgresServer) -> None:
+    db = postgres_server.migrated_database()
+    postgres_server.sql(f"INSERT INTO schema_migrations (version) VALUES ({SCHEMA_VERSION + 1})", db)
+    with pytest.raises(StoreError, match="newer than this kuma-cp understands .*tolerateNewerDBVersions"):
+        postgres_server.store(db)
+    with connect(postgres_server.settings(db)) as conn:
+        with pytest.raises(StoreError, match="newer than this kuma-cp understands"):
+            migrate_up(conn)
+        assert migrate_up(conn, tolerate_newer=True) == (SCHEMA_VERSION + 1, [])
+    store = postgres_server.store(db, tolerate_newer_db_versions=True)
+    store.create(_mesh("works"))
+    store.close()
+
+
+def test_kuma_cp_migrate_up_and_run_say_what_happens(postgres_server: PostgresServer, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    db = postgres_server.database()
+    for key, value in {**postgres_server.env(db), "KUMA_GENERAL_WORK_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(key, value)
+    assert kuma_cp.main(["run"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run `kuma-cp migrate up` first" in err[0]
+
+    assert kuma_cp.main(["migrate", "up"]) == 0
+    out = capsys.readouterr().out
+    assert f"127.0.0.1:{postgres_server.port}/{db}: schema migrated from version 0 to {SCHEMA_VERSION}" in out
+    assert kuma_cp.main(["migrate", "up"]) == 0
+    assert "schema is up to date" in capsys.readouterr().out
+
+    monkeypatch.setenv("KUMA_STORE_POSTGRES_PORT", str(free_port()))
+    for command in (["run"], ["migrate", "up"]):
+        assert kuma_cp.main(command) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"kuma-cp: cannot reach PostgreSQL at 127.0.0.1:"), err
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"KUMA_STORE_POSTGRES_TLS_MODE": "verifyFull"}, "store.postgres.tls.caPath is required"),
+    ({"KUMA_STORE_POSTGRES_TLS_CERT_PATH": "/c.pem"}, "tls.certPath and store.postgres.tls.keyPath go together"),
+    ({"KUMA_STORE_POSTGRES_TLS_MODE": "require"}, "expected one of disable, verifyNone, verifyCa, verifyFull"),
+    ({"KUMA_STORE_POSTGRES_DB_NAME": ""}, "store.postgres.dbName must not be empty"),
+])
+def test_bad_postgres_settings_are_one_line(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        PostgresSettings.from_config(load_config(env={"KUMA_STORE_TYPE": "postgres", **env}))
+
+
+# --- change propagation ----------------------------------------------------------------------
+def test_every_instance_publishes_every_change_once_in_order(two_instances) -> None:
+    a, b = two_instances
+    seen_a, seen_b = Recorder(a), Recorder(b)
+
+    def writer(store: PostgresStore, prefix: str) -> None:
+        for i in range(40):
+            store.create(_mesh(f"{prefix}-{i}"))
+
+    threads = [threading.Thread(target=writer, args=(s, f"{n}{i}")) for n, s in (("a", a), ("b", b))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = list(range(1, 161))
+    _eventually(lambda: seen_a.revisions()[-1:] == [160] and seen_b.revisions()[-1:] == [160],
+                "both instances published revision 160")
+    assert seen_a.revisions() == everything and seen_b.revisions() == everything
+    assert {c.name for c in seen_b.changes} == {f"{n}{i}-{k}" for n in "ab" for i in range(2) for k in range(40)}
+    assert b.get("Mesh", "", "a0-39").version == 1
+
+
+def test_a_killed_listener_connection_catches_up_without_loss(two_instances, postgres_server: PostgresServer) -> None:
+    a, b = two_instances
+    seen_b = Recorder(b)
+    _eventually(b.healthy, "b listening")
+    db = b.settings.db_name
+    killed = postgres_server.sql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 f"WHERE datname = '{db}' AND application_name = '{APPLICATION_NAME}'")
+    assert int(killed) == 2         # both instances' listeners
+    for i in range(30):
+        a.create(_mesh(f"m{i}"))    # some of these commit while the listeners reconnect
+    _eventually(lambda: len(seen_b.revisions()) == 30, "b published all 30 changes")
+    assert seen_b.revisions() == list(range(1, 31))
+    _eventually(b.healthy, "b listening again")
+
+
+def test_a_restarted_server_is_survived_without_a_restart(two_instances, postgres_server: PostgresServer) -> None:
+    a, b = two_instances
+    seen_b = Recorder(b)
+    a.create(_mesh("before"))
+    _eventually(lambda: len(seen_b.changes) == 1, "b saw the first write")
+    postgres_server.stop()
+    try:
+        _eventually(lambda: not a.healthy() and not b.healthy(), "both report the database unreachable")
+        with pytest.raises(StoreUnavailable, match=f"cannot reach PostgreSQL at 127.0.0.1:{postgres_server.port}"):
+            a.create(_mesh("during"))
+    finally:
+        postgres_server.start()
+    _eventually(lambda: a.healthy() and b.healthy(), "both reconnected")
+    a.create(_mesh("after"))
+    _eventually(lambda: len(seen_b.changes) == 2, "b saw the write made after the restart")
+    assert [c.name for c in seen_b.changes] == ["before", "after"]
+    assert b.get("Mesh", "", "during") is None and b.get("Mesh", "", "after") is not None
+
+
+def test_the_pool_stays_within_max_open_connections(postgres_server: PostgresServer) -> None:
+    store = postgres_server.store(max_open_connections=3)
+    errors: list[Exception] = []
+
+    def worker(i: int) -> None:
+        try:
+            for k in range(20):
+                store.create(_mesh(f"w{i}-{k}"))
+                store.count("Mesh")
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    peak = 0
+    while any(t.is_alive() for t in threads):
+        n = int(postgres_server.sql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                    f"'{store.settings.db_name}' AND application_name = 'kuma-cp'"))
+        peak = max(peak, n)
+    for t in threads:
+        t.join()
+    assert errors == [] and store.count("Mesh") == 320
+    assert 1 <= peak <= 3
+    store.close()
