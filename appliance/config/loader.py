@@ -59,9 +59,11 @@ class Config:
         return Path(configured) if configured else self.work_dir / "kuma.db"
 
     def as_nested(self) -> dict[str, Any]:
-        """The settings as the YAML tree, for `GET /config`."""
+        """The settings as the YAML tree, for `GET /config` (secrets masked)."""
         tree: dict[str, Any] = {}
         for path, value in self._values.items():
+            if path in BY_PATH and BY_PATH[path].secret:
+                value = "*****"
             node = tree
             *parents, leaf = path.split(".")
             for part in parents:

@@ -17,6 +17,7 @@ class Setting:
     env: str            # KUMA_* name, as Kuma 2.14 spells it
     choices: tuple[str, ...] = ()
     duration: bool = False  # a Go duration string such as "5s" or "1m30s"
+    secret: bool = False    # shown as "*****" by `GET /config`, as Kuma sanitises it
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -28,7 +29,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store.postgres.host", str, "127.0.0.1", "KUMA_STORE_POSTGRES_HOST"),
     Setting("store.postgres.port", int, 15432, "KUMA_STORE_POSTGRES_PORT"),
     Setting("store.postgres.user", str, "kuma", "KUMA_STORE_POSTGRES_USER"),
-    Setting("store.postgres.password", str, "kuma", "KUMA_STORE_POSTGRES_PASSWORD"),
+    Setting("store.postgres.password", str, "kuma", "KUMA_STORE_POSTGRES_PASSWORD", secret=True),
     Setting("store.postgres.dbName", str, "kuma", "KUMA_STORE_POSTGRES_DB_NAME"),
     Setting("store.postgres.connectionTimeout", int, 5, "KUMA_STORE_POSTGRES_CONNECTION_TIMEOUT"),
     Setting("store.postgres.minOpenConnections", int, 0, "KUMA_STORE_POSTGRES_MIN_OPEN_CONNECTIONS"),

@@ -2,6 +2,9 @@
 between instances (LISTEN/NOTIFY + the change log), lost connections, a restarted server, the pool bound."""
 from __future__ import annotations
 
+import socket
+import ssl
+import struct
 import threading
 import time
 from pathlib import Path
@@ -116,6 +119,113 @@ def test_kuma_cp_migrate_up_and_run_say_what_happens(postgres_server: PostgresSe
 def test_bad_postgres_settings_are_one_line(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         PostgresSettings.from_config(load_config(env={"KUMA_STORE_TYPE": "postgres", **env}))
+
+
+def test_get_config_masks_the_password() -> None:
+    config = load_config(env={"KUMA_STORE_TYPE": "postgres", "KUMA_STORE_POSTGRES_PASSWORD": "s3cret"})
+    assert config["store.postgres.password"] == "s3cret"
+    assert config.as_nested()["store"]["postgres"]["password"] == "*****"
+
+
+class TlsFrontend:
+    """PostgreSQL's TLS, in front of the test server (the pgserver wheel's PostgreSQL is built without SSL).
+
+    It speaks the server's side of the protocol's TLS negotiation: to an SSLRequest it answers "S" and
+    completes a TLS handshake with a certificate for 127.0.0.1 (to GSSENCRequest it answers "N"), then
+    relays the decrypted stream to the real server. A client that does not ask for TLS is relayed as is.
+    `tls_sessions` counts handshakes that completed."""
+
+    _SSL_REQUEST, _GSSENC_REQUEST = 80877103, 80877104
+
+    def __init__(self, upstream: PostgresServer, cert_dir: Path) -> None:
+        from appliance.ca.server_cert import ensure_server_cert
+        cert = ensure_server_cert(cert_dir, [], [])
+        self.ca_path = cert.cert_path      # self-signed: the certificate is its own CA
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(cert.cert_path, cert.key_path)
+        self._upstream = (upstream.host, upstream.port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.tls_sessions = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            while True:
+                head = client.recv(8, socket.MSG_PEEK)
+                code = struct.unpack("!II", head)[1] if len(head) == 8 else 0
+                if code == self._GSSENC_REQUEST:
+                    client.recv(8)
+                    client.sendall(b"N")
+                    continue
+                if code == self._SSL_REQUEST:
+                    client.recv(8)
+                    client.sendall(b"S")
+                    client = self._context.wrap_socket(client, server_side=True)
+                    self.tls_sessions += 1
+                break
+            upstream = socket.create_connection(self._upstream)
+        except (OSError, ssl.SSLError):
+            client.close()
+            return
+        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        self._pump(client, upstream)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def tls_frontend(postgres_server: PostgresServer, tmp_path: Path):
+    frontend = TlsFrontend(postgres_server, tmp_path)
+    yield frontend
+    frontend.close()
+
+
+@pytest.mark.parametrize("mode, encrypted", [("disable", False), ("verifyNone", True), ("verifyCa", True),
+                                             ("verifyFull", True)])
+def test_tls_modes(postgres_server: PostgresServer, tls_frontend: TlsFrontend, mode: str, encrypted: bool) -> None:
+    db = postgres_server.migrated_database()
+    ca = str(tls_frontend.ca_path) if mode in ("verifyCa", "verifyFull") else ""
+    store = postgres_server.store(db, port=tls_frontend.port, tls_mode=mode, tls_ca_path=ca)
+    try:
+        store.create(_mesh("over-tls"))
+        assert store.get("Mesh", "", "over-tls") is not None
+        assert (tls_frontend.tls_sessions > 0) is encrypted
+    finally:
+        store.close()
+
+
+def test_tls_refuses_a_server_the_ca_does_not_vouch_for(postgres_server: PostgresServer, tls_frontend: TlsFrontend,
+                                                        tmp_path: Path) -> None:
+    from appliance.ca.server_cert import ensure_server_cert
+    other_ca = ensure_server_cert(tmp_path / "other", [], []).cert_path
+    db = postgres_server.migrated_database()
+    with pytest.raises(StoreUnavailable, match=f"cannot reach PostgreSQL at 127.0.0.1:{tls_frontend.port} "
+                                               f".*certificate verify failed"):
+        postgres_server.store(db, port=tls_frontend.port, tls_mode="verifyFull", tls_ca_path=str(other_ca))
 
 
 # --- change propagation ----------------------------------------------------------------------
