@@ -210,11 +210,12 @@ class PostgresServer:
                 "KUMA_STORE_POSTGRES_PASSWORD": self.PASSWORD, "KUMA_STORE_POSTGRES_DB_NAME": dbname}
 
     def settings(self, dbname: str, **overrides: Any) -> "PostgresSettings":
-        """Settings for `dbname`, reconnecting within a second (outage tests need no 10 s waits)."""
+        """Settings for `dbname` that notice an outage and its end within a second or two (outage tests
+        need no 10 s reconnect waits, nor 5 s connection timeouts)."""
         from appliance.store.pg_connect import PostgresSettings
         return PostgresSettings(**{"host": self.host, "port": self.port, "user": self.USER,
-                                   "password": self.PASSWORD, "db_name": dbname, "min_reconnect_interval": 0.1,
-                                   "max_reconnect_interval": 1.0, **overrides})
+                                   "password": self.PASSWORD, "db_name": dbname, "connection_timeout": 2,
+                                   "min_reconnect_interval": 0.1, "max_reconnect_interval": 1.0, **overrides})
 
     def migrated_database(self) -> str:
         """A new database with the schema `kuma-cp migrate up` creates."""

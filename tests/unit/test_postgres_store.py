@@ -254,7 +254,7 @@ def test_every_instance_publishes_every_change_once_in_order(two_instances) -> N
 def test_a_killed_listener_connection_catches_up_without_loss(two_instances, postgres_server: PostgresServer) -> None:
     a, b = two_instances
     seen_b = Recorder(b)
-    _eventually(b.healthy, "b listening")
+    _eventually(lambda: a.healthy() and b.healthy(), "both listening")
     db = b.settings.db_name
     killed = postgres_server.sql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                  f"WHERE datname = '{db}' AND application_name = '{APPLICATION_NAME}'")
