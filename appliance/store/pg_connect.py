@@ -69,6 +69,8 @@ class PostgresSettings:
         if self.max_open_connections and self.min_open_connections > self.max_open_connections:
             raise ConfigError(f"{p}minOpenConnections ({self.min_open_connections}) is above "
                               f"{p}maxOpenConnections ({self.max_open_connections})")
+        if self.min_reconnect_interval <= 0:
+            raise ConfigError(f"{p}minReconnectInterval must be longer than 0s")
         if self.min_reconnect_interval > self.max_reconnect_interval:
             raise ConfigError(f"{p}minReconnectInterval is longer than {p}maxReconnectInterval")
 
@@ -92,11 +94,16 @@ class PostgresSettings:
         return kwargs
 
 
+def reason(error: Exception) -> str:
+    """libpq's reason in one line, without its multi-line detail."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def unavailable(settings: PostgresSettings, error: Exception) -> StoreUnavailable:
-    """One line for the operator: which server, and libpq's reason without its multi-line detail."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    """One line for the operator: which server, and why not."""
     return StoreUnavailable(f"cannot reach PostgreSQL at {settings.address} (store.postgres.host/port, "
-                            f"database {settings.db_name!r}): {reason}")
+                            f"database {settings.db_name!r}): {reason(error)}")
 
 
 def connect(settings: PostgresSettings) -> psycopg.Connection:

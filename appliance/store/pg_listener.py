@@ -14,7 +14,7 @@ from typing import Callable
 
 import psycopg
 
-from appliance.store.pg_connect import PostgresSettings
+from appliance.store.pg_connect import PostgresSettings, reason
 
 log = logging.getLogger("appliance.store.postgres")
 
@@ -49,18 +49,16 @@ class ChangeListener:
                 conn = psycopg.connect(autocommit=True, **{**self._settings.connect_kwargs(),
                                                            "application_name": APPLICATION_NAME})
             except psycopg.Error as e:
-                log.warning("cannot reach PostgreSQL at %s (%s); retrying in %.1fs", self._settings.address,
-                            str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
-                            self._next_delay(delay))
                 delay = self._next_delay(delay)
+                log.warning("cannot reach PostgreSQL at %s (%s); retrying in %.1fs", self._settings.address,
+                            reason(e), delay)
                 continue
             delay = 0.0
             try:
                 with conn:
                     self._listen(conn)
             except psycopg.Error as e:
-                log.warning("lost the connection to PostgreSQL at %s: %s", self._settings.address,
-                            str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                log.warning("lost the connection to PostgreSQL at %s: %s", self._settings.address, reason(e))
             finally:
                 self.connected.clear()
 
