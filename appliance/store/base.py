@@ -31,6 +31,10 @@ class Conflict(StoreError):
     pass
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (down, refused, timed out, or the connection was lost)."""
+
+
 @dataclass
 class WriteOp:
     op: Literal["create", "update", "delete"]

@@ -8,14 +8,10 @@ from typing import Any
 import psycopg
 
 from appliance.config import Config, ConfigError
-from appliance.store.base import StoreError
+from appliance.store.base import StoreUnavailable
 
 # Kuma's TLS modes and the libpq sslmode each one means (Kuma maps them the same way).
 _SSLMODE = {"disable": "disable", "verifyNone": "require", "verifyCa": "verify-ca", "verifyFull": "verify-full"}
-
-
-class StoreUnavailable(StoreError):
-    """PostgreSQL cannot be reached (down, refused, timed out, or the connection was lost)."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from psycopg_pool import ConnectionPool
 
 from appliance.core.events import Change, ChangeHub
 from appliance.core.resources.model import Resource
-from appliance.store.base import ListPage, ListQuery, Store, WriteOp, stamp
-from appliance.store.pg_connect import PostgresSettings, StoreUnavailable, connect, unavailable
+from appliance.store.base import ListPage, ListQuery, Store, StoreUnavailable, WriteOp, stamp
+from appliance.store.pg_connect import PostgresSettings, connect, unavailable
 from appliance.store.pg_listener import CHANNEL, ChangeListener
 from appliance.store.pg_schema import check_schema
 

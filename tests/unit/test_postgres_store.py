@@ -16,8 +16,8 @@ from appliance.cli import kuma_cp
 from appliance.config import ConfigError, load_config
 from appliance.core.events import Change
 from appliance.core.resources.model import Resource
-from appliance.store import StoreError
-from appliance.store.pg_connect import PostgresSettings, StoreUnavailable, connect
+from appliance.store import StoreError, StoreUnavailable
+from appliance.store.pg_connect import PostgresSettings, connect
 from appliance.store.pg_listener import APPLICATION_NAME
 from appliance.store.pg_schema import SCHEMA_VERSION, migrate_up
 from appliance.store.postgres import PostgresStore
