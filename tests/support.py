@@ -193,9 +193,9 @@ class PostgresServer:
         self._pg.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data, timeout=30, **self._user())
 
     def sql(self, statement: str, dbname: str = "postgres") -> str:
-        """Run one statement as the superuser through psql; return its unaligned output."""
+        """Run one statement as the superuser through psql; return its unaligned output, stripped."""
         return self._pg.psql(["-X", "-A", "-t", "-h", self.host, "-p", str(self.port), "-U", self.USER,
-                              "-d", dbname, "-c", statement], env={**os.environ, "PGPASSWORD": self.PASSWORD})
+                              "-d", dbname, "-c", statement], env={**os.environ, "PGPASSWORD": self.PASSWORD}).strip()
 
     def database(self, prefix: str = "kuma") -> str:
         """Create an empty database and return its name."""

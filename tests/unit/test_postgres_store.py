@@ -73,6 +73,23 @@ def test_run_refuses_an_unmigrated_database_and_migrate_up_is_idempotent(postgre
     postgres_server.store(db).close()
 
 
+def test_concurrent_migrate_up_applies_each_step_once(postgres_server: PostgresServer) -> None:
+    db = postgres_server.database()
+    results: list[tuple[int, list[int]]] = []
+
+    def migrate() -> None:
+        with connect(postgres_server.settings(db)) as conn:
+            results.append(migrate_up(conn))
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(len(applied) for _, applied in results) == [0, 0, 0, SCHEMA_VERSION]
+    assert postgres_server.sql("SELECT count(*) FROM schema_migrations", db) == str(SCHEMA_VERSION)
+
+
 def test_a_newer_schema_is_refused_unless_tolerated(postgres_server: PostgresServer) -> None:
     db = postgres_server.migrated_database()
     postgres_server.sql(f"INSERT INTO schema_migrations (version) VALUES ({SCHEMA_VERSION + 1})", db)
