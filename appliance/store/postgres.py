@@ -12,6 +12,7 @@ what other instances wrote, and both go through `_publish_new`, which only ever 
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from typing import Any, Iterator
 
@@ -44,6 +45,15 @@ def _configure(conn: psycopg.Connection) -> None:
     set_json_dumps(orjson.dumps, conn)
 
 
+def _check(conn: psycopg.Connection) -> None:
+    """Before a pooled connection is handed out: an idle connection has nothing to read unless the
+    server closed it (a restart, an administrator's kill), so only a readable one pays for the round
+    trip that proves it dead or alive. A check on every request would double the cost of a read."""
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        ConnectionPool.check_connection(conn)
+
+
 class PostgresStore(Store):
     def __init__(self, settings: PostgresSettings, hub: ChangeHub | None = None) -> None:
         """Connects, checks the schema version (StoreError with what to do) and starts listening."""
@@ -61,7 +71,7 @@ class PostgresStore(Store):
             min_size=settings.min_open_connections, max_size=max_size,
             timeout=settings.connection_timeout, configure=_configure,
             # A connection that died with the server is replaced, not handed to a request.
-            check=ConnectionPool.check_connection, name="kuma-cp", open=True)
+            check=_check, name="kuma-cp", open=True)
         self._listener = ChangeListener(settings, self._publish_new)
         self._listener.start()
 

@@ -2,9 +2,10 @@
 dataplanes page by page, and start-up time with a 10,000-resource store.
 
     make bench                      # or: .venv/bin/python tests/perf/api_bench.py [--seconds 5]
+    .venv/bin/python tests/perf/api_bench.py --store postgres   # on a real PostgreSQL (pgserver)
 
 Prints a table and one JSON line. The control plane is a real `kuma-cp run` process on a
-temporary SQLite file; the load comes from one asyncio process on the same machine (so on
+temporary SQLite file (or a fresh PostgreSQL database); the load comes from one asyncio process on the same machine (so on
 2 cores the client takes CPU from the server: the figures are a floor).
 """
 from __future__ import annotations
@@ -28,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 from appliance.core.manager import ResourceManager  # noqa: E402
 from appliance.core.resources import registry  # noqa: E402
 from appliance.core.resources.model import Resource  # noqa: E402
-from appliance.store import WriteOp  # noqa: E402
+from appliance.store import Store, WriteOp  # noqa: E402
 from appliance.store.sqlite import SQLiteStore  # noqa: E402
-from tests.support import free_port  # noqa: E402
+from tests.support import PostgresServer, free_port  # noqa: E402
 
 CLIENTS = 32
 
@@ -42,8 +43,8 @@ def dataplane(i: int, version: int = 0) -> dict:
                                                                "version": f"v{version}"}}]}}
 
 
-def populate(work_dir: Path, n: int) -> None:
-    store = SQLiteStore(work_dir / "kuma.db")
+def populate(store: Store, n: int) -> None:
+    """Fill `store` with the default Mesh and `n` dataplanes, then close it."""
     manager = ResourceManager(store)
     manager.ensure_mesh("default")
     ops = []
@@ -58,9 +59,9 @@ def populate(work_dir: Path, n: int) -> None:
 
 
 class Cp:
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, env: dict[str, str]) -> None:
         self.api_port, self.diag_port = free_port(), free_port()
-        self.env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(work_dir),
+        self.env = {**os.environ, **env, "KUMA_GENERAL_WORK_DIR": str(work_dir),
                     "KUMA_API_SERVER_HTTP_PORT": str(self.api_port),
                     "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port), "KUMA_DP_SERVER_PORT": str(free_port())}
 
@@ -145,11 +146,17 @@ def list_all(port: int) -> tuple[float, int]:
     return time.perf_counter() - t0, seen
 
 
-def scenario(n: int, seconds: float) -> dict:
+def scenario(n: int, seconds: float, postgres: PostgresServer | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        populate(work, n)
-        cp = Cp(work)
+        if postgres:
+            db = postgres.migrated_database()
+            populate(postgres.store(db), n)
+            env = postgres.env(db)
+        else:
+            populate(SQLiteStore(work / "kuma.db"), n)
+            env = {}
+        cp = Cp(work, env)
         startup = cp.start()
         try:
             port = cp.api_port
@@ -171,15 +178,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load phase")
     parser.add_argument("--sizes", default="100,10000", help="store sizes to run")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
+                        help="postgres: a real PostgreSQL 16 from the pgserver wheel, on 127.0.0.1")
     args = parser.parse_args()
-    results = [scenario(int(n), args.seconds) for n in args.sizes.split(",")]
+    postgres = PostgresServer() if args.store == "postgres" else None
+    try:
+        results = [scenario(int(n), args.seconds, postgres) for n in args.sizes.split(",")]
+    finally:
+        if postgres:
+            postgres.close()
     print(f"{'store':>7} {'start s':>8} {'GET rps':>8} {'GET p99 ms':>11} {'PUT rps':>8} {'PUT p99 ms':>11} "
           f"{'errors':>7} {'list 10k s':>11}")
     for r in results:
         print(f"{r['store']:>7} {r['startup_s']:>8} {r['get']['rps']:>8} {r['get']['p99_ms']:>11} "
               f"{r['put']['rps']:>8} {r['put']['p99_ms']:>11} {r['get']['errors'] + r['put']['errors']:>7} "
               f"{r['list_all_s'] if r['list_all_s'] is not None else '-':>11}")
-    print(json.dumps({"benchmark": "api", "clients": CLIENTS, "results": results}))
+    print(json.dumps({"benchmark": "api", "store": args.store, "clients": CLIENTS, "results": results}))
 
 
 if __name__ == "__main__":
