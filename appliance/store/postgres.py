@@ -167,17 +167,20 @@ class PostgresStore(Store):
         row = conn.execute(f"SELECT {_COLUMNS} FROM resources WHERE type=%s AND mesh=%s AND name=%s",
                            key).fetchone()
         stamp(op, _row_to_resource(row) if row else None)
+        # The resource row and its change-log row in one statement: one round trip under the lock.
+        log_change = ("logged AS (INSERT INTO changes (op, type, mesh, name, version) "
+                      "VALUES (%s,%s,%s,%s,%s) RETURNING revision) SELECT revision FROM logged")
         if op.op == "delete":
-            conn.execute("DELETE FROM resources WHERE type=%s AND mesh=%s AND name=%s", key)
+            sql = f"WITH gone AS (DELETE FROM resources WHERE type=%s AND mesh=%s AND name=%s), {log_change}"
+            args: tuple = key
         else:
-            conn.execute(
-                f"INSERT INTO resources ({_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
-                "ON CONFLICT (type, mesh, name) DO UPDATE SET version=EXCLUDED.version, "
-                "modification_time=EXCLUDED.modification_time, labels=EXCLUDED.labels, content=EXCLUDED.content",
-                (*key, res.version, res.creation_time, res.modification_time, Jsonb(res.labels),
-                 orjson.dumps(res.content).decode()))
-        revision = conn.execute("INSERT INTO changes (op, type, mesh, name, version) VALUES (%s,%s,%s,%s,%s) "
-                                "RETURNING revision", (op.op, *key, res.version)).fetchone()[0]
+            sql = (f"WITH written AS (INSERT INTO resources ({_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+                   "ON CONFLICT (type, mesh, name) DO UPDATE SET version=EXCLUDED.version, "
+                   "modification_time=EXCLUDED.modification_time, labels=EXCLUDED.labels, "
+                   f"content=EXCLUDED.content), {log_change}")
+            args = (*key, res.version, res.creation_time, res.modification_time, Jsonb(res.labels),
+                    orjson.dumps(res.content).decode())
+        revision = conn.execute(sql, (*args, op.op, *key, res.version)).fetchone()[0]
         return Change(revision, op.op, res.type, res.mesh, res.name, res.version)
 
     def _publish_new(self, written: list[Change] | None = None) -> None:
