@@ -14,9 +14,10 @@ DP = {"type": "Dataplane", "mesh": "default", "name": "web-1",
       "networking": {"address": "127.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}]}}
 
 
-@pytest.fixture
-def api(tmp_path: Path):
-    with live_api(tmp_path, defaults=True) as a:
+@pytest.fixture(params=["sqlite", "postgres"])
+def api(request: pytest.FixtureRequest, tmp_path: Path):
+    postgres = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    with live_api(tmp_path, defaults=True, postgres=postgres) as a:
         yield a
 
 
