@@ -2,13 +2,16 @@
 
 Stream events arrive on the event loop; the insight rows are written in batches (one transaction
 per flush, at most once per FLUSH_INTERVAL) so that many proxies never contend with user writes.
+The writes run in a thread of their own, in order: on PostgreSQL every read and write is a round
+trip, which must not hold up the event loop that pushes config.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -76,6 +79,8 @@ class InsightRecorder(StreamObserver):
         self._flush: asyncio.TimerHandle | None = None
         self.on_connect: list = []       # callback(key, node) when a stream opens
         self.on_disconnect: list = []    # callback(key) when it closes
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insights")
+        self._closed = False
 
     def connected(self, key: tuple[str, str], node: object, delta: bool, stats: StreamStats) -> None:
         sub = {"id": str(uuid.uuid4()), "controlPlaneInstanceId": self.instance_id, "connectTime": _now(),
@@ -129,11 +134,22 @@ class InsightRecorder(StreamObserver):
             sub["status"] = {"lastUpdateTime": _now(), "total": _counts(live.stats, None),
                              **{SHORT[t].lower(): _counts(live.stats, t) for t in SHORT}}
             sub["generation"] = int(sub.get("generation", 0)) + 1
-            items.append((key, live))
+            # what this flush writes, frozen: the loop goes on changing `live` meanwhile
+            items.append((key, replace(live, subscription=dict(sub))))
             if live.closed:
                 del self._live[key]
-        if not items:
-            return
+        if items and not self._closed:
+            self._writer.submit(self._write, items)
+
+    def close(self) -> None:
+        """Write what is pending and wait for it (on the event loop, at shutdown)."""
+        if self._flush is not None:
+            self._flush.cancel()
+        self.flush()
+        self._closed = True
+        self._writer.shutdown(wait=True)
+
+    def _write(self, items: list[tuple[tuple[str, str], _Live]]) -> None:
         try:
             self.store.write([self._op(key, live) for key, live in items])
         except Exception:

@@ -81,9 +81,9 @@ class DataplaneServer:
     def stop(self) -> None:
         async def _stop() -> None:
             await self.front.stop()
-            if self.insights:
-                self.insights.flush()
             await self.grpc.stop(grace=1)
+            if self.insights:
+                self.insights.close()   # after the streams: their disconnects are written too
             if self.cache:
                 self.cache.close()
         try:
