@@ -81,8 +81,28 @@ class ChangeListener:
             if pending:
                 last_heard = time.monotonic()
             elif time.monotonic() - last_heard >= PING_INTERVAL:
-                conn.execute("SELECT 1")
+                self._ping(conn)
                 last_heard = time.monotonic()
+
+    def _ping(self, conn: psycopg.Connection) -> None:
+        """A server that stops answering (hung, or its host frozen) leaves the connection open and the
+        query waiting: past connectionTimeout a watchdog reports the database unreachable until the
+        answer comes (or the connection breaks)."""
+        watchdog = threading.Timer(self._settings.connection_timeout, self._unresponsive)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.execute("SELECT 1")
+        finally:
+            watchdog.cancel()
+        if not self.connected.is_set():
+            log.info("PostgreSQL at %s answers again", self._settings.address)
+            self.connected.set()
+
+    def _unresponsive(self) -> None:
+        log.warning("PostgreSQL at %s does not answer (%ss)", self._settings.address,
+                    self._settings.connection_timeout)
+        self.connected.clear()
 
     def _try_wake(self) -> bool:
         try:

@@ -2,6 +2,8 @@
 between instances (LISTEN/NOTIFY + the change log), lost connections, a restarted server, the pool bound."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import ssl
 import struct
@@ -300,6 +302,25 @@ def test_a_restarted_server_is_survived_without_a_restart(two_instances, postgre
     _eventually(lambda: len(seen_b.changes) == 2, "b saw the write made after the restart")
     assert [c.name for c in seen_b.changes] == ["before", "after"]
     assert b.get("Mesh", "", "during") is None and b.get("Mesh", "", "after") is not None
+
+
+def test_a_database_that_stops_answering_is_reported(postgres_server: PostgresServer) -> None:
+    """The server process behind the listener is frozen (SIGSTOP): the connection stays open, the ping
+    gets no answer. The store reports itself unhealthy, and healthy again once the server answers."""
+    store = postgres_server.store(connection_timeout=1)
+    try:
+        _eventually(store.healthy, "listening")
+        pid = int(postgres_server.sql(f"SELECT pid FROM pg_stat_activity WHERE datname = "
+                                      f"'{store.settings.db_name}' AND application_name = '{APPLICATION_NAME}'"))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            _eventually(lambda: not store.healthy(), "reported unhealthy")
+            store.create(_mesh("meanwhile"))     # the pool's connections are served by other processes
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        _eventually(store.healthy, "healthy again")
+    finally:
+        store.close()
 
 
 def test_the_pool_stays_within_max_open_connections(postgres_server: PostgresServer) -> None:
