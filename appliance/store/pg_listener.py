@@ -25,8 +25,9 @@ _TICK = 0.25          # how long one wait for notifications lasts: bounds how lo
 
 
 class ChangeListener:
-    def __init__(self, settings: PostgresSettings, wake: Callable[[], None]) -> None:
-        """`wake()` is called on this thread after every notification and every (re)connect."""
+    def __init__(self, settings: PostgresSettings, wake: Callable[[int | None], None]) -> None:
+        """`wake(revision)` is called on this thread after every notification, with the revision it
+        announced, and after every (re)connect, with None (anything may have been written)."""
         self._settings = settings
         self._wake = wake
         self._stop = threading.Event()
@@ -72,11 +73,17 @@ class ChangeListener:
             log.info("listening for changes on PostgreSQL at %s", self._settings.address)
         self.connected.set()
         pending = True          # catch up with whatever was written while we were not listening
+        announced: int | None = None
         last_heard = time.monotonic()
         while not self._stop.is_set():
             if pending:
-                pending = not self._try_wake()
-            for _ in conn.notifies(timeout=_TICK, stop_after=1):
+                pending = not self._try_wake(announced)
+            for notify in conn.notifies(timeout=_TICK, stop_after=1):
+                revision = int(notify.payload) if notify.payload.isdigit() else None
+                if not pending:
+                    announced = revision
+                elif announced is not None:
+                    announced = None if revision is None else max(announced, revision)
                 pending = True
             if pending:
                 last_heard = time.monotonic()
@@ -104,9 +111,9 @@ class ChangeListener:
                     self._settings.connection_timeout)
         self.connected.clear()
 
-    def _try_wake(self) -> bool:
+    def _try_wake(self, announced: int | None) -> bool:
         try:
-            self._wake()
+            self._wake(announced)
             return True
         except Exception:  # the pool may be failing while this connection still works: retry next tick
             log.warning("catching up with the change log failed; retrying", exc_info=True)

@@ -72,7 +72,7 @@ class PostgresStore(Store):
             timeout=settings.connection_timeout, configure=_configure,
             # A connection that died with the server is replaced, not handed to a request.
             check=_check, name="kuma-cp", open=True)
-        self._listener = ChangeListener(settings, self._publish_new)
+        self._listener = ChangeListener(settings, self._on_notify)
         self._listener.start()
 
     def healthy(self) -> bool:
@@ -182,6 +182,12 @@ class PostgresStore(Store):
                     orjson.dumps(res.content).decode())
         revision = conn.execute(sql, (*args, op.op, *key, res.version)).fetchone()[0]
         return Change(revision, op.op, res.type, res.mesh, res.name, res.version)
+
+    def _on_notify(self, announced: int | None) -> None:
+        """The listener heard of revision `announced` (None: of something, after a reconnect). A
+        write of this instance was already published by its writer: no need to read the log."""
+        if announced is None or announced > self._published:
+            self._publish_new()
 
     def _publish_new(self, written: list[Change] | None = None) -> None:
         """Publish every change after `_published`, in order. `written`: changes this instance just
