@@ -8,7 +8,8 @@ Dataplanes, same fake Envoy) are spread evenly: each proxy's channel lists every
 first (gRPC pick_first), so when its instance dies it reconnects to a survivor, as it would behind
 one address. Measured:
 
-- connect: stream open -> first complete config, per instance; CPU and RSS per instance;
+- connect: stream open -> first complete config, per instance (one group of proxies after the
+  other); CPU and RSS per instance;
 - idle: CPU per instance over `--idle-seconds`;
 - changes, each made through one instance (round k through instance k mod N): mTLS on, then three
   MeshTrafficPermission changes; PUT answered -> each proxy's ACK of it, split into the proxies of
@@ -29,9 +30,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import grpc
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +46,34 @@ from tests.perf import _fleet_client as fc  # noqa: E402
 from tests.perf.fleet import (MESH, MESH_MTLS, WATCHED, Api, Cp, Fleet, Profiler, _address, _terminate,  # noqa: E402
                               check, dataplane, dist, mtp, push_figures, register, service_count, wait_synced)
 from tests.support import PostgresServer  # noqa: E402
+
+
+# gRPC's pick_first tries the next address when the first has not connected within this delay (Happy
+# Eyeballs, 250 ms by default, at most 2 s); under a burst of TLS handshakes that moves many proxies
+# off their own instance. The longest delay keeps the spread even; a dead instance still fails fast.
+_CONNECTION_ATTEMPT_DELAY = ("grpc.happy_eyeballs_connection_attempt_delay_ms", 2000)
+
+
+def _spread_worker(conn: Connection, mesh: str, names: list[str], opts: fc.Options) -> None:
+    """`_fleet_client.worker_main` whose channels wait longest for their first address."""
+    secure_channel = grpc.aio.secure_channel
+
+    def channel(target: str, credentials: Any, options: Any = (), *args: Any, **kwargs: Any) -> Any:
+        return secure_channel(target, credentials, [*(options or ()), _CONNECTION_ATTEMPT_DELAY], *args, **kwargs)
+
+    grpc.aio.secure_channel = channel
+    fc.worker_main(conn, mesh, names, opts)
+
+
+@contextmanager
+def _spread_workers() -> Iterator[None]:
+    """Fleets made inside run `_spread_worker` in their processes."""
+    worker_main = fc.worker_main
+    fc.worker_main = _spread_worker
+    try:
+        yield
+    finally:
+        fc.worker_main = worker_main
 
 
 class Fleets:
@@ -176,9 +208,14 @@ class Bench:
         return [cp.cpu_seconds() if self.alive[k] else 0.0 for k, cp in enumerate(self.cps)]
 
     def connect(self) -> dict:
+        """One group of proxies after the other (each group's first choice is one instance): a burst of
+        every proxy at once would send many to their second choice (see _CONNECTION_ATTEMPT_DELAY)."""
         cpu0 = self.cpu()
         t0 = time.monotonic()
-        self.fleets.call("start")
+        for fleet in self.fleets.fleets:
+            started = time.monotonic()
+            fleet.call("start")
+            wait_synced(fleet, self.timeout, started, updated=len(fleet.names), quiet=0.0)
         status = wait_synced(self.fleets, self.timeout, t0, updated=self.n)
         data = self.fleets.merged("connect")
         self.owner = wait_served(self.cps, self.alive, self.fleets.names)
@@ -362,7 +399,8 @@ def main() -> None:
                 target = "ipv4:" + ",".join(f"127.0.0.1:{cps[j].dp_port}" for j in order)
                 opts = fc.Options(target=target, ca_pem=cert.ca_pem, delta=args.delta, watch_cluster=WATCHED,
                                   keep_raw=frozenset(sample))
-                fleet_list.append(Fleet(members, 1, opts))
+                with _spread_workers():
+                    fleet_list.append(Fleet(members, 1, opts))
             fleets = Fleets(fleet_list)
             bench = Bench(args, cps, fleets, postgres, db)
             results["connect"] = _progress("connect", bench.connect())
