@@ -62,9 +62,7 @@ class _Callbacks:
     def on_lost(self, callback: Callback) -> None:
         self._lost.append(callback)
 
-    def _set(self, leader: bool, strict: bool = False) -> None:
-        """`strict`: a failing callback raises (a lone instance that cannot create its defaults
-        must not start); otherwise it is logged and the election goes on."""
+    def _set(self, leader: bool) -> None:
         if leader == self._leader:
             return
         self._leader = leader
@@ -72,9 +70,7 @@ class _Callbacks:
         for callback in self._elected if leader else self._lost:
             try:
                 callback()
-            except Exception:
-                if strict:
-                    raise
+            except Exception:  # a failing callback must not stop the election
                 log.exception("leader %s callback failed", "elected" if leader else "lost")
 
 
@@ -85,7 +81,7 @@ class AlwaysLeader(_Callbacks):
         return {self.instance_id}
 
     def start(self) -> None:
-        self._set(True, strict=True)
+        self._set(True)
 
     def stop(self) -> None:
         self._set(False)

@@ -48,10 +48,22 @@ class LeaderJobs:
         leadership.on_lost(self._lost)
 
     def _elected(self) -> None:
-        self.create_defaults()
         term = self._term = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(term,), name="leader-jobs", daemon=True)
+        # here, in the electing thread: an instance that leads from its start has its defaults before it serves
+        created = self._create_defaults()
+        self._thread = threading.Thread(target=self._loop, args=(term, created), name="leader-jobs", daemon=True)
         self._thread.start()
+
+    def _create_defaults(self) -> bool:
+        """Once per leadership term, until it succeeds (the database may be briefly unreachable)."""
+        try:
+            self.create_defaults()
+            return True
+        except StoreError as e:
+            log.warning("leader: cannot create the defaults yet (%s); retrying", e)
+        except Exception:
+            log.exception("leader: creating the defaults failed; retrying")
+        return False
 
     def _lost(self) -> None:
         if self._term is not None:
@@ -62,8 +74,10 @@ class LeaderJobs:
             self._thread.join(timeout=JOIN_TIMEOUT)
             self._thread = None
 
-    def _loop(self, ended: threading.Event) -> None:
+    def _loop(self, ended: threading.Event, defaults_created: bool) -> None:
         while not ended.is_set():
+            if not defaults_created:
+                defaults_created = self._create_defaults()
             try:
                 self.run_once(ended)
             except StoreError as e:

@@ -5,6 +5,7 @@ here depends on timing.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 import psycopg
 import pytest
@@ -148,4 +149,29 @@ def test_jobs_run_on_election_and_stop_with_leadership(tmp_path: Path) -> None:
         leadership.stop()   # returns once the jobs' thread is done
         assert not leadership.is_leader
     finally:
+        store.close()
+
+
+def test_defaults_are_retried_until_they_can_be_created(tmp_path: Path) -> None:
+    from appliance.store import StoreError
+    store = SQLiteStore(tmp_path / "kuma.db")
+    attempts: list[int] = []
+
+    def create_defaults() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise StoreError("database unreachable")
+
+    leadership = Live({"cp-b"})
+    jobs = LeaderJobs(ResourceManager(store), leadership, create_defaults, {}, interval=0.01)
+    try:
+        leadership.start()   # the first attempt fails; the jobs' loop retries it
+        for _ in range(1000):
+            if len(attempts) >= 2:
+                break
+            time.sleep(0.01)
+        time.sleep(0.05)     # a few more rounds of the loop: it must not create them again
+        assert len(attempts) == 2
+    finally:
+        leadership.stop()
         store.close()
