@@ -96,6 +96,7 @@ class PostgresLeaderElector(_Callbacks):
         self.interval = interval
         self._conn: Any = None
         self._lock = threading.Lock()          # one user of the connection at a time
+        self._unreachable = False              # said once per outage, not every second
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
 
@@ -118,7 +119,7 @@ class PostgresLeaderElector(_Callbacks):
             self._attempt()
 
     def _attempt(self) -> None:
-        import psycopg
+        import psycopg   # here, not at the top: an instance on SQLite never loads it
         try:
             with self._lock:
                 if self._conn is None:
@@ -128,11 +129,14 @@ class PostgresLeaderElector(_Callbacks):
                     return
                 won = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
         except psycopg.Error as e:
-            log.warning("leader election: %s", str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            (log.debug if self._unreachable else log.warning)("leader election: %s", reason)
+            self._unreachable = True
             with self._lock:
                 self._drop()
             self._set(False)
             return
+        self._unreachable = False
         if won:
             self._set(True)
 
@@ -157,7 +161,8 @@ class PostgresLeaderElector(_Callbacks):
                 if self._conn is None:
                     return None
                 rows = self._conn.execute(
-                    "SELECT DISTINCT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+                    "SELECT DISTINCT application_name FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name LIKE %s",
                     (APPLICATION_PREFIX + "%",)).fetchall()
         except psycopg.Error:
             return None
