@@ -71,7 +71,11 @@ class PostgresStore(Store):
             min_size=settings.min_open_connections, max_size=max_size,
             timeout=settings.connection_timeout, configure=_configure,
             # A connection that died with the server is replaced, not handed to a request.
-            check=_check, name="kuma-cp", open=True)
+            check=_check, name="kuma-cp", open=True,
+            # No retrying in the background: the pool's backoff grows to tens of seconds during an
+            # outage and would keep requests failing that long after the database is back. A
+            # failed connection is given up at once, and the next request tries afresh.
+            reconnect_timeout=0)
         self._listener = ChangeListener(settings, self._on_notify)
         self._listener.start()
 
