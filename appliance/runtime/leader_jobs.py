@@ -1,7 +1,8 @@
 """The jobs only the leader runs, so that several instances never run them twice at once.
 
 - on election: what a fresh control plane creates once (default Mesh, signing key, admin token);
-- every JOB_INTERVAL while leader:
+- while leader, a pass over the proxies' insights whenever the set of live instances changed
+  (checked every JOB_INTERVAL, cheaply) and at least every CLEANUP_INTERVAL:
   - the subscription finalizer: a proxy's latest subscription held by an instance that is no longer
     alive (killed, crashed, cut from the database) is closed (`disconnectTime`), so the proxy shows
     offline until it reconnects to a live instance (Kuma closes them after `metrics.dataplane.idleTimeout`);
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -24,7 +26,8 @@ from appliance.store import Conflict, ListQuery, NotFound, StoreError
 from appliance.store.base import now_rfc3339
 
 log = logging.getLogger("appliance.leader")
-JOB_INTERVAL = 5.0
+JOB_INTERVAL = 2.0
+CLEANUP_INTERVAL = 60.0
 JOIN_TIMEOUT = 10.0
 
 
@@ -75,20 +78,25 @@ class LeaderJobs:
             self._thread = None
 
     def _loop(self, ended: threading.Event, defaults_created: bool) -> None:
+        passed_with: set[str] | None = None          # the live instances at the last pass
+        passed_at = float("-inf")
         while not ended.is_set():
             if not defaults_created:
                 defaults_created = self._create_defaults()
             try:
-                self.run_once(ended)
+                live = self.leadership.live_instances()
+                if live != passed_with or time.monotonic() - passed_at >= CLEANUP_INTERVAL:
+                    self.run_once(live, ended)
+                    passed_with, passed_at = live, time.monotonic()
             except StoreError as e:
                 log.warning("leader jobs: %s", e)
             except Exception:   # never let one bad round end the jobs of this leader
                 log.exception("leader jobs failed")
             ended.wait(self.interval)
 
-    def run_once(self, ended: threading.Event | None = None) -> None:
+    def run_once(self, live: set[str] | None, ended: threading.Event | None = None) -> None:
+        """One pass over the insights; `live`: the instances alive now (None: unknown, nothing is closed)."""
         now = datetime.now(timezone.utc).timestamp()
-        live = self.leadership.live_instances()
         for proxy_type, insight_type in registry.INSIGHTS.items():
             for insight in self.store.list(ListQuery(type=insight_type)).items:
                 if ended is not None and ended.is_set():
