@@ -14,6 +14,7 @@ from typing import Callable
 
 import psycopg
 
+from appliance.store.base import StoreUnavailable
 from appliance.store.pg_connect import PostgresSettings, reason
 
 log = logging.getLogger("appliance.store.postgres")
@@ -115,6 +116,8 @@ class ChangeListener:
         try:
             self._wake(announced)
             return True
-        except Exception:  # the pool may be failing while this connection still works: retry next tick
-            log.warning("catching up with the change log failed; retrying", exc_info=True)
-            return False
+        except StoreUnavailable as e:   # the pool may fail while this connection still works
+            log.warning("catching up with the change log failed, retrying: %s", e)
+        except Exception:   # a bug: say where, and keep listening
+            log.exception("catching up with the change log failed; retrying")
+        return False
