@@ -1,0 +1,117 @@
+"""A proxy registered by kuma-dp that moves from one instance to another keeps its Dataplane.
+
+Two DP servers (instances A and B) on one real SQLite store, each with its real TLS front and
+ADS server on 127.0.0.1; the proxy is a gRPC client that sends what Envoy sends, including the
+node metadata kuma-dp's bootstrap puts there (`dataplane.resource`).
+"""
+from __future__ import annotations
+
+import json
+import queue
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+
+from appliance.ca.server_cert import ensure_server_cert
+from appliance.core.manager import ResourceManager
+from appliance.runtime import dataplanes
+from appliance.runtime.dataplanes import DataplaneServer
+from appliance.store.sqlite import SQLiteStore
+from appliance.xds.generate import generate_sidecar
+from appliance.xds.resources import CLUSTER
+from tests.support import free_port
+
+DEFINITION = {"type": "Dataplane", "mesh": "default", "name": "web-1", "networking": {
+    "address": "127.0.0.1", "inbound": [{"port": 8080, "servicePort": 18080, "tags": {"kuma.io/service": "web"}}]}}
+
+
+class Proxy:
+    """One ADS stream, as Envoy opens it after kuma-dp's bootstrap."""
+
+    def __init__(self, server: DataplaneServer, ca_pem: bytes) -> None:
+        self.channel = grpc.secure_channel(f"127.0.0.1:{server.port}", grpc.ssl_channel_credentials(ca_pem),
+                                           options=[("grpc.ssl_target_name_override", "localhost")])
+        self.requests: queue.Queue = queue.Queue()
+        metadata = struct_pb2.Struct()
+        metadata.update({"dataplane.resource": json.dumps(DEFINITION)})
+        self.requests.put(discovery_pb2.DiscoveryRequest(
+            node=base_pb2.Node(id="default.web-1", metadata=metadata), type_url=CLUSTER))
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
+        self.responses = stub.StreamAggregatedResources(iter(self.requests.get, None))
+        next(self.responses)   # answered: the stream is open on the server
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.responses.cancel()
+        self.channel.close()
+
+
+def _eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def instances(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple]:
+    # above the insights' flush interval, so the other instance's subscription is stored by then
+    monkeypatch.setattr(dataplanes, "DEREGISTER_AFTER", 1.0)
+    store = SQLiteStore(tmp_path / "kuma.db")
+    manager = ResourceManager(store)
+    manager.ensure_mesh("default")
+    cert = ensure_server_cert(tmp_path / "dp-server", ["localhost"], ["127.0.0.1"])
+    servers = [DataplaneServer(manager, cert, "127.0.0.1", free_port(), f"cp-{k}", generate_sidecar,
+                               auth_enabled=False) for k in "ab"]
+    for server in servers:
+        server.start()
+    try:
+        yield store, cert.ca_pem, *servers
+    finally:
+        for server in servers:
+            server.stop()
+        store.close()
+
+
+def _pending(server: DataplaneServer) -> bool:
+    return bool(server.call(lambda: dict(server._pending_removal)))
+
+
+def _latest(store: SQLiteStore) -> dict:
+    subs = store.get("DataplaneInsight", "default", "web-1").content["subscriptions"]
+    return max(subs, key=lambda s: s["connectTime"])
+
+
+def test_a_proxy_that_moved_is_not_deregistered_by_the_instance_it_left(instances) -> None:
+    store, ca_pem, a, b = instances
+    on_a = Proxy(a, ca_pem)       # registers web-1 from its metadata: A owns it
+    _eventually(lambda: store.get("Dataplane", "default", "web-1") is not None)
+    on_a.close()
+    _eventually(lambda: _pending(a))   # A waits before removing it ...
+    on_b = Proxy(b, ca_pem)       # ... and the proxy reconnects to B meanwhile
+    try:
+        _eventually(lambda: not _pending(a))
+        assert store.get("Dataplane", "default", "web-1") is not None
+        _eventually(lambda: _latest(store)["controlPlaneInstanceId"] == "cp-b")
+        assert not _latest(store).get("disconnectTime")
+    finally:
+        on_b.close()
+    # B owns the registration now: when the proxy leaves B for good, B removes it
+    _eventually(lambda: store.get("Dataplane", "default", "web-1") is None)
+
+
+def test_a_proxy_whose_dataplane_was_removed_is_registered_again_by_its_new_instance(instances) -> None:
+    store, ca_pem, a, b = instances
+    assert store.get("Dataplane", "default", "web-1") is None   # e.g. removed by the instance it left
+    on_b = Proxy(b, ca_pem)
+    try:
+        dataplane = store.get("Dataplane", "default", "web-1")
+        assert dataplane is not None and dataplane.content["networking"]["inbound"][0]["port"] == 8080
+    finally:
+        on_b.close()
