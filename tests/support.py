@@ -123,6 +123,7 @@ class CpProcess:
             except requests.RequestException:
                 pass
             time.sleep(0.05)
+        self.kill()   # a test that fails here must not leave a control plane running behind it
         raise RuntimeError(f"kuma-cp not ready in {timeout}s: {self.read_log()}")
 
     def read_log(self) -> str:
