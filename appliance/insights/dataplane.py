@@ -77,6 +77,7 @@ class InsightRecorder(StreamObserver):
         self._live: dict[tuple[str, str], _Live] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._flush: asyncio.TimerHandle | None = None
+        self.streams = 0                 # open now; read from any thread (/metrics)
         self.on_connect: list = []       # callback(key, node) when a stream opens
         self.on_disconnect: list = []    # callback(key) when it closes
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insights")
@@ -86,11 +87,16 @@ class InsightRecorder(StreamObserver):
         sub = {"id": str(uuid.uuid4()), "controlPlaneInstanceId": self.instance_id, "connectTime": _now(),
                "status": {}, "version": _node_versions(node), "generation": 0}
         self._live[key] = _Live(sub, stats)
+        self.streams += 1
         self._mark(key)
         for callback in self.on_connect:
-            callback(key, node)
+            try:
+                callback(key, node)
+            except Exception:   # e.g. the database is down: the stream goes on, the next connect retries
+                log.warning("on connect of %s", ".".join(key).lstrip("."), exc_info=True)
 
     def disconnected(self, key: tuple[str, str]) -> None:
+        self.streams -= 1
         live = self._live.get(key)
         if live is not None:
             live.subscription["disconnectTime"] = _now()
@@ -108,9 +114,6 @@ class InsightRecorder(StreamObserver):
             live.identity_expiry, live.identity_issued = expires, issued
             live.regenerations += 1
             self._mark(key)
-
-    def streams(self) -> int:
-        return sum(not live.closed for live in self._live.values())
 
     def is_online(self, key: tuple[str, str]) -> bool:
         """Connected to this instance."""

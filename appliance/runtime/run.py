@@ -14,7 +14,7 @@ import falcon
 from appliance import KUMA_COMPAT_VERSION, PRODUCT, __version__
 from appliance.api.app import create_app
 from appliance.config import Config
-from appliance.core.events import ChangeHub
+from appliance.core.events import Change, ChangeHub
 from appliance.core.manager import Labelling, ResourceManager
 from appliance.egress.managed import EgressError, ManagedEgress
 from appliance.runtime.bootstrap import ensure_defaults
@@ -97,16 +97,30 @@ def _leadership(config: Config, instance_id: str) -> Leadership:
         lambda name: psycopg.connect(autocommit=True, **{**kwargs, "application_name": name}), instance_id)
 
 
+class _SeenRevision:
+    """The newest change-log revision this instance has seen: known without asking the database, so
+    that /metrics answers at once while the database is down."""
+
+    def __init__(self, store: Store) -> None:
+        self.revision = store.revision()
+        store.hub.subscribe(self._seen)
+
+    def _seen(self, changes: list[Change]) -> None:
+        self.revision = max(self.revision, *(c.revision for c in changes))
+
+
 def _metrics(instance_id: str, leadership: Leadership, store: Store, dataplanes: DataplaneServer) -> Metrics:
     build = {"product": PRODUCT, "version": __version__, "based_on_kuma": KUMA_COMPAT_VERSION,
              "build_date": "unknown", "git_commit": "unknown", "git_tag": "unknown",
              "instance_id": instance_id, "cluster_id": instance_id.split("-")[0]}   # as GET / says
+    seen = _SeenRevision(store)
     return Metrics([
         Gauge("cp_info", "Static information about the CP instance", lambda: 1.0, tuple(build.items())),
         Gauge("leader", "1 indicates that this instance is leader", lambda: 1.0 if leadership.is_leader else 0.0),
         Gauge("xds_streams_active", "Number of active connections between a server and a client",
               dataplanes.streams_active),
-        Gauge("store_revision", "The newest revision in the store's change log", store.revision),
+        Gauge("store_revision", "The newest change-log revision this instance has seen",
+              lambda: seen.revision),
         *process_gauges(),
     ])
 

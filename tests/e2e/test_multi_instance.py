@@ -183,6 +183,9 @@ def test_a_write_on_one_instance_reaches_an_envoy_on_another(cluster: Cluster) -
     other = {"type": "Mesh", "name": "other"}
     assert requests.put(f"{a.url}/meshes/other", json=other).status_code == 201
     assert requests.get(f"{b.url}/meshes/other").json()["name"] == "other"
+    # and B has seen the change itself (it reached B's change log reader, not just its API)
+    written = float(metrics(a)["store_revision"])
+    _eventually(lambda: float(metrics(b)["store_revision"]) >= written)
 
     out_http = cluster.backend_and_web(backend_cp=a, web_cp=b)
     _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok, timeout=30)
@@ -237,6 +240,8 @@ def test_postgres_outage_keeps_traffic_and_the_instances_recover_alone(cluster: 
     try:
         down = time.monotonic()
         _eventually(lambda: not ready(a) and not ready(b), timeout=15)
+        # a leader that loses the database gives leadership up: nobody leads during the outage
+        _eventually(lambda: not leader(a) and not leader(b), timeout=5)
         failed = 0
         while time.monotonic() - down < 30:
             try:
