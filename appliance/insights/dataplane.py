@@ -23,6 +23,7 @@ from appliance.xds.server import StreamObserver, StreamStats
 log = logging.getLogger("appliance.insights")
 FLUSH_INTERVAL = 0.5
 MAX_SUBSCRIPTIONS = 5
+BATCH = 100
 
 
 def _now() -> str:
@@ -153,17 +154,21 @@ class InsightRecorder(StreamObserver):
         self._writer.shutdown(wait=True)
 
     def _write(self, items: list[tuple[tuple[str, str], _Live]]) -> None:
-        try:
-            self.store.write([self._op(key, live) for key, live in items])
-        except Exception:
-            # another instance wrote one of these insights meanwhile (the proxy moved), or a mesh is
-            # gone: write them one by one over what is stored now
-            log.debug("insight batch failed; writing one by one", exc_info=True)
-            for key, live in items:
-                try:
-                    self.store.write([self._op(key, live)])
-                except Exception:
-                    log.debug("insight of %s not written", key, exc_info=True)
+        # transactions of at most BATCH rows: a user's write waits for one of them at most, not for
+        # the insights of every proxy a change was pushed to (on PostgreSQL writers take turns)
+        for start in range(0, len(items), BATCH):
+            batch = items[start:start + BATCH]
+            try:
+                self.store.write([self._op(key, live) for key, live in batch])
+            except Exception:
+                # another instance wrote one of these insights meanwhile (the proxy moved), or a mesh
+                # is gone: write them one by one over what is stored now
+                log.debug("insight batch failed; writing one by one", exc_info=True)
+                for key, live in batch:
+                    try:
+                        self.store.write([self._op(key, live)])
+                    except Exception:
+                        log.debug("insight of %s not written", key, exc_info=True)
 
     def _op(self, key: tuple[str, str], live: _Live) -> WriteOp:
         """Our subscription written over the stored insight, keeping other instances' subscriptions.
