@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from appliance.core.events import Change
-from appliance.store import ListQuery, Store
+from appliance.store import ListQuery, Store, StoreUnavailable
 from appliance.xds.generate.egress import EgressProxy, egress_meshes, generate_egress
 from appliance.xds.identity import IdentityProvider
 from appliance.xds.model import Identity, MeshSnapshot, Proxy
@@ -30,6 +30,7 @@ log = logging.getLogger("appliance.xds")
 # (snapshot, proxy, identity, cache shared by the proxies of one snapshot) -> resources
 Generate = Callable[[MeshSnapshot, Proxy, Identity | None, dict], Resources]
 DEBOUNCE = 0.005
+RETRY_AFTER = 1.0    # a rebuild that could not read the store
 # types whose changes never alter generated config
 _IGNORED = {"DataplaneInsight", "ZoneEgressInsight", "GlobalSecret"}
 EGRESS = ""          # the "mesh" zone egresses are watched under
@@ -61,6 +62,7 @@ class XdsCache:
         self._watches: dict[str, set[ProxyWatch]] = {}
         self._dirty: set[str] = set()
         self._flush: asyncio.TimerHandle | None = None
+        self._store_down = False
         self.on_identity: Callable[[tuple[str, str]], None] | None = None
         self._unsubscribe = store.hub.subscribe(self._from_writer_thread)
 
@@ -85,6 +87,19 @@ class XdsCache:
     def _rebuild(self) -> None:
         self._flush = None
         dirty, self._dirty = self._dirty, set()
+        try:
+            self._rebuild_meshes(dirty)
+        except StoreUnavailable as e:
+            # the database is down: keep what changed and try again, or proxies would miss it for good
+            (log.debug if self._store_down else log.warning)("xDS: cannot rebuild the config yet: %s", e)
+            self._store_down = True
+            self._dirty |= dirty
+            if self._flush is None:
+                self._flush = self.loop.call_later(RETRY_AFTER, self._rebuild)
+            return
+        self._store_down = False
+
+    def _rebuild_meshes(self, dirty: set[str]) -> None:
         revision = self.store.revision()
         if _ALL_MESHES in dirty:
             dirty = set(self._snapshots) | set(self._watches) | (dirty - {_ALL_MESHES})
