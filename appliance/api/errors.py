@@ -8,7 +8,7 @@ import orjson
 
 from appliance.core.manager import MeshNotFound
 from appliance.core.validation import ValidationError, Violation
-from appliance.store import AlreadyExists, Conflict, NotFound
+from appliance.store import AlreadyExists, Conflict, NotFound, StoreUnavailable
 
 
 class KumaError(Exception):
@@ -49,6 +49,9 @@ def from_exception(exc: Exception, title: str) -> KumaError:
         return KumaError(400, title, "Mesh is not found", [Violation("mesh", str(exc))])
     if isinstance(exc, (Conflict, AlreadyExists)):
         return KumaError(409, "Conflict", str(exc))
+    if isinstance(exc, StoreUnavailable):
+        # the database is down (PostgreSQL): nothing was written; the client may retry
+        return KumaError(503, "Service Unavailable", str(exc))
     raise exc
 
 
@@ -86,5 +89,6 @@ def install(app: falcon.App) -> None:
 
     app.add_error_handler(Exception, handle_any)
     app.add_error_handler(falcon.HTTPError, handle_http)
-    app.add_error_handler((ValidationError, NotFound, MeshNotFound, Conflict, AlreadyExists), handle_domain)
+    app.add_error_handler((ValidationError, NotFound, MeshNotFound, Conflict, AlreadyExists, StoreUnavailable),
+                          handle_domain)
     app.add_error_handler(KumaError, handle_kuma)

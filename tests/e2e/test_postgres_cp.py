@@ -43,12 +43,16 @@ def test_ready_follows_the_database_without_a_restart(postgres_server: PostgresS
         try:
             _wait_for(cp, 503)
             assert requests.get(f"http://127.0.0.1:{cp.diag_port}/healthy").status_code == 200
+            # the API says the database is unavailable, in Kuma's error body, and writes nothing
+            during = requests.put(cp.url + "/meshes/during", json={"type": "Mesh", "name": "during"}, timeout=30)
+            assert during.status_code == 503, during.text
+            assert during.json()["title"] == "Service Unavailable" and "PostgreSQL" in during.json()["detail"]
         finally:
             postgres_server.start()
         _wait_for(cp, 200)
         assert requests.put(cp.url + "/meshes/after", json={"type": "Mesh", "name": "after"}).status_code == 201
         names = {m["name"] for m in requests.get(cp.url + "/meshes").json()["items"]}
-        assert {"default", "before", "after"} <= names
+        assert {"default", "before", "after"} <= names and "during" not in names
     finally:
         assert cp.stop() == 0
     assert "Traceback" not in cp.read_log()
