@@ -44,7 +44,7 @@ class IdentityProvider:
         return None
 
     def get(self, snapshot: MeshSnapshot, proxy: Proxy) -> Identity | None:
-        """The proxy's certificate, issuing one (tens of ms: an RSA key) when needed. Thread-safe."""
+        """The proxy's certificate, issuing one (about a millisecond: the CA's signature) when needed. Thread-safe."""
         if snapshot.mtls is None:
             return None
         key = (proxy.mesh, proxy.name)
