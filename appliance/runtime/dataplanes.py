@@ -22,7 +22,7 @@ from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.validation import ValidationError
 from appliance.insights.dataplane import InsightRecorder
-from appliance.runtime.dpserver import DpServer, grpc_socket_name
+from appliance.runtime.dpserver import DpServer, socket_name
 from appliance.store import AlreadyExists, Conflict, NotFound
 from appliance.tokens import issuer, signing
 from appliance.xds import bootstrap
@@ -63,7 +63,7 @@ class DataplaneServer:
         self.cache = XdsCache(self.store, self.generate, self.loop)
         self.insights = InsightRecorder(self.store, self.instance_id, self.loop)
         self.insights.on_disconnect.append(self._on_disconnect)
-        self.grpc_name = grpc_socket_name()
+        self.grpc_name = socket_name("xds")
         self.grpc = grpc.aio.server(options=[("grpc.server.max_pending_requests", 10000),
                                              ("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                              ("grpc.keepalive_permit_without_calls", 1),
@@ -71,7 +71,10 @@ class DataplaneServer:
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
             AdsServer(self.cache, self._authenticate, self.insights), self.grpc)
         self.cache.on_identity = self._on_identity
-        self.grpc.add_insecure_port(f"unix-abstract:{self.grpc_name}")
+        # TLS ends in gRPC's C core (its own threads), not on this loop: the front only splices bytes
+        credentials = grpc.ssl_server_credentials([(self.cert.key_path.read_bytes(), self.cert.cert_path.read_bytes())])
+        if not self.grpc.add_secure_port(f"unix-abstract:{self.grpc_name}", credentials):
+            raise RuntimeError("could not start the ADS server (gRPC refused its listening socket)")
         await self.grpc.start()
         self.front = DpServer(self.host, self.port, str(self.cert.cert_path), str(self.cert.key_path),
                               self.grpc_name, self._http)
@@ -169,8 +172,7 @@ class DataplaneServer:
             pass
 
     # --- POST /bootstrap ---------------------------------------------------------------------
-    async def _http(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                    peer: str) -> tuple[int, str, bytes]:
+    async def _http(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         if path != "/bootstrap":
             return 404, "text/plain", b"not found"
         if method != "POST":
