@@ -1,11 +1,11 @@
 """The DP server on :5678: one TLS port for both `POST /bootstrap` (HTTP/1.1) and ADS (gRPC, h2).
 
-TLS does not end on this port. The front reads the client's TLS ClientHello, picks the backend by
-the protocols it offers (ALPN "h2": ADS, anything else: bootstrap) and splices the raw bytes to it:
-the gRPC server terminates TLS itself, in its C core and off the event loop, and the bootstrap
-server (HTTP/1.1, once per kuma-dp start) terminates it in asyncio. Both backends listen on
-abstract unix sockets and present the same certificate, so a client verifies the DP server's
-certificate exactly as if TLS ended here.
+TLS does not end on this port. The front (splice.py, a thread of its own) reads the client's TLS
+ClientHello, picks the backend by the protocols it offers (ALPN "h2": ADS, anything else:
+bootstrap) and splices the raw bytes to it: the gRPC server terminates TLS itself, in its C core
+and off the event loop, and the bootstrap server (HTTP/1.1, once per kuma-dp start) terminates it
+in asyncio. Both backends listen on abstract unix sockets and present the same certificate, so a
+client verifies the DP server's certificate exactly as if TLS ended here.
 """
 from __future__ import annotations
 
@@ -17,14 +17,13 @@ from typing import Awaitable, Callable
 
 import orjson
 
+from appliance.runtime.splice import Splicer, listening_sockets
+
 log = logging.getLogger("appliance.dpserver")
 
 # (method, path, headers, body) -> (status, content type, body)
 HttpHandler = Callable[[str, str, dict[str, str], bytes], Awaitable[tuple[int, str, bytes]]]
 MAX_BODY = 1024 * 1024
-# a ClientHello is a few hundred bytes (two KB with post-quantum key shares); more is not TLS
-MAX_HELLO = 64 * 1024
-HELLO_TIMEOUT = 10.0
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error"}
 
@@ -86,111 +85,6 @@ def _alpn(hello: bytes) -> list[str]:
     return []
 
 
-class _Half(asyncio.Protocol):
-    """One side of a spliced connection: what it reads goes to the other side, as is."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.other: _Half | None = None
-        self.eof = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self.other is not None and self.other.transport is not None:
-            self.other.transport.write(data)
-
-    def eof_received(self) -> bool:
-        # pass the half-close on; once both sides are done, nothing holds the sockets (no CLOSE-WAIT)
-        self.eof = True
-        other = self.other
-        if other is None or other.transport is None or other.eof or not other.transport.can_write_eof():
-            self._close_both()
-            return False
-        other.transport.write_eof()
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._close_both()
-
-    def _close_both(self) -> None:
-        for half in (self, self.other):
-            if half is not None and half.transport is not None and not half.transport.is_closing():
-                half.transport.close()
-
-    # a slow reader on one side pauses reading on the other (bounded buffers)
-    def pause_writing(self) -> None:
-        if self.other is not None and self.other.transport is not None:
-            self.other.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.other is not None and self.other.transport is not None and not self.other.transport.is_closing():
-            self.other.transport.resume_reading()
-
-
-class _Front(_Half):
-    """A client connection on :5678: buffered until its ClientHello says where it goes, then spliced."""
-
-    def __init__(self, server: DpServer) -> None:
-        super().__init__()
-        self.server = server
-        self.hello: bytearray | None = bytearray()
-        self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT, transport.abort)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        if self.hello is None:
-            return super().data_received(data)
-        self.hello += data
-        if self.other is not None:
-            return   # connecting to the backend: it gets everything buffered so far
-        try:
-            alpn = client_hello_alpn(self.hello)
-        except NotTls:
-            alpn = None
-            self.hello = bytearray(MAX_HELLO)   # fall through to the abort below
-        if alpn is None:
-            if len(self.hello) >= MAX_HELLO:
-                assert self.transport is not None
-                self.transport.abort()
-            return
-        if self.timer:
-            self.timer.cancel()
-        self.other = _Half()
-        self.other.other = self
-        backend = self.server.grpc_name if "h2" in alpn else self.server.http_name
-        asyncio.ensure_future(self._connect(backend))
-
-    async def _connect(self, backend: str) -> None:
-        assert self.other is not None and self.transport is not None
-        try:
-            await asyncio.get_running_loop().create_unix_connection(lambda: self.other, "\0" + backend)
-        except OSError as e:
-            log.warning("DP server backend %s unreachable: %s", backend, e)
-            self.transport.abort()
-            return
-        if self.transport.is_closing():
-            self._close_both()
-            return
-        assert self.other.transport is not None and self.hello is not None
-        self.other.transport.write(bytes(self.hello))
-        self.hello = None
-
-    def eof_received(self) -> bool:
-        if self.hello is not None and self.other is None:
-            return False   # closed before saying hello
-        return super().eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer:
-            self.timer.cancel()
-        super().connection_lost(exc)
-
-
 class DpServer:
     def __init__(self, host: str, port: int, cert_file: str, key_file: str, grpc_abstract_name: str,
                  handle_http: HttpHandler) -> None:
@@ -203,17 +97,30 @@ class DpServer:
         self.ssl.load_cert_chain(cert_file, key_file)
         self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         self.ssl.set_alpn_protocols(["http/1.1"])
-        self._servers: list[asyncio.base_events.Server] = []
+        self._http_server: asyncio.base_events.Server | None = None
+        self._front: Splicer | None = None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._servers.append(await asyncio.start_unix_server(self._connection, "\0" + self.http_name, ssl=self.ssl))
-        self._servers.append(await loop.create_server(lambda: _Front(self), self.host, self.port,
-                                                      reuse_address=True, backlog=4096))
+        """Listen (an error, e.g. the port in use, raises here) and serve."""
+        self._http_server = await asyncio.start_unix_server(self._connection, "\0" + self.http_name, ssl=self.ssl)
+        self._front = Splicer(listening_sockets(self.host, self.port), self._route)
+        self._front.start()
+
+    @property
+    def addresses(self) -> list[tuple]:
+        return [s.getsockname() for s in self._front.listeners.values()] if self._front else []
+
+    def _route(self, hello: bytes) -> str | None:
+        alpn = client_hello_alpn(hello)
+        if alpn is None:
+            return None
+        return self.grpc_name if "h2" in alpn else self.http_name
 
     async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
+        if self._front:
+            await asyncio.get_running_loop().run_in_executor(None, self._front.stop)
+        if self._http_server:
+            self._http_server.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -59,6 +59,9 @@ def test_front_routes_by_alpn_and_the_client_verifies_the_cp_certificate(cert) -
         async def grpc_stand_in(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.write(f"backend {writer.get_extra_info('ssl_object').selected_alpn_protocol()}\n".encode())
             await writer.drain()
+            size = int(await reader.readline())
+            writer.write(b"x" * size)   # more than any socket buffer holds: the front must pace it
+            await writer.drain()
             await reader.read()   # until the client's side is gone
             closed.set()
             writer.close()
@@ -71,13 +74,15 @@ def test_front_routes_by_alpn_and_the_client_verifies_the_cp_certificate(cert) -
 
         front = DpServer("127.0.0.1", 0, str(cert.cert_path), str(cert.key_path), grpc_name, handle)
         await front.start()
-        port = front._servers[-1].sockets[0].getsockname()[1]
+        port = front.addresses[0][1]
         client = ssl.create_default_context(cadata=cert.ca_pem.decode())
 
         client.set_alpn_protocols(["h2", "http/1.1"])
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="localhost")
         assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
         assert await reader.readline() == b"backend h2\n"
+        writer.write(b"%d\n" % (8 << 20))
+        assert len(await reader.readexactly(8 << 20)) == 8 << 20
         writer.close()
         await asyncio.wait_for(closed.wait(), 5)   # the backend's connection ends with the client's
 
