@@ -1,7 +1,10 @@
 """DataplaneInsight: who is connected, since when, to which CP instance, and how their xDS went.
 
 Stream events arrive on the event loop; the insight rows are written in batches (one transaction
-per flush, at most once per FLUSH_INTERVAL) so that many proxies never contend with user writes.
+per flush) so that many proxies never contend with user writes. What a user waits for (a proxy
+online or offline, a new certificate) is written within FLUSH_INTERVAL; counters (responses sent,
+ACKed, NACKed) only every `xdsServer.dataplaneStatusFlushInterval`, as Kuma, so a change pushed
+to thousands of proxies does not rewrite thousands of rows at once.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from appliance.xds.server import StreamObserver, StreamStats
 
 log = logging.getLogger("appliance.insights")
 FLUSH_INTERVAL = 0.5
+STATUS_FLUSH_INTERVAL = 10.0   # Kuma's xdsServer.dataplaneStatusFlushInterval
 MAX_SUBSCRIPTIONS = 5
 
 
@@ -38,6 +42,7 @@ class _Live:
     identity_issued: float | None = None
     regenerations: int = 0
     closed: bool = False
+    written: Resource | None = None   # the insight as last written (its version), to update it without a read
 
 
 def _counts(stats: StreamStats, type_url: str | None) -> dict[str, str]:
@@ -61,10 +66,12 @@ def _node_versions(node: Any) -> dict[str, Any]:
 
 
 class InsightRecorder(StreamObserver):
-    def __init__(self, store: Store, instance_id: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, store: Store, instance_id: str, loop: asyncio.AbstractEventLoop,
+                 status_flush_interval: float = STATUS_FLUSH_INTERVAL) -> None:
         self.store = store
         self.instance_id = instance_id
         self.loop = loop
+        self.status_flush_interval = status_flush_interval
         self._live: dict[tuple[str, str], _Live] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._flush: asyncio.TimerHandle | None = None
@@ -86,7 +93,7 @@ class InsightRecorder(StreamObserver):
             callback(key)
 
     def changed(self, key: tuple[str, str]) -> None:
-        self._mark(key)
+        self._mark(key, soon=False)
 
     def certificate(self, key: tuple[str, str], expires: float, issued: float) -> None:
         live = self._live.get(key)
@@ -99,10 +106,14 @@ class InsightRecorder(StreamObserver):
         live = self._live.get(key)
         return live is not None and not live.closed
 
-    def _mark(self, key: tuple[str, str]) -> None:
+    def _mark(self, key: tuple[str, str], soon: bool = True) -> None:
         self._dirty.add(key)
+        at = self.loop.time() + (FLUSH_INTERVAL if soon else self.status_flush_interval)
+        if self._flush is not None and self._flush.when() > at:
+            self._flush.cancel()
+            self._flush = None
         if self._flush is None:
-            self._flush = self.loop.call_later(FLUSH_INTERVAL, self.flush)
+            self._flush = self.loop.call_at(at, self.flush)
 
     def flush(self) -> None:
         self._flush = None
@@ -118,7 +129,7 @@ class InsightRecorder(StreamObserver):
             sub["generation"] = int(sub.get("generation", 0)) + 1
             # mesh "" is a zone egress (global): its insight is a ZoneEgressInsight
             insight_type = "DataplaneInsight" if key[0] else "ZoneEgressInsight"
-            current = self.store.get(insight_type, *key)
+            current = live.written or self.store.get(insight_type, *key)
             content = current.content if current else {"subscriptions": []}
             subs = [s for s in content.get("subscriptions", []) if s.get("id") != sub["id"]]
             subs.append(dict(sub))
@@ -130,6 +141,7 @@ class InsightRecorder(StreamObserver):
                     "certificateRegenerations": live.regenerations}
             res = Resource(insight_type, key[0], key[1], content, {"kuma.io/mesh": key[0]} if key[0] else {})
             ops.append(WriteOp("update" if current else "create", res, current.version if current else None))
+            live.written = res   # the store stamps its new version on it
             if live.closed:
                 del self._live[key]
         if ops:
@@ -142,4 +154,9 @@ class InsightRecorder(StreamObserver):
                     try:
                         self.store.write([op])
                     except Exception:
-                        pass
+                        self._forget_written(op.resource)
+
+    def _forget_written(self, res: Resource) -> None:
+        live = self._live.get((res.mesh, res.name))
+        if live is not None and live.written is res:
+            live.written = None   # read it again next time

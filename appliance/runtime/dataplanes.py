@@ -21,7 +21,7 @@ from appliance.ca.server_cert import ServerCert
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.validation import ValidationError
-from appliance.insights.dataplane import InsightRecorder
+from appliance.insights.dataplane import STATUS_FLUSH_INTERVAL, InsightRecorder
 from appliance.runtime.dpserver import DpServer, socket_name
 from appliance.store import AlreadyExists, Conflict, NotFound
 from appliance.tokens import issuer, signing
@@ -36,7 +36,8 @@ DEREGISTER_AFTER = 5.0
 
 class DataplaneServer:
     def __init__(self, manager: ResourceManager, cert: ServerCert, host: str, port: int, instance_id: str,
-                 generate: Generate, auth_enabled: bool = True, delta: bool = False, zone: str = "") -> None:
+                 generate: Generate, auth_enabled: bool = True, delta: bool = False, zone: str = "",
+                 status_flush_interval: float = STATUS_FLUSH_INTERVAL) -> None:
         self.manager = manager
         self.store = manager.store
         self.cert = cert
@@ -46,6 +47,7 @@ class DataplaneServer:
         self.auth_enabled = auth_enabled
         self.delta = delta
         self.zone = zone          # a zone token must be for this zone (or for none)
+        self.status_flush_interval = status_flush_interval
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="xds", daemon=True)
         self._registered: set[tuple[str, str]] = set()
@@ -61,7 +63,7 @@ class DataplaneServer:
 
     async def _start(self) -> None:
         self.cache = XdsCache(self.store, self.generate, self.loop)
-        self.insights = InsightRecorder(self.store, self.instance_id, self.loop)
+        self.insights = InsightRecorder(self.store, self.instance_id, self.loop, self.status_flush_interval)
         self.insights.on_disconnect.append(self._on_disconnect)
         self.grpc_name = socket_name("xds")
         self.grpc = grpc.aio.server(options=[("grpc.server.max_pending_requests", 10000),
