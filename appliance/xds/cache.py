@@ -22,13 +22,14 @@ from typing import Callable
 from google.protobuf.message import Message
 
 from appliance.core.events import Change
+from appliance.core.resources.model import Resource
 from appliance.store import ListQuery, Store
 from appliance.xds.generate.egress import EgressProxy, egress_meshes, generate_egress
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.identity import IdentityProvider
-from appliance.xds.model import Identity, MeshSnapshot, Proxy
+from appliance.xds.model import Identity, Inbound, MeshSnapshot, Proxy
 from appliance.xds.resources import ENDPOINT, Packed, Resources, pack, pack_all
-from appliance.xds.snapshot import build_snapshot, proxy_from_dataplane
+from appliance.xds.snapshot import build_snapshot, dataplane_inbounds, proxy_from_dataplane
 
 log = logging.getLogger("appliance.xds")
 
@@ -54,15 +55,35 @@ class ProxyWatch:
     memo: dict[str, dict[str, Packed]] = field(default_factory=dict)
     memo_revision: int = -1                  # the snapshot revision whose endpoints `memo` holds
     renewal: asyncio.TimerHandle | None = None
+    # the proxy's Dataplane as last read, until a change of it arrives (not read again per push or ACK)
+    dataplane: tuple[Resource, Proxy] | None = None
+    dataplane_fresh: bool = False
 
 
 @dataclass
 class _Shared:
     """What the proxies of one mesh share at one snapshot revision: generated messages (clusters, load
-    assignments, the CA secret) by the generator's cache keys, and packed load assignments by service."""
+    assignments, outbound listeners, the CA secret) by the generator's cache keys, those messages packed
+    (serialized once for all proxies), and packed load assignments by service."""
     revision: int
     messages: dict = field(default_factory=dict)
     load_assignments: dict[str, Packed] = field(default_factory=dict)
+    # (id of a message in `messages`, resource name) -> (the message, packed); `messages` keeps the ids valid
+    packed: dict[tuple[int, str], tuple[Message, Packed]] = field(default_factory=dict)
+    _ids: set[int] = field(default_factory=set)
+    _counted: int = 0
+
+    def pack(self, type_url: str, name: str, message: Message) -> Packed:
+        hit = self.packed.get((id(message), name))
+        if hit is not None and hit[0] is message:
+            return hit[1]
+        packed = pack(type_url, name, message)
+        if len(self.messages) != self._counted:
+            self._ids = {id(m) for m in self.messages.values()}
+            self._counted = len(self.messages)
+        if id(message) in self._ids:
+            self.packed[(id(message), name)] = (message, packed)
+        return packed
 
 
 def _endpoints_changed(old: MeshSnapshot | None, new: MeshSnapshot | None) -> set[str] | None:
@@ -90,6 +111,8 @@ class XdsCache:
         self._shared: dict[str, _Shared] = {}
         # per mesh: the revision of the last change that was more than endpoints
         self._structure: dict[str, int] = {}
+        # per mesh with a snapshot: its dataplanes' inbounds, updated per changed dataplane (not re-read whole)
+        self._inbounds: dict[str, dict[str, tuple[Inbound, ...]]] = {}
         self._watches: dict[str, set[ProxyWatch]] = {}
         self._dirty: set[str] = set()
         self._dirty_proxies: set[tuple[str, str]] = set()
@@ -114,6 +137,10 @@ class XdsCache:
     def _mark_dirty(self, meshes: set[str], proxies: set[tuple[str, str]]) -> None:
         self._dirty |= meshes
         self._dirty_proxies |= proxies
+        for mesh, _ in proxies:
+            for watch in self._watches.get(mesh, ()):
+                if watch.key in proxies:
+                    watch.dataplane_fresh = False
         if self._flush is None:
             self._flush = self.loop.call_later(DEBOUNCE, self._rebuild)
 
@@ -128,12 +155,10 @@ class XdsCache:
         egresses = self._watches.get(EGRESS, set())
         for mesh in dirty:
             if mesh not in self._watches and not egresses:
-                self._snapshots.pop(mesh, None)
-                self._shared.pop(mesh, None)
-                self._structure.pop(mesh, None)
+                self._forget(mesh)
                 continue
             old = self._snapshots.get(mesh)
-            new = self._snapshots[mesh] = build_snapshot(self.store, mesh, revision)
+            new = self._snapshots[mesh] = self._build(mesh, revision, {n for m, n in proxies if m == mesh})
             changed = _endpoints_changed(old, new)
             if changed is None:
                 self._structure[mesh] = revision
@@ -149,6 +174,23 @@ class XdsCache:
             for watch in egresses:
                 watch.changed.set()
 
+    def _build(self, mesh: str, revision: int, changed_dataplanes: set[str] = frozenset()) -> MeshSnapshot | None:
+        inbounds = self._inbounds.get(mesh)
+        if inbounds is None:
+            inbounds = self._inbounds[mesh] = dataplane_inbounds(self.store, mesh)
+        else:
+            for name in changed_dataplanes:
+                dataplane = self.store.get("Dataplane", mesh, name)
+                if dataplane is None:
+                    inbounds.pop(name, None)
+                else:
+                    inbounds[name] = proxy_from_dataplane(dataplane).inbounds
+        return build_snapshot(self.store, mesh, revision, inbounds)
+
+    def _forget(self, mesh: str) -> None:
+        for cached in (self._snapshots, self._shared, self._structure, self._inbounds):
+            cached.pop(mesh, None)  # type: ignore[attr-defined]
+
     def _carry_shared(self, mesh: str, revision: int, changed: set[str]) -> None:
         """After an endpoints-only change, what proxies share stays valid but for those services' load assignments."""
         shared = self._shared.get(mesh)
@@ -157,6 +199,9 @@ class XdsCache:
         shared.revision = revision
         shared.messages = {k: v for k, v in shared.messages.items() if not (k[0] == "cla" and k[1] in changed)}
         shared.load_assignments = {k: v for k, v in shared.load_assignments.items() if k not in changed}
+        kept = {id(m) for m in shared.messages.values()}
+        shared.packed = {k: v for k, v in shared.packed.items() if k[0] in kept}
+        shared._counted = 0
 
     def _shared_of(self, snapshot: MeshSnapshot) -> _Shared:
         shared = self._shared.get(snapshot.mesh)
@@ -187,16 +232,22 @@ class XdsCache:
             watches.discard(watch)
             if not watches:
                 del self._watches[watch.key[0]]
-                self._snapshots.pop(watch.key[0], None)
-                self._shared.pop(watch.key[0], None)
-                self._structure.pop(watch.key[0], None)
+                self._forget(watch.key[0])
 
     def snapshot(self, mesh: str) -> MeshSnapshot | None:
         if mesh not in self._snapshots:
-            self._snapshots[mesh] = build_snapshot(self.store, mesh, self.store.revision())
+            self._snapshots[mesh] = self._build(mesh, self.store.revision())
         return self._snapshots[mesh]
 
     # --- what a proxy gets -------------------------------------------------------------------
+    def _dataplane(self, watch: ProxyWatch) -> tuple[Resource, Proxy] | None:
+        if not watch.dataplane_fresh:
+            dataplane = self.store.get("Dataplane", *watch.key)
+            watch.dataplane = None if dataplane is None else (dataplane, replace(
+                proxy_from_dataplane(dataplane), features=watch.features, ipv6_enabled=watch.ipv6))
+            watch.dataplane_fresh = True
+        return watch.dataplane
+
     async def prepare(self, watch: ProxyWatch) -> None:
         """Issue the proxy's certificate off the loop if it needs one, so `resources` never waits for a signature."""
         mesh, name = watch.key
@@ -210,10 +261,10 @@ class XdsCache:
         snapshot = self.snapshot(mesh)
         if snapshot is None or snapshot.mtls is None:
             return
-        dataplane = self.store.get("Dataplane", mesh, name)
-        if dataplane is None:
+        found = self._dataplane(watch)
+        if found is None:
             return
-        proxy = proxy_from_dataplane(dataplane)
+        proxy = found[1]
         if self.identities.current(snapshot, proxy) is None:
             await self.loop.run_in_executor(self._pool, self.identities.get, snapshot, proxy)
 
@@ -250,10 +301,10 @@ class XdsCache:
         if mesh == EGRESS:
             return self._egress_resources(watch)
         snapshot = self.snapshot(mesh)
-        dataplane = self.store.get("Dataplane", mesh, name)
-        if snapshot is None or dataplane is None:
+        found = self._dataplane(watch)
+        if snapshot is None or found is None:
             return {}
-        proxy = replace(proxy_from_dataplane(dataplane), features=watch.features, ipv6_enabled=watch.ipv6)
+        dataplane, proxy = found
         identity = self.identities.get(snapshot, proxy)
         structure = self._structure.setdefault(mesh, snapshot.revision)
         memo_key = (structure, dataplane.version, hash(identity.cert_pem) if identity else None)
@@ -267,8 +318,8 @@ class XdsCache:
             started = time.perf_counter()
             resources = self.generate(snapshot, proxy, identity, shared.messages)
             # load assignments are the shared ones (generate_sidecar's cache): packed once per mesh revision
-            watch.memo = {t: {n: self._load_assignment(snapshot, shared, n, m) if t == ENDPOINT else pack(t, n, m)
-                              for n, m in items.items()} for t, items in resources.items()}
+            watch.memo = {t: {n: self._load_assignment(snapshot, shared, n, m) if t == ENDPOINT
+                              else shared.pack(t, n, m) for n, m in items.items()} for t, items in resources.items()}
             watch.memo_key = memo_key
             watch.memo_revision = snapshot.revision
             log.debug("generated %s.%s in %.1f ms", mesh, name, (time.perf_counter() - started) * 1000)

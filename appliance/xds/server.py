@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import itertools
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -50,6 +50,9 @@ class _TypeState:
     acked_version: str = ""
     ack_seen: bool = False    # the current response was ACKed already: the same request again asks anew
     sent: dict[str, str] = field(default_factory=dict)   # delta: name -> version the proxy has
+    # SotW: the items and names `version_of` was computed for (the cache's memo dicts change on regeneration)
+    versioned: tuple[object, frozenset[str] | None] | None = None
+    version_of: str = ""
 
 
 def _node_features(node: object) -> tuple[frozenset[str], bool]:
@@ -60,8 +63,12 @@ def _node_features(node: object) -> tuple[frozenset[str], bool]:
     return names, bool(ipv6.bool_value) if ipv6 is not None else False
 
 
+_NONCES = itertools.count(1)
+
+
 def _nonce() -> str:
-    return secrets.token_hex(6)
+    # only needs to differ from this stream's earlier nonces; a counter spares a getrandom() per response
+    return format(next(_NONCES), "x")
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -171,18 +178,22 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def _sotw_push(self, watch: ProxyWatch, states: dict[str, _TypeState],
                    stats: StreamStats) -> list[discovery_pb2.DiscoveryResponse]:
         out = []
+        resources = self.cache.resources(watch)
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
-                response = self._sotw_response(watch, t, state, stats, force=False)
+                response = self._sotw_response(watch, t, state, stats, force=False, resources=resources)
                 if response:
                     out.append(response)
         return out
 
-    def _sotw_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats,
-                       force: bool) -> discovery_pb2.DiscoveryResponse | None:
-        items = self.cache.resources(watch).get(t, {})
-        version = type_version(items, state.names)
+    def _sotw_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats, force: bool,
+                       resources: dict[str, dict[str, Packed]] | None = None
+                       ) -> discovery_pb2.DiscoveryResponse | None:
+        items = (self.cache.resources(watch) if resources is None else resources).get(t, {})
+        if state.versioned is None or state.versioned[0] is not items or state.versioned[1] != state.names:
+            state.versioned, state.version_of = (items, state.names), type_version(items, state.names)
+        version = state.version_of
         if not force and version == state.sent_version:
             return None
         chosen: list[Packed] = [p for n, p in sorted(items.items()) if state.names is None or n in state.names]
