@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 import grpc
@@ -37,7 +38,8 @@ DEREGISTER_AFTER = 5.0
 class DataplaneServer:
     def __init__(self, manager: ResourceManager, cert: ServerCert, host: str, port: int, instance_id: str,
                  generate: Generate, auth_enabled: bool = True, delta: bool = False, zone: str = "",
-                 status_flush_interval: float = STATUS_FLUSH_INTERVAL) -> None:
+                 status_flush_interval: float = STATUS_FLUSH_INTERVAL, work_dir: Path | None = None) -> None:
+        """`work_dir`: where issued workload certificates are kept across restarts (none: memory only)."""
         self.manager = manager
         self.store = manager.store
         self.cert = cert
@@ -48,6 +50,7 @@ class DataplaneServer:
         self.delta = delta
         self.zone = zone          # a zone token must be for this zone (or for none)
         self.status_flush_interval = status_flush_interval
+        self.work_dir = work_dir
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="xds", daemon=True)
         self._registered: set[tuple[str, str]] = set()
@@ -62,7 +65,8 @@ class DataplaneServer:
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=30)
 
     async def _start(self) -> None:
-        self.cache = XdsCache(self.store, self.generate, self.loop)
+        self.cache = XdsCache(self.store, self.generate, self.loop,
+                              identities_dir=self.work_dir / "identities" if self.work_dir else None)
         self.insights = InsightRecorder(self.store, self.instance_id, self.loop, self.status_flush_interval)
         self.insights.on_disconnect.append(self._on_disconnect)
         self.grpc_name = socket_name("xds")

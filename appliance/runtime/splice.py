@@ -80,6 +80,7 @@ class Splicer:
         self._pending: dict[int, _Pending] = {}
         self._thread = threading.Thread(target=self._run, name="dp-front", daemon=True)
         self._stopping = False
+        self._next_expire = 0.0
 
     def start(self) -> None:
         for fd in self.listeners:
@@ -124,6 +125,23 @@ class Splicer:
             self._hello(self._pending[fd])
         elif fd in self._sides:
             side = self._sides[fd]
+            peer = side.peer
+            if events == _IN and peer is not None and not peer.out:
+                # the common case, kept short: read what came, write it all to the other side
+                try:
+                    data = side.sock.recv(CHUNK)
+                    sent = peer.sock.send(data) if data else 0
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return self._close_pair(side)
+                if data and sent == len(data):
+                    return
+                if data:
+                    peer.out = data[sent:]
+                    self._flush(peer)
+                    return
+                return self._eof(side)
             if events & _OUT:
                 self._flush(side)
             if events & (_IN | _ERR) and self._sides.get(fd) is side:
@@ -189,6 +207,9 @@ class Splicer:
 
     def _expire(self) -> None:
         now = time.monotonic()
+        if now < self._next_expire:
+            return
+        self._next_expire = now + 0.05
         for fd, pending in list(self._pending.items()):
             if pending.backend:
                 self._hello(pending)
@@ -205,14 +226,17 @@ class Splicer:
         except OSError:
             return self._close_pair(side)
         if not data:
-            side.eof = True
-            if not peer.out:
-                self._shutdown(peer)
-        else:
-            peer.out = peer.out + data if peer.out else data   # more than nothing only on an error/hang-up event
-            self._flush(peer)
+            return self._eof(side)
+        peer.out = peer.out + data if peer.out else data   # more than nothing only on an error/hang-up event
+        self._flush(peer)
+
+    def _eof(self, side: _Side) -> None:
+        side.eof = True
+        assert side.peer is not None
+        if not side.peer.out:
+            self._shutdown(side.peer)
         self._update(side)
-        self._update(peer)
+        self._update(side.peer)
 
     def _flush(self, side: _Side) -> None:
         """Write what waits for this side; a side that cannot take more stops its peer's reading."""

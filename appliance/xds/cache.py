@@ -17,6 +17,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from google.protobuf.message import Message
@@ -45,12 +46,31 @@ EGRESS = ""          # the "mesh" zone egresses are watched under
 _ALL_MESHES = "*"    # dirty marker: every mesh
 
 
+class Signal:
+    """Set when a proxy's config may have changed; calls the stream's callback once until cleared
+    (cheaper than an asyncio.Event and a task waiting on it per push)."""
+    __slots__ = ("pending", "callback")
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.callback: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        if not self.pending:
+            self.pending = True
+            if self.callback is not None:
+                self.callback()
+
+    def clear(self) -> None:
+        self.pending = False
+
+
 @dataclass(eq=False)
 class ProxyWatch:
     key: tuple[str, str]
     features: frozenset[str] = frozenset()   # what kuma-dp/Envoy announced in the node metadata
     ipv6: bool = False
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: Signal = field(default_factory=Signal)
     memo_key: tuple = ()
     memo: dict[str, dict[str, Packed]] = field(default_factory=dict)
     memo_revision: int = -1                  # the snapshot revision whose endpoints `memo` holds
@@ -98,13 +118,14 @@ def _endpoints_changed(old: MeshSnapshot | None, new: MeshSnapshot | None) -> se
 
 class XdsCache:
     def __init__(self, store: Store, generate: Generate, loop: asyncio.AbstractEventLoop,
-                 load_assignment: LoadAssignment = load_assignment_for) -> None:
-        """`load_assignment` is what `generate` puts under ENDPOINT for a service (the same for every proxy)."""
+                 load_assignment: LoadAssignment = load_assignment_for, identities_dir: Path | None = None) -> None:
+        """`load_assignment` is what `generate` puts under ENDPOINT for a service (the same for every proxy);
+        `identities_dir` keeps issued certificates for the next start."""
         self.store = store
         self.generate = generate
         self.load_assignment = load_assignment
         self.loop = loop
-        self.identities = IdentityProvider(store)
+        self.identities = IdentityProvider(store, directory=identities_dir)
         # the CA's RSA signature releases the GIL: two threads use both cores
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="identity")
         self._snapshots: dict[str, MeshSnapshot | None] = {}

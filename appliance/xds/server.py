@@ -10,7 +10,7 @@ import asyncio
 import logging
 import itertools
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Callable
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -100,18 +100,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         queue: asyncio.Queue = asyncio.Queue()
         reader = asyncio.ensure_future(_pump(request_iterator, queue))
         watch: ProxyWatch | None = None
-        waiter: asyncio.Task | None = None
         states: dict[str, _TypeState] = {}
         stats = StreamStats()
         try:
             while True:
-                if watch is not None and waiter is None:
-                    waiter = asyncio.ensure_future(_wait_then_put(watch.changed.wait, queue))
                 item = await queue.get()
                 if item is _END:
                     return
                 if item is _CHANGED:
-                    waiter = None
+                    assert watch is not None
                     watch.changed.clear()
                     await self.cache.prepare(watch)
                     for response in on_change(watch, states, stats):
@@ -119,14 +116,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     continue
                 if watch is None:
                     watch = await self._open(item.node.id, item.node, context, delta, stats)
+                    watch.changed.callback = lambda: queue.put_nowait(_CHANGED)
+                    if watch.changed.pending:
+                        queue.put_nowait(_CHANGED)
                 await self.cache.prepare(watch)
                 for response in on_request(watch, states, stats, item):
                     yield response
         finally:
             reader.cancel()
-            if waiter:
-                waiter.cancel()
             if watch is not None:
+                watch.changed.callback = None
                 self.cache.unwatch(watch)
                 self.observer.disconnected(watch.key)
 
@@ -298,8 +297,3 @@ async def _pump(requests: AsyncIterator, queue: asyncio.Queue) -> None:
         pass
     finally:
         await queue.put(_END)
-
-
-async def _wait_then_put(wait: Callable[[], Awaitable[bool]], queue: asyncio.Queue) -> None:
-    await wait()
-    await queue.put(_CHANGED)
