@@ -1,7 +1,8 @@
 """DataplaneInsight: who is connected, since when, to which CP instance, and how their xDS went.
 
 Stream events arrive on the event loop; the insight rows are written in batches (one transaction
-per flush) so that many proxies never contend with user writes. What a user waits for (a proxy
+per flush, in a thread of its own, one flush at a time) so that many proxies never contend with
+user writes and the xDS loop never waits for the database. What a user waits for (a proxy
 online or offline, a new certificate) is written within FLUSH_INTERVAL; counters (responses sent,
 ACKed, NACKed) only every `xdsServer.dataplaneStatusFlushInterval`, as Kuma, so a change pushed
 to thousands of proxies does not rewrite thousands of rows at once.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -75,6 +77,9 @@ class InsightRecorder(StreamObserver):
         self._live: dict[tuple[str, str], _Live] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._flush: asyncio.TimerHandle | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insights")
+        self._writing: asyncio.Future | None = None
+        self._closed = False
         self.on_disconnect: list = []
 
     def connected(self, key: tuple[str, str], node: object, delta: bool, stats: StreamStats) -> None:
@@ -116,9 +121,35 @@ class InsightRecorder(StreamObserver):
             self._flush = self.loop.call_at(at, self.flush)
 
     def flush(self) -> None:
+        """Write the changed insights (in the writer thread); while a batch is being written, try again soon."""
         self._flush = None
+        if self._closed:
+            return
+        if self._writing is not None and not self._writing.done():
+            self._flush = self.loop.call_later(FLUSH_INTERVAL, self.flush)
+            return
+        rows = self._rows()
+        if rows:
+            self._writing = self.loop.run_in_executor(self._writer, self._write, rows)
+            self._writing.add_done_callback(self._written)
+
+    async def close(self) -> None:
+        """Write what is pending (e.g. on shutdown) and stop the writer thread."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._writing is not None:
+            await asyncio.wait([self._writing])
+        self._closed = True
+        rows = self._rows()
+        if rows:
+            self._apply(await self.loop.run_in_executor(self._writer, self._write, rows))
+        self._writer.shutdown(wait=False)
+
+    def _rows(self) -> list[tuple[tuple[str, str], dict[str, Any], dict[str, Any] | None, Resource | None]]:
+        """What to write, taken on the loop: (key, subscription, mTLS, the insight as last written)."""
         dirty, self._dirty = self._dirty, set()
-        ops = []
+        rows = []
         for key in dirty:
             live = self._live.get(key)
             if live is None:
@@ -127,36 +158,55 @@ class InsightRecorder(StreamObserver):
             sub["status"] = {"lastUpdateTime": _now(), "total": _counts(live.stats, None),
                              **{SHORT[t].lower(): _counts(live.stats, t) for t in SHORT}}
             sub["generation"] = int(sub.get("generation", 0)) + 1
-            # mesh "" is a zone egress (global): its insight is a ZoneEgressInsight
-            insight_type = "DataplaneInsight" if key[0] else "ZoneEgressInsight"
-            current = live.written or self.store.get(insight_type, *key)
-            content = current.content if current else {"subscriptions": []}
-            subs = [s for s in content.get("subscriptions", []) if s.get("id") != sub["id"]]
-            subs.append(dict(sub))
-            content = {**content, "subscriptions": subs[-MAX_SUBSCRIPTIONS:]}
+            mtls = None
             if live.identity_expiry:
-                content["mTLS"] = {
-                    "certificateExpirationTime": _time(live.identity_expiry),
-                    "lastCertificateRegeneration": _time(live.identity_issued or 0.0),
-                    "certificateRegenerations": live.regenerations}
-            res = Resource(insight_type, key[0], key[1], content, {"kuma.io/mesh": key[0]} if key[0] else {})
-            ops.append(WriteOp("update" if current else "create", res, current.version if current else None))
-            live.written = res   # the store stamps its new version on it
+                mtls = {"certificateExpirationTime": _time(live.identity_expiry),
+                        "lastCertificateRegeneration": _time(live.identity_issued or 0.0),
+                        "certificateRegenerations": live.regenerations}
+            rows.append((key, dict(sub), mtls, live.written))
             if live.closed:
                 del self._live[key]
-        if ops:
-            try:
-                self.store.write(ops)
-            except Exception:
-                # a conflicting write (another instance) or a deleted mesh: retry those next time
-                log.debug("insight batch failed; writing one by one", exc_info=True)
-                for op in ops:
-                    try:
-                        self.store.write([op])
-                    except Exception:
-                        self._forget_written(op.resource)
+        return rows
 
-    def _forget_written(self, res: Resource) -> None:
-        live = self._live.get((res.mesh, res.name))
-        if live is not None and live.written is res:
-            live.written = None   # read it again next time
+    def _write(self, rows: list) -> list[tuple[tuple[str, str], Resource | None]]:
+        """In the writer thread: one transaction; on a conflict (another instance, a deleted mesh) row by row.
+        Returns each row's insight as written (its new version), None where the write failed."""
+        ops = []
+        for key, sub, mtls, written in rows:
+            # mesh "" is a zone egress (global): its insight is a ZoneEgressInsight
+            insight_type = "DataplaneInsight" if key[0] else "ZoneEgressInsight"
+            current = written or self.store.get(insight_type, *key)
+            content = current.content if current else {"subscriptions": []}
+            subs = [s for s in content.get("subscriptions", []) if s.get("id") != sub["id"]]
+            subs.append(sub)
+            content = {**content, "subscriptions": subs[-MAX_SUBSCRIPTIONS:]}
+            if mtls:
+                content["mTLS"] = mtls
+            res = Resource(insight_type, key[0], key[1], content, {"kuma.io/mesh": key[0]} if key[0] else {})
+            ops.append(WriteOp("update" if current else "create", res, current.version if current else None))
+        try:
+            self.store.write(ops)
+            return [((op.resource.mesh, op.resource.name), op.resource) for op in ops]
+        except Exception:
+            log.debug("insight batch failed; writing one by one", exc_info=True)
+        done: list[tuple[tuple[str, str], Resource | None]] = []
+        for op in ops:
+            try:
+                self.store.write([op])
+                done.append(((op.resource.mesh, op.resource.name), op.resource))
+            except Exception:
+                done.append(((op.resource.mesh, op.resource.name), None))   # read it again next time
+        return done
+
+    def _written(self, future: asyncio.Future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            if future.exception() is not None:
+                log.warning("writing dataplane insights failed: %s", future.exception())
+            return
+        self._apply(future.result())
+
+    def _apply(self, results: list[tuple[tuple[str, str], Resource | None]]) -> None:
+        for key, res in results:
+            live = self._live.get(key)
+            if live is not None:
+                live.written = res

@@ -90,7 +90,7 @@ class DataplaneServer:
         async def _stop() -> None:
             await self.front.stop()
             if self.insights:
-                self.insights.flush()
+                await self.insights.close()
             await self.grpc.stop(grace=1)
             if self.cache:
                 self.cache.close()
