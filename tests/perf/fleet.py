@@ -520,6 +520,7 @@ class Bench:
                 worst = max(worst, hit[2] - t1)
             last_per_change.append(worst)
         bytes_total = sum(e[3] for evs in events.values() for e in evs)
+        eds_sizes = [e[7] for evs in events.values() for e in evs if e[0] == eds]
         types: dict[str, int] = {}
         for evs in events.values():
             for e in evs:
@@ -527,6 +528,9 @@ class Bench:
         return {"changes": len(changes), "affected_proxies": len(affected), "eds_ack_ms": dist(latencies),
                 "last_proxy_ms": dist(last_per_change), "not_seen": missed, "nacked": nacked,
                 "responses_by_type": types,
+                # resources per EDS response: all the proxy's load assignments (SotW) or the changed one (delta)
+                "eds_resources_per_response": {"mean": round(statistics.mean(eds_sizes), 2) if eds_sizes else None,
+                                               "max": max(eds_sizes, default=None)},
                 "put_ms": dist([t1 - t0 for t0, t1, _ in changes]), "cp_cpu_pct": round(cpu_pct, 1),
                 "bytes_per_proxy_per_change": round(bytes_total / max(1, self.n) / max(1, len(changes))),
                 "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"]}
@@ -589,7 +593,7 @@ def rows(results: dict) -> list[tuple]:
         add("churn", "PUT -> EDS ACK ms", c["eds_ack_ms"],
             f"{c['changes']} changes x {c['affected_proxies']} proxies, not seen {c['not_seen']}, "
             f"NACKed {c['nacked']}, CP CPU {c['cp_cpu_pct']} %, {c['bytes_per_proxy_per_change']} B/proxy/change, "
-            f"{c['responses_by_type']}")
+            f"{c['responses_by_type']}, resources per EDS response {c['eds_resources_per_response']}")
         add("churn", "PUT -> last proxy ms", c["last_proxy_ms"], f"PUT p50 {c['put_ms']['p50']} ms")
     if "restart" in results:
         r = results["restart"]
