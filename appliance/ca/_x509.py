@@ -37,6 +37,10 @@ def new_rsa_key(key_size: int) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=key_size)
 
 
+def new_ec_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
 def key_pem(key: PrivateKey) -> bytes:
     """PEM in the encodings Kuma writes: `RSA PRIVATE KEY` (PKCS#1) or `EC PRIVATE KEY` (SEC 1)."""
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,

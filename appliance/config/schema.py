@@ -60,6 +60,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dpServer.tlsKeyFile", str, "", "KUMA_DP_SERVER_TLS_KEY_FILE"),
     Setting("dpServer.authn.dpProxy.type", str, "dpToken", "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE",
             choices=("dpToken", "none", "")),
+    Setting("xdsServer.dataplaneStatusFlushInterval", str, "10s", "KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL",
+            duration=True),
     Setting("experimental.deltaXds", bool, False, "KUMA_EXPERIMENTAL_DELTA_XDS"),
     Setting("diagnostics.serverPort", int, 5680, "KUMA_DIAGNOSTICS_SERVER_PORT"),
     Setting("general.workDir", str, "", "KUMA_GENERAL_WORK_DIR"),

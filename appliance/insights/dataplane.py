@@ -1,9 +1,12 @@
 """DataplaneInsight: who is connected, since when, to which CP instance, and how their xDS went.
 
 Stream events arrive on the event loop; the insight rows are written in batches (one transaction
-per flush, at most once per FLUSH_INTERVAL) so that many proxies never contend with user writes.
-The writes run in a thread of their own, in order: on PostgreSQL every read and write is a round
-trip, which must not hold up the event loop that pushes config.
+per flush, in a thread of its own, one flush at a time, at most BATCH rows per transaction) so that
+many proxies never contend with user writes and the xDS loop never waits for the database (on
+PostgreSQL every read and write is a round trip). What a user waits for (a proxy
+online or offline, a new certificate) is written within FLUSH_INTERVAL; counters (responses sent,
+ACKed, NACKed) only every `xdsServer.dataplaneStatusFlushInterval`, as Kuma, so a change pushed
+to thousands of proxies does not rewrite thousands of rows at once.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import asyncio
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +25,7 @@ from appliance.xds.server import StreamObserver, StreamStats
 
 log = logging.getLogger("appliance.insights")
 FLUSH_INTERVAL = 0.5
+STATUS_FLUSH_INTERVAL = 10.0   # Kuma's xdsServer.dataplaneStatusFlushInterval
 MAX_SUBSCRIPTIONS = 5
 BATCH = 100
 
@@ -42,6 +46,7 @@ class _Live:
     identity_issued: float | None = None
     regenerations: int = 0
     closed: bool = False
+    written: Resource | None = None   # the insight as last written (its version), to update it without a read
 
 
 def _counts(stats: StreamStats, type_url: str | None) -> dict[str, str]:
@@ -71,18 +76,21 @@ def latest_subscription(insight: Resource | None) -> dict[str, Any] | None:
 
 
 class InsightRecorder(StreamObserver):
-    def __init__(self, store: Store, instance_id: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, store: Store, instance_id: str, loop: asyncio.AbstractEventLoop,
+                 status_flush_interval: float = STATUS_FLUSH_INTERVAL) -> None:
         self.store = store
         self.instance_id = instance_id
         self.loop = loop
+        self.status_flush_interval = status_flush_interval
         self._live: dict[tuple[str, str], _Live] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._flush: asyncio.TimerHandle | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insights")
+        self._writing: asyncio.Future | None = None
+        self._closed = False
         self.streams = 0                 # open now; read from any thread (/metrics)
         self.on_connect: list = []       # callback(key, node) when a stream opens
         self.on_disconnect: list = []    # callback(key) when it closes
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insights")
-        self._closed = False
 
     def connected(self, key: tuple[str, str], node: object, delta: bool, stats: StreamStats) -> None:
         sub = {"id": str(uuid.uuid4()), "controlPlaneInstanceId": self.instance_id, "connectTime": _now(),
@@ -107,7 +115,7 @@ class InsightRecorder(StreamObserver):
             callback(key)
 
     def changed(self, key: tuple[str, str]) -> None:
-        self._mark(key)
+        self._mark(key, soon=False)
 
     def certificate(self, key: tuple[str, str], expires: float, issued: float) -> None:
         live = self._live.get(key)
@@ -117,19 +125,48 @@ class InsightRecorder(StreamObserver):
             self._mark(key)
 
     def is_online(self, key: tuple[str, str]) -> bool:
-        """Connected to this instance."""
         live = self._live.get(key)
         return live is not None and not live.closed
 
-    def _mark(self, key: tuple[str, str]) -> None:
+    def _mark(self, key: tuple[str, str], soon: bool = True) -> None:
         self._dirty.add(key)
+        at = self.loop.time() + (FLUSH_INTERVAL if soon else self.status_flush_interval)
+        if self._flush is not None and self._flush.when() > at:
+            self._flush.cancel()
+            self._flush = None
         if self._flush is None:
-            self._flush = self.loop.call_later(FLUSH_INTERVAL, self.flush)
+            self._flush = self.loop.call_at(at, self.flush)
 
     def flush(self) -> None:
+        """Write the changed insights (in the writer thread); while a batch is being written, try again soon."""
         self._flush = None
+        if self._closed:
+            return
+        if self._writing is not None and not self._writing.done():
+            self._flush = self.loop.call_later(FLUSH_INTERVAL, self.flush)
+            return
+        rows = self._rows()
+        if rows:
+            self._writing = self.loop.run_in_executor(self._writer, self._write, rows)
+            self._writing.add_done_callback(self._written)
+
+    async def close(self) -> None:
+        """Write what is pending (e.g. on shutdown) and stop the writer thread."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._writing is not None:
+            await asyncio.wait([self._writing])
+        self._closed = True
+        rows = self._rows()
+        if rows:
+            self._apply(await self.loop.run_in_executor(self._writer, self._write, rows))
+        self._writer.shutdown(wait=False)
+
+    def _rows(self) -> list[tuple[tuple[str, str], dict[str, Any], dict[str, Any] | None, Resource | None]]:
+        """What to write, taken on the loop: (key, subscription, mTLS, the insight as last written)."""
         dirty, self._dirty = self._dirty, set()
-        items = []
+        rows = []
         for key in dirty:
             live = self._live.get(key)
             if live is None:
@@ -138,55 +175,69 @@ class InsightRecorder(StreamObserver):
             sub["status"] = {"lastUpdateTime": _now(), "total": _counts(live.stats, None),
                              **{SHORT[t].lower(): _counts(live.stats, t) for t in SHORT}}
             sub["generation"] = int(sub.get("generation", 0)) + 1
-            # what this flush writes, frozen: the loop goes on changing `live` meanwhile
-            items.append((key, replace(live, subscription=dict(sub))))
+            mtls = None
+            if live.identity_expiry:
+                mtls = {"certificateExpirationTime": _time(live.identity_expiry),
+                        "lastCertificateRegeneration": _time(live.identity_issued or 0.0),
+                        "certificateRegenerations": live.regenerations}
+            rows.append((key, dict(sub), mtls, live.written))
             if live.closed:
                 del self._live[key]
-        if items and not self._closed:
-            self._writer.submit(self._write, items)
+        return rows
 
-    def close(self) -> None:
-        """Write what is pending and wait for it (on the event loop, at shutdown)."""
-        if self._flush is not None:
-            self._flush.cancel()
-        self.flush()
-        self._closed = True
-        self._writer.shutdown(wait=True)
-
-    def _write(self, items: list[tuple[tuple[str, str], _Live]]) -> None:
-        # transactions of at most BATCH rows: a user's write waits for one of them at most, not for
-        # the insights of every proxy a change was pushed to (on PostgreSQL writers take turns)
-        for start in range(0, len(items), BATCH):
-            batch = items[start:start + BATCH]
+    def _write(self, rows: list) -> list[tuple[tuple[str, str], Resource | None]]:
+        """In the writer thread: transactions of at most BATCH rows, so a user's write waits for one of
+        them at most (on PostgreSQL writers take turns). Returns each row's insight as written (its new
+        version), None where the write failed."""
+        done: list[tuple[tuple[str, str], Resource | None]] = []
+        for start in range(0, len(rows), BATCH):
+            batch = rows[start:start + BATCH]
+            ops = [self._op(key, sub, mtls, written) for key, sub, mtls, written in batch]
             try:
-                self.store.write([self._op(key, live) for key, live in batch])
+                self.store.write(ops)
+                done += [(row[0], op.resource) for row, op in zip(batch, ops)]
+                continue
             except Exception:
                 # another instance wrote one of these insights meanwhile (the proxy moved), or a mesh
                 # is gone: write them one by one over what is stored now
                 log.debug("insight batch failed; writing one by one", exc_info=True)
-                for key, live in batch:
-                    try:
-                        self.store.write([self._op(key, live)])
-                    except Exception:
-                        log.debug("insight of %s not written", key, exc_info=True)
+            for key, sub, mtls, _ in batch:
+                try:
+                    op = self._op(key, sub, mtls, None)
+                    self.store.write([op])
+                    done.append((key, op.resource))
+                except Exception:
+                    log.debug("insight of %s not written", key, exc_info=True)
+                    done.append((key, None))   # read it again next time
+        return done
 
-    def _op(self, key: tuple[str, str], live: _Live) -> WriteOp:
-        """Our subscription written over the stored insight, keeping other instances' subscriptions.
-
-        Subscriptions stay ordered by connectTime, so the last one is the proxy's current stream even
-        when an instance it left records the disconnect after the instance it moved to."""
-        sub = live.subscription
+    def _op(self, key: tuple[str, str], sub: dict[str, Any], mtls: dict[str, Any] | None,
+            written: Resource | None) -> WriteOp:
+        """Our subscription written over the stored insight (`written`: as this instance last wrote it,
+        saving a read), keeping other instances' subscriptions. Subscriptions stay ordered by
+        connectTime, so the last one is the proxy's current stream even when an instance it left
+        records the disconnect after the instance it moved to."""
         # mesh "" is a zone egress (global): its insight is a ZoneEgressInsight
         insight_type = "DataplaneInsight" if key[0] else "ZoneEgressInsight"
-        current = self.store.get(insight_type, *key)
+        current = written or self.store.get(insight_type, *key)
         content = current.content if current else {"subscriptions": []}
-        subs = [s for s in content.get("subscriptions", []) if s.get("id") != sub["id"]] + [dict(sub)]
+        subs = [s for s in content.get("subscriptions", []) if s.get("id") != sub["id"]] + [sub]
         subs.sort(key=lambda s: s.get("connectTime") or "")
         content = {**content, "subscriptions": subs[-MAX_SUBSCRIPTIONS:]}
-        if live.identity_expiry:
-            content["mTLS"] = {
-                "certificateExpirationTime": _time(live.identity_expiry),
-                "lastCertificateRegeneration": _time(live.identity_issued or 0.0),
-                "certificateRegenerations": live.regenerations}
+        if mtls:
+            content["mTLS"] = mtls
         res = Resource(insight_type, key[0], key[1], content, {"kuma.io/mesh": key[0]} if key[0] else {})
         return WriteOp("update" if current else "create", res, current.version if current else None)
+
+    def _written(self, future: asyncio.Future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            if future.exception() is not None:
+                log.warning("writing dataplane insights failed: %s", future.exception())
+            return
+        self._apply(future.result())
+
+    def _apply(self, results: list[tuple[tuple[str, str], Resource | None]]) -> None:
+        for key, res in results:
+            live = self._live.get(key)
+            if live is not None:
+                live.written = res

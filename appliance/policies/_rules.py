@@ -343,15 +343,31 @@ def _items(policies: Sequence[Policy], field: str) -> list[_Item]:
     return items
 
 
+# Most proxies of a mesh select the same policies, so their rules are built once: keyed by the identity of
+# the (immutable, per-snapshot) Policy objects, which each entry holds so that no id is reused meanwhile.
+_BUILT: dict[tuple[str, tuple[int, ...]], tuple[tuple[Policy, ...], tuple[Rule, ...]]] = {}
+_BUILT_MAX = 4096
+
+
+def _built(field: str, policies: Sequence[Policy], with_negations: bool) -> list[Rule]:
+    key = (field, tuple(map(id, policies)))
+    hit = _BUILT.get(key)
+    if hit is None:
+        if len(_BUILT) >= _BUILT_MAX:
+            _BUILT.clear()
+        hit = _BUILT[key] = (tuple(policies), tuple(build_rules(_items(policies, field), with_negations)))
+    return list(hit[1])
+
+
 def to_rules(selection: Selection) -> list[Rule]:
     """ToRules.Rules: per destination (kuma.io/service), from the `to[]` of the proxy's policies."""
     policies = [p for p in selection.proxy if top_ref(p).get("kind") not in ("MeshHTTPRoute", "MeshGateway")]
-    return build_rules(_items(policies, "to"), with_negations=False)
+    return _built("to", policies, with_negations=False)
 
 
 def from_rules(policies: Sequence[Policy]) -> list[Rule]:
     """FromRules.Rules of one inbound: per client group, from `from[]`, with negations."""
-    return build_rules(_items(policies, "from"), with_negations=True)
+    return _built("from", policies, with_negations=True)
 
 
 def inbound_rules(policies: Sequence[Policy], from_as_rules: bool) -> list[InboundRule]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 import grpc
@@ -21,8 +22,8 @@ from appliance.ca.server_cert import ServerCert
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.validation import ValidationError
-from appliance.insights.dataplane import InsightRecorder, latest_subscription
-from appliance.runtime.dpserver import DpServer, grpc_socket_name
+from appliance.insights.dataplane import STATUS_FLUSH_INTERVAL, InsightRecorder, latest_subscription
+from appliance.runtime.dpserver import DpServer, socket_name
 from appliance.store import AlreadyExists, Conflict, NotFound
 from appliance.tokens import issuer, signing
 from appliance.xds import bootstrap
@@ -36,7 +37,9 @@ DEREGISTER_AFTER = 5.0
 
 class DataplaneServer:
     def __init__(self, manager: ResourceManager, cert: ServerCert, host: str, port: int, instance_id: str,
-                 generate: Generate, auth_enabled: bool = True, delta: bool = False, zone: str = "") -> None:
+                 generate: Generate, auth_enabled: bool = True, delta: bool = False, zone: str = "",
+                 status_flush_interval: float = STATUS_FLUSH_INTERVAL, work_dir: Path | None = None) -> None:
+        """`work_dir`: where issued workload certificates are kept across restarts (none: memory only)."""
         self.manager = manager
         self.store = manager.store
         self.cert = cert
@@ -46,6 +49,8 @@ class DataplaneServer:
         self.auth_enabled = auth_enabled
         self.delta = delta
         self.zone = zone          # a zone token must be for this zone (or for none)
+        self.status_flush_interval = status_flush_interval
+        self.work_dir = work_dir
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="xds", daemon=True)
         self._registered: set[tuple[str, str]] = set()
@@ -60,11 +65,12 @@ class DataplaneServer:
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=30)
 
     async def _start(self) -> None:
-        self.cache = XdsCache(self.store, self.generate, self.loop)
-        self.insights = InsightRecorder(self.store, self.instance_id, self.loop)
+        self.cache = XdsCache(self.store, self.generate, self.loop,
+                              identities_dir=self.work_dir / "identities" if self.work_dir else None)
+        self.insights = InsightRecorder(self.store, self.instance_id, self.loop, self.status_flush_interval)
         self.insights.on_connect.append(self._on_connect)
         self.insights.on_disconnect.append(self._on_disconnect)
-        self.grpc_name = grpc_socket_name()
+        self.grpc_name = socket_name("xds")
         self.grpc = grpc.aio.server(options=[("grpc.server.max_pending_requests", 10000),
                                              ("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                              ("grpc.keepalive_permit_without_calls", 1),
@@ -72,7 +78,10 @@ class DataplaneServer:
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
             AdsServer(self.cache, self._authenticate, self.insights), self.grpc)
         self.cache.on_identity = self._on_identity
-        self.grpc.add_insecure_port(f"unix-abstract:{self.grpc_name}")
+        # TLS ends in gRPC's C core (its own threads), not on this loop: the front only splices bytes
+        credentials = grpc.ssl_server_credentials([(self.cert.key_path.read_bytes(), self.cert.cert_path.read_bytes())])
+        if not self.grpc.add_secure_port(f"unix-abstract:{self.grpc_name}", credentials):
+            raise RuntimeError("could not start the ADS server (gRPC refused its listening socket)")
         await self.grpc.start()
         self.front = DpServer(self.host, self.port, str(self.cert.cert_path), str(self.cert.key_path),
                               self.grpc_name, self._http)
@@ -83,7 +92,7 @@ class DataplaneServer:
             await self.front.stop()
             await self.grpc.stop(grace=1)
             if self.insights:
-                self.insights.close()   # after the streams: their disconnects are written too
+                await self.insights.close()   # after the streams: their disconnects are written too
             if self.cache:
                 self.cache.close()
         try:
@@ -204,8 +213,7 @@ class DataplaneServer:
                 and sub.get("controlPlaneInstanceId") != self.instance_id)
 
     # --- POST /bootstrap ---------------------------------------------------------------------
-    async def _http(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                    peer: str) -> tuple[int, str, bytes]:
+    async def _http(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         if path != "/bootstrap":
             return 404, "text/plain", b"not found"
         if method != "POST":

@@ -1,7 +1,11 @@
 """The DP server on :5678: one TLS port for both `POST /bootstrap` (HTTP/1.1) and ADS (gRPC, h2).
 
-TLS ends here; ALPN picks the protocol. h2 connections are relayed, already decrypted, to the
-gRPC server listening on an abstract unix socket; HTTP/1.1 requests are answered directly.
+TLS does not end on this port. The front (splice.py, a thread of its own) reads the client's TLS
+ClientHello, picks the backend by the protocols it offers (ALPN "h2": ADS, anything else:
+bootstrap) and splices the raw bytes to it: the gRPC server terminates TLS itself, in its C core
+and off the event loop, and the bootstrap server (HTTP/1.1, once per kuma-dp start) terminates it
+in asyncio. Both backends listen on abstract unix sockets and present the same certificate, so a
+client verifies the DP server's certificate exactly as if TLS ended here.
 """
 from __future__ import annotations
 
@@ -13,73 +17,118 @@ from typing import Awaitable, Callable
 
 import orjson
 
+from appliance.runtime.splice import Splicer, listening_sockets
+
 log = logging.getLogger("appliance.dpserver")
 
-# (method, path, headers, body, client host) -> (status, content type, body)
-HttpHandler = Callable[[str, str, dict[str, str], bytes, str], Awaitable[tuple[int, str, bytes]]]
+# (method, path, headers, body) -> (status, content type, body)
+HttpHandler = Callable[[str, str, dict[str, str], bytes], Awaitable[tuple[int, str, bytes]]]
 MAX_BODY = 1024 * 1024
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error"}
 
 
-def grpc_socket_name() -> str:
-    return f"kuma-cp-xds-{secrets.token_hex(6)}"
+def socket_name(what: str) -> str:
+    """A fresh abstract unix socket name for one of the DP server's backends."""
+    return f"kuma-cp-{what}-{secrets.token_hex(6)}"
+
+
+class NotTls(ValueError):
+    """The first bytes of a connection are not a TLS ClientHello."""
+
+
+def client_hello_alpn(data: bytes) -> list[str] | None:
+    """The ALPN protocols a TLS ClientHello offers (empty without the extension), or None while
+    `data` does not yet hold the whole ClientHello. Raises NotTls when it cannot be one."""
+    handshake = bytearray()
+    at = 0
+    while True:   # the handshake message may span several records
+        if len(data) < at + 5:
+            return None
+        if data[at] != 0x16 or data[at + 1] != 3:
+            raise NotTls("not a TLS handshake record")
+        length = int.from_bytes(data[at + 3:at + 5], "big")
+        if len(data) < at + 5 + length:
+            return None
+        handshake += data[at + 5:at + 5 + length]
+        at += 5 + length
+        if len(handshake) >= 4:
+            if handshake[0] != 1:
+                raise NotTls("the first handshake message is not a ClientHello")
+            if len(handshake) >= 4 + int.from_bytes(handshake[1:4], "big"):
+                break
+    try:
+        return _alpn(bytes(handshake[4:4 + int.from_bytes(handshake[1:4], "big")]))
+    except IndexError:
+        raise NotTls("truncated ClientHello") from None
+
+
+def _alpn(hello: bytes) -> list[str]:
+    at = 2 + 32                                             # version, random
+    at += 1 + hello[at]                                     # session id
+    at += 2 + int.from_bytes(hello[at:at + 2], "big")       # cipher suites
+    at += 1 + hello[at]                                     # compression methods
+    if at >= len(hello):
+        return []                                           # no extensions
+    end = at + 2 + int.from_bytes(hello[at:at + 2], "big")
+    at += 2
+    while at + 4 <= end:
+        kind, size = int.from_bytes(hello[at:at + 2], "big"), int.from_bytes(hello[at + 2:at + 4], "big")
+        body = hello[at + 4:at + 4 + size]
+        at += 4 + size
+        if kind == 16:   # application_layer_protocol_negotiation
+            protocols, k = [], 2
+            while k < len(body):
+                protocols.append(body[k + 1:k + 1 + body[k]].decode("latin-1"))
+                k += 1 + body[k]
+            return protocols
+    return []
 
 
 class DpServer:
     def __init__(self, host: str, port: int, cert_file: str, key_file: str, grpc_abstract_name: str,
                  handle_http: HttpHandler) -> None:
+        """`grpc_abstract_name`: where the gRPC server listens, terminating TLS with the same certificate."""
         self.host, self.port = host, port
         self.grpc_name = grpc_abstract_name
+        self.http_name = socket_name("bootstrap")
         self.handle_http = handle_http
         self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ssl.load_cert_chain(cert_file, key_file)
         self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.ssl.set_alpn_protocols(["h2", "http/1.1"])
-        self._server: asyncio.base_events.Server | None = None
+        self.ssl.set_alpn_protocols(["http/1.1"])
+        self._http_server: asyncio.base_events.Server | None = None
+        self._front: Splicer | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, self.host, self.port, ssl=self.ssl,
-                                                  reuse_address=True, backlog=4096)
+        """Listen (an error, e.g. the port in use, raises here) and serve."""
+        self._http_server = await asyncio.start_unix_server(self._connection, "\0" + self.http_name, ssl=self.ssl)
+        self._front = Splicer(listening_sockets(self.host, self.port), self._route)
+        self._front.start()
+
+    @property
+    def addresses(self) -> list[tuple]:
+        return [s.getsockname() for s in self._front.listeners.values()] if self._front else []
+
+    def _route(self, hello: bytes) -> str | None:
+        alpn = client_hello_alpn(hello)
+        if alpn is None:
+            return None
+        return self.grpc_name if "h2" in alpn else self.http_name
 
     async def stop(self) -> None:
-        if self._server:
-            self._server.close()
+        if self._front:
+            await asyncio.get_running_loop().run_in_executor(None, self._front.stop)
+        if self._http_server:
+            self._http_server.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ssl_object = writer.get_extra_info("ssl_object")
-        alpn = ssl_object.selected_alpn_protocol() if ssl_object else None
         try:
-            if alpn == "h2":
-                await self._relay(reader, writer)
-            else:
-                await self._http(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            await self._http(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, ssl.SSLError):
             pass
         finally:
             writer.close()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_unix_connection("\0" + self.grpc_name)
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            finally:
-                try:
-                    dst.write_eof() if dst.can_write_eof() else dst.close()
-                except (OSError, RuntimeError):
-                    pass
-
-        tasks = [asyncio.ensure_future(copy(reader, up_writer)), asyncio.ensure_future(copy(up_reader, writer))]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in tasks:
-                t.cancel()
-            up_writer.close()
 
     async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
@@ -97,10 +146,8 @@ class DpServer:
         if length > MAX_BODY:
             return await self._reply(writer, 413, "text/plain", b"request body too large")
         body = await reader.readexactly(length) if length else b""
-        peer = writer.get_extra_info("peername")
         try:
-            status, content_type, payload = await self.handle_http(method, path.split("?")[0], headers, body,
-                                                                   peer[0] if peer else "")
+            status, content_type, payload = await self.handle_http(method, path.split("?")[0], headers, body)
         except Exception:
             log.exception("bootstrap request failed")
             status, content_type, payload = 500, "application/json", orjson.dumps({"title": "Internal Server Error"})

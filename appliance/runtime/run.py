@@ -145,7 +145,9 @@ def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str
     from appliance.xds.generate import generate_sidecar
     server = DataplaneServer(manager, cert, "0.0.0.0", config["dpServer.port"], instance_id, generate_sidecar,
                              auth_enabled=config["dpServer.authn.dpProxy.type"] != "none",
-                             delta=config["experimental.deltaXds"], zone=config["multizone.zone.name"])
+                             delta=config["experimental.deltaXds"], zone=config["multizone.zone.name"],
+                             status_flush_interval=config.seconds("xdsServer.dataplaneStatusFlushInterval"),
+                             work_dir=config.work_dir)
     try:
         server.start()
     except OSError as e:

@@ -1,11 +1,23 @@
-"""Per-proxy workload certificates from the mesh's builtin CA, issued once and renewed before expiry."""
+"""Per-proxy workload certificates from the mesh's builtin CA, issued once and renewed before expiry.
+
+With a directory (kuma-cp's `<workDir>/identities`), issued certificates are also kept on disk, so
+that a restarted control plane hands reconnecting proxies their still-valid certificates instead of
+signing thousands of new ones at once. A file is used only while it fits: same CA, same services,
+not yet due for renewal.
+"""
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
 
 from appliance.ca import builtin
 from appliance.ca.builtin import ca_secret_names
@@ -14,6 +26,7 @@ from appliance.xds.model import Identity, MeshSnapshot, Proxy
 
 WORKLOAD_VALIDITY = 24 * 3600.0
 log = logging.getLogger("appliance.xds")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -25,13 +38,16 @@ class _Issued:
 
 
 class IdentityProvider:
-    def __init__(self, store: Store, validity: float = WORKLOAD_VALIDITY) -> None:
+    def __init__(self, store: Store, validity: float = WORKLOAD_VALIDITY, directory: Path | None = None) -> None:
         self.store = store
         self.validity = validity
+        self.directory = directory
+        self._made: set[Path] = set()
         self._issued: dict[tuple[str, str], _Issued] = {}
         # one issuance per proxy at a time: two racing callers must not hand out two certificates
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._ca_keys: dict[tuple[str, str, bytes], bytes] = {}
 
     def current(self, snapshot: MeshSnapshot, proxy: Proxy) -> Identity | None:
         """The issued certificate if it still fits this proxy and is not due for renewal."""
@@ -44,7 +60,7 @@ class IdentityProvider:
         return None
 
     def get(self, snapshot: MeshSnapshot, proxy: Proxy) -> Identity | None:
-        """The proxy's certificate, issuing one (tens of ms: an RSA key) when needed. Thread-safe."""
+        """The proxy's certificate, issuing one (about a millisecond: the CA's signature) when needed. Thread-safe."""
         if snapshot.mtls is None:
             return None
         key = (proxy.mesh, proxy.name)
@@ -67,20 +83,83 @@ class IdentityProvider:
                  "first" if previous is None else
                  "CA changed" if previous.ca_fingerprint != snapshot.mtls.ca_cert_pem else
                  "services changed" if previous.services != proxy.services else "renewal")
-        cert_name, key_name = ca_secret_names(proxy.mesh, snapshot.mtls.backend)
-        ca_key = self.store.get("Secret", proxy.mesh, key_name)
-        if ca_key is None:
+        kept = self._load(key, snapshot.mtls.ca_cert_pem, proxy.services, now)
+        if kept is not None:
+            self._issued[key] = kept
+            return kept.identity
+        ca_key_pem = self._ca_key(proxy.mesh, snapshot.mtls.backend, snapshot.mtls.ca_cert_pem)
+        if ca_key_pem is None:
             return None
         tags: dict[str, set[str]] = {}
         for inbound in proxy.inbounds:
             for k, v in inbound.tags.items():
                 tags.setdefault(k, set()).add(v)
         cert, pkey, not_after = builtin.issue_workload_cert(
-            snapshot.mtls.ca_cert_pem, base64.b64decode(ca_key.content["data"]), proxy.mesh,
+            snapshot.mtls.ca_cert_pem, ca_key_pem, proxy.mesh,
             list(proxy.services), {k: sorted(v) for k, v in tags.items()}, self.validity, now)
         identity = Identity(cert, pkey, not_after)
         self._issued[key] = _Issued(snapshot.mtls.ca_cert_pem, proxy.services, identity, now)
+        self._keep(key, self._issued[key])
         return identity
+
+    def _path(self, key: tuple[str, str]) -> Path | None:
+        if self.directory is None or not all(_SAFE_NAME.match(part) for part in key):
+            return None
+        return self.directory / key[0] / f"{key[1]}.json"
+
+    def _keep(self, key: tuple[str, str], issued: _Issued) -> None:
+        path = self._path(key)
+        if path is None:
+            return
+        body = orjson.dumps({"ca": hashlib.sha256(issued.ca_fingerprint).hexdigest(), "services": issued.services,
+                             "issuedAt": issued.issued_at, "expires": issued.identity.expires,
+                             "cert": issued.identity.cert_pem.decode(), "key": issued.identity.key_pem.decode()})
+        # a cache: no fsync (a crash loses nothing that cannot be issued again); atomic by rename, private
+        # from the first byte; the per-proxy lock of `get` keeps two writers of one file apart
+        tmp = path.with_suffix(".tmp")
+        try:
+            if path.parent not in self._made:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._made.add(path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, body)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as e:   # only a restart gets slower
+            log.warning("could not keep the certificate of %s.%s in %s: %s", *key, path.parent, e)
+
+    def _load(self, key: tuple[str, str], ca_cert_pem: bytes, services: tuple[str, ...],
+              now: float) -> _Issued | None:
+        path = self._path(key)
+        if path is None:
+            return None
+        try:
+            kept = orjson.loads(path.read_bytes())
+            issued = _Issued(ca_cert_pem, tuple(kept["services"]),
+                             Identity(kept["cert"].encode(), kept["key"].encode(), float(kept["expires"])),
+                             float(kept["issuedAt"]))
+            fits = (kept["ca"] == hashlib.sha256(ca_cert_pem).hexdigest() and issued.services == services
+                    and not builtin.needs_renewal(issued.identity.expires, issued.issued_at, now))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            fits = False   # unreadable: replaced by the next issuance
+        return issued if fits else None
+
+    def _ca_key(self, mesh: str, backend: str, ca_cert_pem: bytes) -> bytes | None:
+        """The CA's key, read once per CA certificate (a new CA comes with a new certificate)."""
+        key = (mesh, backend, ca_cert_pem)
+        found = self._ca_keys.get(key)
+        if found is None:
+            secret = self.store.get("Secret", mesh, ca_secret_names(mesh, backend)[1])
+            if secret is None:
+                return None
+            found = base64.b64decode(secret.content["data"])
+            self._ca_keys = {k: v for k, v in self._ca_keys.items() if k[:2] != key[:2]}
+            self._ca_keys[key] = found
+        return found
 
     def renew_at(self, mesh: str, name: str) -> float | None:
         """When the current certificate of this proxy should be replaced (epoch seconds)."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import itertools
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Callable
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -50,6 +50,9 @@ class _TypeState:
     acked_version: str = ""
     ack_seen: bool = False    # the current response was ACKed already: the same request again asks anew
     sent: dict[str, str] = field(default_factory=dict)   # delta: name -> version the proxy has
+    # SotW: the items and names `version_of` was computed for (the cache's memo dicts change on regeneration)
+    versioned: tuple[object, frozenset[str] | None] | None = None
+    version_of: str = ""
 
 
 def _node_features(node: object) -> tuple[frozenset[str], bool]:
@@ -60,8 +63,12 @@ def _node_features(node: object) -> tuple[frozenset[str], bool]:
     return names, bool(ipv6.bool_value) if ipv6 is not None else False
 
 
+_NONCES = itertools.count(1)
+
+
 def _nonce() -> str:
-    return secrets.token_hex(6)
+    # only needs to differ from this stream's earlier nonces; a counter spares a getrandom() per response
+    return format(next(_NONCES), "x")
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -93,18 +100,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         queue: asyncio.Queue = asyncio.Queue()
         reader = asyncio.ensure_future(_pump(request_iterator, queue))
         watch: ProxyWatch | None = None
-        waiter: asyncio.Task | None = None
         states: dict[str, _TypeState] = {}
         stats = StreamStats()
         try:
             while True:
-                if watch is not None and waiter is None:
-                    waiter = asyncio.ensure_future(_wait_then_put(watch.changed.wait, queue))
                 item = await queue.get()
                 if item is _END:
                     return
                 if item is _CHANGED:
-                    waiter = None
+                    assert watch is not None
                     watch.changed.clear()
                     await self.cache.prepare(watch)
                     for response in on_change(watch, states, stats):
@@ -112,14 +116,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     continue
                 if watch is None:
                     watch = await self._open(item.node.id, item.node, context, delta, stats)
+                    watch.changed.callback = lambda: queue.put_nowait(_CHANGED)
+                    if watch.changed.pending:
+                        queue.put_nowait(_CHANGED)
                 await self.cache.prepare(watch)
                 for response in on_request(watch, states, stats, item):
                     yield response
         finally:
             reader.cancel()
-            if waiter:
-                waiter.cancel()
             if watch is not None:
+                watch.changed.callback = None
                 self.cache.unwatch(watch)
                 self.observer.disconnected(watch.key)
 
@@ -171,18 +177,22 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def _sotw_push(self, watch: ProxyWatch, states: dict[str, _TypeState],
                    stats: StreamStats) -> list[discovery_pb2.DiscoveryResponse]:
         out = []
+        resources = self.cache.resources(watch)
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
-                response = self._sotw_response(watch, t, state, stats, force=False)
+                response = self._sotw_response(watch, t, state, stats, force=False, resources=resources)
                 if response:
                     out.append(response)
         return out
 
-    def _sotw_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats,
-                       force: bool) -> discovery_pb2.DiscoveryResponse | None:
-        items = self.cache.resources(watch).get(t, {})
-        version = type_version(items, state.names)
+    def _sotw_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats, force: bool,
+                       resources: dict[str, dict[str, Packed]] | None = None
+                       ) -> discovery_pb2.DiscoveryResponse | None:
+        items = (self.cache.resources(watch) if resources is None else resources).get(t, {})
+        if state.versioned is None or state.versioned[0] is not items or state.versioned[1] != state.names:
+            state.versioned, state.version_of = (items, state.names), type_version(items, state.names)
+        version = state.version_of
         if not force and version == state.sent_version:
             return None
         chosen: list[Packed] = [p for n, p in sorted(items.items()) if state.names is None or n in state.names]
@@ -287,8 +297,3 @@ async def _pump(requests: AsyncIterator, queue: asyncio.Queue) -> None:
         pass
     finally:
         await queue.put(_END)
-
-
-async def _wait_then_put(wait: Callable[[], Awaitable[bool]], queue: asyncio.Queue) -> None:
-    await wait()
-    await queue.put(_CHANGED)

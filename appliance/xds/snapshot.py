@@ -168,7 +168,15 @@ def zone_egresses(store: Store) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(out))
 
 
-def build_snapshot(store: Store, mesh_name: str, revision: int) -> MeshSnapshot | None:
+def dataplane_inbounds(store: Store, mesh_name: str) -> dict[str, tuple[Inbound, ...]]:
+    """Every Dataplane of the mesh by name, as the inbounds that make its endpoints."""
+    return {dp.name: _inbounds(dp) for dp in store.list(ListQuery(type="Dataplane", mesh=mesh_name)).items}
+
+
+def build_snapshot(store: Store, mesh_name: str, revision: int,
+                   inbounds: dict[str, tuple[Inbound, ...]] | None = None) -> MeshSnapshot | None:
+    """The mesh at `revision`. `inbounds` (`dataplane_inbounds`, kept current by the caller) spares
+    reading and parsing every Dataplane of the mesh again."""
     mesh = store.get("Mesh", "", mesh_name)
     if mesh is None:
         return None
@@ -181,14 +189,17 @@ def build_snapshot(store: Store, mesh_name: str, revision: int) -> MeshSnapshot 
                         ca_cert_pem=base64.b64decode(cert.content["data"]))
     endpoints: dict[str, list[Endpoint]] = {}
     protocols: dict[str, str] = {}
-    for dp in store.list(ListQuery(type="Dataplane", mesh=mesh_name)).items:
-        for ib in _inbounds(dp):
+    if inbounds is None:
+        inbounds = dataplane_inbounds(store, mesh_name)
+    # in name order, as the store lists them: the first inbound of a service sets its protocol
+    for name in sorted(inbounds):
+        for ib in inbounds[name]:
             service = ib.service
             if not service:
                 continue
             protocols.setdefault(service, ib.protocol)
             if ib.ready:
-                endpoints.setdefault(service, []).append(Endpoint(ib.address, ib.port, ib.tags, dp.name))
+                endpoints.setdefault(service, []).append(Endpoint(ib.address, ib.port, ib.tags, name))
     policies = {}
     for kind in registry.POLICY_MODULES:
         items = store.list(ListQuery(type=kind, mesh=mesh_name)).items

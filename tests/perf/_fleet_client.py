@@ -356,7 +356,7 @@ class FakeEnvoy:
             self.bytes_to_complete += nbytes
         watched = infos.get(self.opts.watch_cluster) if t == EDS else None
         self.events.append((_INDEX[t], recv, 0.0, nbytes, nacked, watched.endpoints if watched else -1,
-                            self.stream_no))
+                            self.stream_no, len(infos)))
 
     def _acked(self) -> None:
         now = time.monotonic()

@@ -12,7 +12,8 @@ speaks ADS like Envoy (`_fleet_client.py`). Scenarios (`--scenario`, comma-separ
   allow-all, add a Deny for one service, remove it); PUT answered -> each proxy's ACK of what changed.
 - churn: one dataplane of `svc-0` joins or leaves every second; PUT/DELETE answered -> the ACK of
   the new `svc-0` endpoints by every proxy that calls svc-0.
-- restart: kill -9 and restart the CP; CP ready -> every proxy reconnected, answered and complete.
+- restart: kill -9 and restart the CP; CP ready -> every proxy reconnected, answered and complete
+  (delta: a resumed proxy that lacks nothing gets no answer; its stream's reopening counts).
 
 After each scenario the fleet must be quiet and complete (every name it subscribed was delivered),
 and a sample of proxies must hold exactly what `GET .../dataplanes/<name>/_config` says (names and
@@ -449,14 +450,14 @@ class Bench:
         """A change that must reach `updated` proxies (each gets at least one response)."""
         with self.profiler.phase(phase, self.cp.proc.pid):
             t0 = time.monotonic()
-            cpu0 = self.cp.cpu_seconds()
+            cpu0, fleet0 = self.cp.cpu_seconds(), self.fleet.cpu_seconds()
             self.api.call(method, path, body)
             t1 = time.monotonic()
             status = wait_synced(self.fleet, self.timeout, t0, updated=updated)
         events = self.fleet.merged("events", t0)
         out = push_figures(events, t1, t0, self.n)
         out.update(put_ms=round((t1 - t0) * 1000, 1), cp_cpu_s=round(self.cp.cpu_seconds() - cpu0, 2),
-                   timed_out=status["timed_out"])
+                   fleet_cpu_s=round(self.fleet.cpu_seconds() - fleet0, 2), timed_out=status["timed_out"])
         return out
 
     def policy(self) -> dict:
@@ -474,8 +475,8 @@ class Bench:
         out["cp_rss_mb"] = round(self.cp.rss_mb(), 1)
         return out
 
-    def _churn(self, seconds: int, services: int, base: int, changes: list) -> tuple[float, float]:
-        cpu0, t_begin = self.cp.cpu_seconds(), time.monotonic()
+    def _churn(self, seconds: int, services: int, base: int, changes: list) -> tuple[float, float, float]:
+        cpu0, fleet0, t_begin = self.cp.cpu_seconds(), self.fleet.cpu_seconds(), time.monotonic()
         for k in range(seconds):
             time.sleep(max(0.0, t_begin + k - time.monotonic()))
             name = f"churn-{k // 2}"
@@ -489,7 +490,9 @@ class Bench:
                 expected = base
             changes.append((t0, time.monotonic(), expected))
         time.sleep(max(0.0, t_begin + seconds - time.monotonic()))
-        return t_begin, 100 * (self.cp.cpu_seconds() - cpu0) / (time.monotonic() - t_begin)
+        wall = time.monotonic() - t_begin
+        return (t_begin, 100 * (self.cp.cpu_seconds() - cpu0) / wall,
+                100 * (self.fleet.cpu_seconds() - fleet0) / wall)
 
     def churn(self) -> dict:
         """A dataplane of svc-0 joins (even seconds) or leaves (odd): every proxy calling svc-0 must see it."""
@@ -498,7 +501,7 @@ class Bench:
         affected = [nm for i, nm in enumerate(self.fleet.names) if i % services != 0]
         changes: list[tuple[float, float, int]] = []   # (start, answered, svc-0 endpoints after it)
         with self.profiler.phase("churn", self.cp.proc.pid):
-            t_begin, cpu_pct = self._churn(self.args.churn_seconds, services, base, changes)
+            t_begin, cpu_pct, fleet_cpu_pct = self._churn(self.args.churn_seconds, services, base, changes)
         status = wait_synced(self.fleet, self.timeout, changes[-1][0] if changes else t_begin)
         events = self.fleet.merged("events", t_begin)
         eds = fc.TYPES.index(fc.EDS)
@@ -519,6 +522,7 @@ class Bench:
                 worst = max(worst, hit[2] - t1)
             last_per_change.append(worst)
         bytes_total = sum(e[3] for evs in events.values() for e in evs)
+        eds_sizes = [e[7] for evs in events.values() for e in evs if e[0] == eds]
         types: dict[str, int] = {}
         for evs in events.values():
             for e in evs:
@@ -526,7 +530,11 @@ class Bench:
         return {"changes": len(changes), "affected_proxies": len(affected), "eds_ack_ms": dist(latencies),
                 "last_proxy_ms": dist(last_per_change), "not_seen": missed, "nacked": nacked,
                 "responses_by_type": types,
+                # resources per EDS response: all the proxy's load assignments (SotW) or the changed one (delta)
+                "eds_resources_per_response": {"mean": round(statistics.mean(eds_sizes), 2) if eds_sizes else None,
+                                               "max": max(eds_sizes, default=None)},
                 "put_ms": dist([t1 - t0 for t0, t1, _ in changes]), "cp_cpu_pct": round(cpu_pct, 1),
+                "fleet_cpu_pct": round(fleet_cpu_pct, 1),
                 "bytes_per_proxy_per_change": round(bytes_total / max(1, self.n) / max(1, len(changes))),
                 "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"]}
 
@@ -535,18 +543,21 @@ class Bench:
         self.cp.kill()
         startup = self.cp.start()
         t_ready = time.monotonic()
-        cpu0 = self.cp.cpu_seconds()
-        # delta without mTLS may legitimately send nothing to a resumed proxy: then only "synced" counts
-        need_answer = not self.args.delta or self.mtls
+        cpu0, fleet0 = self.cp.cpu_seconds(), self.fleet.cpu_seconds()
+        # delta may legitimately send nothing to a resumed proxy (the CP keeps issued certificates across
+        # restarts): then the stream's reopening is its resync, and only "synced" counts
+        need_answer = not self.args.delta
         with self.profiler.phase("restart", self.cp.proc.pid):
             status = wait_synced(self.fleet, self.timeout, t_kill, new_streams=need_answer)
         streams = self.fleet.merged("streams")
         events = self.fleet.merged("events", t_kill)
         reconnect = [first - t_ready for _, _, first, _ in streams.values() if first >= t_kill]
-        synced = [s - t_ready for _, _, _, s in streams.values() if s >= t_kill]
+        synced = [(s if s >= t_kill else opened) - t_ready for _, opened, _, s in streams.values()
+                  if s >= t_kill or (self.args.delta and opened >= t_kill)]
         return {"cp_start_s": round(startup, 3), "first_response_ms": dist(reconnect), "synced_ms": dist(synced),
-                "all_synced_after_kill_s": round(max(s for *_, s in streams.values()) - t_kill, 3) if synced else None,
+                "all_synced_after_kill_s": round(max(synced) + t_ready - t_kill, 3) if synced else None,
                 "not_resynced": self.n - len(synced), "cp_cpu_s": round(self.cp.cpu_seconds() - cpu0, 2),
+                "fleet_cpu_s": round(self.fleet.cpu_seconds() - fleet0, 2),
                 "bytes_per_proxy": round(sum(e[3] for evs in events.values() for e in evs) / self.n),
                 "cp_rss_mb": round(self.cp.rss_mb(), 1), "timed_out": status["timed_out"],
                 "errors_seen": status["errors"]}
@@ -576,23 +587,24 @@ def rows(results: dict) -> list[tuple]:
         m = p["mtls_on"]
         add("mtls on", "PUT -> last ACK ms", m["ack_ms"],
             f"{m['bytes_per_proxy']} B/proxy, updated {m['proxies_updated']}, CP CPU {m['cp_cpu_s']} s, "
-            f"RSS {m['cp_rss_mb']} MB")
+            f"fleet CPU {m['fleet_cpu_s']} s, RSS {m['cp_rss_mb']} MB")
         for k, r in enumerate(p["rounds"], 1):
             add(f"policy {k}", "PUT -> ACK ms", r["ack_ms"],
                 f"{r['change']}: {r['bytes_per_proxy']} B/proxy, updated {r['proxies_updated']}, "
-                f"{r['responses_by_type']}, PUT {r['put_ms']} ms, CP CPU {r['cp_cpu_s']} s")
+                f"{r['responses_by_type']}, PUT {r['put_ms']} ms, CP CPU {r['cp_cpu_s']} s, fleet CPU {r['fleet_cpu_s']} s")
     if "churn" in results:
         c = results["churn"]
         add("churn", "PUT -> EDS ACK ms", c["eds_ack_ms"],
             f"{c['changes']} changes x {c['affected_proxies']} proxies, not seen {c['not_seen']}, "
-            f"NACKed {c['nacked']}, CP CPU {c['cp_cpu_pct']} %, {c['bytes_per_proxy_per_change']} B/proxy/change, "
-            f"{c['responses_by_type']}")
+            f"NACKed {c['nacked']}, CP CPU {c['cp_cpu_pct']} %, fleet CPU {c['fleet_cpu_pct']} %, "
+            f"{c['bytes_per_proxy_per_change']} B/proxy/change, "
+            f"{c['responses_by_type']}, resources per EDS response {c['eds_resources_per_response']}")
         add("churn", "PUT -> last proxy ms", c["last_proxy_ms"], f"PUT p50 {c['put_ms']['p50']} ms")
     if "restart" in results:
         r = results["restart"]
         add("restart", "CP ready -> synced ms", r["synced_ms"],
             f"CP start {r['cp_start_s']} s, all synced {r['all_synced_after_kill_s']} s after kill -9, "
-            f"not resynced {r['not_resynced']}, CP CPU {r['cp_cpu_s']} s")
+            f"not resynced {r['not_resynced']}, CP CPU {r['cp_cpu_s']} s, fleet CPU {r['fleet_cpu_s']} s")
     for name, c in results.get("checks", {}).items():
         out.append(("check", name, None, None, None,
                     f"{'ok' if c['ok'] else 'FAILED'}: synced {c['synced']}, sample {c['sample']} "

@@ -43,12 +43,13 @@ Conf = dict[str, Any]
 class Matched:
     outbounds: dict[_rules.InboundKey, tuple[str, str]]   # listener (address, port) -> (service, protocol)
     to_rules: tuple[_rules.Rule, ...]
+    to_key: tuple[str, ...] = ()                           # equal keys: equal outbound listener retries
 
 
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
     outbounds = {(o.address, o.port): (o.service, snapshot.protocols.get(o.service, "tcp")) for o in proxy.outbounds}
-    return Matched(outbounds, tuple(_rules.to_rules(selection)))
+    return Matched(outbounds, tuple(_rules.to_rules(selection)), selection.key)
 
 
 def _back_off(policy: route_components_pb2.RetryPolicy, conf: Conf, default_base: float | None) -> None:

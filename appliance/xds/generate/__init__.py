@@ -11,8 +11,8 @@ order (MeshTimeout, MeshTrafficPermission, MeshCircuitBreaker, MeshRetry), each 
 `plugin.apply(plugin.match(snapshot, proxy), resources)`.
 
 Sharing: pass one dict as `cache` per snapshot revision (never across revisions) and proxies of the
-mesh share the ClusterLoadAssignments, the CA secret and the outbound clusters whose policies match
-alike. Shared messages may sit in many proxies' `Resources`: treat every returned message as read-only.
+mesh share the ClusterLoadAssignments, the CA secret and the outbound clusters and listeners whose
+policies match alike. Shared messages may sit in many proxies' `Resources`: treat every returned message as read-only.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any, Hashable, MutableMapping
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
 from google.protobuf.message import Message
 
 from appliance.policies._envoy import Resources
@@ -32,7 +33,7 @@ from appliance.xds.generate.clusters import cluster_for, local_cluster
 from appliance.xds.generate.endpoints import has_load_assignment, load_assignment_for
 from appliance.xds.generate.listeners import inbound_listener, outbound_listener
 from appliance.xds.generate.tls import ca_secret, identity_secret
-from appliance.xds.model import Identity, MeshSnapshot, Proxy
+from appliance.xds.model import Identity, MeshSnapshot, Outbound, Proxy
 
 __all__ = ["PLUGINS", "Resources", "ca_secret", "cluster_for", "generate_sidecar", "load_assignment_for",
            "outbound_cluster", "serialize"]
@@ -65,6 +66,19 @@ def outbound_cluster(snapshot: MeshSnapshot, service: str, matched: tuple[Any, .
     return cluster
 
 
+def outbound_listener_with_policies(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy,
+                                    matched: tuple[Any, ...]) -> listener_pb2.Listener:
+    """`outbound_listener` with the plugins' effects (timeouts, retries) applied, as `outbound_cluster`.
+
+    What they do to it depends on the snapshot, the outbound, the proxy's IPv6 setting and their `to`
+    rules (`matched[i].to_key`)."""
+    listener = outbound_listener(outbound, snapshot, proxy)
+    only_listener: Resources = {names.LISTENER: {listener.name: listener}}
+    for plugin, plugin_matched in zip(PLUGINS, matched):
+        plugin.apply(plugin_matched, only_listener)
+    return listener
+
+
 def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None,
                      cache: Cache | None = None) -> Resources:
     """All resources of one sidecar. With mTLS on and no `identity`, the identity secret is left out:
@@ -76,16 +90,18 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         listeners[listener.name] = listener
         cluster = local_cluster(inbound)
         clusters[cluster.name] = cluster  # two inbounds to one service port share it; the last wins, as in Kuma
-    for outbound in proxy.outbounds:
-        listener = outbound_listener(outbound, snapshot, proxy)
-        listeners[listener.name] = listener
 
     matched = tuple(plugin.match(snapshot, proxy) for plugin in PLUGINS)
     for plugin, plugin_matched in zip(PLUGINS, matched):
         plugin.apply(plugin_matched, resources)
 
-    # Added after the per-proxy pass: outbound clusters and CLAs are shared between proxies.
+    # Added after the per-proxy pass: outbound listeners and clusters and CLAs are shared between proxies.
     to_keys = tuple(getattr(m, "to_key", ()) for m in matched)
+    for outbound in proxy.outbounds:
+        key = ("outbound", outbound.address, outbound.port, outbound.service, tuple(sorted(outbound.tags.items())),
+               proxy.ipv6_enabled, to_keys)
+        listener = _cached(cache, key, lambda o=outbound: outbound_listener_with_policies(snapshot, o, proxy, matched))
+        listeners[listener.name] = listener
     endpoints = resources[names.ENDPOINT]
     for service in sorted({o.service for o in proxy.outbounds}):
         clusters[service] = _cached(cache, ("cluster", service, to_keys),

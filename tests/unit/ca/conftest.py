@@ -1,7 +1,6 @@
 """Fixtures for the CA tests: one mesh CA per session, since RSA key generation is the slow part.
 
-The CA has Kuma's 2048-bit key so strict verifiers accept chains through it; leaf keys in the
-tests are smaller where the size does not matter."""
+The CA has Kuma's 2048-bit key so strict verifiers accept chains through it."""
 from __future__ import annotations
 
 import pytest

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
@@ -28,8 +28,7 @@ def _uris(cert: x509.Certificate) -> list[str]:
 
 
 def _issue(mesh_ca: tuple[bytes, bytes], **kwargs: object) -> tuple[bytes, bytes, float]:
-    args: dict[str, object] = {"mesh": "default", "services": ["web"], "tags": {"version": ["v1"]},
-                               "key_size": TEST_KEY_SIZE}
+    args: dict[str, object] = {"mesh": "default", "services": ["web"], "tags": {"version": ["v1"]}}
     args.update(kwargs)
     return builtin.issue_workload_cert(mesh_ca[0], mesh_ca[1], **args)  # type: ignore[arg-type]
 
@@ -101,8 +100,7 @@ def test_services_count_as_service_tag_values(mesh_ca: tuple[bytes, bytes]) -> N
 
 
 def test_workload_cert_chains_to_the_mesh_ca(mesh_ca: tuple[bytes, bytes]) -> None:
-    # cryptography's verifier refuses RSA keys under 2048 bits, so this leaf has Kuma's size.
-    cert_pem, _, _ = _issue(mesh_ca, key_size=2048)
+    cert_pem, _, _ = _issue(mesh_ca)
     cert, ca = _cert(cert_pem), _cert(mesh_ca[0])
     cert.verify_directly_issued_by(ca)
     verifier = PolicyBuilder().store(Store([ca])).build_client_verifier()
@@ -119,24 +117,19 @@ def test_workload_cert_extensions_and_subject(mesh_ca: tuple[bytes, bytes]) -> N
     assert bc.critical and not bc.value.ca
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
     assert ku.critical
-    assert (ku.value.digital_signature, ku.value.key_encipherment, ku.value.key_agreement) == (True, True, True)
+    assert (ku.value.digital_signature, ku.value.key_encipherment, ku.value.key_agreement) == (True, False, True)
     assert not ku.value.key_cert_sign
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     assert 0 < cert.serial_number < 2**128
 
 
-def test_workload_key_is_rsa_pkcs1_and_matches(mesh_ca: tuple[bytes, bytes]) -> None:
+def test_workload_key_is_ec_p256_sec1_and_matches(mesh_ca: tuple[bytes, bytes]) -> None:
     cert_pem, key_pem, _ = _issue(mesh_ca)
-    assert key_pem.startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert key_pem.startswith(b"-----BEGIN EC PRIVATE KEY-----")
     key = serialization.load_pem_private_key(key_pem, password=None)
-    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == TEST_KEY_SIZE
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
     assert key.public_key() == _cert(cert_pem).public_key()
-
-
-def test_workload_cert_default_key_is_rsa_2048(mesh_ca: tuple[bytes, bytes]) -> None:
-    cert_pem, _, _ = builtin.issue_workload_cert(mesh_ca[0], mesh_ca[1], "default", ["web"], {})
-    assert _cert(cert_pem).public_key().key_size == 2048  # type: ignore[union-attr]
 
 
 def test_workload_cert_validity(mesh_ca: tuple[bytes, bytes]) -> None:
@@ -160,9 +153,9 @@ def test_workload_cert_refuses_bad_names(mesh_ca: tuple[bytes, bytes]) -> None:
 def test_workload_cert_refuses_a_ca_whose_key_does_not_match(mesh_ca: tuple[bytes, bytes]) -> None:
     _, other_key = builtin.new_root_ca("default", "ca-2", key_size=TEST_KEY_SIZE)
     with pytest.raises(ValueError, match="does not match"):
-        builtin.issue_workload_cert(mesh_ca[0], other_key, "default", ["web"], {}, key_size=TEST_KEY_SIZE)
+        builtin.issue_workload_cert(mesh_ca[0], other_key, "default", ["web"], {})
     with pytest.raises(ValueError, match="failed to load CA key pair"):
-        builtin.issue_workload_cert(b"garbage", mesh_ca[1], "default", ["web"], {}, key_size=TEST_KEY_SIZE)
+        builtin.issue_workload_cert(b"garbage", mesh_ca[1], "default", ["web"], {})
 
 
 @pytest.mark.parametrize(("now", "expected"), [

@@ -168,8 +168,7 @@ def test_load_server_cert_accepts_matching_files(tmp_path: Path) -> None:
 
 def test_load_server_cert_accepts_a_chain_file(tmp_path: Path) -> None:
     ca_pem, ca_key = builtin.new_root_ca("default", "ca-1", key_size=TEST_KEY_SIZE)
-    leaf_pem, leaf_key, _ = builtin.issue_workload_cert(ca_pem, ca_key, "default", ["cp"], {},
-                                                        key_size=TEST_KEY_SIZE)
+    leaf_pem, leaf_key, _ = builtin.issue_workload_cert(ca_pem, ca_key, "default", ["cp"], {})
     (tmp_path / "chain.crt").write_bytes(leaf_pem + ca_pem)
     (tmp_path / "leaf.key").write_bytes(leaf_key)
     loaded = load_server_cert(tmp_path / "chain.crt", tmp_path / "leaf.key")

@@ -26,11 +26,14 @@ from appliance.xds.resources import CLUSTER, ENDPOINT
 from appliance.xds.server import AdsServer
 
 
+def _cla(snapshot, service):
+    return endpoint_pb2.ClusterLoadAssignment(cluster_name=service, endpoints=[endpoint_components_pb2.LocalityLbEndpoints(
+        lb_endpoints=[endpoint_components_pb2.LbEndpoint()] * len(snapshot.endpoints.get(service, ())))])
+
+
 def _generate(snapshot, proxy, identity, shared):
     clusters = {s: cluster_pb2.Cluster(name=s, type=cluster_pb2.Cluster.EDS) for s in snapshot.endpoints}
-    cla = {s: endpoint_pb2.ClusterLoadAssignment(cluster_name=s, endpoints=[endpoint_components_pb2.LocalityLbEndpoints(
-        lb_endpoints=[endpoint_components_pb2.LbEndpoint()] * len(eps))]) for s, eps in snapshot.endpoints.items()}
-    return {CLUSTER: clusters, ENDPOINT: cla}
+    return {CLUSTER: clusters, ENDPOINT: {s: _cla(snapshot, s) for s in snapshot.endpoints}}
 
 
 def _dp(name: str, service: str, port: int) -> Resource:
@@ -50,7 +53,7 @@ def env(tmp_path: Path):
 
 async def _serve(store, auth=lambda node, md: tuple(node.split(".", 1))):
     loop = asyncio.get_running_loop()
-    cache = XdsCache(store, _generate, loop)
+    cache = XdsCache(store, _generate, loop, _cla)
     server = grpc.aio.server()
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServer(cache, auth), server)
     name = f"unix-abstract:ads-test-{secrets.token_hex(4)}"
