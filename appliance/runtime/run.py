@@ -143,7 +143,7 @@ def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str
     except ValueError as e:
         raise StartupError(f"DP server certificate (dpServer.tlsCertFile/tlsKeyFile): {e}")
     from appliance.xds.generate import generate_sidecar
-    server = DataplaneServer(manager, cert, "0.0.0.0", config["dpServer.port"], instance_id, generate_sidecar,
+    server = DataplaneServer(manager, cert, "", config["dpServer.port"], instance_id, generate_sidecar,
                              auth_enabled=config["dpServer.authn.dpProxy.type"] != "none",
                              delta=config["experimental.deltaXds"], zone=config["multizone.zone.name"],
                              status_flush_interval=config.seconds("xdsServer.dataplaneStatusFlushInterval"),
@@ -151,7 +151,7 @@ def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str
     try:
         server.start()
     except OSError as e:
-        raise StartupError(f"cannot listen on 0.0.0.0:{config['dpServer.port']} for the DP server "
+        raise StartupError(f"cannot listen on :{config['dpServer.port']} for the DP server "
                            f"(dpServer.port): {e.strerror}")
     return server
 

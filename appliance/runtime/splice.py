@@ -9,6 +9,7 @@ done both sockets are closed (nothing is left in CLOSE-WAIT).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -49,18 +50,36 @@ class _Pending:
         self.backend = ""       # chosen, still to be connected (its listen queue was full)
 
 
+# a host without IPv6 (disabled in the kernel, no ::1) still serves IPv4 on the wildcard address
+_NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
+
+
 def listening_sockets(host: str, port: int, backlog: int = 4096) -> list[socket.socket]:
-    """Bound, listening, non-blocking sockets for every address of `host` (as asyncio's create_server)."""
+    """Bound, listening, non-blocking sockets for every address of `host` (as asyncio's create_server).
+
+    `host` "" is every interface, IPv4 and IPv6 (as Kuma's ":5678"): Envoy resolves `localhost` to ::1."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as e:
+                if not host and family == socket.AF_INET6 and e.errno in _NO_IPV6:
+                    continue
+                raise
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
+            try:
+                sock.bind(address)
+            except OSError as e:
+                if not host and family == socket.AF_INET6 and e.errno in _NO_IPV6:
+                    sockets.remove(sock)
+                    sock.close()
+                    continue
+                raise
             sock.listen(backlog)
             sock.setblocking(False)
     except OSError:
