@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -141,6 +142,44 @@ class CpProcess:
             self.proc.terminate()
             return self.proc.wait(timeout=10)
         return self.proc.returncode if self.proc else 0
+
+
+def numbered_dataplane(i: int) -> dict:
+    return {"type": "Dataplane", "mesh": "default", "name": f"dp-{i}",
+            "networking": {"address": "10.0.0.1", "inbound": [{"port": 10000 + i, "tags": {"kuma.io/service": f"s{i}"}}]}}
+
+
+def kill_mid_write_stream(cp: CpProcess, acknowledged_before_kill: int) -> list[int]:
+    """Four writers PUT dataplanes dp-0..dp-999; kill -9 the control plane once `acknowledged_before_kill`
+    are acknowledged. Returns the numbers of the writes that were acknowledged (201)."""
+    acknowledged: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(start: int) -> None:
+        http = requests.Session()
+        for i in range(start, 1000, 4):
+            if stop.is_set():
+                return
+            try:
+                r = http.put(f"{cp.url}/meshes/default/dataplanes/dp-{i}", json=numbered_dataplane(i), timeout=5)
+            except requests.RequestException:
+                return  # the process is gone: this write was never acknowledged
+            if r.status_code == 201:
+                with lock:
+                    acknowledged.append(i)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    while len(acknowledged) < acknowledged_before_kill:
+        time.sleep(0.01)
+    cp.kill()  # SIGKILL while the writers are still going
+    stop.set()
+    for t in threads:
+        t.join()
+    assert acknowledged_before_kill <= len(acknowledged) < 1000, "the kill must land mid-stream"
+    return acknowledged
 
 
 class PostgresServer:

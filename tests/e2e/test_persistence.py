@@ -2,53 +2,20 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from appliance.store.sqlite import SQLiteStore
-from tests.support import CpProcess
+from tests.support import CpProcess, kill_mid_write_stream, numbered_dataplane
 
 pytestmark = pytest.mark.slow
 
 
-def _dp(i: int) -> dict:
-    return {"type": "Dataplane", "mesh": "default", "name": f"dp-{i}",
-            "networking": {"address": "10.0.0.1", "inbound": [{"port": 10000 + i, "tags": {"kuma.io/service": f"s{i}"}}]}}
-
-
 def test_kill_9_mid_write_stream_loses_no_acknowledged_write(tmp_path: Path) -> None:
     cp = CpProcess(tmp_path).start()
-    acknowledged: list[int] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def writer(start: int) -> None:
-        http = requests.Session()
-        for i in range(start, 1000, 4):
-            if stop.is_set():
-                return
-            try:
-                r = http.put(f"{cp.url}/meshes/default/dataplanes/dp-{i}", json=_dp(i), timeout=5)
-            except requests.RequestException:
-                return  # the process is gone: this write was never acknowledged
-            if r.status_code == 201:
-                with lock:
-                    acknowledged.append(i)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    while len(acknowledged) < 300:
-        time.sleep(0.01)
-    cp.kill()  # SIGKILL while the writers are still going
-    stop.set()
-    for t in threads:
-        t.join()
-    assert 300 <= len(acknowledged) < 1000, "the kill must land mid-stream"
+    acknowledged = kill_mid_write_stream(cp, 300)
 
     conn = sqlite3.connect(tmp_path / "kuma.db")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -69,7 +36,7 @@ def test_kill_9_mid_write_stream_loses_no_acknowledged_write(tmp_path: Path) -> 
             offset += 1000
         missing = [i for i in acknowledged if f"dp-{i}" not in names]
         assert missing == []
-        assert requests.put(f"{cp.url}/meshes/default/dataplanes/dp-after", json=dict(_dp(5000), name="dp-after")
+        assert requests.put(f"{cp.url}/meshes/default/dataplanes/dp-after", json=dict(numbered_dataplane(5000), name="dp-after")
                             ).status_code == 201
     finally:
         cp.stop()

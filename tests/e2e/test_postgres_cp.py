@@ -3,14 +3,13 @@ kill -9 mid-write loses nothing."""
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support import ROOT, CpProcess, PostgresServer, cp_command
+from tests.support import ROOT, CpProcess, PostgresServer, cp_command, kill_mid_write_stream, numbered_dataplane
 
 pytestmark = pytest.mark.slow
 
@@ -58,11 +57,6 @@ def test_ready_follows_the_database_without_a_restart(postgres_server: PostgresS
     assert "Traceback" not in cp.read_log()
 
 
-def _dp(i: int) -> dict:
-    return {"type": "Dataplane", "mesh": "default", "name": f"dp-{i}",
-            "networking": {"address": "10.0.0.1", "inbound": [{"port": 10000 + i, "tags": {"kuma.io/service": f"s{i}"}}]}}
-
-
 def test_kill_9_mid_write_stream_loses_nothing_and_leaves_no_lock(postgres_server: PostgresServer,
                                                                    tmp_path: Path) -> None:
     """A control plane killed inside write transactions: every acknowledged write is there, and the
@@ -71,33 +65,7 @@ def test_kill_9_mid_write_stream_loses_nothing_and_leaves_no_lock(postgres_serve
     env = postgres_server.env(db)
     (tmp_path / "a").mkdir()
     cp = CpProcess(tmp_path / "a", env).start()
-    acknowledged: list[int] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def writer(start: int) -> None:
-        http = requests.Session()
-        for i in range(start, 1000, 4):
-            if stop.is_set():
-                return
-            try:
-                r = http.put(f"{cp.url}/meshes/default/dataplanes/dp-{i}", json=_dp(i), timeout=5)
-            except requests.RequestException:
-                return  # the process is gone: this write was never acknowledged
-            if r.status_code == 201:
-                with lock:
-                    acknowledged.append(i)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    while len(acknowledged) < 200:
-        time.sleep(0.01)
-    cp.kill()
-    stop.set()
-    for t in threads:
-        t.join()
-    assert 200 <= len(acknowledged) < 1000, "the kill must land mid-stream"
+    acknowledged = kill_mid_write_stream(cp, 200)
 
     (tmp_path / "b").mkdir()
     cp = CpProcess(tmp_path / "b", env).start()
@@ -105,7 +73,7 @@ def test_kill_9_mid_write_stream_loses_nothing_and_leaves_no_lock(postgres_serve
         names = {item["name"] for item in
                  requests.get(f"{cp.url}/meshes/default/dataplanes?size=1000").json()["items"]}
         assert [i for i in acknowledged if f"dp-{i}" not in names] == []
-        assert requests.put(f"{cp.url}/meshes/default/dataplanes/dp-after", json=dict(_dp(5000), name="dp-after"),
-                            timeout=10).status_code == 201
+        after = dict(numbered_dataplane(5000), name="dp-after")
+        assert requests.put(f"{cp.url}/meshes/default/dataplanes/dp-after", json=after, timeout=10).status_code == 201
     finally:
         assert cp.stop() == 0
