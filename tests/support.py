@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -83,10 +84,33 @@ def cp_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "appliance", *args]
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS_BELOW = _ephemeral_floor()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on every interface, below the kernel's ephemeral range: a port that bind(0) picks
+    may meanwhile become the local end of an outgoing connection (an Envoy's, a client's) before the
+    process it is meant for listens on it."""
+    for _ in range(1000):
+        port = random.randrange(max(1024, _PORTS_BELOW - 12000), _PORTS_BELOW)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class CpProcess:

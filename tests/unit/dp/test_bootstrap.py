@@ -11,7 +11,8 @@ from appliance.dp.bootstrap import BootstrapClient, build_request, go_duration
 from appliance.dp.config import DpConfig, DpError
 from appliance.dp.envoy import EnvoyVersion
 from appliance.dp.resource import Identity
-from tests.unit.dp.stub import StubCp, bootstrap_response, envoy_bootstrap, free_port
+from tests.support import free_port
+from tests.unit.dp.stub import StubCp, bootstrap_response, envoy_bootstrap
 
 ENVOY = EnvoyVersion("1.40.0", "9e55/1.40.0/Clean/RELEASE/BoringSSL", True)
 DATAPLANE = {"type": "Dataplane", "mesh": "default", "name": "web-1",

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from appliance.dp.supervisor import _UnixHTTPConnection
-from tests.support import ROOT
-from tests.unit.dp.stub import StubCp, bootstrap_response, envoy_bootstrap, free_port
+from tests.support import ROOT, free_port
+from tests.unit.dp.stub import StubCp, bootstrap_response, envoy_bootstrap
 
 DATAPLANE = """type: Dataplane
 mesh: default
