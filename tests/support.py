@@ -168,6 +168,18 @@ class CpProcess:
         return self.proc.returncode if self.proc else 0
 
 
+def terminate_all(procs: list[subprocess.Popen], timeout: float = 10) -> None:
+    """SIGTERM to every process at once (kuma-dp drains its Envoy meanwhile), then wait; kill what hangs."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def numbered_dataplane(i: int) -> dict:
     return {"type": "Dataplane", "mesh": "default", "name": f"dp-{i}",
             "networking": {"address": "10.0.0.1", "inbound": [{"port": 10000 + i, "tags": {"kuma.io/service": f"s{i}"}}]}}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import ROOT, CpProcess, cp_command, free_port
+from tests.support import ROOT, CpProcess, cp_command, free_port, terminate_all
 
 pytestmark = pytest.mark.slow
 
@@ -108,14 +108,7 @@ class Mesh:
         return proc
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        terminate_all(self.procs)
         self.cp.stop()
 
 

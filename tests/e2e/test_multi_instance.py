@@ -20,7 +20,7 @@ import requests
 
 from appliance.ca.server_cert import ensure_server_cert
 from tests.e2e.test_dataplane import ALLOW_ALL, DATAPLANE, MTLS, _Echo, _eventually, _start
-from tests.support import ROOT, CpProcess, PostgresServer, cp_command, free_port
+from tests.support import ROOT, CpProcess, PostgresServer, cp_command, free_port, terminate_all
 
 pytestmark = pytest.mark.slow
 
@@ -94,14 +94,7 @@ class Cluster:
                                 "pg_backend_pid()", (self.db,)).fetchone()[0]
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        terminate_all(self.procs)
         for cp in self.cps:
             cp.kill()
 
