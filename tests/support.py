@@ -168,6 +168,15 @@ class CpProcess:
         return self.proc.returncode if self.proc else 0
 
 
+def dataplane_token(api_url: str, name: str, directory: Path, mesh: str = "default") -> Path:
+    """A dataplane token from `POST /tokens/dataplane`, in `<directory>/<name>.token` (for --dataplane-token-file)."""
+    r = requests.post(f"{api_url}/tokens/dataplane", json={"name": name, "mesh": mesh})
+    assert r.status_code == 200, r.text
+    path = directory / f"{name}.token"
+    path.write_text(r.text)
+    return path
+
+
 def terminate_all(procs: list[subprocess.Popen], timeout: float = 10) -> None:
     """SIGTERM to every process at once (kuma-dp drains its Envoy meanwhile), then wait; kill what hangs."""
     for p in procs:

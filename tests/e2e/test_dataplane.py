@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import ROOT, CpProcess, cp_command, free_port, terminate_all
+from tests.support import ROOT, CpProcess, cp_command, dataplane_token, free_port, terminate_all
 
 pytestmark = pytest.mark.slow
 
@@ -84,11 +84,7 @@ class Mesh:
         self.cp_port = int(self.cp.env["KUMA_DP_SERVER_PORT"])
 
     def token(self, name: str) -> Path:
-        r = requests.post(f"{self.cp.url}/tokens/dataplane", json={"name": name, "mesh": "default"})
-        assert r.status_code == 200, r.text
-        path = self.tmp / f"{name}.token"
-        path.write_text(r.text)
-        return path
+        return dataplane_token(self.cp.url, name, self.tmp)
 
     def kuma_dp(self, name: str, token: Path | None, template: str = DATAPLANE, cp_host: str = "127.0.0.1",
                 **variables: object) -> subprocess.Popen:

@@ -20,7 +20,7 @@ import requests
 
 from appliance.ca.server_cert import ensure_server_cert
 from tests.e2e.test_dataplane import ALLOW_ALL, DATAPLANE, MTLS, _Echo, _eventually, _start
-from tests.support import ROOT, CpProcess, PostgresServer, cp_command, free_port, terminate_all
+from tests.support import ROOT, CpProcess, PostgresServer, cp_command, dataplane_token, free_port, terminate_all
 
 pytestmark = pytest.mark.slow
 
@@ -54,11 +54,7 @@ class Cluster:
         return int(cp.env["KUMA_DP_SERVER_PORT"])
 
     def token(self, name: str) -> Path:
-        r = requests.post(f"{self.cps[0].url}/tokens/dataplane", json={"name": name, "mesh": "default"})
-        assert r.status_code == 200, r.text
-        path = self.tmp / f"{name}.token"
-        path.write_text(r.text)
-        return path
+        return dataplane_token(self.cps[0].url, name, self.tmp)
 
     def kuma_dp(self, name: str, cp: CpProcess, **variables: object) -> subprocess.Popen:
         """kuma-dp (and its Envoy) for `name`, bootstrapped by and connected to instance `cp`."""

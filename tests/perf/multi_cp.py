@@ -86,11 +86,7 @@ class Fleets:
     def call(self, command: str, *args: Any) -> list[Any]:
         return [part for f in self.fleets for part in f.call(command, *args)]
 
-    def merged(self, command: str, *args: Any) -> dict:
-        out: dict = {}
-        for part in self.call(command, *args):
-            out.update(part)
-        return out
+    merged = Fleet.merged   # it only needs `call`
 
     def status(self, since: float = 0.0) -> dict:
         parts = [f.status(since) for f in self.fleets]
