@@ -7,6 +7,7 @@ import secrets
 import signal
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import falcon
@@ -23,8 +24,9 @@ from appliance.runtime.http import BindError, HttpServer
 from appliance.runtime.leader import AlwaysLeader, Leadership, PostgresLeaderElector
 from appliance.runtime.leader_jobs import LeaderJobs
 from appliance.runtime.metrics import Gauge, Metrics, process_gauges
-from appliance.ca.server_cert import ensure_server_cert, load_server_cert, machine_names
+from appliance.ca.server_cert import KEY_FILE_NAME, ensure_server_cert, load_server_cert, machine_names
 from appliance.store import Store
+from appliance.store.file_modes import PRIVATE_DIR, PRIVATE_FILE, private_dir, restrict
 from appliance.store.memory import MemoryStore
 from appliance.store.sqlite import SQLiteStore
 
@@ -168,12 +170,24 @@ def _managed_egress(config: Config, manager: ResourceManager, dataplanes: Datapl
     return egress
 
 
-def run(config: Config) -> int:
-    work_dir = config.work_dir
+def _private_work_dir(work_dir: Path) -> None:
+    """The work dir 0700 (an existing one at most 0750), its secret files 0600: the SQLite store
+    (its driver sees to it), the DP server's key, issued workload keys and the egress token."""
     try:
-        work_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(work_dir)
+        for path in (work_dir / KEY_FILE_NAME, work_dir / "egress" / "token"):
+            restrict(path, PRIVATE_FILE)
+        identities = work_dir / "identities"
+        if identities.is_dir():
+            restrict(identities, PRIVATE_DIR)
+            for path in identities.rglob("*"):
+                restrict(path, PRIVATE_DIR if path.is_dir() else PRIVATE_FILE)
     except OSError as e:
-        raise StartupError(f"cannot create work dir {work_dir} (general.workDir): {e.strerror}")
+        raise StartupError(f"cannot prepare work dir {work_dir} (general.workDir): {e.strerror}")
+
+
+def run(config: Config) -> int:
+    _private_work_dir(config.work_dir)
     store = open_store(config)
     manager = ResourceManager(store, Labelling(zone=config["multizone.zone.name"]))
     instance_id = f"{socket.gethostname()}-{secrets.token_hex(2)}"
