@@ -74,6 +74,16 @@ def live_api(tmp_path: Path, env: dict[str, str] | None = None, defaults: bool =
         store.close()
 
 
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run the block (and the processes it starts) under `mask`, whatever the test runner's."""
+    before = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(before)
+
+
 def cp_command(*args: str) -> list[str]:
     """The command line of `kuma-cp ARGS` (`"dp", ...` for kuma-dp, `"ctl", ...` for kumactl): the
     frozen file when KUMA_TEST_BINARY is set (`KUMA_TEST_BINARY=dist/kuma-cp make test-e2e`),

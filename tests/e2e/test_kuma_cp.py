@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import os
+import random
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 
+from appliance.core.resources.model import Resource
+from appliance.store import WriteOp
+from appliance.store.sqlite import SQLiteStore
 from tests.support import ROOT, CpProcess, cp_command, free_port
 
 pytestmark = pytest.mark.slow
@@ -80,6 +85,65 @@ def test_corrupt_database_is_refused(tmp_path: Path) -> None:
     (tmp_path / "kuma.db").write_bytes(b"garbage" * 1000)
     out = _run(["run"], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path)})
     assert out.returncode == 1 and "cannot open SQLite store" in out.stderr and "Traceback" not in out.stderr
+
+
+def _one_line_refusal(out: subprocess.CompletedProcess) -> str:
+    """The line a refused start says (log lines aside, e.g. a mode tightened on the way)."""
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    said = [line for line in out.stderr.splitlines() if line.startswith("kuma-cp: ")]
+    assert len(said) == 1, out.stderr
+    return said[0]
+
+
+def _damage(db: Path, how: str) -> None:
+    store = SQLiteStore(db)
+    store.write([WriteOp("create", Resource("Mesh", "", f"mesh-{i:04d}", {"note": "x" * 1000})) for i in range(300)])
+    store.close()
+    size = db.stat().st_size
+    if how == "middle":
+        with open(db, "r+b") as f:
+            f.seek(size // 2)
+            f.write(random.Random(8).randbytes(8192))
+    elif how == "truncated":
+        os.truncate(db, size // 2)
+    else:
+        db.unlink()
+        conn = sqlite3.connect(db)
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+        conn.commit()
+        conn.close()
+
+
+@pytest.mark.parametrize("how, reason", [
+    ("middle", "the database is damaged (quick_check: "),
+    ("truncated", "database disk image is malformed"),
+    ("foreign", "the database holds tables kuma-cp did not create (notes): it is not a kuma-cp database"),
+])
+def test_a_damaged_or_foreign_database_is_refused_with_one_line(tmp_path: Path, how: str, reason: str) -> None:
+    _damage(tmp_path / "kuma.db", how)
+    out = _run(["run"], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path), "KUMA_API_SERVER_HTTP_PORT": str(free_port()),
+                             "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_DP_SERVER_PORT": str(free_port())})
+    line = _one_line_refusal(out)
+    assert line.startswith(f"kuma-cp: cannot open SQLite store {tmp_path / 'kuma.db'}: ") and reason in line, line
+
+
+def test_a_second_instance_on_the_same_database_is_refused_before_binding(tmp_path: Path) -> None:
+    first = CpProcess(tmp_path).start()
+    try:
+        # its own ports: refused all the same
+        out = _run(["run"], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path), "KUMA_API_SERVER_HTTP_PORT": str(free_port()),
+                                 "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()),
+                                 "KUMA_DP_SERVER_PORT": str(free_port())})
+        line = _one_line_refusal(out)
+        assert f"SQLite store {tmp_path / 'kuma.db'} is in use by another kuma-cp (pid " in line, line
+        pid = int(line.split("(pid ")[1].split(")")[0])
+        assert os.getpgid(pid) == first.proc.pid   # the first one (or, one-file binary, its Python child)
+        # the first one's ports: the lock is what stops it, before it tries to listen
+        same = _one_line_refusal(_run(["run"], env=first.env))
+        assert "is in use by another kuma-cp" in same and "cannot listen" not in same, same
+        assert requests.put(first.url + "/meshes/still-one", json={"type": "Mesh", "name": "still-one"}).status_code == 201
+    finally:
+        assert first.stop() == 0
 
 
 def test_egress_without_envoy_is_a_clear_error(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from appliance.core.resources.model import Resource
 from appliance.store import StoreError, WriteOp
 from appliance.store.file_modes import EXISTING_DIR_LIMIT, PRIVATE_FILE, tightened
 from appliance.store.sqlite import SQLiteStore
+from tests.support import umask
 
 DB_FILES = ("kuma.db", "kuma.db-wal", "kuma.db-shm", "kuma.db.lock")
 
@@ -26,12 +27,8 @@ def _mode(path: Path) -> int:
 
 @pytest.fixture
 def umask_022() -> Iterator[None]:
-    """The usual umask, whatever the test runner's."""
-    before = os.umask(0o022)
-    try:
+    with umask(0o022):   # the usual one
         yield
-    finally:
-        os.umask(before)
 
 
 def test_tightened_cuts_only_what_is_beyond_the_limit() -> None:
