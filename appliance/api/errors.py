@@ -50,7 +50,7 @@ def from_exception(exc: Exception, title: str) -> KumaError:
     if isinstance(exc, (Conflict, AlreadyExists)):
         return KumaError(409, "Conflict", str(exc))
     if isinstance(exc, StoreUnavailable):
-        # the database is down (PostgreSQL): nothing was written; the client may retry
+        # the database is down (PostgreSQL) or its disk is full (SQLite): nothing was written; the client may retry
         return KumaError(503, "Service Unavailable", str(exc))
     raise exc
 

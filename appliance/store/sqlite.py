@@ -30,8 +30,9 @@ _COLUMNS = "type, mesh, name, version, creation_time, modification_time, labels,
 
 
 def _check_integrity(conn: sqlite3.Connection) -> None:
-    """Refuse a damaged file at start rather than serve it: quick_check reads every page (O(N), unlike
-    integrity_check it does not match indexes to tables); a few hundred ms at 5,000 resources."""
+    """Refuse a damaged file at start rather than serve it. quick_check reads every page but does not
+    match indexes to tables (integrity_check does): ~10 ms warm, ~60 ms from a cold page cache for
+    5,000 dataplanes with their insights (5.5 MiB)."""
     problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
     if problems != ["ok"]:
         raise StoreError(f"the database is damaged (quick_check: {'; '.join(problems)}); "

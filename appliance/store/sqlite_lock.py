@@ -36,8 +36,11 @@ class DatabaseLock:
             os.close(fd)
             raise DatabaseLocked(f"SQLite store {db_path} is in use by another kuma-cp (pid {holder}): one kuma-cp "
                                  f"per SQLite database; stop it first, or use PostgreSQL to run several instances")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass   # e.g. a full disk: the lock holds all the same, a refused instance says "pid unknown"
         self._fd: int | None = fd
 
     def release(self) -> None:

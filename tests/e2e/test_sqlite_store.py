@@ -65,6 +65,12 @@ def test_a_loose_work_dir_is_tightened_at_start_with_one_line_each(tmp_path: Pat
             str(work), str(work / "kuma.db"), str(work / "kuma-cp.key")}
     finally:
         assert cp.stop() == 0
+    # the packaged layout (/var/lib/kuma 0750, which systemd sets again at every start) is left as it is
+    log_before = len(cp.read_log().splitlines())
+    cp = CpProcess(work.parent, env={"KUMA_GENERAL_WORK_DIR": str(work)}).start()
+    assert cp.stop() == 0
+    assert _mode(work) == "0o750"
+    assert [line for line in cp.read_log().splitlines()[log_before:] if "open to other local users" in line] == []
 
 
 @pytest.fixture
