@@ -193,10 +193,8 @@ class SQLiteStore(Store):
             try:
                 # a write of one page (the header), committed: it needs space as any write does
                 self._transaction(lambda conn: conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}"))
-            except sqlite3.OperationalError as e:
-                if e.sqlite_errorcode == sqlite3.SQLITE_FULL:
-                    return False
-                raise
+            except sqlite3.Error:
+                return False   # still full (or worse): not ready; the next probe tries again
             self._disk_usable()
         return True
 
