@@ -97,6 +97,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:   # a failed COMMIT (a full disk) has rolled back already: keep its error
+            conn.execute("ROLLBACK")
         raise
     return found
