@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -32,6 +33,13 @@ def test_every_secret_the_control_plane_makes_is_a_system_secret() -> None:
         assert not is_system_secret(name), name
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "kuma.db")
+    yield store
+    store.close()
+
+
 def _serialized(resources: dict) -> bytes:
     return b"".join(m.SerializeToString() for items in resources.values() for m in items.values())
 
@@ -42,8 +50,8 @@ def _serialized(resources: dict) -> bytes:
     {"clientCert": {"inlineString": "c"}, "clientKey": {"file": "KEY_FILE"}},
     {"caCert": {"secret": "not-there"}},
 ], ids=["signing-key", "ca-key", "file", "missing-secret"])
-def test_an_external_service_naming_what_proxies_may_not_get_is_left_out(tmp_path: Path, tls: dict) -> None:
-    store = SQLiteStore(tmp_path / "kuma.db")
+def test_an_external_service_naming_what_proxies_may_not_get_is_left_out(tmp_path: Path, store: SQLiteStore,
+                                                                         tls: dict) -> None:
     manager = ResourceManager(store)
     manager.ensure_mesh("default")
     manager.update(Resource("Mesh", "", "default", {"mtls": MTLS}), store.get("Mesh", "", "default").version)
@@ -76,8 +84,7 @@ def test_an_external_service_naming_what_proxies_may_not_get_is_left_out(tmp_pat
         assert data not in sidecar and data not in egress
 
 
-def test_a_secret_of_the_mesh_still_reaches_the_proxies(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "kuma.db")
+def test_a_secret_of_the_mesh_still_reaches_the_proxies(store: SQLiteStore) -> None:
     ResourceManager(store).ensure_mesh("default")
     store.create(Resource("Secret", "default", "payments-ca", {"data": base64.b64encode(b"the CA").decode()}))
     store.create(Resource("ExternalService", "default", "payments", {
@@ -86,3 +93,15 @@ def test_a_secret_of_the_mesh_still_reaches_the_proxies(tmp_path: Path) -> None:
         "tags": {"kuma.io/service": "payments"}}))
     snapshot = build_snapshot(store, "default", store.revision())
     assert snapshot is not None and snapshot.external_services["payments"].tls.ca_cert == b"the CA"
+
+
+def test_a_mesh_external_service_naming_a_signing_key_is_left_out(store: SQLiteStore) -> None:
+    ResourceManager(store).ensure_mesh("default")
+    for name, source in (("bank", {"secret": "dataplane-token-signing-key-default-1"}), ("shop", {"inlineString": "ca"})):
+        store.create(Resource("MeshExternalService", "default", name, {"spec": {
+            "match": {"type": "HostnameGenerator", "port": 443, "protocol": "tcp"},
+            "endpoints": [{"address": f"{name}.example", "port": 443}],
+            "tls": {"enabled": True, "verification": {"caCert": source}}}}))
+    snapshot = build_snapshot(store, "default", store.revision())
+    assert snapshot is not None
+    assert {m.name for m in snapshot.mesh_external_services.values()} == {"shop"}
