@@ -52,6 +52,7 @@ def test_config_of_a_dataplane_holds_placeholders_for_anyone(api: LiveApi) -> No
     assert api.put("/meshes/default/dataplanes/web-1", _dataplane("web-1", "web", 8080, "backend")).status_code == 201
     assert api.put("/meshes/default/dataplanes/backend-1", _dataplane("backend-1", "backend", 9090)).status_code == 201
     ca_key = _store_secret(api, "default", "default.ca-builtin-key-ca-1")
+    assert api.remote().get("/meshes/default/secrets").status_code == 403   # the remote client is not admin
     for client in (api.remote(), api):        # an anonymous remote client, then the local admin
         r = client.get("/meshes/default/dataplanes/web-1/_config")
         assert r.status_code == 200, r.text
