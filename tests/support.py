@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from appliance.api.app import create_app
 from appliance.config import load_config
@@ -35,12 +36,28 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("KUMA_REFERENCE_DIR", ROOT.parent / "shared" / "kuma-2.14"))
 
 
+class _FromAddress(HTTPAdapter):
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, source_address=(self.source, 0), **kwargs)
+
+
 class LiveApi:
-    def __init__(self, manager: ResourceManager, url: str) -> None:
+    def __init__(self, manager: ResourceManager, url: str, source: str | None = None) -> None:
+        """`source`: the address requests come from (127.0.0.2: a remote client, not admin by localhost)."""
         self.manager = manager
         self.store = manager.store
         self.url = url
         self.http = requests.Session()
+        if source:
+            self.http.mount("http://", _FromAddress(source))
+
+    def remote(self, source: str = "127.0.0.2") -> "LiveApi":
+        """The same API seen from another address: not the local admin, an anonymous user unless it sends a token."""
+        return LiveApi(self.manager, self.url, source)
 
     def get(self, path: str, **kw) -> requests.Response:
         return self.http.get(self.url + path, **kw)
@@ -57,20 +74,31 @@ class LiveApi:
 
 @contextmanager
 def live_api(tmp_path: Path, env: dict[str, str] | None = None, defaults: bool = False,
-             postgres: "PostgresServer | None" = None) -> Iterator[LiveApi]:
+             postgres: "PostgresServer | None" = None, dp_server: bool = False) -> Iterator[LiveApi]:
     """`defaults`: also create what `kuma-cp run` creates on first start (default Mesh, admin token).
-    `postgres`: serve from a new database on that server instead of a SQLite file."""
+    `postgres`: serve from a new database on that server instead of a SQLite file.
+    `dp_server`: also run the DP server (xDS), so the inspect views (`_config`) answer."""
     config = load_config(env={"KUMA_GENERAL_WORK_DIR": str(tmp_path), **(env or {})})
     store = postgres.store() if postgres else SQLiteStore(tmp_path / "kuma.db", ChangeHub())
     manager = ResourceManager(store)
     if defaults:
         ensure_defaults(manager, skip_mesh_creation=False, bootstrap_admin_token=True)
-    app = create_app(config, manager, "test-0000")
+    dataplanes = None
+    if dp_server:
+        from appliance.ca.server_cert import ensure_server_cert
+        from appliance.runtime.dataplanes import DataplaneServer
+        from appliance.xds.generate import generate_sidecar
+        dataplanes = DataplaneServer(manager, ensure_server_cert(tmp_path, ["localhost"], ["127.0.0.1"]),
+                                     "127.0.0.1", free_port(), "test-0000", generate_sidecar, work_dir=tmp_path)
+        dataplanes.start()
+    app = create_app(config, manager, "test-0000", dataplanes)
     server = HttpServer(app, "127.0.0.1", 0, threads=4).start()
     try:
         yield LiveApi(manager, f"http://127.0.0.1:{server.port}")
     finally:
         server.stop()
+        if dataplanes:
+            dataplanes.stop()
         store.close()
 
 

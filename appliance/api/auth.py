@@ -3,12 +3,15 @@
 Rules (Kuma's defaults, plus the one the project asks for):
 - secrets (Secret, GlobalSecret), `/config` and token issuing are for admins only;
 - any other write needs an authenticated user (a valid `Authorization: Bearer <user token>`);
+- only admins may write a data source the control plane resolves itself, `secret` (Secrets are
+  admins' to read) or `file` (a file on the control plane's host): others give such data inline;
 - reads are open.
 """
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 import falcon
 
@@ -88,3 +91,17 @@ def require_writer(req: falcon.Request) -> None:
     if not user.authenticated:
         raise KumaError(403, "Access Denied", f"user \"{user}\" cannot modify resources: "
                                               "send a user token (Authorization: Bearer ...)")
+
+
+def require_admin_for_data_sources(req: falcon.Request, sources: Iterable[tuple[str, Any]]) -> None:
+    """A non-admin cannot make the control plane read a Secret or a file on their behalf (into a proxy's config)."""
+    user: User = req.context.user
+    if user.is_admin:
+        return
+    for path, source in sources:
+        if not isinstance(source, dict):
+            continue
+        for kind, what in (("file", "a file on its host"), ("secret", "a Secret")):
+            if source.get(kind) is not None:
+                raise KumaError(403, "Access Denied", f"user \"{user}\" cannot use {path}.{kind}: only admins may "
+                                f"make the control plane read {what}; give the data inline (inline or inlineString)")

@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from appliance.core.events import Change
 from appliance.core.resources.model import Resource
 from appliance.store import ListQuery, Store, StoreUnavailable
+from appliance.xds import placeholders
 from appliance.xds.generate.egress import EgressProxy, egress_meshes, generate_egress
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.identity import IdentityProvider
@@ -373,18 +374,19 @@ class XdsCache:
             watch.renewal = self.loop.call_later(max(1.0, at - time.time()), watch.changed.set)
 
     def generate_for(self, mesh: str, name: str) -> Resources:
-        """The config a proxy would get now (for `GET .../dataplanes/{name}/_config`; mesh "" = a zone egress)."""
+        """The config a proxy would get now (for `GET .../dataplanes/{name}/_config`; mesh "" = a zone egress),
+        generated from placeholders instead of certificates and keys (xds/placeholders.py): an API answer
+        never carries a secret, and looking at a proxy issues it no certificate."""
         if mesh == EGRESS:
             egress = self._egress(name)
             if egress is None:
                 return {}
-            snapshots = [s for m in self.store.list(ListQuery(type="Mesh")).items
+            snapshots = [placeholders.without_secrets(s) for m in self.store.list(ListQuery(type="Mesh")).items
                          if (s := build_snapshot(self.store, m.name, self.store.revision())) is not None]
-            return generate_egress(egress, snapshots, {s.mesh: self.identities.get(s, egress.identity_proxy(s.mesh))
-                                                       for s in egress_meshes(snapshots)})
+            return generate_egress(egress, snapshots, {s.mesh: placeholders.IDENTITY for s in egress_meshes(snapshots)})
         snapshot = build_snapshot(self.store, mesh, self.store.revision())
         dataplane = self.store.get("Dataplane", mesh, name)
         if snapshot is None or dataplane is None:
             return {}
-        proxy = proxy_from_dataplane(dataplane)
-        return self.generate(snapshot, proxy, self.identities.get(snapshot, proxy), {})
+        return self.generate(placeholders.without_secrets(snapshot), proxy_from_dataplane(dataplane),
+                             placeholders.IDENTITY, {})

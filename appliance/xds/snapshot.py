@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 from appliance.ca.builtin import ca_secret_names
+from appliance.core.resources.secret import is_system_secret
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.store import ListQuery, Store
@@ -14,6 +16,7 @@ from appliance.xds.model import (
 )
 
 DEFAULT_ADMIN_PORT = 9901
+log = logging.getLogger("appliance.xds")
 
 
 def enabled_backend(mesh: Resource) -> dict[str, Any] | None:
@@ -59,25 +62,31 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
                  outbounds=tuple(outbounds), admin_port=int(admin), labels=dict(dp.labels))
 
 
-def _data_source(store: Store, mesh: str, source: Any) -> bytes | None:
-    """A Kuma DataSource's bytes: `inline` (base64), `inlineString`, `secret` (a Secret of the mesh) or `file`.
+class Unresolved(Exception):
+    """A data source the control plane cannot or will not give a proxy."""
 
-    An unreadable source gives None, so the generator leaves that part out instead of failing the mesh."""
+
+def _data_source(store: Store, mesh: str, source: Any, path: str) -> bytes | None:
+    """A Kuma DataSource's bytes, as Kuma 2.14's xDS reads them (its static loader): `inline` (base64),
+    `inlineString` or `secret` (a Secret of the mesh). Never a `file`, and never a Secret the control
+    plane keeps for itself (signing keys, CA keys), whatever the store holds (validation refuses both;
+    this is the second line): those, and a missing Secret, raise Unresolved."""
     if not isinstance(source, dict):
         return None
     if source.get("inline"):
         return base64.b64decode(source["inline"])
     if source.get("inlineString"):
         return str(source["inlineString"]).encode()
-    if source.get("secret"):
-        secret = store.get("Secret", mesh, source["secret"])
-        return base64.b64decode(secret.content.get("data") or "") if secret is not None else None
-    if source.get("file"):
-        try:
-            with open(source["file"], "rb") as f:
-                return f.read()
-        except OSError:
-            return None
+    name = source.get("secret")
+    if name:
+        if is_system_secret(str(name)):
+            raise Unresolved(f"{path}: the Secret {name!r} is the control plane's own")
+        secret = store.get("Secret", mesh, str(name))
+        if secret is None:
+            raise Unresolved(f"{path}: there is no Secret {name!r} in the mesh")
+        return base64.b64decode(secret.content.get("data") or "")
+    if source.get("file") is not None:
+        raise Unresolved(f"{path}: the control plane does not read files for proxies")
     return None
 
 
@@ -85,25 +94,37 @@ def _external_tls(store: Store, mesh: str, tls: dict[str, Any]) -> ExternalTls |
     if not tls.get("enabled"):
         return None
     return ExternalTls(
-        ca_cert=_data_source(store, mesh, tls.get("caCert")),
-        client_cert=_data_source(store, mesh, tls.get("clientCert")),
-        client_key=_data_source(store, mesh, tls.get("clientKey")),
+        ca_cert=_data_source(store, mesh, tls.get("caCert"), "networking.tls.caCert"),
+        client_cert=_data_source(store, mesh, tls.get("clientCert"), "networking.tls.clientCert"),
+        client_key=_data_source(store, mesh, tls.get("clientKey"), "networking.tls.clientKey"),
         server_name=str(tls.get("serverName") or ""),
         allow_renegotiation=bool(tls.get("allowRenegotiation")),
         skip_hostname_verification=bool(tls.get("skipHostnameVerification")))
 
 
+def _left_out(kind: str, mesh: str, name: str, problem: Unresolved) -> None:
+    # Kuma: "unable to create ExternalService endpoint. Endpoint won't be included in the XDS."
+    log.warning("%s %s/%s is left out of proxies' config: %s", kind, mesh, name, problem)
+
+
 def external_services(store: Store, mesh: str) -> dict[str, ExternalService]:
-    """The mesh's ExternalServices by kuma.io/service (two with one service: the first by name wins)."""
+    """The mesh's ExternalServices by kuma.io/service (two with one service: the first by name wins).
+    One whose TLS data cannot be given to proxies is left out (its callers get no route to it), as in Kuma."""
     out: dict[str, ExternalService] = {}
     for es in sorted(store.list(ListQuery(type="ExternalService", mesh=mesh)).items, key=lambda r: r.name):
         networking = es.content.get("networking") or {}
         host, _, port = str(networking.get("address", "")).rpartition(":")
         tags = {k: str(v) for k, v in (es.content.get("tags") or {}).items()}
         service = tags.get("kuma.io/service", es.name)
-        out.setdefault(service, ExternalService(
-            es.name, service, host.strip("[]"), int(port or 0), tags.get("kuma.io/protocol", "tcp"), tags,
-            _external_tls(store, mesh, networking.get("tls") or {})))
+        if service in out:
+            continue
+        try:
+            settings = _external_tls(store, mesh, networking.get("tls") or {})
+        except Unresolved as e:
+            _left_out("ExternalService", mesh, es.name, e)
+            continue
+        out[service] = ExternalService(es.name, service, host.strip("[]"), int(port or 0),
+                                       tags.get("kuma.io/protocol", "tcp"), tags, settings)
     return out
 
 
@@ -133,10 +154,14 @@ def _mes_tls(store: Store, mesh: str, tls: dict[str, Any]) -> ExternalTls | None
         return None
     verification = tls.get("verification") or {}
     mode = verification.get("mode") or "Secured"
+    path = "spec.tls.verification"
     settings = ExternalTls(
-        ca_cert=None if mode in ("SkipCA", "SkipAll") else _data_source(store, mesh, verification.get("caCert")),
-        client_cert=None if mode == "SkipAll" else _data_source(store, mesh, verification.get("clientCert")),
-        client_key=None if mode == "SkipAll" else _data_source(store, mesh, verification.get("clientKey")),
+        ca_cert=None if mode in ("SkipCA", "SkipAll") else _data_source(store, mesh, verification.get("caCert"),
+                                                                        f"{path}.caCert"),
+        client_cert=None if mode == "SkipAll" else _data_source(store, mesh, verification.get("clientCert"),
+                                                                f"{path}.clientCert"),
+        client_key=None if mode == "SkipAll" else _data_source(store, mesh, verification.get("clientKey"),
+                                                               f"{path}.clientKey"),
         server_name="" if mode in ("SkipSAN", "SkipAll") else str(verification.get("serverName") or ""),
         allow_renegotiation=bool(tls.get("allowRenegotiation")),
         skip_hostname_verification=mode in ("SkipSAN", "SkipAll"))
@@ -151,9 +176,14 @@ def mesh_external_services(store: Store, mesh: str) -> dict[str, MeshExternalSer
         port = int(match.get("port") or 0)
         endpoints = tuple((str(e.get("address") or ""), int(e.get("port") or 0)) for e in spec.get("endpoints") or [])
         destination = mes_destination(mesh, mes.name, port)
+        try:
+            settings = _mes_tls(store, mesh, spec.get("tls") or {})
+        except Unresolved as e:
+            _left_out("MeshExternalService", mesh, mes.name, e)
+            continue
         out[destination] = MeshExternalService(
             mes.name, destination, mes_sni(mesh, mes.name, port), str(match.get("protocol") or "tcp"),
-            endpoints, _mes_tls(store, mesh, spec.get("tls") or {}))
+            endpoints, settings)
         out.setdefault(mes_destination(mesh, mes.name, 0), out[destination])   # backendRef without a port
     return out
 

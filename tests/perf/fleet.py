@@ -392,6 +392,8 @@ def check(fleet: Fleet, api: Api, sample: list[str]) -> dict:
                          "proxy_only": sorted(set(got) - set(expected))}
                 (explained_by_nack if short in mine["nacked_last"] else names_mismatch).append(entry)
                 continue
+            if short == "SDS":
+                continue   # the view holds placeholders for certificates and keys (xds/placeholders.py): names only
             for rname, item in expected.items():
                 compared += 1
                 body = {k: v for k, v in item.items() if k != "@type"}

@@ -11,7 +11,7 @@ from appliance.core.resources._legacy import (
     BOOL, SERVICE_TAG, STRING, TAGS, inbound_protocol_errors, is_dns_name, key, message, parse_ip, port_errors,
     split_host_port, tag_errors, top, without_nulls,
 )
-from appliance.core.resources.secret import DATA_SOURCE, base64_error, data_source_errors
+from appliance.core.resources.secret import DATA_SOURCE, base64_error, data_source_errors, refused_source_errors
 from appliance.core.validation import Violations
 
 _TLS_SOURCES = ("caCert", "clientCert", "clientKey")
@@ -26,6 +26,11 @@ SHAPE: dict[str, Any] = top(
 )
 
 _DIGITS = re.compile(r"[0-9]+")
+
+
+def data_sources(content: dict[str, Any]) -> list[tuple[str, Any]]:
+    tls = ((content.get("networking") or {}).get("tls") or {})
+    return [(f"networking.tls.{name}", tls[name]) for name in _TLS_SOURCES if tls.get(name) is not None]
 
 
 def validate(content: dict[str, Any], out: Violations) -> None:
@@ -46,6 +51,7 @@ def validate(content: dict[str, Any], out: Violations) -> None:
         out.add("networking.tls.serverName", "cannot be empty")
     for name in _TLS_SOURCES:
         data_source_errors(f"networking.tls.{name}", tls.get(name), out)
+    refused_source_errors(data_sources(es), out)
     tags = es.get("tags") or {}
     tag_errors("tags", tags, out, require_service=True, extra=inbound_protocol_errors)
     service = tags.get(SERVICE_TAG, "")

@@ -16,7 +16,7 @@ from appliance.core.resources._legacy import (
     top, uint, uri_port, without_nulls,
 )
 from appliance.core.resources.meta import dns1035_warning
-from appliance.core.resources.secret import chosen_source_errors
+from appliance.core.resources.secret import chosen_source_errors, refused_source_errors
 from appliance.core.validation import Violations, join
 
 _CA_BACKEND = message(
@@ -76,6 +76,19 @@ def validate(content: dict[str, Any], out: Violations) -> None:
     # Kuma's mesh manager checks the CA backends only once the resource itself is valid.
     if len(out.items) == before:
         _check_ca_backends(mtls or {}, out)
+    # a provided CA's files are the operator's, on the control plane's host (as in Kuma): `file` stays allowed
+    refused_source_errors(data_sources(content), out, allow_file=True)
+
+
+def data_sources(content: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A provided CA's `conf.cert` and `conf.key`."""
+    out = []
+    for i, backend in enumerate((content.get("mtls") or {}).get("backends") or []):
+        conf = (backend.get("conf") if isinstance(backend, dict) else None) or {}
+        if isinstance(conf, dict):
+            out.extend((f"mtls.backends[{i}].conf.{part}", conf[part]) for part in ("cert", "key")
+                       if conf.get(part) is not None)
+    return out
 
 
 def warnings(name: str) -> list[str]:

@@ -69,3 +69,5 @@ class ResourceType:
     present: Callable[["Resource", dict[str, Any]], None] | None = None
     # Deprecation warnings returned on create/update.
     warnings: Callable[["Resource"], list[str]] | None = None
+    # Where the type holds Kuma DataSources: (field path, source) pairs, for who-may-reference-what rules.
+    data_sources: Callable[[Content], list[tuple[str, Any]]] | None = None

@@ -63,14 +63,14 @@ def _mesh_warnings(res: Resource) -> list[str]:
 
 CORE_TYPES: tuple[ResourceType, ...] = (
     _legacy("Mesh", "meshes", "Global", mesh, short_name="m", provided_by_zone=False,
-            warnings=_mesh_warnings),
+            warnings=_mesh_warnings, data_sources=mesh.data_sources),
     _legacy("Dataplane", "dataplanes", "Mesh", dataplane, short_name="dp", is_proxy=True,
             include_in_federation=False),
     _legacy("Secret", "secrets", "Mesh", secret, admin_only=True),
     _legacy("GlobalSecret", "globalsecrets", "Global", secret, admin_only=True, aliases=("global-secrets",)),
     _legacy("ZoneEgress", "zoneegresses", "Global", zoneegress, short_name="ze", is_proxy=True,
             include_in_federation=False),
-    _legacy("ExternalService", "external-services", "Mesh", externalservice),
+    _legacy("ExternalService", "external-services", "Mesh", externalservice, data_sources=externalservice.data_sources),
     ResourceType(name="DataplaneInsight", path="dataplane-insights", scope="Mesh", read_only=True,
                  provided_by_zone=False, include_in_federation=False, singular="Dataplane Insight",
                  plural="Dataplane Insights", kumactl="dataplane-insight"),

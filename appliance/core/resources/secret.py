@@ -1,13 +1,20 @@
-"""Secret (mesh-scoped) and GlobalSecret: a base64 `data` field; also Kuma's DataSource checks.
+"""Secret (mesh-scoped) and GlobalSecret: a base64 `data` field; also Kuma's DataSource checks and ours.
 
 Kuma gives Secret no semantic validator at all, so the only thing that can go wrong is the
 decoding of `data` (a google.protobuf.BytesValue: standard, padded base64).
+
+A DataSource (ExternalService and MeshExternalService TLS, a provided CA) is read by the control
+plane, so what it may name is restricted (`refused_source_errors`): never a Secret the control plane
+keeps for itself (`is_system_secret`), and no `file` where the data would go to proxies (Kuma 2.14's
+xDS never loads a file either: its static loader refuses them). Which writers may use `secret` and
+`file` at all is the API's rule (api/auth.py).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from appliance.core.validation import Violations, join
+from appliance.tokens import signing
 
 _STRING: dict[str, Any] = {"type": "string", "nullable": True}
 
@@ -70,6 +77,36 @@ def data_source_errors(path: str, source: dict[str, Any] | None, out: Violations
     if (not decoded_length(source.get("inline") or "") and not source.get("inlineString")
             and not source.get("secret") and not source.get("file")):
         out.add(path, "data source cannot be empty")
+
+
+# Secrets the control plane makes for itself: token signing keys, the builtin CAs, the admin token.
+# Names as Kuma 2.14 gives them (pkg/core/resources/apis/system/constants.go) and ours
+# (runtime/bootstrap.ADMIN_TOKEN_SECRET); a unit test keeps this list and their creators in step.
+_SYSTEM_PREFIXES = (signing.DATAPLANE_TOKEN_SIGNING_KEY_PREFIX, "dataplane-token-revocations-",
+                    signing.USER_TOKEN_SIGNING_KEY_PREFIX, "zone-token-signing-key", "zone-ingress-token-signing-key",
+                    "admin-user-token")
+_BUILTIN_CA_PART = ".ca-builtin-"   # "<mesh>.ca-builtin-cert-<backend>", "<mesh>.ca-builtin-key-<backend>"
+
+SourceList = Iterable[tuple[str, dict[str, Any]]]
+
+
+def is_system_secret(name: str) -> bool:
+    """A Secret only the control plane uses: no resource may make it read one for a proxy."""
+    return name.startswith(_SYSTEM_PREFIXES) or _BUILTIN_CA_PART in name
+
+
+def refused_source_errors(sources: SourceList, out: Violations, allow_file: bool = False) -> None:
+    """Our rule for (path, DataSource) pairs, for every writer: no system Secret; no `file` unless `allow_file`."""
+    for path, source in sources:
+        if not isinstance(source, dict):
+            continue
+        secret = source.get("secret")
+        if isinstance(secret, str) and is_system_secret(secret):
+            out.add(join(path, "secret"), f"{secret!r} is a secret of the control plane (signing key, CA or "
+                                          "token) and cannot be used as a data source")
+        if source.get("file") is not None and not allow_file:
+            out.add(join(path, "file"), "a file data source is not supported here: the control plane does not "
+                                        "read files for proxies; use secret, inline or inlineString")
 
 
 def chosen_source_errors(path: str, source: dict[str, Any], out: Violations) -> None:

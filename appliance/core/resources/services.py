@@ -19,6 +19,7 @@ from typing import Any
 
 from appliance.core.resources.meta import dns1035_warning
 from appliance.core.resources.model import Content, Resource, ResourceType
+from appliance.core.resources.secret import refused_source_errors
 from appliance.core.validation import Violations, check_schema
 
 # --- structural schemas of spec (Kuma's rest.yaml, the subset check_schema reads) ----------------
@@ -366,7 +367,14 @@ def validate_mesh_service(content: Content, out: Violations) -> None:
         out.add("spec.selector", "must specify only one of: dataplaneTags, dataplaneRef, or dataplaneLabels")
 
 
+def mesh_external_service_sources(content: Content) -> list[tuple[str, Any]]:
+    verification = _as_dict(_as_dict(_as_dict(content.get("spec")).get("tls")).get("verification"))
+    return [(f"spec.tls.verification.{name}", verification[name]) for name in ("caCert", "clientCert", "clientKey")
+            if verification.get(name) is not None]
+
+
 def validate_mesh_external_service(content: Content, out: Violations) -> None:
+    refused_source_errors(mesh_external_service_sources(content), out)
     spec = _as_dict(content.get("spec"))
     match = _as_dict(spec.get("match"))
     kind = match.get("type") or ""
@@ -476,7 +484,7 @@ TYPES: tuple[ResourceType, ...] = (
                  wrapped=True, has_status=True, schema=MESH_EXTERNAL_SERVICE_SCHEMA,
                  validate=validate_mesh_external_service, singular="Mesh External Service",
                  plural="Mesh External Services", kumactl="meshexternalservice", present=_present,
-                 warnings=_destination_warnings, max_name_length=63),
+                 warnings=_destination_warnings, max_name_length=63, data_sources=mesh_external_service_sources),
     ResourceType(name="Workload", path="workloads", scope="Mesh", short_name="wl", wrapped=True, has_status=True,
                  schema=WORKLOAD_SCHEMA, singular="Workload", plural="Workloads", kumactl="workload",
                  include_in_federation=False, present=_present, max_name_length=253),
