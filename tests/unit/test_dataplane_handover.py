@@ -32,19 +32,23 @@ DEFINITION = {"type": "Dataplane", "mesh": "default", "name": "web-1", "networki
 
 
 class Proxy:
-    """One ADS stream, as Envoy opens it after kuma-dp's bootstrap."""
+    """One ADS stream, as Envoy opens it after kuma-dp's bootstrap: the node metadata carries
+    `definition` (kuma-dp --dataplane-file; None: none), the call `token` (--dataplane-token-file)."""
 
-    def __init__(self, server: DataplaneServer, ca_pem: bytes) -> None:
+    def __init__(self, server: DataplaneServer, ca_pem: bytes, definition: dict | None = DEFINITION,
+                 token: str = "", node_id: str = "default.web-1") -> None:
         self.channel = grpc.secure_channel(f"127.0.0.1:{server.port}", grpc.ssl_channel_credentials(ca_pem),
                                            options=[("grpc.ssl_target_name_override", "localhost")])
         self.requests: queue.Queue = queue.Queue()
         metadata = struct_pb2.Struct()
-        metadata.update({"dataplane.resource": json.dumps(DEFINITION)})
+        if definition is not None:
+            metadata.update({"dataplane.resource": json.dumps(definition)})
         self.requests.put(discovery_pb2.DiscoveryRequest(
-            node=base_pb2.Node(id="default.web-1", metadata=metadata), type_url=CLUSTER))
+            node=base_pb2.Node(id=node_id, metadata=metadata), type_url=CLUSTER))
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self.responses = stub.StreamAggregatedResources(iter(self.requests.get, None))
-        next(self.responses)   # answered: the stream is open on the server
+        self.responses = stub.StreamAggregatedResources(iter(self.requests.get, None),
+                                                        metadata=[("authorization", token)] if token else None)
+        next(self.responses)   # answered: the stream is open on the server (or refused: raises grpc.RpcError)
 
     def close(self) -> None:
         self.requests.put(None)
