@@ -117,7 +117,7 @@ def _bootstrap(server: DataplaneServer, ca_pem: bytes, request: dict) -> tuple[i
 
 def _refused(server: DataplaneServer, ca_pem: bytes, **kw) -> str:
     with pytest.raises(grpc.RpcError) as e:
-        Proxy(server, ca_pem, **kw)
+        Proxy(server.port, ca_pem, **kw)
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     return e.value.details()
 
@@ -185,7 +185,7 @@ def test_ads_refuses_a_stream_the_tokens_tags_do_not_allow(dp_server) -> None:
     assert "does not match proxy resource default.web-1" in _refused(
         server, ca_pem, definition=_dataplane("web-1", "web"), token=web_token, node_id="default.web-2")
     # what the token allows connects
-    proxy = Proxy(server, ca_pem, definition=_dataplane("web-1", "web"), token=web_token)
+    proxy = Proxy(server.port, ca_pem, definition=_dataplane("web-1", "web"), token=web_token)
     proxy.close()
 
 
@@ -193,10 +193,10 @@ def test_a_second_stream_that_closes_leaves_the_proxy_registered_and_online(dp_s
     store, _, ca_pem, server = dp_server
     monkeypatch.setattr(dataplanes, "DEREGISTER_AFTER", 0.2)
     token = _token(store, name="web-1")
-    first = Proxy(server, ca_pem, definition=_dataplane("web-1", "web"), token=token)
+    first = Proxy(server.port, ca_pem, definition=_dataplane("web-1", "web"), token=token)
     try:
         _eventually(lambda: store.get("DataplaneInsight", "default", "web-1") is not None)
-        second = Proxy(server, ca_pem, definition=_dataplane("web-1", "web"), token=token)
+        second = Proxy(server.port, ca_pem, definition=_dataplane("web-1", "web"), token=token)
         _eventually(lambda: len(store.get("DataplaneInsight", "default", "web-1").content["subscriptions"]) == 2)
         second.close()
         # the second stream's end is recorded; the first one's subscription stays open
