@@ -206,11 +206,13 @@ class CpProcess:
         return self.proc.returncode if self.proc else 0
 
 
-def dataplane_token(api_url: str, name: str, directory: Path, mesh: str = "default") -> Path:
-    """A dataplane token from `POST /tokens/dataplane`, in `<directory>/<name>.token` (for --dataplane-token-file)."""
-    r = requests.post(f"{api_url}/tokens/dataplane", json={"name": name, "mesh": mesh})
+def dataplane_token(api_url: str, name: str, directory: Path, mesh: str = "default",
+                    tags: dict[str, list[str]] | None = None) -> Path:
+    """A dataplane token from `POST /tokens/dataplane`, in `<directory>/<name>.token` (for --dataplane-token-file);
+    `name` "" with `tags`: a token for any proxy with those tags."""
+    r = requests.post(f"{api_url}/tokens/dataplane", json={"name": name, "mesh": mesh, **({"tags": tags} if tags else {})})
     assert r.status_code == 200, r.text
-    path = directory / f"{name}.token"
+    path = directory / f"{name or 'tags'}.token"
     path.write_text(r.text)
     return path
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,14 +39,24 @@ def _time(epoch: float) -> str:
 
 
 @dataclass
-class _Live:
+class _Stream:
     subscription: dict[str, Any]
     stats: StreamStats
+    closed: bool = False
+
+
+@dataclass
+class _Proxy:
+    """One proxy's streams on this instance: usually one; two while a restarted kuma-dp's new Envoy is
+    connected and the old one still drains; more when someone else connects with its token."""
+    streams: dict[int, _Stream] = field(default_factory=dict)   # by id() of the stream's stats
     identity_expiry: float | None = None
     identity_issued: float | None = None
     regenerations: int = 0
-    closed: bool = False
     written: Resource | None = None   # the insight as last written (its version), to update it without a read
+
+    def online(self) -> int:
+        return sum(1 for s in self.streams.values() if not s.closed)
 
 
 def _counts(stats: StreamStats, type_url: str | None) -> dict[str, str]:
@@ -75,6 +85,13 @@ def latest_subscription(insight: Resource | None) -> dict[str, Any] | None:
     return max(subs, key=lambda s: s.get("connectTime") or "", default=None)
 
 
+def open_subscriptions(insight: Resource | None) -> list[dict[str, Any]]:
+    """The subscriptions without a disconnectTime: the proxy is online while there is one (as Kuma's
+    IsOnline), whichever is the newest."""
+    subs = (insight.content.get("subscriptions") if insight else None) or []
+    return [s for s in subs if s.get("connectTime") and not s.get("disconnectTime")]
+
+
 class InsightRecorder(StreamObserver):
     def __init__(self, store: Store, instance_id: str, loop: asyncio.AbstractEventLoop,
                  status_flush_interval: float = STATUS_FLUSH_INTERVAL) -> None:
@@ -82,7 +99,7 @@ class InsightRecorder(StreamObserver):
         self.instance_id = instance_id
         self.loop = loop
         self.status_flush_interval = status_flush_interval
-        self._live: dict[tuple[str, str], _Live] = {}
+        self._proxies: dict[tuple[str, str], _Proxy] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._flush: asyncio.TimerHandle | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insights")
@@ -90,12 +107,12 @@ class InsightRecorder(StreamObserver):
         self._closed = False
         self.streams = 0                 # open now; read from any thread (/metrics)
         self.on_connect: list = []       # callback(key, node) when a stream opens
-        self.on_disconnect: list = []    # callback(key) when it closes
+        self.on_disconnect: list = []    # callback(key) when one of its streams closes
 
     def connected(self, key: tuple[str, str], node: object, delta: bool, stats: StreamStats) -> None:
         sub = {"id": str(uuid.uuid4()), "controlPlaneInstanceId": self.instance_id, "connectTime": _now(),
                "status": {}, "version": _node_versions(node), "generation": 0}
-        self._live[key] = _Live(sub, stats)
+        self._proxies.setdefault(key, _Proxy()).streams[id(stats)] = _Stream(sub, stats)
         self.streams += 1
         self._mark(key)
         for callback in self.on_connect:
@@ -104,12 +121,13 @@ class InsightRecorder(StreamObserver):
             except Exception:   # e.g. the database is down: the stream goes on, the next connect retries
                 log.warning("on connect of %s", ".".join(key).lstrip("."), exc_info=True)
 
-    def disconnected(self, key: tuple[str, str]) -> None:
+    def disconnected(self, key: tuple[str, str], stats: StreamStats) -> None:
         self.streams -= 1
-        live = self._live.get(key)
-        if live is not None:
-            live.subscription["disconnectTime"] = _now()
-            live.closed = True
+        proxy = self._proxies.get(key)
+        stream = proxy.streams.get(id(stats)) if proxy else None
+        if stream is not None:
+            stream.subscription["disconnectTime"] = _now()
+            stream.closed = True
             self._mark(key)
         for callback in self.on_disconnect:
             callback(key)
@@ -118,15 +136,19 @@ class InsightRecorder(StreamObserver):
         self._mark(key, soon=False)
 
     def certificate(self, key: tuple[str, str], expires: float, issued: float) -> None:
-        live = self._live.get(key)
-        if live is not None and live.identity_expiry != expires:
-            live.identity_expiry, live.identity_issued = expires, issued
-            live.regenerations += 1
+        proxy = self._proxies.get(key)
+        if proxy is not None and proxy.identity_expiry != expires:
+            proxy.identity_expiry, proxy.identity_issued = expires, issued
+            proxy.regenerations += 1
             self._mark(key)
 
+    def open_streams(self, key: tuple[str, str]) -> int:
+        """How many streams of this proxy are open on this instance now."""
+        proxy = self._proxies.get(key)
+        return proxy.online() if proxy else 0
+
     def is_online(self, key: tuple[str, str]) -> bool:
-        live = self._live.get(key)
-        return live is not None and not live.closed
+        return self.open_streams(key) > 0
 
     def _mark(self, key: tuple[str, str], soon: bool = True) -> None:
         self._dirty.add(key)
@@ -163,26 +185,31 @@ class InsightRecorder(StreamObserver):
             self._apply(await self.loop.run_in_executor(self._writer, self._write, rows))
         self._writer.shutdown(wait=False)
 
-    def _rows(self) -> list[tuple[tuple[str, str], dict[str, Any], dict[str, Any] | None, Resource | None]]:
-        """What to write, taken on the loop: (key, subscription, mTLS, the insight as last written)."""
+    def _rows(self) -> list[tuple[tuple[str, str], list[dict[str, Any]], dict[str, Any] | None, Resource | None]]:
+        """What to write, taken on the loop: (key, its subscriptions here, mTLS, the insight as last written)."""
         dirty, self._dirty = self._dirty, set()
         rows = []
         for key in dirty:
-            live = self._live.get(key)
-            if live is None:
+            proxy = self._proxies.get(key)
+            if proxy is None:
                 continue
-            sub = live.subscription
-            sub["status"] = {"lastUpdateTime": _now(), "total": _counts(live.stats, None),
-                             **{SHORT[t].lower(): _counts(live.stats, t) for t in SHORT}}
-            sub["generation"] = int(sub.get("generation", 0)) + 1
+            subs = []
+            for stream_id, stream in list(proxy.streams.items()):
+                sub = stream.subscription
+                sub["status"] = {"lastUpdateTime": _now(), "total": _counts(stream.stats, None),
+                                 **{SHORT[t].lower(): _counts(stream.stats, t) for t in SHORT}}
+                sub["generation"] = int(sub.get("generation", 0)) + 1
+                subs.append(dict(sub))
+                if stream.closed:
+                    del proxy.streams[stream_id]
             mtls = None
-            if live.identity_expiry:
-                mtls = {"certificateExpirationTime": _time(live.identity_expiry),
-                        "lastCertificateRegeneration": _time(live.identity_issued or 0.0),
-                        "certificateRegenerations": live.regenerations}
-            rows.append((key, dict(sub), mtls, live.written))
-            if live.closed:
-                del self._live[key]
+            if proxy.identity_expiry:
+                mtls = {"certificateExpirationTime": _time(proxy.identity_expiry),
+                        "lastCertificateRegeneration": _time(proxy.identity_issued or 0.0),
+                        "certificateRegenerations": proxy.regenerations}
+            rows.append((key, subs, mtls, proxy.written))
+            if not proxy.streams:
+                del self._proxies[key]
         return rows
 
     def _write(self, rows: list) -> list[tuple[tuple[str, str], Resource | None]]:
@@ -192,7 +219,7 @@ class InsightRecorder(StreamObserver):
         done: list[tuple[tuple[str, str], Resource | None]] = []
         for start in range(0, len(rows), BATCH):
             batch = rows[start:start + BATCH]
-            ops = [self._op(key, sub, mtls, written) for key, sub, mtls, written in batch]
+            ops = [self._op(key, subs, mtls, written) for key, subs, mtls, written in batch]
             try:
                 self.store.write(ops)
                 done += [(row[0], op.resource) for row, op in zip(batch, ops)]
@@ -201,9 +228,9 @@ class InsightRecorder(StreamObserver):
                 # another instance wrote one of these insights meanwhile (the proxy moved), or a mesh
                 # is gone: write them one by one over what is stored now
                 log.debug("insight batch failed; writing one by one", exc_info=True)
-            for key, sub, mtls, _ in batch:
+            for key, subs, mtls, _ in batch:
                 try:
-                    op = self._op(key, sub, mtls, None)
+                    op = self._op(key, subs, mtls, None)
                     self.store.write([op])
                     done.append((key, op.resource))
                 except Exception:
@@ -211,19 +238,24 @@ class InsightRecorder(StreamObserver):
                     done.append((key, None))   # read it again next time
         return done
 
-    def _op(self, key: tuple[str, str], sub: dict[str, Any], mtls: dict[str, Any] | None,
+    def _op(self, key: tuple[str, str], ours: list[dict[str, Any]], mtls: dict[str, Any] | None,
             written: Resource | None) -> WriteOp:
-        """Our subscription written over the stored insight (`written`: as this instance last wrote it,
+        """Our subscriptions written over the stored insight (`written`: as this instance last wrote it,
         saving a read), keeping other instances' subscriptions. Subscriptions stay ordered by
-        connectTime, so the last one is the proxy's current stream even when an instance it left
-        records the disconnect after the instance it moved to."""
+        connectTime, so the last one is the proxy's newest stream even when an instance it left
+        records the disconnect after the instance it moved to. Open ones are never trimmed: the
+        proxy is online while any of its streams is."""
         # mesh "" is a zone egress (global): its insight is a ZoneEgressInsight
         insight_type = "DataplaneInsight" if key[0] else "ZoneEgressInsight"
         current = written or self.store.get(insight_type, *key)
         content = current.content if current else {"subscriptions": []}
-        subs = [s for s in content.get("subscriptions", []) if s.get("id") != sub["id"]] + [sub]
-        subs.sort(key=lambda s: s.get("connectTime") or "")
-        content = {**content, "subscriptions": subs[-MAX_SUBSCRIPTIONS:]}
+        ids = {s["id"] for s in ours}
+        subs = [s for s in content.get("subscriptions", []) if s.get("id") not in ids] + ours
+        live = [s for s in subs if not s.get("disconnectTime")]
+        ended = sorted((s for s in subs if s.get("disconnectTime")), key=lambda s: s.get("connectTime") or "")
+        room = MAX_SUBSCRIPTIONS - len(live)
+        subs = sorted(live + (ended[len(ended) - room:] if room > 0 else []), key=lambda s: s.get("connectTime") or "")
+        content = {**content, "subscriptions": subs}
         if mtls:
             content["mTLS"] = mtls
         res = Resource(insight_type, key[0], key[1], content, {"kuma.io/mesh": key[0]} if key[0] else {})
@@ -238,6 +270,6 @@ class InsightRecorder(StreamObserver):
 
     def _apply(self, results: list[tuple[tuple[str, str], Resource | None]]) -> None:
         for key, res in results:
-            live = self._live.get(key)
-            if live is not None:
-                live.written = res
+            proxy = self._proxies.get(key)
+            if proxy is not None:
+                proxy.written = res

@@ -21,11 +21,12 @@ from appliance.api.errors import KumaError
 from appliance.ca.server_cert import ServerCert
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
+from appliance.core.resources.model import Resource
 from appliance.core.validation import ValidationError
-from appliance.insights.dataplane import STATUS_FLUSH_INTERVAL, InsightRecorder, latest_subscription
+from appliance.insights.dataplane import STATUS_FLUSH_INTERVAL, InsightRecorder, open_subscriptions
 from appliance.runtime.dpserver import DpServer, socket_name
 from appliance.store import AlreadyExists, Conflict, NotFound
-from appliance.tokens import issuer, signing
+from appliance.tokens import claims, issuer, signing
 from appliance.xds import bootstrap
 from appliance.xds.cache import Generate, XdsCache
 from appliance.xds.server import AdsServer
@@ -33,6 +34,9 @@ from appliance.xds.server import AdsServer
 log = logging.getLogger("appliance.dataplanes")
 # Kuma removes a dataplane that kuma-dp registered some seconds after its stream closes.
 DEREGISTER_AFTER = 5.0
+# Kuma's answer (422, plain text) to a bootstrap request without a token while dataplane auth is on
+DP_TOKEN_REQUIRED = ("Dataplane Token is required. Generate token using 'kumactl generate dataplane-token > "
+                     "/path/file' and provide it via --dataplane-token-file=/path/file argument to Kuma DP")
 
 
 class DataplaneServer:
@@ -116,8 +120,13 @@ class DataplaneServer:
         return self.call(lambda: self.cache.generate_for(mesh, name))
 
     # --- authentication ----------------------------------------------------------------------
-    def _authenticate(self, node_id: str, metadata: dict[str, str]) -> tuple[str, str]:
+    # As Kuma (pkg/xds/auth): a stream is authenticated on its first request, against the Dataplane
+    # its node metadata carries (kuma-dp --dataplane-file) and against the stored one. The stored one
+    # is what the stream is served (its certificate, its config), so the token must allow it even
+    # when the proxy brings a definition of its own.
+    def _authenticate(self, node: object, metadata: dict[str, str]) -> tuple[str, str]:
         """A sidecar's node id is `<mesh>.<name>`; a zone egress's is `.<name>` (it belongs to no mesh)."""
+        node_id = getattr(node, "id", "")
         mesh, sep, name = node_id.partition(".")
         if not sep or not name:
             raise PermissionError(f"node id {node_id!r} is not <mesh>.<name>")
@@ -126,10 +135,19 @@ class DataplaneServer:
         token = metadata.get("authorization", "").removeprefix("Bearer ").strip()
         if not token:
             raise PermissionError("authentication failed: no dataplane token (kuma-dp --dataplane-token-file)")
-        if mesh:
-            self._check_token(mesh, name, token)
-        else:
+        if not mesh:
             self._check_zone_token(token, "egress")
+            return mesh, name
+        raw = _node_definition(node)
+        try:
+            definition = self._definition(raw, "Dataplane", mesh, name, exact=True) if raw else None
+        except KumaError as e:
+            raise PermissionError(f"authentication failed: {e.detail}") from None
+        stored = self.store.get("Dataplane", mesh, name)
+        if definition is None and stored is None:
+            raise PermissionError(f'resource "{mesh}.{name}" not found; create a Dataplane in Kuma CP first or '
+                                  "pass it as an argument to kuma-dp")
+        self._check_token(token, mesh, name, definition, stored)
         return mesh, name
 
     def _check_zone_token(self, token: str, scope: str) -> None:
@@ -147,16 +165,26 @@ class DataplaneServer:
             raise PermissionError(f"authentication failed: zone from requestor: {self.zone} is different than "
                                   f"in token: {claims['Zone']}")
 
-    def _check_token(self, mesh: str, name: str, token: str) -> None:
+    def _check_token(self, token: str, mesh: str, name: str, definition: Resource | None,
+                     stored: Resource | None) -> None:
+        """The dataplane token must allow the proxy's own definition and the Dataplane stored under its
+        name (Kuma's validateUpsert: a token that may not manage the registered proxy cannot replace it)."""
         try:
-            claims = issuer.verify_dataplane_token(self.store, mesh, token)
+            token_claims = issuer.verify_dataplane_token(self.store, mesh, token)
         except (signing.InvalidToken, issuer.SigningKeyNotFound) as e:
             raise PermissionError(f"authentication failed: {e}")
-        if claims.get("Mesh") and claims["Mesh"] != mesh:
-            raise PermissionError(f"authentication failed: the token is for mesh {claims['Mesh']!r}, not {mesh!r}")
-        if claims.get("Name") and claims["Name"] != name:
-            raise PermissionError(f"authentication failed: the token is for dataplane {claims['Name']!r}, "
-                                  f"not {name!r}")
+        try:
+            if definition is not None:
+                claims.check_dataplane(token_claims, mesh, name, definition.content, definition.labels)
+        except claims.TokenMismatch as e:
+            raise PermissionError(f"authentication failed: {e}")
+        try:
+            if stored is not None and (definition is None or (stored.content, stored.labels)
+                                       != (definition.content, definition.labels)):
+                claims.check_dataplane(token_claims, mesh, name, stored.content, stored.labels)
+        except claims.TokenMismatch as e:
+            prefix = "you are trying to override existing proxy to which you don't have an access.: " if definition else ""
+            raise PermissionError(f"authentication failed: {prefix}{e}")
 
     def _on_identity(self, key: tuple[str, str]) -> None:
         issued = self.cache.identities._issued.get(key) if self.cache else None
@@ -167,9 +195,11 @@ class DataplaneServer:
     # kuma-dp registers its dataplane at bootstrap, through one instance; its ADS stream may later
     # reach another (several instances behind one address, or after an instance died). The node
     # metadata carries the definition, so the instance holding the stream owns the registration.
+    # A proxy may have several streams: a restarted kuma-dp's new Envoy connects while the old one
+    # still drains, or someone connects with the proxy's token. The Dataplane goes only when the
+    # last of them is gone.
     def _on_connect(self, key: tuple[str, str], node: object) -> None:
-        fields = getattr(getattr(node, "metadata", None), "fields", {})
-        raw = fields["dataplane.resource"].string_value if "dataplane.resource" in fields else ""
+        raw = _node_definition(node)
         if not raw:
             return
         pending = self._pending_removal.pop(key, None)
@@ -179,13 +209,18 @@ class DataplaneServer:
         if self.store.get("Dataplane" if key[0] else "ZoneEgress", *key) is not None:
             return
         try:   # removed meanwhile (by the instance the proxy left): register it again
-            self._register(key[0], key[1], {"dataplaneResource": raw}, authenticated=True, expect=key)
+            self._register(key[0], key[1], {"dataplaneResource": raw}, authenticated=True)
             log.info("%s %s registered again from its proxy's metadata", "dataplane" if key[0] else "zone egress",
                      ".".join(key).lstrip("."))
         except KumaError as e:
             log.warning("could not register %s from its proxy's metadata: %s", ".".join(key).lstrip("."), e)
 
     def _on_disconnect(self, key: tuple[str, str]) -> None:
+        still_open = self.insights.open_streams(key) if self.insights else 0
+        if still_open:
+            log.info("a stream of %s closed; %d still open, it stays registered", ".".join(key).lstrip("."),
+                     still_open)
+            return
         if key in self._registered:
             self._pending_removal[key] = self.loop.call_later(DEREGISTER_AFTER, self._deregister, key)
         if self.cache:
@@ -206,11 +241,9 @@ class DataplaneServer:
             pass
 
     def _connected_elsewhere(self, key: tuple[str, str]) -> bool:
-        """The proxy's newest stream is open on another instance: that instance owns it now."""
+        """A stream of the proxy is open on another instance: that instance owns it now."""
         insight = self.store.get("DataplaneInsight" if key[0] else "ZoneEgressInsight", *key)
-        sub = latest_subscription(insight)
-        return (sub is not None and not sub.get("disconnectTime")
-                and sub.get("controlPlaneInstanceId") != self.instance_id)
+        return any(sub.get("controlPlaneInstanceId") != self.instance_id for sub in open_subscriptions(insight))
 
     # --- POST /bootstrap ---------------------------------------------------------------------
     async def _http(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
@@ -222,6 +255,8 @@ class DataplaneServer:
             request = bootstrap.parse_request(orjson.loads(body or b"null"))
         except (orjson.JSONDecodeError, bootstrap.BootstrapError) as e:
             return 400, "application/json", orjson.dumps(KumaError(400, "Bad Request", str(e)).body())
+        if self.auth_enabled and not request.get("dataplaneToken") and not request.get("dataplaneTokenPath"):
+            return 422, "text/plain; charset=utf-8", DP_TOKEN_REQUIRED.encode()
         egress = request.get("proxyType") == "egress"
         mesh = "" if egress else request.get("mesh") or "default"
         name = request.get("name") or ""
@@ -242,16 +277,10 @@ class DataplaneServer:
         response = bootstrap.render(request, mesh, dataplane.name, service or name, params, admin_port)
         return 200, "application/json", orjson.dumps(response)
 
-    def _register(self, mesh: str, name: str, request: dict[str, Any], authenticated: bool = False,
-                  expect: tuple[str, str] | None = None):  # -> Resource | None
-        """Create or update the proxy's resource from kuma-dp's definition: a Dataplane, or (mesh "") a ZoneEgress.
-
-        `authenticated`: the caller checked the proxy's token already (its ADS stream); `expect`: the
-        (mesh, name) the definition must have."""
-        type_name = "Dataplane" if mesh else "ZoneEgress"
-        raw = request.get("dataplaneResource")
-        if not raw:
-            return self.store.get(type_name, mesh, name)
+    def _definition(self, raw: str, type_name: str, mesh: str, name: str, exact: bool = False) -> Resource:
+        """kuma-dp's definition of its proxy (YAML or JSON), decoded and validated as the API does.
+        `exact`: it must be for `mesh`/`name` (the node id of its stream); otherwise these fill in
+        what it leaves out."""
         try:
             body = yaml.safe_load(raw)
         except yaml.YAMLError as e:
@@ -262,24 +291,35 @@ class DataplaneServer:
             res = codec.decode(registry.get(type_name), body)
         except ValidationError as e:
             raise KumaError(400, f"Invalid {type_name}", "Resource is not valid", e.violations)
+        if exact and (res.mesh if mesh else "", res.name) != (mesh, name):
+            raise KumaError(400, "Bad Request", f"proxyId {mesh}.{name} does not match proxy resource "
+                            f"{res.mesh}.{res.name}")
         res.mesh = res.mesh or mesh if mesh else ""
-        name = res.name or name
-        res.name = name
-        if expect is not None and (res.mesh, name) != expect:
-            raise KumaError(400, "Bad Request", f"the definition is for {res.mesh}.{name}, not {'.'.join(expect)}")
+        res.name = res.name or name
+        return res
+
+    def _register(self, mesh: str, name: str, request: dict[str, Any],
+                  authenticated: bool = False) -> Resource | None:
+        """Create or update the proxy's resource from kuma-dp's definition: a Dataplane, or (mesh "") a ZoneEgress.
+
+        `authenticated`: the caller checked the proxy's token already (its ADS stream), whose node id
+        is `mesh`.`name`."""
+        type_name = "Dataplane" if mesh else "ZoneEgress"
+        raw = request.get("dataplaneResource")
+        token = request.get("dataplaneToken") or ""
+        if not raw:
+            current = self.store.get(type_name, mesh, name)
+            if current is not None and self.auth_enabled and token and not authenticated:
+                self._authorize_bootstrap(token, mesh, name, None, current)
+            return current
+        res = self._definition(raw, type_name, mesh, name, exact=authenticated)
+        key = (res.mesh, res.name)
+        current = self.store.get(type_name, *key)
         if self.auth_enabled and not authenticated:
-            try:
-                if mesh:
-                    self._check_token(res.mesh, name, request.get("dataplaneToken") or "")
-                else:
-                    self._check_zone_token(request.get("dataplaneToken") or "", "egress")
-            except PermissionError as e:
-                raise KumaError(401, "Unauthenticated", str(e))
-        key = (res.mesh, name)
+            self._authorize_bootstrap(token, res.mesh, res.name, res, current)
         pending = self._pending_removal.pop(key, None)
         if pending:
             pending.cancel()
-        current = self.store.get(type_name, *key)
         try:
             if current is None:
                 self.manager.create(res)
@@ -293,3 +333,19 @@ class DataplaneServer:
             raise from_exception(e, "Could not register the dataplane")
         self._registered.add(key)
         return self.store.get(type_name, *key)
+
+    def _authorize_bootstrap(self, token: str, mesh: str, name: str, definition: Resource | None,
+                             current: Resource | None) -> None:
+        try:
+            if mesh:
+                self._check_token(token, mesh, name, definition, current)
+            else:
+                self._check_zone_token(token, "egress")
+        except PermissionError as e:
+            raise KumaError(401, "Unauthenticated", str(e))
+
+
+def _node_definition(node: object) -> str:
+    """The Dataplane kuma-dp put in its Envoy's node metadata (--dataplane-file), or ""."""
+    fields = getattr(getattr(node, "metadata", None), "fields", {})
+    return fields["dataplane.resource"].string_value if "dataplane.resource" in fields else ""

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
 from appliance.core.resources import registry
-from appliance.insights.dataplane import latest_subscription
+from appliance.insights.dataplane import latest_subscription, open_subscriptions
 from appliance.runtime.leader import Leadership, is_live
 from appliance.store import Conflict, ListQuery, NotFound, StoreError
 from appliance.store.base import now_rfc3339
@@ -29,6 +29,9 @@ log = logging.getLogger("appliance.leader")
 JOB_INTERVAL = 2.0
 CLEANUP_INTERVAL = 60.0
 JOIN_TIMEOUT = 10.0
+
+
+_NEVER = "9999-12-31T23:59:59Z"   # a subscription that has no disconnectTime is never old enough to remove
 
 
 def _parse(time: str) -> float:
@@ -101,19 +104,23 @@ class LeaderJobs:
             for insight in self.store.list(ListQuery(type=insight_type)).items:
                 if ended is not None and ended.is_set():
                     return
+                open_subs = open_subscriptions(insight)
+                if open_subs:
+                    # a proxy may have streams on several instances (a restarted kuma-dp's new Envoy
+                    # while the old one drains): close those of the instances that are gone
+                    gone = [s for s in open_subs if live is not None
+                            and not is_live(s.get("controlPlaneInstanceId") or "", live)]
+                    if gone:
+                        self._finalize(insight, gone)
+                    continue
                 sub = latest_subscription(insight)
-                if sub is None:
-                    continue
-                if not sub.get("disconnectTime"):
-                    if live is not None and not is_live(sub.get("controlPlaneInstanceId") or "", live):
-                        self._finalize(insight, sub)
-                    continue
                 age = self.cleanup_age.get(proxy_type)
-                if age and now - _parse(sub["disconnectTime"]) >= age:
+                if sub is not None and age and now - _parse(sub.get("disconnectTime") or _NEVER) >= age:
                     self._remove(proxy_type, insight)
 
-    def _finalize(self, insight: Resource, sub: dict[str, Any]) -> None:
-        subs = [dict(s, disconnectTime=now_rfc3339()) if s.get("id") == sub.get("id") else s
+    def _finalize(self, insight: Resource, gone: list[dict[str, Any]]) -> None:
+        ids = {s.get("id") for s in gone}
+        subs = [dict(s, disconnectTime=now_rfc3339()) if s.get("id") in ids else s
                 for s in insight.content.get("subscriptions", [])]
         updated = Resource(insight.type, insight.mesh, insight.name, {**insight.content, "subscriptions": subs},
                            insight.labels)
@@ -121,8 +128,9 @@ class LeaderJobs:
             self.store.update(updated, insight.version)
         except (Conflict, NotFound):
             return   # the proxy reconnected meanwhile (or is gone): nothing to close
-        log.info("%s %s: closed the subscription of instance %s, which is gone", insight.type,
-                 f"{insight.mesh}/{insight.name}" if insight.mesh else insight.name, sub.get("controlPlaneInstanceId"))
+        log.info("%s %s: closed the subscriptions of instances %s, which are gone", insight.type,
+                 f"{insight.mesh}/{insight.name}" if insight.mesh else insight.name,
+                 ", ".join(sorted({str(s.get("controlPlaneInstanceId")) for s in gone})))
 
     def _remove(self, proxy_type: str, insight: Resource) -> None:
         try:

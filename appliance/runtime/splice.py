@@ -111,6 +111,10 @@ class Splicer:
         self._stopping = True
         os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
+        # closed here, not by the thread: it may see `_stopping` at a poll timeout and end before the
+        # write above, which would then hit a closed (or reused) descriptor
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     @property
     def connections(self) -> int:
@@ -134,8 +138,6 @@ class Splicer:
             for sock in self.listeners.values():
                 sock.close()
             self._epoll.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
 
     def _event(self, fd: int, events: int) -> None:
         if fd in self.listeners:

@@ -20,8 +20,9 @@ from appliance.xds.resources import PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, t
 
 log = logging.getLogger("appliance.xds")
 
-# (node id, metadata) -> the proxy key (mesh, name), or raise PermissionError with the reason
-Authenticate = Callable[[str, dict[str, str]], tuple[str, str]]
+# (the Envoy Node of the stream's first request, gRPC metadata) -> the proxy key (mesh, name),
+# or raise PermissionError with the reason
+Authenticate = Callable[[object, dict[str, str]], tuple[str, str]]
 
 
 @dataclass
@@ -34,10 +35,11 @@ class StreamStats:
 
 
 class StreamObserver:
-    """Hooks for insights; the default does nothing."""
+    """Hooks for insights; the default does nothing. A proxy may have several streams at once (a
+    restarted kuma-dp's new Envoy while the old one drains): `stats` tells one stream from another."""
 
     def connected(self, key: tuple[str, str], node: object, delta: bool, stats: StreamStats) -> None: ...
-    def disconnected(self, key: tuple[str, str]) -> None: ...
+    def disconnected(self, key: tuple[str, str], stats: StreamStats) -> None: ...
     def changed(self, key: tuple[str, str]) -> None: ...
 
 
@@ -81,12 +83,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.authenticate = authenticate
         self.observer = observer or StreamObserver()
 
-    async def _open(self, node_id: str, node: object, context: grpc.aio.ServicerContext, delta: bool,
+    async def _open(self, node: object, context: grpc.aio.ServicerContext, delta: bool,
                     stats: StreamStats) -> ProxyWatch:
         try:
-            key = self.authenticate(node_id, _metadata(context))
+            key = self.authenticate(node, _metadata(context))
         except PermissionError as e:
-            log.warning("refused xDS stream of %s: %s", node_id, e)
+            log.warning("refused xDS stream of %s: %s", getattr(node, "id", ""), e)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise
         features, ipv6 = _node_features(node)
@@ -115,7 +117,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         yield response
                     continue
                 if watch is None:
-                    watch = await self._open(item.node.id, item.node, context, delta, stats)
+                    watch = await self._open(item.node, context, delta, stats)
                     watch.changed.callback = lambda: queue.put_nowait(_CHANGED)
                     if watch.changed.pending:
                         queue.put_nowait(_CHANGED)
@@ -127,7 +129,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if watch is not None:
                 watch.changed.callback = None
                 self.cache.unwatch(watch)
-                self.observer.disconnected(watch.key)
+                self.observer.disconnected(watch.key, stats)
 
     # --- state of the world --------------------------------------------------------------------
     async def StreamAggregatedResources(self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],

@@ -87,18 +87,20 @@ class Mesh:
         return dataplane_token(self.cp.url, name, self.tmp)
 
     def kuma_dp(self, name: str, token: Path | None, template: str = DATAPLANE, cp_host: str = "127.0.0.1",
-                **variables: object) -> subprocess.Popen:
-        dp_file = self.tmp / f"{name}.dataplane.yaml"
+                instance: str = "", drain: str = "1s", **variables: object) -> subprocess.Popen:
+        """`instance`: a second kuma-dp for the same Dataplane gets its own work dir and log (`<name><instance>`)."""
+        run = name + instance
+        dp_file = self.tmp / f"{run}.dataplane.yaml"
         dp_file.write_text(template)
         args = [*cp_command("dp", "run"), f"--cp-address=https://{cp_host}:{self.cp_port}",
                 f"--ca-cert-file={self.tmp / 'cp' / 'kuma-cp.crt'}", f"--dataplane-file={dp_file}",
-                f"--dataplane-var=name={name}", f"--work-dir={self.tmp / name}",
-                "--drain-time=1s"]
+                f"--dataplane-var=name={name}", f"--work-dir={self.tmp / run}",
+                f"--drain-time={drain}"]
         variables = {"out2Port": free_port(), "out2Service": "nothing", **variables}
         args += [f"--dataplane-var={k}={v}" for k, v in variables.items()]
         if token:
             args.append(f"--dataplane-token-file={token}")
-        log = open(self.tmp / f"{name}.log", "ab")
+        log = open(self.tmp / f"{run}.log", "ab")
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ.copy())
         self.procs.append(proc)
         return proc

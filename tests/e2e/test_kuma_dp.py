@@ -110,10 +110,24 @@ def test_the_control_planes_certificate_needs_a_ca(cp: CpProcess, tmp_path: Path
 
 
 def test_unknown_dataplane_is_retried_then_reported(cp: CpProcess, tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(_token(cp, "nobody"))   # without one: Kuma's 422, "Dataplane Token is required"
     proc, log = _kuma_dp(tmp_path, ["--cp-address", _dp_address(cp), "--ca-cert-file",
                                     str(cp.work_dir / "kuma-cp.crt"), "--name", "nobody", "--mesh", "default",
-                                    "--log-level", "off"],
+                                    "--dataplane-token-file", str(tmp_path / "token"), "--log-level", "off"],
                          env={"KUMA_CONTROL_PLANE_RETRY_MAX_DURATION": "500ms"})
     assert proc.wait(timeout=15) == 1
     lines = log.read_text().strip().splitlines()
     assert len(lines) == 1 and "does not know dataplane default/nobody" in lines[0], lines
+
+
+def test_a_known_dataplane_without_a_token_is_refused(cp: CpProcess, tmp_path: Path) -> None:
+    """As Kuma 2.14 with dataplane auth on: 422 and its message, whether the Dataplane exists or not."""
+    dataplane = {"type": "Dataplane", "mesh": "default", "name": "backend-1", "networking": {
+        "address": "127.0.0.1", "inbound": [{"port": free_port(), "tags": {"kuma.io/service": "backend"}}]}}
+    assert requests.put(cp.url + "/meshes/default/dataplanes/backend-1", json=dataplane, timeout=5).status_code == 201
+    proc, log = _kuma_dp(tmp_path, ["--cp-address", _dp_address(cp), "--ca-cert-file",
+                                    str(cp.work_dir / "kuma-cp.crt"), "--name", "backend-1", "--mesh", "default",
+                                    "--log-level", "off"])
+    assert proc.wait(timeout=15) == 1
+    text = log.read_text()
+    assert "(HTTP 422)" in text and "Dataplane Token is required" in text, text

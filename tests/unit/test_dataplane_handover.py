@@ -32,19 +32,23 @@ DEFINITION = {"type": "Dataplane", "mesh": "default", "name": "web-1", "networki
 
 
 class Proxy:
-    """One ADS stream, as Envoy opens it after kuma-dp's bootstrap."""
+    """One ADS stream, as Envoy opens it after kuma-dp's bootstrap: the node metadata carries
+    `definition` (kuma-dp --dataplane-file; None: none), the call `token` (--dataplane-token-file)."""
 
-    def __init__(self, server: DataplaneServer, ca_pem: bytes) -> None:
-        self.channel = grpc.secure_channel(f"127.0.0.1:{server.port}", grpc.ssl_channel_credentials(ca_pem),
+    def __init__(self, port: int, ca_pem: bytes, definition: dict | None = DEFINITION,
+                 token: str = "", node_id: str = "default.web-1") -> None:
+        self.channel = grpc.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(ca_pem),
                                            options=[("grpc.ssl_target_name_override", "localhost")])
         self.requests: queue.Queue = queue.Queue()
         metadata = struct_pb2.Struct()
-        metadata.update({"dataplane.resource": json.dumps(DEFINITION)})
+        if definition is not None:
+            metadata.update({"dataplane.resource": json.dumps(definition)})
         self.requests.put(discovery_pb2.DiscoveryRequest(
-            node=base_pb2.Node(id="default.web-1", metadata=metadata), type_url=CLUSTER))
+            node=base_pb2.Node(id=node_id, metadata=metadata), type_url=CLUSTER))
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self.responses = stub.StreamAggregatedResources(iter(self.requests.get, None))
-        next(self.responses)   # answered: the stream is open on the server
+        self.responses = stub.StreamAggregatedResources(iter(self.requests.get, None),
+                                                        metadata=[("authorization", token)] if token else None)
+        next(self.responses)   # answered: the stream is open on the server (or refused: raises grpc.RpcError)
 
     def close(self) -> None:
         self.requests.put(None)
@@ -90,11 +94,11 @@ def _latest(store: SQLiteStore) -> dict:
 
 def test_a_proxy_that_moved_is_not_deregistered_by_the_instance_it_left(instances) -> None:
     store, ca_pem, a, b = instances
-    on_a = Proxy(a, ca_pem)       # registers web-1 from its metadata: A owns it
+    on_a = Proxy(a.port, ca_pem)       # registers web-1 from its metadata: A owns it
     _eventually(lambda: store.get("Dataplane", "default", "web-1") is not None)
     on_a.close()
     _eventually(lambda: _pending(a))   # A waits before removing it ...
-    on_b = Proxy(b, ca_pem)       # ... and the proxy reconnects to B meanwhile
+    on_b = Proxy(b.port, ca_pem)       # ... and the proxy reconnects to B meanwhile
     try:
         _eventually(lambda: not _pending(a))
         assert store.get("Dataplane", "default", "web-1") is not None
@@ -109,7 +113,7 @@ def test_a_proxy_that_moved_is_not_deregistered_by_the_instance_it_left(instance
 def test_a_proxy_whose_dataplane_was_removed_is_registered_again_by_its_new_instance(instances) -> None:
     store, ca_pem, a, b = instances
     assert store.get("Dataplane", "default", "web-1") is None   # e.g. removed by the instance it left
-    on_b = Proxy(b, ca_pem)
+    on_b = Proxy(b.port, ca_pem)
     try:
         dataplane = store.get("Dataplane", "default", "web-1")
         assert dataplane is not None and dataplane.content["networking"]["inbound"][0]["port"] == 8080

@@ -51,7 +51,7 @@ def env(tmp_path: Path):
     store.close()
 
 
-async def _serve(store, auth=lambda node, md: tuple(node.split(".", 1))):
+async def _serve(store, auth=lambda node, md: tuple(node.id.split(".", 1))):
     loop = asyncio.get_running_loop()
     cache = XdsCache(store, _generate, loop, _cla)
     server = grpc.aio.server()
@@ -191,7 +191,7 @@ def test_delta_sends_only_what_changed_and_resumes_from_initial_versions(env) ->
 def test_refused_stream_gets_permission_denied(env) -> None:
     store, _ = env
 
-    def deny(node: str, metadata: dict) -> tuple[str, str]:
+    def deny(node: object, metadata: dict) -> tuple[str, str]:
         raise PermissionError("authentication failed: no dataplane token")
 
     async def scenario() -> None:
