@@ -109,14 +109,14 @@ def parse_seconds(text: str) -> float:
     return parse_duration(text) / 1e9
 
 
-def is_duration(text: object) -> bool:
+def duration_or_none(text: object) -> int | None:
+    """parse_duration, or None for anything Go would refuse (including a value that is not a string)."""
     if not isinstance(text, str):
-        return False
+        return None
     try:
-        parse_duration(text)
+        return parse_duration(text)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _fraction(value: int, digits: int) -> tuple[str, int]:

@@ -11,13 +11,14 @@ import re
 from typing import Any
 
 from appliance.core.resources._legacy import (
-    BOOL, DURATION, METRICS_BACKEND, NUMBER, STRING, STRUCT, TAGS, conf_error, duration_errors, enum, go_quote,
-    is_dns_name, message, port_errors, repeated, request_uri_host, split_host_port, tag_errors,
+    BOOL, DURATION, METRICS_BACKEND, NUMBER, STRING, STRUCT, TAGS, conf_error, duration_errors, enum,
+    message, port_errors, repeated, request_uri_host, split_host_port, tag_errors,
     top, uint, uri_port, without_nulls,
 )
 from appliance.core.resources.meta import dns1035_warning
 from appliance.core.resources.secret import chosen_source_errors
 from appliance.core.validation import Violations, join
+from appliance.gocompat import go_quote, is_dns_name
 
 _CA_BACKEND = message(
     name=STRING, type=STRING,
