@@ -155,6 +155,23 @@ def format_seconds(seconds: float) -> str:
     return format_duration(round(seconds * 1e9))
 
 
+# --- integers ---------------------------------------------------------------------------------
+
+INT64_MAX = (1 << 63) - 1
+_ATOI = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def atoi(text: str) -> int:
+    """strconv.Atoi on a 64-bit platform; ValueError carrying Go's message ("invalid syntax",
+    "value out of range"). Checked on the digits' count first, so a 5,000-digit string costs nothing."""
+    if not _ATOI.fullmatch(text):
+        raise ValueError(f"strconv.Atoi: parsing {go_quote(text)}: invalid syntax")
+    digits = text.lstrip("+-").lstrip("0")
+    if len(digits) > 19 or not -INT64_MAX - 1 <= int(text) <= INT64_MAX:
+        raise ValueError(f"strconv.Atoi: parsing {go_quote(text)}: value out of range")
+    return int(text)
+
+
 # --- quoting ----------------------------------------------------------------------------------
 
 _ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",

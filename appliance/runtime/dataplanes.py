@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 import grpc
 import orjson
-import yaml
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from appliance.api import codec
@@ -219,8 +218,11 @@ class DataplaneServer:
         if method != "POST":
             return 405, "text/plain", b"use POST"
         try:
-            request = bootstrap.parse_request(orjson.loads(body or b"null"))
-        except (orjson.JSONDecodeError, bootstrap.BootstrapError) as e:
+            # the REST API's decoder, with its limits on size and nesting
+            request = bootstrap.parse_request(codec.parse_body(body or b"null", "application/json", "bootstrap request"))
+        except KumaError as e:
+            return e.status, "application/json", orjson.dumps(e.body())
+        except bootstrap.BootstrapError as e:
             return 400, "application/json", orjson.dumps(KumaError(400, "Bad Request", str(e)).body())
         egress = request.get("proxyType") == "egress"
         mesh = "" if egress else request.get("mesh") or "default"
@@ -252,10 +254,9 @@ class DataplaneServer:
         raw = request.get("dataplaneResource")
         if not raw:
             return self.store.get(type_name, mesh, name)
-        try:
-            body = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise KumaError(400, "Bad Request", f"invalid dataplaneResource: {e}")
+        if not isinstance(raw, str):
+            raise KumaError(400, "Bad Request", "invalid dataplaneResource: expected a string")
+        body = codec.parse_body(raw.encode(), None, "dataplaneResource")
         if not isinstance(body, dict):
             raise KumaError(400, "Bad Request", "invalid dataplaneResource: expected an object")
         try:

@@ -114,3 +114,21 @@ def test_parse_ip_as_go_net(text: str, ok: bool) -> None:
 ])
 def test_is_dns_name_as_govalidator(text: str, ok: bool) -> None:
     assert gocompat.is_dns_name(text) is ok
+
+
+# strconv atoi_test.go (64-bit)
+@pytest.mark.parametrize("text,value", [("0", 0), ("-0", 0), ("+1", 1), ("12345", 12345), ("-12345", -12345),
+                                        ("012345", 12345), ("9223372036854775807", (1 << 63) - 1),
+                                        ("-9223372036854775808", -(1 << 63))])
+def test_atoi(text: str, value: int) -> None:
+    assert gocompat.atoi(text) == value
+
+
+@pytest.mark.parametrize("text,problem", [("", "invalid syntax"), ("1x", "invalid syntax"), ("- 1", "invalid syntax"),
+                                          ("12345x", "invalid syntax"), ("9223372036854775808", "value out of range"),
+                                          ("-9223372036854775809", "value out of range"),
+                                          ("9" * 5_000, "value out of range")])
+def test_atoi_refuses_with_gos_message(text: str, problem: str) -> None:
+    with pytest.raises(ValueError) as err:
+        gocompat.atoi(text)
+    assert str(err.value) == f"strconv.Atoi: parsing {gocompat.go_quote(text)}: {problem}"
