@@ -11,7 +11,10 @@ import yaml
 
 from appliance.api.errors import KumaError, bad_request
 from appliance.core.resources.model import Resource, ResourceType
-from appliance.core.validation import ValidationError, Violation, Violations, check_schema, prune
+from appliance.core.validation import (
+    ValidationError, Violation, Violations, check_schema, first_bad_duration, prune,
+)
+from appliance.gocompat import go_quote
 
 MAX_BODY = 1024 * 1024
 # No Kuma resource nests deeper than ~15 levels; 100 keeps every recursive walk over a body (schema
@@ -230,6 +233,9 @@ def decode(rtype: ResourceType, body: Any) -> Resource:
         check_schema(rtype.schema or {"type": "object"}, spec, "spec", problems)
         if problems:
             raise ValidationError([_kube_violation(p) for p in problems])
+        if bad := first_bad_duration(rtype.schema or {}, spec, "spec"):
+            # what Kuma's json.Unmarshal says; the field is named too, which Kuma's answer does not
+            raise KumaError(400, "Bad Request", f"invalid {rtype.name} object: {go_quote(bad[1])}", [Violation(*bad)])
         # status belongs to the control plane: never taken from a request
         content = {"spec": content["spec"], **({"status": {}} if rtype.has_status else {})}
     else:

@@ -21,6 +21,8 @@ INT: dict[str, Any] = {"type": "integer"}
 BOOL: dict[str, Any] = {"type": "boolean"}
 INT_OR_STR: dict[str, Any] = {"type": "int-or-string"}
 STR_MAP: dict[str, Any] = {"type": "object", "additionalProperties": STR}
+# k8s metav1.Duration: a string Go's time.ParseDuration must read, checked when the body is decoded
+DURATION: dict[str, Any] = {"type": "string", "format": "duration"}
 
 
 def obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from appliance.core.resources.secret import base64_error
 from appliance.core.validation import Violations, join
-from appliance.gocompat import duration_or_none, go_quote, is_dns_name, parse_ip
+from appliance.gocompat import go_quote, is_dns_name, parse_duration, parse_ip
 
 # --- SHAPE builders: every field may be null, as protojson allows -------------------------------
 
@@ -218,8 +218,12 @@ def duration_errors(body: dict[str, Any], list_path: str, fields: tuple[str, ...
     for i, item in enumerate(_dig(body, list_path) or []):
         for field in fields:
             value = _dig(item, field)
-            if isinstance(value, str) and duration_or_none(value) is None:
-                out.add(f"{list_path}[{i}].{field}", f"bad Duration: time: invalid duration {go_quote(value)}")
+            if not isinstance(value, str):
+                continue
+            try:
+                parse_duration(value)
+            except ValueError as e:  # jsonpb hands Go's time.ParseDuration error on
+                out.add(f"{list_path}[{i}].{field}", f"bad Duration: {e}")
                 return True
     return False
 

@@ -114,9 +114,16 @@ def _gateway_protocol_errors(path: str, tags: dict[str, str], out: Violations) -
 def _networking_errors(net: dict[str, Any], out: Violations) -> None:
     address = net.get("address", "")
     address_errors("networking", address, out)
+    used: set[str] = set()
     for i, inbound in enumerate(net.get("inbound") or []):
         path = f"networking.inbound[{i}]"
         _inbound_errors(path, inbound, address, out)
+        # Kuma's validator lets two inbounds share address:port, and then one of them silently does
+        # nothing (their listeners have the same name); we refuse it, in the words Kuma uses for listeners.
+        where = f"{inbound.get('address') or address}:{uint(inbound.get('port'))}"
+        if where in used:
+            out.add(f"{path}.port", f"address:port {where} is already used by another inbound")
+        used.add(where)
         # With inbound tags disabled an inbound has none; the service tag is required only with tags.
         tags = inbound.get("tags") or {}
         if tags and SERVICE_TAG not in tags:

@@ -5,7 +5,7 @@ from typing import Any
 
 from appliance.gocompat import duration_or_none
 from appliance.policies._common import (
-    BOOL, Errors, HEADER_KEY_VALUE, INT, STR, arr, as_dict, as_list, index, integer_greater_than_zero_or_nil,
+    DURATION, BOOL, Errors, HEADER_KEY_VALUE, INT, arr, as_dict, as_list, index, integer_greater_than_zero_or_nil,
     join, obj,
 )
 from appliance.policies._targetref import (
@@ -18,7 +18,7 @@ PATH = "meshratelimits"
 SHORT_NAME = "mrl"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
 
-_RATE = obj({"interval": STR, "num": INT}, required=("interval", "num"))
+_RATE = obj({"interval": DURATION, "num": INT}, required=("interval", "num"))
 _CONF = obj({"local": obj({
     "http": obj({
         "disabled": BOOL,
