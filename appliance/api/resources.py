@@ -13,6 +13,7 @@ from appliance.core.manager import ResourceManager
 from appliance.core.resources.meta import validate_labels, validate_meta
 from appliance.core.resources.model import Resource, ResourceType
 from appliance.core.validation import ValidationError, Violation, Violations, key
+from appliance.gocompat import INT64_MAX, atoi
 from appliance.store import ListQuery
 
 DEFAULT_PAGE_SIZE = 100
@@ -31,10 +32,11 @@ def _page(req: falcon.Request) -> tuple[int, int]:
     size = DEFAULT_PAGE_SIZE
     raw_size = req.get_param("size")
     if raw_size:
-        if not re.fullmatch(r"[+-]?\d+", raw_size):
+        try:
+            size = atoi(raw_size)
+        except ValueError:
             raise KumaError(400, "Could not retrieve resources", "Invalid page size",
                             [Violation("size", "invalid format")])
-        size = int(raw_size)
         if size <= 0:
             raise KumaError(400, "Could not retrieve resources", "Invalid page size",
                             [Violation("size", "must be greater than 0")])
@@ -44,10 +46,15 @@ def _page(req: falcon.Request) -> tuple[int, int]:
     offset = 0
     raw_offset = req.get_param("offset")
     if raw_offset:
-        if not re.fullmatch(r"\d+", raw_offset):
-            raise KumaError(400, "Could not retrieve resources",
-                            f"invalid: invalid offset: strconv.Atoi: parsing \"{raw_offset}\": invalid syntax")
-        offset = int(raw_offset)
+        # Kuma's pagination_store: Atoi, then two bounds; the last keeps offset + size within an int64
+        try:
+            offset = atoi(raw_offset)
+        except ValueError as e:
+            raise KumaError(400, "Could not retrieve resources", f"invalid: invalid offset: {e}")
+        if offset < 0:
+            raise KumaError(400, "Could not retrieve resources", "invalid: invalid offset: must be non-negative")
+        if offset > INT64_MAX - size:
+            raise KumaError(400, "Could not retrieve resources", "invalid: invalid offset: exceeds maximum value")
     return size, offset
 
 

@@ -7,8 +7,8 @@ import falcon
 
 from appliance.api import auth, codec
 from appliance.api.errors import KumaError, bad_request
-from appliance.config.loader import parse_duration
 from appliance.core.validation import Violations
+from appliance.gocompat import go_quote, parse_duration
 from appliance.store import Store
 from appliance.tokens import issuer, signing
 
@@ -22,17 +22,29 @@ def _read(req: falcon.Request, what: str) -> dict[str, Any]:
     return body
 
 
-def _valid_for(body: dict[str, Any], found: Violations, default: float) -> float:
+def _valid_for(body: dict[str, Any], found: Violations, default: float | None) -> float:
+    """Seconds a token lives, read as Kuma reads it: Go's time.ParseDuration, whose int64 of
+    nanoseconds caps it at about 292 years (longer is refused, never wrapped or stretched).
+
+    `default` is Kuma's for dataplane and zone tokens (10 years); user tokens have none.
+    """
     raw = body.get("validFor")
-    if not raw:
+    if raw is None or raw == "":
+        if default is None:
+            found.add("validFor", "cannot be empty")
+            return 0.0
         return default
-    try:
-        if not isinstance(raw, str):
-            raise ValueError
-        return parse_duration(raw)
-    except ValueError:
-        found.add("validFor", f"is invalid: time: invalid duration \"{raw}\"")
+    if not isinstance(raw, str):
+        found.add("validFor", f"is invalid: time: invalid duration {go_quote(str(raw))}")
         return 0.0
+    try:
+        nanos = parse_duration(raw)
+    except ValueError as e:
+        found.add("validFor", f"is invalid: {e}")
+        nanos = 0
+    if nanos == 0 and default is None:
+        found.add("validFor", "cannot be empty or nil")
+    return nanos / 1e9
 
 
 def _text(resp: falcon.Response, token: str) -> None:
@@ -60,7 +72,7 @@ class Tokens:
         groups = body.get("groups") or []
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
             found.add("groups", "must be a list of strings")
-        valid_for = _valid_for(body, found, 24 * 3600.0)
+        valid_for = _valid_for(body, found, None)
         found.raise_if_any("Invalid request")
         key = auth.user_token_key(self.store, signing.DEFAULT_KEY_ID)
         if key is None:

@@ -12,23 +12,12 @@ from typing import Any, Mapping
 import yaml
 
 from appliance.config.schema import BY_PATH, SETTINGS, Setting
+from appliance.gocompat import parse_seconds
 
-_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class ConfigError(Exception):
     """A setting that cannot be used; the message is one line for the operator."""
-
-
-def parse_duration(text: str) -> float:
-    """Go-style duration ("1m30s") to seconds."""
-    if text == "0":
-        return 0.0
-    if not _DURATION.match(text):
-        raise ValueError(f"invalid duration {text!r}")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
 
 
 class Config:
@@ -46,7 +35,7 @@ class Config:
         return Config({**self._values, path: value}, self.source)
 
     def seconds(self, path: str) -> float:
-        return parse_duration(self._values[path])
+        return parse_seconds(self._values[path])
 
     @property
     def work_dir(self) -> Path:
@@ -114,7 +103,7 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
         )
     if setting.duration:
         try:
-            parse_duration(text)
+            parse_seconds(text)
         except ValueError:
             raise ConfigError(f"invalid value for {setting.path} ({where}): {text!r} is not a duration like 5s or 1m")
     return text

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from appliance.ca import builtin
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource, ResourceType
-from appliance.core.validation import ValidationError, Violation
+from appliance.core.validation import ValidationError, Violation, Violations
+from appliance.gocompat import go_quote
 from appliance.store import ListPage, ListQuery, NotFound, Store, WriteOp
 from appliance.tokens import signing
 
@@ -100,6 +101,8 @@ class ResourceManager:
         current = self.store.get(type, mesh, name)
         if current is None:
             raise NotFound(f"{type} {name} not found")
+        if type == "Secret":
+            self._check_secret_unused(mesh, name)
         ops = [WriteOp("delete", current, current.version)]
         if type in registry.INSIGHTS:
             insight = self.store.get(registry.INSIGHTS[type], mesh, name)
@@ -115,6 +118,19 @@ class ResourceManager:
                 for owned in self.store.list(ListQuery(type=rtype.name, mesh=name)).items:
                     ops.append(WriteOp("delete", owned))
         self.store.write(ops)
+
+    def _check_secret_unused(self, mesh: str, name: str) -> None:
+        """Kuma's secret validator: a CA backend's Secret stays while the Mesh names the backend.
+        Without its CA a mesh with mTLS enabled would have no identity to serve: never plaintext."""
+        owner = self.store.get("Mesh", "", mesh)
+        found = Violations()
+        for backend in ((owner.content.get("mtls") or {}).get("backends") or []) if owner else []:
+            if backend.get("type") == "builtin" and name in builtin.ca_secret_names(mesh, backend.get("name", "")):
+                found.add("name", f"The secret {go_quote(name)} that you are trying to remove is currently in use in "
+                                  f"Mesh {go_quote(mesh)} in mTLS backend {go_quote(backend['name'])}. Please remove "
+                                  f"the reference from the {go_quote(backend['name'])} backend before removing the "
+                                  f"secret.")
+        found.raise_if_any()
 
     def ensure_mesh(self, name: str) -> bool:
         """Create Mesh `name` with its companions unless it exists; True if created."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from appliance.gocompat import parse_duration
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -145,6 +147,28 @@ def check_schema(schema: dict[str, Any], value: Any, path: str, out: list[str]) 
         if items:
             for i, item in enumerate(value):
                 check_schema(items, item, f"{path}[{i}]", out)
+
+
+def first_bad_duration(schema: dict[str, Any], value: Any, path: str) -> tuple[str, str] | None:
+    """The first string under a `format: duration` schema that Go's time.ParseDuration refuses, in
+    document order as Go's decoder meets it: (field path, Go's message). Kuma fails to decode then."""
+    if isinstance(value, str) and schema.get("format") == "duration":
+        try:
+            parse_duration(value)
+        except ValueError as e:
+            return path, str(e)
+    elif isinstance(value, dict):
+        props: dict[str, Any] = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for name, item in value.items():
+            sub = props.get(name, extra if isinstance(extra, dict) else None)
+            if sub is not None and (found := first_bad_duration(sub, item, join(path, name))):
+                return found
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            if found := first_bad_duration(schema["items"], item, f"{path}[{i}]"):
+                return found
+    return None
 
 
 def prune(schema: dict[str, Any], value: Any) -> Any:

@@ -33,6 +33,7 @@ from appliance import __version__
 from appliance.dp.config import DpConfig, DpError
 from appliance.dp.envoy import EnvoyVersion
 from appliance.dp.resource import Identity, resource_json
+from appliance.gocompat import format_seconds
 
 log = logging.getLogger("kuma-dp")
 
@@ -117,14 +118,6 @@ def build_request(cfg: DpConfig, ident: Identity, token: str, token_path: str, e
     return request
 
 
-def go_duration(seconds: float) -> str:
-    """300 -> "5m0s", 3 -> "3s", 0.25 -> "250ms": how Kuma prints its durations."""
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    minutes, secs = divmod(seconds, 60)
-    return f"{int(minutes)}m{secs:g}s" if minutes else f"{secs:g}s"
-
-
 class _Retryable(Exception):
     def __init__(self, message: str, not_found: bool = False) -> None:
         super().__init__(message)
@@ -201,14 +194,14 @@ class BootstrapClient:
                     raise DpError(self._give_up(e, request))
                 if e.not_found:
                     log.info("Dataplane %s is not yet known to the Control Plane, retrying in %s",
-                             request.get("name"), go_duration(self.cfg.retry_backoff))
+                             request.get("name"), format_seconds(self.cfg.retry_backoff))
                 else:
                     log.info("could not fetch bootstrap configuration (%s), retrying in %s", e,
-                             go_duration(self.cfg.retry_backoff))
+                             format_seconds(self.cfg.retry_backoff))
                 self.sleep(min(self.cfg.retry_backoff, remaining))
 
     def _give_up(self, e: _Retryable, request: dict[str, Any]) -> str:
-        waited = go_duration(self.cfg.retry_max_duration)
+        waited = format_seconds(self.cfg.retry_max_duration)
         if e.not_found:
             who = f"{request.get('mesh')}/{request.get('name')}" if request.get("mesh") else request.get("name")
             return (f"the control plane at {self.url} does not know dataplane {who} (gave up after {waited}): "

@@ -19,10 +19,11 @@ from typing import Any, Iterator
 
 from appliance import KUMA_COMPAT_VERSION, __version__
 from appliance.dp.bootstrap import BootstrapClient, build_request
-from appliance.dp.config import LOG_LEVELS, PROXY_TYPES, DpConfig, DpError, from_env, parse_duration, validate
+from appliance.dp.config import LOG_LEVELS, PROXY_TYPES, DpConfig, DpError, from_env, validate
 from appliance.dp.envoy import admin_address, command, detect_version, locate, write_bootstrap
 from appliance.dp.resource import Identity, check_token, identity, load_resource
 from appliance.dp.supervisor import Supervisor
+from appliance.gocompat import parse_seconds
 from appliance.dp.template import parse_vars
 
 log = logging.getLogger("kuma-dp")
@@ -32,7 +33,7 @@ ENVOY_LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "criti
 
 def _duration(text: str) -> float:
     try:
-        return parse_duration(text)
+        return parse_seconds(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e))
 

@@ -7,9 +7,10 @@ command line being ignored is a surprise.)
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Mapping
+
+from appliance.gocompat import parse_seconds
 
 # pkg/config/app/kuma-dp/config.go at v2.14.3 (DefaultConfig)
 DEFAULT_CP_URL = "https://localhost:5678"
@@ -22,28 +23,6 @@ LOG_LEVELS = ("off", "info", "debug")  # pkg/log ParseLogLevel accepts exactly t
 
 class DpError(Exception):
     """A reason to stop, said in one line; `kuma-dp` prints it and exits 1."""
-
-
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-
-
-def parse_duration(text: str) -> float:
-    """Go's time.ParseDuration ("3s", "1m30s", "250ms") in seconds; Kuma's flags and env use it."""
-    s = text.strip()
-    if s == "0":  # the one unit-less value Go accepts
-        return 0.0
-    sign = -1.0 if s.startswith("-") else 1.0
-    s = s.lstrip("+-")
-    total, pos = 0.0, 0
-    for m in _PART.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(s) or pos == 0:
-        raise ValueError(f"invalid duration {text!r} (examples: 3s, 250ms, 1m30s)")
-    return sign * total
 
 
 @dataclass(frozen=True)
@@ -102,7 +81,7 @@ def env_value(name: str, raw: str) -> object:
     var = ENV[name]
     try:
         if name in ("retry_backoff", "retry_max_duration", "drain_time"):
-            return parse_duration(raw)
+            return parse_seconds(raw)
         if name == "concurrency":
             return int(raw)
         if name == "skip_verify":

@@ -12,9 +12,10 @@ import traceback
 from typing import Callable, NoReturn
 
 from appliance import KUMA_COMPAT_VERSION, __version__
-from appliance.kumactl import apply, config, delete, durations, generate, get, inspect
+from appliance.kumactl import apply, config, delete, generate, get, inspect
 from appliance.kumactl.client import CliError
 from appliance.kumactl.context import PRODUCT, Context
+from appliance.kumactl.flags import duration
 
 __all__ = ["main", "CliError"]
 
@@ -43,7 +44,7 @@ def _global_flags() -> argparse.ArgumentParser:
                         help="log level: one of off|info|debug")
     flags.add_argument("--no-config", action="store_true", default=argparse.SUPPRESS,
                         help="if set no config file and config directory will be created")
-    flags.add_argument("--api-timeout", type=durations.flag, default=argparse.SUPPRESS,
+    flags.add_argument("--api-timeout", type=duration, default=argparse.SUPPRESS,
                         help="the timeout for api calls (default 1m0s)")
     return common
 

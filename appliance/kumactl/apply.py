@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import re
 import urllib.error
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from appliance.gocompat import go_quote
 from appliance.kumactl import printers
 from appliance.kumactl.client import ApiError, CliError, decode
 from appliance.kumactl.flags import KeyValues
@@ -56,10 +56,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     return value
-
-
-def _go_quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _go_type(value: Any) -> str:
@@ -181,24 +177,24 @@ def parse_document(doc: Document, text: str) -> tuple[KumactlType, dict[str, Any
         mark = e.problem_mark or e.context_mark
         line = f"line {doc.line + mark.line}: " if mark is not None else ""
         file = f" ({doc.origin})" if doc.origin else ""
-        problem = _go_quote(f"error converting YAML to JSON: yaml: {line}{e.problem or e.context}")
+        problem = go_quote(f"error converting YAML to JSON: yaml: {line}{e.problem or e.context}")
         raise CliError(f"{where}: failed to parse resource: invalid meta type: {problem}{file}") from e
     except yaml.YAMLError as e:
-        raise CliError(f"{where}: failed to parse resource: invalid meta type: {_go_quote(str(e))}") from e
+        raise CliError(f"{where}: failed to parse resource: invalid meta type: {go_quote(str(e))}") from e
     if data is None:
         data = {}
     if not isinstance(data, dict):
         problem = ("error unmarshaling JSON: while decoding JSON: json: cannot unmarshal "
                    f"{_go_type(data)} into Go value of type v1alpha1.ResourceMeta")
-        raise CliError(f"{where}: failed to parse resource: invalid meta type: {_go_quote(problem)}")
+        raise CliError(f"{where}: failed to parse resource: invalid meta type: {go_quote(problem)}")
     for key in ("type", "mesh", "name"):
         if key in data and data[key] is not None and not isinstance(data[key], str):
             problem = ("error unmarshaling JSON: while decoding JSON: json: cannot unmarshal "
                        f"{_go_type(data[key])} into Go struct field ResourceMeta.{key} of type string")
-            raise CliError(f"{where}: failed to parse resource: invalid meta type: {_go_quote(problem)}")
+            raise CliError(f"{where}: failed to parse resource: invalid meta type: {go_quote(problem)}")
     rtype = BY_NAME.get(data.get("type") or "")
     if rtype is None:
-        raise CliError(f'{where}: failed to parse resource: invalid resource type {_go_quote(data.get("type") or "")}')
+        raise CliError(f'{where}: failed to parse resource: invalid resource type {go_quote(data.get("type") or "")}')
     violations = []
     name_error = _identifier_error(data.get("name") or "", _IDENTIFIER,
                                    "invalid characters. A lowercase RFC 1123 subdomain must consist of lower case "

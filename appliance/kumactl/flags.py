@@ -5,6 +5,16 @@ import argparse
 import csv
 from typing import Any, Sequence
 
+from appliance.gocompat import parse_seconds
+
+
+def duration(text: str) -> float:
+    """pflag's Duration (Go's time.ParseDuration), in seconds: `--valid-for 24h`, `--api-timeout 1m`."""
+    try:
+        return parse_seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f'invalid argument "{text}": {e}') from e
+
 
 def key_values(text: str) -> dict[str, str]:
     """pflag's StringToString: `k=v` (the value may hold commas) or `k1=v1,k2=v2`."""

@@ -9,9 +9,9 @@ import os
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from appliance.kumactl import durations
+from appliance.gocompat import format_seconds
 from appliance.kumactl.client import ApiError, CliError, error_from
-from appliance.kumactl.flags import KeyValues, StringSlice
+from appliance.kumactl.flags import KeyValues, StringSlice, duration
 
 if TYPE_CHECKING:
     from appliance.kumactl.context import Context
@@ -74,7 +74,7 @@ def _dataplane_token(ctx: Context) -> None:
         if a.valid_for == 0:
             raise CliError("failed to generate a dataplane token: You must set a token validFor value")
         token = _issue(ctx, "dataplane", {"name": a.name, "mesh": ctx.mesh, "tags": tags, "type": a.proxy_type,
-                                          "workload": a.workload, "validFor": durations.format(a.valid_for)},
+                                          "workload": a.workload, "validFor": format_seconds(a.valid_for)},
                        "dataplane token")
     ctx.out.write(token)
 
@@ -91,7 +91,7 @@ def _zone_token(ctx: Context) -> None:
     if key is not None:
         token = _sign(ctx, key, {"Zone": a.zone, "Scope": scope})
     else:
-        token = _issue(ctx, "zone", {"zone": a.zone, "scope": scope, "validFor": durations.format(a.valid_for)},
+        token = _issue(ctx, "zone", {"zone": a.zone, "scope": scope, "validFor": format_seconds(a.valid_for)},
                        "zone token")
     ctx.out.write(token)
 
@@ -104,7 +104,7 @@ def _user_token(ctx: Context) -> None:
     if key is not None:
         token = _sign(ctx, key, {"Name": a.name, "Groups": groups})
     else:
-        token = _issue(ctx, "user", {"name": a.name, "groups": groups, "validFor": durations.format(a.valid_for)},
+        token = _issue(ctx, "user", {"name": a.name, "groups": groups, "validFor": format_seconds(a.valid_for)},
                        "user token")
     ctx.out.write(token)
 
@@ -193,7 +193,7 @@ def _tls_certificate(ctx: Context) -> None:
 
 
 def _offline_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--valid-for", type=durations.flag, help='how long the token will be valid (for example "24h")')
+    p.add_argument("--valid-for", type=duration, help='how long the token will be valid (for example "24h")')
     p.add_argument("--signing-key-path", default="", help="path to a file that contains private signing key. When "
                                                           "specified, control plane won't be used to issue the token.")
     p.add_argument("--kid", default="", help="ID of the key that is used to issue a token. Required when "

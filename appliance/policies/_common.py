@@ -10,6 +10,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from appliance.gocompat import duration_or_none
+
 Errors = list[tuple[str, str]]
 
 # --- schema builders (the OpenAPI subset appliance.core.validation.check_schema reads) ---------
@@ -19,6 +21,8 @@ INT: dict[str, Any] = {"type": "integer"}
 BOOL: dict[str, Any] = {"type": "boolean"}
 INT_OR_STR: dict[str, Any] = {"type": "int-or-string"}
 STR_MAP: dict[str, Any] = {"type": "object", "additionalProperties": STR}
+# k8s metav1.Duration: a string Go's time.ParseDuration must read, checked when the body is decoded
+DURATION: dict[str, Any] = {"type": "string", "format": "duration"}
 
 
 def obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
@@ -84,44 +88,22 @@ def as_str(value: Any) -> str:
 
 # --- durations (Go's time.ParseDuration, which k8s metav1.Duration uses) -------------------------
 
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9,
-            "m": 60 * 10**9, "h": 3600 * 10**9}
-# Written without overlapping repetitions so that long input cannot make the match backtrack.
-_DURATION = re.compile(r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+", re.ASCII)
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
-
-
-def parse_duration(text: Any) -> int | None:
-    """Nanoseconds, or None when Go would refuse the string (Kuma then fails to decode the spec)."""
-    if not isinstance(text, str):
-        return None
-    if text.lstrip("+-") == "0" and len(text) - len(text.lstrip("+-")) <= 1:
-        return 0
-    if not _DURATION.fullmatch(text):
-        return None
-    total = sum(Decimal(num) * _UNIT_NS[unit] for num, unit in _DURATION_PART.findall(text))
-    nanos = int(total)
-    if nanos > 2**63 - 1:
-        return None
-    return -nanos if text.startswith("-") else nanos
-
-
 def duration_greater_than_zero_or_nil(path: str, value: Any) -> Errors:
-    nanos = parse_duration(value)
+    nanos = duration_or_none(value)
     if value is not None and nanos is not None and nanos <= 0:
         return [(path, "must be greater than zero when defined")]
     return []
 
 
 def duration_not_negative_or_nil(path: str, value: Any) -> Errors:
-    nanos = parse_duration(value)
+    nanos = duration_or_none(value)
     if value is not None and nanos is not None and nanos < 0:
         return [(path, "must not be negative when defined")]
     return []
 
 
 def duration_greater_than_zero(path: str, value: Any) -> Errors:
-    nanos = parse_duration(value)
+    nanos = duration_or_none(value)
     if nanos is not None and nanos <= 0:
         return [(path, "must be defined and greater than zero")]
     return []

@@ -19,7 +19,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from appliance.policies._common import parse_duration
+from appliance.gocompat import duration_or_none
 
 Resources = dict[str, dict[str, Message]]
 M = TypeVar("M", bound=Message)
@@ -49,7 +49,7 @@ def pack(message: Message) -> any_pb2.Any:
 @lru_cache(maxsize=1024)
 def _nanos(text: str) -> int | None:
     # Policies repeat the same few strings ("5s", "1h0m0s") for every proxy; parsing them is not free.
-    return parse_duration(text)
+    return duration_or_none(text)
 
 
 def duration(text: Any, default_seconds: float) -> duration_pb2.Duration:

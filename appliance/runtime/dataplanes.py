@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 import grpc
 import orjson
-import yaml
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from appliance.api import codec
@@ -252,8 +251,11 @@ class DataplaneServer:
         if method != "POST":
             return 405, "text/plain", b"use POST"
         try:
-            request = bootstrap.parse_request(orjson.loads(body or b"null"))
-        except (orjson.JSONDecodeError, bootstrap.BootstrapError) as e:
+            # the REST API's decoder, with its limits on size and nesting
+            request = bootstrap.parse_request(codec.parse_body(body or b"null", "application/json", "bootstrap request"))
+        except KumaError as e:
+            return e.status, "application/json", orjson.dumps(e.body())
+        except bootstrap.BootstrapError as e:
             return 400, "application/json", orjson.dumps(KumaError(400, "Bad Request", str(e)).body())
         if self.auth_enabled and not request.get("dataplaneToken") and not request.get("dataplaneTokenPath"):
             return 422, "text/plain; charset=utf-8", DP_TOKEN_REQUIRED.encode()
@@ -277,14 +279,13 @@ class DataplaneServer:
         response = bootstrap.render(request, mesh, dataplane.name, service or name, params, admin_port)
         return 200, "application/json", orjson.dumps(response)
 
-    def _definition(self, raw: str, type_name: str, mesh: str, name: str, exact: bool = False) -> Resource:
-        """kuma-dp's definition of its proxy (YAML or JSON), decoded and validated as the API does.
-        `exact`: it must be for `mesh`/`name` (the node id of its stream); otherwise these fill in
-        what it leaves out."""
-        try:
-            body = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise KumaError(400, "Bad Request", f"invalid dataplaneResource: {e}")
+    def _definition(self, raw: Any, type_name: str, mesh: str, name: str, exact: bool = False) -> Resource:
+        """kuma-dp's definition of its proxy (YAML or JSON), decoded with the REST API's limits and
+        validated as the API does. `exact`: it must be for `mesh`/`name` (the node id of its stream);
+        otherwise these fill in what it leaves out."""
+        if not isinstance(raw, str):
+            raise KumaError(400, "Bad Request", "invalid dataplaneResource: expected a string")
+        body = codec.parse_body(raw.encode(), None, "dataplaneResource")
         if not isinstance(body, dict):
             raise KumaError(400, "Bad Request", "invalid dataplaneResource: expected an object")
         try:

@@ -2,6 +2,7 @@
 and table output, durations, apply's document splitting and errors, and the inspect fallbacks."""
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from datetime import datetime, timezone
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.kumactl import apply, durations, main, printers
+from appliance.gocompat import format_seconds
+from appliance.kumactl import apply, flags, main, printers
 from appliance.kumactl.client import ApiError, CliError
 from appliance.kumactl.config import Configuration
 from appliance.kumactl.resources import TYPES
@@ -114,13 +116,13 @@ def test_json_escapes_like_go() -> None:
                                                 ("90s", 90, "1m30s"), ("1.5s", 1.5, "1.5s"), ("300ms", 0.3, "300ms"),
                                                 ("0", 0, "0s")])
 def test_go_durations(text: str, seconds: float, shown: str) -> None:
-    assert durations.parse(text) == pytest.approx(seconds)
-    assert durations.format(seconds) == shown
+    assert flags.duration(text) == pytest.approx(seconds)
+    assert format_seconds(seconds) == shown
 
 
 def test_bad_duration() -> None:
-    with pytest.raises(ValueError, match='time: invalid duration "10"'):
-        durations.parse("10")
+    with pytest.raises(argparse.ArgumentTypeError, match='invalid argument "10": time: missing unit in duration "10"'):
+        flags.duration("10")
 
 
 def test_api_error_format() -> None:

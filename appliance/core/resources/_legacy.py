@@ -9,11 +9,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from decimal import Decimal
 from typing import Any
 
 from appliance.core.resources.secret import base64_error
 from appliance.core.validation import Violations, join
+from appliance.gocompat import go_quote, is_dns_name, parse_duration, parse_ip
 
 # --- SHAPE builders: every field may be null, as protojson allows -------------------------------
 
@@ -72,26 +72,7 @@ def uint(value: Any) -> int:
     return int(value or 0)
 
 
-# --- Go's formatting --------------------------------------------------------------------------
-
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
-               '"': '\\"', "\\": "\\\\"}
-
-
-def go_quote(text: str) -> str:
-    """Go's %q, which Kuma uses for map keys in field paths and for names in messages."""
-    out = []
-    for ch in text:
-        if ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
-    return f'"{"".join(out)}"'
-
+# --- field paths ------------------------------------------------------------------------------
 
 def key(path: str, name: str) -> str:
     return f"{path}[{go_quote(name)}]"
@@ -148,25 +129,6 @@ def tag_errors(path: str, tags: dict[str, str], out: Violations, *, selector: bo
 def port_errors(path: str, port: int, out: Violations) -> None:
     if port == 0 or port > 65535:
         out.add(path, "port must be in the range [1, 65535]")
-
-
-def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """Go's net.ParseIP: dotted IPv4 or IPv6, no zone."""
-    if "%" in text:
-        return None
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-_DNS_NAME = re.compile(r"([a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})(\.[a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})*[._]?")
-
-
-def is_dns_name(text: str) -> bool:
-    """govalidator.IsDNSName."""
-    return (text != "" and len(text.replace(".", "")) <= 255 and parse_ip(text) is None
-            and bool(_DNS_NAME.fullmatch(text)))
 
 
 def address_errors(parent: str, address: str, out: Violations) -> None:
@@ -248,28 +210,6 @@ def uri_port(host: str) -> str:
 
 # --- durations ----------------------------------------------------------------------------------
 
-_GO_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
-            "h": 3600 * 10**9}
-
-
-def go_duration_ns(text: str) -> int | None:
-    """Go's time.ParseDuration (what jsonpb uses for Duration), in nanoseconds; None when it fails."""
-    body = text[1:] if text[:1] in ("+", "-") else text
-    if body == "0":
-        return 0
-    total, pos = Decimal(0), 0
-    while pos < len(body) or pos == 0:
-        m = _GO_DURATION_PART.match(body, pos)
-        if not m or not (m.group(1) or m.group(2)):
-            return None
-        total += Decimal(f"{m.group(1) or 0}.{m.group(2) or 0}") * _UNIT_NS[m.group(3)]
-        pos = m.end()
-    if total > 2**63 - (0 if text.startswith("-") else 1):
-        return None
-    return -int(total) if text.startswith("-") else int(total)
-
-
 def duration_errors(body: dict[str, Any], list_path: str, fields: tuple[str, ...], out: Violations) -> bool:
     """Report the first Duration (a `fields` of an item of `list_path`) jsonpb cannot decode.
 
@@ -278,8 +218,12 @@ def duration_errors(body: dict[str, Any], list_path: str, fields: tuple[str, ...
     for i, item in enumerate(_dig(body, list_path) or []):
         for field in fields:
             value = _dig(item, field)
-            if isinstance(value, str) and go_duration_ns(value) is None:
-                out.add(f"{list_path}[{i}].{field}", f"bad Duration: time: invalid duration {go_quote(value)}")
+            if not isinstance(value, str):
+                continue
+            try:
+                parse_duration(value)
+            except ValueError as e:  # jsonpb hands Go's time.ParseDuration error on
+                out.add(f"{list_path}[{i}].{field}", f"bad Duration: {e}")
                 return True
     return False
 

@@ -11,12 +11,13 @@ from typing import Any
 
 from appliance.core.resources._legacy import (
     BOOL, DURATION, METRICS_BACKEND, PROTOCOLS_HINT, PROTOCOL_TAG, SERVICE_TAG, STRING, TAGS, UINT32,
-    address_errors, duration_errors, enum, go_duration_ns, go_quote, inbound_protocol_errors, is_loopback_overlap,
-    key, known_protocol, message, parse_ip, port_errors, repeated, request_uri_host, tag_errors, top, uint,
+    address_errors, duration_errors, enum, inbound_protocol_errors, is_loopback_overlap,
+    key, known_protocol, message, port_errors, repeated, request_uri_host, tag_errors, top, uint,
     without_nulls,
 )
 from appliance.core.resources.mesh import prometheus_errors
 from appliance.core.validation import Violations
+from appliance.gocompat import duration_or_none, go_quote, parse_ip
 
 _BACKEND_KINDS = ("MeshExternalService", "MeshMultiZoneService", "MeshService")
 _KINDS_HINT = f"invalid value. Available values are: {','.join(_BACKEND_KINDS)}"
@@ -113,9 +114,16 @@ def _gateway_protocol_errors(path: str, tags: dict[str, str], out: Violations) -
 def _networking_errors(net: dict[str, Any], out: Violations) -> None:
     address = net.get("address", "")
     address_errors("networking", address, out)
+    used: set[str] = set()
     for i, inbound in enumerate(net.get("inbound") or []):
         path = f"networking.inbound[{i}]"
         _inbound_errors(path, inbound, address, out)
+        # Kuma's validator lets two inbounds share address:port, and then one of them silently does
+        # nothing (their listeners have the same name); we refuse it, in the words Kuma uses for listeners.
+        where = f"{inbound.get('address') or address}:{uint(inbound.get('port'))}"
+        if where in used:
+            out.add(f"{path}.port", f"address:port {where} is already used by another inbound")
+        used.add(where)
         # With inbound tags disabled an inbound has none; the service tag is required only with tags.
         tags = inbound.get("tags") or {}
         if tags and SERVICE_TAG not in tags:
@@ -150,7 +158,7 @@ def _inbound_errors(path: str, inbound: dict[str, Any], dp_address: str, out: Vi
         out.add(f"{path}.protocol", f"has an invalid value {go_quote(protocol)}. {PROTOCOLS_HINT}")
     if (probe := inbound.get("serviceProbe")) is not None:
         for field in ("interval", "timeout"):
-            if field in probe and go_duration_ns(probe[field]) == 0:
+            if field in probe and duration_or_none(probe[field]) == 0:
                 out.add(f"{path}.serviceProbe.{field}", "must have a positive value")
         for field in ("unhealthyThreshold", "healthyThreshold"):
             if field in probe and uint(probe[field]) == 0:

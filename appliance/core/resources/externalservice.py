@@ -8,11 +8,12 @@ import re
 from typing import Any
 
 from appliance.core.resources._legacy import (
-    BOOL, SERVICE_TAG, STRING, TAGS, inbound_protocol_errors, is_dns_name, key, message, parse_ip, port_errors,
+    BOOL, SERVICE_TAG, STRING, TAGS, inbound_protocol_errors, key, message, port_errors,
     split_host_port, tag_errors, top, without_nulls,
 )
 from appliance.core.resources.secret import DATA_SOURCE, base64_error, data_source_errors, refused_source_errors
 from appliance.core.validation import Violations
+from appliance.gocompat import is_dns_name, parse_ip
 
 _TLS_SOURCES = ("caCert", "clientCert", "clientKey")
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import ipaddress
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +19,7 @@ from appliance.core.resources.meta import dns1035_warning
 from appliance.core.resources.model import Content, Resource, ResourceType
 from appliance.core.resources.secret import refused_source_errors
 from appliance.core.validation import Violations, check_schema
+from appliance.gocompat import go_quote, is_dns_name, is_ip
 
 # --- structural schemas of spec (Kuma's rest.yaml, the subset check_schema reads) ----------------
 
@@ -242,17 +241,13 @@ def _dns1123_label_errors(value: str) -> list[str]:
     return errors
 
 
-def _go_quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _sni_problems(short_name: str, res: Resource, section: str) -> list[str]:
     """Why the SNI of one section breaks MADR-101 naming (Kuma's sni.ValidateKRI)."""
     name = _display_name(res)
     if not res.mesh or not name or not section:
         return ["mesh, name and sectionName must be non-empty"]
     parts = [("mesh", res.mesh), ("name", name), *_origin_segments(res)]
-    problems = [f"{field} {_go_quote(value)} does not conform to RFC 1123: {'; '.join(errors)}"
+    problems = [f"{field} {go_quote(value)} does not conform to RFC 1123: {'; '.join(errors)}"
                 for field, value in parts if (errors := _dns1123_label_errors(value))]
     if errors := _dns1123_label_errors(section):
         problems.append("; ".join(errors))
@@ -281,7 +276,7 @@ def _destination_warnings(res: Resource) -> list[str]:
     rtype = _BY_NAME[res.type]
     warnings = dns1035_warning(res.type, _display_name(res))
     for _, section in _sections(res):
-        warnings += [f"Invalid {res.type} SNI (port {_go_quote(section)}): {problem}. This is deprecated."
+        warnings += [f"Invalid {res.type} SNI (port {go_quote(section)}): {problem}. This is deprecated."
                      for problem in _sni_problems(rtype.short_name, res, section)]
     return warnings
 
@@ -332,28 +327,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _must_be_one_of(field: str, allowed: tuple[str, ...]) -> str:
-    return f'"{field}" must be one of [{", ".join(_go_quote(a) for a in allowed)}]'
-
-
-def _is_ip(text: str) -> bool:
-    """Go's net.ParseIP: plain IPv4 or IPv6, no zone."""
-    if "%" in text:
-        return False
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-_DNS_NAME = re.compile(r"([a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})(\.[a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})*[._]?")
-
-
-def _is_dns_name(text: str) -> bool:
-    """govalidator.IsDNSName, which Kuma uses for addresses and server names."""
-    if not text or len(text.replace(".", "")) > 255:
-        return False
-    return not _is_ip(text) and _DNS_NAME.fullmatch(text) is not None
+    return f'"{field}" must be one of [{", ".join(go_quote(a) for a in allowed)}]'
 
 
 def _bad_port(port: Any) -> bool:
@@ -388,7 +362,7 @@ def validate_mesh_external_service(content: Content, out: Violations) -> None:
     if extension is None:   # with an extension, endpoints and tls are the extension's to check
         for i, endpoint in enumerate(_as_list(spec.get("endpoints"))):
             address = _as_dict(endpoint).get("address") or ""
-            if _is_ip(address) or _is_dns_name(address):
+            if is_ip(address) or is_dns_name(address):
                 if _bad_port(_as_dict(endpoint).get("port") or 0):
                     out.add(f"spec.endpoints[{i}].port", "port must be a valid (1-65535)")
             else:
@@ -418,7 +392,7 @@ def _validate_tls(tls: dict[str, Any], out: Violations) -> None:
     verification = _as_dict(tls["verification"])
     path = "spec.tls.verification"
     server_name = verification.get("serverName")
-    if server_name is not None and not _is_dns_name(server_name):
+    if server_name is not None and not is_dns_name(server_name):
         out.add(f"{path}.serverName", "must be a valid DNS name")
     if (verification.get("mode") or "") not in (*_VERIFICATION_MODES, ""):
         out.add(f"{path}.mode", _must_be_one_of("mode", _VERIFICATION_MODES))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.policies._common import (
-    BOOL, Errors, INT, INT_OR_STR, STR, arr, as_dict, as_list, duration_greater_than_zero_or_nil, index,
+    DURATION, BOOL, Errors, INT, INT_OR_STR, arr, as_dict, as_list, duration_greater_than_zero_or_nil, index,
     integer_greater_than_zero_or_nil, join, obj, parse_decimal, percentage, uint_percentage_or_nil,
 )
 from appliance.policies._targetref import (
@@ -22,7 +22,7 @@ _CONSECUTIVE = obj({"consecutive": INT})
 _CONF = obj({
     "connectionLimits": obj({name: INT for name in sorted(_LIMITS)}),
     "outlierDetection": obj({
-        "baseEjectionTime": STR,
+        "baseEjectionTime": DURATION,
         "detectors": obj({
             "failurePercentage": obj({"minimumHosts": INT, "requestVolume": INT, "threshold": INT}),
             "gatewayFailures": _CONSECUTIVE,
@@ -32,7 +32,7 @@ _CONF = obj({
         }),
         "disabled": BOOL,
         "healthyPanicThreshold": INT_OR_STR,
-        "interval": STR,
+        "interval": DURATION,
         "maxEjectionPercent": INT,
         "splitExternalAndLocalErrors": BOOL,
     }),

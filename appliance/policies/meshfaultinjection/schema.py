@@ -5,7 +5,7 @@ import re
 from typing import Any
 
 from appliance.policies._common import (
-    Errors, INT, INT_OR_STR, STR, arr, as_dict, as_list, duration_not_negative_or_nil, index, join, obj,
+    DURATION, Errors, INT, INT_OR_STR, STR, arr, as_dict, as_list, duration_not_negative_or_nil, index, join, obj,
     percentage, status_code,
 )
 from appliance.policies._targetref import (
@@ -21,7 +21,7 @@ TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules":
 
 _CONF = obj({"http": arr(obj({
     "abort": obj({"httpStatus": INT, "percentage": INT_OR_STR}, required=("httpStatus", "percentage")),
-    "delay": obj({"percentage": INT_OR_STR, "value": STR}, required=("percentage", "value")),
+    "delay": obj({"percentage": INT_OR_STR, "value": DURATION}, required=("percentage", "value")),
     "responseBandwidth": obj({"limit": STR, "percentage": INT_OR_STR}, required=("limit", "percentage")),
 }))})
 SPEC_SCHEMA: dict[str, Any] = obj({

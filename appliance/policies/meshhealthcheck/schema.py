@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.policies._common import (
-    BOOL, Errors, HEADER_KEY_VALUE, INT, INT_OR_STR, STR, arr, as_dict, as_list,
+    DURATION, BOOL, Errors, HEADER_KEY_VALUE, INT, INT_OR_STR, STR, arr, as_dict, as_list,
     duration_greater_than_zero_or_nil, index, int_percentage_or_nil, is_file_path, join, obj, percentage,
     status_code, value_greater_than_zero_or_nil,
 )
@@ -33,14 +33,14 @@ _CONF = obj({
         "path": STR,
         "requestHeadersToAdd": obj({"add": _HEADERS, "set": _HEADERS}),
     }),
-    "initialJitter": STR,
-    "interval": STR,
-    "intervalJitter": STR,
+    "initialJitter": DURATION,
+    "interval": DURATION,
+    "intervalJitter": DURATION,
     "intervalJitterPercent": INT,
-    "noTrafficInterval": STR,
+    "noTrafficInterval": DURATION,
     "reuseConnection": BOOL,
     "tcp": obj({"disabled": BOOL, "receive": arr(STR), "send": STR}),
-    "timeout": STR,
+    "timeout": DURATION,
     "unhealthyThreshold": INT,
 })
 SPEC_SCHEMA: dict[str, Any] = obj({

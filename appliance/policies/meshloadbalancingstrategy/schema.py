@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.policies._common import (
-    BOOL, Errors, INT, INT_OR_STR, STR, arr, as_dict, as_list, as_str, enum, index,
+    DURATION, BOOL, Errors, INT, INT_OR_STR, STR, arr, as_dict, as_list, as_str, enum, index,
     integer_greater_than_zero_or_nil, join, obj, parse_decimal, percentage,
 )
 from appliance.policies._targetref import (
@@ -20,7 +20,7 @@ TARGETS = {"is_target_ref": True, "has_to": True, "has_from": False, "has_rules"
 _NAME = {"type": "string", "minLength": 1}
 _HASH_POLICIES = arr(obj({
     "connection": obj({"sourceIP": BOOL}),
-    "cookie": obj({"name": _NAME, "path": STR, "ttl": STR}, required=("name",)),
+    "cookie": obj({"name": _NAME, "path": STR, "ttl": DURATION}, required=("name",)),
     "filterState": obj({"key": _NAME}, required=("key",)),
     "header": obj({"name": _NAME}, required=("name",)),
     "queryParameter": obj({"name": _NAME}, required=("name",)),

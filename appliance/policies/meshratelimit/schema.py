@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from appliance.gocompat import duration_or_none
 from appliance.policies._common import (
-    BOOL, Errors, HEADER_KEY_VALUE, INT, STR, arr, as_dict, as_list, index, integer_greater_than_zero_or_nil,
-    join, obj, parse_duration,
+    DURATION, BOOL, Errors, HEADER_KEY_VALUE, INT, arr, as_dict, as_list, index, integer_greater_than_zero_or_nil,
+    join, obj,
 )
 from appliance.policies._targetref import (
     DATAPLANE, MATCH, MESH, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET,
@@ -17,7 +18,7 @@ PATH = "meshratelimits"
 SHORT_NAME = "mrl"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
 
-_RATE = obj({"interval": STR, "num": INT}, required=("interval", "num"))
+_RATE = obj({"interval": DURATION, "num": INT}, required=("interval", "num"))
 _CONF = obj({"local": obj({
     "http": obj({
         "disabled": BOOL,
@@ -122,7 +123,7 @@ def _validate_rate(path: str, rate: dict[str, Any]) -> Errors:
     num = rate.get("num")
     if not isinstance(num, int) or num <= 0:
         out.append((join(path, "num"), "must be greater than 0"))
-    interval = parse_duration(rate.get("interval")) if rate.get("interval") is not None else 0
+    interval = duration_or_none(rate.get("interval")) if rate.get("interval") is not None else 0
     if interval is not None and interval <= _MIN_INTERVAL_NS:
         out.append((join(path, "interval"), "must be greater than: 50ms"))
     return out

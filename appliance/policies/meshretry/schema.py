@@ -5,7 +5,7 @@ import re
 from typing import Any
 
 from appliance.policies._common import (
-    Errors, HEADER_MATCH, HEADER_NAME, HTTP_STATUS_CODES, INT, STR, STR_MAP, arr, as_dict, as_list, as_str,
+    DURATION, Errors, HEADER_MATCH, HEADER_NAME, HTTP_STATUS_CODES, INT, STR, STR_MAP, arr, as_dict, as_list, as_str,
     duration_greater_than_zero, enum, index, join, obj,
 )
 from appliance.policies._targetref import (
@@ -19,9 +19,9 @@ SHORT_NAME = "mr"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": False, "has_rules": False, "is_from_as_rules": False}
 
 _GRPC_RETRY_ON = ("Canceled", "DeadlineExceeded", "Internal", "ResourceExhausted", "Unavailable")
-_BACK_OFF = obj({"baseInterval": STR, "maxInterval": STR})
+_BACK_OFF = obj({"baseInterval": DURATION, "maxInterval": DURATION})
 _RATE_LIMITED_BACK_OFF = obj({
-    "maxInterval": STR,
+    "maxInterval": DURATION,
     "resetHeaders": arr(obj({"format": enum("Seconds", "UnixTimestamp"), "name": HEADER_NAME},
                             required=("format", "name"))),
 })
@@ -29,7 +29,7 @@ _CONF = obj({
     "grpc": obj({
         "backOff": _BACK_OFF,
         "numRetries": INT,
-        "perTryTimeout": STR,
+        "perTryTimeout": DURATION,
         "rateLimitedBackOff": _RATE_LIMITED_BACK_OFF,
         "retryOn": arr(enum(*_GRPC_RETRY_ON)),
     }),
@@ -42,7 +42,7 @@ _CONF = obj({
         }, required=("predicate",))),
         "hostSelectionMaxAttempts": INT,
         "numRetries": INT,
-        "perTryTimeout": STR,
+        "perTryTimeout": DURATION,
         "rateLimitedBackOff": _RATE_LIMITED_BACK_OFF,
         "retriableRequestHeaders": arr(HEADER_MATCH),
         "retriableResponseHeaders": arr(HEADER_MATCH),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.policies._common import (
-    Errors, STR, arr, as_dict, as_list, duration_greater_than_zero_or_nil, duration_not_negative_or_nil, index,
+    DURATION, Errors, arr, as_dict, as_list, duration_greater_than_zero_or_nil, duration_not_negative_or_nil, index,
     join, obj,
 )
 from appliance.policies._targetref import (
@@ -21,9 +21,9 @@ TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules":
 _HTTP_FIELDS = ("requestTimeout", "streamIdleTimeout", "maxStreamDuration", "maxConnectionDuration",
                 "requestHeadersTimeout")
 _CONF = obj({
-    "connectionTimeout": STR,
-    "http": obj({name: STR for name in sorted(_HTTP_FIELDS)}),
-    "idleTimeout": STR,
+    "connectionTimeout": DURATION,
+    "http": obj({name: DURATION for name in sorted(_HTTP_FIELDS)}),
+    "idleTimeout": DURATION,
 })
 SPEC_SCHEMA: dict[str, Any] = obj({
     "from": arr(obj({"default": _CONF, "targetRef": TARGET_REF}, required=("targetRef",))),

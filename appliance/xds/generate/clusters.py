@@ -8,6 +8,7 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
+from appliance.gocompat import is_ip
 from appliance.xds.generate import names, tls
 from appliance.xds.generate._proto import ads_source, pack, seconds, string_struct
 from appliance.xds.model import ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot
@@ -38,7 +39,7 @@ def local_cluster(inbound: Inbound) -> cluster_pb2.Cluster:
     """`localhost:<servicePort>`: a STATIC (or STRICT_DNS for a hostname) cluster to the application."""
     name = names.local_cluster(inbound.service_port)
     cluster = cluster_pb2.Cluster(name=name, connect_timeout=seconds(INBOUND_CONNECT_TIMEOUT))
-    if tls.is_ip(inbound.service_address):
+    if is_ip(inbound.service_address):
         cluster.type = cluster_pb2.Cluster.STATIC
     else:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
@@ -75,7 +76,7 @@ def _provided_cluster(name: str, endpoints: tuple[tuple[str, int], ...], tags: d
     alt = names.sanitize_metric(name)
     if alt != name:
         cluster.alt_stat_name = alt
-    if all(tls.is_ip(address) for address, _ in endpoints):
+    if all(is_ip(address) for address, _ in endpoints):
         cluster.type = cluster_pb2.Cluster.STATIC
     else:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS

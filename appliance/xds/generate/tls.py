@@ -5,12 +5,11 @@ certificate rotation is a Secret update and never touches a listener or a cluste
 """
 from __future__ import annotations
 
-import ipaddress
-
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
+from appliance import gocompat
 from appliance.xds.generate import names
 from appliance.xds.generate._proto import ads_source, pack
 from appliance.xds.model import ExternalTls, Identity, MeshSnapshot
@@ -78,7 +77,7 @@ def outside_mesh_context(settings: ExternalTls, address: str) -> tls_pb2.Upstrea
 
     Without a CA certificate the server is not verified (Kuma does the same); with one, its certificate
     must name `serverName` (or the host) unless `skipHostnameVerification`."""
-    sni = settings.server_name or ("" if is_ip(address) else address)
+    sni = settings.server_name or ("" if gocompat.is_ip(address) else address)
     context = tls_pb2.UpstreamTlsContext(sni=sni, allow_renegotiation=settings.allow_renegotiation)
     if settings.client_cert and settings.client_key:
         pair = context.common_tls_context.tls_certificates.add()
@@ -102,11 +101,3 @@ def to_egress_transport_socket(mesh: str, sni: str) -> base_pb2.TransportSocket:
     common.alpn_protocols.append(names.KUMA_ALPN)
     context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=sni)
     return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))
-
-
-def is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.dp.bootstrap import BootstrapClient, build_request, go_duration
+from appliance.dp.bootstrap import BootstrapClient, build_request
 from appliance.dp.config import DpConfig, DpError
 from appliance.dp.envoy import EnvoyVersion
 from appliance.dp.resource import Identity
@@ -167,8 +167,3 @@ def test_response_that_is_not_a_bootstrap(stub: StubCp, tmp_path: Path) -> None:
     client = _client(stub, skip_verify=True)
     with pytest.raises(DpError, match="sent a response that is not a bootstrap"):
         client.fetch(_request(client.cfg, tmp_path))
-
-
-@pytest.mark.parametrize("seconds,text", [(300, "5m0s"), (3, "3s"), (0.25, "250ms"), (90, "1m30s")])
-def test_go_duration(seconds: float, text: str) -> None:
-    assert go_duration(seconds) == text

@@ -11,25 +11,12 @@ from pathlib import Path
 import pytest
 
 from appliance.dp.cli import _parser, config_from
-from appliance.dp.config import DpConfig, DpError, parse_duration, validate
+from appliance.dp.config import DpConfig, DpError, validate
 from appliance.dp.resource import check_token, identity, load_resource, resource_json
 
 
 def _cfg(argv: list[str], env: dict[str, str] | None = None) -> DpConfig:
     return config_from(_parser().parse_args(argv), env or {})
-
-
-@pytest.mark.parametrize("text,seconds", [
-    ("3s", 3.0), ("5m0s", 300.0), ("1m30s", 90.0), ("250ms", 0.25), ("1.5h", 5400.0), ("0", 0.0), ("100us", 1e-4),
-])
-def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "3", "s", "3x", "1m 30s", "abc"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_duration(text)
 
 
 def test_defaults_are_kumas() -> None:

@@ -369,7 +369,7 @@ INVALID = {
         networking:
           address: 0.0.0.0
           inbound: [{port: 8080, serviceProbe: {interval: 5 seconds}, tags: {kuma.io/service: backend}}]""",
-        [("networking.inbound[0].serviceProbe.interval", 'bad Duration: time: invalid duration "5 seconds"')]),
+        [("networking.inbound[0].serviceProbe.interval", 'bad Duration: time: unknown unit " seconds" in duration "5 seconds"')]),
 }
 
 
