@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+import pytest
 import requests
 
 from appliance.api.app import create_app
@@ -33,6 +34,19 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("KUMA_REFERENCE_DIR", ROOT.parent / "shared" / "kuma-2.14"))
+REFERENCE_MISSING = (f"{SHARED} not found: Kuma's reference data (REST fixtures, OpenAPI, Envoy goldens) lives "
+                     "beside the checkout in CI (../shared/kuma-2.14); set KUMA_REFERENCE_DIR to use another copy")
+
+
+def kuma_reference(*parts: str) -> Path:
+    """`SHARED/parts...`, or skip the test (or the module, when called at import) if Kuma's reference data is
+    absent, as in a fresh clone. Under KUMA_REQUIRE_REFERENCE=1 (CI sets it) a missing copy fails instead:
+    there a skip would hide that these tests never ran."""
+    if not SHARED.is_dir():
+        if os.environ.get("KUMA_REQUIRE_REFERENCE") == "1":
+            pytest.fail(REFERENCE_MISSING, pytrace=False)
+        pytest.skip(REFERENCE_MISSING, allow_module_level=True)
+    return SHARED.joinpath(*parts)
 
 
 class LiveApi:
