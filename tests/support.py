@@ -258,7 +258,9 @@ def _postgres_bin(readable_by_others: bool) -> Path:
     every checkout and session, because a venv inside a 0700 directory (`mktemp -d`, anything under /root)
     is out of that user's reach. The copy keeps the wheel's layout (`pgserver/pginstall`, `pgserver.libs`):
     initdb and psql find libpq through `$ORIGIN/../../../pgserver.libs`."""
-    import pgserver  # a dev dependency: imported only by the tests that start a server
+    with warnings.catch_warnings():  # pgserver looks up XDG_RUNTIME_DIR at import, and warns without it
+        warnings.simplefilter("ignore")
+        import pgserver  # a dev dependency: imported only by the tests that start a server
     package = Path(pgserver.__file__).resolve().parent
     installed = package / "pginstall" / "bin"
     if not readable_by_others or _others_can_enter(installed):
@@ -292,12 +294,10 @@ class PostgresServer:
     def __init__(self) -> None:
         # PostgreSQL refuses to run as root; pgserver brings (and creates) an unprivileged user for that.
         self._run_as = None
+        self._bin = _postgres_bin(readable_by_others=os.geteuid() == 0)
         if os.geteuid() == 0:
-            with warnings.catch_warnings():  # pgserver looks up XDG_RUNTIME_DIR at import, and warns without it
-                warnings.simplefilter("ignore")
-                from pgserver.utils import ensure_user_exists  # a dev dependency: only tests that start a server
+            from pgserver.utils import ensure_user_exists
             self._run_as = ensure_user_exists("pgserver")
-        self._bin = _postgres_bin(readable_by_others=self._run_as is not None)
         # Not under pytest's tmp_path (nor a 0700 TMPDIR): the server's user must reach it (and its socket).
         self.base = Path(tempfile.mkdtemp(prefix="kuma-pg-", dir=_dir_others_can_enter()))
         if self._run_as is not None:
