@@ -6,6 +6,7 @@ import random
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -34,6 +36,19 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("KUMA_REFERENCE_DIR", ROOT.parent / "shared" / "kuma-2.14"))
+REFERENCE_MISSING = (f"{SHARED} not found: Kuma's reference data (REST fixtures, OpenAPI, Envoy goldens) lives "
+                     "beside the checkout in CI (../shared/kuma-2.14); set KUMA_REFERENCE_DIR to use another copy")
+
+
+def kuma_reference(*parts: str) -> Path:
+    """`SHARED/parts...`, or skip the test (or the module, when called at import) if Kuma's reference data is
+    absent, as in a fresh clone. Under KUMA_REQUIRE_REFERENCE=1 (CI sets it) a missing copy fails instead:
+    there a skip would hide that these tests never ran."""
+    if not SHARED.is_dir():
+        if os.environ.get("KUMA_REQUIRE_REFERENCE") == "1":
+            pytest.fail(REFERENCE_MISSING, pytrace=False)
+        pytest.skip(REFERENCE_MISSING, allow_module_level=True)
+    return SHARED.joinpath(*parts)
 
 
 class _FromAddress(HTTPAdapter):
@@ -267,6 +282,45 @@ def kill_mid_write_stream(cp: CpProcess, acknowledged_before_kill: int) -> list[
     return acknowledged
 
 
+def _others_can_enter(path: Path) -> bool:
+    """Whether a user that is neither owner nor group can reach `path` (every directory on the way is o+x)."""
+    return all(os.stat(p).st_mode & stat.S_IXOTH for p in (path, *path.parents))
+
+
+def _dir_others_can_enter() -> Path:
+    temp = Path(tempfile.gettempdir()).resolve()
+    return temp if _others_can_enter(temp) else Path("/tmp")
+
+
+def _postgres_bin(readable_by_others: bool) -> Path:
+    """The `bin` directory of the pgserver wheel's PostgreSQL. `readable_by_others` (root runs the server as
+    another user): a copy under a directory everyone can enter, made once per pgserver version and shared by
+    every checkout and session, because a venv inside a 0700 directory (`mktemp -d`, anything under /root)
+    is out of that user's reach. The copy keeps the wheel's layout (`pgserver/pginstall`, `pgserver.libs`):
+    initdb and psql find libpq through `$ORIGIN/../../../pgserver.libs`."""
+    with warnings.catch_warnings():  # pgserver looks up XDG_RUNTIME_DIR at import, and warns without it
+        warnings.simplefilter("ignore")
+        import pgserver  # a dev dependency: imported only by the tests that start a server
+    package = Path(pgserver.__file__).resolve().parent
+    installed = package / "pginstall" / "bin"
+    if not readable_by_others or _others_can_enter(installed):
+        return installed
+    from importlib.metadata import version
+    cache = _dir_others_can_enter() / f"kuma-test-pgserver-{version('pgserver')}"
+    if not cache.is_dir():
+        # Built aside and renamed into place: sessions running at once never see half a copy.
+        partial = Path(tempfile.mkdtemp(prefix=f"{cache.name}-", dir=cache.parent))
+        shutil.copytree(package / "pginstall", partial / "pgserver" / "pginstall")
+        shutil.copytree(package.parent / "pgserver.libs", partial / "pgserver.libs")
+        for directory, _, _ in os.walk(partial):
+            os.chmod(directory, 0o755)
+        try:
+            partial.rename(cache)
+        except OSError:  # another session's copy got there first
+            shutil.rmtree(partial, ignore_errors=True)
+    return cache / "pgserver" / "pginstall" / "bin"
+
+
 class PostgresServer:
     """A real PostgreSQL 16 (the `pgserver` wheel's binaries) listening on 127.0.0.1:<free port>, with
     a superuser `kuma` / password `kuma` (Kuma's default credentials) and password auth over TCP.
@@ -278,17 +332,14 @@ class PostgresServer:
     USER = PASSWORD = "kuma"
 
     def __init__(self) -> None:
-        with warnings.catch_warnings():  # pgserver looks up XDG_RUNTIME_DIR at import, and warns without it
-            warnings.simplefilter("ignore")
-            import pgserver  # a dev dependency: imported only by the tests that start a server
-        self._pg = pgserver
         # PostgreSQL refuses to run as root; pgserver brings (and creates) an unprivileged user for that.
         self._run_as = None
+        self._bin = _postgres_bin(readable_by_others=os.geteuid() == 0)
         if os.geteuid() == 0:
             from pgserver.utils import ensure_user_exists
             self._run_as = ensure_user_exists("pgserver")
-        # Not under pytest's tmp_path: the server's user must reach the directory (and its socket).
-        self.base = Path(tempfile.mkdtemp(prefix="kuma-pg-"))
+        # Not under pytest's tmp_path (nor a 0700 TMPDIR): the server's user must reach it (and its socket).
+        self.base = Path(tempfile.mkdtemp(prefix="kuma-pg-", dir=_dir_others_can_enter()))
         if self._run_as is not None:
             os.chown(self.base, self._run_as.pw_uid, self._run_as.pw_gid)
         self.data = self.base / "data"
@@ -298,29 +349,39 @@ class PostgresServer:
         pwfile.write_text(self.PASSWORD + "\n")
         if self._run_as is not None:
             os.chown(pwfile, self._run_as.pw_uid, self._run_as.pw_gid)
-        self._pg.initdb(["-U", self.USER, f"--pwfile={pwfile}", "--auth-local=trust",
-                         "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C"],
-                        pgdata=self.data, **self._user())
+        self._run("initdb", ["-D", str(self.data), "-U", self.USER, f"--pwfile={pwfile}", "--auth-local=trust",
+                             "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C"], as_server=True)
         self.start()
 
-    def _user(self) -> dict:
-        return {"user": self._run_as.pw_name} if self._run_as is not None else {}
+    def _run(self, program: str, args: list[str], as_server: bool = False, timeout: float = 60,
+             env: dict[str, str] | None = None) -> str:
+        """Run one PostgreSQL program; `as_server`: as the server's user. Its output goes through a file, not
+        a pipe: `pg_ctl start` leaves the server holding its stdout, and a pipe would never reach EOF."""
+        user = {"user": self._run_as.pw_name} if as_server and self._run_as is not None else {}
+        with tempfile.TemporaryFile("w+") as out:
+            done = subprocess.run([str(self._bin / program), *args], stdout=out, stderr=subprocess.STDOUT,
+                                  text=True, timeout=timeout, env=env, cwd=self.base, **user)
+            out.seek(0)
+            output = out.read()
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} {' '.join(args)} exited with {done.returncode}: {output}")
+        return output
 
     def start(self) -> None:
         # fsync off: a test server's data may be lost with the machine; it makes CREATE DATABASE cheap.
         options = f"-h {self.host} -p {self.port} -k {self.base} -c fsync=off -c max_connections=400"
-        self._pg.pg_ctl(["-w", "-l", str(self.base / "postgres.log"), "-o", options, "start"],
-                        pgdata=self.data, timeout=30, **self._user())
+        self._run("pg_ctl", ["-D", str(self.data), "-w", "-l", str(self.base / "postgres.log"), "-o", options,
+                             "start"], as_server=True, timeout=30)
 
     def stop(self, mode: str = "fast") -> None:
         """`fast` disconnects every client at once (what a crash looks like to them); `immediate` too,
         without a checkpoint."""
-        self._pg.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data, timeout=30, **self._user())
+        self._run("pg_ctl", ["-D", str(self.data), "-w", "-m", mode, "stop"], as_server=True, timeout=30)
 
     def sql(self, statement: str, dbname: str = "postgres") -> str:
         """Run one statement as the superuser through psql; return its unaligned output, stripped."""
-        return self._pg.psql(["-X", "-A", "-t", "-h", self.host, "-p", str(self.port), "-U", self.USER,
-                              "-d", dbname, "-c", statement], env={**os.environ, "PGPASSWORD": self.PASSWORD}).strip()
+        return self._run("psql", ["-X", "-A", "-t", "-h", self.host, "-p", str(self.port), "-U", self.USER,
+                                  "-d", dbname, "-c", statement], env={**os.environ, "PGPASSWORD": self.PASSWORD}).strip()
 
     def database(self, prefix: str = "kuma") -> str:
         """Create an empty database and return its name."""

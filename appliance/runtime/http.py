@@ -1,10 +1,14 @@
 """A waitress server that binds in the caller's thread (a port conflict stops start-up) and stops cleanly."""
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
+from waitress import wasyncore
 from waitress.server import create_server
+
+log = logging.getLogger(__name__)
 
 
 class BindError(Exception):
@@ -21,6 +25,8 @@ class HttpServer:
         except OSError as e:
             raise BindError(e.strerror or str(e)) from e
         self._thread: threading.Thread | None = None
+        self._stop_lock = threading.Lock()
+        self._stopped = False
 
     @property
     def port(self) -> int:
@@ -32,12 +38,38 @@ class HttpServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        def close_all() -> None:
-            # runs inside the server's loop: once the map is empty the loop returns
-            for channel in list(self._map.values()):
-                channel.close()
+        """Close the listener and every connection, let the requests in flight finish (up to `timeout`), then
+        close waitress' wake-up pipe. Idempotent.
 
-        self._server.trigger.pull_trigger(close_all)
-        if self._thread:
+        The pipe is closed here, last, and never inside the loop: any thread may write to it at any time
+        (`pull_trigger`: ours below, and every worker that finishes a response). Closed in the loop, a
+        worker's wake-up that ran our thunk before our own write made that write fail with EBADF, and a
+        write after the close could land in whatever file reused the descriptor's number."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        trigger = self._server.trigger
+
+        def close_all_but_trigger() -> None:
+            # In the loop's thread (or in ours, when it never started): the loop returns once its map is
+            # empty, so the trigger leaves the map, but its descriptors stay open.
+            trigger.del_channel()
+            for channel in list(self._map.values()):
+                # the dispatcher's own close: waitress' server.close() would close the trigger too
+                wasyncore.dispatcher.close(channel)
+
+        if self._thread is None:
+            close_all_but_trigger()
+        else:
+            trigger.pull_trigger(close_all_but_trigger)
             self._thread.join(timeout)
-        self._server.task_dispatcher.shutdown(timeout=timeout)
+        dispatcher = self._server.task_dispatcher
+        dispatcher.shutdown(timeout=timeout)
+        if dispatcher.threads or (self._thread is not None and self._thread.is_alive()):
+            # A stuck request holds a worker that writes to the pipe when it ends (and a stuck loop reads
+            # it): leak its descriptors rather than let a write reach a file that reused their numbers.
+            log.warning("HTTP server on port %d still busy after %.0fs; leaving its wake-up pipe open",
+                        self.port, timeout)
+            return
+        trigger.close()

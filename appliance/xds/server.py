@@ -16,7 +16,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from appliance.xds.cache import ProxyWatch, XdsCache
-from appliance.xds.resources import PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
+from appliance.xds.resources import CLUSTER, ENDPOINT, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
 
 log = logging.getLogger("appliance.xds")
 
@@ -218,7 +218,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
-                response = self._delta_response(watch, t, state, stats)
+                response = self._delta_response(watch, t, state, stats, states)
                 if response:
                     out.append(response)
         return out
@@ -265,17 +265,34 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if request.response_nonce and not subscribe and not request.resource_names_unsubscribe:
             return []  # a plain ACK/NACK
         # a fresh subscription gets an answer even when empty; a resumed one only what it lacks
-        response = self._delta_response(watch, t, state, stats, force=not request.response_nonce and not state.sent)
-        return [response] if response else []
+        response = self._delta_response(watch, t, state, stats, states,
+                                        force=not request.response_nonce and not state.sent)
+        out = [response] if response else []
+        endpoints = states.get(ENDPOINT)
+        if t == CLUSTER and endpoints is not None and endpoints.subscribed:
+            # the load assignments of the clusters just sent (see _delta_response), right behind them
+            response = self._delta_response(watch, ENDPOINT, endpoints, stats, states)
+            if response:
+                out.append(response)
+        return out
 
     def _delta_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats,
-                        force: bool = False) -> discovery_pb2.DeltaDiscoveryResponse | None:
+                        states: dict[str, _TypeState], force: bool = False
+                        ) -> discovery_pb2.DeltaDiscoveryResponse | None:
         items = self.cache.resources(watch).get(t, {})
         wanted = {n: p for n, p in items.items() if state.names is None or n in state.names}
         changed = [p for n, p in sorted(wanted.items()) if state.sent.get(n) != p.version]
         removed = sorted(n for n in state.sent if n not in wanted)
         if not changed and not removed and not force:
             return None
+        endpoints = states.get(ENDPOINT)
+        if t == CLUSTER and endpoints is not None:
+            # Envoy replaces an updated cluster with a new one that warms until its ClusterLoadAssignment
+            # arrives, and in delta it does not subscribe again to a name it already has: unless we send
+            # the (unchanged) assignment again, the cluster waits out initial_fetch_timeout (15 s), and
+            # the proxy's next CDS and LDS changes with it. (An EDS cluster's assignment has its name.)
+            for p in changed:
+                endpoints.sent.pop(p.name, None)
         for p in changed:
             state.sent[p.name] = p.version
         for n in removed:

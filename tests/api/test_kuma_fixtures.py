@@ -16,9 +16,9 @@ import yaml
 
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
-from tests.support import SHARED, live_api
+from tests.support import kuma_reference, live_api
 
-FIXTURES = SHARED / "api-fixtures"
+FIXTURES = kuma_reference("api-fixtures")
 STEP = re.compile(r"^#(/\S*) (\d{3})(?: method=(\w+))?\s*$")
 ZERO_TIME = "0001-01-01T00:00:00Z"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SHARED, CpProcess
+from tests.support import CpProcess, kuma_reference
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def test_no_server_error_on_any_generated_request(tmp_path: Path) -> None:
     cp = CpProcess(tmp_path).start()
     try:
         out = subprocess.run(
-            [cli, "run", str(SHARED / "openapi.yaml"), "--url", cp.url, "--checks", "not_a_server_error",
+            [cli, "run", str(kuma_reference("openapi.yaml")), "--url", cp.url, "--checks", "not_a_server_error",
              "--max-examples", "3", "--phases", "examples,coverage,fuzzing", "--generation-deterministic",
              "--max-time", "90", "--warnings", "off"],
             capture_output=True, text=True, timeout=300, cwd=tmp_path)

@@ -8,10 +8,8 @@ import json
 
 import pytest
 
-from tests.support import SHARED
+from tests.support import kuma_reference
 from appliance.core.resources import dataplane
-
-FIXTURES = SHARED / "api-fixtures"
 
 VALID = {
     "inbound and outbound with service tags": """
@@ -386,8 +384,9 @@ def test_rejects(check, body: str, expected: list[tuple[str, str]]) -> None:
 @pytest.mark.parametrize("step, status", [("00", 201), ("04", 400), ("09", 201)])
 def test_matches_kuma_rest_fixtures(check, step: str, status: int) -> None:
     """put_dataplanes: the spec-related steps (the others are about meta, checked elsewhere)."""
-    body = json.loads((FIXTURES / f"put_dataplanes_{step}.request.json").read_text())
-    golden = json.loads((FIXTURES / f"put_dataplanes_{step}.golden.json").read_text())
+    fixtures = kuma_reference("api-fixtures")
+    body = json.loads((fixtures / f"put_dataplanes_{step}.request.json").read_text())
+    golden = json.loads((fixtures / f"put_dataplanes_{step}.golden.json").read_text())
     expected = [(p["field"], p["reason"]) for p in golden.get("invalid_parameters", [])]
     assert check(dataplane, body) == expected
     assert bool(expected) == (status == 400)
@@ -395,8 +394,9 @@ def test_matches_kuma_rest_fixtures(check, step: str, status: int) -> None:
 
 def test_workload_label_fixture_bodies_have_a_valid_spec(check) -> None:
     """The kuma.io/workload label is judged elsewhere; the spec of those requests is fine."""
+    fixtures = kuma_reference("api-fixtures")
     for step in ("00", "01", "02"):
-        body = json.loads((FIXTURES / f"workload_label_validation_{step}.request.json").read_text())
+        body = json.loads((fixtures / f"workload_label_validation_{step}.request.json").read_text())
         assert check(dataplane, body) == []
 
 

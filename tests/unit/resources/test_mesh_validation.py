@@ -7,10 +7,8 @@ import json
 
 import pytest
 
-from tests.support import SHARED
+from tests.support import kuma_reference
 from appliance.core.resources import mesh
-
-FIXTURES = SHARED / "api-fixtures"
 
 EVERYTHING = """
     mtls:
@@ -259,7 +257,7 @@ def test_rejects(check, body: str, expected: list[tuple[str, str]]) -> None:
 
 @pytest.mark.parametrize("step", ["02", "03", "04"])
 def test_put_meshes_fixture_bodies_are_valid(check, step: str) -> None:
-    body = json.loads((FIXTURES / f"put_meshes_{step}.request.json").read_text())
+    body = json.loads((kuma_reference("api-fixtures") / f"put_meshes_{step}.request.json").read_text())
     assert check(mesh, body) == []
 
 

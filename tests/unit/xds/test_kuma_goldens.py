@@ -5,9 +5,7 @@ compares what both sides produce at the same stage.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,10 +17,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from appliance.xds.generate import PLUGINS, generate_sidecar, load_assignment_for, names, outbound_cluster
 from appliance.xds.generate.listeners import inbound_listener
 from appliance.xds.model import Identity, MeshSnapshot, Mtls
+from tests.support import kuma_reference
 from tests.unit.xds.scenarios import KUMA_INBOUND_PROXY_3, endpoint, snapshot, web_proxy
 
-ROOT = Path(__file__).resolve().parents[3]
-GOLDEN = Path(os.environ.get("KUMA_REFERENCE_DIR", ROOT.parent / "shared" / "kuma-2.14")) / "envoy-golden"
+GOLDEN = kuma_reference("envoy-golden")
 
 
 PROFILE_SOURCE_1 = "generator__testdata__profile-source__1-envoy-config.golden.yaml"
@@ -32,8 +30,6 @@ INBOUND_PROXY_3 = "generator__testdata__inbound-proxy__3-envoy-config.golden.yam
 def _kuma(file: str, type_url: str, name: str) -> Message:
     """One resource of a Kuma golden file, as a message (the others may use filters we never import)."""
     path = GOLDEN / file
-    if not path.exists():
-        pytest.fail(f"Kuma's reference data is missing: {path} (set KUMA_REFERENCE_DIR)")
     for item in yaml.safe_load(path.read_text())["resources"]:
         body = dict(item["resource"])
         if body.pop("@type") == type_url and item["name"] == name:
