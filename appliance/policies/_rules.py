@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from appliance.xds.model import Inbound, Policy, Proxy
+from appliance.model.proxy import Inbound, Policy, Proxy
 
 SERVICE_TAG = "kuma.io/service"
 _KIND_ORDER = {"Mesh": 1, "Dataplane": 2, "MeshSubset": 3, "MeshGateway": 4, "MeshService": 5,

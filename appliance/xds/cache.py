@@ -28,7 +28,7 @@ from appliance.store import ListQuery, Store, StoreUnavailable
 from appliance.xds.generate.egress import EgressProxy, egress_meshes, generate_egress
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.identity import IdentityProvider
-from appliance.xds.model import Identity, Inbound, MeshSnapshot, Proxy
+from appliance.model.proxy import Identity, Inbound, MeshSnapshot, Proxy
 from appliance.xds.resources import ENDPOINT, Packed, Resources, pack, pack_all
 from appliance.xds.snapshot import build_snapshot, dataplane_inbounds, proxy_from_dataplane
 

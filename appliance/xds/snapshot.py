@@ -8,7 +8,7 @@ from appliance.ca.builtin import ca_secret_names
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.store import ListQuery, Store
-from appliance.xds.model import (
+from appliance.model.proxy import (
     Endpoint, ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot, Mtls, Outbound, Policy,
     Proxy,
 )

@@ -15,7 +15,7 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_de
 
 from appliance.policies import _envoy, _rules
 from appliance.policies._common import parse_decimal
-from appliance.xds.model import MeshSnapshot, Proxy
+from appliance.model.proxy import MeshSnapshot, Proxy
 
 KIND = "MeshCircuitBreaker"
 _LIMITS = {"maxConnections": "max_connections", "maxConnectionPools": "max_connection_pools",
@@ -37,7 +37,7 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     inbound_clusters = {}
     for inbound in proxy.inbounds:
         rules = _rules.inbound_rules(selection.by_inbound.get(_rules.inbound_key(inbound), ()), from_as_rules=True)
-        inbound_clusters[_envoy.local_cluster_name(inbound.service_port)] = _rules.catch_all_conf(rules)
+        inbound_clusters[_envoy.local_cluster(inbound.service_port)] = _rules.catch_all_conf(rules)
     services = tuple(sorted({o.service for o in proxy.outbounds}))
     return Matched(inbound_clusters, services, tuple(_rules.to_rules(selection)), selection.key)
 

@@ -16,6 +16,9 @@ KIND = "MeshLoadBalancingStrategy"
 PATH = "meshloadbalancingstrategies"
 SHORT_NAME = "mlbs"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": False, "has_rules": False, "is_from_as_rules": False}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 400
+HAS_PLUGIN = False
 
 _NAME = {"type": "string", "minLength": 1}
 _HASH_POLICIES = arr(obj({

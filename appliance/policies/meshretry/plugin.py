@@ -21,7 +21,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from appliance.policies import _envoy, _rules
 from appliance.policies._common import HTTP_STATUS_CODES
-from appliance.xds.model import MeshSnapshot, Proxy
+from appliance.model.proxy import MeshSnapshot, Proxy
 
 KIND = "MeshRetry"
 HTTP_RETRY_ON_DEFAULT = "gateway-error,connect-failure,refused-stream"

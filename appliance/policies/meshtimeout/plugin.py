@@ -24,7 +24,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from appliance.policies import _envoy, _rules
-from appliance.xds.model import MeshSnapshot, Proxy
+from appliance.model.proxy import MeshSnapshot, Proxy
 
 KIND = "MeshTimeout"
 CONNECT_TIMEOUT = 5
@@ -62,7 +62,7 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
             conf=_rules.catch_all_conf(rules),
             apply=not rules or any(r.match is None for r in rules),
             protocol=inbound.protocol,
-            cluster=_envoy.local_cluster_name(inbound.service_port))
+            cluster=_envoy.local_cluster(inbound.service_port))
     protocols = {o.service: snapshot.protocols.get(o.service, "tcp") for o in proxy.outbounds}
     outbounds = {(o.address, o.port): (o.service, protocols[o.service]) for o in proxy.outbounds}
     return Matched(inbounds, outbounds, tuple(_rules.to_rules(selection)), protocols, selection.key)

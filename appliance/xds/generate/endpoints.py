@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from appliance.xds.generate import names
+from appliance.model import names
 from appliance.xds.generate._proto import string_struct
-from appliance.xds.model import Endpoint, MeshSnapshot
+from appliance.model.proxy import Endpoint, MeshSnapshot
 
 _LB_KEYS = ("envoy.lb", "envoy.transport_socket_match")
 

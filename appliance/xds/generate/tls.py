@@ -11,9 +11,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
-from appliance.xds.generate import names
+from appliance.model import names
 from appliance.xds.generate._proto import ads_source, pack
-from appliance.xds.model import ExternalTls, Identity, MeshSnapshot
+from appliance.model.proxy import ExternalTls, Identity, MeshSnapshot
 
 
 def identity_secret(mesh: str, identity: Identity) -> secret_pb2.Secret:

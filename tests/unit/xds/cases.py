@@ -1,7 +1,7 @@
 """The generator cases every xds test runs: name -> (snapshot, proxy, identity)."""
 from __future__ import annotations
 
-from appliance.xds.model import Identity, MeshSnapshot, Proxy
+from appliance.model.proxy import Identity, MeshSnapshot, Proxy
 from tests.unit.xds.scenarios import (
     IDENTITY, KUMA_INBOUND_PROXY_3, PERMISSIONS, db_proxy, default_policies, grpc_proxy, policy, snapshot, web_proxy,
 )

@@ -7,7 +7,7 @@ from typing import Any
 from appliance.policies.meshcircuitbreaker import schema as meshcircuitbreaker
 from appliance.policies.meshretry import schema as meshretry
 from appliance.policies.meshtimeout import schema as meshtimeout
-from appliance.xds.model import Endpoint, Identity, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy
+from appliance.model.proxy import Endpoint, Identity, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy
 
 MESH = "default"
 IDENTITY = Identity(cert_pem=b"-----BEGIN CERTIFICATE-----\nweb\n-----END CERTIFICATE-----\n",
