@@ -41,7 +41,9 @@ def _policy_validator(module: ModuleType) -> Callable[[Content, Violations], Non
 
 
 def _policy_warnings(module: ModuleType) -> Callable[[Resource], list[str]]:
-    return lambda res: list(module.deprecations(res.spec))
+    # Nothing accepted silently does nothing: a type no plugin applies yet says so with every write.
+    stored_only = [] if module.HAS_PLUGIN else [policies.not_applied_warning(module.KIND)]
+    return lambda res: list(module.deprecations(res.spec)) + stored_only
 
 
 def _policy(module: ModuleType) -> ResourceType:
