@@ -7,6 +7,7 @@ from typing import Any
 from appliance.ca.builtin import ca_secret_names
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
+from appliance.policies._backends import subset_clusters
 from appliance.store import ListQuery, Store
 from appliance.model.proxy import (
     Endpoint, ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot, Mtls, Outbound, Policy,
@@ -218,4 +219,5 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
         zone_egress=zone_egress, mesh_external_services=meshexternals,
         forbid_mesh_external_service_access=bool(
             (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
-        egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else ())
+        egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else (),
+        subsets=subset_clusters(policies))

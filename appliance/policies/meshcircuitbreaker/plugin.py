@@ -27,7 +27,7 @@ Conf = dict[str, Any]
 @dataclass(frozen=True)
 class Matched:
     inbound_clusters: dict[str, Conf]      # local cluster name -> conf for all clients
-    services: tuple[str, ...]              # destination services (their clusters are named after them)
+    services: dict[str, tuple[str, ...]]   # destination service -> its clusters (and its parts')
     to_rules: tuple[_rules.Rule, ...]
     to_key: tuple[str, ...]                # equal keys: equal outbound cluster limits
 
@@ -38,7 +38,7 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     for inbound in proxy.inbounds:
         rules = _rules.inbound_rules(selection.by_inbound.get(_rules.inbound_key(inbound), ()), from_as_rules=True)
         inbound_clusters[_envoy.local_cluster(inbound.service_port)] = _rules.catch_all_conf(rules)
-    services = tuple(sorted({o.service for o in proxy.outbounds}))
+    services = {s: snapshot.clusters_of(s) for s in sorted({o.service for o in proxy.outbounds})}
     return Matched(inbound_clusters, services, tuple(_rules.to_rules(selection)), selection.key)
 
 
@@ -117,8 +117,9 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
         cluster = _envoy.cluster(resources, name)
         if cluster is not None:
             configure_cluster(cluster, conf)
-    for service in matched.services:
-        cluster = _envoy.cluster(resources, service)
+    for service, cluster_names in matched.services.items():
         rule = _rules.compute(matched.to_rules, {_rules.SERVICE_TAG: service})
-        if cluster is not None and rule is not None:
-            configure_cluster(cluster, rule.conf)
+        for name in cluster_names:
+            cluster = _envoy.cluster(resources, name)
+            if cluster is not None and rule is not None:
+                configure_cluster(cluster, rule.conf)

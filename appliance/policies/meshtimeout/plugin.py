@@ -49,6 +49,7 @@ class Matched:
     outbounds: dict[_rules.InboundKey, tuple[str, str]]   # listener (address, port) -> (service, protocol)
     to_rules: tuple[_rules.Rule, ...]
     protocols: dict[str, str]                              # destination service -> protocol
+    clusters: dict[str, tuple[str, ...]]                   # destination service -> its clusters (and its parts')
     to_key: tuple[str, ...]                                # equal keys: equal outbound cluster timeouts
 
 
@@ -65,7 +66,8 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
             cluster=_envoy.local_cluster(inbound.service_port))
     protocols = {o.service: snapshot.protocols.get(o.service, "tcp") for o in proxy.outbounds}
     outbounds = {(o.address, o.port): (o.service, protocols[o.service]) for o in proxy.outbounds}
-    return Matched(inbounds, outbounds, tuple(_rules.to_rules(selection)), protocols, selection.key)
+    clusters = {service: snapshot.clusters_of(service) for service in protocols}
+    return Matched(inbounds, outbounds, tuple(_rules.to_rules(selection)), protocols, clusters, selection.key)
 
 
 def _outbound_conf(matched: Matched, service: str) -> Conf | None:
@@ -155,6 +157,7 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
         if listener is not None:
             _configure_outbound_listener(listener, _outbound_conf(matched, service), protocol)
     for service, protocol in matched.protocols.items():
-        cluster = _envoy.cluster(resources, service)
-        if cluster is not None:
-            configure_cluster(cluster, _outbound_conf(matched, service) or {}, protocol)
+        for name in matched.clusters[service]:
+            cluster = _envoy.cluster(resources, name)
+            if cluster is not None:
+                configure_cluster(cluster, _outbound_conf(matched, service) or {}, protocol)

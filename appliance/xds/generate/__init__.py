@@ -59,7 +59,12 @@ def outbound_resources(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy,
     listener = outbound_listener(outbound, snapshot, proxy)
     unit: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
     unit[names.LISTENER][listener.name] = listener
-    unit[names.CLUSTER][outbound.service] = cluster_for(snapshot, outbound.service)
+    clusters = unit[names.CLUSTER]
+    clusters[outbound.service] = cluster_for(snapshot, outbound.service)
+    for plugin_matched in matched:   # the other services this outbound's routes send to
+        for service in getattr(plugin_matched, "backend_services", {}).get((outbound.address, outbound.port), ()):
+            if service not in clusters:
+                clusters[service] = cluster_for(snapshot, service)
     for plugin, plugin_matched in zip(PLUGINS, matched):
         plugin.apply(plugin_matched, unit)
     return unit

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from appliance.policies._backends import subset_clusters
 from appliance.policies.meshcircuitbreaker import schema as meshcircuitbreaker
 from appliance.policies.meshretry import schema as meshretry
 from appliance.policies.meshtimeout import schema as meshtimeout
@@ -108,3 +109,40 @@ PERMISSIONS = (
                                         {"targetRef": {"kind": "MeshService", "name": "web"},
                                          "default": {"action": "Allow"}}]}),
 )
+
+
+# --- routing: two versions of backend, and the canary of the MeshHTTPRoute docs --------------------
+
+HTTP_ROUTE = "MeshHTTPRoute"
+VERSIONED_BACKEND = (
+    endpoint("10.0.0.2", 8080, "backend", "backend-v1", **{"kuma.io/protocol": "http", "version": "v1"}),
+    endpoint("10.0.0.3", 8080, "backend", "backend-v2", **{"kuma.io/protocol": "http", "version": "v2"}),
+)
+
+
+def subset(name: str, version: str, weight: int | None = None) -> dict[str, Any]:
+    ref: dict[str, Any] = {"kind": "MeshServiceSubset", "name": name, "tags": {"version": version}}
+    if weight is not None:
+        ref["weight"] = weight
+    return ref
+
+
+CANARY = policy(HTTP_ROUTE, "backend-canary", {
+    "targetRef": {"kind": "Mesh"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+        # With the path, the header match sorts first (more headers win among equal paths); a match of the
+        # header alone would sort after the explicit `PathPrefix /` below, as in Kuma, and never be reached.
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                      "headers": [{"type": "Exact", "name": "x-version", "value": "v2"}]}],
+         "default": {"backendRefs": [subset("backend", "v2", 1)]}},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+         "default": {"backendRefs": [subset("backend", "v1", 90), subset("backend", "v2", 10)]}},
+    ]}],
+})
+
+
+def routed_snapshot(mtls: str | None, *routes: Policy, **changes: Any) -> MeshSnapshot:
+    """A snapshot with versioned backend endpoints and these route policies (and the mesh defaults)."""
+    policies = default_policies(extra=routes)
+    endpoints = {**snapshot().endpoints, "backend": VERSIONED_BACKEND}
+    return snapshot(mtls, policies=policies, endpoints=endpoints, subsets=subset_clusters(policies), **changes)
