@@ -16,7 +16,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from appliance.xds.cache import ProxyWatch, XdsCache
-from appliance.xds.resources import PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
+from appliance.xds.resources import CLUSTER, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
 
 log = logging.getLogger("appliance.xds")
 
@@ -53,6 +53,7 @@ class _TypeState:
     # SotW: the items and names `version_of` was computed for (the cache's memo dicts change on regeneration)
     versioned: tuple[object, frozenset[str] | None] | None = None
     version_of: str = ""
+    last_items: dict[str, Packed] | None = None           # SotW: what the last response held (CDS)
 
 
 def _node_features(node: object) -> tuple[frozenset[str], bool]:
@@ -178,12 +179,25 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                    stats: StreamStats) -> list[discovery_pb2.DiscoveryResponse]:
         out = []
         resources = self.cache.resources(watch)
+        final_clusters = None
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
-                response = self._sotw_response(watch, t, state, stats, force=False, resources=resources)
+                items = resources.get(t, {})
+                if t == CLUSTER and state.last_items is not None:
+                    # Make-before-break: a cluster the new listeners stop using (a route removed) goes only
+                    # after they are replaced, or requests on its way would meet an unknown cluster (503).
+                    gone = {n: p for n, p in state.last_items.items() if n not in items}
+                    if gone:
+                        final_clusters, items = items, {**gone, **items}
+                response = self._sotw_response(watch, t, state, stats, force=False, resources={t: items})
                 if response:
                     out.append(response)
+        if final_clusters is not None:
+            response = self._sotw_response(watch, CLUSTER, states[CLUSTER], stats, force=False,
+                                           resources={CLUSTER: final_clusters})
+            if response:
+                out.append(response)
         return out
 
     def _sotw_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats, force: bool,
@@ -196,6 +210,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if not force and version == state.sent_version:
             return None
         chosen: list[Packed] = [p for n, p in sorted(items.items()) if state.names is None or n in state.names]
+        if t == CLUSTER:
+            state.last_items = {p.name: p for p in chosen}
         state.sent_version = version
         state.nonce = _nonce()
         state.ack_seen = False
@@ -216,9 +232,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
-                response = self._delta_response(watch, t, state, stats)
+                # Make-before-break: clusters are removed only after the listeners that used them changed.
+                response = self._delta_response(watch, t, state, stats, keep_removed=t == CLUSTER)
                 if response:
                     out.append(response)
+        state = states.get(CLUSTER)
+        if state and state.subscribed:
+            response = self._delta_response(watch, CLUSTER, state, stats)
+            if response:
+                out.append(response)
         return out
 
     def _delta_request(self, watch: ProxyWatch, states: dict[str, _TypeState], stats: StreamStats,
@@ -267,11 +289,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         return [response] if response else []
 
     def _delta_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats,
-                        force: bool = False) -> discovery_pb2.DeltaDiscoveryResponse | None:
+                        force: bool = False, keep_removed: bool = False
+                        ) -> discovery_pb2.DeltaDiscoveryResponse | None:
         items = self.cache.resources(watch).get(t, {})
         wanted = {n: p for n, p in items.items() if state.names is None or n in state.names}
         changed = [p for n, p in sorted(wanted.items()) if state.sent.get(n) != p.version]
-        removed = sorted(n for n in state.sent if n not in wanted)
+        removed = [] if keep_removed else sorted(n for n in state.sent if n not in wanted)
         if not changed and not removed and not force:
             return None
         for p in changed:
