@@ -8,10 +8,14 @@ snapshot lists them all: `subset_clusters`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from appliance.model import names
 from appliance.model.proxy import Policy
+from appliance.policies import _envoy
 
 ROUTE_KINDS = ("MeshHTTPRoute", "MeshTCPRoute")
 
@@ -61,3 +65,31 @@ def subset_clusters(policies: dict[str, tuple[Policy, ...]]) -> dict[str, tuple[
                 if found is not None and found.tags:
                     out[found.cluster] = (found.service, found.tags)
     return out
+
+
+def subset_cluster(base: cluster_pb2.Cluster, found: Backend, mesh: str) -> cluster_pb2.Cluster:
+    """The cluster of part of a service: the service's own, renamed, asking the server by its tags (SNI)."""
+    cluster = cluster_pb2.Cluster()
+    cluster.CopyFrom(base)
+    cluster.name = found.cluster
+    alt = names.sanitize_metric(cluster.name)
+    if alt != cluster.name:
+        cluster.alt_stat_name = alt
+    else:
+        cluster.ClearField("alt_stat_name")
+    if cluster.transport_socket.name == _envoy.TLS_TRANSPORT_SOCKET and cluster.type == cluster_pb2.Cluster.EDS:
+        context = tls_pb2.UpstreamTlsContext()
+        cluster.transport_socket.typed_config.Unpack(context)
+        context.sni = names.sni(found.service, mesh, dict(found.tags))
+        cluster.transport_socket.typed_config.CopyFrom(_envoy.pack(context))
+    return cluster
+
+
+def add_clusters(resources: _envoy.Resources, backends: Iterable[Backend], mesh: str) -> None:
+    """The clusters of the parts of services that `backends` name, made from the services' own (which the
+    generator added: `Matched.backend_services`)."""
+    clusters = resources.setdefault(_envoy.CLUSTER, {})
+    for found in backends:
+        base = clusters.get(found.service)
+        if found.cluster not in clusters and isinstance(base, cluster_pb2.Cluster):
+            clusters[found.cluster] = subset_cluster(base, found, mesh)

@@ -187,3 +187,25 @@ def test_http_route_canary_filters_and_removal(routing: Routing) -> None:
     _eventually(lambda: "v1" in {routing.version(**{"x-version": "v2"}) for _ in range(20)})
     assert routing.get("/old/page").json()["path"] == "/old/page"
     _eventually(routing.all_acked)
+
+
+def test_tcp_route_splits_connections_between_subsets(routing: Routing) -> None:
+    _eventually(lambda: {_tcp(routing.tcp_port, b"x").split(b":")[0] for _ in range(20)} == {b"v1", b"v2"},
+                timeout=40)
+    routing.put("meshtcproutes", "echo-split", "MeshTCPRoute", {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshService", "name": "echo"},
+                "rules": [{"default": {"backendRefs": [subset("echo", "v1", 80), subset("echo", "v2", 20)]}}]}]})
+    def counts() -> dict[bytes, int]:
+        versions = [_tcp(routing.tcp_port, b"ping").split(b":")[0] for _ in range(200)]
+        return {v: versions.count(v) for v in (b"v1", b"v2", b"")}   # b"": closed without an answer
+
+    # in place once v2 is the minority over 200 connections (round robin gives it half)
+    _eventually(lambda: counts()[b"v2"] < 70)
+    # v2 ~ Binomial(200, 0.2): mean 40, sd 5.7; [10, 75] is over 5 sd out on either side; every one answered
+    found = counts()
+    assert 10 <= found[b"v2"] <= 75 and found[b"v1"] == 200 - found[b"v2"], found
+
+    assert requests.delete(f"{routing.mesh.cp.url}/meshes/default/meshtcproutes/echo-split").ok
+    _eventually(lambda: counts()[b"v2"] > 70)   # back to round robin over both versions
+    _eventually(routing.all_acked)

@@ -25,15 +25,12 @@ from dataclasses import dataclass
 from functools import cmp_to_key
 from typing import Any, Iterable
 
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
-from appliance.model import names
 from appliance.model.proxy import MeshSnapshot, Proxy
 from appliance.policies import _envoy, _rules
-from appliance.policies._backends import Backend, backend
+from appliance.policies._backends import Backend, add_clusters, backend
 from appliance.policies.meshhttproute._envoy_routes import envoy_routes
 
 KIND = "MeshHTTPRoute"
@@ -210,27 +207,8 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     return Matched(snapshot.mesh, outbounds, selection.key)
 
 
-def subset_cluster(base: cluster_pb2.Cluster, found: Backend, mesh: str) -> cluster_pb2.Cluster:
-    """The cluster of part of a service: the service's own, renamed, asking the server by its tags (SNI)."""
-    cluster = cluster_pb2.Cluster()
-    cluster.CopyFrom(base)
-    cluster.name = found.cluster
-    alt = names.sanitize_metric(cluster.name)
-    if alt != cluster.name:
-        cluster.alt_stat_name = alt
-    else:
-        cluster.ClearField("alt_stat_name")
-    if cluster.transport_socket.name == _envoy.TLS_TRANSPORT_SOCKET and cluster.type == cluster_pb2.Cluster.EDS:
-        context = tls_pb2.UpstreamTlsContext()
-        cluster.transport_socket.typed_config.Unpack(context)
-        context.sni = names.sni(found.service, mesh, dict(found.tags))
-        cluster.transport_socket.typed_config.CopyFrom(_envoy.pack(context))
-    return cluster
-
-
 def apply(matched: Matched, resources: _envoy.Resources) -> None:
     listeners = _envoy.listeners_by_address(resources, base_pb2.OUTBOUND)
-    clusters = resources.setdefault(_envoy.CLUSTER, {})
     for key, outbound in matched.outbounds.items():
         listener = listeners.get(key)
         if listener is None:
@@ -248,7 +226,4 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
 
         for chain in listener.filter_chains:
             _envoy.update_hcm(chain, replace_routes)
-        for found in outbound.backends:
-            base = clusters.get(found.service)
-            if found.cluster not in clusters and isinstance(base, cluster_pb2.Cluster):
-                clusters[found.cluster] = subset_cluster(base, found, matched.mesh)
+        add_clusters(resources, outbound.backends, matched.mesh)

@@ -16,7 +16,7 @@ SHORT_NAME = "mtcpr"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": False, "has_rules": False, "is_from_as_rules": False}
 # Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
 ORDER = 200
-HAS_PLUGIN = False
+HAS_PLUGIN = True
 
 SPEC_SCHEMA: dict[str, Any] = obj({
     "targetRef": TARGET_REF,

@@ -114,6 +114,9 @@ PERMISSIONS = (
 # --- routing: two versions of backend, and the canary of the MeshHTTPRoute docs --------------------
 
 HTTP_ROUTE = "MeshHTTPRoute"
+TCP_ROUTE = "MeshTCPRoute"
+VERSIONED_DB = (endpoint("10.0.0.4", 5432, "db", "db-1", version="v1"),
+                endpoint("10.0.0.5", 5432, "db", "db-2", version="v2"))
 VERSIONED_BACKEND = (
     endpoint("10.0.0.2", 8080, "backend", "backend-v1", **{"kuma.io/protocol": "http", "version": "v1"}),
     endpoint("10.0.0.3", 8080, "backend", "backend-v2", **{"kuma.io/protocol": "http", "version": "v2"}),
@@ -144,5 +147,18 @@ CANARY = policy(HTTP_ROUTE, "backend-canary", {
 def routed_snapshot(mtls: str | None, *routes: Policy, **changes: Any) -> MeshSnapshot:
     """A snapshot with versioned backend endpoints and these route policies (and the mesh defaults)."""
     policies = default_policies(extra=routes)
-    endpoints = {**snapshot().endpoints, "backend": VERSIONED_BACKEND}
+    endpoints = {**snapshot().endpoints, "backend": VERSIONED_BACKEND, "db": VERSIONED_DB}
     return snapshot(mtls, policies=policies, endpoints=endpoints, subsets=subset_clusters(policies), **changes)
+
+
+DB_SPLIT = policy(TCP_ROUTE, "db-split", {
+    "targetRef": {"kind": "Mesh"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "db"},
+            "rules": [{"default": {"backendRefs": [subset("db", "v1", 80), subset("db", "v2", 20)]}}]}],
+})
+# A TCP route for an HTTP destination: it applies only while no MeshHTTPRoute has rules for backend.
+BACKEND_AS_TCP = policy(TCP_ROUTE, "backend-as-tcp", {
+    "targetRef": {"kind": "Mesh"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+            "rules": [{"default": {"backendRefs": [subset("backend", "v1", 1)]}}]}],
+})

@@ -4,13 +4,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from appliance.model import names
 from appliance.policies.meshhttproute.plugin import hash_matches
 from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.consistency import check_consistency
 from tests.unit.xds.cases import WEB_ROUTES
-from tests.unit.xds.scenarios import CANARY, IDENTITY, routed_snapshot, web_proxy
+from tests.unit.xds.scenarios import BACKEND_AS_TCP, CANARY, DB_SPLIT, IDENTITY, routed_snapshot, web_proxy
 
 V1, V2 = "backend-154693772bc47249", "backend-5b73b3f4adf20020"
 
@@ -73,3 +74,28 @@ def test_without_a_route_the_outbound_keeps_its_catch_all() -> None:
     resources = generate_sidecar(routed_snapshot("STRICT"), web_proxy(), IDENTITY)
     (only,) = _routes(resources)
     assert only.route.cluster == "backend" and V1 not in resources[names.CLUSTER]
+
+
+def _filter(resources: dict, listener: str) -> str:
+    return resources[names.LISTENER][listener].filter_chains[0].filters[0].name
+
+
+def test_tcp_route_splits_connections_by_weight() -> None:
+    resources = generate_sidecar(routed_snapshot("STRICT", DB_SPLIT), web_proxy(), IDENTITY)
+    proxy = tcp_proxy_pb2.TcpProxy()
+    resources[names.LISTENER]["outbound:127.0.0.1:10002"].filter_chains[0].filters[0].typed_config.Unpack(proxy)
+    db_v1, db_v2 = names.split_cluster("db", {"version": "v1"}), names.split_cluster("db", {"version": "v2"})
+    assert proxy.stat_prefix == "db"
+    assert [(c.name, c.weight) for c in proxy.weighted_clusters.clusters] == [(db_v1, 80), (db_v2, 20)]
+    assert [e.endpoint.address.socket_address.address
+            for e in resources[names.ENDPOINT][db_v2].endpoints[0].lb_endpoints] == ["10.0.0.5"]
+    assert check_consistency(resources) == []
+
+
+def test_an_http_route_wins_over_a_tcp_route_for_the_same_destination() -> None:
+    """Kuma's precedence: a TCP route turns an HTTP outbound into TCP only while no HTTP route has rules for it."""
+    tcp_only = generate_sidecar(routed_snapshot("STRICT", BACKEND_AS_TCP), web_proxy(), IDENTITY)
+    assert _filter(tcp_only, "outbound:127.0.0.1:10001") == names.TCP_PROXY_FILTER
+    both = generate_sidecar(routed_snapshot("STRICT", BACKEND_AS_TCP, CANARY), web_proxy(), IDENTITY)
+    assert _filter(both, "outbound:127.0.0.1:10001") == names.HCM_FILTER
+    assert len(_routes(both)) == 2
