@@ -209,3 +209,19 @@ def test_tcp_route_splits_connections_between_subsets(routing: Routing) -> None:
     assert requests.delete(f"{routing.mesh.cp.url}/meshes/default/meshtcproutes/echo-split").ok
     _eventually(lambda: counts()[b"v2"] > 70)   # back to round robin over both versions
     _eventually(routing.all_acked)
+
+
+def test_ring_hash_on_a_header_keeps_one_value_on_one_instance(routing: Routing) -> None:
+    _eventually(lambda: {routing.version() for _ in range(20)} == {"v1", "v2"}, timeout=40)
+    routing.put("meshloadbalancingstrategies", "sticky-users", "MeshLoadBalancingStrategy", {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+                "default": {"loadBalancer": {"type": "RingHash", "ringHash": {"minRingSize": 1024}},
+                            "hashPolicies": [{"type": "Header", "header": {"name": "x-user"}}]}}]})
+    # in place once one user's 20 requests land on one instance (by chance under round robin: 2^-19)
+    _eventually(lambda: len({routing.version(**{"x-user": "alice"}) for _ in range(20)}) == 1)
+    landed = {user: {routing.version(**{"x-user": user}) for _ in range(10)} for user in map(str, range(30))}
+    assert all(len(versions) == 1 for versions in landed.values()), landed
+    # 30 users all on one of two instances of a 1,024-entry ring: about 2^-29
+    assert {v for versions in landed.values() for v in versions} == {"v1", "v2"}
+    _eventually(routing.all_acked)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from appliance.model.proxy import Identity, MeshSnapshot, Proxy
 from tests.unit.xds.scenarios import (
-    BACKEND_AS_TCP, CANARY, DB_SPLIT, HTTP_ROUTE, IDENTITY, KUMA_INBOUND_PROXY_3, PERMISSIONS, db_proxy, default_policies, grpc_proxy, policy,
+    BACKEND_AS_TCP, CANARY, RING_HASH, DB_SPLIT, HTTP_ROUTE, IDENTITY, KUMA_INBOUND_PROXY_3, PERMISSIONS, db_proxy, default_policies, grpc_proxy, policy,
     routed_snapshot, snapshot, subset, web_proxy,
 )
 
@@ -62,5 +62,6 @@ CASES: dict[str, tuple[MeshSnapshot, Proxy, Identity | None]] = {
     "kuma-inbound-proxy-3": (snapshot("STRICT"), KUMA_INBOUND_PROXY_3, IDENTITY),
     "http-route-canary": (routed_snapshot("STRICT", CANARY), web_proxy(), IDENTITY),
     "http-route-merged": (routed_snapshot("STRICT", CANARY, WEB_ROUTES), web_proxy(), IDENTITY),
+    "load-balancing": (routed_snapshot("STRICT", CANARY, RING_HASH), web_proxy(), IDENTITY),
     "tcp-route-split": (routed_snapshot("STRICT", DB_SPLIT, BACKEND_AS_TCP), web_proxy(), IDENTITY),
 }

@@ -162,3 +162,17 @@ BACKEND_AS_TCP = policy(TCP_ROUTE, "backend-as-tcp", {
     "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
             "rules": [{"default": {"backendRefs": [subset("backend", "v1", 1)]}}]}],
 })
+
+MLBS = "MeshLoadBalancingStrategy"
+RING_HASH = policy(MLBS, "ring-hash-backend", {
+    "targetRef": {"kind": "Mesh"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+            "default": {"loadBalancer": {"type": "RingHash", "ringHash": {"minRingSize": 64, "maxRingSize": 1024,
+                                                                          "hashFunction": "MurmurHash2"}},
+                        "hashPolicies": [{"type": "Header", "header": {"name": "x-user"}, "terminal": True},
+                                         {"type": "Cookie", "cookie": {"name": "session", "ttl": "1h", "path": "/"}},
+                                         {"type": "Connection", "connection": {"sourceIP": True}}]}},
+           {"targetRef": {"kind": "MeshService", "name": "db"},
+            "default": {"loadBalancer": {"type": "LeastRequest",
+                                         "leastRequest": {"choiceCount": 3, "activeRequestBias": "1.5"}}}}],
+})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
@@ -11,7 +12,9 @@ from appliance.policies.meshhttproute.plugin import hash_matches
 from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.consistency import check_consistency
 from tests.unit.xds.cases import WEB_ROUTES
-from tests.unit.xds.scenarios import BACKEND_AS_TCP, CANARY, DB_SPLIT, IDENTITY, routed_snapshot, web_proxy
+from tests.unit.xds.scenarios import (
+    BACKEND_AS_TCP, CANARY, DB_SPLIT, IDENTITY, RING_HASH, routed_snapshot, web_proxy,
+)
 
 V1, V2 = "backend-154693772bc47249", "backend-5b73b3f4adf20020"
 
@@ -99,3 +102,20 @@ def test_an_http_route_wins_over_a_tcp_route_for_the_same_destination() -> None:
     both = generate_sidecar(routed_snapshot("STRICT", BACKEND_AS_TCP, CANARY), web_proxy(), IDENTITY)
     assert _filter(both, "outbound:127.0.0.1:10001") == names.HCM_FILTER
     assert len(_routes(both)) == 2
+
+
+def test_load_balancing_reaches_the_service_and_its_parts_and_every_route() -> None:
+    resources = generate_sidecar(routed_snapshot("STRICT", CANARY, RING_HASH), web_proxy(), IDENTITY)
+    for name in ("backend", V1, V2):
+        cluster = resources[names.CLUSTER][name]
+        assert cluster.lb_policy == cluster_pb2.Cluster.RING_HASH
+        assert (cluster.ring_hash_lb_config.minimum_ring_size.value,
+                cluster.ring_hash_lb_config.maximum_ring_size.value) == (64, 1024)
+    for route in _routes(resources):
+        assert [p.WhichOneof("policy_specifier") for p in route.route.hash_policy] == \
+            ["header", "cookie", "connection_properties"]
+        assert route.route.hash_policy[0].terminal and route.route.hash_policy[1].cookie.ttl.seconds == 3600
+    db = resources[names.CLUSTER]["db"]
+    assert db.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
+    assert (db.least_request_lb_config.choice_count.value,
+            db.least_request_lb_config.active_request_bias.default_value) == (3, 1.5)
