@@ -18,9 +18,6 @@ Only HTTP, HTTP/2 and gRPC outbounds are routed here; TCP outbounds belong to Me
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from dataclasses import dataclass
 from functools import cmp_to_key
 from typing import Any, Iterable
@@ -31,49 +28,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from appliance.model.proxy import MeshSnapshot, Proxy
 from appliance.policies import _envoy, _rules
 from appliance.policies._backends import Backend, add_clusters, backend
+from appliance.policies._matches import hash_matches, match_fields
 from appliance.policies.meshhttproute._envoy_routes import envoy_routes
 
 KIND = "MeshHTTPRoute"
 Conf = dict[str, Any]
 CATCH_ALL: Conf = {"path": {"value": "/", "type": "PathPrefix"}}
 DEFAULT_WEIGHT = 100
-
-
-# --- the route name: api.HashMatches, the SHA-256 of the matches as Go's encoding/json writes them -------
-
-def _go_json(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(char, escaped)
-    return text
-
-
-def _match_fields(match: Conf) -> Conf:
-    """A match in the field order and with the omissions of Kuma's Go struct."""
-    out: Conf = {}
-    if match.get("path") is not None:
-        out["path"] = {"value": match["path"].get("value", ""), "type": match["path"].get("type", "")}
-    if match.get("method") is not None:
-        out["method"] = match["method"]
-    if match.get("queryParams") is not None:
-        out["queryParams"] = [{"type": q.get("type", ""), "name": q.get("name", ""), "value": q.get("value", "")}
-                              for q in match["queryParams"]]
-    if match.get("headers") is not None:
-        headers = []
-        for header in match["headers"]:
-            entry: Conf = {"type": header["type"]} if header.get("type") is not None else {}
-            entry["name"] = header.get("name", "")
-            if header.get("value"):
-                entry["value"] = header["value"]
-            headers.append(entry)
-        out["headers"] = headers
-    return out
-
-
-def hash_matches(matches: list[Conf]) -> str:
-    text = _go_json([_match_fields(m) for m in matches])
-    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
 # --- merging the rules of several policies (merge.Confs with mergeValuesByKey on `rules`) ----------------
@@ -87,7 +48,7 @@ def merge_rules(confs: Iterable[Conf]) -> Conf:
     merged: list[tuple[Any, list[Conf]] | None] = []
     for conf in confs:
         for rule in conf.get("rules") or []:
-            key = [_match_fields(m) for m in rule.get("matches") or []]
+            key = [match_fields(m) for m in rule.get("matches") or []]
             defaults = [rule.get("default") or {}]
             for i, earlier in enumerate(merged):
                 if earlier is not None and earlier[0] == key:
@@ -173,7 +134,7 @@ def routes_for(snapshot: MeshSnapshot, service: str, rules: list[Conf]) -> Outbo
         name = hash_matches(rule.get("matches") or [])
         prepared += [(name, match, rule.get("default") or {}) for match in rule.get("matches") or []]
     prepared.sort(key=cmp_to_key(lambda a, b: compare_match(a[1], b[1])))
-    if not any(_match_fields(match) == CATCH_ALL for _, match, _ in prepared):
+    if not any(match_fields(match) == CATCH_ALL for _, match, _ in prepared):
         prepared.append((hash_matches([CATCH_ALL]), CATCH_ALL, {}))
     whole = Backend(service, (), DEFAULT_WEIGHT)
     routes, rewrites = [], []

@@ -5,7 +5,7 @@ As Kuma 2.14 (plugin/v1alpha1/plugin.go), for each outbound whose service a `to`
   RoundRobin, LeastRequest (choiceCount, activeRequestBias), RingHash (min/maxRingSize, hashFunction),
   Random, Maglev (tableSize);
 - hashPolicies (or the deprecated loadBalancer.ringHash/maglev.hashPolicies) -> hash_policy of every route
-  of the outbound: Header, Cookie (name, path, ttl), Connection (sourceIP), QueryParameter, FilterState,
+  of the outbound, or of the routes of one MeshHTTPRoute's rules for an entry of kind MeshHTTPRoute: Header, Cookie (name, path, ttl), Connection (sourceIP), QueryParameter, FilterState,
   each with `terminal`; the deprecated SourceIP type is hashed like Connection.
 - localityAwareness: with one zone every endpoint is local, so `disabled`, `crossZone` and the failover
   threshold change nothing Envoy does; `localZone.affinityTags` would weight endpoints by tags shared with
@@ -36,22 +36,22 @@ _HASH_FUNCTIONS = {"XXHash": cluster_pb2.Cluster.RingHashLbConfig.XX_HASH,
 
 @dataclass(frozen=True)
 class Matched:
-    outbounds: dict[_rules.InboundKey, Conf]         # listener -> merged conf of its service
+    outbounds: dict[_rules.InboundKey, str]            # listener -> its service (with a rule)
     clusters: dict[str, tuple[tuple[str, ...], Conf]]  # service -> (its clusters, merged conf)
+    to_rules: tuple[_rules.Rule, ...]
     to_key: tuple[str, ...]
 
 
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
-    rules = _rules.to_rules(selection)
+    rules = _rules.to_rules(selection, routes=snapshot.policies.get("MeshHTTPRoute", ()))
     outbounds, clusters = {}, {}
     for outbound in proxy.outbounds:
         rule = _rules.compute(rules, {_rules.SERVICE_TAG: outbound.service})
-        if rule is None:
-            continue
-        outbounds[(outbound.address, outbound.port)] = rule.conf
-        clusters[outbound.service] = (snapshot.clusters_of(outbound.service), rule.conf)
-    return Matched(outbounds, clusters, selection.key)
+        outbounds[(outbound.address, outbound.port)] = outbound.service
+        if rule is not None:
+            clusters[outbound.service] = (snapshot.clusters_of(outbound.service), rule.conf)
+    return Matched(outbounds, clusters, tuple(rules), selection.key)
 
 
 def hash_policies(conf: Conf) -> list[Conf] | None:
@@ -113,18 +113,21 @@ def configure_cluster(cluster: cluster_pb2.Cluster, balancer: Conf) -> None:
 
 def apply(matched: Matched, resources: _envoy.Resources) -> None:
     listeners = _envoy.listeners_by_address(resources, base_pb2.OUTBOUND)
-    for key, conf in matched.outbounds.items():
+    if not matched.to_rules:
+        return
+    for key, service in matched.outbounds.items():
         listener = listeners.get(key)
-        policies = hash_policies(conf)
-        if listener is None or policies is None:
+        if listener is None:
             continue
-        built = [hash_policy(p) for p in policies]
 
-        def add_hashing(hcm: hcm_pb2.HttpConnectionManager) -> None:
+        def add_hashing(hcm: hcm_pb2.HttpConnectionManager, service: str = service) -> None:
             for route in _envoy.routes(hcm):
-                if route.HasField("route"):
+                # an entry of kind MeshHTTPRoute for the route's rule over those of its service
+                found = _rules.compute(matched.to_rules, _rules.route_element(service, route.name))
+                policies = hash_policies(found.conf) if found is not None else None
+                if route.HasField("route") and policies is not None:
                     del route.route.hash_policy[:]
-                    route.route.hash_policy.extend(built)
+                    route.route.hash_policy.extend(hash_policy(p) for p in policies)
 
         for chain in listener.filter_chains:
             _envoy.update_hcm(chain, add_hashing)

@@ -223,9 +223,6 @@ def _not_applied(spec: dict[str, Any]) -> list[str]:
     out = []
     for i, item in enumerate(as_list(spec.get("to"))):
         item = as_dict(item)
-        if as_dict(item.get("targetRef")).get("kind") == MESH_HTTP_ROUTE:
-            out.append(f"'spec.to[{i}]' with targetRef.kind MeshHTTPRoute is stored but not yet applied "
-                       "to proxies: this policy's other entries are not applied either")
         locality = as_dict(as_dict(item.get("default")).get("localityAwareness"))
         if as_list(as_dict(locality.get("localZone")).get("affinityTags")):
             out.append(f"'spec.to[{i}].default.localityAwareness.localZone.affinityTags' is stored but not "

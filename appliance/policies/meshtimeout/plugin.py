@@ -67,7 +67,8 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     protocols = {o.service: snapshot.protocols.get(o.service, "tcp") for o in proxy.outbounds}
     outbounds = {(o.address, o.port): (o.service, protocols[o.service]) for o in proxy.outbounds}
     clusters = {service: snapshot.clusters_of(service) for service in protocols}
-    return Matched(inbounds, outbounds, tuple(_rules.to_rules(selection)), protocols, clusters, selection.key)
+    rules = _rules.to_rules(selection, routes=snapshot.policies.get("MeshHTTPRoute", ()))
+    return Matched(inbounds, outbounds, tuple(rules), protocols, clusters, selection.key)
 
 
 def _outbound_conf(matched: Matched, service: str) -> Conf | None:
@@ -118,14 +119,19 @@ def _configure_inbound_listener(listener: listener_pb2.Listener, conf: Conf) -> 
         _envoy.update_tcp_proxy(chain, update_tcp)
 
 
-def _configure_outbound_listener(listener: listener_pb2.Listener, conf: Conf | None, protocol: str) -> None:
-    """DeprecatedListenerConfigurer: kuma.io/service outbounds; a service no `to` entry matches keeps its routes."""
+def _configure_outbound_listener(listener: listener_pb2.Listener, matched: Matched, service: str,
+                                 protocol: str) -> None:
+    """DeprecatedListenerConfigurer: kuma.io/service outbounds; a service no `to` entry matches keeps its routes.
+    A route takes the entries of kind MeshHTTPRoute for its rule over those of its service."""
+    conf = _outbound_conf(matched, service)
     http = (conf or {}).get("http") or {}
 
     def update_hcm(hcm: hcm_pb2.HttpConnectionManager) -> None:
+        for route in _envoy.routes(hcm):
+            found = _rules.compute(matched.to_rules, _rules.route_element(service, route.name))
+            if found is not None:
+                configure_route(route, found.conf.get("http") or {})
         if conf is not None:
-            for route in _envoy.routes(hcm):
-                configure_route(route, http)
             hcm.request_headers_timeout.CopyFrom(_envoy.duration(http.get("requestHeadersTimeout"), 0))
         hcm.common_http_protocol_options.idle_timeout.CopyFrom(_envoy.duration(None, 0))
 
@@ -155,7 +161,7 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
     for key, (service, protocol) in matched.outbounds.items():
         listener = outbound_listeners.get(key)
         if listener is not None:
-            _configure_outbound_listener(listener, _outbound_conf(matched, service), protocol)
+            _configure_outbound_listener(listener, matched, service, protocol)
     for service, protocol in matched.protocols.items():
         for name in matched.clusters[service]:
             cluster = _envoy.cluster(resources, name)

@@ -176,3 +176,19 @@ RING_HASH = policy(MLBS, "ring-hash-backend", {
             "default": {"loadBalancer": {"type": "LeastRequest",
                                          "leastRequest": {"choiceCount": 3, "activeRequestBias": "1.5"}}}}],
 })
+
+# Entries of kind MeshHTTPRoute: for the routes of backend-canary's rules only.
+CANARY_TUNING = (
+    policy("MeshTimeout", "canary-timeout", {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshHTTPRoute", "name": "backend-canary"},
+                "default": {"http": {"requestTimeout": "3s"}}}]}),
+    policy("MeshRetry", "canary-retry", {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshHTTPRoute", "name": "backend-canary"},
+                "default": {"http": {"numRetries": 7}}}]}),
+    policy(MLBS, "canary-hash", {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshHTTPRoute", "name": "backend-canary"},
+                "default": {"hashPolicies": [{"type": "QueryParameter", "queryParameter": {"name": "user"}}]}}]}),
+)

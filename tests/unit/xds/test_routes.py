@@ -13,7 +13,7 @@ from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.consistency import check_consistency
 from tests.unit.xds.cases import WEB_ROUTES
 from tests.unit.xds.scenarios import (
-    BACKEND_AS_TCP, CANARY, DB_SPLIT, IDENTITY, RING_HASH, routed_snapshot, web_proxy,
+    BACKEND_AS_TCP, CANARY, CANARY_TUNING, DB_SPLIT, IDENTITY, RING_HASH, routed_snapshot, web_proxy,
 )
 
 V1, V2 = "backend-154693772bc47249", "backend-5b73b3f4adf20020"
@@ -119,3 +119,15 @@ def test_load_balancing_reaches_the_service_and_its_parts_and_every_route() -> N
     assert db.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
     assert (db.least_request_lb_config.choice_count.value,
             db.least_request_lb_config.active_request_bias.default_value) == (3, 1.5)
+
+
+def test_entries_of_kind_mesh_http_route_tune_only_that_routes_rules() -> None:
+    """Per-route timeouts, retries and hashing: the /api route of another policy keeps the service's."""
+    resources = generate_sidecar(routed_snapshot("STRICT", CANARY, WEB_ROUTES, *CANARY_TUNING), web_proxy(), IDENTITY)
+    api, header, catch_all = _routes(resources)
+    assert api.match.path == "/api"
+    assert (api.route.timeout.seconds, api.route.retry_policy.num_retries.value) == (15, 5)   # mesh defaults
+    assert list(api.route.hash_policy) == []
+    for route in (header, catch_all):
+        assert (route.route.timeout.seconds, route.route.retry_policy.num_retries.value) == (3, 7)
+        assert [p.query_parameter.name for p in route.route.hash_policy] == ["user"]
