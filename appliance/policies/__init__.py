@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 from types import ModuleType
+from typing import Any
 
 from appliance.policies.meshaccesslog import schema as meshaccesslog
 from appliance.policies.meshcircuitbreaker import schema as meshcircuitbreaker
@@ -61,6 +62,16 @@ ALL: tuple[ModuleType, ...] = (
 def not_applied_warning(kind: str) -> str:
     """The `warnings` entry of a successful create or update of a policy type that has no plugin yet."""
     return f"{kind} is stored but not yet applied to proxies by this control plane"
+
+
+def not_applied(module: ModuleType, spec: dict[str, Any]) -> list[str]:
+    """Our `warnings` (beside Kuma's deprecations) for what a write stores that no plugin applies."""
+    if not module.HAS_PLUGIN:
+        return [not_applied_warning(module.KIND)]
+    if ((spec.get("targetRef") if isinstance(spec, dict) else None) or {}).get("kind") == "MeshHTTPRoute":
+        return [f"a {module.KIND} with top-level targetRef.kind MeshHTTPRoute is stored but not yet applied to "
+                "proxies by this control plane: use MeshHTTPRoute in spec.to[].targetRef"]
+    return []
 
 
 @lru_cache(maxsize=1)

@@ -73,10 +73,7 @@ def top_level_deprecations(ref: Any) -> list[str]:
         return [f"{kind} value for 'targetRef.kind' is deprecated, use {DATAPLANE} with labels instead"]
     if kind == MESH_HTTP_ROUTE:
         return [f"{MESH_HTTP_ROUTE} value for 'targetRef.kind' is deprecated, "
-                f"use {MESH_HTTP_ROUTE} in spec.to[].targetRef",
-                # ours: nothing accepted may silently do nothing
-                f"a policy with top-level targetRef.kind {MESH_HTTP_ROUTE} is stored but not yet applied to proxies "
-                f"by this control plane: use {MESH_HTTP_ROUTE} in spec.to[].targetRef"]
+                f"use {MESH_HTTP_ROUTE} in spec.to[].targetRef"]
     return []
 
 

@@ -41,9 +41,8 @@ def _policy_validator(module: ModuleType) -> Callable[[Content, Violations], Non
 
 
 def _policy_warnings(module: ModuleType) -> Callable[[Resource], list[str]]:
-    # Nothing accepted silently does nothing: a type no plugin applies yet says so with every write.
-    stored_only = [] if module.HAS_PLUGIN else [policies.not_applied_warning(module.KIND)]
-    return lambda res: list(module.deprecations(res.spec)) + stored_only
+    # Nothing accepted silently does nothing: what no plugin applies says so with every write.
+    return lambda res: list(module.deprecations(res.spec)) + policies.not_applied(module, res.spec)
 
 
 def _policy(module: ModuleType) -> ResourceType:
