@@ -16,7 +16,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from appliance.xds.cache import ProxyWatch, XdsCache
-from appliance.xds.resources import CLUSTER, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
+from appliance.xds.resources import CLUSTER, LISTENER, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
 
 log = logging.getLogger("appliance.xds")
 
@@ -168,7 +168,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 stats.acks[t] = stats.acks.get(t, 0) + 1
                 self.observer.changed(watch.key)
                 if names == state.names:
-                    return []
+                    # listeners in place: the clusters they stopped using can go now
+                    return self._sotw_push(watch, states, stats) if t == LISTENER else []
         names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
         state.names = names
         state.subscribed = True
@@ -179,25 +180,21 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                    stats: StreamStats) -> list[discovery_pb2.DiscoveryResponse]:
         out = []
         resources = self.cache.resources(watch)
-        final_clusters = None
+        listeners = states.get(LISTENER)
+        listeners_change = bool(listeners and listeners.subscribed and
+                                type_version(resources.get(LISTENER, {}), listeners.names) != listeners.sent_version)
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
                 items = resources.get(t, {})
-                if t == CLUSTER and state.last_items is not None:
+                if t == CLUSTER and listeners_change and state.last_items is not None:
                     # Make-before-break: a cluster the new listeners stop using (a route removed) goes only
-                    # after they are replaced, or requests on its way would meet an unknown cluster (503).
-                    gone = {n: p for n, p in state.last_items.items() if n not in items}
-                    if gone:
-                        final_clusters, items = items, {**gone, **items}
+                    # once Envoy has ACKed them (then this push runs again), or a request on its way would
+                    # meet an unknown cluster (503).
+                    items = {**{n: p for n, p in state.last_items.items() if n not in items}, **items}
                 response = self._sotw_response(watch, t, state, stats, force=False, resources={t: items})
                 if response:
                     out.append(response)
-        if final_clusters is not None:
-            response = self._sotw_response(watch, CLUSTER, states[CLUSTER], stats, force=False,
-                                           resources={CLUSTER: final_clusters})
-            if response:
-                out.append(response)
         return out
 
     def _sotw_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats, force: bool,
@@ -229,18 +226,21 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def _delta_push(self, watch: ProxyWatch, states: dict[str, _TypeState],
                     stats: StreamStats) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         out = []
+        listeners = states.get(LISTENER)
+        listeners_change = False
+        if listeners and listeners.subscribed:
+            items = self.cache.resources(watch).get(LISTENER, {})
+            wanted = {n for n in items if listeners.names is None or n in listeners.names}
+            listeners_change = wanted != set(listeners.sent) or any(
+                listeners.sent.get(n) != items[n].version for n in wanted)
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
-                # Make-before-break: clusters are removed only after the listeners that used them changed.
-                response = self._delta_response(watch, t, state, stats, keep_removed=t == CLUSTER)
+                # Make-before-break: clusters are removed only once Envoy ACKed the listeners that stopped
+                # using them (then this push runs again).
+                response = self._delta_response(watch, t, state, stats, keep_removed=t == CLUSTER and listeners_change)
                 if response:
                     out.append(response)
-        state = states.get(CLUSTER)
-        if state and state.subscribed:
-            response = self._delta_response(watch, CLUSTER, state, stats)
-            if response:
-                out.append(response)
         return out
 
     def _delta_request(self, watch: ProxyWatch, states: dict[str, _TypeState], stats: StreamStats,
@@ -265,6 +265,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 log.warning("%s NACKed %s: %s", ".".join(watch.key), SHORT.get(t, t), request.error_detail.message)
             else:
                 stats.acks[t] = stats.acks.get(t, 0) + 1
+                if t == LISTENER:   # listeners in place: the clusters they stopped using can go now
+                    self.observer.changed(watch.key)
+                    if not request.resource_names_subscribe and not request.resource_names_unsubscribe:
+                        return self._delta_push(watch, states, stats)
             self.observer.changed(watch.key)
         subscribe = [n for n in request.resource_names_subscribe if n != "*"]
         for name in subscribe:

@@ -151,6 +151,9 @@ def test_http_route_canary_filters_and_removal(routing: Routing) -> None:
     routing.put("meshhttproutes", "backend-canary", "MeshHTTPRoute", canary())
     # the header rule is in place once 30 requests in a row reach v2 (by chance: 2^-30)
     _eventually(lambda: all(routing.version(**{"x-version": "v2"}) == "v2" for _ in range(30)))
+    # what the proxy gets is what `_config` shows: the routes and a cluster per version
+    config = requests.get(f"{routing.mesh.cp.url}/meshes/default/dataplanes/web-1/_config").text
+    assert "x-version" in config and "backend-154693772bc47249" in config and "backend-5b73b3f4adf20020" in config
     versions = [routing.version() for _ in range(400)]
     # 90/10 of 400: v2 ~ Binomial(400, 0.1), mean 40, sd 6; [10, 80] is 5 to 6.7 sd out: it cannot flake
     assert 10 <= versions.count("v2") <= 80 and versions.count("v1") == 400 - versions.count("v2")
