@@ -155,8 +155,13 @@ def routes_for(snapshot: MeshSnapshot, service: str, rules: list[Conf]) -> Outbo
     return OutboundRoutes(service, tuple(routes), tuple(rewrites))
 
 
+NOTHING = Matched("", {}, ())   # no policy of this kind in the mesh
+
+
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
-    selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
+    if not snapshot.policies.get(KIND):
+        return NOTHING
+    selection = _rules.select(snapshot.policies[KIND], proxy)
     rules = _rules.to_rules(selection, _conf_of, merge_rules)
     outbounds = {}
     for outbound in proxy.outbounds:

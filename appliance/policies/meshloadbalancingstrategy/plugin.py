@@ -42,8 +42,13 @@ class Matched:
     to_key: tuple[str, ...]
 
 
+NOTHING = Matched({}, {}, (), ())   # no policy of this kind in the mesh
+
+
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
-    selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
+    if not snapshot.policies.get(KIND):
+        return NOTHING
+    selection = _rules.select(snapshot.policies[KIND], proxy)
     rules = _rules.to_rules(selection, routes=snapshot.policies.get("MeshHTTPRoute", ()))
     outbounds, clusters = {}, {}
     for outbound in proxy.outbounds:

@@ -58,8 +58,13 @@ def _http_routed(snapshot: MeshSnapshot, proxy: Proxy) -> set[str]:
     return routed
 
 
+NOTHING = Matched("", {}, ())   # no policy of this kind in the mesh
+
+
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
-    selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
+    if not snapshot.policies.get(KIND):
+        return NOTHING
+    selection = _rules.select(snapshot.policies[KIND], proxy)
     rules = _rules.to_rules(selection, _conf_of)
     http_routed: set[str] | None = None
     outbounds = {}

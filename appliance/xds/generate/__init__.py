@@ -70,6 +70,11 @@ def outbound_resources(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy,
     return unit
 
 
+def _with_eds_names(unit: Resources) -> tuple[Resources, tuple[str, ...]]:
+    """An outbound's resources and the clusters among them that need a load assignment (EDS)."""
+    return unit, tuple(n for n, c in unit[names.CLUSTER].items() if c.type == cluster_pb2.Cluster.EDS)
+
+
 def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None,
                      cache: Cache | None = None) -> Resources:
     """All resources of one sidecar. With mTLS on and no `identity`, the identity secret is left out:
@@ -87,16 +92,16 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         plugin.apply(plugin_matched, resources)
 
     # Added after the per-proxy pass: the resources of an outbound are shared between proxies.
+    endpoints = resources[names.ENDPOINT]
     to_keys = tuple(getattr(m, "to_key", ()) for m in matched)
     for outbound in proxy.outbounds:
         key = ("outbound", outbound.address, outbound.port, outbound.service, tuple(sorted(outbound.tags.items())),
                proxy.ipv6_enabled, to_keys)
-        unit = _cached(cache, key, lambda o=outbound: outbound_resources(snapshot, o, proxy, matched))
+        unit, eds = _cached(cache, key, lambda o=outbound: _with_eds_names(
+            outbound_resources(snapshot, o, proxy, matched)))
         for type_url, by_name in unit.items():
             resources[type_url].update(by_name)
-    endpoints = resources[names.ENDPOINT]
-    for name, cluster in list(clusters.items()):
-        if cluster.type == cluster_pb2.Cluster.EDS and name not in endpoints:
+        for name in eds:
             endpoints[name] = _cached(cache, ("cla", name), lambda n=name: load_assignment_for(snapshot, n))
 
     if snapshot.mtls is not None:
