@@ -1,4 +1,6 @@
-"""Policies: one folder each. Every folder's `schema` module has the same shape:
+"""Policies: one folder each, `schema.py` (what the API accepts) and, once it takes effect, `plugin.py`.
+
+Every folder's `schema` module has the same shape:
 
     KIND: str                 "MeshTrafficPermission"
     PATH: str                 "meshtrafficpermissions" (REST path segment)
@@ -8,15 +10,27 @@
     validate(spec) -> list[tuple[str, str]]   semantic rules: (field path "spec....", reason) as Kuma says
     mesh_defaults(mesh) -> list[tuple[str, dict]]   policies Kuma creates with a new Mesh: (name, spec)
     deprecations(spec) -> list[str]   the `warnings` Kuma returns with a successful create or update
+    ORDER: int                Kuma's plugin order (`+kuma:policy:order`): plugins run in ascending ORDER
+    HAS_PLUGIN: bool          whether `plugin.py` applies the policy to proxies (else it is stored only)
+
+Every `plugin` module has the same shape (xds/generate calls them, in ORDER, for each proxy):
+
+    match(snapshot, proxy) -> Matched       what the policies of this kind say for this proxy (pure data)
+    apply(matched, resources) -> None       edit the generated Envoy resources in place
+    Matched.to_key                          equal keys: equal effect on outbound resources, which may be shared
 
 validate() assumes the spec passed check_schema (as Kuma runs kube-openapi first) and that the
 policy has the "system" role, which every policy has on Universal.
 
-A policy imports nothing from core/ or xds/; core/ registers these modules.
+A policy imports nothing from core/ or xds/; core/ registers the schemas, xds/generate runs the plugins,
+and both meet the policies on the neutral types of appliance.model.
 """
 from __future__ import annotations
 
+import importlib
+from functools import lru_cache
 from types import ModuleType
+from typing import Any
 
 from appliance.policies.meshaccesslog import schema as meshaccesslog
 from appliance.policies.meshcircuitbreaker import schema as meshcircuitbreaker
@@ -43,3 +57,26 @@ ALL: tuple[ModuleType, ...] = (
     meshfaultinjection,
     meshratelimit,
 )
+
+
+def not_applied_warning(kind: str) -> str:
+    """The `warnings` entry of a successful create or update of a policy type that has no plugin yet."""
+    return f"{kind} is stored but not yet applied to proxies by this control plane"
+
+
+def not_applied(module: ModuleType, spec: dict[str, Any]) -> list[str]:
+    """Our `warnings` (beside Kuma's deprecations) for what a write stores that no plugin applies."""
+    if not module.HAS_PLUGIN:
+        return [not_applied_warning(module.KIND)]
+    if ((spec.get("targetRef") if isinstance(spec, dict) else None) or {}).get("kind") == "MeshHTTPRoute":
+        return [f"a {module.KIND} with top-level targetRef.kind MeshHTTPRoute is stored but not yet applied to "
+                "proxies by this control plane: use MeshHTTPRoute in spec.to[].targetRef"]
+    return []
+
+
+@lru_cache(maxsize=1)
+def plugins() -> tuple[ModuleType, ...]:
+    """The plugins of the policies that have one, in Kuma's order. Imported on first use: the API and
+    kumactl read only the schemas and need not load the Envoy types."""
+    ordered = sorted((m for m in ALL if m.HAS_PLUGIN), key=lambda m: m.ORDER)
+    return tuple(importlib.import_module(m.__name__.rsplit(".", 1)[0] + ".plugin") for m in ordered)

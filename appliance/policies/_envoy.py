@@ -5,7 +5,6 @@ Generated resources arrive as `Resources` (type URL -> name -> message), with fi
 """
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -20,24 +19,13 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from appliance.gocompat import duration_or_none
+# The names the plugins find resources by are the generators' (appliance.model.names), re-exported here.
+from appliance.model.names import (
+    CLUSTER, ENDPOINT, HCM_FILTER, HTTP_PROTOCOL_OPTIONS, HTTP_PROTOCOLS, LISTENER, ROUTE, TCP_PROXY_FILTER,
+    TLS_TRANSPORT_SOCKET, Resources, local_cluster, sanitize_metric,
+)
 
-Resources = dict[str, dict[str, Message]]
 M = TypeVar("M", bound=Message)
-
-LISTENER = "type.googleapis.com/" + listener_pb2.Listener.DESCRIPTOR.full_name
-CLUSTER = "type.googleapis.com/" + cluster_pb2.Cluster.DESCRIPTOR.full_name
-HCM_FILTER = "envoy.filters.network.http_connection_manager"
-TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
-TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
-HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
-
-_ILLEGAL_METRIC_CHARS = re.compile(r"[^a-zA-Z_\-0-9]")
-
-
-def sanitize_metric(name: str) -> str:
-    """util_xds.SanitizeMetric: stat prefixes may only hold [a-zA-Z_-0-9] (statsd, Prometheus)."""
-    return _ILLEGAL_METRIC_CHARS.sub("_", name)
 
 
 def pack(message: Message) -> any_pb2.Any:
@@ -106,11 +94,6 @@ def listener(resources: Resources, name: str) -> listener_pb2.Listener | None:
 def cluster(resources: Resources, name: str) -> cluster_pb2.Cluster | None:
     found = resources.get(CLUSTER, {}).get(name)
     return found if isinstance(found, cluster_pb2.Cluster) else None
-
-
-def local_cluster_name(service_port: int) -> str:
-    """envoy_names.GetLocalClusterName: the cluster of the application behind an inbound."""
-    return f"localhost:{service_port}"
 
 
 def listeners_by_address(resources: Resources, direction: int) -> dict[tuple[str, int], listener_pb2.Listener]:

@@ -13,11 +13,14 @@ Plain data in, plain data out: a policy plugin turns the merged confs into Envoy
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-from appliance.xds.model import Inbound, Policy, Proxy
+from appliance.model.proxy import Inbound, Policy, Proxy
+from appliance.policies._matches import hash_matches
 
 SERVICE_TAG = "kuma.io/service"
+# A route of a MeshHTTPRoute as a tag: entries of kind MeshHTTPRoute apply to the routes of its rules.
+RULE_HASH_TAG = "__rule-matches-hash__"
 _KIND_ORDER = {"Mesh": 1, "Dataplane": 2, "MeshSubset": 3, "MeshGateway": 4, "MeshService": 5,
                "MeshExternalService": 6, "MeshMultiZoneService": 7, "MeshServiceSubset": 8, "MeshHTTPRoute": 9}
 # The kinds a legacy (kuma.io/service) rule can express as tags.
@@ -26,6 +29,8 @@ _OLD_KINDS = frozenset({"Mesh", "MeshSubset", "MeshServiceSubset", "MeshService"
 Tag = tuple[str, str, bool]          # (key, value, negated)
 Subset = tuple[Tag, ...]             # a group of proxies; empty = everyone
 InboundKey = tuple[str, int]         # (address, port) of an inbound listener
+Merge = Callable[[Iterable[dict[str, Any]]], dict[str, Any]]
+ConfOf = Callable[[dict[str, Any]], dict[str, Any]]   # a `to`/`from` entry -> the conf it contributes
 
 
 @dataclass(frozen=True)
@@ -294,15 +299,15 @@ class _Item:
     origin: str
 
 
-def _create_rules(subset: Subset, items: Sequence[_Item]) -> list[Rule]:
+def _create_rules(subset: Subset, items: Sequence[_Item], merger: Merge) -> list[Rule]:
     relevant = [item for item in items if is_subset(item.subset, subset)]
     if not relevant:
         return []
     origins = tuple(dict.fromkeys(item.origin for item in relevant))
-    return [Rule(subset, merge(item.conf for item in relevant), origins)]
+    return [Rule(subset, merger(item.conf for item in relevant), origins)]
 
 
-def build_rules(items: Sequence[_Item], with_negations: bool) -> list[Rule]:
+def build_rules(items: Sequence[_Item], with_negations: bool, merger: Merge = merge) -> list[Rule]:
     """rules.BuildRules: one rule per group of clients/destinations, most specific first."""
     if not items:
         return []
@@ -314,7 +319,7 @@ def build_rules(items: Sequence[_Item], with_negations: bool) -> list[Rule]:
             canonical = tuple(sorted(item.subset))
             if canonical not in seen:
                 seen.add(canonical)
-                rules += _create_rules(item.subset, items)
+                rules += _create_rules(item.subset, items, merger)
         return sorted(rules, key=lambda r: -len(r.subset))
     subsets = [item.subset for item in items]
     edges = {(i, j) for i in range(len(subsets)) for j in range(len(subsets))
@@ -325,44 +330,74 @@ def build_rules(items: Sequence[_Item], with_negations: bool) -> list[Rule]:
     for group in groups:
         tags = sorted({(k, v, False) for n in group for k, v, _ in subsets[n]})
         for subset in _subset_combinations(tags):
-            rules += _create_rules(subset, items)
+            rules += _create_rules(subset, items, merger)
     return sorted(rules, key=lambda r: -_num_positive(r.subset))
 
 
-def _items(policies: Sequence[Policy], field: str) -> list[_Item]:
+def _default(entry: dict[str, Any]) -> dict[str, Any]:
+    return entry.get("default") or {}
+
+
+def _route_subsets(route: Policy) -> list[Subset]:
+    """rules.buildToListWithRoutes: one group per rule of a MeshHTTPRoute, its destination plus its hash."""
+    out = []
+    for item in route.spec.get("to") or []:
+        ref = item.get("targetRef") or {}
+        base: Subset = () if ref.get("kind") in ("Mesh", "MeshSubset") else ((SERVICE_TAG, ref.get("name") or "", False),)
+        for rule in item.get("rules") or []:
+            out.append(base + ((RULE_HASH_TAG, hash_matches(rule.get("matches") or []), False),))
+    return out
+
+
+def _items(policies: Sequence[Policy], field: str, conf_of: ConfOf = _default,
+           routes: Sequence[Policy] = ()) -> list[_Item]:
+    by_name = {r.name: r for r in routes}
     items = []
     for policy in policies:
-        entries = policy.spec.get(field) or []
-        if field == "to" and any((e.get("targetRef") or {}).get("kind") == "MeshHTTPRoute" for e in entries):
-            continue  # routes are matched by hash, which needs MeshHTTPRoute support
-        for entry in entries:
+        for entry in policy.spec.get(field) or []:
             ref = entry.get("targetRef") or {}
+            if ref.get("kind") == "MeshHTTPRoute":
+                route = by_name.get(ref.get("name") or "")
+                # an unknown route has no routes to configure (Kuma fails the proxy's whole config instead)
+                items += [_Item(s, conf_of(entry), policy.name) for s in (_route_subsets(route) if route else [])]
+                continue
             subset = as_subset(ref) if ref.get("kind") in _OLD_KINDS else None
             if subset is not None:
-                items.append(_Item(subset, entry.get("default") or {}, policy.name))
+                items.append(_Item(subset, conf_of(entry), policy.name))
     return items
 
 
 # Most proxies of a mesh select the same policies, so their rules are built once: keyed by the identity of
 # the (immutable, per-snapshot) Policy objects, which each entry holds so that no id is reused meanwhile.
-_BUILT: dict[tuple[str, tuple[int, ...]], tuple[tuple[Policy, ...], tuple[Rule, ...]]] = {}
+_BUILT: dict[tuple[Any, ...], tuple[tuple[Policy, ...], tuple[Rule, ...]]] = {}
 _BUILT_MAX = 4096
 
 
-def _built(field: str, policies: Sequence[Policy], with_negations: bool) -> list[Rule]:
-    key = (field, tuple(map(id, policies)))
+def _built(field: str, policies: Sequence[Policy], with_negations: bool,
+           conf_of: ConfOf = _default, merger: Merge = merge, routes: Sequence[Policy] = ()) -> list[Rule]:
+    key = (field, conf_of, merger, tuple(map(id, policies)), tuple(map(id, routes)))
     hit = _BUILT.get(key)
     if hit is None:
         if len(_BUILT) >= _BUILT_MAX:
             _BUILT.clear()
-        hit = _BUILT[key] = (tuple(policies), tuple(build_rules(_items(policies, field), with_negations)))
+        rules = build_rules(_items(policies, field, conf_of, routes), with_negations, merger)
+        hit = _BUILT[key] = (tuple(policies) + tuple(routes), tuple(rules))
     return list(hit[1])
 
 
-def to_rules(selection: Selection) -> list[Rule]:
-    """ToRules.Rules: per destination (kuma.io/service), from the `to[]` of the proxy's policies."""
+def to_rules(selection: Selection, conf_of: ConfOf = _default, merger: Merge = merge,
+             routes: Sequence[Policy] = ()) -> list[Rule]:
+    """ToRules.Rules: per destination (kuma.io/service), from the `to[]` of the proxy's policies; entries of
+    kind MeshHTTPRoute per rule of that route (`routes`: the mesh's MeshHTTPRoutes), see `route_element`.
+
+    `conf_of` and `merger` are for the kinds whose entries are not a `default` merged as JSON (the routes)."""
     policies = [p for p in selection.proxy if top_ref(p).get("kind") not in ("MeshHTTPRoute", "MeshGateway")]
-    return _built("to", policies, with_negations=False)
+    return _built("to", policies, with_negations=False, conf_of=conf_of, merger=merger, routes=routes)
+
+
+def route_element(service: str, route_name: str) -> dict[str, str]:
+    """What a route of an outbound is, for `compute`: its service and its rule's hash (its Envoy name)."""
+    return {SERVICE_TAG: service, RULE_HASH_TAG: route_name}
 
 
 def from_rules(policies: Sequence[Policy]) -> list[Rule]:

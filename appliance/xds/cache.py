@@ -29,7 +29,7 @@ from appliance.xds import placeholders
 from appliance.xds.generate.egress import EgressProxy, egress_meshes, generate_egress
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.identity import IdentityProvider
-from appliance.xds.model import Identity, Inbound, MeshSnapshot, Proxy
+from appliance.model.proxy import Identity, Inbound, MeshSnapshot, Proxy
 from appliance.xds.resources import ENDPOINT, Packed, Resources, pack, pack_all
 from appliance.xds.snapshot import build_snapshot, dataplane_inbounds, proxy_from_dataplane
 
@@ -115,7 +115,9 @@ def _endpoints_changed(old: MeshSnapshot | None, new: MeshSnapshot | None) -> se
     other resource of every proxy is the same, so proxies get new load assignments and nothing else."""
     if old is None or new is None or replace(new, revision=old.revision, endpoints=old.endpoints) != old:
         return None
-    return {s for s in old.endpoints.keys() | new.endpoints.keys() if old.endpoints.get(s) != new.endpoints.get(s)}
+    services = {s for s in old.endpoints.keys() | new.endpoints.keys() if old.endpoints.get(s) != new.endpoints.get(s)}
+    # the load assignments of a service's parts (route backends) change with it
+    return services | {name for name, (service, _) in new.subsets.items() if service in services}
 
 
 class XdsCache:

@@ -22,7 +22,7 @@ import orjson
 from appliance.ca import builtin
 from appliance.ca.builtin import ca_secret_names
 from appliance.store import Store
-from appliance.xds.model import Identity, MeshSnapshot, Proxy
+from appliance.model.proxy import Identity, MeshSnapshot, Proxy
 
 WORKLOAD_VALIDITY = 24 * 3600.0
 log = logging.getLogger("appliance.xds")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from appliance.xds.model import ExternalTls, Identity, MeshSnapshot
+from appliance.model.proxy import ExternalTls, Identity, MeshSnapshot
 
 CERT = b"CERT"
 KEY = b"KEY"

@@ -5,21 +5,16 @@ import hashlib
 from dataclasses import dataclass
 
 from google.protobuf import any_pb2
-from google.protobuf.message import Message
+from appliance.model.names import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPE_ORDER, Resources
 
-LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
-CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+__all__ = ["CLUSTER", "ENDPOINT", "LISTENER", "PUSH_ORDER", "Packed", "ROUTE", "Resources", "SECRET", "SHORT",
+           "WILDCARD_TYPES", "pack", "pack_all", "type_version"]
 
 # Make-before-break on one ADS stream: secrets before what uses them, clusters before endpoints
 # before listeners before routes (STACK-NOTES, "The xDS protocol").
-PUSH_ORDER = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE)
+PUSH_ORDER = TYPE_ORDER
 WILDCARD_TYPES = (LISTENER, CLUSTER)
 SHORT = {LISTENER: "LDS", CLUSTER: "CDS", ENDPOINT: "EDS", ROUTE: "RDS", SECRET: "SDS"}
-
-Resources = dict[str, dict[str, Message]]
 
 
 @dataclass(frozen=True)

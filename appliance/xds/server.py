@@ -16,7 +16,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from appliance.xds.cache import ProxyWatch, XdsCache
-from appliance.xds.resources import CLUSTER, ENDPOINT, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
+from appliance.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
 
 log = logging.getLogger("appliance.xds")
 
@@ -55,6 +55,7 @@ class _TypeState:
     # SotW: the items and names `version_of` was computed for (the cache's memo dicts change on regeneration)
     versioned: tuple[object, frozenset[str] | None] | None = None
     version_of: str = ""
+    last_items: dict[str, Packed] | None = None           # SotW: what the last response held (CDS)
 
 
 def _node_features(node: object) -> tuple[frozenset[str], bool]:
@@ -169,7 +170,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 stats.acks[t] = stats.acks.get(t, 0) + 1
                 self.observer.changed(watch.key)
                 if names == state.names:
-                    return []
+                    # listeners in place: the clusters they stopped using can go now
+                    return self._sotw_push(watch, states, stats) if t == LISTENER else []
         names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
         state.names = names
         state.subscribed = True
@@ -180,10 +182,19 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                    stats: StreamStats) -> list[discovery_pb2.DiscoveryResponse]:
         out = []
         resources = self.cache.resources(watch)
+        listeners = states.get(LISTENER)
+        listeners_change = bool(listeners and listeners.subscribed and
+                                type_version(resources.get(LISTENER, {}), listeners.names) != listeners.sent_version)
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
-                response = self._sotw_response(watch, t, state, stats, force=False, resources=resources)
+                items = resources.get(t, {})
+                if t == CLUSTER and listeners_change and state.last_items is not None:
+                    # Make-before-break: a cluster the new listeners stop using (a route removed) goes only
+                    # once Envoy has ACKed them (then this push runs again), or a request on its way would
+                    # meet an unknown cluster (503).
+                    items = {**{n: p for n, p in state.last_items.items() if n not in items}, **items}
+                response = self._sotw_response(watch, t, state, stats, force=False, resources={t: items})
                 if response:
                     out.append(response)
         return out
@@ -198,6 +209,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if not force and version == state.sent_version:
             return None
         chosen: list[Packed] = [p for n, p in sorted(items.items()) if state.names is None or n in state.names]
+        if t == CLUSTER:
+            state.last_items = {p.name: p for p in chosen}
         state.sent_version = version
         state.nonce = _nonce()
         state.ack_seen = False
@@ -215,10 +228,20 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def _delta_push(self, watch: ProxyWatch, states: dict[str, _TypeState],
                     stats: StreamStats) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         out = []
+        listeners = states.get(LISTENER)
+        listeners_change = False
+        if listeners and listeners.subscribed:
+            items = self.cache.resources(watch).get(LISTENER, {})
+            wanted = {n for n in items if listeners.names is None or n in listeners.names}
+            listeners_change = wanted != set(listeners.sent) or any(
+                listeners.sent.get(n) != items[n].version for n in wanted)
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
-                response = self._delta_response(watch, t, state, stats, states)
+                # Make-before-break: clusters are removed only once Envoy ACKed the listeners that stopped
+                # using them (then this push runs again).
+                response = self._delta_response(watch, t, state, stats, states,
+                                                keep_removed=t == CLUSTER and listeners_change)
                 if response:
                     out.append(response)
         return out
@@ -245,6 +268,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 log.warning("%s NACKed %s: %s", ".".join(watch.key), SHORT.get(t, t), request.error_detail.message)
             else:
                 stats.acks[t] = stats.acks.get(t, 0) + 1
+                if t == LISTENER:   # listeners in place: the clusters they stopped using can go now
+                    self.observer.changed(watch.key)
+                    if not request.resource_names_subscribe and not request.resource_names_unsubscribe:
+                        return self._delta_push(watch, states, stats)
             self.observer.changed(watch.key)
         subscribe = [n for n in request.resource_names_subscribe if n != "*"]
         for name in subscribe:
@@ -277,12 +304,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         return out
 
     def _delta_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats,
-                        states: dict[str, _TypeState], force: bool = False
+                        states: dict[str, _TypeState], force: bool = False, keep_removed: bool = False
                         ) -> discovery_pb2.DeltaDiscoveryResponse | None:
         items = self.cache.resources(watch).get(t, {})
         wanted = {n: p for n, p in items.items() if state.names is None or n in state.names}
         changed = [p for n, p in sorted(wanted.items()) if state.sent.get(n) != p.version]
-        removed = sorted(n for n in state.sent if n not in wanted)
+        removed = [] if keep_removed else sorted(n for n in state.sent if n not in wanted)
         if not changed and not removed and not force:
             return None
         endpoints = states.get(ENDPOINT)

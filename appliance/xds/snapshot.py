@@ -9,8 +9,9 @@ from appliance.ca.builtin import ca_secret_names
 from appliance.core.resources.secret import is_system_secret
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
+from appliance.policies._backends import subset_clusters
 from appliance.store import ListQuery, Store
-from appliance.xds.model import (
+from appliance.model.proxy import (
     Endpoint, ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot, Mtls, Outbound, Policy,
     Proxy,
 )
@@ -248,4 +249,5 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
         zone_egress=zone_egress, mesh_external_services=meshexternals,
         forbid_mesh_external_service_access=bool(
             (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
-        egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else ())
+        egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else (),
+        subsets=subset_clusters(policies))

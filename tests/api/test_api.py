@@ -230,3 +230,30 @@ def test_mesh_insights(api) -> None:
     assert insight["policies"]["MeshTimeout"]["total"] >= 1
     assert [i["name"] for i in api.get("/mesh-insights").json()["items"]] == ["default"]
     assert api.get("/mesh-insights/nope").status_code == 404
+
+
+def test_a_policy_type_without_plugin_is_stored_with_a_warning(tmp_path: Path) -> None:
+    """Nothing accepted silently does nothing: the answer says the policy does not reach proxies yet."""
+    health = {"type": "MeshHealthCheck", "name": "hc", "mesh": "default",
+              "spec": {"targetRef": {"kind": "Mesh"},
+                       "to": [{"targetRef": {"kind": "Mesh"}, "default": {"interval": "10s", "tcp": {}}}]}}
+    timeout = {"type": "MeshTimeout", "name": "mt", "mesh": "default",
+               "spec": {"targetRef": {"kind": "Mesh"},
+                        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"http": {"requestTimeout": "2s"}}}]}}
+    with live_api(tmp_path, defaults=True) as api:
+        created = api.put("/meshes/default/meshhealthchecks/hc", health)
+        assert created.status_code == 201
+        assert created.json()["warnings"] == [
+            "MeshHealthCheck is stored but not yet applied to proxies by this control plane"]
+        assert api.put("/meshes/default/meshhealthchecks/hc", health).json()["warnings"]   # update: the same
+        applied = api.put("/meshes/default/meshtimeouts/mt", timeout)
+        assert applied.status_code == 201 and "warnings" not in applied.json()
+
+
+def test_a_policy_under_a_top_level_mesh_http_route_is_stored_with_a_warning(tmp_path: Path) -> None:
+    timeout = {"type": "MeshTimeout", "name": "per-route", "mesh": "default",
+               "spec": {"targetRef": {"kind": "MeshHTTPRoute", "name": "r"},
+                        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"http": {"requestTimeout": "2s"}}}]}}
+    with live_api(tmp_path, defaults=True) as api:
+        warnings = api.put("/meshes/default/meshtimeouts/per-route", timeout).json()["warnings"]
+        assert any("is stored but not yet applied" in w for w in warnings)

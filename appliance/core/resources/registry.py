@@ -41,7 +41,8 @@ def _policy_validator(module: ModuleType) -> Callable[[Content, Violations], Non
 
 
 def _policy_warnings(module: ModuleType) -> Callable[[Resource], list[str]]:
-    return lambda res: list(module.deprecations(res.spec))
+    # Nothing accepted silently does nothing: what no plugin applies says so with every write.
+    return lambda res: list(module.deprecations(res.spec)) + policies.not_applied(module, res.spec)
 
 
 def _policy(module: ModuleType) -> ResourceType:

@@ -20,6 +20,9 @@ PATH = "meshaccesslogs"
 SHORT_NAME = "mal"
 HAS_STATUS = True  # Kuma 2.14 gives MeshAccessLog an (empty) status
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 600
+HAS_PLUGIN = False
 
 _FORMAT = obj({
     "json": arr(obj({"key": STR, "value": STR}, required=("key", "value"))),

@@ -15,7 +15,7 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_de
 
 from appliance.policies import _envoy, _rules
 from appliance.policies._common import parse_decimal
-from appliance.xds.model import MeshSnapshot, Proxy
+from appliance.model.proxy import MeshSnapshot, Proxy
 
 KIND = "MeshCircuitBreaker"
 _LIMITS = {"maxConnections": "max_connections", "maxConnectionPools": "max_connection_pools",
@@ -27,7 +27,7 @@ Conf = dict[str, Any]
 @dataclass(frozen=True)
 class Matched:
     inbound_clusters: dict[str, Conf]      # local cluster name -> conf for all clients
-    services: tuple[str, ...]              # destination services (their clusters are named after them)
+    services: dict[str, tuple[str, ...]]   # destination service -> its clusters (and its parts')
     to_rules: tuple[_rules.Rule, ...]
     to_key: tuple[str, ...]                # equal keys: equal outbound cluster limits
 
@@ -37,8 +37,8 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     inbound_clusters = {}
     for inbound in proxy.inbounds:
         rules = _rules.inbound_rules(selection.by_inbound.get(_rules.inbound_key(inbound), ()), from_as_rules=True)
-        inbound_clusters[_envoy.local_cluster_name(inbound.service_port)] = _rules.catch_all_conf(rules)
-    services = tuple(sorted({o.service for o in proxy.outbounds}))
+        inbound_clusters[_envoy.local_cluster(inbound.service_port)] = _rules.catch_all_conf(rules)
+    services = {s: snapshot.clusters_of(s) for s in sorted({o.service for o in proxy.outbounds})}
     return Matched(inbound_clusters, services, tuple(_rules.to_rules(selection)), selection.key)
 
 
@@ -117,8 +117,9 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
         cluster = _envoy.cluster(resources, name)
         if cluster is not None:
             configure_cluster(cluster, conf)
-    for service in matched.services:
-        cluster = _envoy.cluster(resources, service)
+    for service, cluster_names in matched.services.items():
         rule = _rules.compute(matched.to_rules, {_rules.SERVICE_TAG: service})
-        if cluster is not None and rule is not None:
-            configure_cluster(cluster, rule.conf)
+        for name in cluster_names:
+            cluster = _envoy.cluster(resources, name)
+            if cluster is not None and rule is not None:
+                configure_cluster(cluster, rule.conf)

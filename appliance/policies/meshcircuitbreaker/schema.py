@@ -16,6 +16,9 @@ KIND = "MeshCircuitBreaker"
 PATH = "meshcircuitbreakers"
 SHORT_NAME = "mcb"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 1300
+HAS_PLUGIN = True
 
 _LIMITS = ("maxConnections", "maxConnectionPools", "maxPendingRequests", "maxRetries", "maxRequests")
 _CONSECUTIVE = obj({"consecutive": INT})

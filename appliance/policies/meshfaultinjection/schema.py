@@ -18,6 +18,9 @@ PATH = "meshfaultinjections"
 SHORT_NAME = "mfi"
 # Kuma 2.14.3's descriptor (and GET /_resources) says hasRulesTargetRef: true.
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": False}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 800
+HAS_PLUGIN = False
 
 _CONF = obj({"http": arr(obj({
     "abort": obj({"httpStatus": INT, "percentage": INT_OR_STR}, required=("httpStatus", "percentage")),

@@ -17,6 +17,9 @@ KIND = "MeshHealthCheck"
 PATH = "meshhealthchecks"
 SHORT_NAME = "mhc"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": False, "has_rules": False, "is_from_as_rules": False}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 1200
+HAS_PLUGIN = False
 
 # Headers are a list keyed by name (x-kubernetes-list-type: map) and at most 16 long.
 _HEADERS = arr(HEADER_KEY_VALUE, maxItems=16)

@@ -17,6 +17,9 @@ KIND = "MeshHTTPRoute"
 PATH = "meshhttproutes"
 SHORT_NAME = "mhttpr"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": False, "has_rules": False, "is_from_as_rules": False}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 100
+HAS_PLUGIN = True
 
 _HEADER_MODIFIER = obj({
     "add": arr(HEADER_KEY_VALUE, maxItems=16),

@@ -16,6 +16,9 @@ KIND = "MeshLoadBalancingStrategy"
 PATH = "meshloadbalancingstrategies"
 SHORT_NAME = "mlbs"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": False, "has_rules": False, "is_from_as_rules": False}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 400
+HAS_PLUGIN = True
 
 _NAME = {"type": "string", "minLength": 1}
 _HASH_POLICIES = arr(obj({
@@ -212,7 +215,19 @@ def deprecations(spec: dict[str, Any]) -> list[str]:
         out += [f"SourceIP type for 'spec.to[{i}].default.loadBalancer.{field}.hashPolicies[{j}].type' is "
                 "deprecated, use Connection instead"
                 for j, policy in enumerate(as_list(policies)) if as_dict(policy).get("type") == "SourceIP"]
-    return out + top_level_deprecations(spec.get("targetRef"))
+    return out + top_level_deprecations(spec.get("targetRef")) + _not_applied(spec)
+
+
+def _not_applied(spec: dict[str, Any]) -> list[str]:
+    """What this control plane stores but does not apply (nothing accepted may silently do nothing)."""
+    out = []
+    for i, item in enumerate(as_list(spec.get("to"))):
+        item = as_dict(item)
+        locality = as_dict(as_dict(item.get("default")).get("localityAwareness"))
+        if as_list(as_dict(locality.get("localZone")).get("affinityTags")):
+            out.append(f"'spec.to[{i}].default.localityAwareness.localZone.affinityTags' is stored but not "
+                       "applied to proxies: it needs endpoint weights per caller")
+    return out
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

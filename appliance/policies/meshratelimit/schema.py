@@ -17,6 +17,9 @@ KIND = "MeshRateLimit"
 PATH = "meshratelimits"
 SHORT_NAME = "mrl"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 900
+HAS_PLUGIN = False
 
 _RATE = obj({"interval": DURATION, "num": INT}, required=("interval", "num"))
 _CONF = obj({"local": obj({

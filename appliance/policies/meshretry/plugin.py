@@ -21,7 +21,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from appliance.policies import _envoy, _rules
 from appliance.policies._common import HTTP_STATUS_CODES
-from appliance.xds.model import MeshSnapshot, Proxy
+from appliance.model.proxy import MeshSnapshot, Proxy
 
 KIND = "MeshRetry"
 HTTP_RETRY_ON_DEFAULT = "gateway-error,connect-failure,refused-stream"
@@ -49,7 +49,8 @@ class Matched:
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
     outbounds = {(o.address, o.port): (o.service, snapshot.protocols.get(o.service, "tcp")) for o in proxy.outbounds}
-    return Matched(outbounds, tuple(_rules.to_rules(selection)), selection.key)
+    rules = _rules.to_rules(selection, routes=snapshot.policies.get("MeshHTTPRoute", ()))
+    return Matched(outbounds, tuple(rules), selection.key)
 
 
 def _back_off(policy: route_components_pb2.RetryPolicy, conf: Conf, default_base: float | None) -> None:
@@ -175,22 +176,26 @@ def retry_policy(conf: Conf | None, protocol: str) -> route_components_pb2.Retry
     return None
 
 
-def _configure_listener(listener: listener_pb2.Listener, conf: Conf | None, protocol: str) -> None:
+def _configure_listener(listener: listener_pb2.Listener, matched: Matched, service: str, protocol: str) -> None:
+    """A route takes the entries of kind MeshHTTPRoute for its rule over those of its service."""
+    rule = _rules.compute(matched.to_rules, {_rules.SERVICE_TAG: service})
+    conf = rule.conf if rule is not None else None
     attempts = ((conf or {}).get("tcp") or {}).get("maxConnectAttempt")
-    policy = retry_policy(conf, protocol)
 
     def update_tcp(proxy: tcp_proxy_pb2.TcpProxy) -> None:
         proxy.max_connect_attempts.value = attempts
 
     def update_hcm(hcm: hcm_pb2.HttpConnectionManager) -> None:
         for route in _envoy.routes(hcm):
+            found = _rules.compute(matched.to_rules, _rules.route_element(service, route.name))
+            policy = retry_policy(found.conf if found is not None else None, protocol)
             if route.HasField("route") and policy is not None:
                 route.route.retry_policy.CopyFrom(policy)
 
     for chain in listener.filter_chains:
         if protocol == "tcp" and attempts is not None:
             _envoy.update_tcp_proxy(chain, update_tcp)
-        elif policy is not None:
+        elif protocol != "tcp":
             _envoy.update_hcm(chain, update_hcm)
 
 
@@ -200,5 +205,4 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
         listener = outbound_listeners.get(key)
         if listener is None:
             continue
-        rule = _rules.compute(matched.to_rules, {_rules.SERVICE_TAG: service})
-        _configure_listener(listener, rule.conf if rule is not None else None, protocol)
+        _configure_listener(listener, matched, service, protocol)

@@ -17,6 +17,9 @@ KIND = "MeshRetry"
 PATH = "meshretries"
 SHORT_NAME = "mr"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": False, "has_rules": False, "is_from_as_rules": False}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 1400
+HAS_PLUGIN = True
 
 _GRPC_RETRY_ON = ("Canceled", "DeadlineExceeded", "Internal", "ResourceExhausted", "Unavailable")
 _BACK_OFF = obj({"baseInterval": DURATION, "maxInterval": DURATION})

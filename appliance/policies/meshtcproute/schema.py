@@ -14,6 +14,9 @@ KIND = "MeshTCPRoute"
 PATH = "meshtcproutes"
 SHORT_NAME = "mtcpr"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": False, "has_rules": False, "is_from_as_rules": False}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 200
+HAS_PLUGIN = True
 
 SPEC_SCHEMA: dict[str, Any] = obj({
     "targetRef": TARGET_REF,

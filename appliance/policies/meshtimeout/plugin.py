@@ -24,7 +24,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from appliance.policies import _envoy, _rules
-from appliance.xds.model import MeshSnapshot, Proxy
+from appliance.model.proxy import MeshSnapshot, Proxy
 
 KIND = "MeshTimeout"
 CONNECT_TIMEOUT = 5
@@ -49,6 +49,7 @@ class Matched:
     outbounds: dict[_rules.InboundKey, tuple[str, str]]   # listener (address, port) -> (service, protocol)
     to_rules: tuple[_rules.Rule, ...]
     protocols: dict[str, str]                              # destination service -> protocol
+    clusters: dict[str, tuple[str, ...]]                   # destination service -> its clusters (and its parts')
     to_key: tuple[str, ...]                                # equal keys: equal outbound cluster timeouts
 
 
@@ -62,10 +63,12 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
             conf=_rules.catch_all_conf(rules),
             apply=not rules or any(r.match is None for r in rules),
             protocol=inbound.protocol,
-            cluster=_envoy.local_cluster_name(inbound.service_port))
+            cluster=_envoy.local_cluster(inbound.service_port))
     protocols = {o.service: snapshot.protocols.get(o.service, "tcp") for o in proxy.outbounds}
     outbounds = {(o.address, o.port): (o.service, protocols[o.service]) for o in proxy.outbounds}
-    return Matched(inbounds, outbounds, tuple(_rules.to_rules(selection)), protocols, selection.key)
+    clusters = {service: snapshot.clusters_of(service) for service in protocols}
+    rules = _rules.to_rules(selection, routes=snapshot.policies.get("MeshHTTPRoute", ()))
+    return Matched(inbounds, outbounds, tuple(rules), protocols, clusters, selection.key)
 
 
 def _outbound_conf(matched: Matched, service: str) -> Conf | None:
@@ -116,14 +119,19 @@ def _configure_inbound_listener(listener: listener_pb2.Listener, conf: Conf) -> 
         _envoy.update_tcp_proxy(chain, update_tcp)
 
 
-def _configure_outbound_listener(listener: listener_pb2.Listener, conf: Conf | None, protocol: str) -> None:
-    """DeprecatedListenerConfigurer: kuma.io/service outbounds; a service no `to` entry matches keeps its routes."""
+def _configure_outbound_listener(listener: listener_pb2.Listener, matched: Matched, service: str,
+                                 protocol: str) -> None:
+    """DeprecatedListenerConfigurer: kuma.io/service outbounds; a service no `to` entry matches keeps its routes.
+    A route takes the entries of kind MeshHTTPRoute for its rule over those of its service."""
+    conf = _outbound_conf(matched, service)
     http = (conf or {}).get("http") or {}
 
     def update_hcm(hcm: hcm_pb2.HttpConnectionManager) -> None:
+        for route in _envoy.routes(hcm):
+            found = _rules.compute(matched.to_rules, _rules.route_element(service, route.name))
+            if found is not None:
+                configure_route(route, found.conf.get("http") or {})
         if conf is not None:
-            for route in _envoy.routes(hcm):
-                configure_route(route, http)
             hcm.request_headers_timeout.CopyFrom(_envoy.duration(http.get("requestHeadersTimeout"), 0))
         hcm.common_http_protocol_options.idle_timeout.CopyFrom(_envoy.duration(None, 0))
 
@@ -153,8 +161,9 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
     for key, (service, protocol) in matched.outbounds.items():
         listener = outbound_listeners.get(key)
         if listener is not None:
-            _configure_outbound_listener(listener, _outbound_conf(matched, service), protocol)
+            _configure_outbound_listener(listener, matched, service, protocol)
     for service, protocol in matched.protocols.items():
-        cluster = _envoy.cluster(resources, service)
-        if cluster is not None:
-            configure_cluster(cluster, _outbound_conf(matched, service) or {}, protocol)
+        for name in matched.clusters[service]:
+            cluster = _envoy.cluster(resources, name)
+            if cluster is not None:
+                configure_cluster(cluster, _outbound_conf(matched, service) or {}, protocol)

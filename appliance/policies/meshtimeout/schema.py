@@ -17,6 +17,9 @@ KIND = "MeshTimeout"
 PATH = "meshtimeouts"
 SHORT_NAME = "mt"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 1000
+HAS_PLUGIN = True
 
 _HTTP_FIELDS = ("requestTimeout", "streamIdleTimeout", "maxStreamDuration", "maxConnectionDuration",
                 "requestHeadersTimeout")

@@ -22,7 +22,7 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 from envoy.type.matcher.v3 import string_pb2
 
 from appliance.policies import _envoy, _rules
-from appliance.xds.model import MeshSnapshot, Proxy
+from appliance.model.proxy import MeshSnapshot, Proxy
 
 KIND = "MeshTrafficPermission"
 POLICY_NAME = "MeshTrafficPermission"   # the RBAC policy key Kuma uses

@@ -13,6 +13,9 @@ KIND = "MeshTrafficPermission"
 PATH = "meshtrafficpermissions"
 SHORT_NAME = "mtp"
 TARGETS = {"is_target_ref": True, "has_to": False, "has_from": True, "has_rules": True, "is_from_as_rules": False}
+# Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
+ORDER = 1100
+HAS_PLUGIN = True
 
 SPEC_SCHEMA: dict[str, Any] = obj({
     "from": arr(obj({

@@ -7,41 +7,35 @@ to {resource name: protobuf message}. Generation is deterministic: the same inpu
 serialize (deterministic=True) to the same bytes, so a server can hash them and skip what did not change.
 
 The base resources follow Kuma 2.14's generators; then the policy plugins edit them in Kuma's plugin
-order (MeshTimeout, MeshTrafficPermission, MeshCircuitBreaker, MeshRetry), each as
-`plugin.apply(plugin.match(snapshot, proxy), resources)`.
+order (`policies.plugins()`, each policy's ORDER), each as `plugin.apply(plugin.match(snapshot, proxy), resources)`.
 
 Sharing: pass one dict as `cache` per snapshot revision (never across revisions) and proxies of the
-mesh share the ClusterLoadAssignments, the CA secret and the outbound clusters and listeners whose
-policies match alike. Shared messages may sit in many proxies' `Resources`: treat every returned message as read-only.
+mesh share the ClusterLoadAssignments, the CA secret and the resources of each outbound (listener,
+clusters, load assignments) whose policies match alike. Shared messages may sit in many proxies'
+`Resources`: treat every returned message as read-only.
 """
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any, Hashable, MutableMapping
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.listener.v3 import listener_pb2
 from google.protobuf.message import Message
 
-from appliance.policies._envoy import Resources
-from appliance.policies.meshcircuitbreaker import plugin as meshcircuitbreaker
-from appliance.policies.meshretry import plugin as meshretry
-from appliance.policies.meshtimeout import plugin as meshtimeout
-from appliance.policies.meshtrafficpermission import plugin as meshtrafficpermission
-from appliance.xds.generate import names
+from appliance import policies
+from appliance.model import names
+from appliance.model.names import Resources
+from appliance.model.proxy import Identity, MeshSnapshot, Outbound, Proxy
 from appliance.xds.generate.clusters import cluster_for, local_cluster
-from appliance.xds.generate.endpoints import has_load_assignment, load_assignment_for
+from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.generate.listeners import inbound_listener, outbound_listener
 from appliance.xds.generate.tls import ca_secret, identity_secret
-from appliance.xds.model import Identity, MeshSnapshot, Outbound, Proxy
 
 __all__ = ["PLUGINS", "Resources", "ca_secret", "cluster_for", "generate_sidecar", "load_assignment_for",
-           "outbound_cluster", "serialize"]
+           "outbound_resources", "serialize"]
 
 Cache = MutableMapping[Hashable, Any]
 
-# Kuma's plugin order (`+kuma:policy:order`): MeshTimeout 1000, MTP 1100, MCB 1300, MeshRetry 1400.
-PLUGINS: tuple[ModuleType, ...] = (meshtimeout, meshtrafficpermission, meshcircuitbreaker, meshretry)
+PLUGINS = policies.plugins()
 
 
 def _cached(cache: Cache | None, key: Hashable, build: Any) -> Any:
@@ -53,30 +47,32 @@ def _cached(cache: Cache | None, key: Hashable, build: Any) -> Any:
     return found
 
 
-def outbound_cluster(snapshot: MeshSnapshot, service: str, matched: tuple[Any, ...]) -> cluster_pb2.Cluster:
-    """`cluster_for` with the plugins' outbound effects (timeouts, circuit breakers) applied.
+def outbound_resources(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy,
+                       matched: tuple[Any, ...]) -> Resources:
+    """One outbound's listener and its service's cluster, with the plugins applied.
 
-    The plugins see a resource set holding only this cluster, so they can only touch it; what they
-    do to it depends on the snapshot, the service and their `to` rules (`matched[i].to_key`).
+    The plugins see only these resources, so they can only touch (or add to) them: routes may add clusters
+    for parts of the service. What they do depends on the snapshot, the outbound, the proxy's IPv6 setting
+    and their `to` rules (`matched[i].to_key`): what `generate_sidecar` caches by. Load assignments are not
+    part of it: they change with endpoints alone, and are added per EDS cluster by `generate_sidecar`.
     """
-    cluster = cluster_for(snapshot, service)
-    only_cluster: Resources = {names.CLUSTER: {service: cluster}}
-    for plugin, plugin_matched in zip(PLUGINS, matched):
-        plugin.apply(plugin_matched, only_cluster)
-    return cluster
-
-
-def outbound_listener_with_policies(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy,
-                                    matched: tuple[Any, ...]) -> listener_pb2.Listener:
-    """`outbound_listener` with the plugins' effects (timeouts, retries) applied, as `outbound_cluster`.
-
-    What they do to it depends on the snapshot, the outbound, the proxy's IPv6 setting and their `to`
-    rules (`matched[i].to_key`)."""
     listener = outbound_listener(outbound, snapshot, proxy)
-    only_listener: Resources = {names.LISTENER: {listener.name: listener}}
+    unit: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
+    unit[names.LISTENER][listener.name] = listener
+    clusters = unit[names.CLUSTER]
+    clusters[outbound.service] = cluster_for(snapshot, outbound.service)
+    for plugin_matched in matched:   # the other services this outbound's routes send to
+        for service in getattr(plugin_matched, "backend_services", {}).get((outbound.address, outbound.port), ()):
+            if service not in clusters:
+                clusters[service] = cluster_for(snapshot, service)
     for plugin, plugin_matched in zip(PLUGINS, matched):
-        plugin.apply(plugin_matched, only_listener)
-    return listener
+        plugin.apply(plugin_matched, unit)
+    return unit
+
+
+def _with_eds_names(unit: Resources) -> tuple[Resources, tuple[str, ...]]:
+    """An outbound's resources and the clusters among them that need a load assignment (EDS)."""
+    return unit, tuple(n for n, c in unit[names.CLUSTER].items() if c.type == cluster_pb2.Cluster.EDS)
 
 
 def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None,
@@ -95,19 +91,18 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     for plugin, plugin_matched in zip(PLUGINS, matched):
         plugin.apply(plugin_matched, resources)
 
-    # Added after the per-proxy pass: outbound listeners and clusters and CLAs are shared between proxies.
+    # Added after the per-proxy pass: the resources of an outbound are shared between proxies.
+    endpoints = resources[names.ENDPOINT]
     to_keys = tuple(getattr(m, "to_key", ()) for m in matched)
     for outbound in proxy.outbounds:
         key = ("outbound", outbound.address, outbound.port, outbound.service, tuple(sorted(outbound.tags.items())),
                proxy.ipv6_enabled, to_keys)
-        listener = _cached(cache, key, lambda o=outbound: outbound_listener_with_policies(snapshot, o, proxy, matched))
-        listeners[listener.name] = listener
-    endpoints = resources[names.ENDPOINT]
-    for service in sorted({o.service for o in proxy.outbounds}):
-        clusters[service] = _cached(cache, ("cluster", service, to_keys),
-                                    lambda s=service: outbound_cluster(snapshot, s, matched))
-        if has_load_assignment(snapshot, service):
-            endpoints[service] = _cached(cache, ("cla", service), lambda s=service: load_assignment_for(snapshot, s))
+        unit, eds = _cached(cache, key, lambda o=outbound: _with_eds_names(
+            outbound_resources(snapshot, o, proxy, matched)))
+        for type_url, by_name in unit.items():
+            resources[type_url].update(by_name)
+        for name in eds:
+            endpoints[name] = _cached(cache, ("cla", name), lambda n=name: load_assignment_for(snapshot, n))
 
     if snapshot.mtls is not None:
         secrets = resources[names.SECRET]

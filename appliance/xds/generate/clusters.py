@@ -9,9 +9,10 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from appliance.gocompat import is_ip
-from appliance.xds.generate import names, tls
+from appliance.model import names
+from appliance.xds.generate import tls
 from appliance.xds.generate._proto import ads_source, pack, seconds, string_struct
-from appliance.xds.model import ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot
+from appliance.model.proxy import ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot
 
 # DefaultInboundTimeout (pkg/defaults/mesh/meshtimeout.go): twice the outbound side, so a caller's
 # timeout fires first. MeshTimeout overwrites these when it applies.

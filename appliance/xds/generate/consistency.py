@@ -15,7 +15,8 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf.message import Message
 
-from appliance.xds.generate import Resources, names
+from appliance.model import names
+from appliance.model.names import Resources
 
 
 def _secret_names(socket: base_pb2.TransportSocket, context: tls_pb2.UpstreamTlsContext

@@ -19,13 +19,14 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 
-from appliance.policies._envoy import Resources
+from appliance.model.names import Resources
 from appliance.policies.meshtrafficpermission import plugin as meshtrafficpermission
-from appliance.xds.generate import names, routes, tls
+from appliance.model import names
+from appliance.xds.generate import routes, tls
 from appliance.xds.generate.clusters import external_cluster, mesh_external_cluster
 from appliance.xds.generate.listeners import TLS_INSPECTOR, http_connection_manager, network_filter, socket_address, tcp_proxy
 from appliance.xds.generate._proto import seconds
-from appliance.xds.model import ExternalService, Identity, Inbound, MeshExternalService, MeshSnapshot, Proxy
+from appliance.model.proxy import ExternalService, Identity, Inbound, MeshExternalService, MeshSnapshot, Proxy
 
 # envoy_clusters.DefaultTimeout(): the egress's connect timeout to external servers.
 CONNECT_TIMEOUT = 5

@@ -3,20 +3,27 @@ from __future__ import annotations
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from appliance.xds.generate import names
+from appliance.model import names
 from appliance.xds.generate._proto import string_struct
-from appliance.xds.model import Endpoint, MeshSnapshot
+from appliance.model.proxy import Endpoint, MeshSnapshot
 
 _LB_KEYS = ("envoy.lb", "envoy.transport_socket_match")
 
 
 def load_assignment_for(snapshot: MeshSnapshot, service: str) -> endpoint_pb2.ClusterLoadAssignment:
-    """The CLA of `service`; depends only on (snapshot, service), so callers may memoize it per revision.
+    """The CLA of `service` (or of a part of one, `snapshot.subsets`); depends only on (snapshot, service), so
+    callers may memoize it per revision.
     (An external service has one only when the mesh reaches it through the zone egress: `has_load_assignment`.)
 
     A service without endpoints still gets an (empty) CLA: Envoy keeps a cluster warming until one arrives.
     """
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=service)
+    subset = snapshot.subsets.get(service)
+    if subset is not None:   # part of a service: its endpoints that carry the subset's tags
+        owner, tags = subset
+        endpoints = tuple(e for e in snapshot.endpoints.get(owner, ()) if all(e.tags.get(k) == v for k, v in tags))
+        _add_endpoints(assignment, endpoints)
+        return assignment
     external = snapshot.external_services.get(service)
     if external is not None:
         # Through the zone egress: every egress is an endpoint carrying the external service's tags.
@@ -25,8 +32,13 @@ def load_assignment_for(snapshot: MeshSnapshot, service: str) -> endpoint_pb2.Cl
         endpoints = tuple(Endpoint(address, port, {}, "") for address, port in snapshot.egresses)
     else:
         endpoints = snapshot.endpoints.get(service, ())
+    _add_endpoints(assignment, endpoints)
+    return assignment
+
+
+def _add_endpoints(assignment: endpoint_pb2.ClusterLoadAssignment, endpoints: tuple[Endpoint, ...]) -> None:
     if not endpoints:
-        return assignment
+        return
     locality = assignment.endpoints.add()
     # Sorted so that the same set of endpoints always serializes to the same bytes.
     for endpoint in sorted(endpoints, key=_sort_key):
@@ -42,7 +54,6 @@ def load_assignment_for(snapshot: MeshSnapshot, service: str) -> endpoint_pb2.Cl
             struct = string_struct(tags)
             for key in _LB_KEYS:
                 lb_endpoint.metadata.filter_metadata[key].CopyFrom(struct)
-    return assignment
 
 
 def _sort_key(endpoint: Endpoint) -> tuple[str, int, str]:

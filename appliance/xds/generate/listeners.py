@@ -18,10 +18,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf.message import Message
 
-from appliance.xds.generate import names, routes, tls
+from appliance.model import names
+from appliance.xds.generate import routes, tls
 from appliance.xds.generate.clusters import INBOUND_IDLE_TIMEOUT
 from appliance.xds.generate._proto import pack, seconds, tags_metadata
-from appliance.xds.model import Inbound, MeshSnapshot, Outbound, Proxy
+from appliance.model.proxy import Inbound, MeshSnapshot, Outbound, Proxy
 
 # DefaultInboundTimeout's stream idle timeout (pkg/defaults/mesh/meshtimeout.go); MeshTimeout refines it.
 INBOUND_STREAM_IDLE_TIMEOUT = 3600

@@ -10,7 +10,7 @@ import hashlib
 
 from envoy.config.route.v3 import route_pb2
 
-from appliance.xds.generate import names
+from appliance.model import names
 
 # MeshHTTPRoute names each route by the hash of its matches (api.HashMatches: base64 of the SHA-256 of
 # the matches' JSON). Without a MeshHTTPRoute the only route is the catch-all `PathPrefix /`.

@@ -10,9 +10,9 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 
 from appliance import gocompat
-from appliance.xds.generate import names
+from appliance.model import names
 from appliance.xds.generate._proto import ads_source, pack
-from appliance.xds.model import ExternalTls, Identity, MeshSnapshot
+from appliance.model.proxy import ExternalTls, Identity, MeshSnapshot
 
 
 def identity_secret(mesh: str, identity: Identity) -> secret_pb2.Secret:

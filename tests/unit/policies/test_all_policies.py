@@ -1,6 +1,8 @@
 """The module contract every policy keeps, checked against Kuma 2.14.3's GET /_resources."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from appliance import policies
@@ -53,3 +55,28 @@ def test_validator_survives_specs_the_schema_refused(module):
     for spec in JUNK:
         assert isinstance(module.validate(spec), list)
         assert isinstance(module.deprecations(spec), list)
+
+
+# Kuma 2.14.3's `+kuma:policy:order` of each policy (zz_generated.resource.go).
+KUMA_ORDER = {"MeshHTTPRoute": 100, "MeshTCPRoute": 200, "MeshLoadBalancingStrategy": 400, "MeshAccessLog": 600,
+              "MeshFaultInjection": 800, "MeshRateLimit": 900, "MeshTimeout": 1000, "MeshTrafficPermission": 1100,
+              "MeshHealthCheck": 1200, "MeshCircuitBreaker": 1300, "MeshRetry": 1400}
+
+
+def test_plugins_run_in_kumas_order_and_come_from_the_policy_folders():
+    assert {m.KIND: m.ORDER for m in policies.ALL} == KUMA_ORDER
+    plugins = policies.plugins()
+    kinds = [p.KIND for p in plugins]
+    assert kinds == sorted((m.KIND for m in policies.ALL if m.HAS_PLUGIN), key=KUMA_ORDER.__getitem__)
+    for plugin in plugins:
+        assert callable(plugin.match) and callable(plugin.apply)
+
+
+def test_policies_import_neither_core_nor_xds():
+    """A policy reads the neutral types of appliance.model; importing xds/ or core/ would close a cycle."""
+    root = Path(policies.__file__).parent
+    offenders = [f"{path.relative_to(root)}: {line.strip()}" for path in sorted(root.rglob("*.py"))
+                 for line in path.read_text().splitlines()
+                 if line.lstrip().startswith(("from appliance.xds", "import appliance.xds",
+                                              "from appliance.core", "import appliance.core"))]
+    assert offenders == []

@@ -1,9 +1,10 @@
 """The generator cases every xds test runs: name -> (snapshot, proxy, identity)."""
 from __future__ import annotations
 
-from appliance.xds.model import Identity, MeshSnapshot, Proxy
+from appliance.model.proxy import Identity, MeshSnapshot, Proxy
 from tests.unit.xds.scenarios import (
-    IDENTITY, KUMA_INBOUND_PROXY_3, PERMISSIONS, db_proxy, default_policies, grpc_proxy, policy, snapshot, web_proxy,
+    BACKEND_AS_TCP, CANARY, RING_HASH, DB_SPLIT, HTTP_ROUTE, IDENTITY, KUMA_INBOUND_PROXY_3, PERMISSIONS, db_proxy, default_policies, grpc_proxy, policy,
+    routed_snapshot, snapshot, subset, web_proxy,
 )
 
 CUSTOM_POLICIES = (
@@ -34,6 +35,21 @@ CUSTOM_POLICIES = (
     }),
 )
 
+# Rule merging across policies: `backend-canary` (Mesh) and a more precise Dataplane policy of web-1. The
+# precise one's rules come first; the rule both have (PathPrefix /) merges, the precise one's backendRefs win
+# and its filters add to none; /api (Exact beats PathPrefix) sorts before everything.
+WEB_ROUTES = policy(HTTP_ROUTE, "web-routes", {
+    "targetRef": {"kind": "Dataplane", "name": "web-1"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+         "default": {"backendRefs": [subset("backend", "v1", 50), subset("backend", "v2", 50)],
+                     "filters": [{"type": "RequestHeaderModifier",
+                                  "requestHeaderModifier": {"set": [{"name": "x-routed", "value": "yes"}]}}]}},
+        {"matches": [{"path": {"type": "Exact", "value": "/api"}, "method": "GET"}],
+         "default": {"backendRefs": [{"kind": "MeshService", "name": "backend", "weight": 1}]}},
+    ]}],
+})
+
 CASES: dict[str, tuple[MeshSnapshot, Proxy, Identity | None]] = {
     "plain-http-and-tcp": (snapshot(), web_proxy(), None),
     "strict-http-and-tcp": (snapshot("STRICT"), web_proxy(), IDENTITY),
@@ -44,4 +60,8 @@ CASES: dict[str, tuple[MeshSnapshot, Proxy, Identity | None]] = {
     "no-policies": (snapshot(policies={}), web_proxy(), None),
     "custom-policies": (snapshot("STRICT", policies=default_policies(extra=CUSTOM_POLICIES)), web_proxy(), IDENTITY),
     "kuma-inbound-proxy-3": (snapshot("STRICT"), KUMA_INBOUND_PROXY_3, IDENTITY),
+    "http-route-canary": (routed_snapshot("STRICT", CANARY), web_proxy(), IDENTITY),
+    "http-route-merged": (routed_snapshot("STRICT", CANARY, WEB_ROUTES), web_proxy(), IDENTITY),
+    "load-balancing": (routed_snapshot("STRICT", CANARY, RING_HASH), web_proxy(), IDENTITY),
+    "tcp-route-split": (routed_snapshot("STRICT", DB_SPLIT, BACKEND_AS_TCP), web_proxy(), IDENTITY),
 }

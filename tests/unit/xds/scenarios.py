@@ -4,10 +4,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from appliance.policies._backends import subset_clusters
 from appliance.policies.meshcircuitbreaker import schema as meshcircuitbreaker
 from appliance.policies.meshretry import schema as meshretry
 from appliance.policies.meshtimeout import schema as meshtimeout
-from appliance.xds.model import Endpoint, Identity, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy
+from appliance.model.proxy import Endpoint, Identity, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy
 
 MESH = "default"
 IDENTITY = Identity(cert_pem=b"-----BEGIN CERTIFICATE-----\nweb\n-----END CERTIFICATE-----\n",
@@ -107,4 +108,87 @@ PERMISSIONS = (
                                          "default": {"action": "AllowWithShadowDeny"}},
                                         {"targetRef": {"kind": "MeshService", "name": "web"},
                                          "default": {"action": "Allow"}}]}),
+)
+
+
+# --- routing: two versions of backend, and the canary of the MeshHTTPRoute docs --------------------
+
+HTTP_ROUTE = "MeshHTTPRoute"
+TCP_ROUTE = "MeshTCPRoute"
+VERSIONED_DB = (endpoint("10.0.0.4", 5432, "db", "db-1", version="v1"),
+                endpoint("10.0.0.5", 5432, "db", "db-2", version="v2"))
+VERSIONED_BACKEND = (
+    endpoint("10.0.0.2", 8080, "backend", "backend-v1", **{"kuma.io/protocol": "http", "version": "v1"}),
+    endpoint("10.0.0.3", 8080, "backend", "backend-v2", **{"kuma.io/protocol": "http", "version": "v2"}),
+)
+
+
+def subset(name: str, version: str, weight: int | None = None) -> dict[str, Any]:
+    ref: dict[str, Any] = {"kind": "MeshServiceSubset", "name": name, "tags": {"version": version}}
+    if weight is not None:
+        ref["weight"] = weight
+    return ref
+
+
+CANARY = policy(HTTP_ROUTE, "backend-canary", {
+    "targetRef": {"kind": "Mesh"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+        # With the path, the header match sorts first (more headers win among equal paths); a match of the
+        # header alone would sort after the explicit `PathPrefix /` below, as in Kuma, and never be reached.
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                      "headers": [{"type": "Exact", "name": "x-version", "value": "v2"}]}],
+         "default": {"backendRefs": [subset("backend", "v2", 1)]}},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+         "default": {"backendRefs": [subset("backend", "v1", 90), subset("backend", "v2", 10)]}},
+    ]}],
+})
+
+
+def routed_snapshot(mtls: str | None, *routes: Policy, **changes: Any) -> MeshSnapshot:
+    """A snapshot with versioned backend endpoints and these route policies (and the mesh defaults)."""
+    policies = default_policies(extra=routes)
+    endpoints = {**snapshot().endpoints, "backend": VERSIONED_BACKEND, "db": VERSIONED_DB}
+    return snapshot(mtls, policies=policies, endpoints=endpoints, subsets=subset_clusters(policies), **changes)
+
+
+DB_SPLIT = policy(TCP_ROUTE, "db-split", {
+    "targetRef": {"kind": "Mesh"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "db"},
+            "rules": [{"default": {"backendRefs": [subset("db", "v1", 80), subset("db", "v2", 20)]}}]}],
+})
+# A TCP route for an HTTP destination: it applies only while no MeshHTTPRoute has rules for backend.
+BACKEND_AS_TCP = policy(TCP_ROUTE, "backend-as-tcp", {
+    "targetRef": {"kind": "Mesh"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+            "rules": [{"default": {"backendRefs": [subset("backend", "v1", 1)]}}]}],
+})
+
+MLBS = "MeshLoadBalancingStrategy"
+RING_HASH = policy(MLBS, "ring-hash-backend", {
+    "targetRef": {"kind": "Mesh"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+            "default": {"loadBalancer": {"type": "RingHash", "ringHash": {"minRingSize": 64, "maxRingSize": 1024,
+                                                                          "hashFunction": "MurmurHash2"}},
+                        "hashPolicies": [{"type": "Header", "header": {"name": "x-user"}, "terminal": True},
+                                         {"type": "Cookie", "cookie": {"name": "session", "ttl": "1h", "path": "/"}},
+                                         {"type": "Connection", "connection": {"sourceIP": True}}]}},
+           {"targetRef": {"kind": "MeshService", "name": "db"},
+            "default": {"loadBalancer": {"type": "LeastRequest",
+                                         "leastRequest": {"choiceCount": 3, "activeRequestBias": "1.5"}}}}],
+})
+
+# Entries of kind MeshHTTPRoute: for the routes of backend-canary's rules only.
+CANARY_TUNING = (
+    policy("MeshTimeout", "canary-timeout", {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshHTTPRoute", "name": "backend-canary"},
+                "default": {"http": {"requestTimeout": "3s"}}}]}),
+    policy("MeshRetry", "canary-retry", {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshHTTPRoute", "name": "backend-canary"},
+                "default": {"http": {"numRetries": 7}}}]}),
+    policy(MLBS, "canary-hash", {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshHTTPRoute", "name": "backend-canary"},
+                "default": {"hashPolicies": [{"type": "QueryParameter", "queryParameter": {"name": "user"}}]}}]}),
 )

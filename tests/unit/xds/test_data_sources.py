@@ -17,7 +17,7 @@ from appliance.store.sqlite import SQLiteStore
 from appliance.tokens import issuer, signing
 from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.egress import EgressProxy, generate_egress
-from appliance.xds.model import Identity
+from appliance.model.proxy import Identity
 from appliance.xds.snapshot import build_snapshot, proxy_from_dataplane
 
 MTLS = {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]}

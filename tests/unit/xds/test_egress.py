@@ -8,10 +8,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
-from appliance.xds.generate import generate_sidecar, names
+from appliance.model import names
+from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.consistency import check_consistency
 from appliance.xds.generate.egress import EgressProxy, generate_egress
-from appliance.xds.model import (
+from appliance.model.proxy import (
     ExternalService, ExternalTls, Identity, MeshExternalService, MeshSnapshot, Mtls, Outbound, Policy,
 )
 from tests.unit.xds.scenarios import web_proxy

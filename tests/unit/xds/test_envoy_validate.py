@@ -26,8 +26,9 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
-from appliance.xds.generate import generate_sidecar, names
-from appliance.xds.model import Identity
+from appliance.model import names
+from appliance.xds.generate import generate_sidecar
+from appliance.model.proxy import Identity
 from tests.unit.xds.cases import CASES
 
 pytestmark = pytest.mark.slow

@@ -5,9 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-from appliance.xds.generate import generate_sidecar, load_assignment_for, names, serialize
+from appliance.model import names
+from appliance.xds.generate import generate_sidecar, load_assignment_for, serialize
 from appliance.xds.generate.consistency import check_consistency
-from appliance.xds.model import Identity
+from appliance.model.proxy import Identity
 from tests.unit.xds.cases import CASES, CUSTOM_POLICIES
 from tests.unit.xds.golden import assert_golden, resources_yaml
 from tests.unit.xds.scenarios import IDENTITY, default_policies, endpoint, snapshot, web_proxy

@@ -14,9 +14,10 @@ from google.protobuf.message import Message
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
 
-from appliance.xds.generate import PLUGINS, generate_sidecar, load_assignment_for, names, outbound_cluster
+from appliance.model import names
+from appliance.xds.generate import PLUGINS, generate_sidecar, load_assignment_for, outbound_resources
 from appliance.xds.generate.listeners import inbound_listener
-from appliance.xds.model import Identity, MeshSnapshot, Mtls
+from appliance.model.proxy import Identity, MeshSnapshot, Mtls
 from tests.support import kuma_reference
 from tests.unit.xds.scenarios import KUMA_INBOUND_PROXY_3, endpoint, snapshot, web_proxy
 
@@ -64,7 +65,9 @@ def test_outbound_mtls_cluster_matches_kuma() -> None:
     """Without MeshTimeout/MeshCircuitBreaker policies the plugins still set Kuma's defaults (5s, trackRemaining)."""
     proxy = web_proxy(mesh="demo")
     matched = tuple(plugin.match(PROFILE_SOURCE, proxy) for plugin in PLUGINS)
-    _assert_same(outbound_cluster(PROFILE_SOURCE, "db", matched), _kuma(PROFILE_SOURCE_1, names.CLUSTER, "db"))
+    outbound = next(o for o in proxy.outbounds if o.service == "db")
+    ours = outbound_resources(PROFILE_SOURCE, outbound, proxy, matched)[names.CLUSTER]["db"]
+    _assert_same(ours, _kuma(PROFILE_SOURCE_1, names.CLUSTER, "db"))
 
 
 @pytest.mark.parametrize("listener", ["inbound:192.168.0.1:443", "inbound:192.168.0.2:443"])

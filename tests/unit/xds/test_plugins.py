@@ -10,7 +10,8 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from appliance.policies.meshretry import plugin as meshretry
-from appliance.xds.generate import generate_sidecar, names
+from appliance.model import names
+from appliance.xds.generate import generate_sidecar
 from tests.unit.xds.scenarios import IDENTITY, db_proxy, default_policies, policy, snapshot, web_proxy
 
 MTP = "MeshTrafficPermission"

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from appliance.policies import _rules
-from appliance.xds.model import Policy
+from appliance.model.proxy import Policy
 from tests.unit.xds.scenarios import db_proxy, web_proxy
 
 MTP = "MeshTrafficPermission"

@@ -1,15 +1,16 @@
-"""Resource names and type URLs, spelled as Kuma 2.14 spells them (pkg/xds/envoy/names, pkg/xds/envoy/tls).
+"""Resource names, type URLs and filter names, spelled as Kuma 2.14 spells them (pkg/xds/envoy/names,
+pkg/xds/envoy/tls).
 
 Envoy, `kumactl inspect` users and Kuma's own tooling key on these strings, so they are part of
-the interface, not an implementation detail.
+the interface, not an implementation detail. The generators (xds/generate) build resources under
+these names and the policy plugins find and edit them by the same names, so both import them from here.
 """
 from __future__ import annotations
 
-from appliance.policies import _envoy
+import hashlib
+import re
 
-# The plugins edit what the generators build, so the names both rely on are defined once, with them.
-local_cluster = _envoy.local_cluster_name
-sanitize_metric = _envoy.sanitize_metric
+from google.protobuf.message import Message
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -19,6 +20,9 @@ SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 # Make-before-break order on one ADS stream (clusters, endpoints, listeners, routes; secrets first).
 TYPE_ORDER: tuple[str, ...] = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE)
+
+# A proxy's generated resources: type URL -> resource name -> message.
+Resources = dict[str, dict[str, Message]]
 
 SERVICE_TAG = "kuma.io/service"
 EXTERNAL_SERVICE_NAME_TAG = "kuma.io/external-service-name"
@@ -38,6 +42,19 @@ TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
+
+
+_ILLEGAL_METRIC_CHARS = re.compile(r"[^a-zA-Z_\-0-9]")
+
+
+def sanitize_metric(name: str) -> str:
+    """util_xds.SanitizeMetric: stat prefixes may only hold [a-zA-Z_-0-9] (statsd, Prometheus)."""
+    return _ILLEGAL_METRIC_CHARS.sub("_", name)
+
+
+def local_cluster(service_port: int) -> str:
+    """envoy_names.GetLocalClusterName: the cluster of the application behind an inbound."""
+    return f"localhost:{service_port}"
 
 
 def _host_port(address: str, port: int) -> str:
@@ -81,9 +98,24 @@ def kuma_id(tag: str, value: str) -> str:
     return f"kuma://{tag}/{value}"
 
 
-def sni(service: str, mesh: str) -> str:
-    """tls.SNIFromTags for a service-wide cluster: the extra tags (here only `mesh`) in braces."""
-    return f"{service}{{mesh={mesh}}}"
+def sni(service: str, mesh: str, tags: dict[str, str] | None = None) -> str:
+    """tls.SNIFromTags: the service, then its other tags (at least `mesh`) sorted, in braces."""
+    extra = {**(tags or {}), "mesh": mesh}
+    extra.pop(SERVICE_TAG, None)
+    return service + "{" + ",".join(f"{k}={extra[k]}" for k in sorted(extra)) + "}"
+
+
+def split_cluster(service: str, tags: dict[str, str]) -> str:
+    """Tags.DestinationClusterName: the cluster of part of a service (a MeshServiceSubset backend) is the
+    service plus 16 hex digits of a SHA-256 over its sorted tags; the whole service keeps its own name."""
+    selected = {**tags, SERVICE_TAG: service}
+    if len(selected) == 1:
+        return service
+    digest = hashlib.sha256()
+    for key in sorted(selected):
+        digest.update(key.encode())
+        digest.update(selected[key].encode())
+    return f"{service}-{digest.hexdigest()[:16]}"
 
 
 def egress_cluster(mesh: str, service: str) -> str:

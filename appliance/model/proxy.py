@@ -112,6 +112,14 @@ class MeshSnapshot:
     tls_ready: dict[str, bool] = field(default_factory=dict)
     # kuma-cp `ipam.knownInternalCIDRs`: HTTP clients from these ranges count as internal.
     known_internal_cidrs: tuple[str, ...] = KNOWN_INTERNAL_CIDRS
+    # The parts of services that routes send to (MeshServiceSubset backends): cluster name -> (service, tags).
+    # Their load assignments hold only the service's endpoints that carry all those tags.
+    subsets: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
+
+    def clusters_of(self, service: str) -> tuple[str, ...]:
+        """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which
+        the policies that configure a service's cluster (timeouts, circuit breakers) configure alike."""
+        return (service, *sorted(name for name, (owner, _) in self.subsets.items() if owner == service))
 
 
 @dataclass(frozen=True)
