@@ -93,9 +93,11 @@ def test_an_offset_just_inside_the_limit_is_an_empty_page(cp: CpProcess) -> None
 def test_bootstrap_refuses_a_dataplane_resource_built_to_break_the_parser(cp: CpProcess, case: str) -> None:
     text, _, detail = BAD_BODIES[case]
     dp_port = int(cp.env["KUMA_DP_SERVER_PORT"])
+    token = requests.post(f"{cp.url}/tokens/dataplane", json={"name": "m", "mesh": "default"}, timeout=10).text
     before = _log_lines(cp)
     r = requests.post(f"https://127.0.0.1:{dp_port}/bootstrap", verify=False, timeout=30,
                       data=json.dumps({"mesh": "default", "name": "m", "proxyType": "dataplane",
+                                       "dataplaneToken": token,
                                        "dataplaneResource": text.replace("Mesh", "Dataplane")}))
     _assert_kuma_400(r, detail)
     assert _log_lines(cp) - before <= 1
