@@ -68,10 +68,17 @@ def not_applied(module: ModuleType, spec: dict[str, Any]) -> list[str]:
     """Our `warnings` (beside Kuma's deprecations) for what a write stores that no plugin applies."""
     if not module.HAS_PLUGIN:
         return [not_applied_warning(module.KIND)]
-    if ((spec.get("targetRef") if isinstance(spec, dict) else None) or {}).get("kind") == "MeshHTTPRoute":
-        return [f"a {module.KIND} with top-level targetRef.kind MeshHTTPRoute is stored but not yet applied to "
-                "proxies by this control plane: use MeshHTTPRoute in spec.to[].targetRef"]
-    return []
+    spec = spec if isinstance(spec, dict) else {}
+    out = []
+    if (spec.get("targetRef") or {}).get("kind") == "MeshHTTPRoute":
+        out.append(f"a {module.KIND} with top-level targetRef.kind MeshHTTPRoute is stored but not yet applied to "
+                   "proxies by this control plane: use MeshHTTPRoute in spec.to[].targetRef")
+    for i, item in enumerate(spec.get("to") or []):
+        kind = ((item.get("targetRef") if isinstance(item, dict) else None) or {}).get("kind")
+        if kind in ("MeshExternalService", "MeshMultiZoneService"):
+            out.append(f"'spec.to[{i}].targetRef' of kind {kind} is stored but not yet applied to proxies by this "
+                       "control plane")
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -88,6 +88,28 @@ def as_str(value: Any) -> str:
 
 # --- durations (Go's time.ParseDuration, which k8s metav1.Duration uses) -------------------------
 
+# backendRef kinds a route can name whose traffic has nowhere to go on a Universal zone without MeshService
+# resources; routes leave them out (policies/_backends.py), and a write says so.
+UNROUTED_BACKEND_KINDS = ("MeshExternalService", "MeshMultiZoneService")
+
+
+def unrouted_backends(spec: dict[str, Any]) -> list[str]:
+    """The `warnings` of a route (MeshHTTPRoute, MeshTCPRoute) for each backendRef it stores but does not route to."""
+    out = []
+    for i, item in enumerate(as_list(spec.get("to"))):
+        for j, rule in enumerate(as_list(as_dict(item).get("rules"))):
+            conf = as_dict(as_dict(rule).get("default"))
+            refs = [(f"spec.to[{i}].rules[{j}].default.backendRefs[{k}]", ref)
+                    for k, ref in enumerate(as_list(conf.get("backendRefs")))]
+            refs += [(f"spec.to[{i}].rules[{j}].default.filters[{k}].requestMirror.backendRef",
+                      as_dict(as_dict(f).get("requestMirror")).get("backendRef"))
+                     for k, f in enumerate(as_list(conf.get("filters")))]
+            out += [f"'{path}' of kind {as_dict(ref).get('kind')} is stored but not yet applied to proxies "
+                    "by this control plane: use a MeshService or MeshServiceSubset backend"
+                    for path, ref in refs if as_dict(ref).get("kind") in UNROUTED_BACKEND_KINDS]
+    return out
+
+
 def duration_greater_than_zero_or_nil(path: str, value: Any) -> Errors:
     nanos = duration_or_none(value)
     if value is not None and nanos is not None and nanos <= 0:

@@ -257,3 +257,28 @@ def test_a_policy_under_a_top_level_mesh_http_route_is_stored_with_a_warning(tmp
     with live_api(tmp_path, defaults=True) as api:
         warnings = api.put("/meshes/default/meshtimeouts/per-route", timeout).json()["warnings"]
         assert any("is stored but not yet applied" in w for w in warnings)
+
+
+def test_routes_to_backends_without_a_route_here_are_stored_with_a_warning(tmp_path: Path) -> None:
+    """A backendRef or a destination this control plane has nowhere to send to says so; MeshService ones do not."""
+    route = {"type": "MeshHTTPRoute", "name": "r", "mesh": "default", "spec": {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "default": {"backendRefs": [
+                {"kind": "MeshService", "name": "backend", "weight": 50},
+                {"kind": "MeshExternalService", "name": "httpbin", "weight": 50}]}}]}]}}
+    timeout = {"type": "MeshTimeout", "name": "ext", "mesh": "default", "spec": {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshExternalService", "name": "httpbin"},
+                "default": {"http": {"requestTimeout": "2s"}}}]}}
+    with live_api(tmp_path, defaults=True) as api:
+        r = api.put("/meshes/default/meshhttproutes/r", route)
+        assert r.status_code == 201
+        assert r.json()["warnings"] == [
+            "'spec.to[0].rules[0].default.backendRefs[1]' of kind MeshExternalService is stored but not yet applied "
+            "to proxies by this control plane: use a MeshService or MeshServiceSubset backend"]
+        route["spec"]["to"][0]["rules"][0]["default"]["backendRefs"].pop()
+        assert "warnings" not in api.put("/meshes/default/meshhttproutes/r", route).json()
+        assert api.put("/meshes/default/meshtimeouts/ext", timeout).json()["warnings"] == [
+            "'spec.to[0].targetRef' of kind MeshExternalService is stored but not yet applied to proxies by this "
+            "control plane"]

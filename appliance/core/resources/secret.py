@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from appliance.core.validation import Violations, join
+from appliance.gocompat import go_quote
 from appliance.tokens import signing
 
 _STRING: dict[str, Any] = {"type": "string", "nullable": True}
@@ -102,7 +103,7 @@ def refused_source_errors(sources: SourceList, out: Violations, allow_file: bool
             continue
         secret = source.get("secret")
         if isinstance(secret, str) and is_system_secret(secret):
-            out.add(join(path, "secret"), f"{secret!r} is a secret of the control plane (signing key, CA or "
+            out.add(join(path, "secret"), f"{go_quote(secret)} is a secret of the control plane (signing key, CA or "
                                           "token) and cannot be used as a data source")
         if source.get("file") is not None and not allow_file:
             out.add(join(path, "file"), "a file data source is not supported here: the control plane does not "

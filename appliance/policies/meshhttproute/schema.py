@@ -5,7 +5,7 @@ from typing import Any
 
 from appliance.policies._common import (
     BOOL, Errors, HEADER_KEY_VALUE, HEADER_MATCH, INT_OR_STR, STR, arr, as_dict, as_list, as_str,
-    dns1123_subdomain_errors, enum, index, is_ip, join, obj,
+    dns1123_subdomain_errors, enum, index, is_ip, join, obj, unrouted_backends,
 )
 from appliance.policies._targetref import (
     BACKEND_REF, DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_MULTI_ZONE_SERVICE, MESH_SERVICE,
@@ -201,8 +201,8 @@ def _validate_header_modifier(path: str, modifier: dict[str, Any]) -> Errors:
 
 
 def deprecations(spec: dict[str, Any]) -> list[str]:
-    """Warnings Kuma returns with a successful create or update."""
-    return top_level_deprecations(spec.get("targetRef"))
+    """Warnings Kuma returns with a successful create or update, and ours for what is stored but not applied."""
+    return top_level_deprecations(spec.get("targetRef")) + unrouted_backends(spec)
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.policies._common import Errors, arr, as_dict, as_list, index, join, obj
+from appliance.policies._common import Errors, arr, as_dict, as_list, index, join, obj, unrouted_backends
 from appliance.policies._targetref import (
     BACKEND_REF, DATAPLANE, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_MULTI_ZONE_SERVICE, MESH_SERVICE,
     MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF, top_level_deprecations, validate_backend_ref,
@@ -53,8 +53,8 @@ def validate(spec: dict[str, Any]) -> Errors:
 
 
 def deprecations(spec: dict[str, Any]) -> list[str]:
-    """Warnings Kuma returns with a successful create or update."""
-    return top_level_deprecations(spec.get("targetRef"))
+    """Warnings Kuma returns with a successful create or update, and ours for what is stored but not applied."""
+    return top_level_deprecations(spec.get("targetRef")) + unrouted_backends(spec)
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:
