@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import falcon
 from google.protobuf.json_format import MessageToDict
 
-from appliance.api import codec
+from appliance.api import codec, insights_view
 from appliance.api.errors import KumaError
 from appliance.api.resources import ResourceEndpoints, _page, _reply
 from appliance.core.manager import ResourceManager
@@ -99,18 +99,14 @@ class XdsConfig:
         _reply(resp, {"xds": xds})
 
 
-def _online(manager: ResourceManager, mesh: str, name: str) -> bool:
-    insight = manager.get("DataplaneInsight", mesh, name)
-    subs = (insight.content.get("subscriptions") if insight else None) or []
-    return bool(subs) and not subs[-1].get("disconnectTime")
-
-
 def mesh_insight(manager: ResourceManager, mesh: Any) -> dict[str, Any]:
     """Kuma's MeshInsight, computed from the store when asked (not a stored resource here)."""
     dataplanes = manager.list(ListQuery(type="Dataplane", mesh=mesh.name)).items
-    online = sum(1 for d in dataplanes if _online(manager, mesh.name, d.name))
-    counts = {"total": len(dataplanes), "online": online, "offline": len(dataplanes) - online,
-              "partiallyDegraded": 0}
+    statuses = [insights_view.dataplane_status(d, manager.get("DataplaneInsight", mesh.name, d.name))
+                for d in dataplanes]
+    counts = {"total": len(dataplanes), "online": statuses.count(insights_view.ONLINE),
+              "offline": statuses.count(insights_view.OFFLINE),
+              "partiallyDegraded": statuses.count(insights_view.PARTIALLY_DEGRADED)}
     policies: dict[str, dict[str, int]] = {}
     resources: dict[str, dict[str, int]] = {}
     for rtype in registry.ALL_TYPES:

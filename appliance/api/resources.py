@@ -28,6 +28,16 @@ def _reply(resp: falcon.Response, body: Any, status: int = 200) -> None:
     resp.data = codec.dumps(body)
 
 
+def next_link(req: falcon.Request, next_offset: int | None) -> str | None:
+    """Kuma's `next`: this request's URL with the next page's offset, or None on the last page."""
+    if next_offset is None:
+        return None
+    params = {k: (v[-1] if isinstance(v, list) else v) for k, v in req.params.items()}
+    params["offset"] = str(next_offset)
+    return f"{req.scheme}://{req.host}{':' + str(req.port) if req.port not in (80, 443) else ''}" \
+           f"{req.path}?{urlencode(sorted(params.items()))}"
+
+
 def _page(req: falcon.Request) -> tuple[int, int]:
     size = DEFAULT_PAGE_SIZE
     raw_size = req.get_param("size")
@@ -168,14 +178,8 @@ class ResourceEndpoints:
         self._access(req, write=False)
         page = self.manager.list(ListQuery(type=self.rtype.name, mesh=mesh, name_contains=req.get_param("name") or "",
                                            labels=labels, predicate=predicate, offset=offset, size=size))
-        next_link = None
-        if page.next_offset is not None:
-            params = {k: (v[-1] if isinstance(v, list) else v) for k, v in req.params.items()}
-            params["offset"] = str(page.next_offset)
-            next_link = f"{req.scheme}://{req.host}{':' + str(req.port) if req.port not in (80, 443) else ''}" \
-                        f"{req.path}?{urlencode(sorted(params.items()))}"
         _reply(resp, {"total": page.total, "items": [codec.present(self.rtype, r) for r in page.items],
-                      "next": next_link})
+                      "next": next_link(req, page.next_offset)})
 
     # --- item --------------------------------------------------------------------------------
     def get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:

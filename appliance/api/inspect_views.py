@@ -1,0 +1,216 @@
+"""Kuma's inspect routes: a proxy's rules, a policy's proxies, a MeshService's proxies, service and global insights.
+
+Thin handlers: the store in, rules_view / insights_view out. Reads are open to every user, as in Kuma
+(its access rules guard only the Envoy admin views: config dump, stats, clusters).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import falcon
+
+from appliance import policies as policy_modules
+from appliance.api import insights_view, rules_view
+from appliance.api.errors import KumaError, bad_request
+from appliance.api.inspect import mesh_insight
+from appliance.api.resources import _page, _reply, next_link
+from appliance.core.manager import ResourceManager
+from appliance.core.resources import registry
+from appliance.core.resources.model import Resource
+from appliance.model.proxy import Policy
+from appliance.store import ListQuery
+from appliance.store.base import now_rfc3339
+from appliance.xds.snapshot import proxy_from_dataplane
+
+# (kind, is_from_as_rules) in Kuma's plugin order: the order of `rules` in `_rules`
+KINDS: tuple[tuple[str, bool], ...] = tuple(
+    (m.KIND, m.TARGETS["is_from_as_rules"]) for m in sorted(policy_modules.ALL, key=lambda m: m.ORDER))
+
+
+def _require_mesh(manager: ResourceManager, mesh: str) -> Resource:
+    found = manager.get("Mesh", "", mesh)
+    if found is None:
+        raise KumaError(404, "Failed to retrieve Mesh", "Not found")
+    return found
+
+
+def mesh_policies(manager: ResourceManager, mesh: str) -> rules_view.MeshPolicies:
+    """Every policy of the mesh as the snapshot holds them (by kind, sorted by name), with their labels."""
+    by_kind: dict[str, tuple[Policy, ...]] = {}
+    labels: dict[tuple[str, str], dict[str, str]] = {}
+    for kind in registry.POLICY_MODULES:
+        items = sorted(manager.list(ListQuery(type=kind, mesh=mesh)).items, key=lambda r: r.name)
+        by_kind[kind] = tuple(Policy(kind, r.name, r.spec) for r in items)
+        labels.update({(kind, r.name): dict(r.labels) for r in items})
+    services = tuple(r.name for r in manager.list(ListQuery(type="MeshService", mesh=mesh)).items)
+    return rules_view.MeshPolicies(mesh, by_kind, labels, services)
+
+
+def _dataplane_meta(dp: Resource) -> dict[str, Any]:
+    return rules_view.meta("Dataplane", dp.mesh, dp.name, dp.labels)
+
+
+class DataplaneRules:
+    """`GET /meshes/{mesh}/dataplanes/{name}/_rules`."""
+
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        _require_mesh(self.manager, mesh)
+        dp = self.manager.get("Dataplane", mesh, name)
+        if dp is None:
+            raise KumaError(404, "Could not retrieve Dataplane", "Not found")
+        _reply(resp, rules_view.inspect_rules(KINDS, proxy_from_dataplane(dp), mesh_policies(self.manager, mesh),
+                                              _dataplane_meta(dp)))
+
+
+class NeedsMeshServices:
+    """`_policies` and `_layout`: Kuma serves them only when the mesh's `meshServices.mode` is Exclusive."""
+
+    def __init__(self, manager: ResourceManager, endpoint: str) -> None:
+        self.manager = manager
+        self.endpoint = endpoint
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        found = _require_mesh(self.manager, mesh)
+        if self.manager.get("Dataplane", mesh, name) is None:
+            raise KumaError(404, "Could not retrieve Dataplane", "Not found")
+        if ((found.content.get("meshServices") or {}).get("mode")) != "Exclusive":
+            raise bad_request(f"bad request: can't use {self.endpoint} endpoint without meshService enabled")
+        if self.endpoint == "_policies":
+            # proxy-wide confs come from policies with a top-level `default` only (MeshTrace, MeshMetric, ...);
+            # this control plane serves no such kind, so no policy configures the proxy as a whole
+            _reply(resp, {"policies": []})
+            return
+        raise bad_request(f"bad request: {self.endpoint} is not served by this control plane yet: outbounds of "
+                          "MeshService resources (meshServices.mode Exclusive) are not generated")
+
+
+def _dataplanes_page(req: falcon.Request, resp: falcon.Response, manager: ResourceManager, mesh: str,
+                     hits: Callable[[Resource], bool]) -> None:
+    """matchingDataplanesForFilter: the mesh's Dataplanes that `hits`, filtered by `name`, one page."""
+    size, offset = _page(req)
+    page = manager.list(ListQuery(type="Dataplane", mesh=mesh, name_contains=req.get_param("name") or "",
+                                  predicate=hits, offset=offset, size=size))
+    body: dict[str, Any] = {"items": [_dataplane_meta(d) for d in page.items], "total": page.total}
+    link = next_link(req, page.next_offset)
+    if link:
+        body["next"] = link
+    _reply(resp, body)
+
+
+class PolicyDataplanes:
+    """`GET /meshes/{mesh}/{policy-path}/{name}/_resources/dataplanes`: the proxies the policy's top-level
+    targetRef selects."""
+
+    def __init__(self, manager: ResourceManager, kind: str) -> None:
+        self.manager = manager
+        self.kind = kind
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        _require_mesh(self.manager, mesh)
+        found = self.manager.get(self.kind, mesh, name)
+        if found is None:
+            raise KumaError(404, "Could not retrieve policy", "Not found")
+        policy = Policy(self.kind, found.name, found.spec)
+        routes = tuple(Policy("MeshHTTPRoute", r.name, r.spec)
+                       for r in self.manager.list(ListQuery(type="MeshHTTPRoute", mesh=mesh)).items)
+        _dataplanes_page(req, resp, self.manager, mesh,
+                         lambda dp: rules_view.policy_selects(policy, proxy_from_dataplane(dp), routes))
+
+
+class MeshServiceDataplanes:
+    """`GET /meshes/{mesh}/meshservices/{name}/_dataplanes` (and the older `_resources/dataplanes`)."""
+
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        _require_mesh(self.manager, mesh)
+        found = self.manager.get("MeshService", mesh, name)
+        if found is None:
+            raise KumaError(404, "Could not retrieve policy", "Not found")
+        spec = found.spec
+        _dataplanes_page(req, resp, self.manager, mesh, lambda dp: rules_view.mesh_service_selects(
+            spec, dp.name, dp.labels, proxy_from_dataplane(dp).inbounds))
+
+
+# --- insights ------------------------------------------------------------------------------------
+
+def mesh_services(manager: ResourceManager, mesh: Resource) -> list[dict[str, Any]]:
+    """Every service of a mesh as Kuma's ServiceInsight items, sorted by name."""
+    dataplanes = manager.list(ListQuery(type="Dataplane", mesh=mesh.name)).items
+    pairs = [(dp, manager.get("DataplaneInsight", mesh.name, dp.name)) for dp in dataplanes]
+    externals = manager.list(ListQuery(type="ExternalService", mesh=mesh.name)).items
+    stats = insights_view.service_stats(mesh.name, pairs, externals)
+    return [insights_view.service_insight(mesh, name, stats[name]) for name in sorted(stats)]
+
+
+def _service_types(req: falcon.Request) -> set[str]:
+    raw = req.get_param("type") or ""
+    wanted = {t.strip().lower() for t in raw.split(",")} if raw else set()
+    if wanted - set(insights_view.SERVICE_TYPES):
+        raise bad_request("bad request: unsupported service type")
+    return wanted
+
+
+class ServiceInsights:
+    """`GET /service-insights` and `/meshes/{mesh}/service-insights`: one item per service, paged."""
+
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str = "") -> None:
+        meshes = [_require_mesh(self.manager, mesh)] if mesh else \
+            sorted(self.manager.list(ListQuery(type="Mesh")).items, key=lambda m: m.name)
+        wanted = _service_types(req)
+        contains = req.get_param("name") or ""
+        items = [s for m in meshes for s in mesh_services(self.manager, m)
+                 if contains in s["name"] and (not wanted or s.get("serviceType", "internal") in wanted)]
+        size, offset = _page(req)
+        page = items[offset:offset + size]
+        more = offset + size < len(items)
+        _reply(resp, {"total": len(items), "items": page, "next": next_link(req, offset + size if more else None)})
+
+
+class ServiceInsightItem:
+    """`GET /meshes/{mesh}/service-insights/{name}`: a service nobody serves is offline with no proxies."""
+
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        found = _require_mesh(self.manager, mesh)
+        item = next((s for s in mesh_services(self.manager, found) if s["name"] == name), None)
+        _reply(resp, item or insights_view.service_insight(found, name, None))
+
+
+class GlobalInsight:
+    """`GET /global-insight`."""
+
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        meshes = self.manager.list(ListQuery(type="Mesh")).items
+        insights = [mesh_insight(self.manager, m) for m in meshes]
+        services = [s for m in meshes for s in mesh_services(self.manager, m)]
+        egresses = [insights_view.is_online(self.manager.get("ZoneEgressInsight", "", ze.name))
+                    for ze in self.manager.list(ListQuery(type="ZoneEgress")).items]
+        _reply(resp, insights_view.global_insight(now_rfc3339(), insights, services, egresses))
+
+
+def add_routes(app: falcon.App, manager: ResourceManager) -> None:
+    app.add_route("/meshes/{mesh}/dataplanes/{name}/_rules", DataplaneRules(manager))
+    app.add_route("/meshes/{mesh}/dataplanes/{name}/_policies", NeedsMeshServices(manager, "_policies"))
+    app.add_route("/meshes/{mesh}/dataplanes/{name}/_layout", NeedsMeshServices(manager, "_layout"))
+    for kind in registry.POLICY_MODULES:
+        app.add_route(f"/meshes/{{mesh}}/{registry.get(kind).path}/{{name}}/_resources/dataplanes",
+                      PolicyDataplanes(manager, kind))
+    app.add_route("/meshes/{mesh}/meshservices/{name}/_dataplanes", MeshServiceDataplanes(manager))
+    app.add_route("/meshes/{mesh}/meshservices/{name}/_resources/dataplanes", MeshServiceDataplanes(manager))
+    app.add_route("/service-insights", ServiceInsights(manager))
+    app.add_route("/meshes/{mesh}/service-insights", ServiceInsights(manager))
+    app.add_route("/meshes/{mesh}/service-insights/{name}", ServiceInsightItem(manager))
+    app.add_route("/global-insight", GlobalInsight(manager))

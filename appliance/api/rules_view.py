@@ -1,0 +1,205 @@
+"""What the policies of a mesh do to one proxy, and which proxies a policy hits: Kuma's inspect views.
+
+Pure functions over the generators' model (appliance.model.proxy). The matching is policies/_rules.py's,
+the same code the plugins run, so what these views show is what the proxy gets:
+- `/meshes/{m}/dataplanes/{n}/_rules` (Kuma's InspectRules: toRules, toResourceRules, fromRules, inboundRules);
+- `/meshes/{m}/{policy-path}/{name}/_resources/dataplanes` (a policy's top-level targetRef);
+- `/meshes/{m}/meshservices/{name}/_dataplanes` (a MeshService's selector).
+
+Where we differ from Kuma, it is where our control plane does not apply a policy: a policy whose top-level
+targetRef is a MeshHTTPRoute is stored with a warning and configures nothing here, so it is in no rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from appliance.model.proxy import Inbound, Policy, Proxy
+from appliance.policies import _rules
+from appliance.policies._matches import hash_matches
+
+ROUTE_KINDS = ("MeshHTTPRoute", "MeshTCPRoute")
+
+
+@dataclass(frozen=True)
+class MeshPolicies:
+    """A mesh's policies of every kind (sorted by name, as the snapshot holds them) and their labels."""
+    mesh: str
+    by_kind: dict[str, tuple[Policy, ...]]
+    labels: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)   # (kind, name) -> labels
+    mesh_services: tuple[str, ...] = ()          # names of the mesh's MeshService resources
+
+    def meta(self, kind: str, name: str) -> dict[str, Any]:
+        return meta(kind, self.mesh, name, self.labels.get((kind, name)) or {})
+
+
+def meta(type: str, mesh: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """Kuma's api_common.Meta (oapi_helpers.ResourceMetaToMeta): labels always present."""
+    return {"labels": dict(labels), "mesh": mesh, "name": name, "type": type}
+
+
+# --- which proxies a policy hits ----------------------------------------------------------------
+
+def policy_selects(policy: Policy, proxy: Proxy, routes: Sequence[Policy] = ()) -> bool:
+    """matchers.PolicyMatches: the policy's top-level targetRef selects some inbound of the proxy. A targetRef of
+    kind MeshHTTPRoute selects what the route's own targetRef selects (an unknown route: nothing)."""
+    ref = _rules.top_ref(policy)
+    if ref.get("kind") == "MeshHTTPRoute":
+        route = next((r for r in routes if r.name == (ref.get("name") or "")), None)
+        if route is None:
+            return False
+        ref = _rules.top_ref(route)
+    return bool(_rules.selected_inbounds(ref, proxy))
+
+
+def mesh_service_selects(spec: dict[str, Any], name: str, labels: dict[str, str], inbounds: Iterable[Inbound]) -> bool:
+    """meshservice.MatchesDataplane: by dataplaneRef, by tags of one inbound, or by the Dataplane's labels."""
+    selector = spec.get("selector") or {}
+    if selector.get("dataplaneRef") is not None:
+        return (selector["dataplaneRef"] or {}).get("name") == name
+    if selector.get("dataplaneTags") is not None:
+        wanted = selector["dataplaneTags"] or {}
+        return any(all(i.tags.get(k) == v for k, v in wanted.items()) for i in inbounds)
+    if selector.get("dataplaneLabels") is not None:
+        wanted = (selector["dataplaneLabels"] or {}).get("matchLabels") or {}
+        return all(labels.get(k) == v for k, v in wanted.items())
+    return False
+
+
+# --- the rules of one proxy ---------------------------------------------------------------------
+
+def _matchers(subset: _rules.Subset) -> list[dict[str, Any]]:
+    return [{"key": key, "not": negated, "value": value} for key, value, negated in subset]
+
+
+def _rule(kind: str, rule: _rules.Rule, policies: MeshPolicies) -> dict[str, Any]:
+    return {"conf": rule.conf, "matchers": _matchers(rule.subset),
+            "origin": [policies.meta(kind, name) for name in rule.origins]}
+
+
+def _inbound(inbound: Inbound) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": inbound.name} if inbound.name else {}
+    out["port"] = inbound.port
+    out["tags"] = dict(inbound.tags)
+    return out
+
+
+def _entries(policy: Policy, from_as_rules: bool) -> list[dict[str, Any]]:
+    """The entries inbound.BuildRules reads from a policy: `rules[]`, else `from[]` for kinds that read it so."""
+    entries = policy.spec.get("rules") or []
+    if not entries and from_as_rules:
+        entries = policy.spec.get("from") or []
+    return entries
+
+
+def _rule_index(rule: _rules.InboundRule, by_name: dict[str, Policy], from_as_rules: bool) -> int:
+    """The index of the entry an inbound rule came from (Kuma's origin ruleIndex). inbound_rules hands on each
+    entry's own `default` object, so identity finds it; equality is the fallback for an absent default."""
+    entries = _entries(by_name[rule.origin], from_as_rules)
+    for i, entry in enumerate(entries):
+        if entry.get("default") is rule.conf:
+            return i
+    return next((i for i, e in enumerate(entries) if (e.get("default") or {}) == rule.conf), 0)
+
+
+def _inbound_rules(kind: str, rules: list[_rules.InboundRule], selected: Sequence[Policy],
+                   from_as_rules: bool, policies: MeshPolicies) -> list[dict[str, Any]]:
+    by_name = {p.name: p for p in selected}
+    out = []
+    for rule in rules:
+        item: dict[str, Any] = {"conf": [rule.conf]}
+        if rule.match is not None:
+            item["match"] = rule.match
+        item["origin"] = [{"resourceMeta": policies.meta(kind, rule.origin),
+                           "ruleIndex": _rule_index(rule, by_name, from_as_rules)}]
+        out.append(item)
+    return out
+
+
+def _resource_rules(kind: str, selected: Sequence[Policy], policies: MeshPolicies) -> list[dict[str, Any]]:
+    """outbound.BuildRules for the real resources a `to[]` entry names: the Mesh, and MeshServices that exist.
+    A MeshService's rule merges the Mesh's entries with its own, in precedence order."""
+    entries: list[tuple[Policy, int, dict[str, Any]]] = [
+        (p, i, e) for p in selected for i, e in enumerate(p.spec.get("to") or [])]
+
+    def ref(entry: dict[str, Any]) -> dict[str, Any]:
+        return entry.get("targetRef") or {}
+
+    targets: list[tuple[str, str]] = []
+    if any(ref(e).get("kind") == "Mesh" for _, _, e in entries):
+        targets.append(("Mesh", policies.mesh))
+    named = {ref(e).get("name") for _, _, e in entries if ref(e).get("kind") == "MeshService"
+             and not ref(e).get("sectionName")}
+    targets += [("MeshService", name) for name in policies.mesh_services if name in named]
+    out = []
+    for target_kind, name in targets:
+        relevant = [(p, i, e) for p, i, e in entries
+                    if ref(e).get("kind") == "Mesh" or (target_kind == "MeshService" and ref(e).get("kind") ==
+                                                        "MeshService" and ref(e).get("name") == name)]
+        if target_kind == "MeshService":
+            resource = meta("MeshService", policies.mesh, name, {})
+        else:
+            resource = meta("Mesh", "", name, {})
+        out.append({"conf": [_rules.merge(e.get("default") or {} for _, _, e in relevant)],
+                    "origin": [{"resourceMeta": policies.meta(kind, p.name), "ruleIndex": i} for p, i, _ in relevant],
+                    "resourceMeta": resource, "resourceSectionName": ""})
+    return sorted(out, key=lambda r: r["resourceMeta"]["name"])
+
+
+def _route_merge() -> tuple[Callable[[dict[str, Any]], dict[str, Any]], _rules.Merge]:
+    # The route plugin's own merge of `rules[]` (imported when asked: it brings the Envoy types).
+    from appliance.policies.meshhttproute import plugin as http_routes
+    return http_routes._conf_of, http_routes.merge_rules
+
+
+def kind_rules(kind: str, from_as_rules: bool, proxy: Proxy, policies: MeshPolicies) -> dict[str, Any] | None:
+    """One policy kind's InspectRule for the proxy, or None when no policy of the kind selects it."""
+    candidates = policies.by_kind.get(kind, ())
+    # what our plugins apply: a top-level targetRef of kind MeshHTTPRoute is stored with a warning only
+    candidates = tuple(p for p in candidates if _rules.top_ref(p).get("kind") != "MeshHTTPRoute")
+    selection = _rules.select(candidates, proxy)
+    if not selection.proxy:
+        return None
+    routes = policies.by_kind.get("MeshHTTPRoute", ())
+    if kind in ROUTE_KINDS:
+        conf_of, merger = _route_merge()
+        to_rules = _rules.to_rules(selection, conf_of, merger)
+    else:
+        to_rules = _rules.to_rules(selection, routes=routes)
+    from_rules, inbound_rules = [], []
+    for inbound in sorted(proxy.inbounds, key=lambda i: i.port):
+        selected = selection.by_inbound.get(_rules.inbound_key(inbound), ())
+        if not selected:
+            continue
+        legacy = _rules.from_rules(selected)
+        if legacy:
+            from_rules.append({"inbound": _inbound(inbound), "rules": [_rule(kind, r, policies) for r in legacy]})
+        rules = _rules.inbound_rules(selected, from_as_rules)
+        if rules:
+            inbound_rules.append({"inbound": _inbound(inbound),
+                                  "rules": _inbound_rules(kind, rules, selected, from_as_rules, policies)})
+    resource_rules = [] if kind in ROUTE_KINDS else _resource_rules(kind, selection.proxy, policies)
+    if not (to_rules or from_rules or inbound_rules or resource_rules):
+        return None
+    return {"fromRules": from_rules, "inboundRules": inbound_rules, "toResourceRules": resource_rules,
+            "toRules": [_rule(kind, r, policies) for r in to_rules], "type": kind, "warnings": []}
+
+
+def http_matches(rules: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The matches of every MeshHTTPRoute rule in `rules`, by their hash (what `__rule-matches-hash__` names)."""
+    by_hash: dict[str, Any] = {}
+    for item in rules:
+        if item["type"] != "MeshHTTPRoute":
+            continue
+        for rule in item["toRules"]:
+            for route in rule["conf"].get("rules") or []:
+                matches = route.get("matches") or []
+                by_hash[hash_matches(matches)] = matches
+    return [{"hash": h, "match": by_hash[h]} for h in sorted(by_hash)]
+
+
+def inspect_rules(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: MeshPolicies,
+                  resource: dict[str, Any]) -> dict[str, Any]:
+    """Kuma's InspectRules for a proxy. `kinds`: (kind, is_from_as_rules) in Kuma's plugin order."""
+    rules = [r for kind, from_as_rules in kinds if (r := kind_rules(kind, from_as_rules, proxy, policies))]
+    return {"httpMatches": http_matches(rules), "resource": resource, "rules": rules}
