@@ -18,6 +18,7 @@ from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.model.proxy import Policy
+from appliance.policies import _rules
 from appliance.store import ListQuery
 from appliance.store.base import now_rfc3339
 from appliance.xds.snapshot import proxy_from_dataplane
@@ -136,6 +137,71 @@ class MeshServiceDataplanes:
             spec, dp.name, dp.labels, proxy_from_dataplane(dp).inbounds))
 
 
+# --- the older views kumactl reads (Kuma's inspect_endpoints.go) ---------------------------------
+
+def _resource_meta(res: Resource) -> dict[str, Any]:
+    """rest.From.Meta: labels only when there are some."""
+    out: dict[str, Any] = {"type": res.type, "mesh": res.mesh, "name": res.name,
+                           "creationTime": res.creation_time, "modificationTime": res.modification_time}
+    if res.labels:
+        out["labels"] = dict(res.labels)
+    return out
+
+
+_DATAPLANE_ATTACHMENT = {"type": "dataplane", "name": "", "service": ""}
+
+
+def _routes(manager: ResourceManager, mesh: str) -> tuple[Policy, ...]:
+    return tuple(Policy("MeshHTTPRoute", r.name, r.spec)
+                 for r in manager.list(ListQuery(type="MeshHTTPRoute", mesh=mesh)).items)
+
+
+class DataplanePolicies:
+    """`GET /meshes/{mesh}/dataplanes/{name}/policies` (what `kumactl inspect dataplane NAME` prints): the
+    policies whose top-level targetRef selects the proxy, by type. Kuma attaches targetRef policies to the
+    proxy as a whole (the `dataplane` attachment); only its legacy policies had inbound/outbound ones."""
+
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        _require_mesh(self.manager, mesh)
+        dp = self.manager.get("Dataplane", mesh, name)
+        if dp is None:
+            raise KumaError(404, "Could not get MatchedPolicies", "Not found")
+        proxy, routes = proxy_from_dataplane(dp), _routes(self.manager, mesh)
+        matched: dict[str, list[dict[str, Any]]] = {}
+        for kind, _ in KINDS:
+            by_name = {r.name: r for r in self.manager.list(ListQuery(type=kind, mesh=mesh)).items}
+            hits = [p for p in (Policy(kind, r.name, r.spec) for r in by_name.values())
+                    if rules_view.policy_selects(p, proxy, routes)]
+            if hits:
+                matched[kind] = [_resource_meta(by_name[p.name]) for p in _rules.sort_policies(hits)]
+        items = [{**_DATAPLANE_ATTACHMENT, "matchedPolicies": dict(sorted(matched.items()))}] if matched else []
+        _reply(resp, {"kind": "SidecarDataplane", "total": len(items), "items": items})
+
+
+class PolicyAttachments:
+    """`GET /meshes/{mesh}/{policy-path}/{name}/dataplanes` (what `kumactl inspect <policy> NAME` prints): each
+    proxy the policy selects, attached as a whole. An unknown policy hits nobody (as in Kuma)."""
+
+    def __init__(self, manager: ResourceManager, kind: str) -> None:
+        self.manager = manager
+        self.kind = kind
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        _require_mesh(self.manager, mesh)
+        found = self.manager.get(self.kind, mesh, name)
+        items = []
+        if found is not None:
+            policy, routes = Policy(self.kind, found.name, found.spec), _routes(self.manager, mesh)
+            for dp in self.manager.list(ListQuery(type="Dataplane", mesh=mesh)).items:
+                if rules_view.policy_selects(policy, proxy_from_dataplane(dp), routes):
+                    items.append({"kind": "SidecarDataplane", "dataplane": {"mesh": dp.mesh, "name": dp.name},
+                                  "attachments": [dict(_DATAPLANE_ATTACHMENT)]})
+        _reply(resp, {"total": len(items), "items": items})
+
+
 # --- insights ------------------------------------------------------------------------------------
 
 def mesh_services(manager: ResourceManager, mesh: Resource) -> list[dict[str, Any]]:
@@ -205,9 +271,11 @@ def add_routes(app: falcon.App, manager: ResourceManager) -> None:
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_rules", DataplaneRules(manager))
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_policies", NeedsMeshServices(manager, "_policies"))
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_layout", NeedsMeshServices(manager, "_layout"))
+    app.add_route("/meshes/{mesh}/dataplanes/{name}/policies", DataplanePolicies(manager))
     for kind in registry.POLICY_MODULES:
-        app.add_route(f"/meshes/{{mesh}}/{registry.get(kind).path}/{{name}}/_resources/dataplanes",
-                      PolicyDataplanes(manager, kind))
+        path = registry.get(kind).path
+        app.add_route(f"/meshes/{{mesh}}/{path}/{{name}}/_resources/dataplanes", PolicyDataplanes(manager, kind))
+        app.add_route(f"/meshes/{{mesh}}/{path}/{{name}}/dataplanes", PolicyAttachments(manager, kind))
     app.add_route("/meshes/{mesh}/meshservices/{name}/_dataplanes", MeshServiceDataplanes(manager))
     app.add_route("/meshes/{mesh}/meshservices/{name}/_resources/dataplanes", MeshServiceDataplanes(manager))
     app.add_route("/service-insights", ServiceInsights(manager))

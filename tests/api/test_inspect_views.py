@@ -423,9 +423,47 @@ def test_policies_in_exclusive_mode_list_no_proxy_wide_policy(tmp_path: Path) ->
         assert r.status_code == 400 and "not served by this control plane" in r.json()["detail"]
 
 
+def test_the_policies_of_a_dataplane_for_kumactl(api) -> None:
+    """`/policies` (what plain `kumactl inspect dataplane NAME` reads): targetRef policies attach to the whole
+    proxy, by type, in precedence order; the proxy's policies of no type are left out."""
+    _load(api, OVERRIDING_MESHTIMEOUT + """
+---
+type: MeshTrafficPermission
+name: other-service
+mesh: default
+labels: {team: a}
+spec:
+  targetRef: {kind: MeshService, name: not-foo}
+  from: [{targetRef: {kind: Mesh}, default: {action: Deny}}]
+""")
+    body = api.get("/meshes/default/dataplanes/dp-1/policies").json()
+    assert (body["kind"], body["total"]) == ("SidecarDataplane", 1)
+    [item] = body["items"]
+    assert {k: item[k] for k in ("type", "name", "service")} == {"type": "dataplane", "name": "", "service": ""}
+    assert list(item["matchedPolicies"]) == ["MeshTimeout"]
+    # Kuma's order: Mesh before MeshService (the more specific last)
+    assert [(p["type"], p["mesh"], p["name"]) for p in item["matchedPolicies"]["MeshTimeout"]] == [
+        ("MeshTimeout", "default", "default"), ("MeshTimeout", "default", "override")]
+    assert all(p["creationTime"] and p["modificationTime"] for p in item["matchedPolicies"]["MeshTimeout"])
+    assert api.get("/meshes/default/dataplanes/nope/policies").status_code == 404
+
+
+def test_the_proxies_of_a_policy_for_kumactl(api) -> None:
+    """`/meshes/{m}/{policy}/{name}/dataplanes` (what `kumactl inspect <policy> NAME` reads)."""
+    _load(api, PAGINATION)
+    body = api.get("/meshes/default/meshtrafficpermissions/foo/dataplanes").json()
+    entry = {"kind": "SidecarDataplane", "attachments": [{"type": "dataplane", "name": "", "service": ""}]}
+    assert body == {"total": 2, "items": [{**entry, "dataplane": {"mesh": "default", "name": "dp-2"}},
+                                          {**entry, "dataplane": {"mesh": "default", "name": "the-dp"}}]}
+    # as Kuma: a policy that does not exist hits no proxy
+    assert api.get("/meshes/default/meshtrafficpermissions/nope/dataplanes").json() == {"total": 0, "items": []}
+
+
 @pytest.mark.parametrize("path", [
     "/meshes/default/dataplanes/dp-1/_rules",
+    "/meshes/default/dataplanes/dp-1/policies",
     "/meshes/default/meshtimeouts/default/_resources/dataplanes",
+    "/meshes/default/meshtimeouts/default/dataplanes",
     "/meshes/default/meshservices/foo/_dataplanes",
     "/service-insights",
     "/meshes/default/service-insights",

@@ -310,12 +310,24 @@ def test_inspect(kumactl: Kumactl) -> None:
     assert meshes[0].split()[:3] == ["MESH", "DATAPLANES", "TRAFFIC"]
     assert any(r.split()[:1] == ["default"] for r in meshes[1:])
     assert kumactl.ok("inspect", "zoneegresses").splitlines()[0].split()[:2] == ["NAME", "STATUS"]
-    for kind in ("config", "policies"):
-        r = kumactl("inspect", "dataplane", "backend-1", "--type", kind)
-        if r.code:  # served once the inspect API lands; until then a clean error
-            r.error_line()
-        else:
-            assert r.out
+    # plain `inspect dataplane NAME` (--type policies): the mesh's default policies select every proxy
+    policies = kumactl.ok("inspect", "dataplane", "backend-1")
+    assert policies.startswith("DATAPLANE:\n") and "  MeshTimeout\n    mesh-timeout-all-default\n" in policies
+    assert kumactl.ok("inspect", "dataplane", "backend-1", "--type", "policies") == policies
+    r = kumactl("inspect", "dataplane", "backend-1", "--type", "config")
+    if r.code:  # the xDS config needs the proxy's metadata: a clean error until it has connected
+        r.error_line()
+    else:
+        assert json.loads(r.out)["xds"]
+    hits = kumactl.ok("inspect", "meshtimeout", "mesh-timeout-all-default")
+    assert hits.startswith("Affected data plane proxies:\n\n") and "  backend-1\n" in hits
+    table = kumactl.ok("inspect", "meshtimeout", "mesh-timeout-all-default", "--new-api").splitlines()
+    assert table[0].split() == ["Type", "Mesh", "Name"] and ["Dataplane", "default", "backend-1"] in [
+        row.split() for row in table] and table[-1].startswith("Total: ")
+    services = kumactl.ok("inspect", "services").splitlines()
+    assert services[0].split() == ["SERVICE", "STATUS", "DATAPLANES"] and ["backend", "Offline", "0/1"] in [
+        row.split() for row in services]
+    assert json.loads(kumactl.ok("inspect", "services", "-o", "json"))["items"][0]["type"] == "ServiceOverview"
     assert kumactl("inspect", "dataplane", "backend-1", "--shadow").error_line() == (
         "Error: flag '--shadow' can be used only when '--type=config'")
 

@@ -10,8 +10,9 @@ in tests/e2e/test_kumactl.py.
 Not replayed, because this control plane does not serve those types or endpoints: the legacy
 policies (get circuit-breakers, fault-injections, healthchecks, proxytemplates, rate-limits,
 retries, traffic-logs/-permissions/-routes/-traces; inspect health-check, timeout,
-traffic-permission, traffic-trace), zone ingresses and zones (get and inspect), `inspect services`,
-`inspect meshgateway`, `inspect <policy> NAME` (inspect-mtp-dp), `export` and `completion`.
+traffic-permission, traffic-trace), zone ingresses and zones (get and inspect), `inspect meshgateway`,
+`export` and `completion`. The `inspect <policy> NAME` goldens of legacy policies run as the same
+command on a new policy type (inspect-policy-*): kumactl prints every type with one template.
 """
 from __future__ import annotations
 
