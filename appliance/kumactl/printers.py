@@ -194,7 +194,10 @@ def _reads_back_as_other(text: str) -> bool:
         return True
     if re.match(r"^[-+]?0[xXoObB]?[0-9a-fA-F_]+$", text):
         return True
-    return _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != "tag:yaml.org,2002:str"
+    # PyYAML's `yaml` tag is only its guess for indicators such as `*`: go-yaml reads them as strings and
+    # writes them single-quoted, as PyYAML does when left to choose
+    return _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) not in ("tag:yaml.org,2002:str",
+                                                                           "tag:yaml.org,2002:yaml")
 
 
 class _GoStyleDumper(yaml.SafeDumper):
