@@ -99,11 +99,16 @@ class XdsConfig:
         _reply(resp, {"xds": xds})
 
 
+def dataplane_insights(manager: ResourceManager, mesh: str) -> dict[str, Any]:
+    """The mesh's DataplaneInsights by name, in one read."""
+    return {i.name: i for i in manager.list(ListQuery(type="DataplaneInsight", mesh=mesh)).items}
+
+
 def mesh_insight(manager: ResourceManager, mesh: Any) -> dict[str, Any]:
     """Kuma's MeshInsight, computed from the store when asked (not a stored resource here)."""
     dataplanes = manager.list(ListQuery(type="Dataplane", mesh=mesh.name)).items
-    statuses = [insights_view.dataplane_status(d, manager.get("DataplaneInsight", mesh.name, d.name))
-                for d in dataplanes]
+    insights = dataplane_insights(manager, mesh.name)
+    statuses = [insights_view.dataplane_status(d, insights.get(d.name)) for d in dataplanes]
     counts = {"total": len(dataplanes), "online": statuses.count(insights_view.ONLINE),
               "offline": statuses.count(insights_view.OFFLINE),
               "partiallyDegraded": statuses.count(insights_view.PARTIALLY_DEGRADED)}

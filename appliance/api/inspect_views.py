@@ -12,7 +12,7 @@ import falcon
 from appliance import policies as policy_modules
 from appliance.api import insights_view, rules_view
 from appliance.api.errors import KumaError, bad_request
-from appliance.api.inspect import mesh_insight
+from appliance.api.inspect import dataplane_insights, mesh_insight
 from appliance.api.resources import _page, _reply, next_link
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
@@ -207,7 +207,8 @@ class PolicyAttachments:
 def mesh_services(manager: ResourceManager, mesh: Resource) -> list[dict[str, Any]]:
     """Every service of a mesh as Kuma's ServiceInsight items, sorted by name."""
     dataplanes = manager.list(ListQuery(type="Dataplane", mesh=mesh.name)).items
-    pairs = [(dp, manager.get("DataplaneInsight", mesh.name, dp.name)) for dp in dataplanes]
+    insights = dataplane_insights(manager, mesh.name)
+    pairs = [(dp, insights.get(dp.name)) for dp in dataplanes]
     externals = manager.list(ListQuery(type="ExternalService", mesh=mesh.name)).items
     stats = insights_view.service_stats(mesh.name, pairs, externals)
     return [insights_view.service_insight(mesh, name, stats[name]) for name in sorted(stats)]
