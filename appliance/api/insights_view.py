@@ -45,7 +45,7 @@ def _issued_backend(insight: Resource | None) -> str:
     return (((insight.content.get("mTLS") if insight else None) or {}).get("issuedBackend")) or ""
 
 
-def service_stats(mesh: str, dataplanes: Iterable[tuple[Resource, Resource | None]],
+def service_stats(dataplanes: Iterable[tuple[Resource, Resource | None]],
                   external_services: Iterable[Resource]) -> dict[str, dict[str, Any]]:
     """The `services` of Kuma's ServiceInsight for a mesh (resyncer.createOrUpdateServiceInsight), by name."""
     services: dict[str, dict[str, Any]] = {}

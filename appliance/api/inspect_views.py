@@ -210,7 +210,7 @@ def mesh_services(manager: ResourceManager, mesh: Resource) -> list[dict[str, An
     insights = dataplane_insights(manager, mesh.name)
     pairs = [(dp, insights.get(dp.name)) for dp in dataplanes]
     externals = manager.list(ListQuery(type="ExternalService", mesh=mesh.name)).items
-    stats = insights_view.service_stats(mesh.name, pairs, externals)
+    stats = insights_view.service_stats(pairs, externals)
     return [insights_view.service_insight(mesh, name, stats[name]) for name in sorted(stats)]
 
 

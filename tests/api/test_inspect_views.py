@@ -119,6 +119,24 @@ def test_rules_of_a_dataplane_merge_policies_as_kuma_does(api) -> None:
             "type": "MeshTimeout", "warnings": []}]}
 
 
+def test_resource_rules_for_a_mesh_service_that_exists(api) -> None:
+    """toResourceRules name real resources: the Mesh, and a MeshService a `to[]` entry names when it exists."""
+    _load(api, OVERRIDING_MESHTIMEOUT + """
+---
+type: MeshService
+name: bar
+mesh: default
+spec: {selector: {dataplaneTags: {kuma.io/service: bar}}, ports: [{port: 80}]}
+""")
+    [timeouts] = api.get("/meshes/default/dataplanes/dp-1/_rules").json()["rules"]
+    by_resource = {(r["resourceMeta"]["type"], r["resourceMeta"]["name"]): r for r in timeouts["toResourceRules"]}
+    assert list(by_resource) == [("MeshService", "bar"), ("Mesh", "default")]
+    bar = by_resource[("MeshService", "bar")]
+    assert bar["resourceMeta"] == _meta("MeshService", "bar")
+    assert bar["conf"] == [{"connectionTimeout": "2s", "idleTimeout": "20s", "http": {"requestTimeout": "20s"}}]
+    assert bar["origin"] == [_origin("default"), _origin("override", 1)]
+
+
 def test_rules_empty_and_not_found(api) -> None:
     """_rules/empty, dp_not_found and mesh_doesnt_exist_not_found."""
     _load(api, DP_1)
