@@ -14,9 +14,9 @@ from typing import Any, Mapping
 import yaml
 
 from appliance.config.kuma import (KNOWN_PATHS, NOT_APPLIED, BadValue, NotApplied, is_cp_variable, is_default,
-                                   normalize, refusal, show, suggest_path, suggest_variable)
+                                   normalize, refusal, show, suggest, suggest_path, suggest_variable)
 from appliance.config.schema import BY_PATH, SETTINGS, Setting
-from appliance.gocompat import parse_seconds
+from appliance.gocompat import GO_TLS_CIPHER_SUITES, parse_seconds
 
 
 class ConfigError(Exception):
@@ -111,7 +111,8 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
     text = str(value)
     if setting.choices and text not in setting.choices:
         raise ConfigError(
-            f"invalid value for {setting.path} ({where}): {text!r}, expected one of {', '.join(setting.choices)}"
+            f"invalid value for {setting.path} ({where}): {text!r}, expected one of "
+            + ", ".join(c or '""' for c in setting.choices)
         )
     if setting.duration:
         try:
@@ -202,6 +203,21 @@ def _unknown_variables(env: Mapping[str, str]) -> list[str]:
     return warnings
 
 
+def _check_together(values: dict[str, Any]) -> None:
+    """Rules between settings, as Kuma validates them."""
+    for section in ("general", "apiServer.https"):
+        if bool(values[f"{section}.tlsCertFile"]) != bool(values[f"{section}.tlsKeyFile"]):
+            raise ConfigError(f"{section}.tlsCertFile and {section}.tlsKeyFile must be given together")
+    for name in values["apiServer.https.tlsCipherSuites"]:
+        if name not in GO_TLS_CIPHER_SUITES:
+            hint = suggest(name, GO_TLS_CIPHER_SUITES)
+            raise ConfigError(f"invalid value for apiServer.https.tlsCipherSuites: unsupported TLS cipher suite "
+                              f"{name!r}" + (f"; did you mean {hint!r}?" if hint else ""))
+    if values["apiServer.https.requireClientCert"] and not values["apiServer.https.tlsCaFile"]:
+        raise ConfigError("apiServer.https.requireClientCert needs apiServer.https.tlsCaFile, the CA that signs "
+                          "the client certificates")
+
+
 def load_config(file: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Settings from defaults, the file and the environment.
 
@@ -237,6 +253,7 @@ def load_config(file: str | os.PathLike[str] | None = None, env: Mapping[str, st
     for path, kuma_setting in NOT_APPLIED.items():
         if kuma_setting.env and kuma_setting.env in env:
             ignored[path] = _not_applied(path, env[kuma_setting.env], f"env {kuma_setting.env}")
+    _check_together(values)
     not_applied = tuple(n for n in ignored.values() if n is not None)
     warnings = tuple(n.warning() for n in not_applied) + tuple(_unknown_variables(env))
     return Config(values, source=str(file) if file else None, not_applied=not_applied, warnings=warnings)

@@ -197,3 +197,26 @@ def test_variables_of_kuma_dp_and_other_tools_are_left_alone() -> None:
         "KUMA_DP_ARGS", "KUMA_REFERENCE_DIR", "KUMA_REQUIRE_REFERENCE", "KUMA_TEST_BINARY", "KUMA_GLIBC_FLOOR",
         "KUMA_FROZEN_SELFCHECK", "KUMA_MESH", "KUMA_ZONE", "KUMA_DATAPLANE_SOMETHING_NEW")}
     assert load_config(env=others).warnings == ()
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"KUMA_API_SERVER_HTTPS_TLS_CERT_FILE": "/c.pem"},
+     "apiServer.https.tlsCertFile and apiServer.https.tlsKeyFile must be given together"),
+    ({"KUMA_GENERAL_TLS_KEY_FILE": "/k.pem"}, "general.tlsCertFile and general.tlsKeyFile must be given together"),
+    ({"KUMA_API_SERVER_HTTPS_REQUIRE_CLIENT_CERT": "true"},
+     "apiServer.https.requireClientCert needs apiServer.https.tlsCaFile"),
+    ({"KUMA_API_SERVER_HTTPS_TLS_CIPHER_SUITES": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA265"},
+     "unsupported TLS cipher suite 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA265'; "
+     "did you mean 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256'?"),
+    ({"KUMA_API_SERVER_HTTPS_TLS_MIN_VERSION": "TLSv1_1"}, "'TLSv1_1', expected one of \"\", TLSv1_2, TLSv1_3"),
+])
+def test_https_settings_are_checked_as_kuma_checks_them(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(env=env)
+    assert expected in str(e.value)
+
+
+def test_https_api_is_on_by_default_as_in_kuma() -> None:
+    c = load_config(env={})
+    assert (c["apiServer.https.enabled"], c["apiServer.https.port"], c["apiServer.https.tlsMinVersion"]) == (
+        True, 5682, "TLSv1_2")
