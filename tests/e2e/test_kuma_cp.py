@@ -63,7 +63,8 @@ def test_bad_config_file_names_the_line(tmp_path: Path) -> None:
     f.write_text("apiServer:\n  http:\n    prot: 5681\n")
     out = _run(["run", "-c", str(f)], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path)})
     assert out.returncode == 1
-    assert out.stderr.strip() == f"kuma-cp: {f}:3: unknown setting 'apiServer.http.prot'; did you mean 'apiServer.http.port'?"
+    assert out.stderr.strip() == (f"kuma-cp: {f}:3: unknown setting 'apiServer.http.prot'; "
+                                  "did you mean 'apiServer.http.port'?")
 
 
 def test_kumas_own_defaults_file_starts_the_control_plane(tmp_path: Path) -> None:
