@@ -2,11 +2,16 @@
 one-line summary of the Kuma fixture replay (run / passed / skipped)."""
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
 
 from tests.support import PostgresServer
+
+# kuma-cp serves the HTTPS API on :5682 by default (as Kuma). Control planes that tests start by
+# hand would all want that port; CpProcess turns it back on, on a free port.
+os.environ.setdefault("KUMA_API_SERVER_HTTPS_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

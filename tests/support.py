@@ -174,10 +174,14 @@ class CpProcess:
         self.args = args          # extra `kuma-cp run` flags
         self.api_port = free_port()
         self.diag_port = free_port()
+        self.https_port = free_port()
         self.env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(work_dir),
                     "KUMA_API_SERVER_HTTP_PORT": str(self.api_port),
                     "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port),
-                    "KUMA_DP_SERVER_PORT": str(free_port()), **(env or {})}
+                    "KUMA_DP_SERVER_PORT": str(free_port()),
+                    # the HTTPS API is on by default, as in Kuma: on a port of its own here too
+                    "KUMA_API_SERVER_HTTPS_ENABLED": "true", "KUMA_API_SERVER_HTTPS_PORT": str(self.https_port),
+                    **(env or {})}
         # The frozen file unpacks itself into TMPDIR at every start; what a kill -9 leaves behind
         # stays beside the test's work dir instead of piling up in /tmp.
         self.unpack_dir = work_dir.parent / f"{work_dir.name}-unpack"

@@ -3,7 +3,7 @@
 As Kuma 2.14 (`pkg/core/bootstrap/autoconfig.go`, `pkg/tls/cert.go`): when no certificate is
 configured, a self-signed server certificate is written to `<workDir>/kuma-cp.crt` and
 `<workDir>/kuma-cp.key` and used again on later starts. It is its own CA (CA:TRUE, certSign), so the
-certificate itself is what Envoy and kuma-dp trust; RSA 2048, empty subject, serverAuth, valid from
+certificate itself is what Envoy and kuma-dp trust; RSA 2048, serverAuth, valid from
 5 minutes ago for 10 years, with the machine's names as DNS SANs and its addresses as IP SANs.
 
 Unlike Kuma, which reuses whatever files it finds, we regenerate when the files are unreadable,
@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.ca import _x509
 
@@ -31,6 +31,7 @@ SERVER_CERT_VALIDITY_S = 10 * 365 * 24 * 3600.0
 # Kuma's pkg/tls backdates self-signed certificates by 5 minutes (the mesh CA uses 10 s).
 SERVER_CERT_CLOCK_SKEW_S = 5 * 60.0
 _ALWAYS_HOSTNAMES = ("localhost",)
+SERVER_CERT_SUBJECT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kuma-control-plane")])
 _ALWAYS_IPS = ("127.0.0.1", "::1")
 
 
@@ -111,9 +112,11 @@ def _self_signed_server_cert(names: list[str], addresses: list[str], key_size: i
     not_before = now - SERVER_CERT_CLOCK_SKEW_S
     cert = (
         x509.CertificateBuilder()
-        # Empty subject as Kuma's; the names live in the SANs, which are critical for that reason.
-        .subject_name(x509.Name([]))
-        .issuer_name(x509.Name([]))
+        # Kuma's has an empty subject, which curl refuses in a CA ("couldn't get X509-issuer
+        # name"): ours names itself so that `curl --cacert kuma-cp.crt` works against the HTTPS API.
+        # The names clients check live in the SANs.
+        .subject_name(SERVER_CERT_SUBJECT)
+        .issuer_name(SERVER_CERT_SUBJECT)
         .public_key(key.public_key())
         .serial_number(_x509.random_serial())
         .not_valid_before(_x509.utc(not_before))

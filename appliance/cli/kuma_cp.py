@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         from appliance.runtime.run import migrate
         try:
-            print(migrate(load_config(args.config_file)))
+            config = load_config(args.config_file)
+            for warning in config.warnings:
+                print(f"kuma-cp: warning: {warning}", file=sys.stderr)
+            print(migrate(config))
             return 0
         except (ConfigError, StoreError) as e:
             print(f"kuma-cp: {e}", file=sys.stderr)
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from appliance.runtime.run import StartupError, run
     try:
         config = load_config(args.config_file)
+        for warning in config.warnings:
+            logging.getLogger("appliance.config").warning("%s", warning)
         if args.egress_enabled:
             config = config.with_value("egress.enabled", True)
         return run(config)

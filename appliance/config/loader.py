@@ -1,6 +1,8 @@
 """Load kuma-cp settings: defaults < YAML file < KUMA_* environment.
 
-A bad setting stops start-up with one line naming the key (and the file line) and the value.
+A bad setting stops start-up with one line naming the key (and the file line) and the value; an
+unknown key also gets the closest known one. Kuma's settings that we do not apply are accepted
+and reported (see appliance/config/kuma.py).
 """
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from typing import Any, Mapping
 
 import yaml
 
+from appliance.config.kuma import (KNOWN_PATHS, NOT_APPLIED, BadValue, NotApplied, is_cp_variable, is_default,
+                                   normalize, refusal, show, suggest, suggest_path, suggest_variable)
 from appliance.config.schema import BY_PATH, SETTINGS, Setting
-from appliance.gocompat import parse_seconds
-
+from appliance.gocompat import GO_TLS_CIPHER_SUITES, parse_seconds
 
 
 class ConfigError(Exception):
@@ -23,16 +26,19 @@ class ConfigError(Exception):
 class Config:
     """Resolved settings, addressed by their dotted path (`cfg["apiServer.http.port"]`)."""
 
-    def __init__(self, values: Mapping[str, Any], source: str | None = None) -> None:
+    def __init__(self, values: Mapping[str, Any], source: str | None = None,
+                 not_applied: tuple[NotApplied, ...] = (), warnings: tuple[str, ...] = ()) -> None:
         self._values = dict(values)
         self.source = source
+        self.not_applied = not_applied   # Kuma settings given a value that we do not apply
+        self.warnings = warnings         # one line each, for the log at start-up
 
     def __getitem__(self, path: str) -> Any:
         return self._values[path]
 
     def with_value(self, path: str, value: Any) -> "Config":
         """A copy with one setting replaced (command-line flags win over file and environment)."""
-        return Config({**self._values, path: value}, self.source)
+        return Config({**self._values, path: value}, self.source, self.not_applied, self.warnings)
 
     def seconds(self, path: str) -> float:
         return parse_seconds(self._values[path])
@@ -48,8 +54,14 @@ class Config:
         return Path(configured) if configured else self.work_dir / "kuma.db"
 
     def as_nested(self) -> dict[str, Any]:
-        """The settings as the YAML tree, for `GET /config` (secrets masked)."""
-        tree: dict[str, Any] = {}
+        """The settings as the YAML tree, for `GET /config` (secrets masked).
+
+        The tree holds the settings we apply; `notApplied` lists the Kuma settings given a value
+        other than Kuma's default that we do not apply (the start-up warnings), as
+        {"setting", "value", "source"}.
+        """
+        tree: dict[str, Any] = {"notApplied": [{"setting": n.path, "value": n.shown_value(), "source": n.source}
+                                               for n in self.not_applied]}
         for path, value in self._values.items():
             if path in BY_PATH and BY_PATH[path].secret:
                 value = "*****"
@@ -99,7 +111,8 @@ def _coerce(setting: Setting, value: Any, where: str) -> Any:
     text = str(value)
     if setting.choices and text not in setting.choices:
         raise ConfigError(
-            f"invalid value for {setting.path} ({where}): {text!r}, expected one of {', '.join(setting.choices)}"
+            f"invalid value for {setting.path} ({where}): {text!r}, expected one of "
+            + ", ".join(c or '""' for c in setting.choices)
         )
     if setting.duration:
         try:
@@ -113,6 +126,33 @@ def _kind_name(setting: Setting) -> str:
     return {bool: "a boolean (true/false)", int: "an integer", list: "a list", str: "a string"}[setting.kind]
 
 
+def _sections() -> dict[str, str]:
+    """Every dotted prefix of a known setting (a section), by its lower-case spelling."""
+    out: dict[str, str] = {}
+    for path in KNOWN_PATHS:
+        parts = path.split(".")
+        for i in range(1, len(parts)):
+            section = ".".join(parts[:i])
+            out[section.lower()] = section
+    return out
+
+
+_SECTIONS = _sections()
+_LEAVES = {p.lower(): p for p in KNOWN_PATHS}
+
+
+def _canonical(path: str, table: dict[str, str]) -> str | None:
+    """The known spelling of a path; Kuma (Go) matches keys regardless of case, and so do we."""
+    if path in table.values():
+        return path
+    return table.get(path.lower())
+
+
+def _value(node: yaml.Node) -> Any:
+    """The Python value of a YAML node (an empty value, as in `certPath:`, is None)."""
+    return yaml.SafeLoader("").construct_document(node)
+
+
 def _walk_file(node: yaml.Node, prefix: str, filename: str, out: dict[str, tuple[Any, int]]) -> None:
     """Flatten a YAML mapping node into {path: (python value, line)}; unknown keys are errors."""
     if not isinstance(node, yaml.MappingNode):
@@ -120,22 +160,73 @@ def _walk_file(node: yaml.Node, prefix: str, filename: str, out: dict[str, tuple
         raise ConfigError(f"{where}: {prefix or 'the top level'} must be a mapping")
     for key_node, value_node in node.value:
         key = key_node.value
-        path = f"{prefix}.{key}" if prefix else key
+        written = f"{prefix}.{key}" if prefix else key
         line = key_node.start_mark.line + 1
-        if path in BY_PATH:
-            out[path] = (yaml.safe_load(yaml.serialize(value_node)), line)
+        leaf = _canonical(written, _LEAVES)
+        if leaf is not None:
+            out[leaf] = (_value(value_node), line)
             continue
-        if any(p.startswith(path + ".") for p in BY_PATH):
+        section = _canonical(written, _SECTIONS)
+        if section is not None:
             if isinstance(value_node, yaml.ScalarNode) and value_node.value in ("", "~", "null"):
                 continue  # an empty section, e.g. "store:" with everything commented out
-            _walk_file(value_node, path, filename, out)
+            _walk_file(value_node, section, filename, out)
             continue
-        raise ConfigError(f"{filename}:{line}: unknown setting {path!r}")
+        hint = suggest_path(written)
+        raise ConfigError(f"{filename}:{line}: unknown setting {written!r}"
+                          + (f"; did you mean {hint!r}?" if hint else ""))
+
+
+def _not_applied(path: str, value: Any, where: str) -> NotApplied | None:
+    """A Kuma setting we do not apply: None when it has Kuma's default, else what to report."""
+    setting = NOT_APPLIED[path]
+    try:
+        normalized = normalize(setting, value)
+    except BadValue as e:
+        raise ConfigError(f"invalid value for {path} ({where}): {value!r} is not {e}")
+    if is_default(setting, normalized):
+        return None
+    reason = refusal(setting, normalized)
+    if reason:
+        raise ConfigError(f"{path} ({where}) is set to {show(value)}: kuma-appliance does not apply this setting, "
+                          f"and {reason}; remove it or keep Kuma's default {show(setting.default)}")
+    return NotApplied(path, value, where)
+
+
+def _unknown_variables(env: Mapping[str, str]) -> list[str]:
+    warnings = []
+    for name in sorted(env):
+        if name.startswith("KUMA_") and is_cp_variable(name):
+            hint = suggest_variable(name)
+            warnings.append(f"environment variable {name} is not a kuma-cp setting and is ignored"
+                            + (f"; did you mean {hint}?" if hint else ""))
+    return warnings
+
+
+def _check_together(values: dict[str, Any]) -> None:
+    """Rules between settings, as Kuma validates them."""
+    for section in ("general", "apiServer.https"):
+        if bool(values[f"{section}.tlsCertFile"]) != bool(values[f"{section}.tlsKeyFile"]):
+            raise ConfigError(f"{section}.tlsCertFile and {section}.tlsKeyFile must be given together")
+    for name in values["apiServer.https.tlsCipherSuites"]:
+        if name not in GO_TLS_CIPHER_SUITES:
+            hint = suggest(name, GO_TLS_CIPHER_SUITES)
+            raise ConfigError(f"invalid value for apiServer.https.tlsCipherSuites: unsupported TLS cipher suite "
+                              f"{name!r}" + (f"; did you mean {hint!r}?" if hint else ""))
+    if values["apiServer.https.requireClientCert"] and not values["apiServer.https.tlsCaFile"]:
+        raise ConfigError("apiServer.https.requireClientCert needs apiServer.https.tlsCaFile, the CA that signs "
+                          "the client certificates")
 
 
 def load_config(file: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Settings from defaults, the file and the environment.
+
+    Raises ConfigError for an unknown key, a bad value or a refused one; `Config.warnings` holds
+    one line per Kuma setting given a value we do not apply and per unknown cp-like KUMA_* variable.
+    """
     env = os.environ if env is None else env
     values: dict[str, Any] = {s.path: s.default for s in SETTINGS}
+    ignored: dict[str, NotApplied | None] = {}
     if file is not None:
         filename = str(file)
         try:
@@ -152,8 +243,17 @@ def load_config(file: str | os.PathLike[str] | None = None, env: Mapping[str, st
             flat: dict[str, tuple[Any, int]] = {}
             _walk_file(root, "", filename, flat)
             for path, (value, line) in flat.items():
-                values[path] = _coerce(BY_PATH[path], value, f"{filename}:{line}")
+                if path in BY_PATH:
+                    values[path] = _coerce(BY_PATH[path], value, f"{filename}:{line}")
+                else:
+                    ignored[path] = _not_applied(path, value, f"{filename}:{line}")
     for setting in SETTINGS:
         if setting.env in env:
             values[setting.path] = _coerce(setting, env[setting.env], f"env {setting.env}")
-    return Config(values, source=str(file) if file else None)
+    for path, kuma_setting in NOT_APPLIED.items():
+        if kuma_setting.env and kuma_setting.env in env:
+            ignored[path] = _not_applied(path, env[kuma_setting.env], f"env {kuma_setting.env}")
+    _check_together(values)
+    not_applied = tuple(n for n in ignored.values() if n is not None)
+    warnings = tuple(n.warning() for n in not_applied) + tuple(_unknown_variables(env))
+    return Config(values, source=str(file) if file else None, not_applied=not_applied, warnings=warnings)

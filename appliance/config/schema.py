@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.gocompat import GO_TLS_VERSIONS
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -47,6 +49,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("apiServer.http.enabled", bool, True, "KUMA_API_SERVER_HTTP_ENABLED"),
     Setting("apiServer.http.interface", str, "0.0.0.0", "KUMA_API_SERVER_HTTP_INTERFACE"),
     Setting("apiServer.http.port", int, 5681, "KUMA_API_SERVER_HTTP_PORT"),
+    Setting("apiServer.https.enabled", bool, True, "KUMA_API_SERVER_HTTPS_ENABLED"),
+    Setting("apiServer.https.interface", str, "0.0.0.0", "KUMA_API_SERVER_HTTPS_INTERFACE"),
+    Setting("apiServer.https.port", int, 5682, "KUMA_API_SERVER_HTTPS_PORT"),
+    Setting("apiServer.https.tlsCertFile", str, "", "KUMA_API_SERVER_HTTPS_TLS_CERT_FILE"),
+    Setting("apiServer.https.tlsKeyFile", str, "", "KUMA_API_SERVER_HTTPS_TLS_KEY_FILE"),
+    Setting("apiServer.https.tlsCaFile", str, "", "KUMA_API_SERVER_HTTPS_TLS_CA_FILE"),
+    Setting("apiServer.https.tlsMinVersion", str, "TLSv1_2", "KUMA_API_SERVER_HTTPS_TLS_MIN_VERSION",
+            choices=("", *GO_TLS_VERSIONS)),
+    Setting("apiServer.https.tlsMaxVersion", str, "", "KUMA_API_SERVER_HTTPS_TLS_MAX_VERSION",
+            choices=("", *GO_TLS_VERSIONS)),
+    Setting("apiServer.https.tlsCipherSuites", list, [], "KUMA_API_SERVER_HTTPS_TLS_CIPHER_SUITES"),
+    Setting("apiServer.https.requireClientCert", bool, False, "KUMA_API_SERVER_HTTPS_REQUIRE_CLIENT_CERT"),
     Setting("apiServer.authn.type", str, "tokens", "KUMA_API_SERVER_AUTHN_TYPE", choices=("tokens",)),
     Setting("apiServer.authn.localhostIsAdmin", bool, True, "KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN"),
     Setting("apiServer.authn.tokens.bootstrapAdminToken", bool, True,
@@ -65,6 +79,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("experimental.deltaXds", bool, False, "KUMA_EXPERIMENTAL_DELTA_XDS"),
     Setting("diagnostics.serverPort", int, 5680, "KUMA_DIAGNOSTICS_SERVER_PORT"),
     Setting("general.workDir", str, "", "KUMA_GENERAL_WORK_DIR"),
+    Setting("general.tlsCertFile", str, "", "KUMA_GENERAL_TLS_CERT_FILE"),
+    Setting("general.tlsKeyFile", str, "", "KUMA_GENERAL_TLS_KEY_FILE"),
     Setting("defaults.skipMeshCreation", bool, False, "KUMA_DEFAULTS_SKIP_MESH_CREATION"),
     Setting("runtime.universal.dataplaneCleanupAge", str, "72h0m0s", "KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE",
             duration=True),

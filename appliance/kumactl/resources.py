@@ -6,6 +6,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from appliance.core.resources import registry
+from appliance.core.resources.legacy_policies import LEGACY_POLICIES
 from appliance.core.resources.model import ResourceType
 
 
@@ -60,9 +61,13 @@ def _describe(t: ResourceType) -> KumactlType:
                        short_name=t.short_name)
 
 
-# As in Kuma, insights and overviews are read through `inspect`, not get/delete/apply.
+# As in Kuma, insights and overviews are read through `inspect`, not get/delete/apply. Kuma's
+# legacy policies are known by name, as Kuma's kumactl knows them: the server answers for them
+# (an apply is refused naming the policy that replaces it; a list is empty).
 TYPES: tuple[KumactlType, ...] = tuple(_describe(t) for t in registry.ALL_TYPES
-                                       if not t.name.endswith(("Insight", "Overview")))
+                                       if not t.name.endswith(("Insight", "Overview"))) + tuple(
+    KumactlType(name=p.name, path=p.path, scope="Mesh", arg=p.kumactl, list_arg=p.kumactl_list)
+    for p in LEGACY_POLICIES)
 BY_NAME: dict[str, KumactlType] = {t.name: t for t in TYPES}
 BY_ARG: dict[str, KumactlType] = {a: t for t in TYPES for a in (t.arg, *t.aliases)}
 BY_LIST_ARG: dict[str, KumactlType] = {a: t for t in TYPES for a in (t.list_arg, *t.list_aliases)}

@@ -21,10 +21,12 @@ from appliance.egress.managed import EgressError, ManagedEgress
 from appliance.runtime.bootstrap import ensure_defaults
 from appliance.runtime.dataplanes import DataplaneServer
 from appliance.runtime.http import BindError, HttpServer
+from appliance.runtime.https import HttpsServer, TlsSettings, server_context
 from appliance.runtime.leader import AlwaysLeader, Leadership, PostgresLeaderElector
 from appliance.runtime.leader_jobs import LeaderJobs
 from appliance.runtime.metrics import Gauge, Metrics, process_gauges
-from appliance.ca.server_cert import KEY_FILE_NAME, ensure_server_cert, load_server_cert, machine_names
+from appliance.ca.server_cert import (KEY_FILE_NAME, ServerCert, ensure_server_cert, load_server_cert,
+                                      machine_names)
 from appliance.store import Store
 from appliance.store.file_modes import PRIVATE_DIR, PRIVATE_FILE, private_dir, restrict
 from appliance.store.memory import MemoryStore
@@ -134,16 +136,41 @@ def _serve(app: Any, host: str, port: int, threads: int, what: str, setting: str
         raise StartupError(f"cannot listen on {host}:{port} for the {what} ({setting}): {e}")
 
 
-def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str) -> DataplaneServer:
+def _server_cert(config: Config, section: str, what: str) -> ServerCert:
+    """The certificate of a TLS server: its section's files, else general.tlsCertFile/tlsKeyFile (as
+    Kuma), else the one generated into the work dir (shared by the DP server and the HTTPS API)."""
+    cert_file, key_file = config[f"{section}.tlsCertFile"], config[f"{section}.tlsKeyFile"]
+    if not cert_file and not key_file:
+        cert_file, key_file = config["general.tlsCertFile"], config["general.tlsKeyFile"]
     try:
-        if config["dpServer.tlsCertFile"] or config["dpServer.tlsKeyFile"]:
-            cert = load_server_cert(config["dpServer.tlsCertFile"], config["dpServer.tlsKeyFile"])
-        else:
-            cert = ensure_server_cert(config.work_dir, *machine_names())
-            if cert.generated:
-                log.info("generated the DP server certificate %s", cert.cert_path)
+        if cert_file or key_file:
+            return load_server_cert(cert_file, key_file)
+        cert = ensure_server_cert(config.work_dir, *machine_names())
     except ValueError as e:
-        raise StartupError(f"DP server certificate (dpServer.tlsCertFile/tlsKeyFile): {e}")
+        raise StartupError(f"{what} certificate ({section}.tlsCertFile/tlsKeyFile): {e}")
+    if cert.generated:
+        log.info("generated the control plane's server certificate %s", cert.cert_path)
+    return cert
+
+
+def _https_api(config: Config, api: Any) -> HttpsServer:
+    cert = _server_cert(config, "apiServer.https", "HTTPS API")
+    settings = TlsSettings(str(cert.cert_path), str(cert.key_path), config["apiServer.https.tlsCaFile"],
+                           config["apiServer.https.requireClientCert"], config["apiServer.https.tlsMinVersion"],
+                           config["apiServer.https.tlsMaxVersion"], tuple(config["apiServer.https.tlsCipherSuites"]))
+    try:
+        context = server_context(settings)
+    except ValueError as e:
+        raise StartupError(f"HTTPS API: {e}")
+    host, port = config["apiServer.https.interface"], config["apiServer.https.port"]
+    try:
+        return HttpsServer(api, host, port, config["apiServer.threads"], context)
+    except BindError as e:
+        raise StartupError(f"cannot listen on {host}:{port} for the HTTPS API (apiServer.https.port): {e}")
+
+
+def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str) -> DataplaneServer:
+    cert = _server_cert(config, "dpServer", "DP server")
     from appliance.xds.generate import generate_sidecar
     server = DataplaneServer(manager, cert, "", config["dpServer.port"], instance_id, generate_sidecar,
                              auth_enabled=config["dpServer.authn.dpProxy.type"] != "none",
@@ -200,17 +227,20 @@ def run(config: Config) -> int:
     leadership.start()   # the leader (the only instance, on SQLite) creates the defaults before serving
     ready = threading.Event()
 
-    servers: list[HttpServer] = []
+    servers: list[HttpServer | HttpsServer] = []
     try:
         dataplanes = _dataplane_server(config, manager, instance_id)
     except StartupError:
         leadership.stop()
         raise
     try:
-        if config["apiServer.http.enabled"]:
+        if config["apiServer.http.enabled"] or config["apiServer.https.enabled"]:
             api = create_app(config, manager, instance_id, dataplanes)
+        if config["apiServer.http.enabled"]:
             servers.append(_serve(api, config["apiServer.http.interface"], config["apiServer.http.port"],
                                   config["apiServer.threads"], "API server", "apiServer.http.port"))
+        if config["apiServer.https.enabled"]:
+            servers.append(_https_api(config, api))
         servers.append(_serve(_diagnostics_app(ready, _metrics(instance_id, leadership, store, dataplanes), store),
                               "0.0.0.0", config["diagnostics.serverPort"], 2,
                               "diagnostics server", "diagnostics.serverPort"))
@@ -241,9 +271,10 @@ def run(config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
     ready.set()
     store_desc = config["store.type"] + (f" {config.sqlite_path}" if config["store.type"] == "sqlite" else "")
-    log.info("kuma-cp %s ready: mode=%s store=%s api=:%s dp-server=:%s diagnostics=:%s (pid %d)", __version__,
-             config["mode"], store_desc, config["apiServer.http.port"], config["dpServer.port"],
-             config["diagnostics.serverPort"], os.getpid())
+    log.info("kuma-cp %s ready: mode=%s store=%s api=:%s https-api=%s dp-server=:%s diagnostics=:%s (pid %d)",
+             __version__, config["mode"], store_desc, config["apiServer.http.port"],
+             f":{config['apiServer.https.port']}" if config["apiServer.https.enabled"] else "off",
+             config["dpServer.port"], config["diagnostics.serverPort"], os.getpid())
     stop.wait()
     ready.clear()
     if egress is not None:

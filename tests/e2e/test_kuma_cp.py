@@ -13,7 +13,7 @@ import requests
 from appliance.core.resources.model import Resource
 from appliance.store import WriteOp
 from appliance.store.sqlite import SQLiteStore
-from tests.support import ROOT, CpProcess, cp_command, free_port
+from tests.support import ROOT, CpProcess, cp_command, free_port, kuma_reference
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,44 @@ def test_bad_config_file_names_the_line(tmp_path: Path) -> None:
     f.write_text("apiServer:\n  http:\n    prot: 5681\n")
     out = _run(["run", "-c", str(f)], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path)})
     assert out.returncode == 1
-    assert out.stderr.strip() == f"kuma-cp: {f}:3: unknown setting 'apiServer.http.prot'"
+    assert out.stderr.strip() == (f"kuma-cp: {f}:3: unknown setting 'apiServer.http.prot'; "
+                                  "did you mean 'apiServer.http.port'?")
+
+
+def test_kumas_own_defaults_file_starts_the_control_plane(tmp_path: Path) -> None:
+    defaults = kuma_reference("kuma-cp.defaults.yaml")
+    cp = CpProcess(tmp_path, args=("-c", str(defaults))).start()
+    try:
+        assert requests.get(cp.url + "/").json()["product"] == "Kuma"
+        config = requests.get(cp.url + "/config").json()
+        assert config["mode"] == "zone" and config["store"]["type"] == "memory"   # the file's values
+        assert config["notApplied"] == []
+        assert "appliance.config" not in cp.read_log()   # not one warning
+    finally:
+        assert cp.stop() == 0
+
+
+def test_kuma_settings_we_do_not_apply_are_logged_one_line_each(tmp_path: Path) -> None:
+    f = tmp_path / "kuma-cp.conf.yaml"
+    f.write_text("apiServer:\n  gui:\n    enabled: false\nxdsServer:\n  nackBackoff: 5s\n")
+    cp = CpProcess(tmp_path, args=("-c", str(f)),
+                   env={"KUMA_METRICS_DATAPLANE_IDLE_TIMEOUT": "1m", "KUMA_API_SERVER_HTTP_PROT": "1"}).start()
+    try:
+        warnings = [line.split("appliance.config: ", 1)[1] for line in cp.read_log().splitlines()
+                    if " WARNING appliance.config: " in line]
+        assert warnings == [
+            f"setting apiServer.gui.enabled ({f}:3) is set to false but kuma-appliance does not apply it: it has "
+            "no effect (Kuma 2.14.3 setting; listed by GET /config under notApplied)",
+            "setting metrics.dataplane.idleTimeout (env KUMA_METRICS_DATAPLANE_IDLE_TIMEOUT) is set to \"1m\" but "
+            "kuma-appliance does not apply it: it has no effect (Kuma 2.14.3 setting; listed by GET /config "
+            "under notApplied)",
+            "environment variable KUMA_API_SERVER_HTTP_PROT is not a kuma-cp setting and is ignored; "
+            "did you mean KUMA_API_SERVER_HTTP_PORT?",
+        ]
+        listed = requests.get(cp.url + "/config").json()["notApplied"]
+        assert [item["setting"] for item in listed] == ["apiServer.gui.enabled", "metrics.dataplane.idleTimeout"]
+    finally:
+        assert cp.stop() == 0
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:

@@ -254,6 +254,18 @@ def test_apply_reports_what_the_server_rejects(kumactl: Kumactl) -> None:
     assert fields and all(line.startswith("* networking.inbound[0].tags") for line in fields), r.err
 
 
+def test_apply_of_a_legacy_policy_names_the_policy_that_replaces_it(kumactl: Kumactl) -> None:
+    r = kumactl("apply", "-f", "-", stdin="type: TrafficPermission\nmesh: default\nname: allow-all\n"
+                                          "sources:\n- match:\n    kuma.io/service: '*'\n"
+                                          "destinations:\n- match:\n    kuma.io/service: '*'\n")
+    assert (r.code, r.out) == (1, "")
+    assert r.err.splitlines() == [
+        'Error: resource type="TrafficPermission" mesh="default" name="allow-all": failed server side: '
+        "Could not process a resource (TrafficPermission is a legacy policy, which this control plane does not "
+        "support: use MeshTrafficPermission instead, the targetRef policy that replaces it)"]
+    assert kumactl.ok("get", "traffic-permissions").splitlines() == ["MESH   NAME   AGE"]
+
+
 def test_apply_bad_input(kumactl: Kumactl, tmp_path: Path) -> None:
     assert kumactl("apply", "-f", str(tmp_path / "missing.yaml")).error_line() == (
         f"Error: error while reading provided file: stat {tmp_path / 'missing.yaml'}: no such file or directory")
@@ -275,7 +287,7 @@ def test_apply_bad_input(kumactl: Kumactl, tmp_path: Path) -> None:
 def test_unknown_type(kumactl: Kumactl) -> None:
     assert kumactl("get", "trafficroutes").error_line() == 'Error: unknown command "trafficroutes" for "kumactl get"'
     assert kumactl("delete", "trafficroute", "x").error_line().startswith(
-        "Error: unknown TYPE: trafficroute. Allowed values: dataplane, ")
+        "Error: unknown TYPE: trafficroute. Allowed values: circuit-breaker, dataplane, ")
     assert kumactl("frobnicate").error_line().startswith('Error: unknown command "frobnicate" for "kumactl"')
 
 
