@@ -131,3 +131,20 @@ def test_entries_of_kind_mesh_http_route_tune_only_that_routes_rules() -> None:
     for route in (header, catch_all):
         assert (route.route.timeout.seconds, route.route.retry_policy.num_retries.value) == (3, 7)
         assert [p.query_parameter.name for p in route.route.hash_policy] == ["user"]
+
+
+def test_routes_follow_the_snapshot_even_with_the_same_policies() -> None:
+    """The routes of a destination are built once per snapshot, not once for good: a mirror to a service
+    that stops being HTTP is dropped by the next snapshot, though the policy objects are the same."""
+    mirror = replace(CANARY, name="backend-mirror", spec={
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "default": {"filters": [{"type": "RequestMirror",
+                                      "requestMirror": {"backendRef": {"kind": "MeshService", "name": "web"}}}]}}]}]})
+    first = routed_snapshot("STRICT", mirror)
+    (route,) = _routes(generate_sidecar(first, web_proxy(), IDENTITY))
+    assert [m.cluster for m in route.route.request_mirror_policies] == ["web"]
+    web_is_tcp = replace(first, revision=first.revision + 1, protocols={**first.protocols, "web": "tcp"})
+    (route,) = _routes(generate_sidecar(web_is_tcp, web_proxy(), IDENTITY))
+    assert list(route.route.request_mirror_policies) == []
