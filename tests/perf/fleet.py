@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -729,7 +730,11 @@ def main() -> None:
     n = args.proxies
     services = rich.SERVICES if args.policy_rich else service_count(n)
     names = [f"dp-{i}" for i in range(n)]
-    sample = names[:: max(1, n // args.sample)][: args.sample]
+    # a stride prime to the number of services, so that the sample spans services (not only svc-0's proxies)
+    stride = max(1, n // args.sample)
+    while math.gcd(stride, services) != 1:
+        stride += 1
+    sample = names[::stride][: args.sample]
     # the machine's load average (1, 5, 15 min) at the start and the end: the figures depend on it
     results: dict[str, Any] = {"checks": {}, "load_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="kuma-fleet-") as tmp:
