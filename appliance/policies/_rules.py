@@ -120,18 +120,35 @@ def sort_policies(policies: Iterable[Policy]) -> list[Policy]:
     return sorted(by_name, key=_precedence)
 
 
+# The policies of a kind in precedence order, sorted once per snapshot rather than per proxy: keyed by the
+# identity of the (immutable, per-snapshot) tuple, which each entry holds so that no id is reused meanwhile.
+_SORTED: dict[int, tuple[Sequence[Policy], tuple[tuple[Policy, dict[str, Any]], ...]]] = {}
+_SORTED_MAX = 256
+
+
+def _in_precedence_order(policies: Sequence[Policy]) -> tuple[tuple[Policy, dict[str, Any]], ...]:
+    if not isinstance(policies, tuple):   # a list may change under the same id: sorted every time
+        return tuple((p, top_ref(p)) for p in sort_policies(policies))
+    hit = _SORTED.get(id(policies))
+    if hit is None or hit[0] is not policies:
+        if len(_SORTED) >= _SORTED_MAX:
+            _SORTED.clear()
+        hit = _SORTED[id(policies)] = (policies, tuple((p, top_ref(p)) for p in sort_policies(policies)))
+    return hit[1]
+
+
 def select(policies: Sequence[Policy], proxy: Proxy) -> Selection:
+    # Filtering the sorted sequence keeps its order, which is what sorting the selected ones would give.
     whole: list[Policy] = []
     by_inbound: dict[InboundKey, list[Policy]] = {}
-    for policy in policies:
-        inbounds = selected_inbounds(top_ref(policy), proxy)
+    for policy, ref in _in_precedence_order(policies):
+        inbounds = selected_inbounds(ref, proxy)
         if not inbounds:
             continue
         whole.append(policy)
         for inbound in inbounds:
             by_inbound.setdefault(inbound_key(inbound), []).append(policy)
-    return Selection(tuple(sort_policies(whole)),
-                     {key: tuple(sort_policies(ps)) for key, ps in by_inbound.items()})
+    return Selection(tuple(whole), {key: tuple(ps) for key, ps in by_inbound.items()})
 
 
 def service_selected(ref: dict[str, Any], tags: dict[str, str]) -> bool:

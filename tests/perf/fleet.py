@@ -10,10 +10,16 @@ speaks ADS like Envoy (`_fleet_client.py`). Scenarios (`--scenario`, comma-separ
   RDS/SDS they name); then CP CPU and RSS at idle for `--idle-seconds`.
 - policy: mTLS on (a certificate per proxy), then three MeshTrafficPermission changes (create an
   allow-all, add a Deny for one service, remove it); PUT answered -> each proxy's ACK of what changed.
+- route: a MeshHTTPRoute canary on svc-0 (weighted MeshServiceSubset backends by `version`) changes its
+  weights five times; PUT answered -> the ACK of every proxy that calls svc-0 (p50/p99 per change and
+  over all changes). Without `--policy-rich` the route is created first (its own row).
 - churn: one dataplane of `svc-0` joins or leaves every second; PUT/DELETE answered -> the ACK of
   the new `svc-0` endpoints by every proxy that calls svc-0.
 - restart: kill -9 and restart the CP; CP ready -> every proxy reconnected, answered and complete
   (delta: a resumed proxy that lacks nothing gets no answer; its stream's reopening counts).
+
+`--policy-rich` (tests/perf/_rich_mesh.py): 50 services (HTTP, every tenth TCP) in two versions,
+5 outbounds per proxy, and 51 policies of every type the API serves, created before the fleet connects.
 
 After each scenario the fleet must be quiet and complete (every name it subscribed was delivered),
 and a sample of proxies must hold exactly what `GET .../dataplanes/<name>/_config` says (names and
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -47,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.perf import _fleet_client as fc  # noqa: E402
+from tests.perf import _rich_mesh as rich  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
 MESH = "default"
@@ -227,6 +235,21 @@ def dataplane(name: str, address: str, own: int, services: int, outbounds: bool 
     return {"type": "Dataplane", "mesh": MESH, "name": name, "networking": networking}
 
 
+def create_policies(api: Api) -> dict:
+    """The policy-rich mesh's policies, each a new one (201); the API's warnings (stored only, deprecations)."""
+    t0 = time.monotonic()
+    stored_only: dict[str, int] = {}
+    by_type: dict[str, int] = {}
+    for path, kind, name, spec in rich.policies():
+        body = {"type": kind, "mesh": MESH, "name": name, "spec": spec}
+        answer = api.call("PUT", f"/meshes/{MESH}/{path}/{name}", body, ok=(201,)).json()
+        by_type[kind] = by_type.get(kind, 0) + 1
+        for warning in answer.get("warnings") or ():
+            stored_only[warning] = stored_only.get(warning, 0) + 1
+    return {"policies": sum(by_type.values()), "by_type": by_type, "warnings": stored_only,
+            "seconds": round(time.monotonic() - t0, 3)}
+
+
 def register(api: Api, bodies: list[dict]) -> float:
     t0 = time.monotonic()
     with ThreadPoolExecutor(32) as pool:
@@ -342,8 +365,10 @@ def dist(values: list[float], scale: float = 1000.0) -> dict:
             "p99": round(v[min(len(v) - 1, int(len(v) * 0.99))] * scale, 1), "max": round(v[-1] * scale, 1)}
 
 
-def push_figures(events: dict[str, list[tuple]], t_done: float, t_start: float, n: int) -> dict:
-    """Per proxy: the ACK of the last response received since the change started (its convergence)."""
+def push_figures(events: dict[str, list[tuple]], t_done: float, t_start: float, n: int,
+                 collect: list[float] | None = None) -> dict:
+    """Per proxy: the ACK of the last response received since the change started (its convergence);
+    these latencies also go to `collect`."""
     latencies, from_start, per_proxy_bytes, types, nacked = [], [], [], {}, 0
     for name, evs in events.items():
         if not evs:
@@ -356,6 +381,8 @@ def push_figures(events: dict[str, list[tuple]], t_done: float, t_start: float, 
         for e in evs:
             key = fc.SHORT[e[0]]
             types[key] = types.get(key, 0) + 1
+    if collect is not None:
+        collect.extend(latencies)
     return {"ack_ms": dist(latencies), "from_put_start_ms": dist(from_start), "proxies_updated": len(latencies),
             "proxies_not_updated": n - len(latencies), "responses_by_type": types, "nacked": nacked,
             "bytes_per_proxy": round(statistics.mean(per_proxy_bytes)) if per_proxy_bytes else 0}
@@ -411,8 +438,10 @@ def check(fleet: Fleet, api: Api, sample: list[str]) -> dict:
 # --- scenarios ---------------------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, cp: Cp, api: Api, fleet: Fleet, profiler: Profiler) -> None:
+    def __init__(self, args: argparse.Namespace, cp: Cp, api: Api, fleet: Fleet, profiler: Profiler,
+                 services: int) -> None:
         self.args, self.cp, self.api, self.fleet, self.profiler = args, cp, api, fleet, profiler
+        self.services = services
         self.n = len(fleet.names)
         self.timeout = 60 + self.n * 0.1
         self.mtls = False
@@ -448,7 +477,8 @@ class Bench:
         return {"seconds": seconds, "cp_cpu_pct": round(100 * cpu / wall, 2), "cp_rss_mb": round(self.cp.rss_mb(), 1),
                 "responses_during_idle": after["responses"] - before["responses"]}
 
-    def _change(self, phase: str, method: str, path: str, body: Any, updated: int) -> dict:
+    def _change(self, phase: str, method: str, path: str, body: Any, updated: int,
+                collect: list[float] | None = None) -> dict:
         """A change that must reach `updated` proxies (each gets at least one response)."""
         with self.profiler.phase(phase, self.cp.proc.pid):
             t0 = time.monotonic()
@@ -457,7 +487,7 @@ class Bench:
             t1 = time.monotonic()
             status = wait_synced(self.fleet, self.timeout, t0, updated=updated)
         events = self.fleet.merged("events", t0)
-        out = push_figures(events, t1, t0, self.n)
+        out = push_figures(events, t1, t0, self.n, collect)
         out.update(put_ms=round((t1 - t0) * 1000, 1), cp_cpu_s=round(self.cp.cpu_seconds() - cpu0, 2),
                    fleet_cpu_s=round(self.fleet.cpu_seconds() - fleet0, 2), timed_out=status["timed_out"])
         return out
@@ -474,6 +504,24 @@ class Bench:
                              mtp("fleet-allow", deny), self.n)
             r["change"] = what
             out["rounds"].append(r)
+        out["cp_rss_mb"] = round(self.cp.rss_mb(), 1)
+        return out
+
+    def route(self) -> dict:
+        """The canary MeshHTTPRoute on svc-0 changes its weights: every proxy calling svc-0 must ACK it."""
+        path = f"/meshes/{MESH}/meshhttproutes/{rich.CANARY}"
+        callers = sum(1 for i in range(self.n) if i % self.services != 0)
+        out: dict[str, Any] = {"callers": callers}
+        if not self.args.policy_rich:
+            out["create"] = self._change("route-create", "PUT", path, rich.canary_body(MESH, 90, 10), callers)
+        pooled: list[float] = []
+        out["rounds"] = []
+        for k, (v1, v2) in enumerate(rich.CANARY_ROUNDS, 1):
+            r = self._change(f"route-{k}", "PUT", path, rich.canary_body(MESH, v1, v2), callers, pooled)
+            r["change"] = f"weights v1/v2 {v1}/{v2}"
+            out["rounds"].append(r)
+        out["ack_ms"] = dist(pooled)   # every ACK of every change
+        out["last_ack_ms"] = dist([r["ack_ms"]["max"] / 1000 for r in out["rounds"] if r["ack_ms"]["max"] is not None])
         out["cp_rss_mb"] = round(self.cp.rss_mb(), 1)
         return out
 
@@ -498,7 +546,7 @@ class Bench:
 
     def churn(self) -> dict:
         """A dataplane of svc-0 joins (even seconds) or leaves (odd): every proxy calling svc-0 must see it."""
-        services = service_count(self.n)
+        services = self.services
         base = sum(1 for i in range(self.n) if i % services == 0)
         affected = [nm for i, nm in enumerate(self.fleet.names) if i % services != 0]
         changes: list[tuple[float, float, int]] = []   # (start, answered, svc-0 endpoints after it)
@@ -594,6 +642,20 @@ def rows(results: dict) -> list[tuple]:
             add(f"policy {k}", "PUT -> ACK ms", r["ack_ms"],
                 f"{r['change']}: {r['bytes_per_proxy']} B/proxy, updated {r['proxies_updated']}, "
                 f"{r['responses_by_type']}, PUT {r['put_ms']} ms, CP CPU {r['cp_cpu_s']} s, fleet CPU {r['fleet_cpu_s']} s")
+    if "route" in results:
+        r = results["route"]
+        if "create" in r:
+            c = r["create"]
+            add("route new", "PUT -> last ACK ms", c["ack_ms"],
+                f"{c['bytes_per_proxy']} B/proxy, updated {c['proxies_updated']}, {c['responses_by_type']}, "
+                f"CP CPU {c['cp_cpu_s']} s")
+        for k, c in enumerate(r["rounds"], 1):
+            add(f"route {k}", "PUT -> ACK ms", c["ack_ms"],
+                f"{c['change']}: {c['bytes_per_proxy']} B/proxy, updated {c['proxies_updated']}/{r['callers']}, "
+                f"{c['responses_by_type']}, PUT {c['put_ms']} ms, CP CPU {c['cp_cpu_s']} s, "
+                f"fleet CPU {c['fleet_cpu_s']} s")
+        add("route", "all ACKs ms", r["ack_ms"], f"{len(r['rounds'])} changes, RSS {r['cp_rss_mb']} MB")
+        add("route", "last ACK per change ms", r["last_ack_ms"])
     if "churn" in results:
         c = results["churn"]
         add("churn", "PUT -> EDS ACK ms", c["eds_ack_ms"],
@@ -635,7 +697,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 # --- main --------------------------------------------------------------------------------------
 
-SCENARIOS = ("connect", "policy", "churn", "restart")
+SCENARIOS = ("connect", "policy", "route", "churn", "restart")
 
 
 def main() -> None:
@@ -647,6 +709,8 @@ def main() -> None:
     parser.add_argument("--delta", action="store_true", help="delta xDS instead of state of the world")
     parser.add_argument("--nack-every", type=int, default=0, help="NACK every K-th response after the first config")
     parser.add_argument("--auth", choices=("none", "token"), default="none", help="dataplane tokens on the ADS stream")
+    parser.add_argument("--policy-rich", action="store_true",
+                        help="50 services in two versions, 5 outbounds per proxy, 51 policies of every type")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--churn-seconds", type=int, default=20)
     parser.add_argument("--py-spy", metavar="PATH", help="a py-spy binary: profile the CP in every phase")
@@ -664,10 +728,15 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     QUIET = args.quiet
     n = args.proxies
-    services = service_count(n)
+    services = rich.SERVICES if args.policy_rich else service_count(n)
     names = [f"dp-{i}" for i in range(n)]
-    sample = names[:: max(1, n // args.sample)][: args.sample]
-    results: dict[str, Any] = {"checks": {}}
+    # a stride prime to the number of services, so that the sample spans services (not only svc-0's proxies)
+    stride = max(1, n // args.sample)
+    while math.gcd(stride, services) != 1:
+        stride += 1
+    sample = names[::stride][: args.sample]
+    # the machine's load average (1, 5, 15 min) at the start and the end: the figures depend on it
+    results: dict[str, Any] = {"checks": {}, "load_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="kuma-fleet-") as tmp:
         work = Path(args.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -679,7 +748,11 @@ def main() -> None:
         try:
             results["cp_start_s"] = round(cp.start(), 3)
             api = Api(cp.url)
-            bodies = [dataplane(nm, _address(i), i % services, services) for i, nm in enumerate(names)]
+            if args.policy_rich:
+                results["policies"] = _progress("policies", create_policies(api))
+                bodies = [rich.dataplane(MESH, nm, _address(i), i) for i, nm in enumerate(names)]
+            else:
+                bodies = [dataplane(nm, _address(i), i % services, services) for i, nm in enumerate(names)]
             results["register_s"] = round(register(api, bodies), 3)
             tokens = {}
             if args.auth == "token":
@@ -691,14 +764,14 @@ def main() -> None:
                               delta=args.delta, nack_every=args.nack_every, watch_cluster=WATCHED, tokens=tokens,
                               keep_raw=frozenset(sample))
             fleet = Fleet(names, args.processes, opts)
-            bench = Bench(args, cp, api, fleet, profiler)
+            bench = Bench(args, cp, api, fleet, profiler, services)
             results["connect"] = _progress("connect", bench.connect())
             if results["connect"]["timed_out"]:
                 results["aborted"] = "the fleet never got in sync after connecting: no further scenario"
             else:
                 results["idle"] = _progress("idle", bench.idle())
                 results["checks"]["connect"] = _progress("check", check(fleet, api, sample))
-                for scenario in ("policy", "churn", "restart"):
+                for scenario in SCENARIOS[1:]:
                     if scenario in scenarios:
                         results[scenario] = _progress(scenario, getattr(bench, scenario)())
                         results["checks"][scenario] = _progress("check", check(fleet, api, sample))
@@ -714,10 +787,13 @@ def main() -> None:
                 results["profile"] = {k: v[:12] for k, v in profiler.report().items()}
     print(f"fleet: {n} proxies in {args.processes} processes, {services} services, "
           f"{'delta' if args.delta else 'state of the world'} xDS, dataplane auth {args.auth}"
-          + (f", NACK every {args.nack_every}" if args.nack_every else ""))
+          + (f", NACK every {args.nack_every}" if args.nack_every else "")
+          + (f", policy-rich ({results['policies']['policies']} policies)" if "policies" in results else "")
+          + f"; load average {results['load_start']} at the start, {os.getloadavg()} at the end")
     print_table(results)
     print(json.dumps({"benchmark": "fleet", "proxies": n, "processes": args.processes, "services": services,
-                      "xds": "delta" if args.delta else "sotw", "auth": args.auth, "nack_every": args.nack_every,
+                      "xds": "delta" if args.delta else "sotw", "auth": args.auth,
+                      "policy_rich": args.policy_rich, "load_end": os.getloadavg(), "nack_every": args.nack_every,
                       "scenarios": list(scenarios), "results": results}))
 
 

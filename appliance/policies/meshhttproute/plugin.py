@@ -157,6 +157,22 @@ def routes_for(snapshot: MeshSnapshot, service: str, rules: list[Conf]) -> Outbo
 
 NOTHING = Matched("", {}, ())   # no policy of this kind in the mesh
 
+# The routes of one destination are the same for every proxy whose merged rule for it is the same Rule
+# (rules are built once per set of policies, _rules._built): kept per mesh for its latest snapshot only,
+# each entry holding its Rule so that no id is reused meanwhile.
+_ROUTES: dict[str, tuple[MeshSnapshot, dict[tuple[str, int], tuple[_rules.Rule, OutboundRoutes]]]] = {}
+
+
+def _routes_of(snapshot: MeshSnapshot, service: str, rule: _rules.Rule) -> OutboundRoutes:
+    entry = _ROUTES.get(snapshot.mesh)
+    if entry is None or entry[0] is not snapshot:
+        entry = _ROUTES[snapshot.mesh] = (snapshot, {})
+    memo = entry[1]
+    hit = memo.get((service, id(rule)))
+    if hit is None or hit[0] is not rule:
+        hit = memo[(service, id(rule))] = (rule, routes_for(snapshot, service, rule.conf["rules"]))
+    return hit[1]
+
 
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     if not snapshot.policies.get(KIND):
@@ -169,7 +185,7 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
             continue
         rule = _rules.compute(rules, {_rules.SERVICE_TAG: outbound.service})
         if rule is not None and rule.conf.get("rules"):
-            outbounds[(outbound.address, outbound.port)] = routes_for(snapshot, outbound.service, rule.conf["rules"])
+            outbounds[(outbound.address, outbound.port)] = _routes_of(snapshot, outbound.service, rule)
     return Matched(snapshot.mesh, outbounds, selection.key)
 
 

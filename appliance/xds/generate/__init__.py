@@ -94,9 +94,15 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     # Added after the per-proxy pass: the resources of an outbound are shared between proxies.
     endpoints = resources[names.ENDPOINT]
     to_keys = tuple(getattr(m, "to_key", ()) for m in matched)
+    called = {o.service for o in proxy.outbounds}
     for outbound in proxy.outbounds:
+        # A route's other backends (a mirror, a backendRef to another service) get the limits and balancing
+        # of their service only when the proxy calls that service itself (Kuma's GatherTargetedClusters):
+        # which of them it calls is part of what the outbound's resources are shared by.
+        also_called = tuple(sorted({s for m in matched for s in getattr(m, "backend_services", {}).get(
+            (outbound.address, outbound.port), ()) if s in called and s != outbound.service}))
         key = ("outbound", outbound.address, outbound.port, outbound.service, tuple(sorted(outbound.tags.items())),
-               proxy.ipv6_enabled, to_keys)
+               proxy.ipv6_enabled, to_keys, also_called)
         unit, eds = _cached(cache, key, lambda o=outbound: _with_eds_names(
             outbound_resources(snapshot, o, proxy, matched)))
         for type_url, by_name in unit.items():

@@ -8,6 +8,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from appliance.model import names
+from appliance.model.proxy import Outbound
 from appliance.policies.meshhttproute.plugin import hash_matches
 from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.consistency import check_consistency
@@ -131,3 +132,39 @@ def test_entries_of_kind_mesh_http_route_tune_only_that_routes_rules() -> None:
     for route in (header, catch_all):
         assert (route.route.timeout.seconds, route.route.retry_policy.num_retries.value) == (3, 7)
         assert [p.query_parameter.name for p in route.route.hash_policy] == ["user"]
+
+
+def test_routes_follow_the_snapshot_even_with_the_same_policies() -> None:
+    """The routes of a destination are built once per snapshot, not once for good: a mirror to a service
+    that stops being HTTP is dropped by the next snapshot, though the policy objects are the same."""
+    mirror = replace(CANARY, name="backend-mirror", spec={
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "default": {"filters": [{"type": "RequestMirror",
+                                      "requestMirror": {"backendRef": {"kind": "MeshService", "name": "web"}}}]}}]}]})
+    first = routed_snapshot("STRICT", mirror)
+    (route,) = _routes(generate_sidecar(first, web_proxy(), IDENTITY))
+    assert [m.cluster for m in route.route.request_mirror_policies] == ["web"]
+    web_is_tcp = replace(first, revision=first.revision + 1, protocols={**first.protocols, "web": "tcp"})
+    (route,) = _routes(generate_sidecar(web_is_tcp, web_proxy(), IDENTITY))
+    assert list(route.route.request_mirror_policies) == []
+
+
+def test_a_proxy_gets_the_same_config_whichever_proxy_was_generated_first() -> None:
+    """Outbound resources are shared between proxies: a mirror to `web` is configured by web's circuit breaker
+    for a proxy that calls web itself, and must not be for one that does not (as its `_config` shows)."""
+    mirror = replace(CANARY, name="backend-mirror", spec={
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "default": {"filters": [{"type": "RequestMirror",
+                                      "requestMirror": {"backendRef": {"kind": "MeshService", "name": "web"}}}]}}]}]})
+    snap = routed_snapshot("STRICT", mirror)
+    calls_web = web_proxy(outbounds=web_proxy().outbounds + (Outbound(port=10003, address="127.0.0.1", service="web"),))
+    alone = generate_sidecar(snap, web_proxy(), IDENTITY)
+    shared: dict = {}
+    generate_sidecar(snap, calls_web, IDENTITY, shared)
+    after_the_other = generate_sidecar(snap, web_proxy(), IDENTITY, shared)
+    assert after_the_other[names.CLUSTER]["web"].SerializeToString(deterministic=True) == \
+        alone[names.CLUSTER]["web"].SerializeToString(deterministic=True)

@@ -128,3 +128,19 @@ def test_inbound_rules_put_identity_matches_first() -> None:
     rules = _rules.inbound_rules([policy], from_as_rules=True)
     assert [r.conf["idleTimeout"] for r in rules] == ["3s", "2s", "1s"]
     assert _rules.catch_all_conf(rules) == {"idleTimeout": "1s"}
+
+
+def test_selection_keeps_precedence_order_for_each_snapshots_policies() -> None:
+    """The sequence is sorted once and the selected ones keep its order; another sequence is sorted anew."""
+    def p(name: str, ref: dict) -> Policy:
+        return Policy(MTP, name, {"targetRef": ref})
+    first = (p("a-web", {"kind": "MeshService", "name": "web"}), p("b-mesh", {"kind": "Mesh"}),
+             p("c-db", {"kind": "MeshService", "name": "db"}), p("d-frontend", {"kind": "MeshSubset",
+                                                                               "tags": {"team": "frontend"}}),
+             p("e-mesh", {"kind": "Mesh"}))
+    selection = _rules.select(first, web_proxy())
+    assert selection.key == ("e-mesh", "b-mesh", "d-frontend", "a-web")
+    assert [x.name for x in selection.by_inbound[("10.0.0.1", 8080)]] == ["e-mesh", "b-mesh", "d-frontend", "a-web"]
+    second = (p("a-web", {"kind": "Mesh"}), p("b-mesh", {"kind": "MeshService", "name": "web"}))
+    assert _rules.select(second, web_proxy()).key == ("a-web", "b-mesh")
+    assert _rules.select(list(second), web_proxy()).key == ("a-web", "b-mesh")
