@@ -90,7 +90,8 @@ class Fleet:
     def cds_acks(self) -> int:
         """How many cluster sets web-1 (whose clusters the health checks are on) has ACKed so far."""
         insight = requests.get(self.url("dataplane-insights/web-1")).json()
-        return sum(int(s["status"].get("cds", {}).get("responsesAcknowledged", "0")) for s in insight["subscriptions"])
+        return sum(int(s["status"].get("cds", {}).get("responsesAcknowledged", "0"))
+                   for s in insight.get("subscriptions", []))
 
     def acked(self, since: int) -> bool:
         """web-1 ACKed a new cluster set since `since`; every proxy ACKed all the cluster sets it got (where the
@@ -132,7 +133,7 @@ def test_an_unhealthy_instance_gets_no_traffic_until_the_check_is_removed(fleet:
     _eventually(lambda: set(fleet.tcp_versions(20)) == {b"v1", b"v2"}, timeout=20)
     assert fleet.checks == {"v1": [], "v2": []}
 
-    before = fleet.cds_acks()
+    before = _eventually(fleet.cds_acks)   # web-1's first clusters are ACKed (and the insight says so)
     r = requests.put(fleet.url("meshhealthchecks/health"), json=HEALTH_CHECK)
     assert r.status_code == 201 and "warnings" not in r.json(), r.text
     assert "/health" in requests.get(fleet.url("dataplanes/web-1/_config")).text
