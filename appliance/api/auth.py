@@ -5,6 +5,7 @@ Rules (Kuma's defaults, plus the one the project asks for):
 - any other write needs an authenticated user (a valid `Authorization: Bearer <user token>`);
 - only admins may write a data source the control plane resolves itself, `secret` (Secrets are
   admins' to read) or `file` (a file on the control plane's host): others give such data inline;
+- only admins may set a field that makes proxies write files on their hosts (MeshHealthCheck eventLogPath);
 - reads are open.
 """
 from __future__ import annotations
@@ -50,6 +51,14 @@ def user_token_key(store: Store, key_id: str) -> bytes | None:
     if secret is None:
         return None
     return base64.b64decode(secret.content["data"])
+
+
+def require_admin_for_fields(req: falcon.Request, fields: list[tuple[str, str]]) -> None:
+    """A non-admin cannot set a field that reaches beyond the mesh, e.g. one that makes proxies write a file."""
+    user: User = req.context.user
+    if fields and not user.is_admin:
+        path, effect = fields[0]
+        raise KumaError(403, "Access Denied", f"user \"{user}\" cannot set {path}: only admins may {effect}")
 
 
 class Authenticator:

@@ -208,6 +208,8 @@ class ResourceEndpoints:
             raise from_exception(e, title)
         if self.rtype.data_sources:
             auth.require_admin_for_data_sources(req, self.rtype.data_sources(res.content))
+        if self.rtype.admin_fields:
+            auth.require_admin_for_fields(req, self.rtype.admin_fields(res.content))
         current = self.manager.get(self.rtype.name, mesh, name)
         # Our addition to Kuma's API: `If-Match: "<version>"` (the ETag of a GET) makes the PUT a
         # compare-and-swap, so read-modify-write clients cannot lose each other's updates.

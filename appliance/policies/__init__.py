@@ -12,6 +12,8 @@ Every folder's `schema` module has the same shape:
     deprecations(spec) -> list[str]   the `warnings` Kuma returns with a successful create or update
     ORDER: int                Kuma's plugin order (`+kuma:policy:order`): plugins run in ascending ORDER
     HAS_PLUGIN: bool          whether `plugin.py` applies the policy to proxies (else it is stored only)
+    admin_only(spec) -> list[tuple[str, str]]   optional: fields set that only admins may set, as
+                              (field path, what setting it makes happen), e.g. a file Envoy writes
 
 Every `plugin` module has the same shape (xds/generate calls them, in ORDER, for each proxy):
 

@@ -71,3 +71,5 @@ class ResourceType:
     warnings: Callable[["Resource"], list[str]] | None = None
     # Where the type holds Kuma DataSources: (field path, source) pairs, for who-may-reference-what rules.
     data_sources: Callable[[Content], list[tuple[str, Any]]] | None = None
+    # Fields only admins may set: (field path, what setting it makes happen) pairs present in the content.
+    admin_fields: Callable[[Content], list[tuple[str, str]]] | None = None

@@ -45,6 +45,11 @@ def _policy_warnings(module: ModuleType) -> Callable[[Resource], list[str]]:
     return lambda res: list(module.deprecations(res.spec)) + policies.not_applied(module, res.spec)
 
 
+def _policy_admin_fields(module: ModuleType) -> Callable[[Content], list[tuple[str, str]]] | None:
+    admin_only = getattr(module, "admin_only", None)
+    return None if admin_only is None else lambda content: admin_only(content.get("spec") or {})
+
+
 def _policy(module: ModuleType) -> ResourceType:
     words = _words(module.KIND)
     t = module.TARGETS
@@ -55,6 +60,7 @@ def _policy(module: ModuleType) -> ResourceType:
         policy=PolicyInfo(is_target_ref=t["is_target_ref"], has_to=t["has_to"], has_from=t["has_from"],
                           has_rules=t["has_rules"], is_from_as_rules=t["is_from_as_rules"]),
         singular=words, plural=_plural(words), kumactl=module.KIND.lower(), warnings=_policy_warnings(module),
+        admin_fields=_policy_admin_fields(module),
     )
 
 

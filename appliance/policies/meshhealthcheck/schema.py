@@ -19,7 +19,7 @@ SHORT_NAME = "mhc"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": False, "has_rules": False, "is_from_as_rules": False}
 # Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
 ORDER = 1200
-HAS_PLUGIN = False
+HAS_PLUGIN = True
 
 # Headers are a list keyed by name (x-kubernetes-list-type: map) and at most 16 long.
 _HEADERS = arr(HEADER_KEY_VALUE, maxItems=16)
@@ -100,6 +100,15 @@ def deprecations(spec: dict[str, Any]) -> list[str]:
             for item in as_list(spec.get("to"))
             if as_dict(as_dict(item).get("default")).get("healthyPanicThreshold") is not None]
     return out
+
+
+def admin_only(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """Fields only an admin may set: (field path, what setting it makes happen). An eventLogPath makes the
+    Envoy of every selected proxy create and append to that file on its host, as the proxy's user: one
+    who may only write policies must not be able to write files there (or fill a disk)."""
+    return [(join(index("spec.to", i), "default.eventLogPath"), "make proxies write a file on their hosts")
+            for i, item in enumerate(as_list(spec.get("to")))
+            if as_dict(as_dict(item).get("default")).get("eventLogPath") is not None]
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

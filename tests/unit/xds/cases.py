@@ -50,6 +50,20 @@ WEB_ROUTES = policy(HTTP_ROUTE, "web-routes", {
     ]}],
 })
 
+# Active health checks of every kind: HTTP to backend, TCP to db (Kuma's plugin test confs), gRPC to grpc-api.
+HEALTH_CHECKS = policy("MeshHealthCheck", "health", {
+    "targetRef": {"kind": "Mesh"},
+    "to": [{"targetRef": {"kind": "Mesh"},
+            "default": {"interval": "10s", "timeout": "2s", "unhealthyThreshold": 3, "healthyThreshold": 1,
+                        "initialJitter": "13s", "intervalJitter": "15s", "intervalJitterPercent": 10,
+                        "failTrafficOnPanic": True, "eventLogPath": "/dev/null", "alwaysLogHealthCheckFailures": True,
+                        "noTrafficInterval": "16s", "reuseConnection": False,
+                        "http": {"path": "/health", "expectedStatuses": [200, 204],
+                                 "requestHeadersToAdd": {"set": [{"name": "x-check", "value": "yes"}]}},
+                        "tcp": {"send": "ping", "receive": ["pong"]},
+                        "grpc": {"serviceName": "grpc-api", "authority": "grpc-api.mesh"}}}],
+})
+
 CASES: dict[str, tuple[MeshSnapshot, Proxy, Identity | None]] = {
     "plain-http-and-tcp": (snapshot(), web_proxy(), None),
     "strict-http-and-tcp": (snapshot("STRICT"), web_proxy(), IDENTITY),
@@ -64,4 +78,7 @@ CASES: dict[str, tuple[MeshSnapshot, Proxy, Identity | None]] = {
     "http-route-merged": (routed_snapshot("STRICT", CANARY, WEB_ROUTES), web_proxy(), IDENTITY),
     "load-balancing": (routed_snapshot("STRICT", CANARY, RING_HASH), web_proxy(), IDENTITY),
     "tcp-route-split": (routed_snapshot("STRICT", DB_SPLIT, BACKEND_AS_TCP), web_proxy(), IDENTITY),
+    "health-checks": (snapshot("STRICT", policies=default_policies(extra=(HEALTH_CHECKS,))), web_proxy(), IDENTITY),
+    "health-checks-grpc": (snapshot("STRICT", policies=default_policies(extra=(HEALTH_CHECKS,))), grpc_proxy(),
+                           IDENTITY),
 }
