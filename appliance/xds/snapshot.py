@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from typing import Any
 
-from appliance.ca.builtin import ca_secret_names
-from appliance.core.resources.secret import is_system_secret
+from appliance.ca import provided
+from appliance.ca.builtin import ca_secret_names, kuma_duration_s
+from appliance.core.resources.secret import DataSourceError, is_system_secret, load_data_source
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.policies._backends import subset_clusters
@@ -204,6 +206,55 @@ def dataplane_inbounds(store: Store, mesh_name: str) -> dict[str, tuple[Inbound,
     return {dp.name: _inbounds(dp) for dp in store.list(ListQuery(type="Dataplane", mesh=mesh_name)).items}
 
 
+def mesh_mtls(store: Store, mesh: str, backend: dict[str, Any]) -> Mtls:
+    """The enabled CA backend of `mesh`, read and checked (a CA whose key matches its certificate);
+    Unresolved says why it cannot sign and anchor the mesh's mTLS."""
+    name, kind = str(backend.get("name") or ""), backend.get("type")
+    conf = backend.get("conf") if isinstance(backend.get("conf"), dict) else {}
+
+    def secret_data(secret: str) -> str | None:
+        if kind != "builtin" and is_system_secret(secret):
+            return None   # refused by validation; never the control plane's own Secret
+        found = store.get("Secret", mesh, secret)
+        return None if found is None else str(found.content.get("data") or "")
+
+    if kind == "builtin":
+        sources = [{"secret": n} for n in ca_secret_names(mesh, name)]
+    elif kind == "provided":
+        sources = [conf.get("cert") or {}, conf.get("key") or {}]
+    else:
+        raise Unresolved(f"mTLS backend {name!r} has type {kind!r}, which this control plane cannot use")
+    try:
+        cert_pem, key_pem = (load_data_source(source, mesh, secret_data) for source in sources)
+    except (DataSourceError, ValueError) as e:
+        raise Unresolved(f"the CA of mTLS backend {name!r} ({kind}) cannot be read: {e}") from None
+    problems = provided.cached_pair_violations(cert_pem, key_pem)
+    if problems:
+        raise Unresolved(f"the CA of mTLS backend {name!r} ({kind}) cannot sign certificates: "
+                         + "; ".join(f"conf.{path}: {message}" for path, message in problems))
+    expiration = str(((backend.get("dpCert") or {}).get("rotation") or {}).get("expiration") or "")
+    return Mtls(backend=name, mode=str(backend.get("mode") or "STRICT"), ca_cert_pem=cert_pem, ca_key_pem=key_pem,
+                workload_validity_s=kuma_duration_s(expiration) or None)
+
+
+_reported: dict[str, str | None] = {}
+_reported_lock = threading.Lock()
+
+
+def _report_mtls(mesh: str, problem: str | None) -> None:
+    """Log a mesh's mTLS failure once per change (snapshots are built at every revision), and its end."""
+    with _reported_lock:
+        before = _reported.get(mesh)
+        if before == problem:
+            return
+        _reported[mesh] = problem
+    if problem is not None:
+        log.error("mesh %s asks for mTLS but its CA cannot be used, so its proxies get no listeners (traffic "
+                  "fails closed) until this is fixed: %s", mesh, problem)
+    elif before is not None:
+        log.warning("mesh %s: its CA can be used again; its proxies get their listeners back", mesh)
+
+
 def build_snapshot(store: Store, mesh_name: str, revision: int,
                    inbounds: dict[str, tuple[Inbound, ...]] | None = None) -> MeshSnapshot | None:
     """The mesh at `revision`. `inbounds` (`dataplane_inbounds`, kept current by the caller) spares
@@ -211,13 +262,14 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
     mesh = store.get("Mesh", "", mesh_name)
     if mesh is None:
         return None
-    mtls = None
+    mtls, mtls_error = None, None
     backend = enabled_backend(mesh)
-    if backend is not None and backend.get("type") == "builtin":
-        cert = store.get("Secret", mesh_name, ca_secret_names(mesh_name, backend["name"])[0])
-        if cert is not None:
-            mtls = Mtls(backend=backend["name"], mode=str(backend.get("mode") or "STRICT"),
-                        ca_cert_pem=base64.b64decode(cert.content["data"]))
+    if backend is not None:
+        try:
+            mtls = mesh_mtls(store, mesh_name, backend)
+        except Unresolved as e:
+            mtls_error = str(e)
+    _report_mtls(mesh_name, mtls_error)
     endpoints: dict[str, list[Endpoint]] = {}
     protocols: dict[str, str] = {}
     if inbounds is None:
@@ -243,7 +295,7 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
     for destination, mes in meshexternals.items():
         protocols[destination] = mes.protocol
     return MeshSnapshot(
-        mesh=mesh_name, revision=revision, mtls=mtls,
+        mesh=mesh_name, revision=revision, mtls=mtls, mtls_error=mtls_error,
         endpoints={s: tuple(sorted(e, key=lambda x: (x.address, x.port))) for s, e in endpoints.items()},
         protocols=protocols, policies=policies, external_services=externals,
         zone_egress=zone_egress, mesh_external_services=meshexternals,
