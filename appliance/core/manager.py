@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from appliance.ca import builtin
 from appliance.core.resources import registry
+from appliance.core.resources import mesh as mesh_resource
 from appliance.core.resources.model import Resource, ResourceType
 from appliance.core.validation import ValidationError, Violation, Violations
 from appliance.gocompat import go_quote
@@ -67,6 +68,7 @@ class ResourceManager:
         res.labels = self.compute_labels(rtype, res)
         ops = [WriteOp("create", res)]
         if res.type == "Mesh":
+            self._check_ca_backends(res)
             ops.extend(WriteOp("create", r) for r in self._mesh_companions(res))
             ops.extend(WriteOp("create", r) for r in self._missing_cas(res))
         self.store.write(ops)
@@ -77,9 +79,20 @@ class ResourceManager:
         res.labels = self.compute_labels(rtype, res)
         ops = [WriteOp("update", res, expected_version)]
         if res.type == "Mesh":
+            self._check_ca_backends(res)
             ops.extend(WriteOp("create", r) for r in self._missing_cas(res))
         self.store.write(ops)
         return res
+
+    def _check_ca_backends(self, mesh: Resource) -> None:
+        """Kuma's mesh manager: a provided CA's Secrets exist and hold a CA with its key (400 otherwise)."""
+        found = Violations()
+
+        def secret_data(name: str) -> str | None:
+            secret = self.store.get("Secret", mesh.name, name)
+            return None if secret is None else str(secret.content.get("data") or "")
+        mesh_resource.ca_backend_errors(mesh.name, mesh.content, secret_data, found)
+        found.raise_if_any()
 
     def _missing_cas(self, mesh: Resource) -> list[Resource]:
         """Kuma creates a builtin backend's CA (two Secrets) when the backend appears in the Mesh."""
@@ -125,7 +138,7 @@ class ResourceManager:
         owner = self.store.get("Mesh", "", mesh)
         found = Violations()
         for backend in ((owner.content.get("mtls") or {}).get("backends") or []) if owner else []:
-            if backend.get("type") == "builtin" and name in builtin.ca_secret_names(mesh, backend.get("name", "")):
+            if name in _used_secrets(mesh, backend):
                 found.add("name", f"The secret {go_quote(name)} that you are trying to remove is currently in use in "
                                   f"Mesh {go_quote(mesh)} in mTLS backend {go_quote(backend['name'])}. Please remove "
                                   f"the reference from the {go_quote(backend['name'])} backend before removing the "
@@ -155,6 +168,15 @@ class ResourceManager:
         for res in out:
             res.labels = self.compute_labels(registry.get(res.type), res)
         return out
+
+
+def _used_secrets(mesh: str, backend: dict) -> tuple[str, ...]:
+    """The Secrets a CA backend reads (Kuma's UsedSecrets): a builtin CA's own two, a provided CA's named ones."""
+    if backend.get("type") == "builtin":
+        return builtin.ca_secret_names(mesh, backend.get("name", ""))
+    conf = backend.get("conf") if isinstance(backend.get("conf"), dict) else {}
+    return tuple(str(source["secret"]) for source in (conf.get("cert"), conf.get("key"))
+                 if isinstance(source, dict) and source.get("secret"))
 
 
 def _proxy_type(res: Resource) -> str:
