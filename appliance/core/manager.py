@@ -103,7 +103,11 @@ class ResourceManager:
             cert_name, key_name = builtin.ca_secret_names(mesh.name, backend["name"])
             if self.store.get("Secret", mesh.name, cert_name) is not None:
                 continue
-            cert, key = builtin.new_root_ca(mesh.name, backend["name"])
+            # validation has checked both (mesh._check_builtin_ca_cert)
+            ca_cert = (backend.get("conf") or {}).get("caCert") or {}
+            cert, key = builtin.new_root_ca(
+                mesh.name, backend["name"], int(ca_cert.get("RSAbits") or builtin.DEFAULT_RSA_BITS),
+                validity_s=builtin.kuma_duration_s(str(ca_cert.get("expiration") or "")) or builtin.CA_VALIDITY_S)
             for name, pem in ((cert_name, cert), (key_name, key)):
                 secret = Resource("Secret", mesh.name, name, {"data": base64.b64encode(pem).decode()})
                 secret.labels = self.compute_labels(registry.get("Secret"), secret)

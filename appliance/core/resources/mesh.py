@@ -17,6 +17,7 @@ from appliance.core.resources._legacy import (
 )
 from appliance.core.resources.meta import dns1035_warning
 from appliance.ca import provided
+from appliance.ca.builtin import DEFAULT_RSA_BITS, MAX_RSA_BITS, MIN_RSA_BITS, kuma_duration_s
 from appliance.core.resources.secret import (
     DataSourceError, chosen_source_errors, load_data_source, refused_source_errors,
 )
@@ -51,7 +52,6 @@ _ZIPKIN = {"url": "string", "traceId128bit": "bool", "apiVersion": "string", "sh
 _DATADOG = {"address": "string", "port": "uint32", "splitService": "bool"}
 _BUILTIN_CA = {"caCert": {"RSAbits": "uint32", "expiration": "string"}}
 
-_KUMA_DURATION = re.compile(r"0|[0-9]+(y|w|d|h|m|s|ms)")
 _CA_PLUGINS = ("builtin", "provided")
 _SOURCE = {"secret": "string", "file": "string", "inline": "bytes", "inlineString": "string"}
 _PROVIDED_CA = {"cert": _SOURCE, "key": _SOURCE}
@@ -118,7 +118,7 @@ def _check_mtls(mtls: dict[str, Any], out: Violations) -> None:
         names.add(name)
         if backend.get("dpCert") is not None:
             expiration = (backend["dpCert"].get("rotation") or {}).get("expiration", "")
-            if not _KUMA_DURATION.fullmatch(expiration):
+            if kuma_duration_s(expiration) is None:
                 out.add("mtls.dpcert.rotation.expiration", "has to be a valid format")
     enabled = mtls.get("enabledBackend", "")
     if enabled and enabled not in names:
@@ -239,10 +239,23 @@ def _check_ca_backends(mtls: dict[str, Any], out: Violations) -> None:
             continue
         if problem := conf_error(conf, _BUILTIN_CA):
             out.add(f"{path}.conf", f"could not convert backend config: {problem}")
+        else:
+            _check_builtin_ca_cert(f"{path}.conf.caCert", conf.get("caCert") or {}, out)
         # Kuma checks "<mesh>.ca-builtin-cert-<backend>"; the mesh part is always a valid DNS name.
         name = backend.get("name", "")
         if not is_dns_name(f"ca-builtin-cert-{name}") or name != name.lower():
             out.add(f"{path}.conf.mtls.backends.name", f"{go_quote(name)} name must be valid dns name")
+
+
+def _check_builtin_ca_cert(path: str, ca_cert: dict[str, Any], out: Violations) -> None:
+    """Ours: what Kuma only finds out when it generates the CA (an error then, not a 400)."""
+    bits = int(ca_cert.get("RSAbits") or 0)
+    if bits and not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
+        out.add(f"{path}.RSAbits", f"must be between {MIN_RSA_BITS} and {MAX_RSA_BITS} (or unset: "
+                                   f"{DEFAULT_RSA_BITS})")
+    expiration = ca_cert.get("expiration")
+    if expiration is not None and not kuma_duration_s(expiration):
+        out.add(f"{path}.expiration", "has to be a valid format (a number and one of y, w, d, h, m, s, ms)")
 
 
 def ca_backend_errors(mesh: str, content: dict[str, Any], secret_data: Callable[[str], str | None],
