@@ -6,9 +6,9 @@ import logging
 import threading
 from typing import Any
 
-from appliance.ca import provided
-from appliance.ca.builtin import ca_secret_names, kuma_duration_s
-from appliance.core.resources.secret import DataSourceError, is_system_secret, load_data_source
+from appliance.ca.builtin import kuma_duration_s
+from appliance.core.resources.mesh import CaUnavailable, ca_pair
+from appliance.core.resources.secret import is_system_secret
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.policies._backends import subset_clusters
@@ -207,34 +207,17 @@ def dataplane_inbounds(store: Store, mesh_name: str) -> dict[str, tuple[Inbound,
 
 
 def mesh_mtls(store: Store, mesh: str, backend: dict[str, Any]) -> Mtls:
-    """The enabled CA backend of `mesh`, read and checked (a CA whose key matches its certificate);
-    Unresolved says why it cannot sign and anchor the mesh's mTLS."""
-    name, kind = str(backend.get("name") or ""), backend.get("type")
-    conf = backend.get("conf") if isinstance(backend.get("conf"), dict) else {}
-
-    def secret_data(secret: str) -> str | None:
-        if kind != "builtin" and is_system_secret(secret):
-            return None   # refused by validation; never the control plane's own Secret
-        found = store.get("Secret", mesh, secret)
+    """The enabled CA backend of `mesh`, read and checked; Unresolved says why it cannot be used."""
+    def secret_data(name: str) -> str | None:
+        found = store.get("Secret", mesh, name)
         return None if found is None else str(found.content.get("data") or "")
-
-    if kind == "builtin":
-        sources = [{"secret": n} for n in ca_secret_names(mesh, name)]
-    elif kind == "provided":
-        sources = [conf.get("cert") or {}, conf.get("key") or {}]
-    else:
-        raise Unresolved(f"mTLS backend {name!r} has type {kind!r}, which this control plane cannot use")
     try:
-        cert_pem, key_pem = (load_data_source(source, mesh, secret_data) for source in sources)
-    except (DataSourceError, ValueError) as e:
-        raise Unresolved(f"the CA of mTLS backend {name!r} ({kind}) cannot be read: {e}") from None
-    problems = provided.cached_pair_violations(cert_pem, key_pem)
-    if problems:
-        raise Unresolved(f"the CA of mTLS backend {name!r} ({kind}) cannot sign certificates: "
-                         + "; ".join(f"conf.{path}: {message}" for path, message in problems))
+        cert_pem, key_pem = ca_pair(mesh, backend, secret_data)
+    except CaUnavailable as e:
+        raise Unresolved(str(e)) from None
     expiration = str(((backend.get("dpCert") or {}).get("rotation") or {}).get("expiration") or "")
-    return Mtls(backend=name, mode=str(backend.get("mode") or "STRICT"), ca_cert_pem=cert_pem, ca_key_pem=key_pem,
-                workload_validity_s=kuma_duration_s(expiration) or None)
+    return Mtls(backend=str(backend.get("name") or ""), mode=str(backend.get("mode") or "STRICT"),
+                ca_cert_pem=cert_pem, ca_key_pem=key_pem, workload_validity_s=kuma_duration_s(expiration) or None)
 
 
 _reported: dict[str, str | None] = {}

@@ -92,6 +92,8 @@ def test_a_provided_ca_fails_closed_until_its_secrets_exist_then_signs_the_mesh(
     _eventually(lambda: _refused(out_http))
     assert _refused(backend_in)
     assert 'name="my-ca-cert" mesh="default"' in mesh.cp.read_log()
+    insight = requests.get(f"{mesh.cp.url}/mesh-insights/default").json()
+    assert 'name="my-ca-cert" mesh="default"' in insight["mTLS"]["error"] and insight["mTLS"]["issuedBackends"] == {}
 
     ca = _openssl_ca(tmp_path)
     for name, pem in (("my-ca-cert", ca[0]), ("my-ca-key", ca[1])):
@@ -105,6 +107,7 @@ def test_a_provided_ca_fails_closed_until_its_secrets_exist_then_signs_the_mesh(
     assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/allow-all",
                         json=ALLOW_ALL).status_code == 201
     seen = _eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/", timeout=2)).ok and r.json())
+    assert "error" not in requests.get(f"{mesh.cp.url}/mesh-insights/default").json()["mTLS"]
     xfcc = {k.lower(): v for k, v in seen["headers"].items()}.get("x-forwarded-client-cert", "")
     assert "URI=spiffe://default/web" in xfcc, seen
     assert _eventually(lambda: _as_web(tmp_path, ca, backend_in) == 200)

@@ -17,9 +17,9 @@ from appliance.core.resources._legacy import (
 )
 from appliance.core.resources.meta import dns1035_warning
 from appliance.ca import provided
-from appliance.ca.builtin import DEFAULT_RSA_BITS, MAX_RSA_BITS, MIN_RSA_BITS, kuma_duration_s
+from appliance.ca.builtin import DEFAULT_RSA_BITS, MAX_RSA_BITS, MIN_RSA_BITS, ca_secret_names, kuma_duration_s
 from appliance.core.resources.secret import (
-    DataSourceError, chosen_source_errors, load_data_source, refused_source_errors,
+    DataSourceError, chosen_source_errors, is_system_secret, load_data_source, refused_source_errors,
 )
 from appliance.core.validation import Violations, join
 from appliance.gocompat import go_quote, is_dns_name
@@ -256,6 +256,37 @@ def _check_builtin_ca_cert(path: str, ca_cert: dict[str, Any], out: Violations) 
     expiration = ca_cert.get("expiration")
     if expiration is not None and not kuma_duration_s(expiration):
         out.add(f"{path}.expiration", "has to be a valid format (a number and one of y, w, d, h, m, s, ms)")
+
+
+class CaUnavailable(Exception):
+    """The CA of a backend cannot sign and anchor the mesh's mTLS; the message says why."""
+
+
+def ca_pair(mesh: str, backend: dict[str, Any], secret_data: Callable[[str], str | None]) -> tuple[bytes, bytes]:
+    """A CA backend's (certificate PEM, key PEM), read (`secret_data(name)`: a Secret's base64 data, None
+    when missing) and checked: a CA whose key matches its certificate. The one check of a mesh's CA, for
+    the proxies' config (fail closed when it fails) and the mesh insight."""
+    name, kind = str(backend.get("name") or ""), backend.get("type")
+    conf = backend.get("conf") if isinstance(backend.get("conf"), dict) else {}
+
+    def user_secret(secret: str) -> str | None:
+        return None if is_system_secret(secret) else secret_data(secret)   # validation refuses them too
+
+    if kind == "builtin":
+        sources, read = [{"secret": n} for n in ca_secret_names(mesh, name)], secret_data
+    elif kind == "provided":
+        sources, read = [conf.get("cert") or {}, conf.get("key") or {}], user_secret
+    else:
+        raise CaUnavailable(f"mTLS backend {name!r} has type {kind!r}, which this control plane cannot use")
+    try:
+        cert_pem, key_pem = (load_data_source(source, mesh, read) for source in sources)
+    except (DataSourceError, ValueError) as e:
+        raise CaUnavailable(f"the CA of mTLS backend {name!r} ({kind}) cannot be read: {e}") from None
+    problems = provided.cached_pair_violations(cert_pem, key_pem)
+    if problems:
+        raise CaUnavailable(f"the CA of mTLS backend {name!r} ({kind}) cannot sign certificates: "
+                            + "; ".join(f"conf.{path}: {message}" for path, message in problems))
+    return cert_pem, key_pem
 
 
 def ca_backend_errors(mesh: str, content: dict[str, Any], secret_data: Callable[[str], str | None],
