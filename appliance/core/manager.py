@@ -79,6 +79,7 @@ class ResourceManager:
         res.labels = self.compute_labels(rtype, res)
         ops = [WriteOp("update", res, expected_version)]
         if res.type == "Mesh":
+            _check_ca_switch(self.store.get("Mesh", "", res.name), res)
             self._check_ca_backends(res)
             ops.extend(WriteOp("create", r) for r in self._missing_cas(res))
         self.store.write(ops)
@@ -172,6 +173,24 @@ class ResourceManager:
         for res in out:
             res.labels = self.compute_labels(registry.get(res.type), res)
         return out
+
+
+def _check_ca_switch(previous: Resource | None, mesh: Resource) -> None:
+    """Kuma forbids changing the enabled CA while mTLS is on (disable mTLS first: plaintext meanwhile). We allow
+    the rotation Kuma's docs describe, which never stops trusting a CA still in use: the new backend is already
+    in the mesh (every proxy trusts it) and the old one stays during the switch (its certificates still circulate)."""
+    before = (previous.content.get("mtls") or {}) if previous else {}
+    after = mesh.content.get("mtls") or {}
+    old, new = before.get("enabledBackend"), after.get("enabledBackend")
+    if not old or not new or old == new:
+        return
+    old_names = {b.get("name") for b in before.get("backends") or []}
+    new_names = {b.get("name") for b in after.get("backends") or []}
+    if new not in old_names or old not in new_names:
+        raise ValidationError([Violation(
+            "mtls.enabledBackend", "Changing CA when mTLS is enabled is forbidden, except as a rotation: add the new "
+            "backend to mtls.backends first (proxies then trust both CAs), then enable it while the old one is "
+            "still listed, then remove the old one")])
 
 
 def _used_secrets(mesh: str, backend: dict) -> tuple[str, ...]:

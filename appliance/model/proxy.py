@@ -62,6 +62,9 @@ class Mtls:
     # the CA's key, checked against the certificate when the snapshot was built; never printed
     ca_key_pem: bytes = field(default=b"", repr=False)
     workload_validity_s: float | None = None   # the backend's dpCert.rotation.expiration (None: Kuma's 24 h)
+    # what proxies trust: the CA of every usable backend of the mesh, the enabled one first, so that during a CA
+    # rotation (a second backend added, then enabled, then the first removed) each side accepts either
+    trusted_ca_pem: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+from dataclasses import replace
 from typing import Any
 
 from appliance.ca.builtin import kuma_duration_s
@@ -220,6 +221,24 @@ def mesh_mtls(store: Store, mesh: str, backend: dict[str, Any]) -> Mtls:
                 ca_cert_pem=cert_pem, ca_key_pem=key_pem, workload_validity_s=kuma_duration_s(expiration) or None)
 
 
+def _trusted(store: Store, mesh: Resource, enabled: Mtls) -> list[bytes]:
+    """The CA certificates proxies trust: the enabled backend's, then every other usable backend's (a CA
+    rotation in progress). One that cannot be used is not trusted (and not needed: nothing signs with it)."""
+    out = [_with_newline(enabled.ca_cert_pem)]
+    for backend in (mesh.content.get("mtls") or {}).get("backends") or []:
+        if backend.get("name") == enabled.backend:
+            continue
+        try:
+            out.append(_with_newline(mesh_mtls(store, mesh.name, backend).ca_cert_pem))
+        except Unresolved as e:
+            log.debug("mesh %s: backend %s is not trusted: %s", mesh.name, backend.get("name"), e)
+    return out
+
+
+def _with_newline(pem: bytes) -> bytes:
+    return pem if pem.endswith(b"\n") else pem + b"\n"   # concatenated PEMs must not run together
+
+
 _reported: dict[str, str | None] = {}
 _reported_lock = threading.Lock()
 
@@ -252,6 +271,8 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
             mtls = mesh_mtls(store, mesh_name, backend)
         except Unresolved as e:
             mtls_error = str(e)
+        else:
+            mtls = replace(mtls, trusted_ca_pem=b"".join(_trusted(store, mesh, mtls)))
     _report_mtls(mesh_name, mtls_error)
     endpoints: dict[str, list[Endpoint]] = {}
     protocols: dict[str, str] = {}

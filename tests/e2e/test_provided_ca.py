@@ -12,11 +12,13 @@ import http.client
 import socket
 import ssl
 import subprocess
+import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
 
 from appliance.ca import builtin
 from tests.e2e.test_dataplane import ALLOW_ALL, Mesh, _Echo, _eventually, _start
@@ -114,3 +116,109 @@ def test_a_provided_ca_fails_closed_until_its_secrets_exist_then_signs_the_mesh(
     # a client certificate from another CA is not let in
     with pytest.raises((ssl.SSLError, ConnectionError)):
         _as_web(tmp_path, ca, backend_in, signer=builtin.new_root_ca("default", "other", 2048))
+
+
+def _peer_issuer(port: int) -> str:
+    """The issuer of the certificate an inbound presents (not verified here: only read)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(["kuma"])
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
+        with context.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der).issuer.rfc4514_string()
+
+
+def _accepts(directory: Path, ca: tuple[bytes, bytes], port: int) -> bool:
+    """The inbound takes a client certificate signed by `ca` (it answers HTTP, whatever the status)."""
+    try:
+        cert, key, _ = builtin.issue_workload_cert(*ca, "default", ["web"], {})
+        (directory / "probe.pem").write_bytes(cert)
+        (directory / "probe.key").write_bytes(key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        context.load_cert_chain(directory / "probe.pem", directory / "probe.key")
+        context.set_alpn_protocols(["kuma"])
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
+            with context.wrap_socket(raw) as tls:
+                conn = http.client.HTTPConnection("probe")
+                conn.sock = tls
+                conn.request("GET", "/probe")
+                return conn.getresponse().status > 0
+    except (ssl.SSLError, ConnectionError, http.client.HTTPException, OSError):
+        return False
+
+
+class _Loop:
+    """Requests through the caller's outbound, one after another, until stopped: how many, which failed."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.sent, self.failed = port, 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # a new connection each time: through TCP proxies, a new mTLS handshake between the proxies each time
+            try:
+                r = requests.get(f"http://127.0.0.1:{self.port}/loop", timeout=5, headers={"Connection": "close"})
+                if r.status_code != 200:
+                    self.failed.append(r.status_code)
+            except requests.RequestException as e:
+                self.failed.append(type(e).__name__)
+            self.sent += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_ca_rotation_from_builtin_to_provided_and_back_fails_no_request(mesh: Mesh, tmp_path: Path) -> None:
+    backend_app, web_app, backend_in, web_in, out_http = free_port(), free_port(), free_port(), free_port(), free_port()
+    _start(ThreadingHTTPServer(("127.0.0.1", backend_app), _Echo))
+    _start(ThreadingHTTPServer(("127.0.0.1", web_app), _Echo))   # so that a probe of web's inbound gets an answer
+    builtin_backend = {"name": "ca-1", "type": "builtin"}
+    r = requests.put(f"{mesh.cp.url}/meshes/default", json={"type": "Mesh", "name": "default", "mtls": {
+        "enabledBackend": "ca-1", "backends": [builtin_backend]}})
+    assert r.status_code == 200, r.text
+    assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/allow-all",
+                        json=ALLOW_ALL).status_code == 201
+    mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=backend_in, servicePort=backend_app,
+                 service="backend", protocol="tcp", outPort=free_port(), outService="web")
+    mesh.kuma_dp("web-1", mesh.token("web-1"), port=web_in, servicePort=web_app, service="web",
+                 protocol="tcp", outPort=out_http, outService="backend")
+    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok)
+    builtin_issuer = _peer_issuer(backend_in)
+
+    ca = _openssl_ca(tmp_path)
+    for name, pem in (("my-ca-cert", ca[0]), ("my-ca-key", ca[1])):
+        assert requests.put(f"{mesh.cp.url}/meshes/default/secrets/{name}", json={
+            "type": "Secret", "mesh": "default", "name": name, "data": base64.b64encode(pem).decode()}).ok
+
+    def mtls(enabled: str, *backends: dict) -> None:
+        current = requests.get(f"{mesh.cp.url}/meshes/default").json()
+        r = requests.put(f"{mesh.cp.url}/meshes/default", json={**current, "mtls": {
+            "enabledBackend": enabled, "backends": list(backends)}})
+        assert r.status_code == 200, r.text
+
+    mine = PROVIDED["backends"][0]
+    loop = _Loop(out_http)
+    try:
+        # 1. the provided CA joins: every proxy trusts it before anything is signed with it
+        mtls("ca-1", builtin_backend, mine)
+        _eventually(lambda: _accepts(tmp_path, ca, backend_in) and _accepts(tmp_path, ca, web_in))
+        # 2. enabled: every proxy gets a certificate of the provided CA
+        mtls("mine", builtin_backend, mine)
+        _eventually(lambda: _peer_issuer(backend_in) == _peer_issuer(web_in) == "CN=my-ca")
+        # 3. and back to the builtin CA, which every proxy still trusts
+        mtls("ca-1", builtin_backend, mine)
+        _eventually(lambda: _peer_issuer(backend_in) == _peer_issuer(web_in) == builtin_issuer)
+        # 4. the provided CA leaves: no longer trusted
+        mtls("ca-1", builtin_backend)
+        _eventually(lambda: not _accepts(tmp_path, ca, backend_in) and not _accepts(tmp_path, ca, web_in))
+        sent_before = loop.sent
+        _eventually(lambda: loop.sent > sent_before + 20)
+    finally:
+        loop.stop()
+    assert loop.sent > 100 and loop.failed == [], (loop.sent, loop.failed[:20])

@@ -107,9 +107,9 @@ def warnings(name: str, content: dict[str, Any] | None = None) -> list[str]:
 
 
 def _check_mtls(mtls: dict[str, Any], out: Violations) -> None:
+    # Kuma 2.14 allows one backend (AllowedMTLSBackends); we allow more, for the CA rotation its docs describe
+    # (add a backend, enable it, remove the old one): proxies trust every usable backend's CA meanwhile
     backends = mtls.get("backends") or []
-    if len(backends) > 1:
-        out.add("mtls.backends", "cannot have more than 1 backends")
     names: set[str] = set()
     for i, backend in enumerate(backends):
         name = backend.get("name", "")

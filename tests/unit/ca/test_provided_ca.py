@@ -107,3 +107,26 @@ def test_a_provided_ca_signs_the_workload_certificates(manager: ResourceManager,
 def test_the_pair_check_reads_a_chain_certificate_by_certificate(mesh_ca: tuple[bytes, bytes]) -> None:
     leaf, _, _ = builtin.issue_workload_cert(*mesh_ca, "default", ["web"], {})
     assert [path for path, _ in provided.pair_violations(mesh_ca[0] + leaf, mesh_ca[1])] == ["cert[1]"] * 3
+
+
+def test_the_enabled_ca_changes_only_as_a_rotation(manager: ResourceManager, mesh_ca: tuple[bytes, bytes]) -> None:
+    _secret(manager, "my-ca-cert", mesh_ca[0])
+    _secret(manager, "my-ca-key", mesh_ca[1])
+    builtin_backend = {"name": "ca-1", "type": "builtin"}
+    mine = {"name": "mine", "type": "provided", "conf": CONF}
+
+    def put(enabled: str, *backends: dict) -> None:
+        manager.update(Resource("Mesh", "", "default", {"mtls": {"enabledBackend": enabled, "backends": list(backends)}}),
+                       manager.get("Mesh", "", "default").version)
+
+    put("ca-1", builtin_backend)
+    with pytest.raises(ValidationError, match="except as a rotation"):   # a CA no proxy trusts yet
+        put("mine", mine)
+    with pytest.raises(ValidationError, match="except as a rotation"):
+        put("mine", builtin_backend, mine)
+    put("ca-1", builtin_backend, mine)
+    with pytest.raises(ValidationError, match="except as a rotation"):   # certificates of ca-1 still circulate
+        put("mine", mine)
+    put("mine", builtin_backend, mine)
+    put("mine", mine)
+    assert manager.get("Mesh", "", "default").content["mtls"]["enabledBackend"] == "mine"

@@ -72,8 +72,7 @@ INVALID = {
         mtls:
           enabledBackend: backend-1
           backends: [{name: backend-1, type: builtin}, {name: backend-1, type: builtin}]""",
-        [("mtls.backends", "cannot have more than 1 backends"),
-         ("mtls.backends[1].name", '"backend-1" name is already used for another backend')]),
+        [("mtls.backends[1].name", '"backend-1" name is already used for another backend')]),
     "enabledBackend naming no backend": ("""
         mtls:
           enabledBackend: backend-2
