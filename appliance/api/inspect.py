@@ -12,6 +12,7 @@ from appliance.api.errors import KumaError
 from appliance.api.resources import ResourceEndpoints, _page, _reply
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
+from appliance.core.resources.mesh import CaUnavailable, ca_pair
 from appliance.store import ListQuery
 
 
@@ -124,11 +125,31 @@ def mesh_insight(manager: ResourceManager, mesh: Any) -> dict[str, Any]:
         if rtype.policy:
             policies[rtype.name] = {"total": total}
     backend = ((mesh.content.get("mtls") or {}).get("enabledBackend")) or ""
+    mtls: dict[str, Any] = {"issuedBackends": {backend: counts} if backend else {}}
+    if problem := _mtls_problem(manager, mesh):
+        mtls = {"issuedBackends": {}, "error": problem}   # ours: why the mesh's proxies fail closed
     return {"type": "MeshInsight", "name": mesh.name, "creationTime": mesh.creation_time,
             "modificationTime": mesh.modification_time, "lastSync": mesh.modification_time,
             "dataplanes": counts, "dataplanesByType": {"standard": counts},
             "policies": policies, "resources": resources,
-            "mTLS": {"issuedBackends": {backend: counts} if backend else {}}}
+            "mTLS": mtls}
+
+
+def _mtls_problem(manager: ResourceManager, mesh: Any) -> str | None:
+    """Why the enabled CA backend cannot be used (its proxies then get no listeners), or None."""
+    mtls = mesh.content.get("mtls") or {}
+    backend = next((b for b in mtls.get("backends") or [] if b.get("name") == mtls.get("enabledBackend")), None)
+    if backend is None:
+        return None
+
+    def secret_data(name: str) -> str | None:
+        found = manager.get("Secret", mesh.name, name)
+        return None if found is None else str(found.content.get("data") or "")
+    try:
+        ca_pair(mesh.name, backend, secret_data)
+    except CaUnavailable as e:
+        return str(e)
+    return None
 
 
 class MeshInsights:

@@ -42,6 +42,21 @@ _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+$")
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
+_KUMA_DURATION = re.compile(r"([0-9]+)(y|w|d|h|m|s|ms)")
+_UNIT_S = {"y": 365 * 24 * 3600.0, "w": 7 * 24 * 3600.0, "d": 24 * 3600.0, "h": 3600.0, "m": 60.0, "s": 1.0,
+           "ms": 0.001}
+# RSA sizes the builtin CA generates: below 1024 Go (and OpenSSL) refuse; above 8192 a key takes minutes of CPU.
+MIN_RSA_BITS, MAX_RSA_BITS = 1024, 8192
+
+
+def kuma_duration_s(text: str) -> float | None:
+    """Kuma's mesh duration (`0`, or a number and one of y w d h m s ms: `1y`, `24h`) in seconds; None if not one."""
+    if text == "0":
+        return 0.0
+    m = _KUMA_DURATION.fullmatch(text)
+    return int(m.group(1)) * _UNIT_S[m.group(2)] if m else None
+
+
 def ca_secret_names(mesh: str, backend: str) -> tuple[str, str]:
     """Names of the Secrets (in `mesh`) holding the CA certificate and key, as Kuma names them."""
     return f"{mesh}.ca-builtin-cert-{backend}", f"{mesh}.ca-builtin-key-{backend}"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from appliance.ca import builtin
 from appliance.core.resources import registry
+from appliance.core.resources import mesh as mesh_resource
 from appliance.core.resources.model import Resource, ResourceType
 from appliance.core.validation import ValidationError, Violation, Violations
 from appliance.gocompat import go_quote
@@ -67,6 +68,7 @@ class ResourceManager:
         res.labels = self.compute_labels(rtype, res)
         ops = [WriteOp("create", res)]
         if res.type == "Mesh":
+            self._check_ca_backends(res)
             ops.extend(WriteOp("create", r) for r in self._mesh_companions(res))
             ops.extend(WriteOp("create", r) for r in self._missing_cas(res))
         self.store.write(ops)
@@ -77,9 +79,21 @@ class ResourceManager:
         res.labels = self.compute_labels(rtype, res)
         ops = [WriteOp("update", res, expected_version)]
         if res.type == "Mesh":
+            _check_ca_switch(self.store.get("Mesh", "", res.name), res)
+            self._check_ca_backends(res)
             ops.extend(WriteOp("create", r) for r in self._missing_cas(res))
         self.store.write(ops)
         return res
+
+    def _check_ca_backends(self, mesh: Resource) -> None:
+        """Kuma's mesh manager: a provided CA's Secrets exist and hold a CA with its key (400 otherwise)."""
+        found = Violations()
+
+        def secret_data(name: str) -> str | None:
+            secret = self.store.get("Secret", mesh.name, name)
+            return None if secret is None else str(secret.content.get("data") or "")
+        mesh_resource.ca_backend_errors(mesh.name, mesh.content, secret_data, found)
+        found.raise_if_any()
 
     def _missing_cas(self, mesh: Resource) -> list[Resource]:
         """Kuma creates a builtin backend's CA (two Secrets) when the backend appears in the Mesh."""
@@ -90,7 +104,11 @@ class ResourceManager:
             cert_name, key_name = builtin.ca_secret_names(mesh.name, backend["name"])
             if self.store.get("Secret", mesh.name, cert_name) is not None:
                 continue
-            cert, key = builtin.new_root_ca(mesh.name, backend["name"])
+            # validation has checked both (mesh._check_builtin_ca_cert)
+            ca_cert = (backend.get("conf") or {}).get("caCert") or {}
+            cert, key = builtin.new_root_ca(
+                mesh.name, backend["name"], int(ca_cert.get("RSAbits") or builtin.DEFAULT_RSA_BITS),
+                validity_s=builtin.kuma_duration_s(str(ca_cert.get("expiration") or "")) or builtin.CA_VALIDITY_S)
             for name, pem in ((cert_name, cert), (key_name, key)):
                 secret = Resource("Secret", mesh.name, name, {"data": base64.b64encode(pem).decode()})
                 secret.labels = self.compute_labels(registry.get("Secret"), secret)
@@ -125,7 +143,7 @@ class ResourceManager:
         owner = self.store.get("Mesh", "", mesh)
         found = Violations()
         for backend in ((owner.content.get("mtls") or {}).get("backends") or []) if owner else []:
-            if backend.get("type") == "builtin" and name in builtin.ca_secret_names(mesh, backend.get("name", "")):
+            if name in _used_secrets(mesh, backend):
                 found.add("name", f"The secret {go_quote(name)} that you are trying to remove is currently in use in "
                                   f"Mesh {go_quote(mesh)} in mTLS backend {go_quote(backend['name'])}. Please remove "
                                   f"the reference from the {go_quote(backend['name'])} backend before removing the "
@@ -155,6 +173,33 @@ class ResourceManager:
         for res in out:
             res.labels = self.compute_labels(registry.get(res.type), res)
         return out
+
+
+def _check_ca_switch(previous: Resource | None, mesh: Resource) -> None:
+    """Kuma forbids changing the enabled CA while mTLS is on (disable mTLS first: plaintext meanwhile). We allow
+    the rotation Kuma's docs describe, which never stops trusting a CA still in use: the new backend is already
+    in the mesh (every proxy trusts it) and the old one stays during the switch (its certificates still circulate)."""
+    before = (previous.content.get("mtls") or {}) if previous else {}
+    after = mesh.content.get("mtls") or {}
+    old, new = before.get("enabledBackend"), after.get("enabledBackend")
+    if not old or not new or old == new:
+        return
+    old_names = {b.get("name") for b in before.get("backends") or []}
+    new_names = {b.get("name") for b in after.get("backends") or []}
+    if new not in old_names or old not in new_names:
+        raise ValidationError([Violation(
+            "mtls.enabledBackend", "Changing CA when mTLS is enabled is forbidden, except as a rotation: add the new "
+            "backend to mtls.backends first (proxies then trust both CAs), then enable it while the old one is "
+            "still listed, then remove the old one")])
+
+
+def _used_secrets(mesh: str, backend: dict) -> tuple[str, ...]:
+    """The Secrets a CA backend reads (Kuma's UsedSecrets): a builtin CA's own two, a provided CA's named ones."""
+    if backend.get("type") == "builtin":
+        return builtin.ca_secret_names(mesh, backend.get("name", ""))
+    conf = backend.get("conf") if isinstance(backend.get("conf"), dict) else {}
+    return tuple(str(source["secret"]) for source in (conf.get("cert"), conf.get("key"))
+                 if isinstance(source, dict) and source.get("secret"))
 
 
 def _proxy_type(res: Resource) -> str:

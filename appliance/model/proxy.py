@@ -59,6 +59,12 @@ class Mtls:
     backend: str              # enabled backend name
     mode: str                 # "STRICT" | "PERMISSIVE"
     ca_cert_pem: bytes        # the mesh CA certificate (trust anchor for inbound/outbound validation)
+    # the CA's key, checked against the certificate when the snapshot was built; never printed
+    ca_key_pem: bytes = field(default=b"", repr=False)
+    workload_validity_s: float | None = None   # the backend's dpCert.rotation.expiration (None: Kuma's 24 h)
+    # what proxies trust: the CA of every usable backend of the mesh, the enabled one first, so that during a CA
+    # rotation (a second backend added, then enabled, then the first removed) each side accepts either
+    trusted_ca_pem: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,9 @@ class MeshSnapshot:
     # The parts of services that routes send to (MeshServiceSubset backends): cluster name -> (service, tags).
     # Their load assignments hold only the service's endpoints that carry all those tags.
     subsets: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
+    # The mesh asks for mTLS (an enabled backend) but its CA cannot be used: why. Its proxies then get
+    # no listener at all (fail closed: no plaintext inbound, no plaintext outbound).
+    mtls_error: str | None = None
 
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which

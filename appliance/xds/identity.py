@@ -1,4 +1,4 @@
-"""Per-proxy workload certificates from the mesh's builtin CA, issued once and renewed before expiry.
+"""Per-proxy workload certificates from the mesh's CA (builtin or provided), issued once and renewed before expiry.
 
 With a directory (kuma-cp's `<workDir>/identities`), issued certificates are also kept on disk, so
 that a restarted control plane hands reconnecting proxies their still-valid certificates instead of
@@ -7,7 +7,6 @@ not yet due for renewal.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import os
@@ -20,7 +19,6 @@ from pathlib import Path
 import orjson
 
 from appliance.ca import builtin
-from appliance.ca.builtin import ca_secret_names
 from appliance.store import Store
 from appliance.model.proxy import Identity, MeshSnapshot, Proxy
 
@@ -47,7 +45,6 @@ class IdentityProvider:
         # one issuance per proxy at a time: two racing callers must not hand out two certificates
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._ca_keys: dict[tuple[str, str, bytes], bytes] = {}
 
     def current(self, snapshot: MeshSnapshot, proxy: Proxy) -> Identity | None:
         """The issued certificate if it still fits this proxy and is not due for renewal."""
@@ -87,16 +84,15 @@ class IdentityProvider:
         if kept is not None:
             self._issued[key] = kept
             return kept.identity
-        ca_key_pem = self._ca_key(proxy.mesh, snapshot.mtls.backend, snapshot.mtls.ca_cert_pem)
-        if ca_key_pem is None:
-            return None
+        ca_key_pem = snapshot.mtls.ca_key_pem   # checked against the certificate when the snapshot was built
         tags: dict[str, set[str]] = {}
         for inbound in proxy.inbounds:
             for k, v in inbound.tags.items():
                 tags.setdefault(k, set()).add(v)
         cert, pkey, not_after = builtin.issue_workload_cert(
             snapshot.mtls.ca_cert_pem, ca_key_pem, proxy.mesh,
-            list(proxy.services), {k: sorted(v) for k, v in tags.items()}, self.validity, now)
+            list(proxy.services), {k: sorted(v) for k, v in tags.items()},
+            snapshot.mtls.workload_validity_s or self.validity, now)
         identity = Identity(cert, pkey, not_after)
         self._issued[key] = _Issued(snapshot.mtls.ca_cert_pem, proxy.services, identity, now)
         self._keep(key, self._issued[key])
@@ -147,19 +143,6 @@ class IdentityProvider:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             fits = False   # unreadable: replaced by the next issuance
         return issued if fits else None
-
-    def _ca_key(self, mesh: str, backend: str, ca_cert_pem: bytes) -> bytes | None:
-        """The CA's key, read once per CA certificate (a new CA comes with a new certificate)."""
-        key = (mesh, backend, ca_cert_pem)
-        found = self._ca_keys.get(key)
-        if found is None:
-            secret = self.store.get("Secret", mesh, ca_secret_names(mesh, backend)[1])
-            if secret is None:
-                return None
-            found = base64.b64decode(secret.content["data"])
-            self._ca_keys = {k: v for k, v in self._ca_keys.items() if k[:2] != key[:2]}
-            self._ca_keys[key] = found
-        return found
 
     def renew_at(self, mesh: str, name: str) -> float | None:
         """When the current certificate of this proxy should be replaced (epoch seconds)."""

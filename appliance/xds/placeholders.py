@@ -31,7 +31,8 @@ def without_secrets(snapshot: MeshSnapshot) -> MeshSnapshot:
     """`snapshot` with every certificate and key replaced by its placeholder (same shape, same presence)."""
     return replace(
         snapshot,
-        mtls=replace(snapshot.mtls, ca_cert_pem=CA) if snapshot.mtls is not None else None,
+        mtls=replace(snapshot.mtls, ca_cert_pem=CA, ca_key_pem=KEY,
+                     trusted_ca_pem=CA if snapshot.mtls.trusted_ca_pem else b"") if snapshot.mtls is not None else None,
         external_services={s: replace(es, tls=_tls(es.tls)) for s, es in snapshot.external_services.items()},
         mesh_external_services={d: replace(mes, tls=_tls(mes.tls))
                                 for d, mes in snapshot.mesh_external_services.items()})

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
+from dataclasses import replace
 from typing import Any
 
-from appliance.ca.builtin import ca_secret_names
+from appliance.ca.builtin import kuma_duration_s
+from appliance.core.resources.mesh import CaUnavailable, ca_pair
 from appliance.core.resources.secret import is_system_secret
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
@@ -204,6 +207,56 @@ def dataplane_inbounds(store: Store, mesh_name: str) -> dict[str, tuple[Inbound,
     return {dp.name: _inbounds(dp) for dp in store.list(ListQuery(type="Dataplane", mesh=mesh_name)).items}
 
 
+def mesh_mtls(store: Store, mesh: str, backend: dict[str, Any]) -> Mtls:
+    """The enabled CA backend of `mesh`, read and checked; Unresolved says why it cannot be used."""
+    def secret_data(name: str) -> str | None:
+        found = store.get("Secret", mesh, name)
+        return None if found is None else str(found.content.get("data") or "")
+    try:
+        cert_pem, key_pem = ca_pair(mesh, backend, secret_data)
+    except CaUnavailable as e:
+        raise Unresolved(str(e)) from None
+    expiration = str(((backend.get("dpCert") or {}).get("rotation") or {}).get("expiration") or "")
+    return Mtls(backend=str(backend.get("name") or ""), mode=str(backend.get("mode") or "STRICT"),
+                ca_cert_pem=cert_pem, ca_key_pem=key_pem, workload_validity_s=kuma_duration_s(expiration) or None)
+
+
+def _trusted(store: Store, mesh: Resource, enabled: Mtls) -> list[bytes]:
+    """The CA certificates proxies trust: the enabled backend's, then every other usable backend's (a CA
+    rotation in progress). One that cannot be used is not trusted (and not needed: nothing signs with it)."""
+    out = [_with_newline(enabled.ca_cert_pem)]
+    for backend in (mesh.content.get("mtls") or {}).get("backends") or []:
+        if backend.get("name") == enabled.backend:
+            continue
+        try:
+            out.append(_with_newline(mesh_mtls(store, mesh.name, backend).ca_cert_pem))
+        except Unresolved as e:
+            log.debug("mesh %s: backend %s is not trusted: %s", mesh.name, backend.get("name"), e)
+    return out
+
+
+def _with_newline(pem: bytes) -> bytes:
+    return pem if pem.endswith(b"\n") else pem + b"\n"   # concatenated PEMs must not run together
+
+
+_reported: dict[str, str | None] = {}
+_reported_lock = threading.Lock()
+
+
+def _report_mtls(mesh: str, problem: str | None) -> None:
+    """Log a mesh's mTLS failure once per change (snapshots are built at every revision), and its end."""
+    with _reported_lock:
+        before = _reported.get(mesh)
+        if before == problem:
+            return
+        _reported[mesh] = problem
+    if problem is not None:
+        log.error("mesh %s asks for mTLS but its CA cannot be used, so its proxies get no listeners (traffic "
+                  "fails closed) until this is fixed: %s", mesh, problem)
+    elif before is not None:
+        log.warning("mesh %s: its CA can be used again; its proxies get their listeners back", mesh)
+
+
 def build_snapshot(store: Store, mesh_name: str, revision: int,
                    inbounds: dict[str, tuple[Inbound, ...]] | None = None) -> MeshSnapshot | None:
     """The mesh at `revision`. `inbounds` (`dataplane_inbounds`, kept current by the caller) spares
@@ -211,13 +264,16 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
     mesh = store.get("Mesh", "", mesh_name)
     if mesh is None:
         return None
-    mtls = None
+    mtls, mtls_error = None, None
     backend = enabled_backend(mesh)
-    if backend is not None and backend.get("type") == "builtin":
-        cert = store.get("Secret", mesh_name, ca_secret_names(mesh_name, backend["name"])[0])
-        if cert is not None:
-            mtls = Mtls(backend=backend["name"], mode=str(backend.get("mode") or "STRICT"),
-                        ca_cert_pem=base64.b64decode(cert.content["data"]))
+    if backend is not None:
+        try:
+            mtls = mesh_mtls(store, mesh_name, backend)
+        except Unresolved as e:
+            mtls_error = str(e)
+        else:
+            mtls = replace(mtls, trusted_ca_pem=b"".join(_trusted(store, mesh, mtls)))
+    _report_mtls(mesh_name, mtls_error)
     endpoints: dict[str, list[Endpoint]] = {}
     protocols: dict[str, str] = {}
     if inbounds is None:
@@ -243,7 +299,7 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
     for destination, mes in meshexternals.items():
         protocols[destination] = mes.protocol
     return MeshSnapshot(
-        mesh=mesh_name, revision=revision, mtls=mtls,
+        mesh=mesh_name, revision=revision, mtls=mtls, mtls_error=mtls_error,
         endpoints={s: tuple(sorted(e, key=lambda x: (x.address, x.port))) for s, e in endpoints.items()},
         protocols=protocols, policies=policies, external_services=externals,
         zone_egress=zone_egress, mesh_external_services=meshexternals,

@@ -155,10 +155,9 @@ def test_only_admins_may_reference_a_secret_or_a_file(api: LiveApi) -> None:
     assert api.put("/meshes/default/external-services/payments", by_secret).status_code == 200
     r = remote.put("/meshes/default/external-services/payments", by_secret, headers=alice)
     assert r.status_code == 403
-    # a provided CA's files would be read on the control plane's host: refused (to everyone while provided CAs
-    # are not supported), and nothing stored
+    # a provided CA's files would be read on the control plane's host: refused to everyone, and nothing stored
     provided = {"type": "Mesh", "name": "other", "mtls": {"backends": [
         {"name": "ca-1", "type": "provided", "conf": {"cert": {"file": "/etc/shadow"}, "key": {"file": "/etc/shadow"}}}]}}
     r = remote.put("/meshes/other", provided, headers=alice)
-    assert r.status_code == 400 and "mtls.backends[0].type" in {p["field"] for p in r.json()["invalid_parameters"]}
+    assert r.status_code == 400 and "mtls.backends[0].conf.cert.file" in {p["field"] for p in r.json()["invalid_parameters"]}
     assert api.get("/meshes/other").status_code == 404

@@ -72,17 +72,21 @@ def test_a_user_token_needs_a_validity_as_in_kuma(api) -> None:
     assert r.json()["invalid_parameters"] == [{"field": "validFor", "reason": "cannot be empty"}]
 
 
-@pytest.mark.parametrize("conf", [
-    {"cert": {"secret": "does-not-exist"}, "key": {"secret": "does-not-exist-either"}},
-    {"cert": {"inlineString": "x"}, "key": {"inlineString": "y"}},
-])
-def test_a_mesh_with_a_provided_ca_is_refused_until_provided_cas_exist(api, conf: dict) -> None:
+@pytest.mark.parametrize("conf, expected", [
+    ({"cert": {"secret": "does-not-exist"}, "key": {"secret": "does-not-exist-either"}},
+     [{"field": f"mtls.backends[0].conf.{part}", "reason": 'could not load data: resource not found: type="Secret" '
+                                                           'name="does-not-exist-either" mesh="p"'}
+      for part in ("cert", "key")]),
+    ({"cert": {"inlineString": "x"}, "key": {"inlineString": "y"}},
+     [{"field": "mtls.backends[0].conf.cert",
+       "reason": "not a valid TLS key pair: tls: failed to find any PEM data in certificate input"}]),
+], ids=["missing-secrets", "not-pem"])
+def test_a_mesh_with_a_provided_ca_it_cannot_use_is_refused(api, conf: dict, expected: list) -> None:
     mesh = {"type": "Mesh", "name": "p", "mtls": {
         "enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "provided", "conf": conf}]}}
     r = api.put("/meshes/p", mesh)
     assert r.status_code == 400, r.text
-    assert r.json()["invalid_parameters"] == [
-        {"field": "mtls.backends[0].type", "reason": 'provided CAs are not supported yet: use a backend of type "builtin"'}]
+    assert r.json()["invalid_parameters"] == expected
     assert api.get("/meshes/p").status_code == 404
 
 

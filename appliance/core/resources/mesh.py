@@ -8,7 +8,7 @@ backend config a Dataplane may override, are here.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from appliance.core.resources._legacy import (
     BOOL, DURATION, METRICS_BACKEND, NUMBER, STRING, STRUCT, TAGS, conf_error, duration_errors, enum,
@@ -16,7 +16,11 @@ from appliance.core.resources._legacy import (
     top, uint, uri_port, without_nulls,
 )
 from appliance.core.resources.meta import dns1035_warning
-from appliance.core.resources.secret import chosen_source_errors, refused_source_errors
+from appliance.ca import provided
+from appliance.ca.builtin import DEFAULT_RSA_BITS, MAX_RSA_BITS, MIN_RSA_BITS, ca_secret_names, kuma_duration_s
+from appliance.core.resources.secret import (
+    DataSourceError, chosen_source_errors, is_system_secret, load_data_source, refused_source_errors,
+)
 from appliance.core.validation import Violations, join
 from appliance.gocompat import go_quote, is_dns_name
 
@@ -48,11 +52,9 @@ _ZIPKIN = {"url": "string", "traceId128bit": "bool", "apiVersion": "string", "sh
 _DATADOG = {"address": "string", "port": "uint32", "splitService": "bool"}
 _BUILTIN_CA = {"caCert": {"RSAbits": "uint32", "expiration": "string"}}
 
-_KUMA_DURATION = re.compile(r"0|[0-9]+(y|w|d|h|m|s|ms)")
-_CA_PLUGINS = ("builtin",)
-# Kuma's other CA type. Accepting it would leave the mesh without mTLS (and MeshTrafficPermission
-# unenforced) until it is implemented, so it is refused by name.
-_NOT_YET = {"provided": 'provided CAs are not supported yet: use a backend of type "builtin"'}
+_CA_PLUGINS = ("builtin", "provided")
+_SOURCE = {"secret": "string", "file": "string", "inline": "bytes", "inlineString": "string"}
+_PROVIDED_CA = {"cert": _SOURCE, "key": _SOURCE}
 
 
 def validate(content: dict[str, Any], out: Violations) -> None:
@@ -78,8 +80,9 @@ def validate(content: dict[str, Any], out: Violations) -> None:
     # Kuma's mesh manager checks the CA backends only once the resource itself is valid.
     if len(out.items) == before:
         _check_ca_backends(mtls or {}, out)
-    # a provided CA's files are the operator's, on the control plane's host (as in Kuma): `file` stays allowed
-    refused_source_errors(data_sources(content), out, allow_file=True)
+    # Kuma reads a provided CA's `file` on the control plane's host; we do not (whoever may write a Mesh could
+    # otherwise have the control plane read its own keys): secret, inline or inlineString
+    refused_source_errors(data_sources(content), out)
 
 
 def data_sources(content: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -93,14 +96,20 @@ def data_sources(content: dict[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
-def warnings(name: str) -> list[str]:
-    return dns1035_warning("Mesh", name)
+def warnings(name: str, content: dict[str, Any] | None = None) -> list[str]:
+    out = dns1035_warning("Mesh", name)
+    mtls = (content or {}).get("mtls") or {}
+    if mtls.get("skipValidation") and mtls.get("enabledBackend"):
+        out.append("mtls.skipValidation: the CA backends were not checked; while the enabled backend's CA cannot be "
+                   "used (missing Secrets, not a CA, key not matching), the mesh's proxies get no listeners and "
+                   "traffic fails closed (the control plane's log says why)")
+    return out
 
 
 def _check_mtls(mtls: dict[str, Any], out: Violations) -> None:
+    # Kuma 2.14 allows one backend (AllowedMTLSBackends); we allow more, for the CA rotation its docs describe
+    # (add a backend, enable it, remove the old one): proxies trust every usable backend's CA meanwhile
     backends = mtls.get("backends") or []
-    if len(backends) > 1:
-        out.add("mtls.backends", "cannot have more than 1 backends")
     names: set[str] = set()
     for i, backend in enumerate(backends):
         name = backend.get("name", "")
@@ -109,7 +118,7 @@ def _check_mtls(mtls: dict[str, Any], out: Violations) -> None:
         names.add(name)
         if backend.get("dpCert") is not None:
             expiration = (backend["dpCert"].get("rotation") or {}).get("expiration", "")
-            if not _KUMA_DURATION.fullmatch(expiration):
+            if kuma_duration_s(expiration) is None:
                 out.add("mtls.dpcert.rotation.expiration", "has to be a valid format")
     enabled = mtls.get("enabledBackend", "")
     if enabled and enabled not in names:
@@ -207,21 +216,102 @@ def _check_metrics(metrics: dict[str, Any], out: Violations) -> None:
 
 
 def _check_ca_backends(mtls: dict[str, Any], out: Violations) -> None:
-    """The CA plugins' ValidateBackend, as far as it can be judged without the store."""
+    """The CA plugins' ValidateBackend, as far as it can be judged without the store (`ca_backend_errors`
+    reads the provided CAs' data)."""
     for i, backend in enumerate(mtls.get("backends") or []):
         path = f"mtls.backends[{i}]"
         kind = backend.get("type", "")
         if kind not in _CA_PLUGINS:
-            out.add(f"{path}.type", _NOT_YET.get(kind, "could not find installed plugin for this type"))
+            out.add(f"{path}.type", "could not find installed plugin for this type")
             return
         if mtls.get("skipValidation"):
             continue
-        if problem := conf_error(backend.get("conf") or {}, _BUILTIN_CA):
+        conf = backend.get("conf") or {}
+        if kind == "provided":
+            if problem := conf_error(conf, _PROVIDED_CA):
+                out.add(f"{path}.conf", f"could not convert backend config: {problem}")
+                continue
+            for part in ("cert", "key"):
+                if conf.get(part) is None:
+                    out.add(f"{path}.conf.{part}", "has to be defined")
+                else:
+                    chosen_source_errors(f"{path}.conf.{part}", conf[part], out)
+            continue
+        if problem := conf_error(conf, _BUILTIN_CA):
             out.add(f"{path}.conf", f"could not convert backend config: {problem}")
+        else:
+            _check_builtin_ca_cert(f"{path}.conf.caCert", conf.get("caCert") or {}, out)
         # Kuma checks "<mesh>.ca-builtin-cert-<backend>"; the mesh part is always a valid DNS name.
         name = backend.get("name", "")
         if not is_dns_name(f"ca-builtin-cert-{name}") or name != name.lower():
             out.add(f"{path}.conf.mtls.backends.name", f"{go_quote(name)} name must be valid dns name")
+
+
+def _check_builtin_ca_cert(path: str, ca_cert: dict[str, Any], out: Violations) -> None:
+    """Ours: what Kuma only finds out when it generates the CA (an error then, not a 400)."""
+    bits = int(ca_cert.get("RSAbits") or 0)
+    if bits and not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
+        out.add(f"{path}.RSAbits", f"must be between {MIN_RSA_BITS} and {MAX_RSA_BITS} (or unset: "
+                                   f"{DEFAULT_RSA_BITS})")
+    expiration = ca_cert.get("expiration")
+    if expiration is not None and not kuma_duration_s(expiration):
+        out.add(f"{path}.expiration", "has to be a valid format (a number and one of y, w, d, h, m, s, ms)")
+
+
+class CaUnavailable(Exception):
+    """The CA of a backend cannot sign and anchor the mesh's mTLS; the message says why."""
+
+
+def ca_pair(mesh: str, backend: dict[str, Any], secret_data: Callable[[str], str | None]) -> tuple[bytes, bytes]:
+    """A CA backend's (certificate PEM, key PEM), read (`secret_data(name)`: a Secret's base64 data, None
+    when missing) and checked: a CA whose key matches its certificate. The one check of a mesh's CA, for
+    the proxies' config (fail closed when it fails) and the mesh insight."""
+    name, kind = str(backend.get("name") or ""), backend.get("type")
+    conf = backend.get("conf") if isinstance(backend.get("conf"), dict) else {}
+
+    def user_secret(secret: str) -> str | None:
+        return None if is_system_secret(secret) else secret_data(secret)   # validation refuses them too
+
+    if kind == "builtin":
+        sources, read = [{"secret": n} for n in ca_secret_names(mesh, name)], secret_data
+    elif kind == "provided":
+        sources, read = [conf.get("cert") or {}, conf.get("key") or {}], user_secret
+    else:
+        raise CaUnavailable(f"mTLS backend {name!r} has type {kind!r}, which this control plane cannot use")
+    try:
+        cert_pem, key_pem = (load_data_source(source, mesh, read) for source in sources)
+    except (DataSourceError, ValueError) as e:
+        raise CaUnavailable(f"the CA of mTLS backend {name!r} ({kind}) cannot be read: {e}") from None
+    problems = provided.cached_pair_violations(cert_pem, key_pem)
+    if problems:
+        raise CaUnavailable(f"the CA of mTLS backend {name!r} ({kind}) cannot sign certificates: "
+                            + "; ".join(f"conf.{path}: {message}" for path, message in problems))
+    return cert_pem, key_pem
+
+
+def ca_backend_errors(mesh: str, content: dict[str, Any], secret_data: Callable[[str], str | None],
+                      out: Violations) -> None:
+    """What Kuma's provided CA plugin checks with the store, once the Mesh is otherwise valid: its Secrets
+    exist (`secret_data(name)`: a Secret's base64 data, None when missing), the certificate is a CA
+    and the key is its key. Skipped with `mtls.skipValidation`, as in Kuma (the mesh then fails closed)."""
+    mtls = content.get("mtls") or {}
+    if mtls.get("skipValidation"):
+        return
+    for i, backend in enumerate(mtls.get("backends") or []):
+        if backend.get("type") != "provided":
+            continue
+        path = f"mtls.backends[{i}].conf"
+        conf = backend.get("conf") or {}
+        try:
+            # Kuma loads the key first: its error is the one both fields get
+            key_pem = load_data_source(conf["key"], mesh, secret_data)
+            cert_pem = load_data_source(conf["cert"], mesh, secret_data)
+        except (DataSourceError, ValueError) as e:
+            out.add(f"{path}.cert", str(e))
+            out.add(f"{path}.key", str(e))
+            continue
+        for where, problem in provided.pair_violations(cert_pem, key_pem):
+            out.add(f"{path}.{where}", problem)
 
 
 # --- Prometheus metrics backend config (Mesh metrics and Dataplane metrics) --------------------

@@ -65,7 +65,7 @@ def _policy(module: ModuleType) -> ResourceType:
 
 
 def _mesh_warnings(res: Resource) -> list[str]:
-    return mesh.warnings(res.name)
+    return mesh.warnings(res.name, res.content)
 
 
 CORE_TYPES: tuple[ResourceType, ...] = (

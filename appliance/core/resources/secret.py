@@ -11,7 +11,8 @@ xDS never loads a file either: its static loader refuses them). Which writers ma
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+import base64
+from typing import Any, Callable, Iterable
 
 from appliance.core.validation import Violations, join
 from appliance.gocompat import go_quote
@@ -120,3 +121,27 @@ def chosen_source_errors(path: str, source: dict[str, Any], out: Violations) -> 
     value = source[kind]
     if kind in ("secret", "file") and value == "" or kind == "inline" and not decoded_length(value):
         out.add(join(path, kind), "cannot be empty")
+
+
+class DataSourceError(Exception):
+    """A DataSource that cannot be read; the message is Kuma's (its dynamic loader's)."""
+
+
+def load_data_source(source: dict[str, Any], mesh: str, secret_data: Callable[[str], str | None]) -> bytes:
+    """A DataSource's bytes, read as Kuma's dynamic loader reads them, `secret_data(name)` giving a
+    Secret's base64 `data` (None: no such Secret). `file` is never read: refused by validation where
+    the bytes would reach proxies or sign their certificates."""
+    if source.get("inlineString") is not None:
+        return str(source["inlineString"]).encode()
+    if source.get("inline") is not None:
+        return base64.b64decode(str(source["inline"]))
+    if source.get("file") is not None:
+        raise DataSourceError("could not load data: the control plane does not read files")
+    name = source.get("secret")
+    if name is None:
+        raise DataSourceError("unsupported type of the DataSource")
+    data = secret_data(str(name))
+    if data is None:
+        raise DataSourceError(f'could not load data: resource not found: type="Secret" name={go_quote(str(name))} '
+                              f'mesh={go_quote(mesh)}')
+    return base64.b64decode(data)

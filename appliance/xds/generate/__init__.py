@@ -78,8 +78,12 @@ def _with_eds_names(unit: Resources) -> tuple[Resources, tuple[str, ...]]:
 def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None,
                      cache: Cache | None = None) -> Resources:
     """All resources of one sidecar. With mTLS on and no `identity`, the identity secret is left out:
-    Envoy then keeps the mTLS listeners and clusters warming (nothing flows in plaintext) until it comes."""
+    Envoy then keeps the mTLS listeners and clusters warming (nothing flows in plaintext) until it comes.
+    A mesh whose mTLS cannot be built (`snapshot.mtls_error`) gives its sidecars no resources at all."""
     resources: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
+    if snapshot.mtls_error is not None:
+        # the mesh asks for mTLS and its CA cannot be used: nothing rather than plaintext (fail closed)
+        return resources
     listeners, clusters = resources[names.LISTENER], resources[names.CLUSTER]
     for inbound in proxy.inbounds:
         listener = inbound_listener(inbound, snapshot, proxy)

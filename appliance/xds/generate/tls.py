@@ -26,7 +26,7 @@ def ca_secret(snapshot: MeshSnapshot) -> secret_pb2.Secret:
     """The mesh CA as a validation context; depends only on the snapshot, so it can be shared."""
     secret = secret_pb2.Secret(name=names.mesh_ca_secret(snapshot.mesh))
     if snapshot.mtls is not None:
-        secret.validation_context.trusted_ca.inline_bytes = snapshot.mtls.ca_cert_pem
+        secret.validation_context.trusted_ca.inline_bytes = snapshot.mtls.trusted_ca_pem or snapshot.mtls.ca_cert_pem
     return secret
 
 

@@ -1,5 +1,5 @@
 """Mesh validation against the cases of Kuma v2.14.3's mesh_validator_test.go, plus the CA backend
-checks Kuma's mesh manager runs (the builtin plugin; provided CAs are refused until they are implemented).
+checks Kuma's mesh manager runs (the builtin and provided plugins; what needs the store is in test_provided_ca).
 """
 from __future__ import annotations
 
@@ -67,15 +67,12 @@ VALID = {
           backends: [{name: ca-1, type: builtin, conf: {caCert: {RSAbits: big}}}]""",
 }
 
-PROVIDED_NOT_YET = [("mtls.backends[0].type", 'provided CAs are not supported yet: use a backend of type "builtin"')]
-
 INVALID = {
     "two CA backends of the same name": ("""
         mtls:
           enabledBackend: backend-1
           backends: [{name: backend-1, type: builtin}, {name: backend-1, type: builtin}]""",
-        [("mtls.backends", "cannot have more than 1 backends"),
-         ("mtls.backends[1].name", '"backend-1" name is already used for another backend')]),
+        [("mtls.backends[1].name", '"backend-1" name is already used for another backend')]),
     "enabledBackend naming no backend": ("""
         mtls:
           enabledBackend: backend-2
@@ -219,23 +216,24 @@ INVALID = {
         [("mtls.backends[0].conf", "could not convert backend config: invalid character 'b' looking for "
                                    "beginning of value"),
          ("mtls.backends[0].conf.mtls.backends.name", '"My_CA!" name must be valid dns name')]),
-    # Kuma accepts these; we have no provided CA yet, and a mesh with one would run plaintext
-    "a provided CA with inline sources": ("""
+    "a provided CA without its key": ("""
         mtls:
           enabledBackend: ca-1
-          backends:
-            - name: ca-1
-              type: provided
-              conf: {cert: {inlineString: cert}, key: {secret: my-key}}""", PROVIDED_NOT_YET),
-    "a provided CA naming Secrets that do not exist": ("""
+          backends: [{name: ca-1, type: provided, conf: {cert: {inlineString: cert}}}]""",
+        [("mtls.backends[0].conf.key", "has to be defined")]),
+    "a provided CA with an empty source": ("""
         mtls:
-          enabledBackend: ca-1
-          backends: [{name: ca-1, type: provided, conf: {cert: {secret: nope}, key: {secret: nope-key}}}]""",
-        PROVIDED_NOT_YET),
-    "a provided CA, even with skipValidation and not enabled": ("""
+          backends: [{name: ca-1, type: provided, conf: {cert: {secret: ""}, key: {}}}]""",
+        [("mtls.backends[0].conf.cert.secret", "cannot be empty"),
+         ("mtls.backends[0].conf.key", "data source has to be chosen. Available sources: secret, file, inline")]),
+    "a provided CA read from a file of the control plane's host": ("""
         mtls:
           skipValidation: true
-          backends: [{name: ca-1, type: provided, conf: {}}]""", PROVIDED_NOT_YET),
+          backends: [{name: ca-1, type: provided, conf: {cert: {file: /etc/ca.pem}, key: {file: /etc/ca.key}}}]""",
+        [("mtls.backends[0].conf.cert.file", "a file data source is not supported here: the control plane does "
+                                            "not read files for proxies; use secret, inline or inlineString"),
+         ("mtls.backends[0].conf.key.file", "a file data source is not supported here: the control plane does "
+                                           "not read files for proxies; use secret, inline or inlineString")]),
     "CA plugin checks wait until the rest is valid": ("""
         mtls: {enabledBackend: x, backends: [{name: v, type: vault}]}""",
         [("mtls.enabledBackend", "has to be set to one of the backends in the mesh")]),
