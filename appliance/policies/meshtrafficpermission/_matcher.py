@@ -2,6 +2,7 @@
 envoy/builders/xds/matchers): one field matcher per rule and verdict, actions named by the policy's KRI."""
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 from envoy.config.rbac.v3 import rbac_pb2
@@ -33,15 +34,33 @@ def _action(action: int, name: str) -> matcher_pb2.Matcher.OnMatch:
     return matcher_pb2.Matcher.OnMatch(action=config)
 
 
-def _single(input_name: str, input_config: Any, value: dict[str, str]) -> Predicate:
+def _single(input_name: str, input_config: Any) -> Predicate:
     predicate = Predicate()
     single = predicate.single_predicate
     single.input.name = input_name
     single.input.typed_config.CopyFrom(_pack(input_config))
-    if value.get("type") == "Prefix":
-        single.value_match.prefix = value.get("value", "")
-    else:
-        single.value_match.exact = value.get("value", "")
+    return predicate
+
+
+def _spiffe_id(match: dict[str, str]) -> Predicate:
+    """A client certificate's SPIFFE id, Exact or by Prefix.
+
+    Differs from Kuma on purpose: Kuma matches the input with `exact`/`prefix`, but Envoy's uri_san input
+    is every URI SAN of the certificate joined by commas, and the mesh CA's certificates carry
+    `spiffe://<mesh>/<service>` then `kuma://<tag>/<value>` URIs. There an Exact never matches: an allow
+    would deny its client and, worse, a deny would let its client through to a broader allow. So we match
+    one element of the list (a regular expression, RE2 full match); SPIFFE ids hold no commas."""
+    predicate = _single(URI_SAN_INPUT, ssl_inputs_pb2.UriSanInput())
+    tail = ".*" if match.get("type") == "Prefix" else "(,.*)?"
+    regex = predicate.single_predicate.value_match.safe_regex
+    regex.google_re2.SetInParent()
+    regex.regex = "(.*,)?" + re.escape(match.get("value", "")) + tail
+    return predicate
+
+
+def _sni(match: dict[str, str]) -> Predicate:
+    predicate = _single(SERVER_NAME_INPUT, network_inputs_pb2.ServerNameInput())
+    predicate.single_predicate.value_match.exact = match.get("value", "")
     return predicate
 
 
@@ -66,9 +85,9 @@ def _field_matcher(matches: Sequence[dict[str, Any]], action: int, name: str
     for match in matches:
         parts = []
         if match.get("spiffeID"):
-            parts.append(_single(URI_SAN_INPUT, ssl_inputs_pb2.UriSanInput(), match["spiffeID"]))
+            parts.append(_spiffe_id(match["spiffeID"]))
         if match.get("sni"):
-            parts.append(_single(SERVER_NAME_INPUT, network_inputs_pb2.ServerNameInput(), match["sni"]))
+            parts.append(_sni(match["sni"]))
         combined = _combined(parts, "and_matcher")
         if combined is not None:
             per_match.append(combined)

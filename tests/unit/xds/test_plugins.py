@@ -148,7 +148,8 @@ def test_rules_allow_exactly_the_clients_they_name_and_take_over_from_from() -> 
     resources = generate_sidecar(snapshot("STRICT", policies=_with(rules, everyone)), web_proxy(), IDENTITY)
     matcher = _http_rbac(resources, resources[names.LISTENER][WEB_INBOUND])["matcher"]
     [allowed] = matcher["matcherList"]["matchers"]
-    assert allowed["predicate"]["singlePredicate"]["valueMatch"] == {"exact": "spiffe://default/web"}
+    assert allowed["predicate"]["singlePredicate"]["valueMatch"] == {
+        "safeRegex": {"googleRe2": {}, "regex": "(.*,)?spiffe://default/web(,.*)?"}}
     assert allowed["onMatch"]["action"]["typedConfig"] == {
         "@type": "type.googleapis.com/envoy.config.rbac.v3.Action", "name": "kri_mtp_default___only-web_"}
     assert matcher["onNoMatch"]["action"]["typedConfig"]["action"] == "DENY"
