@@ -46,15 +46,25 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def _route_configs(mesh: Mesh, run: str) -> dict[str, dict]:
-    """The route configurations the proxy's Envoy has accepted, by name (its admin API on kuma-dp's socket)."""
+def _config_dump(mesh: Mesh, run: str, resource: str) -> list[dict]:
+    """What the proxy's Envoy has accepted (its admin API on kuma-dp's socket)."""
     connection = _UnixHTTPConnection(str(mesh.tmp / run / "envoy-admin.sock"))
     try:
-        connection.request("GET", "/config_dump?resource=dynamic_route_configs")
-        body = json.loads(connection.getresponse().read())
+        connection.request("GET", f"/config_dump?resource={resource}")
+        return json.loads(connection.getresponse().read()).get("configs", [])
     finally:
         connection.close()
-    return {c["route_config"]["name"]: c["route_config"] for c in body.get("configs", []) if "route_config" in c}
+
+
+def _route_configs(mesh: Mesh, run: str) -> dict[str, dict]:
+    return {c["route_config"]["name"]: c["route_config"]
+            for c in _config_dump(mesh, run, "dynamic_route_configs") if "route_config" in c}
+
+
+def _active_config(mesh: Mesh, run: str) -> str:
+    """The proxy's route configurations and active (not draining) listeners, as text to search."""
+    listeners = [c.get("active_state") for c in _config_dump(mesh, run, "dynamic_listeners")]
+    return json.dumps([_route_configs(mesh, run), listeners])
 
 
 def _policy(name: str, spec: dict) -> dict:
@@ -67,23 +77,40 @@ def _put(mesh: Mesh, policy: dict) -> None:
 
 
 class _Loop(threading.Thread):
-    """Keep-alive requests one after the other, as fast as they come back: (start time, status)."""
+    """Keep-alive requests one after the other, as fast as they come back: (start time, status).
+
+    `pause()` holds it between two requests (its connections stay open, idle), `resume()` goes on: the
+    connections a flip finds idle are the ones a listener-bound verdict would keep stale."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url = url
         self.results: list[tuple[float, int]] = []
         self.done = threading.Event()
+        self.running = threading.Event()
+        self.busy = threading.Lock()
+        self.running.set()
 
     def run(self) -> None:
         with requests.Session() as session:
             while not self.done.is_set():
-                started = time.monotonic()
-                try:
-                    status = session.get(self.url, timeout=5).status_code
-                except requests.RequestException:
-                    status = 0
-                self.results.append((started, status))
+                if not self.running.wait(0.1):
+                    continue
+                with self.busy:
+                    started = time.monotonic()
+                    try:
+                        status = session.get(self.url, timeout=5).status_code
+                    except requests.RequestException:
+                        status = 0
+                    self.results.append((started, status))
+
+    def pause(self) -> None:
+        self.running.clear()
+        with self.busy:   # the request on its way has come back
+            pass
+
+    def resume(self) -> None:
+        self.running.set()
 
     def count_since(self, moment: float) -> int:
         return sum(1 for started, _ in list(self.results) if started >= moment)
@@ -114,10 +141,10 @@ def test_every_request_after_an_acked_flip_gets_the_new_answer(mesh: Mesh) -> No
                                 "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": action}}]})
 
     def verdict() -> str | None:
-        route = json.dumps(_route_configs(mesh, "backend-1").get("inbound:backend"))
-        if "envoy.filters.http.rbac" not in route:
+        config = _active_config(mesh, "backend-1")
+        if "envoy.filters.http.rbac" not in config:
             return None   # mTLS not there yet: no RBAC at all
-        return "Allow" if "MeshTrafficPermission" in route else "Deny"
+        return "Allow" if "MeshTrafficPermission" in config else "Deny"
 
     _put(mesh, flip("Allow"))
     _eventually(lambda: verdict() == "Allow", timeout=40)
@@ -128,9 +155,11 @@ def test_every_request_after_an_acked_flip_gets_the_new_answer(mesh: Mesh) -> No
     try:
         for i in range(FLIPS):
             action = "Deny" if i % 2 == 0 else "Allow"
+            loop.pause()
             _put(mesh, flip(action))
             _eventually(lambda: verdict() == action, timeout=20, every=0.01)
             acked = time.monotonic()
+            loop.resume()
             _eventually(lambda: loop.count_since(acked) >= PER_WINDOW, timeout=20, every=0.01)
             windows.append((acked, time.monotonic(), 403 if action == "Deny" else 200))
     finally:
