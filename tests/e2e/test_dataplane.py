@@ -252,7 +252,7 @@ def test_kuma_dp_reaches_the_control_plane_at_localhost(tmp_path: Path) -> None:
             r = requests.get(f"{mesh.cp.url}/meshes/default/dataplanes/web-1/_overview")
             subs = r.json()["dataplaneInsight"]["subscriptions"] if r.ok else []
             total = subs[-1]["status"].get("total", {}) if subs else {}
-            # LDS, CDS and EDS (no mTLS: no SDS; routes inline), each ACKed
+            # LDS, CDS, EDS and RDS (no mTLS: no SDS), each ACKed
             return int(total.get("responsesAcknowledged", 0)) >= 3
         _eventually(acked, timeout=40)
     finally:
