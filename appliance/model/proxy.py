@@ -52,6 +52,7 @@ class Policy:
     kind: str                 # "MeshTrafficPermission"
     name: str
     spec: dict[str, Any]
+    labels: Tags = field(default_factory=dict)   # kuma.io/zone etc.: part of the policy's KRI
 
 
 @dataclass(frozen=True)

@@ -290,7 +290,7 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
     policies = {}
     for kind in registry.POLICY_MODULES:
         items = store.list(ListQuery(type=kind, mesh=mesh_name)).items
-        policies[kind] = tuple(Policy(kind, r.name, r.spec) for r in sorted(items, key=lambda r: r.name))
+        policies[kind] = tuple(Policy(kind, r.name, r.spec, r.labels) for r in sorted(items, key=lambda r: r.name))
     externals = external_services(store, mesh_name)
     meshexternals = mesh_external_services(store, mesh_name)
     zone_egress = bool((mesh.content.get("routing") or {}).get("zoneEgress"))

@@ -185,13 +185,10 @@ def test_http_and_tcp_through_two_envoys_with_mtls_and_permissions(mesh: Mesh) -
         "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Deny"}}]}}
     assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/deny-db", json=deny_db).ok
     _eventually(lambda: _tcp_refused(out_tcp))
-    # Known issue (#20), both modes, about one run in two when the first answer must be 200: the 403 is
-    # the allow-all's, not the Deny's. RBAC lives in the inbound listener, so allow-all replaced
-    # backend's filter chain; a keep-alive connection from web (one per Envoy worker) accepted by the
-    # previous chain (deny-all) answers one more request with the old verdict while that chain drains
-    # (--drain-time, 1 s here). Waiting 1.5 s before the Deny gave 0 in 12 runs. Only per-request RBAC
-    # (RDS per-route config or ECDS) ends it; until then the next answers must pass within 3 s.
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=5).ok, timeout=3)
+    # HTTP keeps flowing, every request: RBAC is decided per request from the route configuration (RDS),
+    # so keep-alive connections opened under the deny-all before allow-all never answer with its verdict.
+    for _ in range(20):
+        assert requests.get(f"http://127.0.0.1:{out_http}/", timeout=5).ok
 
     # every config we sent was accepted (no NACK), as the insights show
     def acked() -> bool:
@@ -255,7 +252,7 @@ def test_kuma_dp_reaches_the_control_plane_at_localhost(tmp_path: Path) -> None:
             r = requests.get(f"{mesh.cp.url}/meshes/default/dataplanes/web-1/_overview")
             subs = r.json()["dataplaneInsight"]["subscriptions"] if r.ok else []
             total = subs[-1]["status"].get("total", {}) if subs else {}
-            # LDS, CDS and EDS (no mTLS: no SDS; routes inline), each ACKed
+            # LDS, CDS, EDS and RDS (no mTLS: no SDS), each ACKed
             return int(total.get("responsesAcknowledged", 0)) >= 3
         _eventually(acked, timeout=40)
     finally:

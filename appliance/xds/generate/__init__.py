@@ -28,6 +28,7 @@ from appliance.model.proxy import Identity, MeshSnapshot, Outbound, Proxy
 from appliance.xds.generate.clusters import cluster_for, local_cluster
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.generate.listeners import inbound_listener, outbound_listener
+from appliance.xds.generate.routes import inbound_routes_by_rds
 from appliance.xds.generate.tls import ca_secret, identity_secret
 
 __all__ = ["PLUGINS", "Resources", "ca_secret", "cluster_for", "generate_sidecar", "load_assignment_for",
@@ -94,6 +95,7 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     matched = tuple(plugin.match(snapshot, proxy) for plugin in PLUGINS)
     for plugin, plugin_matched in zip(PLUGINS, matched):
         plugin.apply(plugin_matched, resources)
+    inbound_routes_by_rds(resources)
 
     # Added after the per-proxy pass: the resources of an outbound are shared between proxies.
     endpoints = resources[names.ENDPOINT]

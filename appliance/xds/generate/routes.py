@@ -1,4 +1,5 @@
-"""Route configurations, inline in the HTTP connection managers as Kuma does for sidecars.
+"""Route configurations: outbound ones inline in the HTTP connection managers as Kuma does for sidecars,
+inbound ones served by RDS (`inbound_routes_by_rds`).
 
 Route timeouts and retries start at Kuma's neutral values (`timeout: 0s`, no retries); the
 MeshTimeout and MeshRetry plugins set them.
@@ -8,9 +9,13 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from envoy.config.core.v3 import base_pb2, config_source_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from appliance.model import names
+from appliance.model.names import Resources
 
 # MeshHTTPRoute names each route by the hash of its matches (api.HashMatches: base64 of the SHA-256 of
 # the matches' JSON). Without a MeshHTTPRoute the only route is the catch-all `PathPrefix /`.
@@ -53,3 +58,50 @@ def egress_route_config(service: str, cluster: str) -> route_pb2.RouteConfigurat
     config = _route_config(names.outbound_route(service), service, cluster, "")
     config.virtual_hosts[0].routes[0].route.auto_host_rewrite.value = True
     return config
+
+
+def _rds(name: str) -> hcm_pb2.Rds:
+    rds = hcm_pb2.Rds(route_config_name=name)
+    rds.config_source.ads.SetInParent()
+    rds.config_source.resource_api_version = config_source_pb2.V3
+    return rds
+
+
+def inbound_routes_by_rds(resources: Resources) -> None:
+    """Serve the inbound listeners' route configurations by RDS instead of inline (after the plugins ran).
+
+    Kuma keeps them inline; we move them out so that what changes with inbound policies (the RBAC decision
+    of MeshTrafficPermission, route timeouts) is a route configuration update, which Envoy applies in place
+    to the next request on every connection, instead of a listener update, which drains old connections
+    under the old config. Each keeps Kuma's name (`inbound:<service>`) unless two inbounds of the proxy
+    share it; then each is named after its listener. Names depend only on the proxy's inbounds, never on
+    policies, so a policy change leaves the listener as it was."""
+    listeners = [m for m in resources[names.LISTENER].values()
+                 if isinstance(m, listener_pb2.Listener) and m.traffic_direction == base_pb2.INBOUND]
+    inline: dict[str, list[tuple[listener_pb2.Listener, int, hcm_pb2.HttpConnectionManager]]] = {}
+    for listener in listeners:
+        for index, chain in enumerate(listener.filter_chains):
+            for network_filter in chain.filters:
+                if network_filter.name == names.HCM_FILTER:
+                    hcm = hcm_pb2.HttpConnectionManager()
+                    network_filter.typed_config.Unpack(hcm)
+                    if hcm.HasField("route_config"):
+                        inline.setdefault(hcm.route_config.name, []).append((listener, index, hcm))
+    routes = resources[names.ROUTE]
+    for name, users in inline.items():
+        shared = len({id(listener) for listener, _, _ in users}) == 1
+        for listener, index, hcm in users:
+            chosen = name if shared else listener.name
+            config = hcm.route_config
+            existing = routes.get(chosen)
+            if existing is not None and existing.SerializeToString(deterministic=True) != \
+                    config.SerializeToString(deterministic=True):
+                # chains of one listener whose routes differ (a plugin edited only some): one each
+                chosen = f"{chosen}:{index}"
+            config.name = chosen
+            routes[chosen] = route_pb2.RouteConfiguration()
+            routes[chosen].CopyFrom(config)
+            hcm.rds.CopyFrom(_rds(chosen))
+            for network_filter in listener.filter_chains[index].filters:
+                if network_filter.name == names.HCM_FILTER:
+                    network_filter.typed_config.Pack(hcm, deterministic=True)

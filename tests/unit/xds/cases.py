@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from appliance.model.proxy import Identity, MeshSnapshot, Proxy
 from tests.unit.xds.scenarios import (
-    BACKEND_AS_TCP, CANARY, RING_HASH, DB_SPLIT, HTTP_ROUTE, IDENTITY, KUMA_INBOUND_PROXY_3, PERMISSIONS, db_proxy, default_policies, grpc_proxy, policy,
+    BACKEND_AS_TCP, CANARY, RING_HASH, DB_SPLIT, HTTP_ROUTE, IDENTITY, KUMA_INBOUND_PROXY_3, PERMISSIONS, RULE_PERMISSIONS, db_proxy, default_policies, grpc_proxy, policy,
     routed_snapshot, snapshot, subset, web_proxy,
 )
 
@@ -70,6 +70,8 @@ CASES: dict[str, tuple[MeshSnapshot, Proxy, Identity | None]] = {
     "permissive-http": (snapshot("PERMISSIVE"), web_proxy(), IDENTITY),
     "permissive-tcp": (snapshot("PERMISSIVE"), db_proxy(), IDENTITY),
     "strict-permissions": (snapshot("STRICT", policies=default_policies(extra=PERMISSIONS)), db_proxy(), IDENTITY),
+    "strict-rules-http": (snapshot("STRICT", policies=default_policies(extra=RULE_PERMISSIONS)), web_proxy(), IDENTITY),
+    "strict-rules-tcp": (snapshot("STRICT", policies=default_policies(extra=RULE_PERMISSIONS)), db_proxy(), IDENTITY),
     "strict-grpc-and-http2": (snapshot("STRICT"), grpc_proxy(), IDENTITY),
     "no-policies": (snapshot(policies={}), web_proxy(), None),
     "custom-policies": (snapshot("STRICT", policies=default_policies(extra=CUSTOM_POLICIES)), web_proxy(), IDENTITY),

@@ -110,6 +110,19 @@ PERMISSIONS = (
                                          "default": {"action": "Allow"}}]}),
 )
 
+# The `rules[]` form: SPIFFE ids exact and by prefix, a deny that beats a broader allow, a shadow deny,
+# and an SNI match (which needs a TLS inspector on a STRICT listener).
+RULE_PERMISSIONS = (
+    Policy(MTP, "rules-web", {"targetRef": {"kind": "Mesh"}, "rules": [{"default": {
+        "allow": [{"spiffeID": {"type": "Exact", "value": "spiffe://default/web"}}],
+        "allowWithShadowDeny": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default/team-"}}],
+        "deny": [{"spiffeID": {"type": "Exact", "value": "spiffe://default/team-evil"}}]}}]},
+        {"kuma.io/zone": "zone-1"}),
+    Policy(MTP, "rules-sni", {"targetRef": {"kind": "Mesh"}, "rules": [{"default": {
+        "allow": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default/"},
+                   "sni": {"type": "Exact", "value": "db.default"}}]}}]}, {"kuma.io/zone": "zone-1"}),
+)
+
 
 # --- routing: two versions of backend, and the canary of the MeshHTTPRoute docs --------------------
 

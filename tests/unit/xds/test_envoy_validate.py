@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from appliance.model import names
@@ -77,6 +78,17 @@ def _static_secret_refs(socket: base_pb2.TransportSocket, context: Message) -> N
     socket.typed_config.Pack(context)
 
 
+def _inline_routes(chain: Message, routes: dict[str, Message]) -> None:
+    """RDS references become the route configuration itself, so that Envoy checks it (per-route RBAC)."""
+    for network_filter in chain.filters:  # type: ignore[attr-defined]
+        if network_filter.name == names.HCM_FILTER:
+            hcm = hcm_pb2.HttpConnectionManager()
+            network_filter.typed_config.Unpack(hcm)
+            if hcm.HasField("rds"):
+                hcm.route_config.CopyFrom(routes[hcm.rds.route_config_name])
+                network_filter.typed_config.Pack(hcm)
+
+
 def static_bootstrap(resources: dict[str, dict[str, Message]]) -> bootstrap_pb2.Bootstrap:
     bootstrap = bootstrap_pb2.Bootstrap()
     bootstrap.node.id, bootstrap.node.cluster = "default.test", "test"
@@ -86,6 +98,7 @@ def static_bootstrap(resources: dict[str, dict[str, Message]]) -> bootstrap_pb2.
         copy.CopyFrom(listener)
         for chain in copy.filter_chains:
             _static_secret_refs(chain.transport_socket, tls_pb2.DownstreamTlsContext())
+            _inline_routes(chain, resources[names.ROUTE])
     for name, cluster in resources[names.CLUSTER].items():
         copy = static.clusters.add()
         copy.CopyFrom(cluster)

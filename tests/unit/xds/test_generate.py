@@ -70,7 +70,8 @@ def test_a_service_without_endpoints_still_gets_an_empty_load_assignment() -> No
 def test_all_five_types_are_always_present() -> None:
     resources = generate_sidecar(snapshot(), web_proxy(), None)
     assert list(resources) == list(names.TYPE_ORDER)
-    assert resources[names.SECRET] == {} and resources[names.ROUTE] == {}
+    assert resources[names.SECRET] == {}
+    assert list(resources[names.ROUTE]) == ["inbound:web"]   # inbound routes come by RDS
 
 
 def test_mtls_without_identity_references_the_secret_it_cannot_send() -> None:

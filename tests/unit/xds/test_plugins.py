@@ -1,6 +1,8 @@
 """The four policy plugins on generated resources: what each Kuma field becomes in Envoy."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -27,12 +29,24 @@ def _hcm(listener: Message, chain: int = 0) -> hcm_pb2.HttpConnectionManager:
     return hcm
 
 
-def _http_rbac(listener: Message, chain: int = 0) -> dict:
+def _inbound_route(resources: dict, listener: Message, chain: int = 0) -> Message:
+    """Inbound route configurations come by RDS: the one the chain's HCM names."""
+    hcm = _hcm(listener, chain)
+    assert not hcm.HasField("route_config")
+    return resources[names.ROUTE][hcm.rds.route_config_name]
+
+
+def _http_rbac(resources: dict, listener: Message, chain: int = 0) -> dict:
+    """The RBAC decision of an HTTP inbound: a fixed deny-all filter in the HCM, the verdict per route."""
     hcm = _hcm(listener, chain)
     assert hcm.http_filters[0].name == names.HTTP_RBAC_FILTER
-    rbac = http_rbac_pb2.RBAC()
-    hcm.http_filters[0].typed_config.Unpack(rbac)
-    return json_format.MessageToDict(rbac)
+    fixed = http_rbac_pb2.RBAC()
+    hcm.http_filters[0].typed_config.Unpack(fixed)
+    assert json_format.MessageToDict(fixed) == {"rules": {}}
+    per_route = http_rbac_pb2.RBACPerRoute()
+    host = _inbound_route(resources, listener, chain).virtual_hosts[0]
+    host.typed_per_filter_config[names.HTTP_RBAC_FILTER].Unpack(per_route)
+    return json_format.MessageToDict(per_route.rbac)
 
 
 def _network_rbac(listener: Message) -> dict:
@@ -60,16 +74,15 @@ def test_without_mtls_there_is_no_rbac() -> None:
 
 
 def test_with_mtls_and_no_permission_everyone_is_denied() -> None:
-    listener = _inbound(generate_sidecar(snapshot("STRICT"), web_proxy(), IDENTITY), WEB_INBOUND)
-    assert _http_rbac(listener) == {"rules": {}}
+    resources = generate_sidecar(snapshot("STRICT"), web_proxy(), IDENTITY)
+    assert _http_rbac(resources, _inbound(resources, WEB_INBOUND)) == {"rules": {}}
 
 
 def test_mesh_allow_lets_any_authenticated_client_in() -> None:
     allow_all = policy(MTP, "allow-all", {"targetRef": {"kind": "Mesh"},
                                           "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]})
-    listener = _inbound(generate_sidecar(snapshot("STRICT", policies=_with(allow_all)), web_proxy(), IDENTITY),
-                        WEB_INBOUND)
-    assert _http_rbac(listener) == {"rules": {"policies": {"MeshTrafficPermission": {
+    resources = generate_sidecar(snapshot("STRICT", policies=_with(allow_all)), web_proxy(), IDENTITY)
+    assert _http_rbac(resources, _inbound(resources, WEB_INBOUND)) == {"rules": {"policies": {"MeshTrafficPermission": {
         "permissions": [{"any": True}], "principals": [{"any": True}]}}}}
 
 
@@ -102,19 +115,62 @@ def test_mesh_subset_clients_are_matched_by_their_kuma_tag_san() -> None:
 
 
 def test_permissive_mode_checks_only_the_mesh_mtls_chain() -> None:
-    listener = _inbound(generate_sidecar(snapshot("PERMISSIVE"), web_proxy(), IDENTITY), WEB_INBOUND)
+    resources = generate_sidecar(snapshot("PERMISSIVE"), web_proxy(), IDENTITY)
+    listener = _inbound(resources, WEB_INBOUND)
     assert [c.filter_chain_match.transport_protocol for c in listener.filter_chains] == ["raw_buffer", "tls", "tls"]
     assert [list(c.filter_chain_match.application_protocols) for c in listener.filter_chains] == [[], [], ["kuma"]]
     assert [f.name for f in _hcm(listener, 0).http_filters] == [names.ROUTER_FILTER]
-    assert _http_rbac(listener, 2) == {"rules": {}}
+    assert _http_rbac(resources, listener, 2) == {"rules": {}}
+    # one route configuration for the three chains: only the mTLS one reads its RBAC decision
+    assert {_hcm(listener, i).rds.route_config_name for i in range(3)} == {"inbound:web"}
     assert listener.listener_filters[0].name == names.TLS_INSPECTOR
+
+
+def _flip(action: str) -> dict:
+    flip = policy(MTP, "flip", {"targetRef": {"kind": "Mesh"},
+                                "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": action}}]})
+    return generate_sidecar(snapshot("STRICT", policies=_with(flip)), web_proxy(), IDENTITY)
+
+
+def test_an_allow_deny_flip_changes_the_route_configuration_and_never_the_listener() -> None:
+    """Envoy applies a new route configuration to the next request on every open connection; a new
+    listener only to new connections (the old ones drain under the old verdict)."""
+    allow, deny = _flip("Allow"), _flip("Deny")
+    assert allow[names.LISTENER] == deny[names.LISTENER]
+    assert allow[names.ROUTE]["inbound:web"] != deny[names.ROUTE]["inbound:web"]
+    assert _http_rbac(deny, deny[names.LISTENER][WEB_INBOUND]) == {"rules": {}}
+
+
+def test_rules_allow_exactly_the_clients_they_name_and_take_over_from_from() -> None:
+    rules = policy(MTP, "only-web", {"targetRef": {"kind": "Mesh"}, "rules": [{"default": {
+        "allow": [{"spiffeID": {"type": "Exact", "value": "spiffe://default/web"}}]}}]})
+    everyone = policy(MTP, "allow-all", {"from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]})
+    resources = generate_sidecar(snapshot("STRICT", policies=_with(rules, everyone)), web_proxy(), IDENTITY)
+    matcher = _http_rbac(resources, resources[names.LISTENER][WEB_INBOUND])["matcher"]
+    [allowed] = matcher["matcherList"]["matchers"]
+    assert allowed["predicate"]["singlePredicate"]["valueMatch"] == {
+        "safeRegex": {"googleRe2": {}, "regex": "(.*,)?spiffe://default/web(,.*)?"}}
+    assert allowed["onMatch"]["action"]["typedConfig"] == {
+        "@type": "type.googleapis.com/envoy.config.rbac.v3.Action", "name": "kri_mtp_default___only-web_"}
+    assert matcher["onNoMatch"]["action"]["typedConfig"]["action"] == "DENY"
+
+
+def test_two_inbounds_of_one_service_get_a_route_configuration_each() -> None:
+    second = replace(web_proxy().inbounds[0], port=9090, service_port=9091)
+    proxy = web_proxy(inbounds=web_proxy().inbounds + (second,))
+    resources = generate_sidecar(snapshot("STRICT"), proxy, IDENTITY)
+    listeners = resources[names.LISTENER]
+    assert {_hcm(listeners[n]).rds.route_config_name for n in (WEB_INBOUND, "inbound:10.0.0.1:9090")} == {
+        WEB_INBOUND, "inbound:10.0.0.1:9090"}
+    assert resources[names.ROUTE]["inbound:10.0.0.1:9090"].virtual_hosts[0].routes[0].route.cluster == \
+        "localhost:9091"
 
 
 # --- MeshTimeout -------------------------------------------------------------------------------
 
 def test_mesh_default_timeouts_on_both_sides() -> None:
     resources = generate_sidecar(snapshot("STRICT"), web_proxy(), IDENTITY)
-    inbound_route = _hcm(resources[names.LISTENER][WEB_INBOUND]).route_config.virtual_hosts[0].routes[0].route
+    inbound_route = _inbound_route(resources, resources[names.LISTENER][WEB_INBOUND]).virtual_hosts[0].routes[0].route
     assert (inbound_route.timeout.seconds, inbound_route.idle_timeout.seconds) == (0, 3600)
     outbound = _hcm(resources[names.LISTENER]["outbound:127.0.0.1:10001"])
     route = outbound.route_config.virtual_hosts[0].routes[0].route
