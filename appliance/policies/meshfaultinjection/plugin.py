@@ -9,7 +9,10 @@ As Kuma 2.14 (plugin/v1alpha1 + plugin/xds/legacy_configurer.go), for `from[]`:
 - percentages become Envoy fractional percents (HUNDRED, TEN_THOUSAND or MILLION as Kuma picks them),
   the bandwidth limit is in kbps;
 - TCP inbounds get nothing (faults are HTTP only).
-`rules[]` (identity-matched filters) are not applied yet: the API says so on write.
+For `rules[]` (2.14's form, which wins over `from[]` on an inbound), each fault of each rule is a filter
+named by the policy's KRI, wrapped in an ExtensionWithMatcher that skips it unless the client's certificate
+URI SAN (spiffeID) and the requested SNI match one of the rule's matches. A rule without matches applies to
+every client: its filter is the plain fault filter (Kuma emits an empty matcher there).
 """
 from __future__ import annotations
 
@@ -17,12 +20,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
+from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.matching.common_inputs.network.v3 import network_inputs_pb2
+from envoy.extensions.matching.common_inputs.ssl.v3 import ssl_inputs_pb2
 from envoy.type.v3 import percent_pb2
-from envoy.config.core.v3 import base_pb2
+from xds.type.matcher.v3 import matcher_pb2
 
 from appliance.model import names
 from appliance.model.proxy import MeshSnapshot, Proxy
@@ -37,22 +45,25 @@ _KBPS_FACTOR = {"kbps": 1, "Mbps": 1000, "Gbps": 1000000}
 
 @dataclass(frozen=True)
 class Matched:
-    # inbound listener -> the client groups and their merged confs, most specific first (HTTP inbounds only)
-    by_inbound: dict[_rules.InboundKey, tuple[_rules.Rule, ...]]
+    mesh: str
+    # inbound listener -> its `rules[]` entries (sorted as Kuma: most specific match first), or, when it
+    # has none, its `from[]` client groups with their merged confs, most specific first (HTTP inbounds only)
+    by_inbound: dict[_rules.InboundKey, tuple[_rules.InboundRule, ...] | tuple[_rules.Rule, ...]]
     to_key: tuple[str, ...] = ()
 
 
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
-    by_inbound = {}
+    by_inbound: dict[_rules.InboundKey, Any] = {}
     for inbound in proxy.inbounds:
         if inbound.protocol not in names.HTTP_PROTOCOLS:
             continue
         key = _rules.inbound_key(inbound)
-        rules = _rules.from_rules(selection.by_inbound.get(key, ()))
+        policies = selection.by_inbound.get(key, ())
+        rules = _rules.inbound_rules(policies, from_as_rules=False) or _rules.from_rules(policies)
         if rules:
             by_inbound[key] = tuple(rules)
-    return Matched(by_inbound)
+    return Matched(snapshot.mesh, by_inbound)
 
 
 def fractional_percent(value: Any) -> percent_pb2.FractionalPercent:
@@ -115,16 +126,70 @@ def fault_config(fault: dict[str, Any], subset: _rules.Subset) -> fault_pb2.HTTP
     return config
 
 
-def _filters(rules: tuple[_rules.Rule, ...]) -> list[hcm_pb2.HttpFilter]:
-    return [hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=_envoy.pack(fault_config(fault, rule.subset)))
-            for rule in rules for fault in (rule.conf.get("http") or [])]
+def _predicate(match: dict[str, Any]) -> matcher_pb2.Matcher.MatcherList.Predicate | None:
+    """One match: its spiffeID (client certificate URI SAN) and SNI, both required."""
+    singles = []
+    spiffe = match.get("spiffeID")
+    if spiffe is not None:
+        single = matcher_pb2.Matcher.MatcherList.Predicate.SinglePredicate()
+        single.input.name = "envoy.matching.inputs.uri_san"
+        single.input.typed_config.CopyFrom(_envoy.pack(ssl_inputs_pb2.UriSanInput()))
+        if spiffe.get("type") == "Prefix":
+            single.value_match.prefix = spiffe.get("value") or ""
+        else:
+            single.value_match.exact = spiffe.get("value") or ""
+        singles.append(single)
+    sni = match.get("sni")
+    if sni is not None:
+        single = matcher_pb2.Matcher.MatcherList.Predicate.SinglePredicate()
+        single.input.name = "envoy.matching.inputs.server_name"
+        single.input.typed_config.CopyFrom(_envoy.pack(network_inputs_pb2.ServerNameInput()))
+        single.value_match.exact = sni.get("value") or ""
+        singles.append(single)
+    predicates = [matcher_pb2.Matcher.MatcherList.Predicate(single_predicate=s) for s in singles]
+    if not predicates:
+        return None
+    if len(predicates) == 1:
+        return predicates[0]
+    both = matcher_pb2.Matcher.MatcherList.Predicate()
+    both.and_matcher.predicate.extend(predicates)
+    return both
+
+
+def _skip_unless(match: dict[str, Any], fault: fault_pb2.HTTPFault) -> extension_matcher_pb2.ExtensionWithMatcher:
+    """The fault wrapped so that Envoy skips it for a request whose connection does not match."""
+    wrapped = extension_matcher_pb2.ExtensionWithMatcher()
+    wrapped.extension_config.name = FAULT_FILTER
+    wrapped.extension_config.typed_config.CopyFrom(_envoy.pack(fault))
+    field = wrapped.xds_matcher.matcher_list.matchers.add()
+    predicate = _predicate(match)
+    if predicate is not None:
+        field.predicate.not_matcher.CopyFrom(predicate)
+    field.on_match.action.name = "skip"
+    field.on_match.action.typed_config.CopyFrom(_envoy.pack(skip_action_pb2.SkipFilter()))
+    return wrapped
+
+
+def _filters(mesh: str, rules: tuple[Any, ...]) -> list[hcm_pb2.HttpFilter]:
+    out = []
+    for rule in rules:
+        for fault in rule.conf.get("http") or []:
+            if isinstance(rule, _rules.Rule):
+                config = _envoy.pack(fault_config(fault, rule.subset))
+                out.append(hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=config))
+                continue
+            plain = fault_config(fault, ())
+            packed = _envoy.pack(plain if rule.match is None else _skip_unless(rule.match, plain))
+            # The policy's KRI (zone and namespace empty: a policy of this zone on Universal).
+            out.append(hcm_pb2.HttpFilter(name=f"kri_mfi_{mesh}___{rule.origin}_", typed_config=packed))
+    return out
 
 
 def apply(matched: Matched, resources: _envoy.Resources) -> None:
     inbound_listeners = _envoy.listeners_by_address(resources, base_pb2.INBOUND)
     for key, rules in matched.by_inbound.items():
         listener = inbound_listeners.get(key)
-        filters = _filters(rules)
+        filters = _filters(matched.mesh, rules)
         if listener is None or not filters:
             continue
         for chain in listener.filter_chains:
