@@ -11,7 +11,8 @@ As Kuma 2.14 (plugin/v1alpha1 + plugin/xds/legacy_configurer.go), for `from[]`:
 - TCP inbounds get nothing (faults are HTTP only).
 For `rules[]` (2.14's form, which wins over `from[]` on an inbound), each fault of each rule is a filter
 named by the policy's KRI, wrapped in an ExtensionWithMatcher that skips it unless the client's certificate
-URI SAN (spiffeID) and the requested SNI match one of the rule's matches. A rule without matches applies to
+URI SAN (spiffeID, matched against each of its URI SANs, see `spiffe_id_regex`) and the requested SNI match
+one of the rule's matches. A rule without matches applies to
 every client: its filter is the plain fault filter (Kuma emits an empty matcher there).
 """
 from __future__ import annotations
@@ -126,6 +127,15 @@ def fault_config(fault: dict[str, Any], subset: _rules.Subset) -> fault_pb2.HTTP
     return config
 
 
+def spiffe_id_regex(match_type: str, value: str) -> str:
+    """A spiffeID match against Envoy's `uri_san` input, which is every URI SAN of the client certificate
+    joined by commas. Our certificates (as Kuma's builtin CA's) carry the SPIFFE ID and a kuma:// URI per
+    tag, so Kuma's plain exact/prefix matcher would never match an Exact ID; this matches one element of
+    the list instead. Tag keys and values cannot hold a comma, so no SAN can forge another."""
+    rest = "[^,]*" if match_type == "Prefix" else ""
+    return "(?:.*,)?" + re.escape(value) + rest + "(?:,.*)?"
+
+
 def _predicate(match: dict[str, Any]) -> matcher_pb2.Matcher.MatcherList.Predicate | None:
     """One match: its spiffeID (client certificate URI SAN) and SNI, both required."""
     singles = []
@@ -134,10 +144,8 @@ def _predicate(match: dict[str, Any]) -> matcher_pb2.Matcher.MatcherList.Predica
         single = matcher_pb2.Matcher.MatcherList.Predicate.SinglePredicate()
         single.input.name = "envoy.matching.inputs.uri_san"
         single.input.typed_config.CopyFrom(_envoy.pack(ssl_inputs_pb2.UriSanInput()))
-        if spiffe.get("type") == "Prefix":
-            single.value_match.prefix = spiffe.get("value") or ""
-        else:
-            single.value_match.exact = spiffe.get("value") or ""
+        single.value_match.safe_regex.google_re2.SetInParent()
+        single.value_match.safe_regex.regex = spiffe_id_regex(spiffe.get("type") or "Exact", spiffe.get("value") or "")
         singles.append(single)
     sni = match.get("sni")
     if sni is not None:
