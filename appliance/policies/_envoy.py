@@ -21,8 +21,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from appliance.gocompat import duration_or_none
 # The names the plugins find resources by are the generators' (appliance.model.names), re-exported here.
 from appliance.model.names import (
-    CLUSTER, ENDPOINT, HCM_FILTER, HTTP_PROTOCOL_OPTIONS, HTTP_PROTOCOLS, LISTENER, ROUTE, TCP_PROXY_FILTER,
-    TLS_TRANSPORT_SOCKET, Resources, local_cluster, sanitize_metric,
+    CLUSTER, ENDPOINT, HCM_FILTER, HTTP_PROTOCOL_OPTIONS, HTTP_PROTOCOLS, LISTENER, ROUTE, ROUTER_FILTER,
+    TCP_PROXY_FILTER, TLS_TRANSPORT_SOCKET, Resources, local_cluster, sanitize_metric,
 )
 
 M = TypeVar("M", bound=Message)
@@ -68,6 +68,16 @@ def update_hcm(chain: listener_components_pb2.FilterChain,
 def update_tcp_proxy(chain: listener_components_pb2.FilterChain,
                      update: Callable[[tcp_proxy_pb2.TcpProxy], None]) -> bool:
     return _update(chain, TCP_PROXY_FILTER, tcp_proxy_pb2.TcpProxy, update)
+
+
+def insert_before_router(hcm: hcm_pb2.HttpConnectionManager, *filters: hcm_pb2.HttpFilter) -> None:
+    """Kuma's InsertHTTPFiltersBeforeRouter: the filters, in order, right before the router (found by name,
+    so filters other plugins put first, such as RBAC, stay ahead of them). Without a router, nothing."""
+    for index, existing in enumerate(hcm.http_filters):
+        if existing.name == ROUTER_FILTER:
+            for offset, http_filter in enumerate(filters):
+                hcm.http_filters.insert(index + offset, http_filter)
+            return
 
 
 def routes(hcm: hcm_pb2.HttpConnectionManager) -> Iterator[route_components_pb2.Route]:

@@ -20,7 +20,7 @@ SHORT_NAME = "mfi"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": False}
 # Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
 ORDER = 800
-HAS_PLUGIN = False
+HAS_PLUGIN = True
 
 _CONF = obj({"http": arr(obj({
     "abort": obj({"httpStatus": INT, "percentage": INT_OR_STR}, required=("httpStatus", "percentage")),

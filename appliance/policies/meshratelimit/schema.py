@@ -19,7 +19,7 @@ SHORT_NAME = "mrl"
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
 # Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
 ORDER = 900
-HAS_PLUGIN = False
+HAS_PLUGIN = True
 
 _RATE = obj({"interval": DURATION, "num": INT}, required=("interval", "num"))
 _CONF = obj({"local": obj({
@@ -143,7 +143,15 @@ def deprecations(spec: dict[str, Any]) -> list[str]:
                 # Kuma names requestRate in this path although the field is onRateLimit.status.
                 out.append(f"'spec.{section}[{i}].default.local.http.requestRate.status' must be 400 or higher. "
                            "Please update your configuration.")
-    return out + top_level_deprecations(spec.get("targetRef"))
+    return out + top_level_deprecations(spec.get("targetRef")) + _not_applied(spec)
+
+
+def _not_applied(spec: dict[str, Any]) -> list[str]:
+    """What this control plane stores but does not apply (nothing accepted may silently do nothing): limits
+    per client identity need Envoy's set_filter_state on the TLS handshake, which our xDS types lack."""
+    return [f"'spec.rules[{i}]' with matches is stored but not applied to proxies: only rules without matches "
+            "(for every client) are" for i, rule in enumerate(as_list(spec.get("rules")))
+            if as_list(as_dict(rule).get("matches"))]
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from typing import Iterable
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -43,11 +44,25 @@ def inbound_route_config(service: str, cluster: str) -> route_pb2.RouteConfigura
     return config
 
 
-def outbound_route_config(service: str, external: bool = False) -> route_pb2.RouteConfiguration:
+def serialize_tags(tag_sets: Iterable[dict[str, str]]) -> str:
+    """tags.Serialize of the proxy's tag set (all its inbounds' tags): `&key=v1,v2&` per key, sorted."""
+    values: dict[str, set[str]] = {}
+    for tags in tag_sets:
+        for key, value in tags.items():
+            values.setdefault(key, set()).add(value)
+    return "".join(f"&{key}={','.join(sorted(values[key]))}&" for key in sorted(values))
+
+
+def outbound_route_config(service: str, external: bool = False, source_tags: str = "") -> route_pb2.RouteConfiguration:
     """`outbound:<service>`: the catch-all route of a service without MeshHTTPRoute.
 
-    An external server is sent its own name as Host (a virtual host there would not know ours)."""
+    An external server is sent its own name as Host (a virtual host there would not know ours). As Kuma,
+    requests carry the caller's tags in `x-kuma-tags`, which inbound policies (MeshFaultInjection `from`)
+    match clients by; the receiving inbound strips the header from anyone else."""
     config = _route_config(names.outbound_route(service), service, service, CATCH_ALL_ROUTE_NAME)
+    if source_tags:
+        config.request_headers_to_add.add().header.CopyFrom(
+            base_pb2.HeaderValue(key=names.TAGS_HEADER, value=source_tags))
     if external:
         config.virtual_hosts[0].routes[0].route.auto_host_rewrite.value = True
     return config
