@@ -28,8 +28,8 @@ from appliance.store.sqlite import SQLiteStore
 from appliance.tokens import issuer
 from appliance.tokens.claims import TokenMismatch, check_dataplane
 from appliance.xds.generate import generate_sidecar
-from tests.support import free_port
-from tests.unit.test_dataplane_handover import Proxy, _eventually
+from tests.ads_proxy import Proxy
+from tests.support import eventually, free_port
 
 HOUR = 3600.0
 
@@ -199,12 +199,12 @@ def test_a_second_stream_that_closes_leaves_the_proxy_registered_and_online(dp_s
     token = _token(store, name="web-1")
     first = Proxy(server.port, ca_pem, definition=_dataplane("web-1", "web"), token=token)
     try:
-        _eventually(lambda: store.get("DataplaneInsight", "default", "web-1") is not None)
+        eventually(lambda: store.get("DataplaneInsight", "default", "web-1") is not None)
         second = Proxy(server.port, ca_pem, definition=_dataplane("web-1", "web"), token=token)
-        _eventually(lambda: len(store.get("DataplaneInsight", "default", "web-1").content["subscriptions"]) == 2)
+        eventually(lambda: len(store.get("DataplaneInsight", "default", "web-1").content["subscriptions"]) == 2)
         second.close()
         # the second stream's end is recorded; the first one's subscription stays open
-        _eventually(lambda: sum(1 for s in store.get("DataplaneInsight", "default", "web-1").content[
+        eventually(lambda: sum(1 for s in store.get("DataplaneInsight", "default", "web-1").content[
             "subscriptions"] if s.get("disconnectTime")) == 1)
         assert server.call(lambda: dict(server._pending_removal)) == {}
         assert store.get("Dataplane", "default", "web-1") is not None
@@ -214,7 +214,7 @@ def test_a_second_stream_that_closes_leaves_the_proxy_registered_and_online(dp_s
     finally:
         first.close()
     # the last stream gone: the Dataplane goes
-    _eventually(lambda: store.get("Dataplane", "default", "web-1") is None)
+    eventually(lambda: store.get("Dataplane", "default", "web-1") is None)
 
 
 # --- kuma-dp's definition passes the REST API's rules (one home: core/manager.check_write) -------------
