@@ -26,7 +26,7 @@ from appliance.api.app import create_app
 from appliance.config import load_config
 from appliance.core.events import ChangeHub
 from appliance.core.manager import ResourceManager
-from appliance.runtime.bootstrap import ensure_defaults
+from appliance.runtime.defaults import ensure_defaults
 from appliance.runtime.http import HttpServer
 from appliance.store.sqlite import SQLiteStore
 

@@ -19,7 +19,7 @@ from appliance.config import Config
 from appliance.core.events import Change, ChangeHub
 from appliance.core.manager import Labelling, ResourceManager
 from appliance.egress.managed import EgressError, ManagedEgress
-from appliance.runtime.bootstrap import ensure_defaults
+from appliance.runtime.defaults import ensure_defaults
 from appliance.runtime.dataplanes import DataplaneServer
 from appliance.runtime.http import BindError, HttpServer
 from appliance.runtime.leader import AlwaysLeader, Leadership, PostgresLeaderElector
