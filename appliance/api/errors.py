@@ -91,6 +91,6 @@ def install(app: falcon.App) -> None:
 
     app.add_error_handler(Exception, handle_any)
     app.add_error_handler(falcon.HTTPError, handle_http)
-    app.add_error_handler((ValidationError, BadRequest, NotFound, MeshNotFound, Conflict, AlreadyExists, StoreUnavailable),
-                          handle_domain)
+    app.add_error_handler((ValidationError, BadRequest, NotFound, MeshNotFound, Conflict, AlreadyExists,
+                           StoreUnavailable), handle_domain)
     app.add_error_handler(KumaError, handle_kuma)
