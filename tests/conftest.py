@@ -22,6 +22,16 @@ def postgres_server() -> Iterator[PostgresServer]:
     server.close()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that starts PostgreSQL is `slow`, so `make test-fast` (-m "not slow") leaves it out: it asks
+    for `postgres_server`, or runs with the parameter "postgres" (store fixtures that ask for it by name)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if "postgres_server" in getattr(item, "fixturenames", ()) or (
+                callspec is not None and "postgres" in callspec.params.values()):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001
     """One line per store: the replay must pass and skip the same fixtures on each."""
     counts: dict[str, dict[str, int]] = {}

@@ -16,7 +16,7 @@ import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import pytest
 import requests
@@ -26,7 +26,7 @@ from appliance.api.app import create_app
 from appliance.config import load_config
 from appliance.core.events import ChangeHub
 from appliance.core.manager import ResourceManager
-from appliance.runtime.bootstrap import ensure_defaults
+from appliance.runtime.defaults import ensure_defaults
 from appliance.runtime.http import HttpServer
 from appliance.store.sqlite import SQLiteStore
 
@@ -49,6 +49,31 @@ def kuma_reference(*parts: str) -> Path:
             pytest.fail(REFERENCE_MISSING, pytrace=False)
         pytest.skip(REFERENCE_MISSING, allow_module_level=True)
     return SHARED.joinpath(*parts)
+
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], what: str | Callable[[], str] = "", timeout: float = 20.0,
+               every: float = 0.1) -> T:
+    """Poll `check` until it returns something true, and return that: for what happens in the background.
+    A check that raises OSError (a refused connection, any `requests` error) has not succeeded yet; any other
+    exception (an AssertionError saying a process died) ends the wait. `what` (or a function that says it when
+    the time is up, e.g. with a log) names the condition in the failure. Not a speed assertion: the bound is
+    generous."""
+    deadline = time.monotonic() + timeout
+    last: OSError | None = None
+    while True:
+        try:
+            if result := check():
+                return result
+        except OSError as e:
+            last = e
+        if time.monotonic() >= deadline:
+            said = what() if callable(what) else what
+            raise AssertionError(f"not within {timeout}s: {said or 'condition not met'}"
+                                 + (f" (last error: {last})" if last else ""))
+        time.sleep(every)
 
 
 class _FromAddress(HTTPAdapter):

@@ -7,7 +7,7 @@ import falcon
 import orjson
 
 from appliance.core.manager import MeshNotFound
-from appliance.core.validation import ValidationError, Violation
+from appliance.core.validation import BadRequest, ValidationError, Violation
 from appliance.store import AlreadyExists, Conflict, NotFound, StoreUnavailable
 
 
@@ -43,6 +43,8 @@ def from_exception(exc: Exception, title: str) -> KumaError:
         return exc
     if isinstance(exc, ValidationError):
         return KumaError(400, exc.title or title, "Resource is not valid", exc.violations)
+    if isinstance(exc, BadRequest):
+        return bad_request(f"bad request: {exc}")
     if isinstance(exc, NotFound):
         return KumaError(404, title, "Not found")
     if isinstance(exc, MeshNotFound):
@@ -89,6 +91,6 @@ def install(app: falcon.App) -> None:
 
     app.add_error_handler(Exception, handle_any)
     app.add_error_handler(falcon.HTTPError, handle_http)
-    app.add_error_handler((ValidationError, NotFound, MeshNotFound, Conflict, AlreadyExists, StoreUnavailable),
-                          handle_domain)
+    app.add_error_handler((ValidationError, BadRequest, NotFound, MeshNotFound, Conflict, AlreadyExists,
+                           StoreUnavailable), handle_domain)
     app.add_error_handler(KumaError, handle_kuma)

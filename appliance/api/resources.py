@@ -1,7 +1,6 @@
 """CRUD over REST for every resource type, at Kuma's paths, with Kuma's answers."""
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 from urllib.parse import urlencode
 
@@ -10,16 +9,13 @@ import falcon
 from appliance.api import auth, codec
 from appliance.api.errors import KumaError, bad_request, from_exception
 from appliance.core.manager import ResourceManager
-from appliance.core.resources.meta import validate_labels, validate_meta
 from appliance.core.resources.model import Resource, ResourceType
-from appliance.core.validation import ValidationError, Violation, Violations, key
+from appliance.core.validation import BadRequest, ValidationError, Violation, Violations
 from appliance.gocompat import INT64_MAX, atoi
 from appliance.store import ListQuery
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_IMMUTABLE_LABELS = ("kuma.io/origin", "kuma.io/zone", "kuma.io/display-name")
 
 
 def _reply(resp: falcon.Response, body: Any, status: int = 200) -> None:
@@ -203,14 +199,14 @@ class ResourceEndpoints:
             res = codec.decode(self.rtype, body)
             if self.rtype.wrapped and self.mesh_scoped and "mesh" not in body:
                 res.mesh = mesh  # Kuma fills a new-style resource's mesh from the URL
-            self._validate_request(res, mesh, name)
-        except (ValidationError, KumaError) as e:
+            current = self.manager.get(self.rtype.name, mesh, name)
+            self.manager.check_write(self.rtype, res, current, self._url_violations(res, mesh, name))
+        except (ValidationError, BadRequest, KumaError) as e:
             raise from_exception(e, title)
         if self.rtype.data_sources:
             auth.require_admin_for_data_sources(req, self.rtype.data_sources(res.content))
         if self.rtype.admin_fields:
             auth.require_admin_for_fields(req, self.rtype.admin_fields(res.content))
-        current = self.manager.get(self.rtype.name, mesh, name)
         # Our addition to Kuma's API: `If-Match: "<version>"` (the ETag of a GET) makes the PUT a
         # compare-and-swap, so read-modify-write clients cannot lose each other's updates.
         expected = _if_match(req)
@@ -223,7 +219,7 @@ class ResourceEndpoints:
         else:
             self._update(resp, current, res)
 
-    def _validate_request(self, res: Resource, mesh: str, name: str) -> None:
+    def _url_violations(self, res: Resource, mesh: str, name: str) -> Violations:
         found = Violations()
         if res.name != name:
             found.add("name", "name from the URL has to be the same as in body")
@@ -231,32 +227,9 @@ class ResourceEndpoints:
             found.add("type", "type from the URL has to be the same as in body")
         if self.mesh_scoped and res.mesh != mesh:
             found.add("mesh", "mesh from the URL has to be the same as in body")
-        origin = res.labels.get("kuma.io/origin")
-        if origin is not None and origin not in ("zone", "global"):
-            found.add(key("labels", "kuma.io/origin"), f"unknown resource origin {origin!r}")
-        if origin != "global":
-            zone = res.labels.get("kuma.io/zone")
-            if zone is not None and zone != self.manager.labelling.zone:
-                found.add(key("labels", "kuma.io/zone"),
-                          f"kuma.io/zone label should have {self.manager.labelling.zone} value")
-            mesh_label = res.labels.get("kuma.io/mesh")
-            if mesh_label is not None and mesh_label != res.mesh:
-                found.add(key("labels", "kuma.io/mesh"), "kuma.io/mesh label must not differ from mesh set on resource")
-        validate_labels(res.labels, found)
-        validate_meta(res.name, res.mesh, self.mesh_scoped, found)
-        found.raise_if_any()
+        return found
 
     def _create(self, resp: falcon.Response, res: Resource) -> None:
-        if self.rtype.name == "Dataplane":
-            workload = res.labels.get("kuma.io/workload")
-            if workload and not (_DNS1035.match(workload) and len(workload) <= 63):
-                raise KumaError(
-                    400, "Bad Request",
-                    "bad request: labels[\"kuma.io/workload\"]: must be a valid DNS-1035 label (at most 63 characters, "
-                    "matching regex [a-z]([-a-z0-9]*[a-z0-9])?): a DNS-1035 label must consist of lower case "
-                    "alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric "
-                    "character (e.g. 'my-name',  or 'abc-123', regex used for validation is "
-                    "'[a-z]([-a-z0-9]*[a-z0-9])?')")
         try:
             self.manager.create(res)
         except Exception as e:
@@ -264,17 +237,6 @@ class ResourceEndpoints:
         _reply(resp, self._warnings(res), 201)
 
     def _update(self, resp: falcon.Response, current: Resource, res: Resource) -> None:
-        before = self.manager.compute_labels(self.rtype, current)
-        after = self.manager.compute_labels(self.rtype, res)
-        problems = Violations()
-        for label in _IMMUTABLE_LABELS:
-            if label in before and label not in after:
-                problems.add(key("labels", label), f"is immutable, cannot be removed (was \"{before[label]}\")")
-            elif label in before and before[label] != after[label]:
-                problems.add(key("labels", label),
-                             f"is immutable, cannot be changed from \"{before[label]}\" to \"{after[label]}\"")
-        if problems:
-            raise KumaError(400, "Could not update a resource", "Resource is not valid", problems.items)
         if self.rtype.has_status and "status" in current.content:
             # status belongs to the control plane: a PUT changes the spec only
             res.content["status"] = current.content["status"]

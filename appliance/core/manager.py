@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from appliance.ca import builtin
 from appliance.core.resources import registry
 from appliance.core.resources import mesh as mesh_resource
+from appliance.core.resources.meta import is_dns1035_label, validate_labels, validate_meta
 from appliance.core.resources.model import Resource, ResourceType
-from appliance.core.validation import ValidationError, Violation, Violations
+from appliance.core.validation import BadRequest, ValidationError, Violation, Violations, key
 from appliance.gocompat import go_quote
 from appliance.store import ListPage, ListQuery, NotFound, Store, WriteOp
 from appliance.tokens import signing
@@ -44,6 +45,46 @@ class ResourceManager:
 
     def mesh_exists(self, mesh: str) -> bool:
         return self.store.get("Mesh", "", mesh) is not None
+
+    # --- what a client may write ---------------------------------------------------------------
+    def check_write(self, rtype: ResourceType, res: Resource, current: Resource | None,
+                    found: Violations | None = None) -> None:
+        """The rules a resource a client writes must pass, whoever the client is (a PUT on the API,
+        kuma-dp registering its proxy): its name, mesh and labels, then Kuma's create rules
+        (`current` is None) or update rules. `found`: what the caller's own checks found already
+        (the API's URL against body), reported together with these, as Kuma does.
+
+        `rtype` is the type written (`res.type` may be wrong: the caller reports that).
+        Raises ValidationError (title "Could not update a resource" for the update rules) or BadRequest."""
+        found = found if found is not None else Violations()
+        origin = res.labels.get("kuma.io/origin")
+        if origin is not None and origin not in ("zone", "global"):
+            found.add(key("labels", "kuma.io/origin"), f"unknown resource origin {origin!r}")
+        if origin != "global":
+            zone = res.labels.get("kuma.io/zone")
+            if zone is not None and zone != self.labelling.zone:
+                found.add(key("labels", "kuma.io/zone"), f"kuma.io/zone label should have {self.labelling.zone} value")
+            mesh_label = res.labels.get("kuma.io/mesh")
+            if mesh_label is not None and mesh_label != res.mesh:
+                found.add(key("labels", "kuma.io/mesh"), "kuma.io/mesh label must not differ from mesh set on resource")
+        validate_labels(res.labels, found)
+        validate_meta(res.name, res.mesh, rtype.scope == "Mesh", found)
+        found.raise_if_any()
+        if current is None:
+            _check_workload_label(rtype, res)
+        else:
+            self._check_immutable_labels(rtype, current, res)
+
+    def _check_immutable_labels(self, rtype: ResourceType, current: Resource, res: Resource) -> None:
+        before, after = self.compute_labels(rtype, current), self.compute_labels(rtype, res)
+        found = Violations()
+        for label in _IMMUTABLE_LABELS:
+            if label in before and label not in after:
+                found.add(key("labels", label), f"is immutable, cannot be removed (was \"{before[label]}\")")
+            elif label in before and before[label] != after[label]:
+                found.add(key("labels", label),
+                          f"is immutable, cannot be changed from \"{before[label]}\" to \"{after[label]}\"")
+        found.raise_if_any("Could not update a resource")
 
     # --- labels ------------------------------------------------------------------------------
     def compute_labels(self, rtype: ResourceType, res: Resource) -> dict[str, str]:
@@ -200,6 +241,20 @@ def _used_secrets(mesh: str, backend: dict) -> tuple[str, ...]:
     conf = backend.get("conf") if isinstance(backend.get("conf"), dict) else {}
     return tuple(str(source["secret"]) for source in (conf.get("cert"), conf.get("key"))
                  if isinstance(source, dict) and source.get("secret"))
+
+
+_IMMUTABLE_LABELS = ("kuma.io/origin", "kuma.io/zone", "kuma.io/display-name")
+
+
+def _check_workload_label(rtype: ResourceType, res: Resource) -> None:
+    """Kuma checks a new Universal Dataplane's workload label (it names the proxy's identity)."""
+    workload = res.labels.get("kuma.io/workload") if rtype.name == "Dataplane" else None
+    if workload and not is_dns1035_label(workload):
+        raise BadRequest(
+            "labels[\"kuma.io/workload\"]: must be a valid DNS-1035 label (at most 63 characters, matching regex "
+            "[a-z]([-a-z0-9]*[a-z0-9])?): a DNS-1035 label must consist of lower case alphanumeric characters or "
+            "'-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+            "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
 
 
 def _proxy_type(res: Resource) -> str:

@@ -25,6 +25,10 @@ class ValidationError(Exception):
         self.title = title
 
 
+class BadRequest(Exception):
+    """A request Kuma refuses with a plain 400 "bad request: <message>", without a list of fields."""
+
+
 @dataclass
 class Violations:
     items: list[Violation] = field(default_factory=list)

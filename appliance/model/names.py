@@ -94,10 +94,6 @@ def spiffe_prefix(mesh: str) -> str:
     return f"spiffe://{mesh}/"
 
 
-def kuma_id(tag: str, value: str) -> str:
-    return f"kuma://{tag}/{value}"
-
-
 def sni(service: str, mesh: str, tags: dict[str, str] | None = None) -> str:
     """tls.SNIFromTags: the service, then its other tags (at least `mesh`) sorted, in braces."""
     extra = {**(tags or {}), "mesh": mesh}

@@ -16,12 +16,12 @@ import orjson
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from appliance.api import codec
-from appliance.api.errors import KumaError
+from appliance.api.errors import KumaError, from_exception
 from appliance.ca.server_cert import ServerCert
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
-from appliance.core.validation import ValidationError
+from appliance.core.validation import BadRequest, ValidationError
 from appliance.insights.dataplane import STATUS_FLUSH_INTERVAL, InsightRecorder, open_subscriptions
 from appliance.runtime.dpserver import DpServer, socket_name
 from appliance.store import AlreadyExists, Conflict, NotFound
@@ -129,13 +129,12 @@ class DataplaneServer:
         mesh, sep, name = node_id.partition(".")
         if not sep or not name:
             raise PermissionError(f"node id {node_id!r} is not <mesh>.<name>")
-        if not self.auth_enabled:
-            return mesh, name
         token = metadata.get("authorization", "").removeprefix("Bearer ").strip()
-        if not token:
+        if self.auth_enabled and not token:
             raise PermissionError("authentication failed: no dataplane token (kuma-dp --dataplane-token-file)")
         if not mesh:
-            self._check_zone_token(token, "egress")
+            if self.auth_enabled:
+                self._check_zone_token(token, "egress")
             return mesh, name
         raw = _node_definition(node)
         try:
@@ -143,10 +142,16 @@ class DataplaneServer:
         except KumaError as e:
             raise PermissionError(f"authentication failed: {e.detail}") from None
         stored = self.store.get("Dataplane", mesh, name)
-        if definition is None and stored is None:
-            raise PermissionError(f'resource "{mesh}.{name}" not found; create a Dataplane in Kuma CP first or '
-                                  "pass it as an argument to kuma-dp")
-        self._check_token(token, mesh, name, definition, stored)
+        if self.auth_enabled:
+            if definition is None and stored is None:
+                raise PermissionError(f'resource "{mesh}.{name}" not found; create a Dataplane in Kuma CP first or '
+                                      "pass it as an argument to kuma-dp")
+            self._check_token(token, mesh, name, definition, stored)
+        if definition is not None:
+            try:   # the definition is registered from this stream: the API's rules apply to it
+                self._check_rules(definition, stored)
+            except KumaError as e:
+                raise PermissionError(f"the Dataplane in the node metadata is not valid: {_explain(e)}") from None
         return mesh, name
 
     def _check_zone_token(self, token: str, scope: str) -> None:
@@ -318,6 +323,7 @@ class DataplaneServer:
         current = self.store.get(type_name, *key)
         if self.auth_enabled and not authenticated:
             self._authorize_bootstrap(token, res.mesh, res.name, res, current)
+        self._check_rules(res, current)
         pending = self._pending_removal.pop(key, None)
         if pending:
             pending.cancel()
@@ -330,10 +336,16 @@ class DataplaneServer:
         except (AlreadyExists, Conflict):
             pass  # registered concurrently: what is stored now is served
         except Exception as e:
-            from appliance.api.errors import from_exception
             raise from_exception(e, "Could not register the dataplane")
         self._registered.add(key)
         return self.store.get(type_name, *key)
+
+    def _check_rules(self, res: Resource, current: Resource | None) -> None:
+        """What the REST API refuses, kuma-dp cannot register either: the same rules, the same answer."""
+        try:
+            self.manager.check_write(registry.get(res.type), res, current)
+        except (ValidationError, BadRequest) as e:
+            raise from_exception(e, "Could not process a resource")
 
     def _authorize_bootstrap(self, token: str, mesh: str, name: str, definition: Resource | None,
                              current: Resource | None) -> None:
@@ -344,6 +356,11 @@ class DataplaneServer:
                 self._check_zone_token(token, "egress")
         except PermissionError as e:
             raise KumaError(401, "Unauthenticated", str(e))
+
+
+def _explain(e: KumaError) -> str:
+    """An API error as one line (an ADS refusal has only a message): the detail, then each field's reason."""
+    return "; ".join([e.detail] + [f"{v.field}: {v.reason}" for v in e.invalid])
 
 
 def _node_definition(node: object) -> str:

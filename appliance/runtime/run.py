@@ -7,6 +7,7 @@ import secrets
 import signal
 import socket
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from appliance.config import Config
 from appliance.core.events import Change, ChangeHub
 from appliance.core.manager import Labelling, ResourceManager
 from appliance.egress.managed import EgressError, ManagedEgress
-from appliance.runtime.bootstrap import ensure_defaults
+from appliance.runtime.defaults import ensure_defaults
 from appliance.runtime.dataplanes import DataplaneServer
 from appliance.runtime.http import BindError, HttpServer
 from appliance.runtime.https import HttpsServer, TlsSettings, server_context
@@ -215,74 +216,57 @@ def _private_work_dir(work_dir: Path) -> None:
 
 def run(config: Config) -> int:
     _private_work_dir(config.work_dir)
-    store = open_store(config)
-    manager = ResourceManager(store, Labelling(zone=config["multizone.zone.name"]))
-    instance_id = f"{socket.gethostname()}-{secrets.token_hex(2)}"
-    leadership = _leadership(config, instance_id)
-    LeaderJobs(manager, leadership,
-               lambda: ensure_defaults(manager, config["defaults.skipMeshCreation"],
-                                       config["apiServer.authn.tokens.bootstrapAdminToken"]),
-               {"Dataplane": config.seconds("runtime.universal.dataplaneCleanupAge"),
-                "ZoneEgress": config.seconds("runtime.universal.zoneResourceCleanupAge")})
-    leadership.start()   # the leader (the only instance, on SQLite) creates the defaults before serving
-    ready = threading.Event()
-
-    servers: list[HttpServer | HttpsServer] = []
-    try:
+    # Whatever started is stopped, in reverse order, however `run` ends: a failed start or a signal.
+    with ExitStack() as started:
+        store = open_store(config)
+        started.callback(store.close)
+        manager = ResourceManager(store, Labelling(zone=config["multizone.zone.name"]))
+        instance_id = f"{socket.gethostname()}-{secrets.token_hex(2)}"
+        leadership = _leadership(config, instance_id)
+        LeaderJobs(manager, leadership,
+                   lambda: ensure_defaults(manager, config["defaults.skipMeshCreation"],
+                                           config["apiServer.authn.tokens.bootstrapAdminToken"]),
+                   {"Dataplane": config.seconds("runtime.universal.dataplaneCleanupAge"),
+                    "ZoneEgress": config.seconds("runtime.universal.zoneResourceCleanupAge")})
+        leadership.start()   # the leader (the only instance, on SQLite) creates the defaults before serving
+        started.callback(leadership.stop)
+        ready = threading.Event()
         dataplanes = _dataplane_server(config, manager, instance_id)
-    except StartupError:
-        leadership.stop()
-        raise
-    try:
+        started.callback(dataplanes.stop)
+        servers: list[HttpServer | HttpsServer] = []
         if config["apiServer.http.enabled"] or config["apiServer.https.enabled"]:
             api = create_app(config, manager, instance_id, dataplanes)
-        if config["apiServer.http.enabled"]:
-            servers.append(_serve(api, config["apiServer.http.interface"], config["apiServer.http.port"],
-                                  config["apiServer.threads"], "API server", "apiServer.http.port"))
-        if config["apiServer.https.enabled"]:
-            servers.append(_https_api(config, api))
+            if config["apiServer.http.enabled"]:
+                servers.append(_serve(api, config["apiServer.http.interface"], config["apiServer.http.port"],
+                                      config["apiServer.threads"], "API server", "apiServer.http.port"))
+                started.callback(servers[-1].stop)
+            if config["apiServer.https.enabled"]:
+                servers.append(_https_api(config, api))
+                started.callback(servers[-1].stop)
         servers.append(_serve(_diagnostics_app(ready, _metrics(instance_id, leadership, store, dataplanes), store),
                               "0.0.0.0", config["diagnostics.serverPort"], 2,
                               "diagnostics server", "diagnostics.serverPort"))
-    except StartupError:
-        dataplanes.stop()
-        leadership.stop()
-        raise
-    for server in servers:
-        server.start()
-    egress = None
-    if config["egress.enabled"]:
-        try:
-            egress = _managed_egress(config, manager, dataplanes)
-        except StartupError:
-            for server in servers:
-                server.stop()
-            dataplanes.stop()
-            leadership.stop()
-            raise
+        started.callback(servers[-1].stop)
+        for server in servers:   # every port bound before any serves
+            server.start()
+        if config["egress.enabled"]:
+            started.callback(_managed_egress(config, manager, dataplanes).stop)
 
-    stop = threading.Event()
+        stop = threading.Event()
 
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("signal %s received, stopping", signal.Signals(signum).name)
-        stop.set()
+        def on_signal(signum: int, frame: Any) -> None:
+            log.info("signal %s received, stopping", signal.Signals(signum).name)
+            stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    ready.set()
-    store_desc = config["store.type"] + (f" {config.sqlite_path}" if config["store.type"] == "sqlite" else "")
-    log.info("kuma-cp %s ready: mode=%s store=%s api=:%s https-api=%s dp-server=:%s diagnostics=:%s (pid %d)",
-             __version__, config["mode"], store_desc, config["apiServer.http.port"],
-             f":{config['apiServer.https.port']}" if config["apiServer.https.enabled"] else "off",
-             config["dpServer.port"], config["diagnostics.serverPort"], os.getpid())
-    stop.wait()
-    ready.clear()
-    if egress is not None:
-        egress.stop()
-    for server in servers:
-        server.stop()
-    dataplanes.stop()
-    leadership.stop()
-    store.close()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        ready.set()
+        started.callback(ready.clear)   # first thing on the way down: /ready answers 503
+        store_desc = config["store.type"] + (f" {config.sqlite_path}" if config["store.type"] == "sqlite" else "")
+        log.info("kuma-cp %s ready: mode=%s store=%s api=:%s https-api=%s dp-server=:%s diagnostics=:%s (pid %d)",
+                 __version__, config["mode"], store_desc, config["apiServer.http.port"],
+                 f":{config['apiServer.https.port']}" if config["apiServer.https.enabled"] else "off",
+                 config["dpServer.port"], config["diagnostics.serverPort"], os.getpid())
+        stop.wait()
     log.info("stopped")
     return 0

@@ -7,134 +7,18 @@ caller's SPIFFE identity, traffic survives a control-plane outage.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import socketserver
-import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support import ROOT, CpProcess, cp_command, dataplane_token, free_port, terminate_all
+from tests.e2e.harness import ALLOW_ALL, MTLS, Echo, Mesh, TcpEcho, serve_in_thread, tcp_exchange, tcp_refused
+from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
-
-MTLS = {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]}
-ALLOW_ALL = {"type": "MeshTrafficPermission", "mesh": "default", "name": "allow-all",
-             "spec": {"targetRef": {"kind": "Mesh"}, "from": [{"targetRef": {"kind": "Mesh"},
-                                                               "default": {"action": "Allow"}}]}}
-
-
-class _Echo(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        body = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-class _TcpEcho(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while data := self.request.recv(4096):
-            self.request.sendall(b"echo:" + data)
-
-
-def _start(server) -> None:
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
-
-DATAPLANE = """type: Dataplane
-mesh: default
-name: {{ name }}
-networking:
-  address: 127.0.0.1
-  inbound:
-  - port: {{ port }}
-    servicePort: {{ servicePort }}
-    tags:
-      kuma.io/service: {{ service }}
-      kuma.io/protocol: {{ protocol }}
-  outbound:
-  - port: {{ outPort }}
-    tags:
-      kuma.io/service: {{ outService }}
-  - port: {{ out2Port }}
-    tags:
-      kuma.io/service: {{ out2Service }}
-"""
-
-
-class Mesh:
-    """A control plane, apps and their proxies, torn down together."""
-
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
-        self.tmp = tmp
-        self.cp = CpProcess(tmp / "cp", env)
-        (tmp / "cp").mkdir()
-        self.procs: list[subprocess.Popen] = []
-        self.cp_port = int(self.cp.env["KUMA_DP_SERVER_PORT"])
-
-    def token(self, name: str) -> Path:
-        return dataplane_token(self.cp.url, name, self.tmp)
-
-    def kuma_dp(self, name: str, token: Path | None, template: str = DATAPLANE, cp_host: str = "127.0.0.1",
-                instance: str = "", drain: str = "1s", **variables: object) -> subprocess.Popen:
-        """`instance`: a second kuma-dp for the same Dataplane gets its own work dir and log (`<name><instance>`)."""
-        run = name + instance
-        dp_file = self.tmp / f"{run}.dataplane.yaml"
-        dp_file.write_text(template)
-        args = [*cp_command("dp", "run"), f"--cp-address=https://{cp_host}:{self.cp_port}",
-                f"--ca-cert-file={self.tmp / 'cp' / 'kuma-cp.crt'}", f"--dataplane-file={dp_file}",
-                f"--dataplane-var=name={name}", f"--work-dir={self.tmp / run}",
-                f"--drain-time={drain}"]
-        variables = {"out2Port": free_port(), "out2Service": "nothing", **variables}
-        args += [f"--dataplane-var={k}={v}" for k, v in variables.items()]
-        if token:
-            args.append(f"--dataplane-token-file={token}")
-        log = open(self.tmp / f"{run}.log", "ab")
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ.copy())
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        terminate_all(self.procs)
-        self.cp.stop()
-
-
-def _eventually(check, timeout: float = 20.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except (requests.RequestException, OSError) as e:
-            last = e
-        time.sleep(every)
-    raise AssertionError(f"condition not met in {timeout}s (last error: {last})")
-
-
-def _tcp_refused(port: int) -> bool:
-    try:
-        return _tcp(port, b"x") == b""
-    except OSError:
-        return True
-
-
-def _tcp(port: int, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
-        s.sendall(payload)
-        return s.recv(4096)
 
 
 @pytest.fixture(params=["sotw", "delta"])
@@ -147,8 +31,8 @@ def mesh(request, tmp_path: Path):
 
 def test_http_and_tcp_through_two_envoys_with_mtls_and_permissions(mesh: Mesh) -> None:
     backend_app, tcp_app = free_port(), free_port()
-    _start(ThreadingHTTPServer(("127.0.0.1", backend_app), _Echo))
-    _start(socketserver.ThreadingTCPServer(("127.0.0.1", tcp_app), _TcpEcho))
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", backend_app), Echo))
+    serve_in_thread(socketserver.ThreadingTCPServer(("127.0.0.1", tcp_app), TcpEcho))
     backend_in, db_in, web_in = free_port(), free_port(), free_port()
     out_http, out_tcp = free_port(), free_port()
 
@@ -160,31 +44,31 @@ def test_http_and_tcp_through_two_envoys_with_mtls_and_permissions(mesh: Mesh) -
                  protocol="http", outPort=out_http, outService="backend", out2Port=out_tcp, out2Service="db")
 
     # plain mesh: traffic flows through the web proxy's outbound to the backend proxy's inbound
-    seen = _eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/hello", timeout=2)).ok and r.json())
+    seen = eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/hello", timeout=2)).ok and r.json())
     assert seen["path"] == "/hello"
-    assert _eventually(lambda: _tcp(out_tcp, b"ping")) == b"echo:ping"
+    assert eventually(lambda: tcp_exchange(out_tcp, b"ping")) == b"echo:ping"
 
     # mTLS on: with no MeshTrafficPermission, Kuma 2.14 denies
     r = requests.put(f"{mesh.cp.url}/meshes/default", json={"type": "Mesh", "name": "default", "mtls": MTLS})
     assert r.status_code == 200, r.text
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).status_code == 403)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).status_code == 403)
     # the backend's inbound now speaks only mTLS: a direct plaintext request is refused
     with pytest.raises(requests.RequestException):
         requests.get(f"http://127.0.0.1:{backend_in}/", timeout=2)
 
     assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/allow-all",
                         json=ALLOW_ALL).status_code == 201
-    seen = _eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/", timeout=2)).ok and r.json())
+    seen = eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/", timeout=2)).ok and r.json())
     xfcc = seen["headers"].get("X-Forwarded-Client-Cert") or seen["headers"].get("x-forwarded-client-cert")
     assert xfcc and "spiffe://default/web" in xfcc
-    assert _eventually(lambda: _tcp(out_tcp, b"over mtls")) == b"echo:over mtls"
+    assert eventually(lambda: tcp_exchange(out_tcp, b"over mtls")) == b"echo:over mtls"
 
     # a Deny for the TCP service: the connection is reset, HTTP keeps flowing
     deny_db = {"type": "MeshTrafficPermission", "mesh": "default", "name": "deny-db", "spec": {
         "targetRef": {"kind": "MeshService", "name": "db"},
         "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Deny"}}]}}
     assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/deny-db", json=deny_db).ok
-    _eventually(lambda: _tcp_refused(out_tcp))
+    eventually(lambda: tcp_refused(out_tcp))
     # HTTP keeps flowing, every request: RBAC is decided per request from the route configuration (RDS),
     # so keep-alive connections opened under the deny-all before allow-all never answer with its verdict.
     for _ in range(20):
@@ -196,18 +80,18 @@ def test_http_and_tcp_through_two_envoys_with_mtls_and_permissions(mesh: Mesh) -
         totals = [s["status"]["total"] for i in items for s in i["dataplaneInsight"]["subscriptions"]]
         return len(items) == 3 and all(t["responsesRejected"] == "0" for t in totals) and all(
             int(t["responsesAcknowledged"]) > 0 for t in totals)
-    _eventually(acked)
+    eventually(acked)
 
 
 def test_traffic_survives_control_plane_outage_and_resyncs(mesh: Mesh) -> None:
     app = free_port()
-    _start(ThreadingHTTPServer(("127.0.0.1", app), _Echo))
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", app), Echo))
     out = free_port()
     mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=free_port(), servicePort=app, service="backend",
                  protocol="http", outPort=free_port(), outService="web")
     mesh.kuma_dp("web-1", mesh.token("web-1"), port=free_port(), servicePort=free_port(), service="web",
                  protocol="http", outPort=out, outService="backend")
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).ok)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).ok)
 
     mesh.cp.kill()  # kill -9: proxies keep their last configuration
     for _ in range(20):
@@ -218,16 +102,16 @@ def test_traffic_survives_control_plane_outage_and_resyncs(mesh: Mesh) -> None:
     # reconnected and resynced: a change made after the restart reaches the proxies
     r = requests.put(f"{mesh.cp.url}/meshes/default", json={"type": "Mesh", "name": "default", "mtls": MTLS})
     assert r.status_code == 200, r.text
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).status_code == 403)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).status_code == 403)
     assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/allow-all", json=ALLOW_ALL).ok
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).ok)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).ok)
     names = {d["name"] for d in requests.get(f"{mesh.cp.url}/meshes/default/dataplanes").json()["items"]}
     assert names == {"backend-1", "web-1"}  # nothing in the store was lost
 
 
 def test_bad_tokens_are_refused(mesh: Mesh) -> None:
     app = free_port()
-    _start(ThreadingHTTPServer(("127.0.0.1", app), _Echo))
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", app), Echo))
     other = mesh.token("someone-else")
     proc = mesh.kuma_dp("web-2", other, port=free_port(), servicePort=app, service="web", protocol="http",
                         outPort=free_port(), outService="backend")
@@ -254,6 +138,6 @@ def test_kuma_dp_reaches_the_control_plane_at_localhost(tmp_path: Path) -> None:
             total = subs[-1]["status"].get("total", {}) if subs else {}
             # LDS, CDS, EDS and RDS (no mTLS: no SDS), each ACKed
             return int(total.get("responsesAcknowledged", 0)) >= 3
-        _eventually(acked, timeout=40)
+        eventually(acked, timeout=40)
     finally:
         mesh.close()

@@ -14,9 +14,9 @@ import grpc
 import pytest
 import requests
 
-from tests.e2e.test_dataplane import Mesh, _Echo, _eventually, _start
-from tests.support import dataplane_token, free_port
-from tests.unit.test_dataplane_handover import Proxy
+from tests.ads_proxy import Proxy
+from tests.e2e.harness import Echo, Mesh, serve_in_thread
+from tests.support import dataplane_token, eventually, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -60,18 +60,18 @@ def _kept_or_removed(mesh: Mesh, name: str) -> None:
     """Wait until the control plane decided about a closed stream of `name`: it says it keeps the
     Dataplane (other streams are open), or the Dataplane is gone."""
     kept = f"a stream of default.{name} closed; "
-    _eventually(lambda: kept in mesh.cp.read_log() or _status(mesh, name) == 404, timeout=20)
+    eventually(lambda: kept in mesh.cp.read_log() or _status(mesh, name) == 404, timeout=20)
 
 
 def _backend_and_web(mesh: Mesh, backend_port: int | None = None, drain: str = "1s") -> tuple[int, int]:
     """backend-1 (its own token) behind web-1's outbound; returns (the outbound port, the app's port)."""
     app, out = free_port(), free_port()
-    _start(ThreadingHTTPServer(("127.0.0.1", app), _Echo))
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", app), Echo))
     mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=backend_port or free_port(), servicePort=app,
                  service="backend", protocol="http", outPort=free_port(), outService="web", drain=drain)
     mesh.kuma_dp("web-1", mesh.token("web-1"), port=free_port(), servicePort=free_port(), service="web",
                  protocol="http", outPort=out, outService="backend")
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).ok)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).ok)
     return out, app
 
 
@@ -87,12 +87,12 @@ def test_a_token_bound_to_tags_registers_only_dataplanes_with_those_tags(mesh: M
     # the same token starts what it allows
     mesh.kuma_dp("web-1", web_only, port=free_port(), servicePort=free_port(), service="web", protocol="http",
                  outPort=free_port(), outService="backend")
-    _eventually(lambda: _online(mesh, "web-1"))
+    eventually(lambda: _online(mesh, "web-1"))
 
     # nor can it take over the stream of a proxy registered with its own token
     mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=free_port(), servicePort=free_port(),
                  service="backend", protocol="http", outPort=free_port(), outService="web")
-    _eventually(lambda: _online(mesh, "backend-1"))
+    eventually(lambda: _online(mesh, "backend-1"))
     with pytest.raises(grpc.RpcError) as refused:
         Proxy(mesh.cp_port, _ca(mesh), definition=None, token=web_only.read_text(), node_id="default.backend-1")
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -101,17 +101,17 @@ def test_a_token_bound_to_tags_registers_only_dataplanes_with_those_tags(mesh: M
 
 def test_a_second_connection_that_comes_and_goes_leaves_the_proxy_registered(mesh: Mesh) -> None:
     out, _ = _backend_and_web(mesh)
-    _eventually(lambda: _online(mesh, "backend-1"))
+    eventually(lambda: _online(mesh, "backend-1"))
     assert _streams_active(mesh) == 2
     token = (mesh.tmp / "backend-1.token").read_text()
     second = Proxy(mesh.cp_port, _ca(mesh), definition=None, token=token, node_id="default.backend-1")
-    _eventually(lambda: _streams_active(mesh) == 3)
+    eventually(lambda: _streams_active(mesh) == 3)
     second.close()
     _kept_or_removed(mesh, "backend-1")
     assert _status(mesh, "backend-1") == 200
     assert _streams_active(mesh) == 2
     # the insight records the second stream's end, and the proxy stays online
-    _eventually(lambda: _ended(mesh, "backend-1") == 1 or _status(mesh, "backend-1") == 404)
+    eventually(lambda: _ended(mesh, "backend-1") == 1 or _status(mesh, "backend-1") == 404)
     assert _online(mesh, "backend-1"), _subscriptions(mesh, "backend-1")
     assert requests.get(f"http://127.0.0.1:{out}/", timeout=5).ok
 
@@ -122,10 +122,10 @@ def test_a_restarted_kuma_dp_keeps_its_dataplane_when_the_old_envoy_leaves(mesh:
     old.terminate()   # its Envoy drains, its stream still open, while the new kuma-dp starts
     mesh.kuma_dp("backend-1", mesh.tmp / "backend-1.token", instance="-new", port=free_port(), servicePort=app,
                  service="backend", protocol="http", outPort=free_port(), outService="web")
-    _eventually(lambda: _streams_active(mesh) == 3)
+    eventually(lambda: _streams_active(mesh) == 3)
     assert old.wait(30) == 0
     _kept_or_removed(mesh, "backend-1")
     assert _status(mesh, "backend-1") == 200
-    _eventually(lambda: _ended(mesh, "backend-1") == 1 or _status(mesh, "backend-1") == 404)
+    eventually(lambda: _ended(mesh, "backend-1") == 1 or _status(mesh, "backend-1") == 404)
     assert _online(mesh, "backend-1"), _subscriptions(mesh, "backend-1")
     assert _streams_active(mesh) == 2    # the new proxy and web-1

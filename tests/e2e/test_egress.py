@@ -12,7 +12,6 @@ import os
 import signal
 import ssl
 import subprocess
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import pytest
 import requests
 
 from appliance.kumactl.generate import self_signed_certificate
-from tests.e2e.test_dataplane import ALLOW_ALL, MTLS, Mesh, _eventually, _start
-from tests.support import cp_command, free_port
+from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, serve_in_thread
+from tests.support import cp_command, eventually, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -89,11 +88,11 @@ def _envoy_under(pid: int) -> int:
                 continue
             todo += _children(child)
         return None
-    return _eventually(find)
+    return eventually(find)
 
 
 def _egress_kuma_dp(work_dir: Path) -> int:
-    return _eventually(lambda: int((work_dir / "egress" / "kuma-dp.pid").read_text()))
+    return eventually(lambda: int((work_dir / "egress" / "kuma-dp.pid").read_text()))
 
 
 MES_CLIENT = """type: Dataplane
@@ -132,7 +131,7 @@ def setup(request, tmp_path: Path):
 def _externals(tmp: Path) -> tuple[int, int, bytes]:
     """A plain HTTP server and an HTTPS one (its CA returned); both record their callers in _External.callers."""
     http_port, https_port = free_port(), free_port()
-    _start(ThreadingHTTPServer(("127.0.0.1", http_port), _External))
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", http_port), _External))
     key, cert = self_signed_certificate("server", "rsa", ["external.test", "127.0.0.1"])
     (tmp / "ext.key").write_bytes(key)
     (tmp / "ext.crt").write_bytes(cert)
@@ -140,7 +139,7 @@ def _externals(tmp: Path) -> tuple[int, int, bytes]:
     context.load_cert_chain(tmp / "ext.crt", tmp / "ext.key")
     https = ThreadingHTTPServer(("127.0.0.1", https_port), _External)
     https.socket = context.wrap_socket(https.socket, server_side=True)
-    _start(https)
+    serve_in_thread(https)
     return http_port, https_port, cert
 
 
@@ -153,7 +152,7 @@ def test_external_services_through_the_managed_egress(setup: Mesh, tmp_path: Pat
     http_port, https_port, ca = _externals(tmp_path)
     egress_dp = _egress_kuma_dp(tmp_path / "cp")
     egress_envoy = _envoy_under(egress_dp)
-    _eventually(lambda: requests.get(f"{mesh.cp.url}/zoneegresses/egress-1").ok)
+    eventually(lambda: requests.get(f"{mesh.cp.url}/zoneegresses/egress-1").ok)
 
     api = mesh.cp.url
     assert requests.put(f"{api}/meshes/default", json={
@@ -177,21 +176,21 @@ def test_external_services_through_the_managed_egress(setup: Mesh, tmp_path: Pat
     web_envoy = _envoy_under(web.pid)
 
     # through the egress: HTTP, and HTTPS verified against the ExternalService's CA
-    r = _eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3)).ok and r)
+    r = eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3)).ok and r)
     assert r.json()["host"] == "localhost"           # Host rewritten to the external server's name
     assert _last_caller() == egress_envoy
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_https}/get", timeout=3).ok)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_https}/get", timeout=3).ok)
     assert _last_caller() == egress_envoy
 
     # routing.zoneEgress off: the same request goes straight from the sidecar, no proxy restarted
     assert requests.put(f"{api}/meshes/default", json={
         "type": "Mesh", "name": "default", "mtls": MTLS, "routing": {"zoneEgress": False}}).ok
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).ok and _last_caller() == web_envoy)
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_https}/get", timeout=3).ok
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).ok and _last_caller() == web_envoy)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_https}/get", timeout=3).ok
                 and _last_caller() == web_envoy)
     assert requests.put(f"{api}/meshes/default", json={
         "type": "Mesh", "name": "default", "mtls": MTLS, "routing": {"zoneEgress": True}}).ok
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).ok
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).ok
                 and _last_caller() == egress_envoy)
     assert _envoy_under(web.pid) == web_envoy
 
@@ -203,7 +202,7 @@ def test_external_services_through_the_managed_egress(setup: Mesh, tmp_path: Pat
     out_mes = free_port()
     mesh.kuma_dp("app-1", mesh.token("app-1"), template=MES_CLIENT, port=free_port(), servicePort=free_port(),
                  outPort=out_mes)
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_mes}/get", timeout=3).ok)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_mes}/get", timeout=3).ok)
     assert _last_caller() == egress_envoy
 
     # MeshTrafficPermission on the external service, enforced at the egress
@@ -211,14 +210,14 @@ def test_external_services_through_the_managed_egress(setup: Mesh, tmp_path: Pat
         "targetRef": {"kind": "MeshService", "name": "httpbin"},
         "from": [{"targetRef": {"kind": "MeshService", "name": "web"}, "default": {"action": "Deny"}}]}}
     assert requests.put(f"{api}/meshes/default/meshtrafficpermissions/deny-web-httpbin", json=deny).ok
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).status_code == 403)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).status_code == 403)
     assert requests.get(f"http://127.0.0.1:{out_https}/get", timeout=3).ok    # other services unaffected
     assert requests.delete(f"{api}/meshes/default/meshtrafficpermissions/deny-web-httpbin").ok
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).ok)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).ok)
 
     # the egress's Envoy dies: kuma-cp starts the egress again and traffic resumes
     os.kill(egress_envoy, signal.SIGKILL)
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).ok
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/get", timeout=3).ok
                 and _last_caller() not in (egress_envoy, web_envoy, None), timeout=40)
 
     # the egress reported its subscription (ZoneEgressInsight) and ACKed what it got

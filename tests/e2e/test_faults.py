@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.test_dataplane import ALLOW_ALL, MTLS, Mesh, _eventually, _tcp
+from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, tcp_exchange
 from tests.e2e.test_routing import _http_app, _tcp_app
-from tests.support import free_port
+from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ class Faults:
     def tcp(self, caller: str) -> bytes:
         """What the echo answers; b"" when the connection is closed (or reset) without an answer."""
         try:
-            return _tcp(self.ports[caller][1], b"ping")
+            return tcp_exchange(self.ports[caller][1], b"ping")
         except ConnectionResetError:
             return b""
 
@@ -101,8 +101,8 @@ def faults(request, tmp_path: Path):
     assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/allow-all", json=ALLOW_ALL).ok
     faults = Faults(mesh)
     faults.start()
-    _eventually(lambda: faults.get("web").status_code == 200 and faults.get("other").status_code == 200, timeout=40)
-    _eventually(lambda: faults.tcp("web") == b"v1:ping", timeout=40)
+    eventually(lambda: faults.get("web").status_code == 200 and faults.get("other").status_code == 200, timeout=40)
+    eventually(lambda: faults.tcp("web") == b"v1:ping", timeout=40)
     yield faults
     mesh.close()
 
@@ -115,7 +115,7 @@ def test_abort_for_one_client_then_delay_by_identity_then_removal(faults: Faults
                   "default": {"http": [{"abort": {"httpStatus": 418, "percentage": 100}}]}}]})
     # in place once 10 in a row are aborted: until the replaced inbound listener has drained, requests on
     # connections the caller's Envoy opened before may still meet the old one (issue 13, item 8)
-    _eventually(lambda: all(faults.get("web").status_code == 418 for _ in range(10)))
+    eventually(lambda: all(faults.get("web").status_code == 418 for _ in range(10)))
     assert all(faults.get("web").status_code == 418 for _ in range(20))
     assert all(faults.get("other").status_code == 200 for _ in range(20))
 
@@ -124,21 +124,21 @@ def test_abort_for_one_client_then_delay_by_identity_then_removal(faults: Faults
         "targetRef": {"kind": "MeshService", "name": "backend"},
         "rules": [{"matches": [{"spiffeID": {"type": "Exact", "value": "spiffe://default/web"}}],
                    "default": {"http": [{"delay": {"value": "1500ms", "percentage": 100}}]}}]})
-    _eventually(lambda: all(faults.get("web").status_code == 200 for _ in range(10)))
+    eventually(lambda: all(faults.get("web").status_code == 200 for _ in range(10)))
 
     def timed(caller: str) -> float:
         start = time.monotonic()
         assert faults.get(caller).status_code == 200
         return time.monotonic() - start
 
-    _eventually(lambda: all(timed("web") >= 1.5 for _ in range(3)))
+    eventually(lambda: all(timed("web") >= 1.5 for _ in range(3)))
     assert all(timed("web") >= 1.5 for _ in range(3))
     assert faults.get("other").status_code == 200
 
     faults.delete("meshfaultinjections", "backend-faults")
-    _eventually(lambda: all(timed("web") < 1.5 for _ in range(5)))
+    eventually(lambda: all(timed("web") < 1.5 for _ in range(5)))
     assert all(faults.get("web").status_code == 200 for _ in range(10))
-    _eventually(faults.all_acked)
+    eventually(faults.all_acked)
 
 
 def test_request_rate_limit_answers_the_configured_status_and_headers(faults: Faults) -> None:
@@ -148,7 +148,7 @@ def test_request_rate_limit_answers_the_configured_status_and_headers(faults: Fa
             "requestRate": {"num": 5, "interval": "1h"},
             "onRateLimit": {"status": 429, "headers": {"set": [{"name": "x-limited", "value": "yes"}],
                                                        "add": [{"name": "x-by", "value": "mesh"}]}}}}}}]})
-    _eventually(lambda: all(faults.get(c).status_code == 429 for c in ("web", "other") for _ in range(3)))
+    eventually(lambda: all(faults.get(c).status_code == 429 for c in ("web", "other") for _ in range(3)))
     limited = faults.get("web")
     assert limited.headers["x-limited"] == "yes" and limited.headers["x-by"] == "mesh"
     # the limit is shared by all clients of the inbound and does not refill within the hour
@@ -160,9 +160,9 @@ def test_request_rate_limit_answers_the_configured_status_and_headers(faults: Fa
     assert faults.stat("backend", r"http_local_rate_limit\.rate_limited$") >= 4
 
     faults.delete("meshratelimits", "backend-limit")
-    _eventually(lambda: all(faults.get(c).status_code == 200 for c in ("web", "other") for _ in range(10)))
+    eventually(lambda: all(faults.get(c).status_code == 200 for c in ("web", "other") for _ in range(10)))
     assert all(faults.get(c).status_code == 200 for c in ("web", "other") for _ in range(10))
-    _eventually(faults.all_acked)
+    eventually(faults.all_acked)
 
 
 def test_connection_rate_limit_closes_the_extra_connections(faults: Faults) -> None:
@@ -171,11 +171,11 @@ def test_connection_rate_limit_closes_the_extra_connections(faults: Faults) -> N
         "from": [{"targetRef": {"kind": "Mesh"},
                   "default": {"local": {"tcp": {"connectionRate": {"num": 3, "interval": "1h"}}}}}]})
     # in place once a connection is closed without an answer; from then on every new one is
-    _eventually(lambda: faults.tcp("web") == b"")
+    eventually(lambda: faults.tcp("web") == b"")
     assert all(faults.tcp(caller) == b"" for caller in ("web", "other", "web"))
     assert faults.stat("echo", r"tcp_rate_limit.*rate_limited$") >= 4
 
     faults.delete("meshratelimits", "echo-limit")
-    _eventually(lambda: faults.tcp("web") == b"v1:ping")
+    eventually(lambda: faults.tcp("web") == b"v1:ping")
     assert all(faults.tcp(c) == b"v1:ping" for c in ("web", "other") for _ in range(5))
-    _eventually(faults.all_acked)
+    eventually(faults.all_acked)

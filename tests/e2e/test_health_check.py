@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.test_dataplane import ALLOW_ALL, MTLS, Mesh, _eventually, _start, _tcp
+from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, serve_in_thread, tcp_exchange
 from tests.e2e.test_routing import DATAPLANE
-from tests.support import free_port
+from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def _http_app(version: str, health_status: int, checks: list[dict]) -> int:
             pass
 
     port = free_port()
-    _start(ThreadingHTTPServer(("127.0.0.1", port), Handler))
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", port), Handler))
     return port
 
 
@@ -51,7 +51,7 @@ def _tcp_app(version: str, pong: bytes) -> int:
                 self.request.sendall(pong if data == b"ping" else version.encode())
 
     port = free_port()
-    _start(socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler))
+    serve_in_thread(socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler))
     return port
 
 
@@ -82,7 +82,7 @@ class Fleet:
         return out
 
     def tcp_versions(self, n: int) -> list[bytes]:
-        return [_tcp(self.tcp_port, b"hello") for _ in range(n)]
+        return [tcp_exchange(self.tcp_port, b"hello") for _ in range(n)]
 
     def url(self, path: str) -> str:
         return f"{self.mesh.cp.url}/meshes/default/{path}"
@@ -129,18 +129,18 @@ HEALTH_CHECK = {"type": "MeshHealthCheck", "mesh": "default", "name": "health", 
 
 def test_an_unhealthy_instance_gets_no_traffic_until_the_check_is_removed(fleet: Fleet) -> None:
     # without a health check both instances answer, over HTTP and TCP
-    _eventually(lambda: set(fleet.http_versions(20)) == {"v1", "v2"}, timeout=40)
-    _eventually(lambda: set(fleet.tcp_versions(20)) == {b"v1", b"v2"}, timeout=20)
+    eventually(lambda: set(fleet.http_versions(20)) == {"v1", "v2"}, timeout=40)
+    eventually(lambda: set(fleet.tcp_versions(20)) == {b"v1", b"v2"}, timeout=20)
     assert fleet.checks == {"v1": [], "v2": []}
 
-    before = _eventually(fleet.cds_acks)   # web-1's first clusters are ACKed (and the insight says so)
+    before = eventually(fleet.cds_acks)   # web-1's first clusters are ACKed (and the insight says so)
     r = requests.put(fleet.url("meshhealthchecks/health"), json=HEALTH_CHECK)
     assert r.status_code == 201 and "warnings" not in r.json(), r.text
     assert "/health" in requests.get(fleet.url("dataplanes/web-1/_config")).text
-    _eventually(lambda: fleet.acked(since=before))
+    eventually(lambda: fleet.acked(since=before))
     # in place once 40 requests in a row reach v1 (by chance under round robin: 2^-40)
-    _eventually(lambda: set(fleet.http_versions(40)) == {"v1"})
-    _eventually(lambda: set(fleet.tcp_versions(40)) == {b"v1"})
+    eventually(lambda: set(fleet.http_versions(40)) == {"v1"})
+    eventually(lambda: set(fleet.tcp_versions(40)) == {b"v1"})
     # and it stays that way: every request goes to the healthy instance
     assert set(fleet.http_versions(100)) == {"v1"}
     assert set(fleet.tcp_versions(50)) == {b"v1"}
@@ -152,6 +152,6 @@ def test_an_unhealthy_instance_gets_no_traffic_until_the_check_is_removed(fleet:
     before = fleet.cds_acks()
     assert requests.delete(fleet.url("meshhealthchecks/health")).ok
     assert "/health" not in requests.get(fleet.url("dataplanes/web-1/_config")).text
-    _eventually(lambda: fleet.acked(since=before))
-    _eventually(lambda: set(fleet.http_versions(20)) == {"v1", "v2"})
-    _eventually(lambda: set(fleet.tcp_versions(20)) == {b"v1", b"v2"})
+    eventually(lambda: fleet.acked(since=before))
+    eventually(lambda: set(fleet.http_versions(20)) == {"v1", "v2"})
+    eventually(lambda: set(fleet.tcp_versions(20)) == {b"v1", b"v2"})

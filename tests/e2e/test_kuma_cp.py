@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -36,6 +38,19 @@ def test_run_serves_api_and_diagnostics(tmp_path: Path) -> None:
         assert (tmp_path / "kuma.db").exists()
     finally:
         assert cp.stop() == 0
+
+
+def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
+    """SIGINT (ctrl-C in a terminal) as SIGTERM: every part stopped in reverse order, exit 0, ports free."""
+    cp = CpProcess(tmp_path).start()
+    cp.proc.send_signal(signal.SIGINT)
+    assert cp.proc.wait(timeout=15) == 0
+    log = cp.read_log()
+    assert "signal SIGINT received, stopping" in log and log.rstrip().endswith("stopped"), log
+    assert "Traceback" not in log
+    for port in (cp.api_port, cp.diag_port):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))   # free again: nothing left listening
 
 
 def test_skip_mesh_creation(tmp_path: Path) -> None:

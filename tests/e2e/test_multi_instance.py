@@ -19,8 +19,9 @@ import pytest
 import requests
 
 from appliance.ca.server_cert import ensure_server_cert
-from tests.e2e.test_dataplane import ALLOW_ALL, DATAPLANE, MTLS, _Echo, _eventually, _start
-from tests.support import ROOT, CpProcess, PostgresServer, cp_command, dataplane_token, free_port, terminate_all
+from tests.e2e.harness import ALLOW_ALL, DATAPLANE, MTLS, Echo, serve_in_thread
+from tests.support import (ROOT, CpProcess, PostgresServer, cp_command, dataplane_token, eventually, free_port,
+                           terminate_all)
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +75,7 @@ class Cluster:
         """An HTTP app behind `backend` (on one instance), called through `web`'s outbound (on another):
         the port to call."""
         app, out_http = free_port(), free_port()
-        _start(ThreadingHTTPServer(("127.0.0.1", app), _Echo))
+        serve_in_thread(ThreadingHTTPServer(("127.0.0.1", app), Echo))
         self.kuma_dp("backend-1", backend_cp, port=free_port(), servicePort=app, service="backend",
                      protocol="http", outPort=free_port(), outService="web")
         self.kuma_dp("web-1", web_cp, port=free_port(), servicePort=free_port(), service="web", protocol="http",
@@ -174,19 +175,19 @@ def test_a_write_on_one_instance_reaches_an_envoy_on_another(cluster: Cluster) -
     assert requests.get(f"{b.url}/meshes/other").json()["name"] == "other"
     # and B has seen the change itself (it reached B's change log reader, not just its API)
     written = float(metrics(a)["store_revision"])
-    _eventually(lambda: float(metrics(b)["store_revision"]) >= written)
+    eventually(lambda: float(metrics(b)["store_revision"]) >= written)
 
     out_http = cluster.backend_and_web(backend_cp=a, web_cp=b)
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok, timeout=30)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok, timeout=30)
     # the insight says which instance holds the proxy's stream (written in batches: soon, not at once)
-    _eventually(lambda: latest_subscription(a, "web-1").get("controlPlaneInstanceId") == instance_id(b))
+    eventually(lambda: latest_subscription(a, "web-1").get("controlPlaneInstanceId") == instance_id(b))
 
     # mTLS on through A: B's proxies deny (no permission yet); a permission PUT on A lets traffic in
     r = requests.put(f"{a.url}/meshes/default", json={"type": "Mesh", "name": "default", "mtls": MTLS})
     assert r.status_code == 200, r.text
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).status_code == 403)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).status_code == 403)
     assert requests.put(f"{a.url}/meshes/default/meshtrafficpermissions/allow-all", json=ALLOW_ALL).status_code == 201
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok)
 
 
 def test_kill_9_of_the_leader_hands_leadership_and_its_jobs_to_another(cluster: Cluster) -> None:
@@ -197,16 +198,16 @@ def test_kill_9_of_the_leader_hands_leadership_and_its_jobs_to_another(cluster: 
     # a proxy on the leader: when the leader dies, nobody holds its stream any more
     cluster.kuma_dp("lonely-1", first, port=free_port(), servicePort=free_port(), service="lonely",
                     protocol="http", outPort=free_port(), outService="web")
-    _eventually(lambda: latest_subscription(second, "lonely-1").get("controlPlaneInstanceId") == instance_id(first),
+    eventually(lambda: latest_subscription(second, "lonely-1").get("controlPlaneInstanceId") == instance_id(first),
                 timeout=30)
     assert not latest_subscription(second, "lonely-1").get("disconnectTime")
 
     first.kill()
     killed = time.monotonic()
-    _eventually(lambda: leader(second), timeout=10)
+    eventually(lambda: leader(second), timeout=10)
     took = time.monotonic() - killed
     # the new leader's subscription finalizer closes the dead instance's stream: the proxy shows offline
-    _eventually(lambda: latest_subscription(second, "lonely-1").get("disconnectTime"), timeout=20)
+    eventually(lambda: latest_subscription(second, "lonely-1").get("disconnectTime"), timeout=20)
 
     first.start()   # back, and a follower: leadership does not move back
     time.sleep(2)
@@ -223,14 +224,14 @@ def test_postgres_outage_keeps_traffic_and_the_instances_recover_alone(cluster: 
     before = {"type": "Mesh", "name": "before-outage"}
     assert requests.put(f"{a.url}/meshes/before-outage", json=before).status_code == 201
     out_http = cluster.backend_and_web(backend_cp=a, web_cp=b)
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok, timeout=30)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok, timeout=30)
 
     cluster.postgres.stop()
     try:
         down = time.monotonic()
-        _eventually(lambda: not ready(a) and not ready(b), timeout=15)
+        eventually(lambda: not ready(a) and not ready(b), timeout=15)
         # a leader that loses the database gives leadership up: nobody leads during the outage
-        _eventually(lambda: not leader(a) and not leader(b), timeout=5)
+        eventually(lambda: not leader(a) and not leader(b), timeout=5)
         failed = 0
         while time.monotonic() - down < 30:
             try:
@@ -244,14 +245,14 @@ def test_postgres_outage_keeps_traffic_and_the_instances_recover_alone(cluster: 
         cluster.postgres.start()
 
     back = time.monotonic()
-    _eventually(lambda: ready(a) and ready(b), timeout=60)
+    eventually(lambda: ready(a) and ready(b), timeout=60)
     print(f"ready again {time.monotonic() - back:.1f} s after PostgreSQL came back")
-    _eventually(lambda: [leader(a), leader(b)].count(True) == 1, timeout=15)
+    eventually(lambda: [leader(a), leader(b)].count(True) == 1, timeout=15)
     assert requests.get(f"{b.url}/meshes/before-outage").status_code == 200
     # changes flow again, from A to B's proxies: mTLS on denies (no permission)
     r = requests.put(f"{a.url}/meshes/default", json={"type": "Mesh", "name": "default", "mtls": MTLS})
     assert r.status_code == 200, r.text
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).status_code == 403, timeout=30)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).status_code == 403, timeout=30)
 
 
 POOL = 4

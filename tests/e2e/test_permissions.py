@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.test_dataplane import MTLS, Mesh, _Echo, _eventually, _start, _tcp, _tcp_refused, _TcpEcho
-from tests.support import free_port
+from tests.e2e.harness import Echo, MTLS, Mesh, TcpEcho, serve_in_thread, tcp_exchange, tcp_refused
+from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ class _Loop(threading.Thread):
 def _start_backend_and_callers(mesh: Mesh) -> tuple[int, int]:
     """backend (HTTP), and two callers: web and other. Returns the outbound ports of web and other."""
     app = free_port()
-    _start(ThreadingHTTPServer(("127.0.0.1", app), _Echo))
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", app), Echo))
     out_web, out_other = free_port(), free_port()
     mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=free_port(), servicePort=app, service="backend",
                  protocol="http", outPort=free_port(), outService="web")
@@ -132,7 +132,7 @@ def _start_backend_and_callers(mesh: Mesh) -> tuple[int, int]:
 
 def test_every_request_after_an_acked_flip_gets_the_new_answer(mesh: Mesh) -> None:
     out_web, out_other = _start_backend_and_callers(mesh)
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_web}/", timeout=2).ok)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_web}/", timeout=2).ok)
     r = requests.put(f"{mesh.cp.url}/meshes/default", json={"type": "Mesh", "name": "default", "mtls": MTLS})
     assert r.status_code == 200, r.text
 
@@ -147,8 +147,8 @@ def test_every_request_after_an_acked_flip_gets_the_new_answer(mesh: Mesh) -> No
         return "Allow" if "MeshTrafficPermission" in config else "Deny"
 
     _put(mesh, flip("Allow"))
-    _eventually(lambda: verdict() == "Allow", timeout=40)
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_web}/", timeout=2).ok)
+    eventually(lambda: verdict() == "Allow", timeout=40)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_web}/", timeout=2).ok)
     loop = _Loop(f"http://127.0.0.1:{out_web}/")
     loop.start()
     windows: list[tuple[float, float, int]] = []
@@ -157,10 +157,10 @@ def test_every_request_after_an_acked_flip_gets_the_new_answer(mesh: Mesh) -> No
             action = "Deny" if i % 2 == 0 else "Allow"
             loop.pause()
             _put(mesh, flip(action))
-            _eventually(lambda: verdict() == action, timeout=20, every=0.01)
+            eventually(lambda: verdict() == action, timeout=20, every=0.01)
             acked = time.monotonic()
             loop.resume()
-            _eventually(lambda: loop.count_since(acked) >= PER_WINDOW, timeout=20, every=0.01)
+            eventually(lambda: loop.count_since(acked) >= PER_WINDOW, timeout=20, every=0.01)
             windows.append((acked, time.monotonic(), 403 if action == "Deny" else 200))
     finally:
         loop.done.set()
@@ -174,7 +174,7 @@ def test_every_request_after_an_acked_flip_gets_the_new_answer(mesh: Mesh) -> No
     requests.delete(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/flip").raise_for_status()
     _put(mesh, _policy("only-web", {"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [{"default": {
         "allow": [{"spiffeID": {"type": "Exact", "value": "spiffe://default/web"}}]}}]}))
-    _eventually(lambda: "only-web" in json.dumps(_route_configs(mesh, "backend-1").get("inbound:backend")))
+    eventually(lambda: "only-web" in json.dumps(_route_configs(mesh, "backend-1").get("inbound:backend")))
     for _ in range(5):
         assert requests.get(f"http://127.0.0.1:{out_web}/", timeout=2).status_code == 200
         assert requests.get(f"http://127.0.0.1:{out_other}/", timeout=2).status_code == 403
@@ -184,12 +184,12 @@ def test_every_request_after_an_acked_flip_gets_the_new_answer(mesh: Mesh) -> No
         items = requests.get(f"{mesh.cp.url}/meshes/default/dataplanes/_overview").json()["items"]
         totals = [s["status"]["total"] for i in items for s in i["dataplaneInsight"]["subscriptions"]]
         return len(items) == 3 and all(t["responsesRejected"] == "0" for t in totals)
-    _eventually(acked_everything)
+    eventually(acked_everything)
 
 
 def test_open_tcp_connections_a_deny_forbids_are_closed_within_the_drain_time(mesh: Mesh) -> None:
     app, out_tcp = free_port(), free_port()
-    _start(socketserver.ThreadingTCPServer(("127.0.0.1", app), _TcpEcho))
+    serve_in_thread(socketserver.ThreadingTCPServer(("127.0.0.1", app), TcpEcho))
     mesh.kuma_dp("db-1", mesh.token("db-1"), port=free_port(), servicePort=app, service="db", protocol="tcp",
                  outPort=free_port(), outService="web")
     mesh.kuma_dp("web-1", mesh.token("web-1"), port=free_port(), servicePort=free_port(), service="web",
@@ -199,14 +199,14 @@ def test_open_tcp_connections_a_deny_forbids_are_closed_within_the_drain_time(me
     policy = _policy("db", {"targetRef": {"kind": "MeshService", "name": "db"},
                             "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]})
     _put(mesh, policy)
-    assert _eventually(lambda: _tcp(out_tcp, b"hi"), timeout=40) == b"echo:hi"
+    assert eventually(lambda: tcp_exchange(out_tcp, b"hi"), timeout=40) == b"echo:hi"
 
     with socket.create_connection(("127.0.0.1", out_tcp), timeout=3) as held:
         held.sendall(b"before")
         assert held.recv(4096) == b"echo:before"
         policy["spec"]["from"][0]["default"]["action"] = "Deny"
         _put(mesh, policy)
-        _eventually(lambda: _tcp_refused(out_tcp))   # new connections: denied
+        eventually(lambda: tcp_refused(out_tcp))   # new connections: denied
         denied = time.monotonic()
         held.settimeout(10)
         try:

@@ -3,13 +3,13 @@ kill -9 mid-write loses nothing."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support import ROOT, CpProcess, PostgresServer, cp_command, kill_mid_write_stream, numbered_dataplane
+from tests.support import (ROOT, CpProcess, PostgresServer, cp_command, eventually, kill_mid_write_stream,
+                           numbered_dataplane)
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +22,7 @@ def _ready(cp: CpProcess) -> int:
 
 
 def _wait_for(cp: CpProcess, status: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while _ready(cp) != status:
-        assert time.monotonic() < deadline, f"/ready did not answer {status} within {timeout}s: {cp.read_log()}"
-        time.sleep(0.1)
+    eventually(lambda: _ready(cp) == status, lambda: f"/ready answering {status}: {cp.read_log()}", timeout=timeout)
 
 
 def test_ready_follows_the_database_without_a_restart(postgres_server: PostgresServer, tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ import requests
 from cryptography import x509
 
 from appliance.ca import builtin
-from tests.e2e.test_dataplane import ALLOW_ALL, Mesh, _Echo, _eventually, _start
-from tests.support import free_port
+from tests.e2e.harness import ALLOW_ALL, Echo, Mesh, serve_in_thread
+from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -75,12 +75,12 @@ def mesh(tmp_path: Path):
 
 def test_a_provided_ca_fails_closed_until_its_secrets_exist_then_signs_the_mesh(mesh: Mesh, tmp_path: Path) -> None:
     backend_app, backend_in, web_in, out_http = free_port(), free_port(), free_port(), free_port()
-    _start(ThreadingHTTPServer(("127.0.0.1", backend_app), _Echo))
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", backend_app), Echo))
     mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=backend_in, servicePort=backend_app,
                  service="backend", protocol="http", outPort=free_port(), outService="web")
     mesh.kuma_dp("web-1", mesh.token("web-1"), port=web_in, servicePort=free_port(), service="web",
                  protocol="http", outPort=out_http, outService="backend")
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok)
 
     # Secrets missing: refused with the field named, unless validation is skipped (Kuma's escape hatch) ...
     r = requests.put(f"{mesh.cp.url}/meshes/default", json={"type": "Mesh", "name": "default", "mtls": PROVIDED})
@@ -91,7 +91,7 @@ def test_a_provided_ca_fails_closed_until_its_secrets_exist_then_signs_the_mesh(
     assert r.status_code == 200, r.text
     assert any("fails closed" in w for w in r.json()["warnings"])
     # ... and then the mesh fails closed: no plaintext from the caller's outbound, nothing on the inbound
-    _eventually(lambda: _refused(out_http))
+    eventually(lambda: _refused(out_http))
     assert _refused(backend_in)
     assert 'name="my-ca-cert" mesh="default"' in mesh.cp.read_log()
     insight = requests.get(f"{mesh.cp.url}/mesh-insights/default").json()
@@ -103,16 +103,16 @@ def test_a_provided_ca_fails_closed_until_its_secrets_exist_then_signs_the_mesh(
             "type": "Secret", "mesh": "default", "name": name, "data": base64.b64encode(pem).decode()})
         assert r.status_code == 201, r.text
     # mTLS with the provided CA: no permission yet, so Kuma 2.14 denies ...
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).status_code == 403)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).status_code == 403)
     assert _as_web(tmp_path, ca, backend_in) == 403
     # ... until a MeshTrafficPermission allows; the backend sees the caller's SPIFFE identity
     assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/allow-all",
                         json=ALLOW_ALL).status_code == 201
-    seen = _eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/", timeout=2)).ok and r.json())
+    seen = eventually(lambda: (r := requests.get(f"http://127.0.0.1:{out_http}/", timeout=2)).ok and r.json())
     assert "error" not in requests.get(f"{mesh.cp.url}/mesh-insights/default").json()["mTLS"]
     xfcc = {k.lower(): v for k, v in seen["headers"].items()}.get("x-forwarded-client-cert", "")
     assert "URI=spiffe://default/web" in xfcc, seen
-    assert _eventually(lambda: _as_web(tmp_path, ca, backend_in) == 200)
+    assert eventually(lambda: _as_web(tmp_path, ca, backend_in) == 200)
     # a client certificate from another CA is not let in
     with pytest.raises((ssl.SSLError, ConnectionError)):
         _as_web(tmp_path, ca, backend_in, signer=builtin.new_root_ca("default", "other", 2048))
@@ -176,8 +176,8 @@ class _Loop:
 
 def test_ca_rotation_from_builtin_to_provided_and_back_fails_no_request(mesh: Mesh, tmp_path: Path) -> None:
     backend_app, web_app, backend_in, web_in, out_http = free_port(), free_port(), free_port(), free_port(), free_port()
-    _start(ThreadingHTTPServer(("127.0.0.1", backend_app), _Echo))
-    _start(ThreadingHTTPServer(("127.0.0.1", web_app), _Echo))   # so that a probe of web's inbound gets an answer
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", backend_app), Echo))
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", web_app), Echo))   # so that a probe of web's inbound gets an answer
     builtin_backend = {"name": "ca-1", "type": "builtin"}
     r = requests.put(f"{mesh.cp.url}/meshes/default", json={"type": "Mesh", "name": "default", "mtls": {
         "enabledBackend": "ca-1", "backends": [builtin_backend]}})
@@ -188,7 +188,7 @@ def test_ca_rotation_from_builtin_to_provided_and_back_fails_no_request(mesh: Me
                  service="backend", protocol="tcp", outPort=free_port(), outService="web")
     mesh.kuma_dp("web-1", mesh.token("web-1"), port=web_in, servicePort=web_app, service="web",
                  protocol="tcp", outPort=out_http, outService="backend")
-    _eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok)
+    eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok)
     builtin_issuer = _peer_issuer(backend_in)
 
     ca = _openssl_ca(tmp_path)
@@ -207,18 +207,18 @@ def test_ca_rotation_from_builtin_to_provided_and_back_fails_no_request(mesh: Me
     try:
         # 1. the provided CA joins: every proxy trusts it before anything is signed with it
         mtls("ca-1", builtin_backend, mine)
-        _eventually(lambda: _accepts(tmp_path, ca, backend_in) and _accepts(tmp_path, ca, web_in))
+        eventually(lambda: _accepts(tmp_path, ca, backend_in) and _accepts(tmp_path, ca, web_in))
         # 2. enabled: every proxy gets a certificate of the provided CA
         mtls("mine", builtin_backend, mine)
-        _eventually(lambda: _peer_issuer(backend_in) == _peer_issuer(web_in) == "CN=my-ca")
+        eventually(lambda: _peer_issuer(backend_in) == _peer_issuer(web_in) == "CN=my-ca")
         # 3. and back to the builtin CA, which every proxy still trusts
         mtls("ca-1", builtin_backend, mine)
-        _eventually(lambda: _peer_issuer(backend_in) == _peer_issuer(web_in) == builtin_issuer)
+        eventually(lambda: _peer_issuer(backend_in) == _peer_issuer(web_in) == builtin_issuer)
         # 4. the provided CA leaves: no longer trusted
         mtls("ca-1", builtin_backend)
-        _eventually(lambda: not _accepts(tmp_path, ca, backend_in) and not _accepts(tmp_path, ca, web_in))
+        eventually(lambda: not _accepts(tmp_path, ca, backend_in) and not _accepts(tmp_path, ca, web_in))
         sent_before = loop.sent
-        _eventually(lambda: loop.sent > sent_before + 20)
+        eventually(lambda: loop.sent > sent_before + 20)
     finally:
         loop.stop()
     assert loop.sent > 100 and loop.failed == [], (loop.sent, loop.failed[:20])

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import socketserver
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.e2e.test_dataplane import ALLOW_ALL, MTLS, Mesh, _eventually, _start, _tcp
-from tests.support import free_port
+from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, serve_in_thread, tcp_exchange
+from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +59,7 @@ def _http_app(version: str, seen: list[dict] | None = None) -> int:
             pass
 
     port = free_port()
-    _start(ThreadingHTTPServer(("127.0.0.1", port), Handler))
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", port), Handler))
     return port
 
 
@@ -71,7 +70,7 @@ def _tcp_app(version: str) -> int:
                 self.request.sendall(version.encode() + b":" + data)
 
     port = free_port()
-    _start(socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler))
+    serve_in_thread(socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler))
     return port
 
 
@@ -146,11 +145,11 @@ def canary(*extra_rules: dict) -> dict:
 
 def test_http_route_canary_filters_and_removal(routing: Routing) -> None:
     # without a route both versions answer
-    _eventually(lambda: {routing.version() for _ in range(20)} == {"v1", "v2"}, timeout=40)
+    eventually(lambda: {routing.version() for _ in range(20)} == {"v1", "v2"}, timeout=40)
 
     routing.put("meshhttproutes", "backend-canary", "MeshHTTPRoute", canary())
     # the header rule is in place once 30 requests in a row reach v2 (by chance: 2^-30)
-    _eventually(lambda: all(routing.version(**{"x-version": "v2"}) == "v2" for _ in range(30)))
+    eventually(lambda: all(routing.version(**{"x-version": "v2"}) == "v2" for _ in range(30)))
     # what the proxy gets is what `_config` shows: the routes and a cluster per version
     config = requests.get(f"{routing.mesh.cp.url}/meshes/default/dataplanes/web-1/_config").text
     assert "x-version" in config and "backend-154693772bc47249" in config and "backend-5b73b3f4adf20020" in config
@@ -175,56 +174,56 @@ def test_http_route_canary_filters_and_removal(routing: Routing) -> None:
          "default": {"filters": [{"type": "RequestRedirect", "requestRedirect": {
              "scheme": "https", "hostname": "example.com", "statusCode": 301,
              "path": {"type": "ReplaceFullPath", "replaceFullPath": "/elsewhere"}}}]}}))
-    response = _eventually(lambda: (r := routing.get("/old/page?q=1", **{"x-secret": "s"})).ok
+    response = eventually(lambda: (r := routing.get("/old/page?q=1", **{"x-secret": "s"})).ok
                            and r.json()["path"].startswith("/new") and r)
     seen = response.json()
     assert seen["path"] == "/new/page?q=1" and seen["version"] == "v1"
     assert seen["headers"]["x-set"] == "by-route" and "x-secret" not in seen["headers"]
     assert response.headers["x-answered-by"] == "route"
-    _eventually(lambda: any(m["path"] == "/new/page?q=1" for m in routing.mirrored))
+    eventually(lambda: any(m["path"] == "/new/page?q=1" for m in routing.mirrored))
     redirect = routing.get("/moved")
     assert redirect.status_code == 301 and redirect.headers["location"] == "https://example.com/elsewhere"
 
     assert requests.delete(f"{routing.mesh.cp.url}/meshes/default/meshhttproutes/backend-canary").ok
     # back to the default: the header no longer pins v2, the old path is not rewritten
-    _eventually(lambda: "v1" in {routing.version(**{"x-version": "v2"}) for _ in range(20)})
+    eventually(lambda: "v1" in {routing.version(**{"x-version": "v2"}) for _ in range(20)})
     assert routing.get("/old/page").json()["path"] == "/old/page"
-    _eventually(routing.all_acked)
+    eventually(routing.all_acked)
 
 
 def test_tcp_route_splits_connections_between_subsets(routing: Routing) -> None:
-    _eventually(lambda: {_tcp(routing.tcp_port, b"x").split(b":")[0] for _ in range(20)} == {b"v1", b"v2"},
+    eventually(lambda: {tcp_exchange(routing.tcp_port, b"x").split(b":")[0] for _ in range(20)} == {b"v1", b"v2"},
                 timeout=40)
     routing.put("meshtcproutes", "echo-split", "MeshTCPRoute", {
         "targetRef": {"kind": "Mesh"},
         "to": [{"targetRef": {"kind": "MeshService", "name": "echo"},
                 "rules": [{"default": {"backendRefs": [subset("echo", "v1", 80), subset("echo", "v2", 20)]}}]}]})
     def counts() -> dict[bytes, int]:
-        versions = [_tcp(routing.tcp_port, b"ping").split(b":")[0] for _ in range(200)]
+        versions = [tcp_exchange(routing.tcp_port, b"ping").split(b":")[0] for _ in range(200)]
         return {v: versions.count(v) for v in (b"v1", b"v2", b"")}   # b"": closed without an answer
 
     # in place once v2 is the minority over 200 connections (round robin gives it half)
-    _eventually(lambda: counts()[b"v2"] < 70)
+    eventually(lambda: counts()[b"v2"] < 70)
     # v2 ~ Binomial(200, 0.2): mean 40, sd 5.7; [10, 75] is over 5 sd out on either side; every one answered
     found = counts()
     assert 10 <= found[b"v2"] <= 75 and found[b"v1"] == 200 - found[b"v2"], found
 
     assert requests.delete(f"{routing.mesh.cp.url}/meshes/default/meshtcproutes/echo-split").ok
-    _eventually(lambda: counts()[b"v2"] > 70)   # back to round robin over both versions
-    _eventually(routing.all_acked)
+    eventually(lambda: counts()[b"v2"] > 70)   # back to round robin over both versions
+    eventually(routing.all_acked)
 
 
 def test_ring_hash_on_a_header_keeps_one_value_on_one_instance(routing: Routing) -> None:
-    _eventually(lambda: {routing.version() for _ in range(20)} == {"v1", "v2"}, timeout=40)
+    eventually(lambda: {routing.version() for _ in range(20)} == {"v1", "v2"}, timeout=40)
     routing.put("meshloadbalancingstrategies", "sticky-users", "MeshLoadBalancingStrategy", {
         "targetRef": {"kind": "Mesh"},
         "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
                 "default": {"loadBalancer": {"type": "RingHash", "ringHash": {"minRingSize": 1024}},
                             "hashPolicies": [{"type": "Header", "header": {"name": "x-user"}}]}}]})
     # in place once one user's 20 requests land on one instance (by chance under round robin: 2^-19)
-    _eventually(lambda: len({routing.version(**{"x-user": "alice"}) for _ in range(20)}) == 1)
+    eventually(lambda: len({routing.version(**{"x-user": "alice"}) for _ in range(20)}) == 1)
     landed = {user: {routing.version(**{"x-user": user}) for _ in range(10)} for user in map(str, range(30))}
     assert all(len(versions) == 1 for versions in landed.values()), landed
     # 30 users all on one of two instances of a 1,024-entry ring: about 2^-29
     assert {v for versions in landed.values() for v in versions} == {"v1", "v2"}
-    _eventually(routing.all_acked)
+    eventually(routing.all_acked)

@@ -14,18 +14,22 @@ from typing import Iterator
 
 import grpc
 import pytest
+import requests
 
+from appliance.api.app import create_app
 from appliance.ca.server_cert import ensure_server_cert
+from appliance.config import load_config
 from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
 from appliance.runtime import dataplanes
 from appliance.runtime.dataplanes import DataplaneServer
+from appliance.runtime.http import HttpServer
 from appliance.store.sqlite import SQLiteStore
 from appliance.tokens import issuer
 from appliance.tokens.claims import TokenMismatch, check_dataplane
 from appliance.xds.generate import generate_sidecar
-from tests.support import free_port
-from tests.unit.test_dataplane_handover import Proxy, _eventually
+from tests.ads_proxy import Proxy
+from tests.support import eventually, free_port
 
 HOUR = 3600.0
 
@@ -195,12 +199,12 @@ def test_a_second_stream_that_closes_leaves_the_proxy_registered_and_online(dp_s
     token = _token(store, name="web-1")
     first = Proxy(server.port, ca_pem, definition=_dataplane("web-1", "web"), token=token)
     try:
-        _eventually(lambda: store.get("DataplaneInsight", "default", "web-1") is not None)
+        eventually(lambda: store.get("DataplaneInsight", "default", "web-1") is not None)
         second = Proxy(server.port, ca_pem, definition=_dataplane("web-1", "web"), token=token)
-        _eventually(lambda: len(store.get("DataplaneInsight", "default", "web-1").content["subscriptions"]) == 2)
+        eventually(lambda: len(store.get("DataplaneInsight", "default", "web-1").content["subscriptions"]) == 2)
         second.close()
         # the second stream's end is recorded; the first one's subscription stays open
-        _eventually(lambda: sum(1 for s in store.get("DataplaneInsight", "default", "web-1").content[
+        eventually(lambda: sum(1 for s in store.get("DataplaneInsight", "default", "web-1").content[
             "subscriptions"] if s.get("disconnectTime")) == 1)
         assert server.call(lambda: dict(server._pending_removal)) == {}
         assert store.get("Dataplane", "default", "web-1") is not None
@@ -210,4 +214,59 @@ def test_a_second_stream_that_closes_leaves_the_proxy_registered_and_online(dp_s
     finally:
         first.close()
     # the last stream gone: the Dataplane goes
-    _eventually(lambda: store.get("Dataplane", "default", "web-1") is None)
+    eventually(lambda: store.get("Dataplane", "default", "web-1") is None)
+
+
+# --- kuma-dp's definition passes the REST API's rules (one home: core/manager.check_write) -------------
+@pytest.fixture
+def api_url(dp_server, tmp_path: Path) -> Iterator[str]:
+    """The REST API over the same store as `dp_server`, on 127.0.0.1 (the local admin)."""
+    _, manager, _, _ = dp_server
+    app = create_app(load_config(env={"KUMA_GENERAL_WORK_DIR": str(tmp_path)}), manager, "cp-a")
+    server = HttpServer(app, "127.0.0.1", 0, threads=2).start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+BROKEN_RULES = {
+    "workload label": {"kuma.io/workload": "MyWorkload"},
+    "label key": {"bad key!": "x"},
+    "zone label": {"kuma.io/zone": "east"},
+    "origin label": {"kuma.io/origin": "elsewhere"},
+}
+
+
+@pytest.mark.parametrize("labels", BROKEN_RULES.values(), ids=BROKEN_RULES.keys())
+def test_bootstrap_refuses_a_definition_the_api_refuses_with_the_apis_answer(dp_server, api_url, labels) -> None:
+    store, _, ca_pem, server = dp_server
+    definition = _dataplane("web-1", "web", labels=labels)
+    api = requests.put(f"{api_url}/meshes/default/dataplanes/web-1", json=definition, timeout=10)
+    assert api.status_code == 400, api.text
+    status, body = _bootstrap(server, ca_pem, {"mesh": "default", "name": "web-1", "dataplaneToken": _token(store),
+                                               "dataplaneResource": json.dumps(definition)})
+    assert (status, json.loads(body)) == (400, api.json())
+    assert store.get("Dataplane", "default", "web-1") is None
+
+
+def test_bootstrap_cannot_change_an_immutable_label_the_api_keeps(dp_server, api_url) -> None:
+    store, _, ca_pem, server = dp_server
+    r = requests.put(f"{api_url}/meshes/default/dataplanes/web-1", json=_dataplane("web-1", "web"), timeout=10)
+    assert r.status_code == 201, r.text
+    changed = _dataplane("web-1", "web", labels={"kuma.io/origin": "global"})
+    api = requests.put(f"{api_url}/meshes/default/dataplanes/web-1", json=changed, timeout=10)
+    assert api.status_code == 400 and api.json()["title"] == "Could not update a resource", api.text
+    status, body = _bootstrap(server, ca_pem, {"mesh": "default", "name": "web-1", "dataplaneToken": _token(store),
+                                               "dataplaneResource": json.dumps(changed)})
+    assert (status, json.loads(body)) == (400, api.json())
+    assert store.get("Dataplane", "default", "web-1").labels["kuma.io/origin"] == "zone"
+
+
+def test_ads_refuses_a_stream_whose_definition_the_api_refuses(dp_server) -> None:
+    store, _, ca_pem, server = dp_server
+    message = _refused(server, ca_pem, definition=_dataplane("web-1", "web", labels={"kuma.io/zone": "east"}),
+                       token=_token(store))
+    assert message == ('the Dataplane in the node metadata is not valid: Resource is not valid; '
+                       'labels["kuma.io/zone"]: kuma.io/zone label should have default value')
+    assert store.get("Dataplane", "default", "web-1") is None

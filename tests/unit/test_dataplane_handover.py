@@ -6,17 +6,10 @@ node metadata kuma-dp's bootstrap puts there (`dataplane.resource`).
 """
 from __future__ import annotations
 
-import json
-import queue
-import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-import grpc
 import pytest
-from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import struct_pb2
 
 from appliance.ca.server_cert import ensure_server_cert
 from appliance.core.manager import ResourceManager
@@ -24,43 +17,8 @@ from appliance.runtime import dataplanes
 from appliance.runtime.dataplanes import DataplaneServer
 from appliance.store.sqlite import SQLiteStore
 from appliance.xds.generate import generate_sidecar
-from appliance.xds.resources import CLUSTER
-from tests.support import free_port
-
-DEFINITION = {"type": "Dataplane", "mesh": "default", "name": "web-1", "networking": {
-    "address": "127.0.0.1", "inbound": [{"port": 8080, "servicePort": 18080, "tags": {"kuma.io/service": "web"}}]}}
-
-
-class Proxy:
-    """One ADS stream, as Envoy opens it after kuma-dp's bootstrap: the node metadata carries
-    `definition` (kuma-dp --dataplane-file; None: none), the call `token` (--dataplane-token-file)."""
-
-    def __init__(self, port: int, ca_pem: bytes, definition: dict | None = DEFINITION,
-                 token: str = "", node_id: str = "default.web-1") -> None:
-        self.channel = grpc.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(ca_pem),
-                                           options=[("grpc.ssl_target_name_override", "localhost")])
-        self.requests: queue.Queue = queue.Queue()
-        metadata = struct_pb2.Struct()
-        if definition is not None:
-            metadata.update({"dataplane.resource": json.dumps(definition)})
-        self.requests.put(discovery_pb2.DiscoveryRequest(
-            node=base_pb2.Node(id=node_id, metadata=metadata), type_url=CLUSTER))
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self.responses = stub.StreamAggregatedResources(iter(self.requests.get, None),
-                                                        metadata=[("authorization", token)] if token else None)
-        next(self.responses)   # answered: the stream is open on the server (or refused: raises grpc.RpcError)
-
-    def close(self) -> None:
-        self.requests.put(None)
-        self.responses.cancel()
-        self.channel.close()
-
-
-def _eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.05)
+from tests.ads_proxy import Proxy
+from tests.support import eventually, free_port
 
 
 @pytest.fixture
@@ -95,19 +53,19 @@ def _latest(store: SQLiteStore) -> dict:
 def test_a_proxy_that_moved_is_not_deregistered_by_the_instance_it_left(instances) -> None:
     store, ca_pem, a, b = instances
     on_a = Proxy(a.port, ca_pem)       # registers web-1 from its metadata: A owns it
-    _eventually(lambda: store.get("Dataplane", "default", "web-1") is not None)
+    eventually(lambda: store.get("Dataplane", "default", "web-1") is not None)
     on_a.close()
-    _eventually(lambda: _pending(a))   # A waits before removing it ...
+    eventually(lambda: _pending(a))   # A waits before removing it ...
     on_b = Proxy(b.port, ca_pem)       # ... and the proxy reconnects to B meanwhile
     try:
-        _eventually(lambda: not _pending(a))
+        eventually(lambda: not _pending(a))
         assert store.get("Dataplane", "default", "web-1") is not None
-        _eventually(lambda: _latest(store)["controlPlaneInstanceId"] == "cp-b")
+        eventually(lambda: _latest(store)["controlPlaneInstanceId"] == "cp-b")
         assert not _latest(store).get("disconnectTime")
     finally:
         on_b.close()
     # B owns the registration now: when the proxy leaves B for good, B removes it
-    _eventually(lambda: store.get("Dataplane", "default", "web-1") is None)
+    eventually(lambda: store.get("Dataplane", "default", "web-1") is None)
 
 
 def test_a_proxy_whose_dataplane_was_removed_is_registered_again_by_its_new_instance(instances) -> None:

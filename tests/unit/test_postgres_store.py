@@ -10,7 +10,6 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -23,20 +22,11 @@ from appliance.store.pg_connect import PostgresSettings, connect
 from appliance.store.pg_listener import APPLICATION_NAME
 from appliance.store.pg_schema import SCHEMA_VERSION, migrate_up
 from appliance.store.postgres import PostgresStore
-from tests.support import PostgresServer, free_port
+from tests.support import PostgresServer, eventually, free_port
 
 
 def _mesh(name: str) -> Resource:
     return Resource("Mesh", "", name, {})
-
-
-def _eventually(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Wait for something that happens in the background (not a speed assertion: the bound is generous)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.02)
 
 
 class Recorder:
@@ -263,7 +253,7 @@ def test_every_instance_publishes_every_change_once_in_order(two_instances) -> N
     for t in threads:
         t.join()
     everything = list(range(1, 161))
-    _eventually(lambda: seen_a.revisions()[-1:] == [160] and seen_b.revisions()[-1:] == [160],
+    eventually(lambda: seen_a.revisions()[-1:] == [160] and seen_b.revisions()[-1:] == [160],
                 "both instances published revision 160")
     assert seen_a.revisions() == everything and seen_b.revisions() == everything
     assert {c.name for c in seen_b.changes} == {f"{n}{i}-{k}" for n in "ab" for i in range(2) for k in range(40)}
@@ -273,16 +263,16 @@ def test_every_instance_publishes_every_change_once_in_order(two_instances) -> N
 def test_a_killed_listener_connection_catches_up_without_loss(two_instances, postgres_server: PostgresServer) -> None:
     a, b = two_instances
     seen_b = Recorder(b)
-    _eventually(lambda: a.healthy() and b.healthy(), "both listening")
+    eventually(lambda: a.healthy() and b.healthy(), "both listening")
     db = b.settings.db_name
     killed = postgres_server.sql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                  f"WHERE datname = '{db}' AND application_name = '{APPLICATION_NAME}'")
     assert int(killed) == 2         # both instances' listeners
     for i in range(30):
         a.create(_mesh(f"m{i}"))    # some of these commit while the listeners reconnect
-    _eventually(lambda: len(seen_b.revisions()) == 30, "b published all 30 changes")
+    eventually(lambda: len(seen_b.revisions()) == 30, "b published all 30 changes")
     assert seen_b.revisions() == list(range(1, 31))
-    _eventually(b.healthy, "b listening again")
+    eventually(b.healthy, "b listening again")
 
 
 def test_a_restarted_server_is_survived_without_a_restart(postgres_server: PostgresServer) -> None:
@@ -298,10 +288,10 @@ def test_a_restarted_server_is_survived_without_a_restart(postgres_server: Postg
 def _restart_scenario(postgres_server: PostgresServer, a: PostgresStore, b: PostgresStore) -> None:
     seen_b = Recorder(b)
     a.create(_mesh("before"))
-    _eventually(lambda: len(seen_b.changes) == 1, "b saw the first write")
+    eventually(lambda: len(seen_b.changes) == 1, "b saw the first write")
     postgres_server.stop()
     try:
-        _eventually(lambda: not a.healthy() and not b.healthy(), "both report the database unreachable")
+        eventually(lambda: not a.healthy() and not b.healthy(), "both report the database unreachable")
         # Requests keep failing for a while: long enough for a connection backoff to grow past 5 s.
         down = time.monotonic()
         while time.monotonic() - down < 8:
@@ -310,8 +300,8 @@ def _restart_scenario(postgres_server: PostgresServer, a: PostgresStore, b: Post
     finally:
         postgres_server.start()
     a.create(_mesh("after"))    # at once: no backoff left over from the outage delays the first write
-    _eventually(lambda: a.healthy() and b.healthy(), "both reconnected")
-    _eventually(lambda: len(seen_b.changes) == 2, "b saw the write made after the restart")
+    eventually(lambda: a.healthy() and b.healthy(), "both reconnected")
+    eventually(lambda: len(seen_b.changes) == 2, "b saw the write made after the restart")
     assert [c.name for c in seen_b.changes] == ["before", "after"]
     assert b.get("Mesh", "", "during") is None and b.get("Mesh", "", "after") is not None
 
@@ -321,16 +311,16 @@ def test_a_database_that_stops_answering_is_reported(postgres_server: PostgresSe
     gets no answer. The store reports itself unhealthy, and healthy again once the server answers."""
     store = postgres_server.store(connection_timeout=1)
     try:
-        _eventually(store.healthy, "listening")
+        eventually(store.healthy, "listening")
         pid = int(postgres_server.sql(f"SELECT pid FROM pg_stat_activity WHERE datname = "
                                       f"'{store.settings.db_name}' AND application_name = '{APPLICATION_NAME}'"))
         os.kill(pid, signal.SIGSTOP)
         try:
-            _eventually(lambda: not store.healthy(), "reported unhealthy")
+            eventually(lambda: not store.healthy(), "reported unhealthy")
             store.create(_mesh("meanwhile"))     # the pool's connections are served by other processes
         finally:
             os.kill(pid, signal.SIGCONT)
-        _eventually(store.healthy, "healthy again")
+        eventually(store.healthy, "healthy again")
     finally:
         store.close()
 

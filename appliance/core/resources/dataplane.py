@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from appliance.core.resources._legacy import (
+from appliance.core.resources.proto_validation import (
     BOOL, DURATION, METRICS_BACKEND, PROTOCOLS_HINT, PROTOCOL_TAG, SERVICE_TAG, STRING, TAGS, UINT32,
     address_errors, duration_errors, enum, inbound_protocol_errors, is_loopback_overlap,
     key, known_protocol, message, port_errors, repeated, request_uri_host, tag_errors, top, uint,

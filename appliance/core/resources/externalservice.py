@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from appliance.core.resources._legacy import (
+from appliance.core.resources.proto_validation import (
     BOOL, SERVICE_TAG, STRING, TAGS, inbound_protocol_errors, key, message, port_errors,
     split_host_port, tag_errors, top, without_nulls,
 )

@@ -2,7 +2,7 @@
 
 Messages and field paths are Kuma v2.14.3's word for word (pkg/core/resources/apis/mesh), Kuma's
 own slips included (`mtls.dpcert...`, `logging.backends[0].config`), since clients compare them.
-The checks all legacy types share live in `_legacy`; the Mesh-only ones, and the Prometheus
+The checks all legacy types share live in `proto_validation`; the Mesh-only ones, and the Prometheus
 backend config a Dataplane may override, are here.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from appliance.core.resources._legacy import (
+from appliance.core.resources.proto_validation import (
     BOOL, DURATION, METRICS_BACKEND, NUMBER, STRING, STRUCT, TAGS, conf_error, duration_errors, enum,
     message, port_errors, repeated, request_uri_host, split_host_port, tag_errors,
     top, uint, uri_port, without_nulls,

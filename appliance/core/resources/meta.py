@@ -94,9 +94,13 @@ def validate_labels(labels: dict[str, str], out: Violations) -> None:
             out.add(key("labels", name), message)
 
 
+def is_dns1035_label(name: str) -> bool:
+    return bool(_DNS1035.match(name)) and len(name) <= 63
+
+
 def dns1035_warning(kind: str, name: str) -> list[str]:
     """Kuma's deprecation warning for names that are not DNS-1035 labels (e.g. 'aa.a')."""
-    if _DNS1035.match(name) and len(name) <= 63:
+    if is_dns1035_label(name):
         return []
     return [f"Invalid {kind} resource name: '{name}'. It does not conform to the DNS format (RFC 1035). "
             "This is deprecated. Errors: a DNS-1035 label must consist of lower case alphanumeric characters or "

@@ -83,7 +83,7 @@ def data_source_errors(path: str, source: dict[str, Any] | None, out: Violations
 
 # Secrets the control plane makes for itself: token signing keys, the builtin CAs, the admin token.
 # Names as Kuma 2.14 gives them (pkg/core/resources/apis/system/constants.go) and ours
-# (runtime/bootstrap.ADMIN_TOKEN_SECRET); a unit test keeps this list and their creators in step.
+# (runtime/defaults.ADMIN_TOKEN_SECRET); a unit test keeps this list and their creators in step.
 _SYSTEM_PREFIXES = (signing.DATAPLANE_TOKEN_SIGNING_KEY_PREFIX, "dataplane-token-revocations-",
                     signing.USER_TOKEN_SIGNING_KEY_PREFIX, "zone-token-signing-key", "zone-ingress-token-signing-key",
                     "admin-user-token")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.core.resources._legacy import (
+from appliance.core.resources.proto_validation import (
     STRING, UINT32, address_errors, is_loopback_overlap, message, port_errors, top, uint, without_nulls,
 )
 from appliance.core.validation import Violations

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from appliance.dp.supervisor import _UnixHTTPConnection
-from tests.support import ROOT, free_port
+from tests.support import ROOT, eventually, free_port
 from tests.unit.dp.stub import StubCp, bootstrap_response, envoy_bootstrap
 
 DATAPLANE = """type: Dataplane
@@ -68,17 +68,12 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def _until(check, dp: Dp, timeout: float = 10.0):  # noqa: ANN001, ANN202 (a small polling helper)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """`check` polled until true, but kuma-dp exiting meanwhile ends the wait at once."""
+    def alive_and():  # noqa: ANN202
         if dp.proc.poll() is not None:
             raise AssertionError(f"kuma-dp exited with {dp.proc.returncode}: {dp.output()}")
-        try:
-            if result := check():
-                return result
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; kuma-dp said: {dp.output()}")
+        return check()
+    return eventually(alive_and, lambda: f"kuma-dp said: {dp.output()}", timeout=timeout)
 
 
 @pytest.mark.slow
@@ -158,14 +153,14 @@ def test_envoy_dies_with_kuma_dp(stub: StubCp, tmp_path: Path) -> None:
         _until(lambda: _get(f"http://127.0.0.1:{listener}/")[0] == 200, dp)
     finally:
         dp.kill()                                    # SIGKILL: no chance to stop Envoy itself
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def envoy_gone() -> bool:
         try:
             _get(f"http://127.0.0.1:{listener}/")
         except OSError:
-            return
-        time.sleep(0.05)
-    raise AssertionError("Envoy outlived kuma-dp")
+            return True
+        return False
+    eventually(envoy_gone, "Envoy outlived kuma-dp", timeout=5)
 
 
 def _one_line_error(dp: Dp) -> str:

@@ -12,7 +12,7 @@ from appliance.ca.builtin import ca_secret_names
 from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
 from appliance.core.resources.secret import is_system_secret
-from appliance.runtime.bootstrap import ADMIN_TOKEN_SECRET
+from appliance.runtime.defaults import ADMIN_TOKEN_SECRET
 from appliance.store.sqlite import SQLiteStore
 from appliance.tokens import issuer, signing
 from appliance.xds.generate import generate_sidecar
