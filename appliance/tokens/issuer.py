@@ -140,6 +140,17 @@ def revoked_ids(store: Store, kind: TokenKind) -> frozenset[str]:
     return frozenset(text.removesuffix("\n").split(",")) - {""}
 
 
+def proxy_tokens_of(type: str, mesh: str, name: str) -> str | None:
+    """The mesh whose proxies' tokens a secret decides (a signing key or the revocations of
+    dataplane tokens there; "" for zone tokens, which zone egresses show), or None."""
+    if type == "Secret":
+        kind = dataplane_tokens(mesh)
+        return mesh if name == kind.revocations or kind.is_key(name) else None
+    if type == "GlobalSecret" and (name == ZONE_TOKENS.revocations or ZONE_TOKENS.is_key(name)):
+        return ""
+    return None
+
+
 def issue(store: Store, kind: TokenKind, claims: dict[str, Any], valid_for: float) -> str:
     key_id, key = latest_key(store, kind)
     return signing.sign(claims, key, key_id, valid_for)
