@@ -60,6 +60,7 @@ def _client(mesh: Mesh, name: str, token: Path) -> int:
     mesh.kuma_dp(name, token, port=free_port(), servicePort=free_port(), service=name, protocol="http",
                  outPort=out, outService="backend")
     eventually(lambda: requests.get(f"http://127.0.0.1:{out}/", timeout=2).ok, f"traffic through {name}")
+    eventually(lambda: _online(mesh, name), f"{name} online")
     return out
 
 
