@@ -146,7 +146,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 if item is _END:
                     return
                 if isinstance(item, _Close):
-                    log.warning("closed the xDS stream of %s: %s", ".".join(watch.key) if watch else "", item.reason)
+                    log.warning("closed the xDS stream of %s: %s", ".".join(watch.key).lstrip(".") if watch else "",
+                                item.reason)
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, item.reason)
                 if item is _CHANGED:
                     assert watch is not None

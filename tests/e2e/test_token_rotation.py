@@ -3,7 +3,7 @@ and Envoy on 127.0.0.1.
 
 A proxy connected with a token of key 1 keeps its stream and its traffic when key 2 is added, new
 tokens carry kid 2, and removing key 1 (the operator's decision) ends key 1's streams only. A
-revoked token loses its stream at once and cannot open another.
+revoked token loses its stream at once and cannot open another; the same for a zone egress's zone token.
 """
 from __future__ import annotations
 
@@ -109,3 +109,31 @@ def test_a_revoked_token_loses_its_stream_and_cannot_open_another(mesh: Mesh) ->
                in mesh.cp.read_log(), "web-1's reconnect refused")
     assert not _online(mesh, "web-1")
     assert _online(mesh, "api-1") and _ended(mesh, "api-1") == 0
+
+
+def test_a_revoked_zone_token_loses_the_egress_its_stream(mesh: Mesh) -> None:
+    egress = mesh.tmp / "egress.yaml"
+    egress.write_text(f"type: ZoneEgress\nname: egress-2\nnetworking:\n  address: 127.0.0.1\n  port: {free_port()}\n")
+    r = requests.post(f"{mesh.cp.url}/tokens/zone", json={"zone": "default", "scope": ["egress"]}, timeout=5)
+    assert r.status_code == 200, r.text
+    token = r.text
+    (mesh.tmp / "zone.token").write_text(token)
+    with open(mesh.tmp / "egress-2.log", "ab") as log:
+        mesh.procs.append(subprocess.Popen(
+            [*cp_command("dp", "run"), "--proxy-type=egress", f"--cp-address=https://127.0.0.1:{mesh.cp_port}",
+             f"--ca-cert-file={mesh.tmp / 'cp' / 'kuma-cp.crt'}", f"--dataplane-file={egress}",
+             f"--dataplane-token-file={mesh.tmp / 'zone.token'}", f"--work-dir={mesh.tmp / 'egress-run'}"],
+            stdout=log, stderr=subprocess.STDOUT))
+
+    def online() -> bool:
+        overview = requests.get(f"{mesh.cp.url}/zoneegresses/egress-2/_overview", timeout=5)
+        return overview.ok and any(not s.get("disconnectTime")
+                                   for s in overview.json()["zoneEgressInsight"]["subscriptions"])
+    eventually(online, "egress-2 online")
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    r = requests.put(f"{mesh.cp.url}/global-secrets/zone-token-revocations",
+                     json={"type": "GlobalSecret", "name": "zone-token-revocations",
+                           "data": base64.b64encode(f"{jti}\n".encode()).decode()}, timeout=5)
+    assert r.status_code == 201, r.text
+    eventually(lambda: not online(), "egress-2's stream closed after its zone token was revoked")
+    assert "closed the xDS stream of egress-2: authentication failed: token is revoked" in mesh.cp.read_log()
