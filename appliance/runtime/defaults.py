@@ -18,9 +18,9 @@ ADMIN_TOKEN_VALIDITY = 10 * 365 * 24 * 3600.0
 def ensure_defaults(manager: ResourceManager, skip_mesh_creation: bool, bootstrap_admin_token: bool) -> None:
     store = manager.store
     if not issuer.signing_keys(store, issuer.USER_TOKENS):   # none at all: a rotated key 1 stays gone
-        pem = signing.new_signing_key_pem()
-        _create_quietly(manager, Resource("GlobalSecret", "", signing.signing_key_name(signing.USER_TOKEN_SIGNING_KEY_PREFIX),
-                                          {"data": signing.signing_key_secret_data(pem)}))
+        name = signing.signing_key_name(signing.USER_TOKEN_SIGNING_KEY_PREFIX)
+        data = signing.signing_key_secret_data(signing.new_signing_key_pem())
+        _create_quietly(manager, Resource("GlobalSecret", "", name, {"data": data}))
     if bootstrap_admin_token and store.get("GlobalSecret", "", ADMIN_TOKEN_SECRET) is None:
         token = issuer.issue_user_token(store, "mesh-system:admin", ["mesh-system:admin"], ADMIN_TOKEN_VALIDITY)
         _create_quietly(manager, Resource("GlobalSecret", "", ADMIN_TOKEN_SECRET,

@@ -86,7 +86,8 @@ def test_lists_that_leave_people_out_are_honoured(tmp_path: Path) -> None:
     with live_api(tmp_path, env=env, defaults=True) as api:
         remote = api.remote()
         _denied(remote.get("/config"), f'user "{ANONYMOUS}" cannot access control-plane metadata')
-        _denied(remote.get("/meshes/default/dataplanes/web-1/_config"), f'user "{ANONYMOUS}" cannot access envoy proxy info')
+        _denied(remote.get("/meshes/default/dataplanes/web-1/_config"),
+                f'user "{ANONYMOUS}" cannot access envoy proxy info')
         _denied(remote.get("/zoneegresses/egress-1/_config"), f'user "{ANONYMOUS}" cannot access envoy proxy info')
         assert api.get("/config").status_code == 200
         assert api.get("/meshes/default/dataplanes/web-1/_config").status_code == 404   # allowed; no such proxy
