@@ -4,7 +4,7 @@ from __future__ import annotations
 import falcon
 
 from appliance.api import errors, index, inspect, inspect_views, legacy, resources, tokens
-from appliance.api.auth import Authenticator
+from appliance.api.auth import Authenticator, StaticAccess
 from appliance.config import Config
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
@@ -12,7 +12,8 @@ from appliance.core.resources import registry
 
 def create_app(config: Config, manager: ResourceManager, instance_id: str,
                inspector: inspect.XdsInspector | None = None) -> falcon.App:
-    middleware: list = [Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"])]
+    middleware: list = [Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"],
+                                      StaticAccess.from_config(config))]
     if config["apiServer.corsAllowedDomains"]:
         middleware.insert(0, falcon.CORSMiddleware(allow_origins=config["apiServer.corsAllowedDomains"]))
     app = falcon.App(middleware=middleware)

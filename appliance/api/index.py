@@ -31,7 +31,7 @@ class ConfigDump:
         self.config = config
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        auth.require_admin(req, "control-plane metadata")
+        auth.require(req, auth.CONTROL_PLANE_METADATA, "control-plane metadata")
         _reply(resp, self.config.as_nested())
 
 
@@ -75,7 +75,7 @@ class KriLookup:
                               "kri_<type>_<mesh>_<zone>_<namespace>_<name>_<sectionName>")
         mesh, name = parts[2], parts[5]
         if rtype.admin_only:
-            auth.require_admin(req, f"the resource of type \"{rtype.name}\"")
+            auth.require(req, auth.ADMIN_RESOURCES, f"the resource of type \"{rtype.name}\"")
         res = self.manager.get(rtype.name, mesh if rtype.scope == "Mesh" else "", name)
         if res is None:
             raise KumaError(404, "Could not retrieve a resource", "Not found")

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import falcon
 from google.protobuf.json_format import MessageToDict
 
-from appliance.api import codec, insights_view
+from appliance.api import auth, codec, insights_view
 from appliance.api.errors import KumaError
 from appliance.api.resources import ResourceEndpoints, _page, _reply
 from appliance.core.manager import ResourceManager
@@ -87,6 +87,9 @@ class XdsConfig:
         self.endpoints = ResourceEndpoints(registry.get(type), manager)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, mesh: str = "") -> None:
+        # Kuma checks viewConfigDump on Envoy's own config dump (.../xds), which we do not serve;
+        # this is the config the proxy is sent, so the same people may see it.
+        auth.require(req, auth.VIEW_CONFIG_DUMP, "envoy proxy info")
         if mesh:
             self.endpoints._check_mesh(mesh)
         if self.manager.get(self.type, mesh, name) is None:

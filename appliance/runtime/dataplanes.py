@@ -18,6 +18,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from appliance.api import codec
 from appliance.api.errors import KumaError, from_exception
 from appliance.ca.server_cert import ServerCert
+from appliance.core.events import Change
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
@@ -60,6 +61,8 @@ class DataplaneServer:
         self._pending_removal: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.cache: XdsCache | None = None
         self.insights: InsightRecorder | None = None
+        self.ads: AdsServer | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -78,8 +81,9 @@ class DataplaneServer:
                                              ("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                              ("grpc.keepalive_permit_without_calls", 1),
                                              ("grpc.http2.min_ping_interval_without_data_ms", 10000)])
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-            AdsServer(self.cache, self._authenticate, self.insights), self.grpc)
+        self.ads = AdsServer(self.cache, self._authenticate, self.insights)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self.grpc)
+        self._unsubscribe = self.store.hub.subscribe(self._from_writer_thread)
         self.cache.on_identity = self._on_identity
         # TLS ends in gRPC's C core (its own threads), not on this loop: the front only splices bytes
         credentials = grpc.ssl_server_credentials([(self.cert.key_path.read_bytes(), self.cert.cert_path.read_bytes())])
@@ -91,6 +95,9 @@ class DataplaneServer:
         await self.front.start()
 
     def stop(self) -> None:
+        if self._unsubscribe:
+            self._unsubscribe()
+
         async def _stop() -> None:
             await self.front.stop()
             await self.grpc.stop(grace=1)
@@ -129,7 +136,7 @@ class DataplaneServer:
         mesh, sep, name = node_id.partition(".")
         if not sep or not name:
             raise PermissionError(f"node id {node_id!r} is not <mesh>.<name>")
-        token = metadata.get("authorization", "").removeprefix("Bearer ").strip()
+        token = _bearer(metadata)
         if self.auth_enabled and not token:
             raise PermissionError("authentication failed: no dataplane token (kuma-dp --dataplane-token-file)")
         if not mesh:
@@ -154,13 +161,37 @@ class DataplaneServer:
                 raise PermissionError(f"the Dataplane in the node metadata is not valid: {_explain(e)}") from None
         return mesh, name
 
+    def _verified(self, mesh: str, token: str) -> dict[str, Any]:
+        """The claims of a dataplane token (zone token for mesh "") that is signed, current and not revoked."""
+        try:
+            if mesh:
+                return issuer.verify_dataplane_token(self.store, mesh, token)
+            return issuer.verify_zone_token(self.store, token)
+        except (signing.InvalidToken, issuer.SigningKeyNotFound) as e:
+            hint = "" if mesh else " (a zone egress needs a zone token: kumactl generate zone-token --scope egress)"
+            raise PermissionError(f"authentication failed: {e}{hint}")
+
+    # A token is checked again, on every open stream it opened, when a secret that decides it changes
+    # (its mesh's revocations or signing keys): a revoked token loses its stream at once, not at the
+    # proxy's next reconnect. Claims are not checked again: they did not change.
+    def _from_writer_thread(self, changes: list[Change]) -> None:
+        meshes = {mesh for c in changes if (mesh := issuer.proxy_tokens_of(c.type, c.mesh, c.name)) is not None}
+        if meshes and self.auth_enabled:
+            self.loop.call_soon_threadsafe(self._recheck_tokens, meshes)
+
+    def _recheck_tokens(self, meshes: set[str]) -> None:
+        if self.ads is None:
+            return
+
+        def check(key: tuple[str, str], metadata: dict[str, str]) -> None:
+            self._verified(key[0], _bearer(metadata))
+        closed = self.ads.recheck(check, meshes)
+        if closed:
+            log.info("closed %d xDS stream(s) whose token is no longer valid", closed)
+
     def _check_zone_token(self, token: str, scope: str) -> None:
         """Kuma's zone-entity check: a zone token whose scope includes `scope`, for this zone."""
-        try:
-            claims = issuer.verify_zone_token(self.store, token)
-        except (signing.InvalidToken, issuer.SigningKeyNotFound) as e:
-            raise PermissionError(f"authentication failed: {e} (a zone egress needs a zone token: "
-                                  f"kumactl generate zone-token --scope egress)")
+        claims = self._verified("", token)
         scopes = claims.get("Scope") or []
         if scopes and scope not in scopes:
             raise PermissionError(f"authentication failed: token cannot be used to authenticate zone entity "
@@ -173,10 +204,7 @@ class DataplaneServer:
                      stored: Resource | None) -> None:
         """The dataplane token must allow the proxy's own definition and the Dataplane stored under its
         name (Kuma's validateUpsert: a token that may not manage the registered proxy cannot replace it)."""
-        try:
-            token_claims = issuer.verify_dataplane_token(self.store, mesh, token)
-        except (signing.InvalidToken, issuer.SigningKeyNotFound) as e:
-            raise PermissionError(f"authentication failed: {e}")
+        token_claims = self._verified(mesh, token)
         try:
             if definition is not None:
                 claims.check_dataplane(token_claims, mesh, name, definition.content, definition.labels)
@@ -367,3 +395,8 @@ def _node_definition(node: object) -> str:
     """The Dataplane kuma-dp put in its Envoy's node metadata (--dataplane-file), or ""."""
     fields = getattr(getattr(node, "metadata", None), "fields", {})
     return fields["dataplane.resource"].string_value if "dataplane.resource" in fields else ""
+
+
+def _bearer(metadata: dict[str, str]) -> str:
+    """The token a stream's gRPC metadata carries (kuma-dp sends `authorization: <token>`)."""
+    return metadata.get("authorization", "").removeprefix("Bearer ").strip()
