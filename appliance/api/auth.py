@@ -6,6 +6,8 @@ Rules (Kuma's defaults, plus the one the project asks for):
 - only admins may write a data source the control plane resolves itself, `secret` (Secrets are
   admins' to read) or `file` (a file on the control plane's host): others give such data inline;
 - only admins may set a field that makes proxies write files on their hosts (MeshHealthCheck eventLogPath);
+- only admins may write a type that can rewrite proxies' Envoy config at will (MeshProxyPatch:
+  ResourceType.admin_writes), as it can make Envoy read or write any file or call anywhere;
 - reads are open.
 """
 from __future__ import annotations

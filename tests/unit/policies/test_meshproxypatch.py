@@ -1,0 +1,67 @@
+"""MeshProxyPatch validation: Kuma's validator cases (meshproxypatch_cases.yaml), and what our structural
+schema answers first for an operation the OpenAPI enum does not list."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from appliance.policies.meshproxypatch import schema as mpp
+
+CASES = yaml.safe_load((Path(__file__).parent / "meshproxypatch_cases.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", CASES["valid"])
+def test_valid(check, name):
+    assert check(mpp, yaml.safe_dump(CASES["valid"][name])) == []
+
+
+@pytest.mark.parametrize("name", CASES["invalid"])
+def test_invalid_as_kuma_says(name):
+    """Kuma's validator on its own (its test skips kube-openapi), message for message."""
+    case = CASES["invalid"][name]
+    assert [list(v) for v in mpp.validate(case["spec"])] == case["violations"]
+
+
+def test_the_schema_refuses_an_operation_of_another_kind(check):
+    text = "default: {appendModifications: [{cluster: {operation: AddFirst}}]}"
+    assert check(mpp, text) == [
+        "spec.default.appendModifications[0].cluster.operation in body should be one of [Add Remove Patch]"]
+
+
+def test_a_virtual_host_modification_needs_a_match(check):
+    text = "default: {appendModifications: [{virtualHost: {operation: Remove}}]}"
+    assert check(mpp, text) == ["spec.default.appendModifications[0].virtualHost.match in body is required"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("name: ''\ndomains: ['*']", "invalid VirtualHost.Name: value length must be at least 1 runes"),
+    ("name: vh", "invalid VirtualHost.Domains: value must contain at least 1 item(s)"),
+    ("name: vh\ndomains: ['*']\nroutes: [{match: {prefix: /}}]",
+     "invalid VirtualHost.Routes[0]: embedded message failed validation | caused by: "
+     "invalid Route.Action: value is required"),
+])
+def test_an_added_resource_must_pass_envoys_rules(check, value, message):
+    spec = {"default": {"appendModifications": [{"virtualHost": {"operation": "Add", "match": {}, "value": value}}]}}
+    assert check(mpp, yaml.safe_dump(spec)) == [
+        ("spec.default.appendModifications[0].virtualHost.value", f"native Envoy resource is not valid: {message}")]
+
+
+@pytest.mark.parametrize("type_name", ["os.system", "builtins.object", "envoy.nope.v3.Nothing"])
+def test_a_typed_config_of_no_envoy_type_is_refused_without_importing_it(check, type_name):
+    value = f"name: f\ntypedConfig:\n  '@type': type.googleapis.com/{type_name}\n"
+    spec = {"default": {"appendModifications": [{"httpFilter": {"operation": "AddFirst", "value": value}}]}}
+    assert check(mpp, yaml.safe_dump(spec)) == [
+        ("spec.default.appendModifications[0].httpFilter.value",
+         f'native Envoy resource is not valid: unable to resolve "type.googleapis.com/{type_name}": "not found"')]
+
+
+def test_a_json_patch_block_is_checked():
+    spec = {"default": {"appendModifications": [{"cluster": {"operation": "Patch", "jsonPatches": [
+        {"op": "remove", "path": "/", "value": 1}, {"op": "move", "path": "/a"}]}}]}}
+    path = "spec.default.appendModifications[0].cluster.jsonPatches"
+    assert mpp.validate(spec) == [
+        (f"{path}[0].value", '"value" is allowed only when "op" is one of ["add", "replace"]'),
+        (f"{path}[0].path", "root path cannot be removed"),
+        (f"{path}[1].from", '"from" must not be empty when "op" is one of ["move", "copy"]')]
