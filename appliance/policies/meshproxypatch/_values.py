@@ -175,7 +175,7 @@ _SCALARS = {"uint32", "uint64", "int32", "int64", "double", "float", "string", "
             "fixed32", "fixed64", "sfixed32", "sfixed64"}
 
 
-def _message_problem(rules: Any, field: descriptor.FieldDescriptor, value: Message) -> str | None:
+def _message_problem(rules: Any, value: Message) -> str | None:
     kind = rules.WhichOneof("type")
     if kind == "duration":
         nanos, checks = _duration_nanos(value), rules.duration
@@ -236,7 +236,7 @@ def first_violation(message: Message, prefix: str = "") -> str | None:
                 return f"{label}value is required"
             if not present:
                 continue
-            if rules is not None and (problem := _message_problem(rules, field, value)):
+            if rules is not None and (problem := _message_problem(rules, value)):
                 return label + problem
             if field.message_type.full_name == "google.protobuf.Any":
                 continue   # Go's Validate() does not look inside an Any

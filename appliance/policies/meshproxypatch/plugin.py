@@ -21,6 +21,7 @@ proxy keeps its last good config, as Kuma's failed generation does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 from google.protobuf import any_pb2, duration_pb2, json_format
@@ -100,7 +101,7 @@ class _Work:
     def __init__(self, resources: _envoy.Resources) -> None:
         self.resources = {type_url: dict(by_name) for type_url, by_name in resources.items()}
         self.added: dict[tuple[str, str], str] = {}
-        self._own: set[int] = set()
+        self._own: dict[int, Message] = {}   # by id(), holding each so that no id is reused meanwhile
 
     def origin(self, type_url: str, name: str, message: Message) -> str:
         if (type_url, name) in self.added:
@@ -118,12 +119,12 @@ class _Work:
             fresh = type(message)()
             fresh.CopyFrom(message)
             self.resources[type_url][name] = message = fresh
-            self._own.add(id(message))
+            self._own[id(message)] = message
         return message
 
     def add(self, type_url: str, name: str, message: Message, origin: str) -> None:
         self.resources[type_url][name] = message
-        self._own.add(id(message))
+        self._own[id(message)] = message
         self.added[(type_url, name)] = origin
 
 
@@ -186,8 +187,18 @@ def _merge_any(dst: any_pb2.Any, src: any_pb2.Any | None, patches: list[Any]) ->
     dst.CopyFrom(_envoy.pack(config))
 
 
+@lru_cache(maxsize=256)
+def _parsed(kind: str, text: str) -> Message:
+    # Every proxy a patch selects applies the same few values: read each once.
+    return _values.parse(kind, text)
+
+
 def _value(kind: str, mod: Mod) -> Message:
-    return _values.parse(kind, mod["value"]) if mod.get("value") is not None else _values.MESSAGES[kind]()
+    """The modification's value as a message of its own (it may be added to the resources and changed)."""
+    message = _values.MESSAGES[kind]()
+    if mod.get("value") is not None:
+        message.CopyFrom(_parsed(kind, str(mod["value"])))
+    return message
 
 
 def _patch(message: Message, mod: Mod, value: Message) -> None:
@@ -213,10 +224,6 @@ def _listener_tags(listener: Message) -> dict[str, str]:
     return {key: value.string_value for key, value in fields.items()}
 
 
-def _tags_match(selector: dict[str, str], tags: dict[str, str]) -> bool:
-    return all(key in tags and (value == "*" or tags[key] == value) for key, value in selector.items())
-
-
 def _listener_matches(work: _Work, name: str, listener: Message, match: Any, name_key: str, tags_key: str) -> bool:
     if match is None:
         return True
@@ -226,7 +233,7 @@ def _listener_matches(work: _Work, name: str, listener: Message, match: Any, nam
     if match.get("origin") is not None and match["origin"] != work.origin(names.LISTENER, name, listener):
         return False
     selector = as_dict(match.get(tags_key))
-    return not selector or _tags_match(selector, _listener_tags(listener))
+    return not selector or _rules._tags_match(selector, _listener_tags(listener))   # TagSelector.Matches
 
 
 # --- the five kinds ----------------------------------------------------------------------------------------
@@ -269,8 +276,6 @@ def _listener(work: _Work, mod: Mod) -> None:
 def _filter_list(filters: Any, mod: Mod, value: Message, patch_typed: Callable[[Message], None]) -> None:
     """The list operations networkFilter and httpFilter share, on one chain's or one HCM's filters."""
     operation, wanted = mod.get("operation"), as_dict(mod.get("match")).get("name")
-    if mod.get("match") is None:
-        wanted = None
 
     def matches(item: Message) -> bool:
         return wanted is None or item.name == wanted
