@@ -4,14 +4,15 @@ As Kuma (util_proto.FromYAML: YAML to JSON, then jsonpb with unknown fields allo
 resource the message's protoc-gen-validate rules (Kuma calls `Validate()`, which stops at the first
 problem). Types named by `@type` in a `typedConfig` are found by importing the `*_pb2` modules of their
 package, and only of Envoy's API packages: a policy must not make the control plane import other code.
+The frozen kuma-cp holds only the modules listed in build/hidden-imports.txt besides those the code imports.
 """
 from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 import re
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
@@ -80,9 +81,10 @@ def resolve(full_name: str) -> bool:
         module = importlib.import_module(package)
     except ImportError:
         return False
-    for folder in getattr(module, "__path__", ()):
-        for file in sorted(Path(folder).glob("*_pb2.py")):
-            importlib.import_module(f"{package}.{file.stem}")
+    # pkgutil, not a directory listing: in the frozen kuma-cp the modules live in its archive
+    for found in pkgutil.iter_modules(getattr(module, "__path__", ())):
+        if found.name.endswith("_pb2"):
+            importlib.import_module(f"{package}.{found.name}")
     try:
         pool.FindMessageTypeByName(full_name)
         return True
