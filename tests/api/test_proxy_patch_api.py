@@ -103,3 +103,26 @@ def test_only_admins_may_write_a_proxy_patch(api: LiveApi) -> None:
     admin = _user(api, "root", ["mesh-system:admin"])
     assert remote.put(PATH, ADD_HEADER, headers=admin).status_code == 200   # an admin token may, from anywhere
     assert remote.delete(PATH, headers=admin).status_code == 200
+
+
+def test_the_config_view_shows_the_patch_or_why_it_cannot_apply(tmp_path: Path) -> None:
+    dataplane = {"type": "Dataplane", "mesh": "default", "name": "web-1", "networking": {
+        "address": "127.0.0.1", "inbound": [{"port": 8080, "servicePort": 8081,
+                                             "tags": {"kuma.io/service": "web", "kuma.io/protocol": "http"}}]}}
+    with live_api(tmp_path, defaults=True, dp_server=True) as api:
+        assert api.put("/meshes/default/dataplanes/web-1", dataplane).status_code == 201
+        assert api.put(PATH, ADD_HEADER).status_code == 201
+        r = api.get("/meshes/default/dataplanes/web-1/_config")
+        assert r.status_code == 200, r.text
+        inbound = {item["name"]: item for item in r.json()["xds"]["Listener"]}["inbound:127.0.0.1:8080"]
+        hcm = inbound["filterChains"][0]["filters"][0]["typedConfig"]
+        assert [f["name"] for f in hcm["httpFilters"]] == ["envoy.filters.http.header_mutation",
+                                                            "envoy.filters.http.router"]
+
+        broken = _patch({"cluster": {"operation": "Patch", "match": {"name": "localhost:8081"},
+                                     "jsonPatches": [{"op": "replace", "path": "/no/such/field", "value": 1}]}})
+        assert api.put(PATH, broken).status_code == 200      # valid as a policy; it does not fit this proxy
+        r = api.get("/meshes/default/dataplanes/web-1/_config")
+        assert r.status_code == 500 and r.json()["title"] == "Could not generate the config of the proxy", r.text
+        assert "MeshProxyPatch 'mpp': could not apply the cluster modification" in r.json()["detail"]
+        assert "path /no/such/field does not exist" in r.json()["detail"]
