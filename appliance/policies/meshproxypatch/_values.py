@@ -41,16 +41,44 @@ class InvalidValue(ValueError):
     """A value that is not the Envoy resource it should be; the text is what the API answers."""
 
 
+# Far deeper and larger than any Envoy resource; bounds the work a value can ask for (aliases can nest a
+# document exponentially, or in a cycle, in a few bytes).
+MAX_DEPTH = 100
+MAX_NODES = 100_000
+
+
 def _load_document(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        document = yaml.safe_load(text)
+    except RecursionError:
+        raise InvalidValue(f"nested deeper than {MAX_DEPTH} levels") from None
     except yaml.YAMLError:
-        pass
-    # sigs.k8s.io/yaml fails, and Kuma hands the text to the JSON decoder as it is
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InvalidValue("unexpected EOF" if e.pos >= len(text.rstrip()) else f"invalid character at offset {e.pos}")
+        # sigs.k8s.io/yaml fails, and Kuma hands the text to the JSON decoder as it is
+        try:
+            document = json.loads(text)
+        except RecursionError:
+            raise InvalidValue(f"nested deeper than {MAX_DEPTH} levels") from None
+        except json.JSONDecodeError as e:
+            raise InvalidValue("unexpected EOF" if e.pos >= len(text.rstrip())
+                               else f"invalid character at offset {e.pos}") from None
+    _check_size(document)
+    return document
+
+
+def _check_size(document: Any) -> None:
+    """Walk the document without recursion; InvalidValue when it is too deep or has too many nodes."""
+    stack, nodes = [(document, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_DEPTH:
+            raise InvalidValue(f"nested deeper than {MAX_DEPTH} levels")
+        if nodes > MAX_NODES:
+            raise InvalidValue(f"more than {MAX_NODES} values")
+        if isinstance(node, dict):
+            stack.extend((item, depth + 1) for item in node.values())
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
 
 
 def _type_names(document: Any) -> Iterator[str]:

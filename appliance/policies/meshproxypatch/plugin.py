@@ -86,7 +86,7 @@ def apply_to_proxy(matched: Matched, resources: _envoy.Resources) -> None:
     for i, (policy, kind, mod) in enumerate(matched.modifications):
         try:
             _APPLY[kind](work, mod)
-        except (_jsonpatch.PatchError, _values.InvalidValue, json_format.ParseError, TypeError, ValueError) as e:
+        except (json_format.ParseError, TypeError, ValueError, RecursionError) as e:   # PatchError, InvalidValue
             raise PatchFailed(f"MeshProxyPatch {policy!r}: could not apply the {kind} modification "
                               f"(appendModifications of the proxy, item {i}): {e}") from None
     for type_url, by_name in work.resources.items():

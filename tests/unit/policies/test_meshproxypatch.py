@@ -65,3 +65,18 @@ def test_a_json_patch_block_is_checked():
         (f"{path}[0].value", '"value" is allowed only when "op" is one of ["add", "replace"]'),
         (f"{path}[0].path", "root path cannot be removed"),
         (f"{path}[1].from", '"from" must not be empty when "op" is one of ["move", "copy"]')]
+
+
+LAUGHS = "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcde", "bcdef"))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[" * 5000 + "]" * 5000, "nested deeper than 100 levels"),
+    ("a: &a [*a]", "nested deeper than 100 levels"),
+    (LAUGHS, "more than 100000 values"),
+])
+def test_a_value_that_would_take_unbounded_work_is_refused(value, message):
+    spec = {"default": {"appendModifications": [{"cluster": {"operation": "Patch", "value": value}}]}}
+    assert mpp.validate(spec) == [("spec.default.appendModifications[0].cluster.value",
+                                   f"native Envoy resource is not valid: {message}")]
