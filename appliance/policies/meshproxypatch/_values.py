@@ -145,6 +145,23 @@ def parse(kind: str, text: str) -> Message:
     return message
 
 
+def ignored_field(kind: str, text: Any) -> str | None:
+    """The first field of a value that parses that Envoy's type does not have (Kuma ignores it silently), as
+    'no field named "x" at "Cluster.y"', or None."""
+    try:
+        document = _load_document(str(text))
+        if not isinstance(document, dict) or not all(resolve(name) for name in _type_names(document)):
+            return None
+        json_format.ParseDict(document, MESSAGES[kind]())
+    except InvalidValue:
+        return None
+    except (json_format.ParseError, TypeError, ValueError) as e:
+        first = str(e).split("\n", 1)[0]
+        if "has no field named" in first:
+            return "no field named" + first.split("has no field named", 1)[1].rstrip(".")
+    return None
+
+
 def check_added(kind: str, text: Any) -> str | None:
     """ValidateResourceYAML: what is wrong with a resource to add, or None."""
     try:

@@ -176,8 +176,19 @@ def _json_patches(path: str, patches: list[Any]) -> Errors:
 
 
 def deprecations(spec: dict[str, Any]) -> list[str]:
-    """Warnings Kuma returns with a successful create or update."""
-    return top_level_deprecations(spec.get("targetRef"))
+    """Warnings Kuma returns with a successful create or update, and ours for what a value sets that no
+    Envoy field takes (Kuma drops it without a word: nothing accepted may silently do nothing)."""
+    from appliance.policies.meshproxypatch import _values
+
+    out = top_level_deprecations(spec.get("targetRef"))
+    path = "spec.default.appendModifications"
+    for i, modification in enumerate(as_list(as_dict(spec.get("default")).get("appendModifications"))):
+        for kind in KINDS:
+            value = as_dict(as_dict(modification).get(kind)).get("value")
+            if isinstance(value, str) and (ignored := _values.ignored_field(kind, value)):
+                out.append(f"'{join(index(path, i), kind)}.value' sets a field Envoy does not have, which is "
+                           f"ignored: {ignored}")
+    return out
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

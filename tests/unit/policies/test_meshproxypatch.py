@@ -80,3 +80,18 @@ def test_a_value_that_would_take_unbounded_work_is_refused(value, message):
     spec = {"default": {"appendModifications": [{"cluster": {"operation": "Patch", "value": value}}]}}
     assert mpp.validate(spec) == [("spec.default.appendModifications[0].cluster.value",
                                    f"native Envoy resource is not valid: {message}")]
+
+
+def test_a_field_envoy_does_not_have_is_accepted_as_kuma_does_with_a_warning(check):
+    lua = ("name: envoy.filters.http.lua\ntypedConfig:\n"
+           "  '@type': type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua\n  inlinCode: x\n")
+    spec = {"targetRef": {"kind": "Mesh"}, "default": {"appendModifications": [
+        {"cluster": {"operation": "Patch", "value": "conectTimeout: 1s\n"}},
+        {"cluster": {"operation": "Patch", "value": "connectTimeout: 1s\n"}},
+        {"httpFilter": {"operation": "AddFirst", "value": lua}}]}}
+    assert check(mpp, yaml.safe_dump(spec)) == []
+    assert mpp.deprecations(spec) == [
+        "'spec.default.appendModifications[0].cluster.value' sets a field Envoy does not have, which is ignored: "
+        'no field named "conectTimeout" at "Cluster"',
+        "'spec.default.appendModifications[2].httpFilter.value' sets a field Envoy does not have, which is "
+        'ignored: no field named "inlinCode" at "HttpFilter.typedConfig"']
