@@ -126,3 +126,21 @@ def test_the_config_view_shows_the_patch_or_why_it_cannot_apply(tmp_path: Path) 
         assert r.status_code == 500 and r.json()["title"] == "Could not generate the config of the proxy", r.text
         assert "MeshProxyPatch 'mpp': could not apply the cluster modification" in r.json()["detail"]
         assert "path /no/such/field does not exist" in r.json()["detail"]
+
+
+def test_rules_of_a_dataplane_show_the_patches_in_the_order_they_apply(api: LiveApi) -> None:
+    dataplane = {"type": "Dataplane", "mesh": "default", "name": "web-1", "networking": {
+        "address": "127.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}]}}
+    assert api.put("/meshes/default/dataplanes/web-1", dataplane).status_code == 201
+    remove = {"cluster": {"operation": "Remove", "match": {"name": "nothing"}}}
+    specific = {**_patch(remove), "name": "for-web",
+                "spec": {"targetRef": {"kind": "Dataplane", "name": "web-1"},
+                         "default": {"appendModifications": [remove]}}}
+    assert api.put("/meshes/default/meshproxypatches/for-web", specific).status_code == 201
+    assert api.put(PATH, ADD_HEADER).status_code == 201
+    rules = {r["type"]: r for r in api.get("/meshes/default/dataplanes/web-1/_rules").json()["rules"]}
+    proxy_rule = rules["MeshProxyPatch"]["proxyRule"]
+    # Kuma's merge concatenates `append*` lists: the mesh-wide patch first, the Dataplane's after it
+    assert proxy_rule["conf"]["appendModifications"] == \
+        ADD_HEADER["spec"]["default"]["appendModifications"] + [remove]
+    assert [o["name"] for o in proxy_rule["origin"]] == ["mpp", "for-web"]

@@ -66,12 +66,15 @@ class Matched:
 
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
+    modifications = as_list(_rules.single_item_conf(selection.proxy).get("appendModifications"))
+    # which policy each came from, for the message when one cannot apply
+    origins = [p.name for p in selection.proxy
+               for _ in as_list(as_dict(p.spec.get("default")).get("appendModifications"))]
     mods = []
-    for policy in selection.proxy:
-        for modification in as_list(as_dict(policy.spec.get("default")).get("appendModifications")):
-            for kind in KINDS:
-                if as_dict(modification).get(kind) is not None:
-                    mods.append((policy.name, kind, modification[kind]))
+    for policy, modification in zip(origins, modifications):
+        for kind in KINDS:
+            if as_dict(modification).get(kind) is not None:
+                mods.append((policy, kind, modification[kind]))
     return Matched(tuple(mods))
 
 
