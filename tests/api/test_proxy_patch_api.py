@@ -68,6 +68,10 @@ def test_served_at_kumas_path_and_applied(api: LiveApi) -> None:
      "spec.default.appendModifications[0].virtualHost", "virtualHost must have exactly one defined: value, jsonPatches"),
     ({"cluster": {"operation": "AddFirst"}},
      "spec.default.appendModifications[0].cluster.operation", "should be one of [Add Remove Patch]"),
+    ({"cluster": {"operation": "Patch", "jsonPatches": [
+        {"op": "add", "path": "/transportSocket/typedConfig/commonTlsContext/tlsCertificates/0/privateKey",
+         "value": {"inlineString": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"}}]}},
+     "spec.default.appendModifications[0].cluster.jsonPatches[0].value", "must not hold a private key"),
 ])
 def test_a_value_that_is_not_envoy_config_is_a_400_naming_the_field(api: LiveApi, modification, field,
                                                                      message) -> None:

@@ -145,6 +145,32 @@ def parse(kind: str, text: str) -> Message:
     return message
 
 
+_PEM_PRIVATE_KEY = "PRIVATE KEY-----"
+_INLINE = ("inlineBytes", "inlineString", "inline_bytes", "inline_string")
+
+
+def holds_private_key(document: Any, key: str = "") -> bool:
+    """Whether a value (or a JSON patch's value, set at `key`) puts a private key in the policy: a PEM key
+    anywhere, or an inline data source under `privateKey` (a TLS certificate's key)."""
+    if isinstance(document, str):
+        try:
+            document = _load_document(document) if _PEM_PRIVATE_KEY not in document else document
+        except InvalidValue:
+            return False
+    stack = [(document, key)]
+    while stack:
+        node, under = stack.pop()
+        if isinstance(node, str) and _PEM_PRIVATE_KEY in node:
+            return True
+        if isinstance(node, dict):
+            if under in ("privateKey", "private_key") and any(k in node for k in _INLINE):
+                return True
+            stack.extend((item, str(name)) for name, item in node.items())
+        elif isinstance(node, list):
+            stack.extend((item, under) for item in node)
+    return False
+
+
 def ignored_field(kind: str, text: Any) -> str | None:
     """The first field of a value that parses that Envoy's type does not have (Kuma ignores it silently), as
     'no field named "x" at "Cluster.y"', or None."""

@@ -80,6 +80,27 @@ def validate(spec: dict[str, Any]) -> Errors:
             continue
         kind = present[0]
         out += _validate_mod(kind, join(mod_path, kind), as_dict(modification[kind]))
+        out += _private_keys(join(mod_path, kind), as_dict(modification[kind]))
+    return out
+
+
+_NO_PRIVATE_KEY = ("must not hold a private key: every user may read this policy and the config views of the "
+                   "proxies it patches; have Envoy read the key from a file on the proxy's host (filename)")
+
+
+def _private_keys(path: str, mod: dict[str, Any]) -> Errors:
+    """Secrets stay secret: a private key inline in a patch would be in API answers anyone can read."""
+    from appliance.policies.meshproxypatch import _values
+
+    out: Errors = []
+    if isinstance(mod.get("value"), str) and _values.holds_private_key(mod["value"]):
+        out.append((join(path, "value"), _NO_PRIVATE_KEY))
+    for i, patch in enumerate(as_list(mod.get("jsonPatches"))):
+        patch = as_dict(patch)
+        last = str(patch.get("path") or "").rsplit("/", 1)[-1]
+        if _values.holds_private_key({"": patch.get("value")}, "") or \
+                _values.holds_private_key(patch.get("value") if isinstance(patch.get("value"), dict) else None, last):
+            out.append((join(index(join(path, "jsonPatches"), i), "value"), _NO_PRIVATE_KEY))
     return out
 
 

@@ -95,3 +95,38 @@ def test_a_field_envoy_does_not_have_is_accepted_as_kuma_does_with_a_warning(che
         'no field named "conectTimeout" at "Cluster"',
         "'spec.default.appendModifications[2].httpFilter.value' sets a field Envoy does not have, which is "
         'ignored: no field named "inlinCode" at "HttpFilter.typedConfig"']
+
+
+TLS_CLUSTER = """name: payments
+connectTimeout: 5s
+transportSocket:
+  name: envoy.transport_sockets.tls
+  typedConfig:
+    '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+    commonTlsContext:
+      tlsCertificates:
+      - certificateChain: {filename: /etc/client.crt}
+        privateKey: %s
+"""
+
+
+@pytest.mark.parametrize("modification, field", [
+    ({"cluster": {"operation": "Add", "value": TLS_CLUSTER % "{inlineString: 'a key'}"}}, "cluster.value"),
+    ({"cluster": {"operation": "Add", "value": TLS_CLUSTER % "{inlineBytes: YSBrZXk=}"}}, "cluster.value"),
+    ({"cluster": {"operation": "Patch", "value": "name: x\nmetadata: {filterMetadata: {a: {k: '-----BEGIN "
+                                                 "PRIVATE KEY-----'}}}\n"}}, "cluster.value"),
+    ({"cluster": {"operation": "Patch", "jsonPatches": [
+        {"op": "add", "path": "/transportSocket/typedConfig/commonTlsContext/tlsCertificates/0/privateKey",
+         "value": {"inlineString": "a key"}}]}}, "cluster.jsonPatches[0].value"),
+    ({"listener": {"operation": "Patch", "jsonPatches": [
+        {"op": "add", "path": "/x", "value": "-----BEGIN RSA PRIVATE KEY-----\nMII"}]}}, "listener.jsonPatches[0].value"),
+])
+def test_a_private_key_inline_is_refused(modification, field):
+    spec = {"default": {"appendModifications": [modification]}}
+    assert mpp.validate(spec) == [(f"spec.default.appendModifications[0].{field}", mpp._NO_PRIVATE_KEY)]
+
+
+def test_a_private_key_in_a_file_on_the_proxys_host_is_fine():
+    spec = {"default": {"appendModifications": [
+        {"cluster": {"operation": "Add", "value": TLS_CLUSTER % "{filename: /etc/client.key}"}}]}}
+    assert mpp.validate(spec) == []
