@@ -130,3 +130,9 @@ def test_a_private_key_in_a_file_on_the_proxys_host_is_fine():
     spec = {"default": {"appendModifications": [
         {"cluster": {"operation": "Add", "value": TLS_CLUSTER % "{filename: /etc/client.key}"}}]}}
     assert mpp.validate(spec) == []
+
+
+def test_kumactl_knows_the_type_by_kumas_names():
+    from appliance.kumactl.resources import BY_ARG, BY_LIST_ARG
+    assert BY_LIST_ARG["meshproxypatches"].path == "meshproxypatches"
+    assert BY_ARG["meshproxypatch"].item_path("default", "mpp") == "/meshes/default/meshproxypatches/mpp"
