@@ -7,7 +7,9 @@ What (Kuma's static access, `access.static.<action>.users|groups`; its defaults 
 mesh-system:admin everything):
 - adminResources: Secrets and GlobalSecrets; also, on any resource, a data source the control plane
   resolves itself, `secret` (Secrets are theirs to read) or `file` (a file on the control plane's
-  host), and a field that makes proxies write files on their hosts (MeshHealthCheck eventLogPath);
+  host), a field that makes proxies write files on their hosts (MeshHealthCheck eventLogPath), and
+  writes of a type that can rewrite proxies' Envoy config at will (MeshProxyPatch:
+  ResourceType.admin_writes), as it can make Envoy read or write any file or call anywhere;
 - generateDpToken, generateUserToken, generateZoneToken: the token endpoints;
 - viewConfigDump: a proxy's xDS config (`_config`); controlPlaneMetadata: `GET /config`;
 - any other write needs an authenticated user (a valid `Authorization: Bearer <user token>`);

@@ -13,6 +13,7 @@ from appliance.api.resources import ResourceEndpoints, _page, _reply
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.resources.mesh import CaUnavailable, ca_pair
+from appliance.model.proxy import GenerationError
 from appliance.store import ListQuery
 
 
@@ -96,7 +97,10 @@ class XdsConfig:
             raise KumaError(404, "Could not retrieve a resource", "Not found")
         if self.inspector is None:
             raise KumaError(400, "Bad Request", "the DP server is not running on this control plane")
-        resources = self.inspector.config_for(mesh, name)
+        try:
+            resources = self.inspector.config_for(mesh, name)
+        except GenerationError as e:
+            raise KumaError(500, "Could not generate the config of the proxy", str(e))
         xds = {type_url.rsplit(".", 1)[-1]: [
             {"@type": type_url, **MessageToDict(message, preserving_proto_field_name=False)}
             for _, message in sorted(items.items())] for type_url, items in sorted(resources.items())}

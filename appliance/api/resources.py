@@ -160,6 +160,8 @@ class ResourceEndpoints:
                 raise KumaError(405, "Method not allowed",
                                 "the API server is in read-only mode (apiServer.readOnly): only GET is allowed")
             auth.require_writer(req)
+            if self.rtype.admin_writes:
+                auth.require(req, auth.ADMIN_RESOURCES, f"the resource of type \"{self.rtype.name}\"")
 
     # --- list --------------------------------------------------------------------------------
     def list(self, req: falcon.Request, resp: falcon.Response, mesh: str | None, route: str) -> None:

@@ -29,7 +29,7 @@ from appliance.xds import placeholders
 from appliance.xds.generate.egress import EgressProxy, egress_meshes, generate_egress
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.identity import IdentityProvider
-from appliance.model.proxy import Identity, Inbound, MeshSnapshot, Proxy
+from appliance.model.proxy import GenerationError, Identity, Inbound, MeshSnapshot, Proxy
 from appliance.xds.resources import ENDPOINT, Packed, Resources, pack, pack_all
 from appliance.xds.snapshot import build_snapshot, dataplane_inbounds, proxy_from_dataplane
 
@@ -356,7 +356,13 @@ class XdsCache:
             watch.memo_revision = snapshot.revision
         if memo_key != watch.memo_key:
             started = time.perf_counter()
-            resources = self.generate(snapshot, proxy, identity, shared.messages)
+            try:
+                resources = self.generate(snapshot, proxy, identity, shared.messages)
+            except GenerationError as e:
+                # as Kuma: the proxy keeps the last config it got; the next change of its inputs tries again
+                log.warning("cannot generate the config of %s.%s, it keeps its last one: %s", mesh, name, e)
+                watch.memo_key = memo_key
+                return watch.memo
             # load assignments are the shared ones (generate_sidecar's cache): packed once per mesh revision
             watch.memo = {t: {n: self._load_assignment(snapshot, shared, n, m) if t == ENDPOINT
                               else shared.pack(t, n, m) for n, m in items.items()} for t, items in resources.items()}
