@@ -9,7 +9,8 @@ As Kuma 2.14 (plugin/v1alpha1/plugin.go), with `from[]` read as rules that match
   a version (Kuma's ServerSideMTLS sets ciphers only where it made TLS parameters);
 - `tlsVersion` and `tlsCiphers` on the UpstreamTlsContext of every mesh mTLS cluster the proxy calls,
   taken from its first inbound's conf (both may only come from a Mesh-wide policy, so every inbound has
-  the same); clusters of external services (direct, or mTLS to the zone egress) are left alone.
+  the same); clusters of external services (direct, or mTLS to the zone egress) are left alone. One
+  deviation: a TLS13 minimum with a TLSAuto maximum gets a TLSv1_3 maximum upstream (see upstream_params).
 """
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ Conf = dict[str, Any]
 # common_tls.ToTlsVersion; TLSAuto (and anything else) is Envoy's own default.
 _PROTOCOLS = {"TLS10": common_pb2.TlsParameters.TLSv1_0, "TLS11": common_pb2.TlsParameters.TLSv1_1,
               "TLS12": common_pb2.TlsParameters.TLSv1_2, "TLS13": common_pb2.TlsParameters.TLSv1_3}
+
+
+# Envoy's maximum for an upstream (client) context that leaves it at TLS_AUTO.
+_CLIENT_DEFAULT_MAX = common_pb2.TlsParameters.TLSv1_2
 
 
 def _protocol(version: Any) -> int:
@@ -104,6 +109,12 @@ def upstream_params(context: tls_pb2.UpstreamTlsContext, conf: Conf) -> None:
         params.tls_minimum_protocol_version = _protocol(version["min"])
     if version.get("max") is not None:
         params.tls_maximum_protocol_version = _protocol(version["max"])
+    # Where Kuma differs from itself: `TLSAuto` leaves the maximum to Envoy, whose client maximum is TLS 1.2, so
+    # Kuma's `{min: TLS13}` (stored with `max: TLSAuto`) would have every mesh client refuse every handshake.
+    # Envoy's choice can only be TLS 1.3 then: say so.
+    if (params.tls_minimum_protocol_version > _CLIENT_DEFAULT_MAX
+            and params.tls_maximum_protocol_version == common_pb2.TlsParameters.TLS_AUTO):
+        params.tls_maximum_protocol_version = params.tls_minimum_protocol_version
 
 
 def _configure_inbound(listener: Any, mode: str, conf: Conf) -> None:

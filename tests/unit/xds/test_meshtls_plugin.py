@@ -146,11 +146,17 @@ def test_versions_and_ciphers_on_both_sides_of_mesh_mtls() -> None:
 
 
 def test_tls13_minimum_with_kumas_default_maximum() -> None:
-    """`{min: TLS13}` is stored with `max: TLSAuto` (the schema's default): Envoy's own maximum on each side."""
+    """`{min: TLS13}` is stored with `max: TLSAuto` (the schema's default). The server keeps Envoy's maximum
+    (TLS 1.3); the client side says TLS 1.3, as Envoy's own client maximum (TLS 1.2) would refuse every
+    handshake (Kuma 2.14 sends TLS_AUTO there and breaks mesh traffic)."""
     resources = _generate(meshtls("tls13", {"tlsVersion": {"min": "TLS13", "max": "TLSAuto"}}))
-    expected = TLS(tls_minimum_protocol_version=TLS.TLSv1_3, tls_maximum_protocol_version=TLS.TLS_AUTO)
-    assert _downstream(resources).common_tls_context.tls_params == expected
-    assert _upstream(resources, "backend").common_tls_context.tls_params == expected
+    assert _downstream(resources).common_tls_context.tls_params == TLS(
+        tls_minimum_protocol_version=TLS.TLSv1_3, tls_maximum_protocol_version=TLS.TLS_AUTO)
+    assert _upstream(resources, "backend").common_tls_context.tls_params == TLS(
+        tls_minimum_protocol_version=TLS.TLSv1_3, tls_maximum_protocol_version=TLS.TLSv1_3)
+    below = _generate(meshtls("tls12", {"tlsVersion": {"min": "TLS12", "max": "TLSAuto"}}))
+    assert _upstream(below, "backend").common_tls_context.tls_params == TLS(
+        tls_minimum_protocol_version=TLS.TLSv1_2, tls_maximum_protocol_version=TLS.TLS_AUTO)
 
 
 def test_ciphers_alone_set_only_the_outbound_side() -> None:
