@@ -92,8 +92,10 @@ def test_strict_on_a_permissive_mesh_takes_plaintext_away() -> None:
 
 def test_without_a_mode_the_mesh_decides() -> None:
     versions = meshtls("versions", {"tlsVersion": {"min": "TLS12", "max": "TLSAuto"}})
-    assert _chains(_generate(versions, mtls="PERMISSIVE")) == PERMISSIVE_CHAINS
-    assert _chains(_generate(versions, mtls="STRICT")) == STRICT_CHAINS
+    for mtls, chains in (("PERMISSIVE", PERMISSIVE_CHAINS), ("STRICT", STRICT_CHAINS)):
+        resources = _generate(versions, mtls=mtls)
+        assert _chains(resources) == chains
+        assert _downstream(resources).common_tls_context.tls_params.tls_minimum_protocol_version == TLS.TLSv1_2
 
 
 def test_a_mode_for_one_inbound_leaves_the_others_alone() -> None:
@@ -106,15 +108,18 @@ def test_a_mode_for_one_inbound_leaves_the_others_alone() -> None:
 
 
 def test_the_most_specific_policy_wins() -> None:
-    mesh_wide = meshtls("mesh-wide", {"mode": "Permissive"})
-    on_web = meshtls("on-web", {"mode": "Strict"}, {"kind": "MeshSubset", "tags": {"kuma.io/service": "web"}})
-    assert _chains(_generate(mesh_wide, on_web)) == STRICT_CHAINS
+    mesh_wide = meshtls("mesh-wide", {"mode": "Strict"})
+    on_web = meshtls("on-web", {"mode": "Permissive"}, {"kind": "MeshSubset", "tags": {"kuma.io/service": "web"}})
+    assert _chains(_generate(mesh_wide, on_web)) == PERMISSIVE_CHAINS
+    assert _chains(_generate(mesh_wide, on_web, mtls="PERMISSIVE")) == PERMISSIVE_CHAINS
+    assert _chains(_generate(mesh_wide, mtls="PERMISSIVE")) == STRICT_CHAINS
 
 
 def test_without_mesh_mtls_the_policy_does_nothing() -> None:
     """As Kuma: no mTLS, no MeshTLS (a Permissive cannot open what is already plaintext, a Strict cannot close it)."""
     plain = _generate(mtls=None)
     for default in ({"mode": "Strict"}, {"mode": "Permissive", "tlsVersion": {"min": "TLS13"}}):
+        assert _generate(meshtls("p", default), mtls="PERMISSIVE") != _generate(mtls="PERMISSIVE")
         assert _generate(meshtls("p", default), mtls=None) == plain
 
 
@@ -203,6 +208,7 @@ def test_envoy_accepts_the_tls_settings(tmp_path: Path, mode: str) -> None:
     config = tmp_path / "envoy.json"
     resources = generate_sidecar(snap, web_proxy(), Identity(cert_pem, key_pem, 0.0))
     config.write_text(json_format.MessageToJson(static_bootstrap(resources)))
+    assert config.read_text().count('"tlsMaximumProtocolVersion": "TLSv1_3"') == 3   # the inbound, backend, db
     result = subprocess.run([str(_envoy_binary()), "--mode", "validate", "-c", str(config),
                              "--disable-hot-restart", "-l", "error"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
