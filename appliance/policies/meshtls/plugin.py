@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from appliance.model.proxy import MeshSnapshot, Proxy
@@ -117,7 +118,7 @@ def upstream_params(context: tls_pb2.UpstreamTlsContext, conf: Conf) -> None:
         params.tls_maximum_protocol_version = params.tls_minimum_protocol_version
 
 
-def _configure_inbound(listener: Any, mode: str, conf: Conf) -> None:
+def _configure_inbound(listener: listener_pb2.Listener, mode: str, conf: Conf) -> None:
     _envoy.set_inbound_mtls_mode(listener, permissive=mode == PERMISSIVE)
     chain = _envoy.mtls_chain(listener)
     if chain is None or conf.get("tlsVersion") is None:
