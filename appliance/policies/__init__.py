@@ -51,6 +51,7 @@ from appliance.policies.meshratelimit import schema as meshratelimit
 from appliance.policies.meshretry import schema as meshretry
 from appliance.policies.meshtcproute import schema as meshtcproute
 from appliance.policies.meshtimeout import schema as meshtimeout
+from appliance.policies.meshtls import schema as meshtls
 from appliance.policies.meshtrafficpermission import schema as meshtrafficpermission
 
 ALL: tuple[ModuleType, ...] = (
@@ -65,6 +66,7 @@ ALL: tuple[ModuleType, ...] = (
     meshloadbalancingstrategy,
     meshfaultinjection,
     meshratelimit,
+    meshtls,
     meshproxypatch,
 )
 

@@ -20,7 +20,7 @@ def _words(name: str) -> str:
 
 
 def _plural(words: str) -> str:
-    if words.endswith(("s", "sh", "ch")):
+    if words.lower().endswith(("s", "sh", "ch")):   # "Mesh TLS" -> "Mesh TLSes", as Kuma
         return words + "es"
     if words.endswith("y") and words[-2:-1] not in "aeiou":
         return words[:-1] + "ies"
