@@ -93,11 +93,15 @@ class XdsConfig:
             raise KumaError(404, "Could not retrieve a resource", "Not found")
         if self.inspector is None:
             raise KumaError(400, "Bad Request", "the DP server is not running on this control plane")
-        resources = self.inspector.config_for(mesh, name)
-        xds = {type_url.rsplit(".", 1)[-1]: [
-            {"@type": type_url, **MessageToDict(message, preserving_proto_field_name=False)}
-            for _, message in sorted(items.items())] for type_url, items in sorted(resources.items())}
-        _reply(resp, {"xds": xds})
+        _reply(resp, {"xds": xds_config(self.inspector, mesh, name)})
+
+
+def xds_config(inspector: XdsInspector, mesh: str, name: str) -> dict[str, list[dict[str, Any]]]:
+    """The xDS resources the proxy gets now, as JSON by short type name (`_config`'s `xds`)."""
+    resources = inspector.config_for(mesh, name)
+    return {type_url.rsplit(".", 1)[-1]: [
+        {"@type": type_url, **MessageToDict(message, preserving_proto_field_name=False)}
+        for _, message in sorted(items.items())] for type_url, items in sorted(resources.items())}
 
 
 def dataplane_insights(manager: ResourceManager, mesh: str) -> dict[str, Any]:

@@ -101,6 +101,13 @@ def _dataplanes_page(req: falcon.Request, resp: falcon.Response, manager: Resour
     _reply(resp, body)
 
 
+def policy_hits(manager: ResourceManager, found: Resource) -> Callable[[Resource], bool]:
+    """Whether the stored policy's top-level targetRef selects a Dataplane (of the policy's mesh)."""
+    policy = Policy(found.type, found.name, found.spec)
+    routes = _routes(manager, found.mesh)
+    return lambda dp: rules_view.policy_selects(policy, proxy_from_dataplane(dp), routes)
+
+
 class PolicyDataplanes:
     """`GET /meshes/{mesh}/{policy-path}/{name}/_resources/dataplanes`: the proxies the policy's top-level
     targetRef selects."""
@@ -114,11 +121,7 @@ class PolicyDataplanes:
         found = self.manager.get(self.kind, mesh, name)
         if found is None:
             raise KumaError(404, "Could not retrieve policy", "Not found")
-        policy = Policy(self.kind, found.name, found.spec)
-        routes = tuple(Policy("MeshHTTPRoute", r.name, r.spec)
-                       for r in self.manager.list(ListQuery(type="MeshHTTPRoute", mesh=mesh)).items)
-        _dataplanes_page(req, resp, self.manager, mesh,
-                         lambda dp: rules_view.policy_selects(policy, proxy_from_dataplane(dp), routes))
+        _dataplanes_page(req, resp, self.manager, mesh, policy_hits(self.manager, found))
 
 
 class MeshServiceDataplanes:
