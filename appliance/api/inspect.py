@@ -109,11 +109,19 @@ def dataplane_insights(manager: ResourceManager, mesh: str) -> dict[str, Any]:
     return {i.name: i for i in manager.list(ListQuery(type="DataplaneInsight", mesh=mesh)).items}
 
 
-def mesh_insight(manager: ResourceManager, mesh: Any) -> dict[str, Any]:
-    """Kuma's MeshInsight, computed from the store when asked (not a stored resource here)."""
-    dataplanes = manager.list(ListQuery(type="Dataplane", mesh=mesh.name)).items
-    insights = dataplane_insights(manager, mesh.name)
-    statuses = [insights_view.dataplane_status(d, insights.get(d.name)) for d in dataplanes]
+def dataplanes_with_insights(manager: ResourceManager, mesh: str) -> list[tuple[Any, Any]]:
+    """The mesh's Dataplanes, each with its DataplaneInsight (or None), in two reads."""
+    insights = dataplane_insights(manager, mesh)
+    return [(d, insights.get(d.name)) for d in manager.list(ListQuery(type="Dataplane", mesh=mesh)).items]
+
+
+def mesh_insight(manager: ResourceManager, mesh: Any,
+                 dataplanes: list[tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """Kuma's MeshInsight, computed from the store when asked (not a stored resource here).
+    `dataplanes`: dataplanes_with_insights when the caller has read them already."""
+    if dataplanes is None:
+        dataplanes = dataplanes_with_insights(manager, mesh.name)
+    statuses = [insights_view.dataplane_status(d, insight) for d, insight in dataplanes]
     counts = {"total": len(dataplanes), "online": statuses.count(insights_view.ONLINE),
               "offline": statuses.count(insights_view.OFFLINE),
               "partiallyDegraded": statuses.count(insights_view.PARTIALLY_DEGRADED)}

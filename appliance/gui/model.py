@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.api import insights_view, rules_view
-from appliance.api.inspect import dataplane_insights, mesh_insight
+from appliance.api.inspect import dataplanes_with_insights, mesh_insight
 from appliance.api.inspect_views import KINDS, mesh_policies, mesh_services, policy_hits
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
@@ -93,12 +93,11 @@ class MeshView:
 
 
 def mesh_view(manager: ResourceManager, mesh: Resource) -> MeshView:
-    dataplanes = sorted(manager.list(ListQuery(type="Dataplane", mesh=mesh.name)).items, key=lambda d: d.name)
-    insights = dataplane_insights(manager, mesh.name)
-    rows = [proxy_row(dp, insights.get(dp.name), insights_view.dataplane_status(dp, insights.get(dp.name)))
-            for dp in dataplanes]
+    dataplanes = sorted(dataplanes_with_insights(manager, mesh.name), key=lambda pair: pair[0].name)
+    rows = [proxy_row(dp, insight, insights_view.dataplane_status(dp, insight)) for dp, insight in dataplanes]
     counts = [(t, manager.store.count(t.name, mesh.name)) for t in policy_types()]
-    return MeshView(mesh, mesh_insight(manager, mesh), mesh_services(manager, mesh), rows, counts)
+    return MeshView(mesh, mesh_insight(manager, mesh, dataplanes), mesh_services(manager, mesh, dataplanes),
+                    rows, counts)
 
 
 def secret_names(manager: ResourceManager, mesh: str) -> list[str]:
