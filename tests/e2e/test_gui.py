@@ -25,6 +25,7 @@ if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("needs headless Chromium: apt-get install -y chromium chromium-driver", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 TIMEOUT = {"type": "MeshTimeout", "mesh": "default", "name": "web-timeouts",
@@ -65,10 +66,16 @@ def _proxy_statuses(mesh: Mesh) -> dict[str, str]:
 
 
 def _row(driver: webdriver.Chrome, section: str, first_cell: str) -> list[str]:
-    for row in driver.find_elements(By.CSS_SELECTOR, f"#{section} tbody tr"):
-        cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
-        if cells and cells[0] == first_cell:
-            return cells
+    """The cells of the row of a section's table that starts with `first_cell` ([] when there is none)."""
+    for _ in range(3):
+        try:
+            for row in driver.find_elements(By.CSS_SELECTOR, f"#{section} tbody tr"):
+                cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+                if cells and cells[0] == first_cell:
+                    return cells
+            return []
+        except StaleElementReferenceException:
+            continue   # the script swapped the section in while we read it: read the new one
     return []
 
 
@@ -118,7 +125,7 @@ def test_browse_the_mesh_and_see_a_proxy_go_offline(mesh: Mesh, browser: webdriv
     assert _row(browser, "proxies", "backend-1")[1] == "Online"
     backend.terminate()
     backend.wait(timeout=30)
-    eventually(lambda: _row(browser, "proxies", "backend-1")[1] == "Offline",
+    eventually(lambda: _row(browser, "proxies", "backend-1")[1:2] == ["Offline"],
                lambda: f"still {_row(browser, 'proxies', 'backend-1')}", timeout=30)
     assert browser.execute_script("return window.notReloaded === true;"), "the page was reloaded"
     assert _row(browser, "proxies", "web-1")[1] == "Online"
