@@ -18,6 +18,7 @@ def add_routes(app: falcon.App, manager: ResourceManager, inspector: XdsInspecto
     shared = pages.Pages(manager, instance_id)
     app.add_route(PATH, pages.Overview(shared))
     app.add_route(f"{PATH}/static/{{name}}", pages.Static())
+    app.add_route(f"{PATH}/meshes", pages.ToOverview())
     app.add_route(f"{PATH}/meshes/{{mesh}}", pages.MeshPage(shared))
     app.add_route(f"{PATH}/meshes/{{mesh}}/dataplanes/{{name}}", pages.DataplanePage(shared, inspector))
     app.add_route(f"{PATH}/meshes/{{mesh}}/policies/{{type}}", pages.PolicyList(shared))

@@ -88,6 +88,13 @@ def _proxy_table(rows: list[model.ProxyRow], mesh: str | None) -> Html:
                    r.cert_expiry, r.last_connect, r.instance] for r in rows], empty="No proxies.")
 
 
+class ToOverview:
+    """`/gui/meshes`: the meshes are listed on the overview."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise falcon.HTTPFound(url(""))
+
+
 class MeshPage:
     def __init__(self, pages: Pages) -> None:
         self.pages = pages

@@ -123,6 +123,11 @@ def test_policy_page_shows_the_proxies_it_hits_and_its_yaml(api: LiveApi) -> Non
     assert "MeshService web" in _text(listing)
 
 
+def test_the_meshes_path_leads_to_the_overview(api: LiveApi) -> None:
+    r = api.get("/gui/meshes", allow_redirects=False)
+    assert r.status_code == 302 and r.headers["Location"].endswith("/gui")
+
+
 @pytest.mark.parametrize("path, shown", [
     ("/gui/meshes/nope", "no mesh 'nope'"),
     ("/gui/meshes/default/dataplanes/nope", "no data plane proxy 'nope'"),
