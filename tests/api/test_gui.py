@@ -201,3 +201,16 @@ def test_static_files_are_our_own_and_only_ours(api: LiveApi) -> None:
     assert api.get("/gui/static/gui.css").headers["Content-Type"].startswith("text/css")
     assert api.get("/gui/static/..%2Fpages.py").status_code == 404
     assert api.get("/gui/static/nope.js").status_code == 404
+
+
+def test_the_envoy_config_shown_carries_no_private_key(tmp_path: Path) -> None:
+    with live_api(tmp_path, defaults=True, dp_server=True) as api:
+        r = api.put("/meshes/default", {"type": "Mesh", "name": "default", "mtls": {
+            "enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]}})
+        assert r.status_code == 200, r.text
+        assert api.put("/meshes/default/dataplanes/web-1", DP).status_code == 201
+        page = api.get("/gui/meshes/default/dataplanes/web-1").text
+        assert "envoy.config.listener.v3.Listener" in page
+        assert "tlsCertificate" in page   # the proxy's identity Secret is listed ...
+        # ... with placeholders: no PEM, plain or base64 ("-----BEGIN" is LS0tLS1CRUdJTi in base64)
+        assert "PRIVATE KEY" not in page and "LS0tLS1CRUdJTi" not in page
