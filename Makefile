@@ -29,6 +29,7 @@ test-fast: $(DEVSTAMP)
 bench: $(DEVSTAMP)
 	$(BIN)/python tests/perf/api_bench.py
 	$(BIN)/python tests/perf/generate_bench.py
+	$(BIN)/python tests/perf/gui_bench.py
 	$(BIN)/python tests/perf/fleet.py --proxies 100 --scenario all
 
 # The frozen build (build/freeze.py): its own venv in build/out/venv, pinned by build/constraints.txt,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import falcon
 
+from appliance import gui
 from appliance.api import errors, index, inspect, inspect_views, legacy, resources, tokens
 from appliance.api.auth import Authenticator, StaticAccess
 from appliance.config import Config
@@ -21,7 +22,7 @@ def create_app(config: Config, manager: ResourceManager, instance_id: str,
     # Kuma's clients send `tag=a&tag=b` and `filter[labels.x]=y`: keep repeated params as lists.
     app.req_options.auto_parse_qs_csv = False
     errors.install(app)
-    app.add_route("/", index.Index(instance_id))
+    app.add_route("/", index.Index(instance_id, gui.PATH))
     app.add_route("/config", index.ConfigDump(config))
     app.add_route("/who-am-i", index.WhoAmI())
     app.add_route("/_resources", index.ResourceTypes())
@@ -32,4 +33,5 @@ def create_app(config: Config, manager: ResourceManager, instance_id: str,
     for rtype in registry.ALL_TYPES:
         resources.add_routes(app, rtype, manager, config["apiServer.readOnly"])
     legacy.add_routes(app, manager)
+    gui.add_routes(app, manager, inspector, instance_id)
     return app

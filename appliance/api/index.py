@@ -16,14 +16,15 @@ from appliance.core.resources import registry
 
 
 class Index:
-    def __init__(self, instance_id: str) -> None:
+    def __init__(self, instance_id: str, gui: str = "") -> None:
         self.hostname = socket.gethostname()
         self.instance_id = instance_id
+        self.gui = gui   # where the GUI answers, as Kuma's `gui` (its apiServer.gui.basePath)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _reply(resp, {"hostname": self.hostname, "product": PRODUCT, "version": __version__,
                       "instanceId": self.instance_id, "clusterId": self.instance_id.split("-")[0],
-                      "gui": "", "basedOnKuma": "2.14.3"})
+                      "gui": self.gui, "basedOnKuma": "2.14.3"})
 
 
 class ConfigDump:

@@ -98,13 +98,19 @@ class XdsConfig:
         if self.inspector is None:
             raise KumaError(400, "Bad Request", "the DP server is not running on this control plane")
         try:
-            resources = self.inspector.config_for(mesh, name)
+            xds = xds_config(self.inspector, mesh, name)
         except GenerationError as e:
             raise KumaError(500, "Could not generate the config of the proxy", str(e))
-        xds = {type_url.rsplit(".", 1)[-1]: [
-            {"@type": type_url, **MessageToDict(message, preserving_proto_field_name=False)}
-            for _, message in sorted(items.items())] for type_url, items in sorted(resources.items())}
         _reply(resp, {"xds": xds})
+
+
+def xds_config(inspector: XdsInspector, mesh: str, name: str) -> dict[str, list[dict[str, Any]]]:
+    """The xDS resources the proxy gets now, as JSON by short type name (`_config`'s `xds`).
+    Raises GenerationError when a policy cannot be applied (the proxy keeps its last good config)."""
+    resources = inspector.config_for(mesh, name)
+    return {type_url.rsplit(".", 1)[-1]: [
+        {"@type": type_url, **MessageToDict(message, preserving_proto_field_name=False)}
+        for _, message in sorted(items.items())] for type_url, items in sorted(resources.items())}
 
 
 def dataplane_insights(manager: ResourceManager, mesh: str) -> dict[str, Any]:
@@ -112,11 +118,19 @@ def dataplane_insights(manager: ResourceManager, mesh: str) -> dict[str, Any]:
     return {i.name: i for i in manager.list(ListQuery(type="DataplaneInsight", mesh=mesh)).items}
 
 
-def mesh_insight(manager: ResourceManager, mesh: Any) -> dict[str, Any]:
-    """Kuma's MeshInsight, computed from the store when asked (not a stored resource here)."""
-    dataplanes = manager.list(ListQuery(type="Dataplane", mesh=mesh.name)).items
-    insights = dataplane_insights(manager, mesh.name)
-    statuses = [insights_view.dataplane_status(d, insights.get(d.name)) for d in dataplanes]
+def dataplanes_with_insights(manager: ResourceManager, mesh: str) -> list[tuple[Any, Any]]:
+    """The mesh's Dataplanes, each with its DataplaneInsight (or None), in two reads."""
+    insights = dataplane_insights(manager, mesh)
+    return [(d, insights.get(d.name)) for d in manager.list(ListQuery(type="Dataplane", mesh=mesh)).items]
+
+
+def mesh_insight(manager: ResourceManager, mesh: Any,
+                 dataplanes: list[tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """Kuma's MeshInsight, computed from the store when asked (not a stored resource here).
+    `dataplanes`: dataplanes_with_insights when the caller has read them already."""
+    if dataplanes is None:
+        dataplanes = dataplanes_with_insights(manager, mesh.name)
+    statuses = [insights_view.dataplane_status(d, insight) for d, insight in dataplanes]
     counts = {"total": len(dataplanes), "online": statuses.count(insights_view.ONLINE),
               "offline": statuses.count(insights_view.OFFLINE),
               "partiallyDegraded": statuses.count(insights_view.PARTIALLY_DEGRADED)}
