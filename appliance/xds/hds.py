@@ -107,10 +107,12 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
                     continue
                 if item.WhichOneof("request_type") != "endpoint_health_response":
                     continue   # a repeated HealthCheckRequest: the checks it gets stay the same
+                if self._streams[stream.key][-1] is not stream:
+                    log.debug("HDS: a report of %s.%s from an older stream is ignored", *stream.key)
+                    continue
                 report = read_report(item.endpoint_health_response)
-                if report != last and self._streams[stream.key][-1] is stream:
-                    if self._write(stream.key, report):
-                        last = report
+                if report != last and self._write(stream.key, report):
+                    last = report
         finally:
             reader.cancel()
             if stream is not None:

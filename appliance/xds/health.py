@@ -114,7 +114,8 @@ class Report:
     envoy: bool
 
 
-_HEALTHY = (0, 1)   # HealthStatus UNKNOWN, HEALTHY (as Kuma: a host not yet checked counts as healthy)
+# as Kuma: a host not yet checked (UNKNOWN) counts as healthy
+_HEALTHY = (health_check_pb2.UNKNOWN, health_check_pb2.HEALTHY)
 
 
 def read_report(response: hds_pb2.EndpointHealthResponse) -> Report:
