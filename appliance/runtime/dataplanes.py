@@ -20,6 +20,7 @@ from appliance.api import codec
 from appliance.api.errors import KumaError, from_exception
 from appliance.ca.server_cert import ServerCert
 from appliance.core.manager import ResourceManager
+from appliance.core.resources import dataplane as dataplane_resource
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.core.validation import BadRequest, ValidationError
@@ -336,6 +337,8 @@ class DataplaneServer:
         if self.auth_enabled and not authenticated:
             self._authorize_bootstrap(token, res.mesh, res.name, res, current)
         self._check_rules(res, current)
+        if current is not None and type_name == "Dataplane":
+            res.content = dataplane_resource.keep_probed_health(res.content, current.content)
         pending = self._pending_removal.pop(key, None)
         if pending:
             pending.cancel()

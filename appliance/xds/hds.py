@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable
 
 import grpc
@@ -51,10 +52,13 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
         # per proxy, its open streams, oldest first: only the newest one's reports count (a restarted kuma-dp's
         # old Envoy, draining, reports itself not ready while the new one serves)
         self._streams: dict[tuple[str, str], list[_Stream]] = {}
+        # Store reads and writes off the xDS loop: a database that does not answer must not stall ADS
+        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hds")
         self._unsubscribe = manager.store.hub.subscribe(self._from_writer_thread)
 
     def close(self) -> None:
         self._unsubscribe()
+        self._io.shutdown(wait=False, cancel_futures=True)
 
     def _from_writer_thread(self, changes: list[Change]) -> None:
         keys = {(c.mesh, c.name) for c in changes if c.type == "Dataplane"}
@@ -100,7 +104,7 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
                     item = _CHANGED
                 if item is _CHANGED:
                     last = None   # the Dataplane may have changed under the last report: compare again
-                    out = self._specifier(stream.key, node)
+                    out = await self.loop.run_in_executor(self._io, self._specifier, stream.key, node)
                     if out is not None and (data := out.SerializeToString(deterministic=True)) != sent:
                         sent = data
                         yield out
@@ -111,7 +115,7 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
                     log.debug("HDS: a report of %s.%s from an older stream is ignored", *stream.key)
                     continue
                 report = read_report(item.endpoint_health_response)
-                if report != last and self._write(stream.key, report):
+                if report != last and await self.loop.run_in_executor(self._io, self._write, stream.key, report):
                     last = report
         finally:
             reader.cancel()
@@ -123,6 +127,8 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
                     self._streams.pop(stream.key, None)
 
     def _specifier(self, key: tuple[str, str], node: object) -> hds_pb2.HealthCheckSpecifier | None:
+        if not self.manager.store.healthy():
+            return None   # the checks Envoy has stay; the next refresh or change tries again
         try:
             dataplane = self.manager.get("Dataplane", *key)
         except Exception as e:   # the store is down: the checks Envoy has stay, tried again at the next refresh
@@ -132,7 +138,10 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
         return specifier(content, self.admin_of(content, node), self.settings)
 
     def _write(self, key: tuple[str, str], report: Report) -> bool:
-        """Write the readiness `report` gives into the Dataplane; False when it could not be written."""
+        """Write the readiness `report` gives into the Dataplane; False when it could not be written (the next
+        report tries again)."""
+        if not self.manager.store.healthy():
+            return False
         for _ in range(_WRITE_ATTEMPTS):
             try:
                 dataplane = self.manager.get("Dataplane", *key)

@@ -275,3 +275,27 @@ def not_ready_until_probed(content: dict[str, Any]) -> dict[str, Any]:
             inbound["state"] = "NotReady"
             inbound["health"] = {"ready": False}   # for clients of Kuma 2.5 and older, as Kuma writes it
     return out
+
+
+
+
+def keep_probed_health(content: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """`content` (kuma-dp registering its proxy again) with the health the control plane found for its probed
+    inbounds where inbound and application are the same as stored: a restarted kuma-dp does not send
+    callers to an application whose probe failed, and an unchanged definition is not written again. Any other
+    probed inbound starts not ready, as in a new Dataplane."""
+    def probed(dp: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
+        networking = dp.get("networking") or {}
+        return {(ib.get("address") or networking.get("address"), uint(ib.get("port")), workload(networking, ib)): ib
+                for ib in networking.get("inbound") or [] if isinstance(ib, dict) and ib.get("serviceProbe") is not None}
+    out = not_ready_until_probed(content)
+    if out is content:
+        return content   # nothing probed
+    before = probed(stored)
+    for key, inbound in probed(out).items():
+        if key in before:
+            for field in ("health", "state"):
+                inbound.pop(field, None)
+                if field in before[key]:
+                    inbound[field] = copy.deepcopy(before[key][field])
+    return out

@@ -18,7 +18,7 @@ from envoy.service.health.v3 import hds_pb2, hds_pb2_grpc
 
 from appliance.core.events import ChangeHub
 from appliance.core.manager import ResourceManager
-from appliance.core.resources.dataplane import inbound_ready, not_ready_until_probed
+from appliance.core.resources.dataplane import inbound_ready, keep_probed_health, not_ready_until_probed
 from appliance.core.resources.model import Resource
 from appliance.store.sqlite import SQLiteStore
 from appliance.xds import bootstrap
@@ -127,6 +127,19 @@ def test_probed_inbounds_of_a_new_dataplane_start_not_ready() -> None:
     assert [inbound_ready(ib) for ib in created["networking"]["inbound"]] == [False, True]
     assert created["networking"]["inbound"][0]["health"] == {"ready": False}
     assert not_ready_until_probed(_dataplane(_inbound(10002))) == _dataplane(_inbound(10002))
+
+
+def test_kuma_dp_registering_again_keeps_the_health_found_for_the_same_probed_application() -> None:
+    stored = not_ready_until_probed(_dataplane(_inbound(10001, 8080, serviceProbe=PROBE), _inbound(10002)))
+    again = _dataplane(_inbound(10001, 8080, serviceProbe=PROBE), _inbound(10002))
+    assert keep_probed_health(again, stored) == stored   # unchanged: nothing to write
+    ready = apply_report(stored, Report({8080: True}, envoy=True))
+    assert keep_probed_health(again, ready) == ready
+    moved = _dataplane(_inbound(10001, 9090, serviceProbe=PROBE))   # another application: probed anew
+    assert keep_probed_health(moved, ready) == not_ready_until_probed(moved)
+    reprobed = _dataplane(_inbound(10001, 8080, serviceProbe={**PROBE, "timeout": "2s"}))
+    assert keep_probed_health(reprobed, ready)["networking"]["inbound"][0]["health"] == {"ready": True}
+    assert keep_probed_health(_dataplane(_inbound(10002)), ready) == _dataplane(_inbound(10002))
 
 
 @pytest.fixture
@@ -285,6 +298,34 @@ def test_a_stream_that_fails_authentication_is_refused(env) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await proxy.recv()
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "no dataplane token" in e.value.details()
+        await server.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_while_the_store_is_down_nothing_is_read_or_written_and_the_next_report_after_is(env) -> None:
+    store, manager = env
+    manager.create(Resource("Dataplane", "default", "backend-1",
+                            _dataplane(_inbound(10001, 8080, serviceProbe=PROBE))))
+    down, asked = [True], []
+
+    def healthy() -> bool:
+        asked.append(down[0])
+        return not down[0]
+    store.healthy = healthy   # PostgreSQL unreachable: the store says so at once, instead of timing out
+
+    async def scenario() -> None:
+        server, hds, channel = await _serve(manager, HdsSettings(refresh_interval=200_000_000))
+        proxy = Proxy(channel, "backend-1")
+        proxy.report(admin=health_check_pb2.HEALTHY, localhost_8080=health_check_pb2.HEALTHY)
+        await _until(lambda: asked.count(True) >= 2)   # the checks and the report met a store that is down
+        assert not _ready(store, "backend-1")
+        down[0] = False
+        checks = await proxy.recv()   # at the next refresh
+        assert [c.cluster_name for c in checks.cluster_health_checks] == [ENVOY_ADMIN_CLUSTER, "localhost:8080"]
+        proxy.report(admin=health_check_pb2.HEALTHY, localhost_8080=health_check_pb2.HEALTHY)
+        await _until(lambda: _ready(store, "backend-1"))
+        proxy.queue.put_nowait(None)
         await server.stop(None)
 
     asyncio.run(scenario())
