@@ -78,12 +78,14 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
         node: object = None
         sent = b""
         last: Report | None = None   # the last report, as written: an unchanged one is not checked again
+        refresh_at = 0.0             # as Kuma, the checks are regenerated every refreshInterval (changes: at once)
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), self.settings.refresh_interval / 1e9 if stream else None)
+                    wait = None if stream is None else max(0.0, refresh_at - self.loop.time())
+                    item = await asyncio.wait_for(queue.get(), wait)
                 except asyncio.TimeoutError:
-                    item = _CHANGED   # Kuma regenerates every refreshInterval; changes are seen at once anyway
+                    item = _CHANGED
                 if item is _END:
                     return
                 if stream is None:
@@ -103,6 +105,7 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
                     self._streams.setdefault(key, []).append(stream)
                     item = _CHANGED
                 if item is _CHANGED:
+                    refresh_at = self.loop.time() + self.settings.refresh_interval / 1e9
                     last = None   # the Dataplane may have changed under the last report: compare again
                     out = await self.loop.run_in_executor(self._io, self._specifier, stream.key, node)
                     if out is not None and (data := out.SerializeToString(deterministic=True)) != sent:

@@ -321,7 +321,14 @@ def test_while_the_store_is_down_nothing_is_read_or_written_and_the_next_report_
         await _until(lambda: asked.count(True) >= 2)   # the checks and the report met a store that is down
         assert not _ready(store, "backend-1")
         down[0] = False
+
+        async def reporting() -> None:   # Envoy goes on reporting meanwhile (what changes nothing)
+            while True:
+                proxy.report(admin=health_check_pb2.HEALTHY, localhost_8080=health_check_pb2.UNHEALTHY)
+                await asyncio.sleep(0.05)
+        reporter = asyncio.ensure_future(reporting())
         checks = await proxy.recv()   # at the next refresh
+        reporter.cancel()
         assert [c.cluster_name for c in checks.cluster_health_checks] == [ENVOY_ADMIN_CLUSTER, "localhost:8080"]
         proxy.report(admin=health_check_pb2.HEALTHY, localhost_8080=health_check_pb2.HEALTHY)
         await _until(lambda: _ready(store, "backend-1"))
