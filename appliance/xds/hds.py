@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Callable
 
 import grpc
 from envoy.service.health.v3 import hds_pb2, hds_pb2_grpc
+from envoy.service.health.v3.hds_pb2 import HealthCheckRequestOrEndpointHealthResponse as HdsRequest
 
 from appliance.core.events import Change
 from appliance.core.manager import ResourceManager
@@ -70,7 +71,7 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
             for stream in self._streams.get(key, ()):
                 stream.queue.put_nowait(_CHANGED)
 
-    async def StreamHealthCheck(self, request_iterator: AsyncIterator[hds_pb2.HealthCheckRequestOrEndpointHealthResponse],
+    async def StreamHealthCheck(self, request_iterator: AsyncIterator[HdsRequest],
                                 context: grpc.aio.ServicerContext) -> AsyncIterator[hds_pb2.HealthCheckSpecifier]:
         queue: asyncio.Queue = asyncio.Queue()
         reader = asyncio.ensure_future(_pump(request_iterator, queue))

@@ -287,7 +287,8 @@ def keep_probed_health(content: dict[str, Any], stored: dict[str, Any]) -> dict[
     def probed(dp: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
         networking = dp.get("networking") or {}
         return {(ib.get("address") or networking.get("address"), uint(ib.get("port")), workload(networking, ib)): ib
-                for ib in networking.get("inbound") or [] if isinstance(ib, dict) and ib.get("serviceProbe") is not None}
+                for ib in networking.get("inbound") or []
+                if isinstance(ib, dict) and ib.get("serviceProbe") is not None}
     out = not_ready_until_probed(content)
     if out is content:
         return content   # nothing probed
