@@ -28,7 +28,7 @@ class Inbound:
     service_address: str      # the application's address (serviceAddress, default 127.0.0.1)
     tags: Tags
     protocol: str             # "http" | "http2" | "grpc" | "tcp" (kuma.io/protocol, default tcp)
-    ready: bool = True        # health.ready (absent = ready)
+    ready: bool = True        # state Ready (the default) and health.ready (absent = ready)
     name: str = ""            # inbound.name: what a Dataplane targetRef's sectionName selects (besides the port)
 
     @property

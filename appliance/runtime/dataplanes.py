@@ -14,12 +14,14 @@ from typing import Any, Callable
 import grpc
 import orjson
 from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.health.v3 import hds_pb2_grpc
 
 from appliance.api import codec
 from appliance.api.errors import KumaError, from_exception
 from appliance.ca.server_cert import ServerCert
 from appliance.core.events import Change
 from appliance.core.manager import ResourceManager
+from appliance.core.resources import dataplane as dataplane_resource
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.core.validation import BadRequest, ValidationError
@@ -29,6 +31,8 @@ from appliance.store import AlreadyExists, Conflict, NotFound
 from appliance.tokens import claims, issuer, signing
 from appliance.xds import bootstrap
 from appliance.xds.cache import Generate, XdsCache
+from appliance.xds.hds import HdsServer
+from appliance.xds.health import EnvoyAdmin, HdsSettings
 from appliance.xds.server import AdsServer
 
 log = logging.getLogger("appliance.dataplanes")
@@ -42,8 +46,10 @@ DP_TOKEN_REQUIRED = ("Dataplane Token is required. Generate token using 'kumactl
 class DataplaneServer:
     def __init__(self, manager: ResourceManager, cert: ServerCert, host: str, port: int, instance_id: str,
                  generate: Generate, auth_enabled: bool = True, delta: bool = False, zone: str = "",
-                 status_flush_interval: float = STATUS_FLUSH_INTERVAL, work_dir: Path | None = None) -> None:
-        """`work_dir`: where issued workload certificates are kept across restarts (none: memory only)."""
+                 status_flush_interval: float = STATUS_FLUSH_INTERVAL, work_dir: Path | None = None,
+                 hds: HdsSettings | None = None) -> None:
+        """`work_dir`: where issued workload certificates are kept across restarts (none: memory only).
+        `hds`: dpServer.hds.* (default: Kuma's defaults, enabled)."""
         self.manager = manager
         self.store = manager.store
         self.cert = cert
@@ -55,6 +61,8 @@ class DataplaneServer:
         self.zone = zone          # a zone token must be for this zone (or for none)
         self.status_flush_interval = status_flush_interval
         self.work_dir = work_dir
+        self.hds_settings = hds or HdsSettings()
+        self.hds: HdsServer | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="xds", daemon=True)
         self._registered: set[tuple[str, str]] = set()
@@ -85,6 +93,9 @@ class DataplaneServer:
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self.grpc)
         self._unsubscribe = self.store.hub.subscribe(self._from_writer_thread)
         self.cache.on_identity = self._on_identity
+        if self.hds_settings.enabled:
+            self.hds = HdsServer(self.manager, self.hds_settings, self._authenticate, _envoy_admin, self.loop)
+            hds_pb2_grpc.add_HealthDiscoveryServiceServicer_to_server(self.hds, self.grpc)
         # TLS ends in gRPC's C core (its own threads), not on this loop: the front only splices bytes
         credentials = grpc.ssl_server_credentials([(self.cert.key_path.read_bytes(), self.cert.cert_path.read_bytes())])
         if not self.grpc.add_secure_port(f"unix-abstract:{self.grpc_name}", credentials):
@@ -105,6 +116,8 @@ class DataplaneServer:
                 await self.insights.close()   # after the streams: their disconnects are written too
             if self.cache:
                 self.cache.close()
+            if self.hds:
+                self.hds.close()
         try:
             asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(timeout=10)
         finally:
@@ -308,7 +321,7 @@ class DataplaneServer:
             service = "zone-egress"  # Kuma's node.cluster for a zone egress
         admin_port = ((dataplane.content.get("networking") or {}).get("admin") or {}).get("port")
         params = bootstrap.BootstrapParams(xds_host=host, xds_port=self.port, ca_pem=self.cert.ca_pem,
-                                           delta=self.delta)
+                                           delta=self.delta, hds=self.hds_settings.enabled)
         response = bootstrap.render(request, mesh, dataplane.name, service or name, params, admin_port)
         return 200, "application/json", orjson.dumps(response)
 
@@ -352,6 +365,8 @@ class DataplaneServer:
         if self.auth_enabled and not authenticated:
             self._authorize_bootstrap(token, res.mesh, res.name, res, current)
         self._check_rules(res, current)
+        if current is not None and type_name == "Dataplane":
+            res.content = dataplane_resource.keep_probed_health(res.content, current.content)
         pending = self._pending_removal.pop(key, None)
         if pending:
             pending.cancel()
@@ -400,3 +415,14 @@ def _node_definition(node: object) -> str:
 def _bearer(metadata: dict[str, str]) -> str:
     """The token a stream's gRPC metadata carries (kuma-dp sends `authorization: <token>`)."""
     return metadata.get("authorization", "").removeprefix("Bearer ").strip()
+
+
+def _envoy_admin(dataplane: dict[str, Any], node: object) -> EnvoyAdmin:
+    """Where the proxy's Envoy admin listens, as its bootstrap put it: networking.admin.port, else the socket in
+    kuma-dp's work dir (its node metadata)."""
+    port = ((dataplane.get("networking") or {}).get("admin") or {}).get("port")
+    if port:
+        return EnvoyAdmin(port=int(port))
+    fields = getattr(getattr(node, "metadata", None), "fields", {})
+    workdir = fields["workdir"].string_value if "workdir" in fields else ""
+    return EnvoyAdmin(pipe=bootstrap.admin_socket(workdir))

@@ -225,3 +225,17 @@ def test_https_api_is_on_by_default_as_in_kuma() -> None:
     c = load_config(env={})
     assert (c["apiServer.https.enabled"], c["apiServer.https.port"], c["apiServer.https.tlsMinVersion"]) == (
         True, 5682, "TLSv1_2")
+
+
+def test_hds_settings_are_applied_and_must_be_positive() -> None:
+    from appliance.runtime.run import _hds_settings
+    c = load_config(env={"KUMA_DP_SERVER_HDS_INTERVAL": "1s", "KUMA_DP_SERVER_HDS_CHECK_UNHEALTHY_THRESHOLD": "3",
+                         "KUMA_DP_SERVER_HDS_ENABLED": "false"})
+    assert not c.not_applied and not c.warnings
+    settings = _hds_settings(c)
+    assert (settings.enabled, settings.interval, settings.unhealthy_threshold) == (False, 1_000_000_000, 3)
+    assert _hds_settings(load_config(env={})).timeout == 2_000_000_000   # Kuma's checkDefaults.timeout
+    with pytest.raises(ConfigError, match=r"dpServer.hds.interval: '0s', must be greater than 0s"):
+        load_config(env={"KUMA_DP_SERVER_HDS_INTERVAL": "0s"})
+    with pytest.raises(ConfigError, match=r"dpServer.hds.checkDefaults.healthyThreshold: 0"):
+        load_config(env={"KUMA_DP_SERVER_HDS_CHECK_HEALTHY_THRESHOLD": "0"})
