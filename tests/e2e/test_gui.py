@@ -7,7 +7,6 @@ the module is skipped with that reason. selenium is a dev dependency (pyproject.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -15,14 +14,12 @@ import pytest
 import requests
 
 from tests.e2e.harness import Mesh
-from tests.support import eventually, free_port
+from tests.support import eventually, free_port, system_tool
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip("needs headless Chromium: apt-get install -y chromium chromium-driver", allow_module_level=True)
+CHROMIUM, CHROMEDRIVER = system_tool("needs headless Chromium: `make test-deps` (apt-get install -y chromium "
+                                     "chromium-driver)", "chromium", "chromedriver")
 
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
