@@ -67,18 +67,24 @@ class DataplaneRules:
 
 
 class NeedsMeshServices:
-    """`_policies` and `_layout`: Kuma serves them only when the mesh's `meshServices.mode` is Exclusive."""
+    """`_policies`, `_layout` and the per-inbound / per-outbound / per-route views under them: Kuma serves them
+    only when the mesh's `meshServices.mode` is Exclusive (the KRIs in their paths name MeshService outbounds).
+    Kuma's refusal names `_policies` for all of the views under it (one handler), `_layout` for that one."""
 
-    def __init__(self, manager: ResourceManager, endpoint: str) -> None:
+    def __init__(self, manager: ResourceManager, endpoint: str, view: str = "") -> None:
         self.manager = manager
         self.endpoint = endpoint
+        self.view = view or endpoint
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str, **kris: str) -> None:
         found = _require_mesh(self.manager, mesh)
         if self.manager.get("Dataplane", mesh, name) is None:
             raise KumaError(404, "Could not retrieve Dataplane", "Not found")
         if ((found.content.get("meshServices") or {}).get("mode")) != "Exclusive":
             raise bad_request(f"bad request: can't use {self.endpoint} endpoint without meshService enabled")
+        if self.view != self.endpoint:
+            raise bad_request(f"bad request: {self.view} is not served by this control plane yet: outbounds of "
+                              "MeshService resources (meshServices.mode Exclusive) are not generated")
         if self.endpoint == "_policies":
             # proxy-wide confs come from policies with a top-level `default` only (MeshTrace, MeshMetric, ...);
             # this control plane serves no such kind, so no policy configures the proxy as a whole
@@ -275,6 +281,9 @@ def add_routes(app: falcon.App, manager: ResourceManager) -> None:
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_rules", DataplaneRules(manager))
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_policies", NeedsMeshServices(manager, "_policies"))
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_layout", NeedsMeshServices(manager, "_layout"))
+    for view in ("_inbounds/{inbound_kri}/_policies", "_outbounds/{outbound_kri}/_policies",
+                 "_outbounds/{outbound_kri}/_routes", "_outbounds/{outbound_kri}/_routes/{route_kri}/_policies"):
+        app.add_route(f"/meshes/{{mesh}}/dataplanes/{{name}}/{view}", NeedsMeshServices(manager, "_policies", view))
     app.add_route("/meshes/{mesh}/dataplanes/{name}/policies", DataplanePolicies(manager))
     for kind in registry.POLICY_MODULES:
         path = registry.get(kind).path

@@ -433,12 +433,28 @@ def test_policies_and_layout_need_mesh_services(api) -> None:
     assert api.get("/meshes/default/dataplanes/dp-9/_policies").status_code == 404
 
 
+KRI_VIEWS = ("_inbounds/kri_dp_default__dp-1__8080/_policies", "_outbounds/kri_msvc_default__backend__http/_policies",
+             "_outbounds/kri_msvc_default__backend__http/_routes",
+             "_outbounds/kri_msvc_default__backend__http/_routes/kri_mhttpr_default__route__/_policies")
+
+
+def test_inbound_outbound_and_route_views_need_mesh_services_as_kumas_policies_handler(api) -> None:
+    """Kuma serves the views under `_policies` from one handler: its refusal names `_policies` for each."""
+    _load(api, DP_1)
+    for view in KRI_VIEWS:
+        r = api.get(f"/meshes/default/dataplanes/dp-1/{view}")
+        assert (r.status_code, r.json()["detail"]) == \
+            (400, "bad request: can't use _policies endpoint without meshService enabled"), view
+        assert api.get(f"/meshes/default/dataplanes/dp-9/{view}").status_code == 404
+
+
 def test_policies_in_exclusive_mode_list_no_proxy_wide_policy(tmp_path: Path) -> None:
     with live_api(tmp_path) as api:
         _load(api, DP_1, mesh_spec={"meshServices": {"mode": "Exclusive"}})
         assert api.get("/meshes/default/dataplanes/dp-1/_policies").json() == {"policies": []}
-        r = api.get("/meshes/default/dataplanes/dp-1/_layout")
-        assert r.status_code == 400 and "not served by this control plane" in r.json()["detail"]
+        for view in ("_layout", *KRI_VIEWS):
+            r = api.get(f"/meshes/default/dataplanes/dp-1/{view}")
+            assert r.status_code == 400 and "not served by this control plane" in r.json()["detail"], view
 
 
 def test_the_policies_of_a_dataplane_for_kumactl(api) -> None:
