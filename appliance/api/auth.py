@@ -6,6 +6,7 @@ Rules (Kuma's defaults, plus the one the project asks for):
 - only admins may write a data source the control plane resolves itself, `secret` (Secrets are
   admins' to read) or `file` (a file on the control plane's host): others give such data inline;
 - only admins may set a field that makes proxies write files on their hosts (MeshHealthCheck eventLogPath);
+- only admins may see proxies' Envoy admin views (config dump, stats, clusters: `require_view`);
 - reads are open.
 """
 from __future__ import annotations
@@ -93,6 +94,18 @@ def require_admin(req: falcon.Request, what: str) -> None:
     user: User = req.context.user
     if not user.is_admin:
         raise KumaError(403, "Access Denied", f"user \"{user}\" cannot access {what}")
+
+
+# Kuma's access lists for a proxy's Envoy admin views (access.static.viewConfigDump|viewStats|viewClusters)
+ENVOY_ADMIN_VIEWS = ("viewConfigDump", "viewStats", "viewClusters")
+
+
+def require_view(req: falcon.Request, view: str) -> None:
+    """May the caller see this Envoy admin view of a proxy? For now only admins may see any of them (Kuma
+    lets everybody by default: a config dump shows every route, a stats page every peer)."""
+    if view not in ENVOY_ADMIN_VIEWS:
+        raise ValueError(f"unknown Envoy admin view {view!r}")
+    require_admin(req, "envoy proxy info")
 
 
 def require_writer(req: falcon.Request) -> None:
