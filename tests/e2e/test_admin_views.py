@@ -40,7 +40,24 @@ networking:
     tags:
       kuma.io/service: {{ outService }}
 """
-WEB, BACKEND = "127.0.0.4", "127.0.0.3"
+WEB, BACKEND, EGRESS = "127.0.0.4", "127.0.0.3", "127.0.0.5"
+
+
+def _zone_egress(mesh: Mesh) -> None:
+    """egress-1 at 127.0.0.5, run by kuma-dp as a user runs one."""
+    mesh.admin["egress-1"] = free_port()
+    definition = mesh.tmp / "egress.yaml"
+    definition.write_text(f"type: ZoneEgress\nname: egress-1\nnetworking:\n  address: {EGRESS}\n"
+                          f"  port: {free_port()}\n  admin:\n    port: {mesh.admin['egress-1']}\n")
+    token = requests.post(f"{mesh.cp.url}/tokens/zone", json={"zone": "default", "scope": ["egress"]})
+    assert token.ok, token.text
+    (mesh.tmp / "egress.token").write_text(token.text)
+    log = open(mesh.tmp / "egress-1.log", "ab")
+    mesh.procs.append(subprocess.Popen(
+        [*cp_command("dp", "run"), "--proxy-type=egress", f"--cp-address=https://127.0.0.1:{mesh.cp_port}",
+         f"--ca-cert-file={mesh.tmp / 'cp' / 'kuma-cp.crt'}", f"--dataplane-file={definition}",
+         f"--dataplane-token-file={mesh.tmp / 'egress.token'}", f"--work-dir={mesh.tmp / 'egress-1'}"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +80,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory):
         mesh.kuma_dp("web-1", mesh.token("web-1"), template=DATAPLANE, address=WEB, adminPort=mesh.admin["web-1"],
                      port=free_port(), servicePort=free_port(), service="web", outPort=mesh.out_port,
                      outService="backend")
+        _zone_egress(mesh)
         eventually(lambda: requests.get(f"http://127.0.0.1:{mesh.out_port}/", timeout=3).status_code == 200,
                    timeout=60, what="web -> backend over mTLS")
         yield mesh
@@ -182,3 +200,13 @@ def test_kumactl_inspect_dataplane_stats(mesh: Mesh, tmp_path: Path) -> None:
     assert clusters.returncode == 0 and "kuma:envoy:admin::" in clusters.stdout, clusters.stderr
     dump = kumactl("inspect", "dataplane", "web-1", "--type", "config-dump")
     assert dump.returncode == 0 and "ListenersConfigDump" in dump.stdout and "PRIVATE KEY" not in dump.stdout
+
+
+def test_a_zone_egress_has_the_same_views(mesh: Mesh) -> None:
+    url = f"{mesh.cp.url}/zoneegresses/egress-1"
+    dump = eventually(lambda: (r := requests.get(f"{url}/xds", timeout=10)).status_code == 200 and r, timeout=30,
+                      what="the zone egress's config dump")
+    assert "ListenersConfigDump" in dump.text and "PRIVATE KEY" not in dump.text
+    assert (mesh.tmp / "egress.token").read_text().strip() not in dump.text
+    assert "kuma:envoy:admin::" in requests.get(f"{url}/clusters", timeout=10).text
+    assert "server.live: 1" in requests.get(f"{url}/stats", params={"usedonly": "false"}, timeout=10).text
