@@ -4,7 +4,9 @@ and `GET /zoneegresses/{name}/xds|stats|clusters`.
 The control plane asks the proxy's `kuma:envoy:admin` listener (xds/generate/admin.py) at the proxy's
 address and admin port (`networking.admin.port`, default 9901), over mutual TLS with its client certificate
 from the Envoy admin CA; the proxy's certificate must come from that CA and name the address. A proxy at
-127.0.0.1 has no such listener: its Envoy admin is asked directly over HTTP, as Kuma does.
+127.0.0.1 has no such listener: its Envoy admin is asked directly over HTTP, as Kuma does, after checking
+(`/server_info`) that the Envoy there is this proxy's: another proxy's admin on that port (or one whose
+admin is a Unix socket, which the control plane cannot reach) is an error, not another proxy's answer.
 
 Config dumps pass `sanitize` first: Envoy redacts private keys itself, and the dataplane token in the
 bootstrap (which Envoy shows as it is) is replaced, as Kuma's inspector does.
@@ -98,25 +100,42 @@ class EnvoyAdminClient:
                 self._context = _client_context(ca)
             return self._context
 
-    def get(self, address: str, port: int, path: str, query: list[tuple[str, str]]) -> bytes:
+    def get(self, node_id: str, address: str, port: int, path: str, query: list[tuple[str, str]]) -> bytes:
+        """GET `path` from the admin API of the proxy `node_id` (its Envoy node id) at `address`:`port`."""
+        if address != "127.0.0.1":
+            return self._get(http.client.HTTPSConnection(address, port, timeout=self.timeout, context=self._tls()),
+                             path, query)
+        found = _node_id(self._get(http.client.HTTPConnection(address, port, timeout=self.timeout), "server_info", []))
+        if found != node_id:
+            raise AdminUnreachable(f"the Envoy admin API at {_host_port(address, port)} is not this proxy's (it is "
+                                   f"{found or 'unknown'}'s): give the proxy its own networking.admin.port")
+        return self._get(http.client.HTTPConnection(address, port, timeout=self.timeout), path, query)
+
+    @staticmethod
+    def _get(conn: http.client.HTTPConnection, path: str, query: list[tuple[str, str]]) -> bytes:
         target = f"/{path}" + (f"?{urlencode(query)}" if query else "")
-        conn: http.client.HTTPConnection
-        if address == "127.0.0.1":
-            conn = http.client.HTTPConnection(address, port, timeout=self.timeout)
-        else:
-            conn = http.client.HTTPSConnection(address, port, timeout=self.timeout, context=self._tls())
         try:
             conn.request("GET", target)
             response = conn.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException) as e:
-            raise AdminUnreachable(f"cannot reach the Envoy admin API at {_host_port(address, port)}: "
+            raise AdminUnreachable(f"cannot reach the Envoy admin API at {_host_port(conn.host, conn.port)}: "
                                    f"{getattr(e, 'reason', None) or getattr(e, 'strerror', None) or e}") from None
         finally:
             conn.close()
         if response.status != 200:
             raise AdminUnreachable(f"envoy response [{response.status} {response.reason}]")
         return body
+
+
+def _node_id(server_info: bytes) -> str:
+    """The node id in Envoy's `/server_info` ("" when it is not Envoy's answer)."""
+    try:
+        info = orjson.loads(server_info)
+    except orjson.JSONDecodeError:
+        return ""
+    node = info.get("node") if isinstance(info, dict) else None
+    return str(node.get("id") or "") if isinstance(node, dict) else ""
 
 
 def _host_port(address: str, port: int) -> str:
@@ -174,7 +193,8 @@ class AdminView:
         networking = proxy.content.get("networking") or {}
         port = int((networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT)
         try:
-            body = self.client.get(str(networking.get("address") or ""), port, envoy_path, _query(req, self.view))
+            body = self.client.get(f"{mesh}.{name}", str(networking.get("address") or ""), port, envoy_path,
+                                   _query(req, self.view))
             if self.view == "xds":
                 body = sanitize(body)
         except (AdminUnreachable, ValueError) as e:

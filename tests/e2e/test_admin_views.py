@@ -80,6 +80,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory):
         mesh.kuma_dp("web-1", mesh.token("web-1"), template=DATAPLANE, address=WEB, adminPort=mesh.admin["web-1"],
                      port=free_port(), servicePort=free_port(), service="web", outPort=mesh.out_port,
                      outService="backend")
+        mesh.admin["local-1"] = free_port()    # on the control plane's host: no admin listener, as in Kuma
+        mesh.kuma_dp("local-1", mesh.token("local-1"), template=DATAPLANE, address="127.0.0.1",
+                     adminPort=mesh.admin["local-1"], port=free_port(), servicePort=free_port(), service="local",
+                     outPort=free_port(), outService="backend")
         _zone_egress(mesh)
         eventually(lambda: requests.get(f"http://127.0.0.1:{mesh.out_port}/", timeout=3).status_code == 200,
                    timeout=60, what="web -> backend over mTLS")
@@ -210,3 +214,16 @@ def test_a_zone_egress_has_the_same_views(mesh: Mesh) -> None:
     assert (mesh.tmp / "egress.token").read_text().strip() not in dump.text
     assert "kuma:envoy:admin::" in requests.get(f"{url}/clusters", timeout=10).text
     assert "server.live: 1" in requests.get(f"{url}/stats", params={"usedonly": "false"}, timeout=10).text
+
+
+def test_a_proxy_at_127_0_0_1_is_asked_directly_and_only_its_own_envoy_answers(mesh: Mesh) -> None:
+    stats = eventually(lambda: (r := _view(mesh, "local-1", "stats")).status_code == 200 and r, timeout=30,
+                       what="local-1's stats")
+    assert "cluster.backend." in stats.text
+    # a Dataplane naming local-1's admin port as its own gets an error, never local-1's answer
+    ghost = {"type": "Dataplane", "mesh": "default", "name": "ghost-1", "networking": {
+        "address": "127.0.0.1", "admin": {"port": mesh.admin["local-1"]},
+        "inbound": [{"port": free_port(), "tags": {"kuma.io/service": "ghost"}}]}}
+    assert requests.put(f"{mesh.cp.url}/meshes/default/dataplanes/ghost-1", json=ghost).ok
+    r = _view(mesh, "ghost-1", "stats")
+    assert r.status_code == 500 and "is not this proxy's (it is default.local-1's)" in r.json()["detail"], r.text
