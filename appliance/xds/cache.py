@@ -45,6 +45,7 @@ Generate = Callable[[MeshSnapshot, Proxy, Identity | None, dict], Resources]
 LoadAssignment = Callable[[MeshSnapshot, str], Message]
 DEBOUNCE = 0.005
 RETRY_AFTER = 1.0    # a rebuild that could not read the store
+ADMIN_CA_RETRY = 5.0  # a missing or unusable Envoy admin CA is looked for again after this long
 # types whose changes never alter generated config
 _IGNORED = {"DataplaneInsight", "ZoneEgressInsight", "GlobalSecret"}
 EGRESS = ""          # the "mesh" zone egresses are watched under
@@ -149,6 +150,7 @@ class XdsCache:
         self._flush: asyncio.TimerHandle | None = None
         self._store_down = False
         self._admin_ca: EnvoyAdminCa | None = None
+        self._admin_ca_retry = 0.0
         self.on_identity: Callable[[tuple[str, str]], None] | None = None
         self._unsubscribe = store.hub.subscribe(self._from_writer_thread)
 
@@ -193,6 +195,7 @@ class XdsCache:
             return
         self._store_down = False
         self._admin_ca: EnvoyAdminCa | None = None
+        self._admin_ca_retry = 0.0
 
     def _rebuild_meshes(self, dirty: set[str], proxies: set[tuple[str, str]]) -> None:
         revision = self.store.revision()
@@ -378,9 +381,11 @@ class XdsCache:
         return watch.memo
 
     def _admin_ca_loaded(self) -> bool:
-        """Whether the Envoy admin CA is at hand (read once: as in Kuma, a new one needs a restart)."""
-        if self._admin_ca is None:
+        """Whether the Envoy admin CA is at hand (read once: as in Kuma, a new one needs a restart). While it
+        is missing (the leader creates it) or unusable, the store is asked again at most every few seconds."""
+        if self._admin_ca is None and time.monotonic() >= self._admin_ca_retry:
             self._admin_ca = load_admin_ca(self.store)
+            self._admin_ca_retry = time.monotonic() + ADMIN_CA_RETRY
         return self._admin_ca is not None
 
     def _with_admin(self, watch: ProxyWatch, address: str, resources: Resources) -> Resources:
