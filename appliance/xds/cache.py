@@ -340,7 +340,8 @@ class XdsCache:
                     tuple(hash(i.cert_pem) if i else None for i in identities.values()))
         memo_key += (self._admin_ca_loaded(),)
         if memo_key != watch.memo_key:
-            watch.memo = pack_all(self._with_admin(watch, egress.address, generate_egress(egress, snapshots, identities)))
+            generated = generate_egress(egress, snapshots, identities)
+            watch.memo = pack_all(self._with_admin(watch, egress.address, generated))
             watch.memo_key = memo_key
             renewals = [at for s in egress_meshes(snapshots)
                         if (at := self.identities.renew_at(s.mesh, egress.identity_proxy(s.mesh).name)) is not None]
@@ -368,7 +369,8 @@ class XdsCache:
             watch.memo_revision = snapshot.revision
         if memo_key != watch.memo_key:
             started = time.perf_counter()
-            resources = self._with_admin(watch, proxy.address, self.generate(snapshot, proxy, identity, shared.messages))
+            generated = self.generate(snapshot, proxy, identity, shared.messages)
+            resources = self._with_admin(watch, proxy.address, generated)
             # load assignments are the shared ones (generate_sidecar's cache): packed once per mesh revision
             watch.memo = {t: {n: self._load_assignment(snapshot, shared, n, m) if t == ENDPOINT
                               else shared.pack(t, n, m) for n, m in items.items()} for t, items in resources.items()}
