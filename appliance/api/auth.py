@@ -13,6 +13,7 @@ mesh-system:admin everything):
 - generateDpToken, generateUserToken, generateZoneToken: the token endpoints;
 - viewConfigDump: a proxy's xDS config (`_config`); controlPlaneMetadata: `GET /config`;
 - any other write needs an authenticated user (a valid `Authorization: Bearer <user token>`);
+- viewConfigDump, viewStats, viewClusters: also a proxy's Envoy admin views (`require_view`);
 - other reads are open.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ GENERATE_DP_TOKEN = "generateDpToken"
 GENERATE_USER_TOKEN = "generateUserToken"
 GENERATE_ZONE_TOKEN = "generateZoneToken"
 VIEW_CONFIG_DUMP = "viewConfigDump"
+VIEW_STATS = "viewStats"
+VIEW_CLUSTERS = "viewClusters"
 CONTROL_PLANE_METADATA = "controlPlaneMetadata"
 ANONYMOUS = "mesh-system:anonymous/mesh-system:unauthenticated"
 _LOCALHOST = {"127.0.0.1", "::1", "localhost"}
@@ -119,6 +122,18 @@ class Authenticator:
             raise KumaError(401, "Unauthenticated", f"invalid authentication data: {e}")
         groups = tuple(claims.get("Groups") or ()) + ("mesh-system:authenticated",)
         return User(str(claims.get("Name", "")), groups)
+
+
+# Kuma's access lists for a proxy's Envoy admin views (access.static.viewConfigDump|viewStats|viewClusters)
+ENVOY_ADMIN_VIEWS = (VIEW_CONFIG_DUMP, VIEW_STATS, VIEW_CLUSTERS)
+
+
+def require_view(req: falcon.Request, view: str) -> None:
+    """May the caller see this Envoy admin view of a proxy (config dump, stats, clusters)? Kuma's lists
+    decide; their defaults let everybody, and the config dump is shown with tokens and private keys masked."""
+    if view not in ENVOY_ADMIN_VIEWS:
+        raise ValueError(f"unknown Envoy admin view {view!r}")
+    require(req, view, "envoy proxy info")
 
 
 def require_writer(req: falcon.Request) -> None:

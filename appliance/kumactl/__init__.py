@@ -1,4 +1,4 @@
-"""kumactl: Kuma's command line (config, apply, get, delete, inspect, export, generate, version).
+"""kumactl: Kuma's command line (config, apply, get, delete, inspect, export, generate, completion, version).
 
 `main(argv)` parses the arguments, runs one command and answers the exit status: 0, or 1 after
 printing one `Error: ...` line on stderr, as Kuma's kumactl does.
@@ -12,7 +12,7 @@ import traceback
 from typing import Callable, NoReturn
 
 from appliance import KUMA_COMPAT_VERSION, __version__
-from appliance.kumactl import apply, config, delete, export, generate, get, inspect
+from appliance.kumactl import apply, completion, config, delete, export, generate, get, inspect
 from appliance.kumactl.client import CliError
 from appliance.kumactl.context import PRODUCT, Context
 from appliance.kumactl.flags import duration
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _global_flags()
     root = _Parser(prog="kumactl", parents=[common], description="Management tool for Kuma.")
     commands = root.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (apply, config, delete, export, generate, get, inspect):
+    for module in (apply, completion, config, delete, export, generate, get, inspect):
         module.register(commands, common)
     version = commands.add_parser("version", parents=[common], help="Print version")
     version.add_argument("-a", "--detailed", action="store_true", help="Print detailed version")
@@ -87,9 +87,13 @@ def _defaults() -> argparse.Namespace:
 def main(argv: list[str] | None = None, make_context: Callable[[argparse.Namespace], Context] = Context) -> int:
     """Run kumactl; `make_context` lets tests bring their own control plane and clock."""
     args = _defaults()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["__complete"]:   # the completion scripts' callback: candidates, one a line
+        sys.stdout.write("".join(f"{c}\n" for c in completion.candidates(build_parser(), argv[1:])))
+        return 0
     try:
         parser = build_parser()
-        parser.parse_args(sys.argv[1:] if argv is None else argv, namespace=args)
+        parser.parse_args(argv, namespace=args)
         if getattr(args, "run", None) is None:
             parser.print_help()
             return 0

@@ -366,8 +366,33 @@ def _dataplane(ctx: Context) -> None:
         query = [("include_eds", str(a.include_eds).lower())]
     elif kind == "config":
         query = [("shadow", str(a.shadow).lower()), *(("include", i) for i in a.include)]
-    _, raw = client.call("GET", f"{base}/{_INSPECTIONS[kind]}", query)
-    ctx.out.write(raw.decode("utf-8", errors="replace"))
+    _print_inspection(ctx, f"{base}/{_INSPECTIONS[kind]}", query)
+
+
+def _print_inspection(ctx: Context, path: str, query: list[tuple[str, str]]) -> None:
+    """What the control plane answers, as it is; an error as Kuma's inspect client words it: `(status): body`."""
+    status, raw = ctx.connected_client().request("GET", path, query)
+    text = raw.decode("utf-8", errors="replace")
+    if status != 200:
+        raise CliError(f"({status}): {text}")
+    ctx.out.write(text)
+
+
+ZONE_EGRESS_POLICIES_ERROR = ("Policies are not applied on ZoneEgress, please use '--config-dump' flag to get "
+                              "envoy config dump of the ZoneEgress")
+
+
+def _zone_egress(ctx: Context) -> None:
+    a = ctx.args
+    kind = "config-dump" if a.config_dump else a.type
+    if a.include_eds and kind != "config-dump":
+        raise CliError("flag '--include-eds' can be used only when '--type=config-dump'")
+    if kind == "policies":
+        raise CliError(ZONE_EGRESS_POLICIES_ERROR)
+    if kind not in ("config-dump", "stats", "clusters"):
+        raise CliError("invalid inspection type")
+    query = [("include_eds", str(a.include_eds).lower())] if kind == "config-dump" else []
+    _print_inspection(ctx, f"/zoneegresses/{a.name}/{_INSPECTIONS[kind]}", query)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -413,3 +438,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     dp.add_argument("--include", action=StringSlice, default=[],
                     help="extra fields to include in the response (e.g. diff)")
     dp.set_defaults(run=_dataplane)
+
+    egress = what.add_parser("zoneegress", parents=[common, output], help="Inspect ZoneEgress")
+    egress.add_argument("name", metavar="NAME")
+    egress.add_argument("--type", default="config-dump", help="inspection type: one of config-dump|stats|clusters")
+    egress.add_argument("--config-dump", action="store_true", help=argparse.SUPPRESS)
+    egress.add_argument("--include-eds", action="store_true",
+                        help="include EDS when dumping envoy config for dataplane")
+    egress.set_defaults(run=_zone_egress)

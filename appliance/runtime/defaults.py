@@ -1,9 +1,11 @@
-"""What a fresh control plane creates once: the default Mesh, the user-token signing key, the admin token."""
+"""What a fresh control plane creates once: the default Mesh, the user-token signing key, the admin token,
+the Envoy admin CA."""
 from __future__ import annotations
 
 import base64
 import logging
 
+from appliance.ca import envoy_admin
 from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
 from appliance.store import AlreadyExists
@@ -26,6 +28,10 @@ def ensure_defaults(manager: ResourceManager, skip_mesh_creation: bool, bootstra
         _create_quietly(manager, Resource("GlobalSecret", "", ADMIN_TOKEN_SECRET,
                                           {"data": base64.b64encode(token.encode()).decode()}))
         log.info("admin user token stored as GlobalSecret %r", ADMIN_TOKEN_SECRET)
+    if store.get("GlobalSecret", "", envoy_admin.SECRET_NAME) is None:
+        _create_quietly(manager, Resource("GlobalSecret", "", envoy_admin.SECRET_NAME,
+                                          {"data": envoy_admin.secret_data(envoy_admin.new_ca())}))
+        log.info("Envoy admin CA stored as GlobalSecret %r", envoy_admin.SECRET_NAME)
     if not skip_mesh_creation:
         try:
             if manager.ensure_mesh("default"):

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from appliance.xds.snapshot import DEFAULT_ADMIN_PORT
+
 XDS_CONNECT_TIMEOUT = "1s"
 
 
@@ -56,6 +58,7 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
     if token:
         grpc_service["initialMetadata"] = [{"key": "authorization", "value": token}]
     api_type = "DELTA_GRPC" if params.delta else "GRPC"
+    socket_path = admin_socket(workdir)
     bootstrap = {
         "node": {
             "id": f"{mesh}.{name}",
@@ -69,12 +72,17 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
                 # As Kuma: the proxy carries the definition kuma-dp registered, so that whichever
                 # instance its stream reaches knows to re-register it and to remove it when it leaves.
                 **({"dataplane.resource": request["dataplaneResource"]} if request.get("dataplaneResource") else {}),
+                # Where Envoy's admin API is, as Kuma 2.14 announces it: the control plane gives the proxy a
+                # `kuma:envoy:admin` listener at its own address and this port, forwarding there (mTLS only).
+                "dataplane.admin.port": str(admin_port or DEFAULT_ADMIN_PORT),
+                "dataplane.admin.address": "127.0.0.1",
+                **({} if admin_port else {"dataplane.admin.socketPath": socket_path}),
             },
         },
         # Without networking.admin.port the admin API sits on a socket in kuma-dp's work dir, as
         # Kuma 2.14 does (envoyAdminUnixSocket): several proxies on one VM never fight over a port.
         "admin": {"address": ({"socketAddress": {"address": "127.0.0.1", "portValue": admin_port}} if admin_port
-                              else {"pipe": {"path": admin_socket(workdir)}}),
+                              else {"pipe": {"path": socket_path}}),
                   "accessLogPath": "/dev/null"},
         "layeredRuntime": {"layers": [{"name": "kuma", "staticLayer": {
             "re2.max_program_size.error_level": 4294967295, "re2.max_program_size.warn_level": 1000}}]},

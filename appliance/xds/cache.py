@@ -26,6 +26,9 @@ from appliance.core.events import Change
 from appliance.core.resources.model import Resource
 from appliance.store import ListQuery, Store, StoreUnavailable
 from appliance.xds import placeholders
+from appliance.ca.envoy_admin import EnvoyAdminCa, issue_server_cert
+from appliance.xds.admin_tls import load_admin_ca
+from appliance.xds.generate.admin import AdminEndpoint, admin_resources, needs_listener
 from appliance.xds.generate.egress import EgressProxy, egress_meshes, generate_egress
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.identity import IdentityProvider
@@ -42,6 +45,7 @@ Generate = Callable[[MeshSnapshot, Proxy, Identity | None, dict], Resources]
 LoadAssignment = Callable[[MeshSnapshot, str], Message]
 DEBOUNCE = 0.005
 RETRY_AFTER = 1.0    # a rebuild that could not read the store
+ADMIN_CA_RETRY = 5.0  # a missing or unusable Envoy admin CA is looked for again after this long
 # types whose changes never alter generated config
 _IGNORED = {"DataplaneInsight", "ZoneEgressInsight", "GlobalSecret"}
 EGRESS = ""          # the "mesh" zone egresses are watched under
@@ -72,6 +76,8 @@ class ProxyWatch:
     key: tuple[str, str]
     features: frozenset[str] = frozenset()   # what kuma-dp/Envoy announced in the node metadata
     ipv6: bool = False
+    admin: AdminEndpoint | None = None       # where its Envoy admin API is (node metadata)
+    admin_cert: tuple[str, bytes, bytes] | None = None   # (address, cert PEM, key PEM) of its admin listener
     changed: Signal = field(default_factory=Signal)
     memo_key: tuple = ()
     memo: dict[str, dict[str, Packed]] = field(default_factory=dict)
@@ -143,6 +149,8 @@ class XdsCache:
         self._dirty_proxies: set[tuple[str, str]] = set()
         self._flush: asyncio.TimerHandle | None = None
         self._store_down = False
+        self._admin_ca: EnvoyAdminCa | None = None
+        self._admin_ca_retry = 0.0
         self.on_identity: Callable[[tuple[str, str]], None] | None = None
         self._unsubscribe = store.hub.subscribe(self._from_writer_thread)
 
@@ -186,6 +194,8 @@ class XdsCache:
                 self._flush = self.loop.call_later(RETRY_AFTER, self._rebuild)
             return
         self._store_down = False
+        self._admin_ca: EnvoyAdminCa | None = None
+        self._admin_ca_retry = 0.0
 
     def _rebuild_meshes(self, dirty: set[str], proxies: set[tuple[str, str]]) -> None:
         revision = self.store.revision()
@@ -258,9 +268,9 @@ class XdsCache:
         return packed
 
     # --- watches -----------------------------------------------------------------------------
-    def watch(self, mesh: str, name: str, features: frozenset[str] = frozenset(), ipv6: bool = False
-              ) -> ProxyWatch:
-        watch = ProxyWatch((mesh, name), features, ipv6)
+    def watch(self, mesh: str, name: str, features: frozenset[str] = frozenset(), ipv6: bool = False,
+              admin: AdminEndpoint | None = None) -> ProxyWatch:
+        watch = ProxyWatch((mesh, name), features, ipv6, admin)
         self._watches.setdefault(mesh, set()).add(watch)
         return watch
 
@@ -328,8 +338,10 @@ class XdsCache:
         identities = {s.mesh: self.identities.get(s, egress.identity_proxy(s.mesh)) for s in egress_meshes(snapshots)}
         memo_key = (egress, tuple((s.mesh, s.revision) for s in snapshots),
                     tuple(hash(i.cert_pem) if i else None for i in identities.values()))
+        memo_key += (self._admin_ca_loaded(),)
         if memo_key != watch.memo_key:
-            watch.memo = pack_all(generate_egress(egress, snapshots, identities))
+            generated = generate_egress(egress, snapshots, identities)
+            watch.memo = pack_all(self._with_admin(watch, egress.address, generated))
             watch.memo_key = memo_key
             renewals = [at for s in egress_meshes(snapshots)
                         if (at := self.identities.renew_at(s.mesh, egress.identity_proxy(s.mesh).name)) is not None]
@@ -347,7 +359,8 @@ class XdsCache:
         dataplane, proxy = found
         identity = self.identities.get(snapshot, proxy)
         structure = self._structure.setdefault(mesh, snapshot.revision)
-        memo_key = (structure, dataplane.version, hash(identity.cert_pem) if identity else None)
+        memo_key = (structure, dataplane.version, hash(identity.cert_pem) if identity else None,
+                    self._admin_ca_loaded())
         shared = self._shared_of(snapshot)
         if memo_key == watch.memo_key and watch.memo_revision != snapshot.revision:
             # only endpoints changed since the memo: new load assignments, packed once for all proxies
@@ -357,12 +370,13 @@ class XdsCache:
         if memo_key != watch.memo_key:
             started = time.perf_counter()
             try:
-                resources = self.generate(snapshot, proxy, identity, shared.messages)
+                generated = self.generate(snapshot, proxy, identity, shared.messages)
             except GenerationError as e:
                 # as Kuma: the proxy keeps the last config it got; the next change of its inputs tries again
                 log.warning("cannot generate the config of %s.%s, it keeps its last one: %s", mesh, name, e)
                 watch.memo_key = memo_key
                 return watch.memo
+            resources = self._with_admin(watch, proxy.address, generated)
             # load assignments are the shared ones (generate_sidecar's cache): packed once per mesh revision
             watch.memo = {t: {n: self._load_assignment(snapshot, shared, n, m) if t == ENDPOINT
                               else shared.pack(t, n, m) for n, m in items.items()} for t, items in resources.items()}
@@ -373,6 +387,25 @@ class XdsCache:
             if identity and self.on_identity:
                 self.on_identity(watch.key)
         return watch.memo
+
+    def _admin_ca_loaded(self) -> bool:
+        """Whether the Envoy admin CA is at hand (read once: as in Kuma, a new one needs a restart). While it
+        is missing (the leader creates it) or unusable, the store is asked again at most every few seconds."""
+        if self._admin_ca is None and time.monotonic() >= self._admin_ca_retry:
+            self._admin_ca = load_admin_ca(self.store)
+            self._admin_ca_retry = time.monotonic() + ADMIN_CA_RETRY
+        return self._admin_ca is not None
+
+    def _with_admin(self, watch: ProxyWatch, address: str, resources: Resources) -> Resources:
+        """`resources` plus the proxy's `kuma:envoy:admin` listener, when it announced its admin API and
+        the Envoy admin CA exists (without it, no listener: nobody reaches the admin API)."""
+        admin, ca = watch.admin, self._admin_ca
+        if admin is None or ca is None or not needs_listener(address, admin):
+            return resources
+        if watch.admin_cert is None or watch.admin_cert[0] != address:
+            watch.admin_cert = (address, *issue_server_cert(ca, address))
+        added = admin_resources(address, admin, watch.admin_cert[1], watch.admin_cert[2], ca.cert_pem)
+        return {t: {**items, **added.get(t, {})} for t, items in resources.items()}
 
     def _schedule_renewal(self, watch: ProxyWatch, at: float | None) -> None:
         if watch.renewal:

@@ -15,6 +15,7 @@ from typing import AsyncIterator, Callable
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from appliance.xds.generate.admin import AdminEndpoint, admin_endpoint
 from appliance.xds.cache import ProxyWatch, XdsCache
 from appliance.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
 
@@ -60,12 +61,16 @@ class _TypeState:
     last_items: dict[str, Packed] | None = None           # SotW: what the last response held (CDS)
 
 
-def _node_features(node: object) -> tuple[frozenset[str], bool]:
+def _node_features(node: object) -> tuple[frozenset[str], bool, AdminEndpoint | None]:
     fields = getattr(getattr(node, "metadata", None), "fields", {})
     features = fields.get("features")
     names = frozenset(v.string_value for v in features.list_value.values) if features is not None else frozenset()
     ipv6 = fields.get("ipv6Enabled")
-    return names, bool(ipv6.bool_value) if ipv6 is not None else False
+    admin = admin_endpoint({k: fields[k].string_value for k in _ADMIN_FIELDS if k in fields})
+    return names, bool(ipv6.bool_value) if ipv6 is not None else False, admin
+
+
+_ADMIN_FIELDS = ("dataplane.admin.port", "dataplane.admin.address", "dataplane.admin.socketPath")
 
 
 _NONCES = itertools.count(1)
@@ -124,8 +129,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             log.warning("refused xDS stream of %s: %s", getattr(node, "id", ""), e)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise
-        features, ipv6 = _node_features(node)
-        watch = self.cache.watch(*key, features=features, ipv6=ipv6)
+        features, ipv6, admin = _node_features(node)
+        watch = self.cache.watch(*key, features=features, ipv6=ipv6, admin=admin)
         stream = _OpenStream(key, metadata, queue)
         self._open_streams.add(stream)
         self.observer.connected(key, node, delta, stats)

@@ -16,7 +16,7 @@ from appliance.kumactl import apply, flags, main, printers
 from appliance.kumactl.client import ApiError, CliError
 from appliance.kumactl.config import Configuration
 from appliance.kumactl.resources import TYPES
-from tests.unit.test_kumactl_fixtures import CannedClient, canned_context
+from tests.unit.test_kumactl_fixtures import NOT_FOUND, CannedClient, canned_context
 
 CONFIGS = Path(__file__).parent / "kumactl_fixtures" / "config-files"
 NOW = datetime(2020, 1, 1, tzinfo=timezone.utc)
@@ -206,3 +206,30 @@ def test_inspect_meshes_counts_resources_without_mesh_insights(capsys: pytest.Ca
     assert main(["--no-config", "inspect", "meshes"], make_context=canned_context(routes, NOW)) == 0
     assert capsys.readouterr().out.splitlines()[1].split() == ["default", "0/2", "0", "0", "0", "0", "0", "1",
                                                                "0", "0", "0", "0"]
+
+
+# --- inspect zoneegress: the Envoy admin views of a zone egress -------------------------------
+
+@pytest.mark.parametrize("args, path, query", [
+    ([], "/zoneegresses/egress-1/xds", [("include_eds", "false")]),
+    (["--type", "config-dump", "--include-eds"], "/zoneegresses/egress-1/xds", [("include_eds", "true")]),
+    (["--type", "stats"], "/zoneegresses/egress-1/stats", []),
+    (["--type", "clusters"], "/zoneegresses/egress-1/clusters", []),
+])
+def test_inspect_zoneegress_prints_what_the_control_plane_answers(args: list[str], path: str, query: list,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    context = canned_context({path: b"cluster.egress.upstream_rq_total: 3\n"}, NOW)
+    assert main(["--no-config", "inspect", "zoneegress", "egress-1", *args], context) == 0
+    assert capsys.readouterr().out == "cluster.egress.upstream_rq_total: 3\n"
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--type", "policies"], "Error: Policies are not applied on ZoneEgress, please use '--config-dump' flag to get "
+                             "envoy config dump of the ZoneEgress"),
+    (["--type", "stats", "--include-eds"], "Error: flag '--include-eds' can be used only when '--type=config-dump'"),
+    (["--type", "nope"], "Error: invalid inspection type"),
+    (["--type", "stats"], "Error: (404): " + NOT_FOUND.decode()),   # Kuma's inspect client: status and body
+])
+def test_inspect_zoneegress_errors(args: list[str], error: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--no-config", "inspect", "zoneegress", "egress-1", *args], canned_context({}, NOW)) == 1
+    assert capsys.readouterr().err.strip() == error
