@@ -44,6 +44,7 @@ from appliance.policies.meshratelimit import schema as meshratelimit
 from appliance.policies.meshretry import schema as meshretry
 from appliance.policies.meshtcproute import schema as meshtcproute
 from appliance.policies.meshtimeout import schema as meshtimeout
+from appliance.policies.meshtrace import schema as meshtrace
 from appliance.policies.meshtrafficpermission import schema as meshtrafficpermission
 
 ALL: tuple[ModuleType, ...] = (
@@ -58,6 +59,7 @@ ALL: tuple[ModuleType, ...] = (
     meshloadbalancingstrategy,
     meshfaultinjection,
     meshratelimit,
+    meshtrace,
 )
 
 

@@ -72,6 +72,7 @@ class ProxyWatch:
     key: tuple[str, str]
     features: frozenset[str] = frozenset()   # what kuma-dp/Envoy announced in the node metadata
     ipv6: bool = False
+    work_dir: str = ""                       # kuma-dp's work dir, where its access log pipe is
     changed: Signal = field(default_factory=Signal)
     memo_key: tuple = ()
     memo: dict[str, dict[str, Packed]] = field(default_factory=dict)
@@ -258,9 +259,9 @@ class XdsCache:
         return packed
 
     # --- watches -----------------------------------------------------------------------------
-    def watch(self, mesh: str, name: str, features: frozenset[str] = frozenset(), ipv6: bool = False
-              ) -> ProxyWatch:
-        watch = ProxyWatch((mesh, name), features, ipv6)
+    def watch(self, mesh: str, name: str, features: frozenset[str] = frozenset(), ipv6: bool = False,
+              work_dir: str = "") -> ProxyWatch:
+        watch = ProxyWatch((mesh, name), features, ipv6, work_dir)
         self._watches.setdefault(mesh, set()).add(watch)
         return watch
 
@@ -284,7 +285,8 @@ class XdsCache:
         if not watch.dataplane_fresh:
             dataplane = self.store.get("Dataplane", *watch.key)
             watch.dataplane = None if dataplane is None else (dataplane, replace(
-                proxy_from_dataplane(dataplane), features=watch.features, ipv6_enabled=watch.ipv6))
+                proxy_from_dataplane(dataplane), features=watch.features, ipv6_enabled=watch.ipv6,
+                work_dir=watch.work_dir))
             watch.dataplane_fresh = True
         return watch.dataplane
 

@@ -58,12 +58,15 @@ class _TypeState:
     last_items: dict[str, Packed] | None = None           # SotW: what the last response held (CDS)
 
 
-def _node_features(node: object) -> tuple[frozenset[str], bool]:
+def _node_features(node: object) -> tuple[frozenset[str], bool, str]:
+    """What kuma-dp announced in the node metadata: its features, IPv6, and its work dir (its sockets)."""
     fields = getattr(getattr(node, "metadata", None), "fields", {})
     features = fields.get("features")
     names = frozenset(v.string_value for v in features.list_value.values) if features is not None else frozenset()
     ipv6 = fields.get("ipv6Enabled")
-    return names, bool(ipv6.bool_value) if ipv6 is not None else False
+    work_dir = fields.get("workdir")
+    return (names, bool(ipv6.bool_value) if ipv6 is not None else False,
+            work_dir.string_value if work_dir is not None else "")
 
 
 _NONCES = itertools.count(1)
@@ -92,8 +95,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             log.warning("refused xDS stream of %s: %s", getattr(node, "id", ""), e)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise
-        features, ipv6 = _node_features(node)
-        watch = self.cache.watch(*key, features=features, ipv6=ipv6)
+        features, ipv6, work_dir = _node_features(node)
+        watch = self.cache.watch(*key, features=features, ipv6=ipv6, work_dir=work_dir)
         self.observer.connected(key, node, delta, stats)
         return watch
 

@@ -22,7 +22,7 @@ HAS_STATUS = True  # Kuma 2.14 gives MeshAccessLog an (empty) status
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
 # Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
 ORDER = 600
-HAS_PLUGIN = False
+HAS_PLUGIN = True
 
 _FORMAT = obj({
     "json": arr(obj({"key": STR, "value": STR}, required=("key", "value"))),
@@ -183,7 +183,31 @@ def deprecations(spec: dict[str, Any]) -> list[str]:
            for b in backends if b.get("openTelemetry") is not None):
         out.append("openTelemetry.endpoint is deprecated, use openTelemetry.backendRef with a MeshOpenTelemetryBackend "
                    "resource instead")
-    return out + top_level_deprecations(spec.get("targetRef"))
+    return out + top_level_deprecations(spec.get("targetRef")) + _not_applied(spec)
+
+
+def _backend_paths(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"spec.{section}[{i}].default.backends[{j}]", as_dict(backend))
+            for section in ("to", "from", "rules") for i, item in enumerate(as_list(spec.get(section)))
+            for j, backend in enumerate(as_list(as_dict(as_dict(item).get("default")).get("backends")))]
+
+
+def _not_applied(spec: dict[str, Any]) -> list[str]:
+    """Nothing accepted silently does nothing: this control plane serves no MeshOpenTelemetryBackend, so a
+    backend that names one logs nothing."""
+    return [f"'{path}.openTelemetry.backendRef' is stored but not applied to proxies by this control plane "
+            "(MeshOpenTelemetryBackend is not served): use openTelemetry.endpoint"
+            for path, backend in _backend_paths(spec)
+            if backend.get("type") == "OpenTelemetry" and as_dict(backend.get("openTelemetry")).get("backendRef")]
+
+
+def admin_only(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """Fields only an admin may set: (field path, what setting it makes happen). A `file` backend makes the
+    Envoy of every selected proxy create and append to that path on its host, as the proxy's user: one who
+    may only write policies must not be able to write files there (or fill a disk)."""
+    return [(f"{path}.file.path", "make proxies write a file on their hosts")
+            for path, backend in _backend_paths(spec)
+            if backend.get("type") == "File" and as_dict(backend.get("file")).get("path") is not None]
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:
