@@ -219,11 +219,14 @@ def test_spans_of_two_proxies_reach_zipkin_as_parent_and_child(observed: Observe
                      {"name": "caller", "header": {"name": "x-caller", "default": "anonymous"}}]}})
 
         def trace_of(path: str) -> tuple[dict, dict] | None:
+            """web's client span and backend's server span of one request to `path`."""
             with zipkin.lock:  # type: ignore[attr-defined]
                 spans = [s for s in zipkin.spans if (s.get("tags") or {}).get("http.url", "").endswith(path)]  # type: ignore[attr-defined]
-            client = [s for s in spans if s.get("kind") == "CLIENT" and s["localEndpoint"]["serviceName"] == "web"]
-            server = [s for s in spans if s.get("kind") == "SERVER" and s["localEndpoint"]["serviceName"] == "backend"]
-            return (client[0], server[0]) if client and server else None
+            servers = {s["traceId"]: s for s in spans
+                       if s.get("kind") == "SERVER" and s["localEndpoint"]["serviceName"] == "backend"}
+            pairs = [(s, servers[s["traceId"]]) for s in spans if s["traceId"] in servers and
+                     s.get("kind") == "CLIENT" and s["localEndpoint"]["serviceName"] == "web"]
+            return pairs[0] if pairs else None
 
         # Envoy sends spans in batches (every 5 s or 5 spans): poll with fresh requests until a pair arrives
         found = eventually(lambda: observed.get("/traced").ok and trace_of("/traced"),
