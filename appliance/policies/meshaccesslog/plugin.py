@@ -173,7 +173,7 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
                 otel[endpoint] = f"meshaccesslog:opentelemetry:{len(otel)}"
     socket = names.access_log_socket(proxy.work_dir, proxy.name, proxy.mesh)
     # Outbound logs name the calling proxy (service, address, pipe, collector numbering): none are shared.
-    to_key = (*selection.key, identifying, proxy.address, zone, socket, *sorted(otel.values()),
+    to_key = (*selection.key, identifying, proxy.address, zone, socket,
               json.dumps(sorted(otel.items()))) if any(outbound.values()) else ()
     return Matched(inbound, outbound, socket, otel, frozenset(sni_listeners), to_key)
 

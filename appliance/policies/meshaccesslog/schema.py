@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from appliance.policies._common import (
-    Errors, STR, STR_MAP, arr, as_dict, as_list, as_str, enum, index, is_file_path, join, obj,
+    Errors, STR, STR_MAP, arr, as_dict, as_list, as_str, enum, index, is_file_path, join, obj, otel_endpoint_or_ref,
 )
 from appliance.policies._targetref import (
     DATAPLANE, MATCH, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_MULTI_ZONE_SERVICE,
@@ -112,20 +112,7 @@ def _validate_backend(path: str, backend: dict[str, Any]) -> Errors:
 
 
 def _validate_otel(root: str, conf: dict[str, Any]) -> Errors:
-    out: Errors = []
-    endpoint, ref = as_str(conf.get("endpoint")), conf.get("backendRef")
-    if endpoint and ref is not None:
-        out.append((root, "openTelemetry must have only one type defined: endpoint, backendRef"))
-    elif not endpoint and ref is None:
-        out.append((root, "openTelemetry must have exactly one defined: endpoint, backendRef"))
-    elif ref is not None:
-        ref = as_dict(ref)
-        if ref.get("kind") != "MeshOpenTelemetryBackend":
-            out.append((join(root, "backendRef.kind"), '"kind" must be one of ["MeshOpenTelemetryBackend"]'))
-        if not ref.get("labels"):
-            out.append((join(root, "backendRef"), "backendRef must have exactly one defined: labels"))
-    elif any(c in endpoint for c in "/?#"):
-        out.append((join(root, "endpoint"), "must be in host:port format, not a URL"))
+    out = otel_endpoint_or_ref(root, conf)
     for i, attribute in enumerate(as_list(conf.get("attributes"))):
         out += _otel_attribute_name(join(index(join(root, "attributes"), i), "key"),
                                     as_str(as_dict(attribute).get("key")))

@@ -5,7 +5,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.policies._common import (
-    BOOL, INT_OR_STR, STR, STR_MAP, Errors, arr, as_dict, as_list, as_str, enum, index, join, obj, parse_decimal,
+    INT_OR_STR, STR, STR_MAP, Errors, arr, as_dict, as_list, as_str, enum, index, join, obj, otel_endpoint_or_ref,
+    parse_decimal,
 )
 from appliance.policies._targetref import (
     DATAPLANE, MESH, MESH_GATEWAY, MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET, TARGET_REF,
@@ -106,26 +107,6 @@ def _validate_backend(path: str, backend: dict[str, Any]) -> Errors:
         if backend.get("openTelemetry") is None:
             return [(join(path, "openTelemetry"), "must be defined")]
         return otel_endpoint_or_ref(join(path, "openTelemetry"), as_dict(backend["openTelemetry"]))
-    return []
-
-
-def otel_endpoint_or_ref(root: str, conf: dict[str, Any]) -> Errors:
-    """validators.ValidateOtelBackendRefOrEndpoint."""
-    endpoint, ref = as_str(conf.get("endpoint")), conf.get("backendRef")
-    if endpoint and ref is not None:
-        return [(root, "openTelemetry must have only one type defined: endpoint, backendRef")]
-    if not endpoint and ref is None:
-        return [(root, "openTelemetry must have exactly one defined: endpoint, backendRef")]
-    if ref is not None:
-        out: Errors = []
-        ref = as_dict(ref)
-        if ref.get("kind") != "MeshOpenTelemetryBackend":
-            out.append((join(root, "backendRef.kind"), '"kind" must be one of ["MeshOpenTelemetryBackend"]'))
-        if not ref.get("labels"):
-            out.append((join(root, "backendRef"), "backendRef must have exactly one defined: labels"))
-        return out
-    if any(c in endpoint for c in "/?#"):
-        return [(join(root, "endpoint"), "must be in host:port format, not a URL")]
     return []
 
 
