@@ -182,10 +182,14 @@ def _backend_paths(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def _not_applied(spec: dict[str, Any]) -> list[str]:
     """Nothing accepted silently does nothing: this control plane serves no MeshOpenTelemetryBackend, so a
     backend that names one logs nothing."""
-    return [f"'{path}.openTelemetry.backendRef' is stored but not applied to proxies by this control plane "
-            "(MeshOpenTelemetryBackend is not served): use openTelemetry.endpoint"
-            for path, backend in _backend_paths(spec)
-            if backend.get("type") == "OpenTelemetry" and as_dict(backend.get("openTelemetry")).get("backendRef")]
+    out = [f"'{path}.openTelemetry.backendRef' is stored but not applied to proxies by this control plane "
+           "(MeshOpenTelemetryBackend is not served): use openTelemetry.endpoint"
+           for path, backend in _backend_paths(spec)
+           if backend.get("type") == "OpenTelemetry" and as_dict(backend.get("openTelemetry")).get("backendRef")]
+    if as_dict(spec.get("targetRef")).get("kind") == MESH_GATEWAY:
+        out.append("a MeshAccessLog with top-level targetRef.kind MeshGateway is stored but not applied to proxies "
+                   "by this control plane (it serves no gateways)")
+    return out
 
 
 def admin_only(spec: dict[str, Any]) -> list[tuple[str, str]]:
