@@ -392,5 +392,10 @@ class XdsCache:
         dataplane = self.store.get("Dataplane", mesh, name)
         if snapshot is None or dataplane is None:
             return {}
-        return self.generate(placeholders.without_secrets(snapshot), proxy_from_dataplane(dataplane),
-                             placeholders.IDENTITY, {})
+        proxy = proxy_from_dataplane(dataplane)
+        # what its kuma-dp announced, when connected (the access log pipe is in its work dir)
+        connected = next((w for w in list(self._watches.get(mesh, ())) if w.key == (mesh, name)), None)
+        if connected is not None:
+            proxy = replace(proxy, features=connected.features, ipv6_enabled=connected.ipv6,
+                            work_dir=connected.work_dir)
+        return self.generate(placeholders.without_secrets(snapshot), proxy, placeholders.IDENTITY, {})

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from appliance.model.names import access_log_socket
 from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, serve_in_thread, tcp_exchange
 from tests.e2e.test_routing import _http_app, _tcp_app
 from tests.support import eventually, free_port
@@ -177,6 +178,9 @@ def test_a_tcp_backend_receives_the_lines(observed: Observed) -> None:
         eventually(lambda: observed.get("/via-tcp-backend").ok and any(
             line.startswith("{") and json.loads(line) == {"dst": "backend", "path": "/via-tcp-backend", "src": "web"}
             for line in seen()), lambda: f"received: {seen()}", timeout=30)
+        # what `inspect` shows is what the proxy got: the pipe in its kuma-dp's work dir
+        config = requests.get(f"{observed.mesh.cp.url}/meshes/default/dataplanes/web-1/_config").text
+        assert access_log_socket(str(observed.mesh.tmp / "web-1"), "web-1", "default") in config
     finally:
         collector.shutdown()
         collector.server_close()
