@@ -40,10 +40,10 @@ log = logging.getLogger("kuma-dp")
 REQUEST_TIMEOUT = 10.0  # seconds per attempt: Kuma's http.Client{Timeout: 10s}
 
 # Features announce what this kuma-dp can do, so the control plane generates config that uses it.
-# Kuma 2.14's kuma-dp also announces feature-tcp-accesslog-via-named-pipe and
-# feature-otel-via-kuma-dp: both need kuma-dp to serve a socket (access log and OpenTelemetry
-# relays) that we do not run, so we leave them out; these two are Envoy config only.
-FEATURES = ["feature-strict-inbound-ports", "feature-reuse-port"]
+# Kuma 2.14's kuma-dp also announces feature-otel-via-kuma-dp: it needs kuma-dp to relay OpenTelemetry
+# through a socket, which we do not run, so we leave it out. The access log pipe (tcp backends) we serve:
+# appliance/dp/accesslogs.py.
+FEATURES = ["feature-strict-inbound-ports", "feature-reuse-port", "feature-tcp-accesslog-via-named-pipe"]
 
 # Where the OS keeps its CA bundle; the control plane points Envoy at it for external TLS.
 # (app/kuma-dp/pkg/dataplane/certificate/cert.go, taken from Go's crypto/x509 list)

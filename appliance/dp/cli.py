@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from appliance import KUMA_COMPAT_VERSION, __version__
+from appliance.dp.accesslogs import AccessLogStreamer
 from appliance.dp.bootstrap import BootstrapClient, build_request
 from appliance.dp.config import LOG_LEVELS, PROXY_TYPES, DpConfig, DpError, from_env, validate
 from appliance.dp.envoy import admin_address, command, detect_version, locate, write_bootstrap
 from appliance.dp.resource import Identity, check_token, identity, load_resource
 from appliance.dp.supervisor import Supervisor
 from appliance.gocompat import parse_seconds
+from appliance.model.names import access_log_socket
 from appliance.dp.template import parse_vars
 
 log = logging.getLogger("kuma-dp")
@@ -196,7 +198,16 @@ def run(cfg: DpConfig) -> int:
             return 0
         config_path = write_bootstrap(work_dir, bootstrap.yaml_text)
         log.info("bootstrap configuration saved to %s", config_path)
-        return Supervisor(command(binary, config_path, cfg), admin_address(bootstrap.config), cfg.drain_time).run()
+        streamer = AccessLogStreamer(access_log_socket(str(work_dir), ident.name, ident.mesh))
+        try:
+            streamer.start()
+        except OSError as e:
+            raise DpError(f"could not create the access log pipe in {work_dir}: {e.strerror or e}")
+        try:
+            return Supervisor(command(binary, config_path, cfg), admin_address(bootstrap.config),
+                              cfg.drain_time).run()
+        finally:
+            streamer.stop()
     finally:
         if temporary:
             shutil.rmtree(work_dir, ignore_errors=True)

@@ -126,3 +126,10 @@ def egress_cluster(mesh: str, service: str) -> str:
 
 def egress_filter_chain(service: str, mesh: str) -> str:
     return f"{service}_{mesh}"
+
+
+def access_log_socket(work_dir: str, name: str, mesh: str) -> str:
+    """core_xds.AccessLogSocketName: the pipe in kuma-dp's work dir that Envoy writes `tcp` access logs to and
+    kuma-dp forwards from; cut to 98 characters before `.sock`, as Unix socket paths are short."""
+    base = f"{work_dir.rstrip('/') or '/tmp'}/kuma-al-{name}-{mesh}"
+    return base[:98] + ".sock"

@@ -156,6 +156,7 @@ class Proxy:
     labels: Tags = field(default_factory=dict)        # the Dataplane's labels (Dataplane targetRef `labels`)
     features: frozenset[str] = frozenset()            # kuma-dp's metadata.features, e.g. "feature-reuse-port"
     ipv6_enabled: bool = False                        # kuma-dp's metadata.ipv6Enabled
+    work_dir: str = ""                                # kuma-dp's metadata.workdir: where its sockets are
 
     @property
     def services(self) -> tuple[str, ...]:

@@ -52,6 +52,7 @@ from appliance.policies.meshretry import schema as meshretry
 from appliance.policies.meshtcproute import schema as meshtcproute
 from appliance.policies.meshtimeout import schema as meshtimeout
 from appliance.policies.meshtls import schema as meshtls
+from appliance.policies.meshtrace import schema as meshtrace
 from appliance.policies.meshtrafficpermission import schema as meshtrafficpermission
 
 ALL: tuple[ModuleType, ...] = (
@@ -67,6 +68,7 @@ ALL: tuple[ModuleType, ...] = (
     meshfaultinjection,
     meshratelimit,
     meshtls,
+    meshtrace,
     meshproxypatch,
 )
 

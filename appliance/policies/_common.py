@@ -250,3 +250,25 @@ def is_file_path(value: str) -> bool:
     if _WIN_PATH.fullmatch(value):
         return len(value[3:]) <= 32767
     return bool(_UNIX_PATH.fullmatch(value))
+
+
+# --- observability backends ------------------------------------------------------------------
+
+def otel_endpoint_or_ref(root: str, conf: dict[str, Any]) -> Errors:
+    """validators.ValidateOtelBackendRefOrEndpoint."""
+    endpoint, ref = as_str(conf.get("endpoint")), conf.get("backendRef")
+    if endpoint and ref is not None:
+        return [(root, "openTelemetry must have only one type defined: endpoint, backendRef")]
+    if not endpoint and ref is None:
+        return [(root, "openTelemetry must have exactly one defined: endpoint, backendRef")]
+    if ref is not None:
+        out: Errors = []
+        ref = as_dict(ref)
+        if ref.get("kind") != "MeshOpenTelemetryBackend":
+            out.append((join(root, "backendRef.kind"), '"kind" must be one of ["MeshOpenTelemetryBackend"]'))
+        if not ref.get("labels"):
+            out.append((join(root, "backendRef"), "backendRef must have exactly one defined: labels"))
+        return out
+    if any(c in endpoint for c in "/?#"):
+        return [(join(root, "endpoint"), "must be in host:port format, not a URL")]
+    return []

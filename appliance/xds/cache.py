@@ -78,6 +78,7 @@ class ProxyWatch:
     ipv6: bool = False
     admin: AdminEndpoint | None = None       # where its Envoy admin API is (node metadata)
     admin_cert: tuple[str, bytes, bytes] | None = None   # (address, cert PEM, key PEM) of its admin listener
+    work_dir: str = ""                       # kuma-dp's work dir, where its access log pipe is
     changed: Signal = field(default_factory=Signal)
     memo_key: tuple = ()
     memo: dict[str, dict[str, Packed]] = field(default_factory=dict)
@@ -269,8 +270,8 @@ class XdsCache:
 
     # --- watches -----------------------------------------------------------------------------
     def watch(self, mesh: str, name: str, features: frozenset[str] = frozenset(), ipv6: bool = False,
-              admin: AdminEndpoint | None = None) -> ProxyWatch:
-        watch = ProxyWatch((mesh, name), features, ipv6, admin)
+              admin: AdminEndpoint | None = None, work_dir: str = "") -> ProxyWatch:
+        watch = ProxyWatch((mesh, name), features, ipv6, admin=admin, work_dir=work_dir)
         self._watches.setdefault(mesh, set()).add(watch)
         return watch
 
@@ -294,7 +295,8 @@ class XdsCache:
         if not watch.dataplane_fresh:
             dataplane = self.store.get("Dataplane", *watch.key)
             watch.dataplane = None if dataplane is None else (dataplane, replace(
-                proxy_from_dataplane(dataplane), features=watch.features, ipv6_enabled=watch.ipv6))
+                proxy_from_dataplane(dataplane), features=watch.features, ipv6_enabled=watch.ipv6,
+                work_dir=watch.work_dir))
             watch.dataplane_fresh = True
         return watch.dataplane
 
@@ -429,5 +431,10 @@ class XdsCache:
         dataplane = self.store.get("Dataplane", mesh, name)
         if snapshot is None or dataplane is None:
             return {}
-        return self.generate(placeholders.without_secrets(snapshot), proxy_from_dataplane(dataplane),
-                             placeholders.IDENTITY, {})
+        proxy = proxy_from_dataplane(dataplane)
+        # what its kuma-dp announced, when connected (the access log pipe is in its work dir)
+        connected = next((w for w in list(self._watches.get(mesh, ())) if w.key == (mesh, name)), None)
+        if connected is not None:
+            proxy = replace(proxy, features=connected.features, ipv6_enabled=connected.ipv6,
+                            work_dir=connected.work_dir)
+        return self.generate(placeholders.without_secrets(snapshot), proxy, placeholders.IDENTITY, {})

@@ -61,13 +61,16 @@ class _TypeState:
     last_items: dict[str, Packed] | None = None           # SotW: what the last response held (CDS)
 
 
-def _node_features(node: object) -> tuple[frozenset[str], bool, AdminEndpoint | None]:
+def _node_features(node: object) -> tuple[frozenset[str], bool, AdminEndpoint | None, str]:
+    """What kuma-dp announced in the node metadata: its features, IPv6, its Envoy admin, its work dir (sockets)."""
     fields = getattr(getattr(node, "metadata", None), "fields", {})
     features = fields.get("features")
     names = frozenset(v.string_value for v in features.list_value.values) if features is not None else frozenset()
     ipv6 = fields.get("ipv6Enabled")
     admin = admin_endpoint({k: fields[k].string_value for k in _ADMIN_FIELDS if k in fields})
-    return names, bool(ipv6.bool_value) if ipv6 is not None else False, admin
+    work_dir = fields.get("workdir")
+    return (names, bool(ipv6.bool_value) if ipv6 is not None else False, admin,
+            work_dir.string_value if work_dir is not None else "")
 
 
 _ADMIN_FIELDS = ("dataplane.admin.port", "dataplane.admin.address", "dataplane.admin.socketPath")
@@ -129,8 +132,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             log.warning("refused xDS stream of %s: %s", getattr(node, "id", ""), e)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise
-        features, ipv6, admin = _node_features(node)
-        watch = self.cache.watch(*key, features=features, ipv6=ipv6, admin=admin)
+        features, ipv6, admin, work_dir = _node_features(node)
+        watch = self.cache.watch(*key, features=features, ipv6=ipv6, admin=admin, work_dir=work_dir)
         stream = _OpenStream(key, metadata, queue)
         self._open_streams.add(stream)
         self.observer.connected(key, node, delta, stats)

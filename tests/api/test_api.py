@@ -232,25 +232,6 @@ def test_mesh_insights(api) -> None:
     assert api.get("/mesh-insights/nope").status_code == 404
 
 
-def test_a_policy_type_without_plugin_is_stored_with_a_warning(tmp_path: Path) -> None:
-    """Nothing accepted silently does nothing: the answer says the policy does not reach proxies yet."""
-    access_log = {"type": "MeshAccessLog", "name": "al", "mesh": "default",
-                  "spec": {"targetRef": {"kind": "Mesh"},
-                           "to": [{"targetRef": {"kind": "Mesh"},
-                                   "default": {"backends": [{"type": "Tcp", "tcp": {"address": "127.0.0.1:5000"}}]}}]}}
-    timeout = {"type": "MeshTimeout", "name": "mt", "mesh": "default",
-               "spec": {"targetRef": {"kind": "Mesh"},
-                        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"http": {"requestTimeout": "2s"}}}]}}
-    with live_api(tmp_path, defaults=True) as api:
-        created = api.put("/meshes/default/meshaccesslogs/al", access_log)
-        assert created.status_code == 201, created.text
-        assert created.json()["warnings"] == [
-            "MeshAccessLog is stored but not yet applied to proxies by this control plane"]
-        assert api.put("/meshes/default/meshaccesslogs/al", access_log).json()["warnings"]   # update: the same
-        applied = api.put("/meshes/default/meshtimeouts/mt", timeout)
-        assert applied.status_code == 201 and "warnings" not in applied.json()
-
-
 def test_a_policy_under_a_top_level_mesh_http_route_is_stored_with_a_warning(tmp_path: Path) -> None:
     timeout = {"type": "MeshTimeout", "name": "per-route", "mesh": "default",
                "spec": {"targetRef": {"kind": "MeshHTTPRoute", "name": "r"},

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from appliance.policies._common import (
-    Errors, STR, STR_MAP, arr, as_dict, as_list, as_str, enum, index, is_file_path, join, obj,
+    Errors, STR, STR_MAP, arr, as_dict, as_list, as_str, enum, index, is_file_path, join, obj, otel_endpoint_or_ref,
 )
 from appliance.policies._targetref import (
     DATAPLANE, MATCH, MESH, MESH_EXTERNAL_SERVICE, MESH_GATEWAY, MESH_HTTP_ROUTE, MESH_MULTI_ZONE_SERVICE,
@@ -22,7 +22,7 @@ HAS_STATUS = True  # Kuma 2.14 gives MeshAccessLog an (empty) status
 TARGETS = {"is_target_ref": True, "has_to": True, "has_from": True, "has_rules": True, "is_from_as_rules": True}
 # Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
 ORDER = 600
-HAS_PLUGIN = False
+HAS_PLUGIN = True
 
 _FORMAT = obj({
     "json": arr(obj({"key": STR, "value": STR}, required=("key", "value"))),
@@ -112,20 +112,7 @@ def _validate_backend(path: str, backend: dict[str, Any]) -> Errors:
 
 
 def _validate_otel(root: str, conf: dict[str, Any]) -> Errors:
-    out: Errors = []
-    endpoint, ref = as_str(conf.get("endpoint")), conf.get("backendRef")
-    if endpoint and ref is not None:
-        out.append((root, "openTelemetry must have only one type defined: endpoint, backendRef"))
-    elif not endpoint and ref is None:
-        out.append((root, "openTelemetry must have exactly one defined: endpoint, backendRef"))
-    elif ref is not None:
-        ref = as_dict(ref)
-        if ref.get("kind") != "MeshOpenTelemetryBackend":
-            out.append((join(root, "backendRef.kind"), '"kind" must be one of ["MeshOpenTelemetryBackend"]'))
-        if not ref.get("labels"):
-            out.append((join(root, "backendRef"), "backendRef must have exactly one defined: labels"))
-    elif any(c in endpoint for c in "/?#"):
-        out.append((join(root, "endpoint"), "must be in host:port format, not a URL"))
+    out = otel_endpoint_or_ref(root, conf)
     for i, attribute in enumerate(as_list(conf.get("attributes"))):
         out += _otel_attribute_name(join(index(join(root, "attributes"), i), "key"),
                                     as_str(as_dict(attribute).get("key")))
@@ -183,7 +170,35 @@ def deprecations(spec: dict[str, Any]) -> list[str]:
            for b in backends if b.get("openTelemetry") is not None):
         out.append("openTelemetry.endpoint is deprecated, use openTelemetry.backendRef with a MeshOpenTelemetryBackend "
                    "resource instead")
-    return out + top_level_deprecations(spec.get("targetRef"))
+    return out + top_level_deprecations(spec.get("targetRef")) + _not_applied(spec)
+
+
+def _backend_paths(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"spec.{section}[{i}].default.backends[{j}]", as_dict(backend))
+            for section in ("to", "from", "rules") for i, item in enumerate(as_list(spec.get(section)))
+            for j, backend in enumerate(as_list(as_dict(as_dict(item).get("default")).get("backends")))]
+
+
+def _not_applied(spec: dict[str, Any]) -> list[str]:
+    """Nothing accepted silently does nothing: this control plane serves no MeshOpenTelemetryBackend, so a
+    backend that names one logs nothing."""
+    out = [f"'{path}.openTelemetry.backendRef' is stored but not applied to proxies by this control plane "
+           "(MeshOpenTelemetryBackend is not served): use openTelemetry.endpoint"
+           for path, backend in _backend_paths(spec)
+           if backend.get("type") == "OpenTelemetry" and as_dict(backend.get("openTelemetry")).get("backendRef")]
+    if as_dict(spec.get("targetRef")).get("kind") == MESH_GATEWAY:
+        out.append("a MeshAccessLog with top-level targetRef.kind MeshGateway is stored but not applied to proxies "
+                   "by this control plane (it serves no gateways)")
+    return out
+
+
+def admin_only(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """Fields only an admin may set: (field path, what setting it makes happen). A `file` backend makes the
+    Envoy of every selected proxy create and append to that path on its host, as the proxy's user: one who
+    may only write policies must not be able to write files there (or fill a disk)."""
+    return [(f"{path}.file.path", "make proxies write a file on their hosts")
+            for path, backend in _backend_paths(spec)
+            if backend.get("type") == "File" and as_dict(backend.get("file")).get("path") is not None]
 
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:

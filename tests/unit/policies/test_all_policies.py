@@ -22,6 +22,7 @@ KUMA_RESOURCES = {
     "MeshTCPRoute": ("meshtcproutes", "mtcpr", True, False, False, False),
     "MeshTimeout": ("meshtimeouts", "mt", True, True, True, True),
     "MeshTLS": ("meshtlses", "mtls", False, True, True, True),
+    "MeshTrace": ("meshtraces", "mtr", False, False, False, False),
     "MeshTrafficPermission": ("meshtrafficpermissions", "mtp", False, True, True, False),
 }
 
@@ -60,9 +61,10 @@ def test_validator_survives_specs_the_schema_refused(module):
 
 
 # Kuma 2.14.3's `+kuma:policy:order` of each policy (zz_generated.resource.go).
-KUMA_ORDER = {"MeshHTTPRoute": 100, "MeshTCPRoute": 200, "MeshTLS": 300, "MeshLoadBalancingStrategy": 400, "MeshAccessLog": 600,
-              "MeshFaultInjection": 800, "MeshRateLimit": 900, "MeshTimeout": 1000, "MeshTrafficPermission": 1100,
-              "MeshHealthCheck": 1200, "MeshCircuitBreaker": 1300, "MeshRetry": 1400, "MeshProxyPatch": 9999}
+KUMA_ORDER = {"MeshHTTPRoute": 100, "MeshTCPRoute": 200, "MeshTLS": 300, "MeshLoadBalancingStrategy": 400,
+              "MeshAccessLog": 600, "MeshTrace": 700, "MeshFaultInjection": 800, "MeshRateLimit": 900, "MeshTimeout": 1000,
+              "MeshTrafficPermission": 1100, "MeshHealthCheck": 1200, "MeshCircuitBreaker": 1300, "MeshRetry": 1400,
+              "MeshProxyPatch": 9999}
 
 
 def test_plugins_run_in_kumas_order_and_come_from_the_policy_folders():

@@ -64,6 +64,43 @@ HEALTH_CHECKS = policy("MeshHealthCheck", "health", {
                         "grpc": {"serviceName": "grpc-api", "authority": "grpc-api.mesh"}}}],
 })
 
+# Access logs of every backend and format: outbound `to` (file with the default format, tcp with JSON, an
+# OpenTelemetry collector), inbound rules (a plain file log for everyone, a JSON one for one client identity).
+ACCESS_LOGS = (
+    policy("MeshAccessLog", "logs-out", {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"backends": [
+            {"type": "File", "file": {"path": "/var/log/kuma/out.log"}},
+            {"type": "Tcp", "tcp": {"address": "127.0.0.1:5170", "format": {"type": "Json", "json": [
+                {"key": "src", "value": "%KUMA_SOURCE_SERVICE%"}, {"key": "dst", "value": "%KUMA_DESTINATION_SERVICE%"},
+                {"key": "status", "value": "%RESPONSE_CODE%"}]}}},
+            {"type": "OpenTelemetry", "openTelemetry": {
+                "endpoint": "otel-collector:4317", "attributes": [{"key": "mesh", "value": "%KUMA_MESH%"}],
+                "body": {"kvlistValue": {"values": [
+                    {"key": "route", "value": {"stringValue": "%KUMA_SOURCE_SERVICE%->%KUMA_DESTINATION_SERVICE%"}}]}}}},
+        ]}}],
+    }),
+    policy("MeshAccessLog", "logs-in", {
+        "targetRef": {"kind": "Mesh"},
+        "rules": [
+            {"default": {"backends": [{"type": "File", "file": {"path": "/var/log/kuma/in.log", "format": {
+                "type": "Plain", "plain": "%KUMA_SOURCE_ADDRESS% %KUMA_TRAFFIC_DIRECTION% %KUMA_DESTINATION_SERVICE%"}}}]}},
+            {"matches": [{"spiffeID": {"type": "Exact", "value": "spiffe://default/web"}}],
+             "default": {"backends": [{"type": "Tcp", "tcp": {"address": "127.0.0.1:5171"}}]}},
+        ],
+    }),
+)
+TRACE_ZIPKIN = policy("MeshTrace", "trace", {"default": {
+    "backends": [{"type": "Zipkin", "zipkin": {"url": "http://127.0.0.1:9411/api/v2/spans", "traceId128bit": True,
+                                               "apiVersion": "httpJson", "sharedSpanContext": True}}],
+    "sampling": {"overall": 80, "client": "25.5", "random": 50},
+    "tags": [{"name": "team", "literal": "frontend"},
+             {"name": "client", "header": {"name": "x-client", "default": "none"}}]}})
+TRACE_DATADOG = policy("MeshTrace", "trace", {"targetRef": {"kind": "MeshService", "name": "web"}, "default": {
+    "backends": [{"type": "Datadog", "datadog": {"url": "http://datadog-agent:8126", "splitService": True}}]}})
+TRACE_OTEL = policy("MeshTrace", "trace", {"default": {
+    "backends": [{"type": "OpenTelemetry", "openTelemetry": {"endpoint": "127.0.0.1:4317"}}]}})
+
 CASES: dict[str, tuple[MeshSnapshot, Proxy, Identity | None]] = {
     "plain-http-and-tcp": (snapshot(), web_proxy(), None),
     "strict-http-and-tcp": (snapshot("STRICT"), web_proxy(), IDENTITY),
@@ -83,4 +120,9 @@ CASES: dict[str, tuple[MeshSnapshot, Proxy, Identity | None]] = {
     "health-checks": (snapshot("STRICT", policies=default_policies(extra=(HEALTH_CHECKS,))), web_proxy(), IDENTITY),
     "health-checks-grpc": (snapshot("STRICT", policies=default_policies(extra=(HEALTH_CHECKS,))), grpc_proxy(),
                            IDENTITY),
+    "access-logs": (snapshot("STRICT", policies=default_policies(extra=ACCESS_LOGS)), web_proxy(), IDENTITY),
+    "access-logs-tcp": (snapshot("STRICT", policies=default_policies(extra=ACCESS_LOGS)), db_proxy(), IDENTITY),
+    "trace-zipkin": (snapshot("STRICT", policies=default_policies(extra=(TRACE_ZIPKIN,))), web_proxy(), IDENTITY),
+    "trace-datadog": (snapshot(policies=default_policies(extra=(TRACE_DATADOG,))), web_proxy(), None),
+    "trace-otel": (snapshot(policies=default_policies(extra=(TRACE_OTEL,))), grpc_proxy(), None),
 }
