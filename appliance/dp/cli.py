@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     a("-v", "--dataplane-var", action="append", default=[], metavar="KEY=VALUE",
       help="variable for the Dataplane template, used as {{ KEY }}; repeat it or give KEY1=V1,KEY2=V2")
     a("--envoy-log-level", choices=ENVOY_LOG_LEVELS, help="Envoy log level (default: kuma-dp's log level)")
+    a("--metrics-cert-path", help="path to the certificate Envoy serves Prometheus metrics with when a "
+                                  "MeshMetric backend asks for ProvidedTLS")
+    a("--metrics-key-path", help="path to the key of --metrics-cert-path")
     a("--envoy-component-log-level", help="Envoy's --component-log-level, e.g. upstream:debug,connection:trace")
     sub.add_parser("version", help="print the version")
     return p

@@ -121,3 +121,25 @@ def egress_cluster(mesh: str, service: str) -> str:
 
 def egress_filter_chain(service: str, mesh: str) -> str:
     return f"{service}_{mesh}"
+
+
+# Metrics (MeshMetric and Mesh.metrics): the Envoy listener Prometheus scrapes routes to kuma-dp's metrics
+# hijacker on a Unix socket, and kuma-dp reads its MeshMetric settings from Envoy's dynamic-config listener.
+METRICS_HIJACKER_CLUSTER = "kuma:metrics:hijacker"               # Mesh.metrics
+MESHMETRIC_HIJACKER_CLUSTER = "_kuma:metrics:hijacker"           # MeshMetric
+PROMETHEUS_LISTENER = "kuma:metrics:prometheus"                  # Mesh.metrics; MeshMetric adds ":<clientId>"
+DYNAMIC_CONFIG_LISTENER = "_kuma:dynamicconfig"
+MESHMETRIC_CONFIG_PATH = "/meshmetric"                            # kuma-dp GETs its MeshMetric settings here
+
+
+def _socket_name(path: str) -> str:
+    """core_xds.socketName: short enough for the 104-character limit of a Unix socket path."""
+    return path[:98] + ".sock"
+
+
+def metrics_hijacker_socket(workdir: str, name: str, mesh: str) -> str:
+    return _socket_name(f"{workdir.rstrip('/')}/kuma-mh-{name}-{mesh}")
+
+
+def meshmetric_config_socket(workdir: str) -> str:
+    return _socket_name(f"{workdir.rstrip('/')}/kuma-mesh-metric-config")

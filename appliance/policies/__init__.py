@@ -40,6 +40,7 @@ from appliance.policies.meshfaultinjection import schema as meshfaultinjection
 from appliance.policies.meshhealthcheck import schema as meshhealthcheck
 from appliance.policies.meshhttproute import schema as meshhttproute
 from appliance.policies.meshloadbalancingstrategy import schema as meshloadbalancingstrategy
+from appliance.policies.meshmetric import schema as meshmetric
 from appliance.policies.meshratelimit import schema as meshratelimit
 from appliance.policies.meshretry import schema as meshretry
 from appliance.policies.meshtcproute import schema as meshtcproute
@@ -58,6 +59,7 @@ ALL: tuple[ModuleType, ...] = (
     meshloadbalancingstrategy,
     meshfaultinjection,
     meshratelimit,
+    meshmetric,
 )
 
 
@@ -71,7 +73,7 @@ def not_applied(module: ModuleType, spec: dict[str, Any]) -> list[str]:
     if not module.HAS_PLUGIN:
         return [not_applied_warning(module.KIND)]
     spec = spec if isinstance(spec, dict) else {}
-    out = []
+    out = list(getattr(module, "not_applied", lambda _: [])(spec))
     if (spec.get("targetRef") or {}).get("kind") == "MeshHTTPRoute":
         out.append(f"a {module.KIND} with top-level targetRef.kind MeshHTTPRoute is stored but not yet applied to "
                    "proxies by this control plane: use MeshHTTPRoute in spec.to[].targetRef")

@@ -34,6 +34,12 @@ def parse_request(body: Any) -> dict[str, Any]:
     return body
 
 
+def _metrics_tls_paths(request: dict[str, Any]) -> dict[str, str]:
+    resources = request.get("metricsResources")
+    resources = resources if isinstance(resources, dict) else {}
+    return {"metricsCertPath": str(resources.get("certPath") or ""), "metricsKeyPath": str(resources.get("keyPath") or "")}
+
+
 def _san_matchers(host: str) -> list[dict[str, Any]]:
     return [{"sanType": "DNS", "matcher": {"exact": host}}, {"sanType": "IP_ADDRESS", "matcher": {"exact": host}}]
 
@@ -59,6 +65,8 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
                 "features": request.get("features") or [],
                 "ipv6Enabled": bool(request.get("ipv6Enabled")),
                 "workdir": workdir,
+                # ProvidedTLS metrics (MeshMetric, Mesh.metrics): the files Envoy serves the endpoint with
+                **{key: path for key, path in _metrics_tls_paths(request).items() if path},
                 # As Kuma: the proxy carries the definition kuma-dp registered, so that whichever
                 # instance its stream reaches knows to re-register it and to remove it when it leaves.
                 **({"dataplane.resource": request["dataplaneResource"]} if request.get("dataplaneResource") else {}),

@@ -67,11 +67,20 @@ class Signal:
         self.pending = False
 
 
+@dataclass(frozen=True)
+class NodeMetadata:
+    """What kuma-dp/Envoy announced in the node metadata."""
+    features: frozenset[str] = frozenset()
+    ipv6: bool = False
+    workdir: str = ""
+    metrics_cert_path: str = ""
+    metrics_key_path: str = ""
+
+
 @dataclass(eq=False)
 class ProxyWatch:
     key: tuple[str, str]
-    features: frozenset[str] = frozenset()   # what kuma-dp/Envoy announced in the node metadata
-    ipv6: bool = False
+    node: NodeMetadata = field(default_factory=NodeMetadata)
     changed: Signal = field(default_factory=Signal)
     memo_key: tuple = ()
     memo: dict[str, dict[str, Packed]] = field(default_factory=dict)
@@ -258,9 +267,8 @@ class XdsCache:
         return packed
 
     # --- watches -----------------------------------------------------------------------------
-    def watch(self, mesh: str, name: str, features: frozenset[str] = frozenset(), ipv6: bool = False
-              ) -> ProxyWatch:
-        watch = ProxyWatch((mesh, name), features, ipv6)
+    def watch(self, mesh: str, name: str, node: NodeMetadata | None = None) -> ProxyWatch:
+        watch = ProxyWatch((mesh, name), node or NodeMetadata())
         self._watches.setdefault(mesh, set()).add(watch)
         return watch
 
@@ -283,8 +291,11 @@ class XdsCache:
     def _dataplane(self, watch: ProxyWatch) -> tuple[Resource, Proxy] | None:
         if not watch.dataplane_fresh:
             dataplane = self.store.get("Dataplane", *watch.key)
+            node = watch.node
             watch.dataplane = None if dataplane is None else (dataplane, replace(
-                proxy_from_dataplane(dataplane), features=watch.features, ipv6_enabled=watch.ipv6))
+                proxy_from_dataplane(dataplane), features=node.features, ipv6_enabled=node.ipv6,
+                workdir=node.workdir, metrics_cert_path=node.metrics_cert_path,
+                metrics_key_path=node.metrics_key_path))
             watch.dataplane_fresh = True
         return watch.dataplane
 
@@ -318,7 +329,7 @@ class XdsCache:
             return None
         networking = resource.content.get("networking") or {}
         return EgressProxy(name, str(networking.get("address") or ""), int(networking.get("port") or 0),
-                           watch.ipv6 if watch else False)
+                           watch.node.ipv6 if watch else False)
 
     def _egress_resources(self, watch: ProxyWatch) -> dict[str, dict[str, Packed]]:
         egress = self._egress(watch.key[1], watch)

@@ -15,7 +15,7 @@ from typing import AsyncIterator, Callable
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from appliance.xds.cache import ProxyWatch, XdsCache
+from appliance.xds.cache import NodeMetadata, ProxyWatch, XdsCache
 from appliance.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
 
 log = logging.getLogger("appliance.xds")
@@ -58,12 +58,19 @@ class _TypeState:
     last_items: dict[str, Packed] | None = None           # SotW: what the last response held (CDS)
 
 
-def _node_features(node: object) -> tuple[frozenset[str], bool]:
+def node_metadata(node: object) -> NodeMetadata:
+    """What kuma-dp announced in the Envoy node's metadata (the bootstrap puts it there)."""
     fields = getattr(getattr(node, "metadata", None), "fields", {})
     features = fields.get("features")
     names = frozenset(v.string_value for v in features.list_value.values) if features is not None else frozenset()
     ipv6 = fields.get("ipv6Enabled")
-    return names, bool(ipv6.bool_value) if ipv6 is not None else False
+
+    def text(key: str) -> str:
+        value = fields.get(key)
+        return value.string_value if value is not None else ""
+
+    return NodeMetadata(names, bool(ipv6.bool_value) if ipv6 is not None else False, text("workdir"),
+                        text("metricsCertPath"), text("metricsKeyPath"))
 
 
 _NONCES = itertools.count(1)
@@ -92,8 +99,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             log.warning("refused xDS stream of %s: %s", getattr(node, "id", ""), e)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise
-        features, ipv6 = _node_features(node)
-        watch = self.cache.watch(*key, features=features, ipv6=ipv6)
+        watch = self.cache.watch(*key, node_metadata(node))
         self.observer.connected(key, node, delta, stats)
         return watch
 
