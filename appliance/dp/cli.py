@@ -1,7 +1,7 @@
 """`kuma-dp`: `run` fetches the bootstrap from the control plane and runs Envoy; `version`.
 
 The flags are Kuma 2.14's (app/kuma-dp/cmd/run.go, root.go); those for parts of kuma-dp we do not
-have (DNS, transparent proxy, metrics, log rotation) are not offered rather than ignored.
+have (DNS, transparent proxy, log rotation) are not offered rather than ignored.
 """
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ from typing import Any, Iterator
 from appliance import KUMA_COMPAT_VERSION, __version__
 from appliance.dp.bootstrap import BootstrapClient, build_request
 from appliance.dp.config import LOG_LEVELS, PROXY_TYPES, DpConfig, DpError, from_env, validate
-from appliance.dp.envoy import admin_address, command, detect_version, locate, write_bootstrap
+from appliance.dp.envoy import AdminAddress, admin_address, command, detect_version, locate, write_bootstrap
+from appliance.dp.metrics import DynamicConfig, Hijacker
 from appliance.dp.resource import Identity, check_token, identity, load_resource
 from appliance.dp.supervisor import Supervisor
 from appliance.gocompat import parse_seconds
+from appliance.model import names
 from appliance.dp.template import parse_vars
 
 log = logging.getLogger("kuma-dp")
@@ -179,6 +181,19 @@ def _ca_pem(cfg: DpConfig) -> str:
         raise DpError(f"could not read certificate file {cfg.ca_cert_file}: {getattr(e, 'strerror', None) or e}")
 
 
+def _metrics_hijacker(cfg: DpConfig, ident: Identity, work_dir: Path, admin: AdminAddress | None) -> Hijacker | None:
+    """Where Envoy's Prometheus listener (MeshMetric, Mesh.metrics) sends scrapes; a sidecar's only."""
+    if cfg.proxy_type != "dataplane" or admin is None:
+        return None
+    hijacker = Hijacker(names.metrics_hijacker_socket(str(work_dir), ident.name, ident.mesh), admin,
+                        DynamicConfig(names.meshmetric_config_socket(str(work_dir))))
+    try:
+        hijacker.start()
+    except OSError as e:
+        raise DpError(f"cannot start the metrics hijacker on {hijacker.socket_path}: {e.strerror or e}")
+    return hijacker
+
+
 def run(cfg: DpConfig) -> int:
     validate(cfg)
     ident = identity(cfg, load_resource(cfg))
@@ -199,7 +214,13 @@ def run(cfg: DpConfig) -> int:
             return 0
         config_path = write_bootstrap(work_dir, bootstrap.yaml_text)
         log.info("bootstrap configuration saved to %s", config_path)
-        return Supervisor(command(binary, config_path, cfg), admin_address(bootstrap.config), cfg.drain_time).run()
+        admin = admin_address(bootstrap.config)
+        hijacker = _metrics_hijacker(cfg, ident, work_dir, admin)
+        try:
+            return Supervisor(command(binary, config_path, cfg), admin, cfg.drain_time).run()
+        finally:
+            if hijacker is not None:
+                hijacker.stop()
     finally:
         if temporary:
             shutil.rmtree(work_dir, ignore_errors=True)
