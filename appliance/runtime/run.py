@@ -243,6 +243,12 @@ def run(config: Config) -> int:
             if config["apiServer.https.enabled"]:
                 servers.append(_https_api(config, api))
                 started.callback(servers[-1].stop)
+        if config["monitoringAssignmentServer.enabled"]:
+            from appliance.runtime import mads
+            servers.append(_serve(mads.create_app(store, config.seconds("monitoringAssignmentServer.defaultFetchTimeout")),
+                                  "0.0.0.0", config["monitoringAssignmentServer.port"], 8,
+                                  "monitoring assignment server", "monitoringAssignmentServer.port"))
+            started.callback(servers[-1].stop)
         servers.append(_serve(_diagnostics_app(ready, _metrics(instance_id, leadership, store, dataplanes), store),
                               "0.0.0.0", config["diagnostics.serverPort"], 2,
                               "diagnostics server", "diagnostics.serverPort"))

@@ -130,3 +130,50 @@ def test_meshmetric_serves_envoy_and_application_metrics(metrics: Metrics) -> No
     assert orders and orders[0][1] == 7.0
     assert orders[0][0]["mesh"] == "default" and orders[0][0]["kuma_io_service"] == "backend"
     assert orders[0][0]["dataplane"] == "backend-1"
+
+
+def mads_url(metrics: Metrics) -> str:
+    return f"http://127.0.0.1:{metrics.mesh.cp.env['KUMA_MONITORING_ASSIGNMENT_SERVER_PORT']}"
+
+
+def discovery_request(client_id: str, version: str = "", nonce: str = "") -> dict:
+    """What Prometheus' kuma_sd sends (discovery/xds/client.go): a DiscoveryRequest as protojson."""
+    return {"version_info": version, "node": {"id": client_id},
+            "type_url": "type.googleapis.com/kuma.observability.v1.MonitoringAssignment", "response_nonce": nonce}
+
+
+def test_mesh_metrics_backend_is_served_and_discovered_with_kumas_labels(metrics: Metrics) -> None:
+    port = free_port()
+    metrics.put("/meshes/default", {"type": "Mesh", "name": "default", "metrics": {
+        "enabledBackend": "prom", "backends": [{"name": "prom", "type": "prometheus",
+                                                "conf": {"port": port, "path": "/stats", "skipMTLS": True}}]}})
+    assert metrics.call() == 200
+    text = eventually(lambda: requests.get(f"http://127.0.0.1:{port}/stats", timeout=10).text, timeout=30)
+    assert samples(text, "envoy_server_live")
+
+    url = mads_url(metrics) + "/v3/discovery:monitoringassignments"
+    r = requests.post(url, json=discovery_request("prometheus-1"), headers={"Accept": "application/json"},
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["type_url"] == "type.googleapis.com/kuma.observability.v1.MonitoringAssignment"
+    by_name = {t["name"]: (a, t) for a in body["resources"] for t in a["targets"]}
+    assignment, target = by_name["backend-1"]
+    assert assignment["mesh"] == "default" and assignment["service"] == "backend"
+    assert target["address"] == f"127.0.0.1:{port}" and target["metrics_path"] == "/stats"
+    assert target["scheme"] == "http"
+    assert target["labels"] == {"kuma_io_service": "backend", "kuma_io_services": ",backend,",
+                                "kuma_io_protocol": "http", "kuma_io_protocols": ",http,",
+                                "version": "v1", "versions": ",v1,"}
+    # the same version again: nothing changed, the long poll ends with 304 after fetch-timeout
+    again = requests.post(url + "?fetch-timeout=1s", json=discovery_request("prometheus-1", body["version_info"],
+                                                                           body["nonce"]), timeout=10)
+    assert again.status_code == 304
+
+    groups = requests.get(mads_url(metrics) + "/http_sd", timeout=10).json()
+    group = next(g for g in groups if g["labels"]["__meta_kuma_dataplane"] == "backend-1")
+    assert group["targets"] == [f"127.0.0.1:{port}"]
+    assert group["labels"]["__meta_kuma_mesh"] == "default" and group["labels"]["__metrics_path__"] == "/stats"
+    assert group["labels"]["__meta_kuma_label_kuma_io_service"] == "backend"
+    assert requests.get(mads_url(metrics) + "/http_sd", params={"mesh": "other"}, timeout=10).status_code == 404
+    assert len(requests.get(mads_url(metrics) + "/http_sd", params={"mesh": "default"}, timeout=10).json()) == 2
