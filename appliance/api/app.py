@@ -5,6 +5,7 @@ import falcon
 
 from appliance.api import errors, index, inspect, inspect_views, legacy, resources, tokens
 from appliance.api.auth import Authenticator
+from appliance.api.request_metrics import RequestMetrics
 from appliance.config import Config
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
@@ -12,7 +13,7 @@ from appliance.core.resources import registry
 
 def create_app(config: Config, manager: ResourceManager, instance_id: str,
                inspector: inspect.XdsInspector | None = None) -> falcon.App:
-    middleware: list = [Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"])]
+    middleware: list = [RequestMetrics(), Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"])]
     if config["apiServer.corsAllowedDomains"]:
         middleware.insert(0, falcon.CORSMiddleware(allow_origins=config["apiServer.corsAllowedDomains"]))
     app = falcon.App(middleware=middleware)

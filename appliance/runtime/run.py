@@ -28,7 +28,7 @@ from appliance.runtime.leader_jobs import LeaderJobs
 from appliance.runtime.metrics import Gauge, Metrics, process_gauges
 from appliance.ca.server_cert import (KEY_FILE_NAME, ServerCert, ensure_server_cert, load_server_cert,
                                       machine_names)
-from appliance.store import Store
+from appliance.store import Store, metered
 from appliance.store.file_modes import PRIVATE_DIR, PRIVATE_FILE, private_dir, restrict
 from appliance.store.memory import MemoryStore
 from appliance.store.sqlite import SQLiteStore
@@ -218,7 +218,7 @@ def run(config: Config) -> int:
     _private_work_dir(config.work_dir)
     # Whatever started is stopped, in reverse order, however `run` ends: a failed start or a signal.
     with ExitStack() as started:
-        store = open_store(config)
+        store = metered.instrument(open_store(config))
         started.callback(store.close)
         manager = ResourceManager(store, Labelling(zone=config["multizone.zone.name"]))
         instance_id = f"{socket.gethostname()}-{secrets.token_hex(2)}"

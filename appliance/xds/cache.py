@@ -22,6 +22,7 @@ from typing import Callable
 
 from google.protobuf.message import Message
 
+from appliance import telemetry
 from appliance.core.events import Change
 from appliance.core.resources.model import Resource
 from appliance.store import ListQuery, Store, StoreUnavailable
@@ -340,7 +341,13 @@ class XdsCache:
         memo_key = (egress, tuple((s.mesh, s.revision) for s in snapshots),
                     tuple(hash(i.cert_pem) if i else None for i in identities.values()))
         if memo_key != watch.memo_key:
-            watch.memo = pack_all(generate_egress(egress, snapshots, identities))
+            started = time.perf_counter()
+            try:
+                watch.memo = pack_all(generate_egress(egress, snapshots, identities))
+            except Exception:
+                telemetry.XDS_GENERATION_ERRORS.inc()
+                raise
+            telemetry.XDS_GENERATION.observe((time.perf_counter() - started) * 1000, "egress", "changed")
             watch.memo_key = memo_key
             renewals = [at for s in egress_meshes(snapshots)
                         if (at := self.identities.renew_at(s.mesh, egress.identity_proxy(s.mesh).name)) is not None]
@@ -367,13 +374,21 @@ class XdsCache:
             watch.memo_revision = snapshot.revision
         if memo_key != watch.memo_key:
             started = time.perf_counter()
-            resources = self.generate(snapshot, proxy, identity, shared.messages)
+            try:
+                resources = self.generate(snapshot, proxy, identity, shared.messages)
+            except Exception:
+                telemetry.XDS_GENERATION_ERRORS.inc()
+                raise
             # load assignments are the shared ones (generate_sidecar's cache): packed once per mesh revision
-            watch.memo = {t: {n: self._load_assignment(snapshot, shared, n, m) if t == ENDPOINT
-                              else shared.pack(t, n, m) for n, m in items.items()} for t, items in resources.items()}
+            memo = {t: {n: self._load_assignment(snapshot, shared, n, m) if t == ENDPOINT
+                        else shared.pack(t, n, m) for n, m in items.items()} for t, items in resources.items()}
             watch.memo_key = memo_key
             watch.memo_revision = snapshot.revision
-            log.debug("generated %s.%s in %.1f ms", mesh, name, (time.perf_counter() - started) * 1000)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            # Kuma's result: "generated" for a proxy's first config, "changed" for a regeneration
+            telemetry.XDS_GENERATION.observe(elapsed_ms, "dataplane", "changed" if watch.memo else "generated")
+            watch.memo = memo
+            log.debug("generated %s.%s in %.1f ms", mesh, name, elapsed_ms)
             self._schedule_renewal(watch, self.identities.renew_at(*watch.key))
             if identity and self.on_identity:
                 self.on_identity(watch.key)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from appliance import telemetry
 from appliance.xds.cache import NodeMetadata, ProxyWatch, XdsCache
 from appliance.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
 
@@ -56,6 +58,23 @@ class _TypeState:
     versioned: tuple[object, frozenset[str] | None] | None = None
     version_of: str = ""
     last_items: dict[str, Packed] | None = None           # SotW: what the last response held (CDS)
+    sent_at: float = 0.0                                  # when the last response left (for xds_delivery)
+
+
+def _confirmed(t: str, state: _TypeState, error: str | None) -> None:
+    """Kuma's xds_requests_received and xds_delivery (push to ACK/NACK, in milliseconds)."""
+    if error is None:
+        telemetry.XDS_REQUESTS_RECEIVED.inc(t, "ACK", "no_error")
+    else:
+        telemetry.XDS_REQUESTS_RECEIVED.inc(t, "NACK", "user" if "failed calling webhook" in error else "other")
+    if state.sent_at:
+        telemetry.XDS_DELIVERY.observe((time.monotonic() - state.sent_at) * 1000)
+        state.sent_at = 0.0
+
+
+def _sent(t: str, state: _TypeState) -> None:
+    telemetry.XDS_RESPONSES_SENT.inc(t)
+    state.sent_at = time.monotonic()
 
 
 def node_metadata(node: object) -> NodeMetadata:
@@ -154,6 +173,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if request.response_nonce != state.nonce:
                 return []  # stale: answers a response that has since been replaced
             if request.HasField("error_detail"):
+                _confirmed(t, state, request.error_detail.message)
                 stats.nacks[t] = stats.nacks.get(t, 0) + 1
                 stats.last_nack = request.error_detail.message
                 log.warning("%s NACKed %s version %s: %s", ".".join(watch.key), SHORT.get(t, t),
@@ -171,6 +191,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     state.names = names
                     response = self._sotw_response(watch, t, state, stats, force=True)
                     return [response] if response else []
+                _confirmed(t, state, None)
                 state.ack_seen = True
                 state.acked_version = request.version_info
                 stats.acks[t] = stats.acks.get(t, 0) + 1
@@ -220,6 +241,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         state.sent_version = version
         state.nonce = _nonce()
         state.ack_seen = False
+        _sent(t, state)
         stats.responses_sent[t] = stats.responses_sent.get(t, 0) + 1
         return discovery_pb2.DiscoveryResponse(version_info=version, resources=[p.any for p in chosen],
                                                type_url=t, nonce=state.nonce)
@@ -268,11 +290,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if request.response_nonce != state.nonce:
                 return []
             if request.HasField("error_detail"):
+                _confirmed(t, state, request.error_detail.message)
                 stats.nacks[t] = stats.nacks.get(t, 0) + 1
                 stats.last_nack = request.error_detail.message
                 # the previous config stays; the next change of content is sent again
                 log.warning("%s NACKed %s: %s", ".".join(watch.key), SHORT.get(t, t), request.error_detail.message)
             else:
+                _confirmed(t, state, None)
                 stats.acks[t] = stats.acks.get(t, 0) + 1
                 if t == LISTENER:   # listeners in place: the clusters they stopped using can go now
                     self.observer.changed(watch.key)
@@ -331,6 +355,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         for n in removed:
             del state.sent[n]
         state.nonce = _nonce()
+        _sent(t, state)
         stats.responses_sent[t] = stats.responses_sent.get(t, 0) + 1
         return discovery_pb2.DeltaDiscoveryResponse(
             type_url=t, nonce=state.nonce, removed_resources=removed,

@@ -177,3 +177,107 @@ def test_mesh_metrics_backend_is_served_and_discovered_with_kumas_labels(metrics
     assert group["labels"]["__meta_kuma_label_kuma_io_service"] == "backend"
     assert requests.get(mads_url(metrics) + "/http_sd", params={"mesh": "other"}, timeout=10).status_code == 404
     assert len(requests.get(mads_url(metrics) + "/http_sd", params={"mesh": "default"}, timeout=10).json()) == 2
+
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+_SAMPLE_LINE = re.compile(rf"^({_NAME})(?:\{{((?:{_LABEL})(?:,{_LABEL})*)?\}})? (\S+)$")
+_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count", ""),
+             "counter": ("", "_total"), "gauge": ("",), "untyped": ("",)}
+
+
+def parse_prometheus(text: str) -> dict[str, dict]:
+    """A strict reader of the text format 0.0.4: every line a HELP, a TYPE or a sample of the family declared
+    just before it, values are floats, histograms' buckets are cumulative and end at +Inf = _count."""
+    families: dict[str, dict] = {}
+    current = None
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            _, what, name, *rest = line.split(" ", 3)
+            assert re.fullmatch(_NAME, name), line
+            family = families.setdefault(name, {"type": "untyped", "samples": []})
+            if what == "TYPE":
+                assert rest and rest[0] in _SUFFIXES, line
+                assert not family["samples"], f"TYPE after samples: {line}"
+                family["type"] = rest[0]
+            current = name
+            continue
+        assert not line.startswith("#") and line.strip(), f"unexpected line: {line!r}"
+        m = _SAMPLE_LINE.match(line)
+        assert m, f"not a sample: {line!r}"
+        name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+        assert current is not None and any(name == current + s for s in _SUFFIXES[families[current]["type"]]), \
+            f"{name} outside its family ({current})"
+        float(value)   # +Inf, NaN and numbers only
+        families[current]["samples"].append(
+            (name, dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels)), float(value)))
+    for name, family in families.items():
+        if family["type"] == "histogram":
+            series: dict = {}
+            for sample, labels, value in family["samples"]:
+                key = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+                series.setdefault(key, {"buckets": [], "count": None})
+                if sample.endswith("_bucket"):
+                    series[key]["buckets"].append((float(labels["le"]), value))
+                elif sample.endswith("_count"):
+                    series[key]["count"] = value
+            for key, s in series.items():
+                counts = [v for _, v in s["buckets"]]
+                assert counts == sorted(counts), f"{name}{key}: buckets not cumulative"
+                assert s["buckets"][-1][0] == float("inf") and counts[-1] == s["count"], f"{name}{key}"
+    return families
+
+
+def total(families: dict, name: str, sample: str | None = None, **labels: str) -> float:
+    family = families.get(name)
+    if family is None:
+        return 0.0
+    wanted = sample or name
+    return sum(v for s, ls, v in family["samples"] if s == wanted and all(ls.get(k) == x for k, x in labels.items()))
+
+
+def test_control_plane_metrics_count_the_pushes_a_change_causes(metrics: Metrics) -> None:
+    url = f"http://127.0.0.1:{metrics.mesh.cp.diag_port}/metrics"
+
+    def read() -> dict:
+        r = requests.get(url, timeout=10)
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return parse_prometheus(r.text)
+
+    def settled() -> dict | None:
+        """Every response sent has been answered (ACK or NACK): nothing is on its way."""
+        families = read()
+        sent = total(families, "xds_responses_sent")
+        answered = total(families, "xds_requests_received")
+        return families if sent == answered == total(families, "xds_delivery", "xds_delivery_count") else None
+
+    before = eventually(settled, timeout=20)
+    assert total(before, "xds_generation", "xds_generation_count") >= 2    # the two proxies' first configs
+    assert before["xds_delivery"]["type"] == "histogram"
+
+    # a change that concerns both proxies: a MeshTimeout on every outbound
+    r = requests.put(f"{metrics.mesh.cp.url}/meshes/default/meshtimeouts/slow", json={
+        "type": "MeshTimeout", "mesh": "default", "name": "slow", "spec": {
+            "targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"},
+                                                   "default": {"connectionTimeout": "7s"}}]}})
+    assert r.status_code == 201, r.text
+
+    def pushed() -> dict | None:
+        families = settled()
+        return families if families and total(families, "xds_responses_sent") > total(
+            before, "xds_responses_sent") else None
+
+    after = eventually(pushed, timeout=20)
+    pushes = total(after, "xds_responses_sent") - total(before, "xds_responses_sent")
+    delivered = total(after, "xds_delivery", "xds_delivery_count") - total(before, "xds_delivery", "xds_delivery_count")
+    acks = total(after, "xds_requests_received", confirmation="ACK") - total(
+        before, "xds_requests_received", confirmation="ACK")
+    assert pushes >= 2 and delivered == pushes == acks          # each push answered and timed, none rejected
+    assert total(after, "xds_requests_received", confirmation="NACK") == 0
+    assert total(after, "xds_generation", "xds_generation_count", proxy_type="dataplane", result="changed") >= 2
+    # the route, not the resource's name, is the handler label
+    assert total(after, "api_server_http_request_duration_seconds", "api_server_http_request_duration_seconds_count",
+                 method="PUT", code="201", handler="/meshes/{mesh}/meshtimeouts/{name}") == 1
+    assert total(after, "store", "store_count", operation="create", resource_type="MeshTimeout") >= 1
+    assert total(after, "cp_info") == 1
