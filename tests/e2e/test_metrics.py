@@ -281,3 +281,49 @@ def test_control_plane_metrics_count_the_pushes_a_change_causes(metrics: Metrics
                  method="PUT", code="201", handler="/meshes/{mesh}/meshtimeouts/{name}") == 1
     assert total(after, "store", "store_count", operation="create", resource_type="MeshTimeout") >= 1
     assert total(after, "cp_info") == 1
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="needs the prometheus binary (Debian: apt-get install prometheus)")
+def test_real_prometheus_discovers_the_proxy_through_http_sd_and_scrapes_it(metrics: Metrics, tmp_path: Path) -> None:
+    port = free_port()
+    metrics.put("/meshes/default/meshmetrics/metrics", {
+        "type": "MeshMetric", "mesh": "default", "name": "metrics",
+        "spec": {"targetRef": {"kind": "MeshService", "name": "backend"}, "default": {
+            "backends": [{"type": "Prometheus", "prometheus": {"port": port}}]}}})
+    eventually(lambda: scrape(port), timeout=30)
+    web = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "kuma", "scrape_interval": "1s", "scrape_timeout": "1s",
+                            "http_sd_configs": [{"url": mads_url(metrics) + "/http_sd", "refresh_interval": "1s"}]}]}))
+    log = open(tmp_path / "prometheus.log", "ab")
+    proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{web}"], stdout=log, stderr=subprocess.STDOUT)
+    metrics.mesh.procs.append(proc)
+    api = f"http://127.0.0.1:{web}/api/v1"
+
+    def backend_target() -> dict | None:
+        targets = requests.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
+        found = [t for t in targets if t["discoveredLabels"].get("__meta_kuma_dataplane") == "backend-1"]
+        return found[0] if found and found[0]["health"] == "up" else None
+
+    target = eventually(backend_target, timeout=60)
+    assert target["scrapeUrl"] == f"http://127.0.0.1:{port}/metrics"
+    assert target["discoveredLabels"]["__meta_kuma_mesh"] == "default"
+    assert target["discoveredLabels"]["__meta_kuma_service"] == "backend"
+
+    query = (f'sum(envoy_http_downstream_rq_total{{dataplane="backend-1",'
+             f'envoy_http_conn_manager_prefix="localhost_{metrics.app_port}"}})')
+
+    def requests_seen() -> float | None:
+        result = requests.get(f"{api}/query", params={"query": query}, timeout=5).json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    first = eventually(requests_seen, timeout=30)
+    for _ in range(5):
+        assert metrics.call() == 200
+    assert eventually(lambda: (requests_seen() or 0) >= first + 5, timeout=30)

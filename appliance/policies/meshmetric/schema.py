@@ -171,7 +171,13 @@ def not_applied(spec: dict[str, Any]) -> list[str]:
     """Our `warnings`: what this control plane stores without applying."""
     out = []
     for i, backend in enumerate(as_list(as_dict(spec.get("default")).get("backends"))):
-        if as_dict(backend).get("type") == "OpenTelemetry":
+        backend = as_dict(backend)
+        if backend.get("type") == "OpenTelemetry":
             out.append(f"'spec.default.backends[{i}]' of type OpenTelemetry is stored but not yet applied to "
                        "proxies by this control plane: use a Prometheus backend")
+        elif as_dict(as_dict(backend.get("prometheus")).get("tls")).get("mode") == "ActiveMTLSBackend":
+            # Kuma 2.14 would serve plaintext here; we serve nothing rather than fail open
+            out.append(f"'spec.default.backends[{i}].prometheus.tls.mode' ActiveMTLSBackend is stored but not "
+                       "applied: the proxy serves no Prometheus endpoint for this backend (use ProvidedTLS or "
+                       "Disabled)")
     return out
