@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
