@@ -4,6 +4,8 @@
   (discovery/xds): a DiscoveryRequest in JSON (node.id = the client id), a DiscoveryResponse in JSON back. A
   request carrying the current version waits up to `fetch-timeout` (default `defaultFetchTimeout`) for a
   change and answers 304 Not Modified when nothing changed.
+- the same over gRPC (`FetchMonitoringAssignments`, runtime/mads_grpc.py), on the same port as Kuma serves it:
+  a front reads each connection's first bytes and hands an HTTP/2 preface to gRPC, anything else to HTTP.
 - `GET /http_sd[?mesh=NAME]`: the same assignments in Prometheus' generic HTTP SD format (`http_sd_configs`),
   for any Prometheus, including those built without kuma_sd.
 What is assigned is xds/mads.py's to decide; this module reads the store and answers.
@@ -12,13 +14,20 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 import falcon
+import grpc
 
 from appliance.api.errors import KumaError, install
 from appliance.core.events import Change
 from appliance.gocompat import parse_seconds
+from appliance.runtime import mads_grpc
+from appliance.runtime.dpserver import socket_name
+from appliance.runtime.http import HttpServer
+from appliance.runtime.splice import Splicer, listening_sockets
 from appliance.store import ListQuery, Store, StoreUnavailable
 from appliance.xds import mads
 from appliance.xds.snapshot import build_snapshot, proxy_from_dataplane
@@ -78,6 +87,13 @@ class MonitoringAssignments:
         except StoreUnavailable as e:
             raise KumaError(503, "Could not fetch MonitoringAssignments", str(e))
 
+    def current(self, client_id: str) -> tuple[list[mads.Assignment], str]:
+        found = mads.assignments(load_meshes(self.store), client_id)
+        return found, mads.version(found)
+
+    def nonce(self) -> str:
+        return format(next(self._nonces), "x")
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
             request = json.loads(req.bounded_stream.read() or b"{}")
@@ -105,7 +121,7 @@ class MonitoringAssignments:
                 return
         resp.content_type = "application/json"
         resp.text = json.dumps({"version_info": version, "resources": [mads.resource_json(a) for a in found],
-                                "type_url": mads.ASSIGNMENT_TYPE, "nonce": format(next(self._nonces), "x")})
+                                "type_url": mads.ASSIGNMENT_TYPE, "nonce": self.nonce()})
 
 
 class HttpSd:
@@ -124,9 +140,46 @@ class HttpSd:
         resp.text = json.dumps(mads.http_sd(mads.assignments(meshes)))
 
 
-def create_app(store: Store, default_fetch_timeout: float) -> falcon.App:
+def create_app(assignments: MonitoringAssignments) -> falcon.App:
     app = falcon.App()
     install(app)   # every failure in Kuma's error body
-    app.add_route(PATH, MonitoringAssignments(store, default_fetch_timeout))
-    app.add_route("/http_sd", HttpSd(store))
+    app.add_route(PATH, assignments)
+    app.add_route("/http_sd", HttpSd(assignments.store))
     return app
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class MadsServer:
+    """HTTP and gRPC on one port (Kuma's monitoringAssignmentServer.port), each behind the front on a unix socket
+    of its own. Binding the port raises OSError here, so that start-up stops on a port in use."""
+
+    def __init__(self, store: Store, host: str, port: int, default_fetch_timeout: float, threads: int = 8) -> None:
+        self.assignments = MonitoringAssignments(store, default_fetch_timeout)
+        self.http_name, self.grpc_name = socket_name("mads-http"), socket_name("mads-grpc")
+        http_socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        http_socket.bind("\0" + self.http_name)
+        http_socket.listen(128)
+        self.http = HttpServer(create_app(self.assignments), "", 0, threads, sockets=[http_socket])
+        self.grpc = grpc.server(ThreadPoolExecutor(max_workers=2, thread_name_prefix="mads-grpc"),
+                                options=[("grpc.so_reuseport", 0)])
+        self.grpc.add_generic_rpc_handlers((mads_grpc.handler(self.assignments.current, self.assignments.nonce),))
+        self.grpc.add_insecure_port("unix-abstract:" + self.grpc_name)
+        self.front = Splicer(listening_sockets(host, port), self._route)
+
+    def _route(self, first: bytes) -> str | None:
+        if len(first) < len(H2_PREFACE) and H2_PREFACE.startswith(first):
+            return None   # could still be gRPC: read on
+        return self.grpc_name if first.startswith(H2_PREFACE) else self.http_name
+
+    def start(self) -> None:
+        self.http.start()
+        self.grpc.start()
+        self.front.start()
+
+    def stop(self) -> None:
+        self.front.stop()
+        self.grpc.stop(1).wait(2)
+        self.http.stop()
+        self.assignments.changes.unsubscribe()

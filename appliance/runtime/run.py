@@ -186,6 +186,19 @@ def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str
     return server
 
 
+def _mads(config: Config, store: Store) -> Any:
+    """The monitoring assignment server (Prometheus service discovery), serving."""
+    from appliance.runtime.mads import MadsServer
+    port = config["monitoringAssignmentServer.port"]
+    try:
+        server = MadsServer(store, "", port, config.seconds("monitoringAssignmentServer.defaultFetchTimeout"))
+    except OSError as e:
+        raise StartupError(f"cannot listen on :{port} for the monitoring assignment server "
+                           f"(monitoringAssignmentServer.port): {e.strerror or e}")
+    server.start()
+    return server
+
+
 def _managed_egress(config: Config, manager: ResourceManager, dataplanes: DataplaneServer) -> ManagedEgress:
     try:
         egress = ManagedEgress(manager.store, config.work_dir, config["egress.name"], config["egress.address"],
@@ -243,16 +256,12 @@ def run(config: Config) -> int:
             if config["apiServer.https.enabled"]:
                 servers.append(_https_api(config, api))
                 started.callback(servers[-1].stop)
-        if config["monitoringAssignmentServer.enabled"]:
-            from appliance.runtime import mads
-            servers.append(_serve(mads.create_app(store, config.seconds("monitoringAssignmentServer.defaultFetchTimeout")),
-                                  "0.0.0.0", config["monitoringAssignmentServer.port"], 8,
-                                  "monitoring assignment server", "monitoringAssignmentServer.port"))
-            started.callback(servers[-1].stop)
         servers.append(_serve(_diagnostics_app(ready, _metrics(instance_id, leadership, store, dataplanes), store),
                               "0.0.0.0", config["diagnostics.serverPort"], 2,
                               "diagnostics server", "diagnostics.serverPort"))
         started.callback(servers[-1].stop)
+        if config["monitoringAssignmentServer.enabled"]:
+            started.callback(_mads(config, store).stop)
         for server in servers:   # every port bound before any serves
             server.start()
         if config["egress.enabled"]:

@@ -12,8 +12,13 @@ import subprocess
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import grpc
 import pytest
 import requests
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+
+import appliance.runtime.mads_grpc  # noqa: F401  (describes kuma.observability.v1.MonitoringAssignment)
 
 from tests.e2e.harness import Mesh, serve_in_thread
 from tests.support import eventually, free_port
@@ -135,6 +140,17 @@ def mads_url(metrics: Metrics) -> str:
     return f"http://127.0.0.1:{metrics.mesh.cp.env['KUMA_MONITORING_ASSIGNMENT_SERVER_PORT']}"
 
 
+def _unpack(packed):
+    """A MonitoringAssignment out of its Any (the message as Kuma's mads.proto numbers its fields)."""
+    from google.protobuf import descriptor_pool, message_factory
+    assert packed.type_url == "type.googleapis.com/kuma.observability.v1.MonitoringAssignment"
+    cls = message_factory.GetMessageClass(
+        descriptor_pool.Default().FindMessageTypeByName("kuma.observability.v1.MonitoringAssignment"))
+    message = cls()
+    packed.Unpack(message)
+    return message
+
+
 def discovery_request(client_id: str, version: str = "", nonce: str = "") -> dict:
     """What Prometheus' kuma_sd sends (discovery/xds/client.go): a DiscoveryRequest as protojson."""
     return {"version_info": version, "node": {"id": client_id},
@@ -168,6 +184,18 @@ def test_mesh_metrics_backend_is_served_and_discovered_with_kumas_labels(metrics
     again = requests.post(url + "?fetch-timeout=1s", json=discovery_request("prometheus-1", body["version_info"],
                                                                            body["nonce"]), timeout=10)
     assert again.status_code == 304
+
+    # gRPC on the same port: Kuma's MonitoringAssignmentDiscoveryService
+    port_mads = int(metrics.mesh.cp.env["KUMA_MONITORING_ASSIGNMENT_SERVER_PORT"])
+    with grpc.insecure_channel(f"127.0.0.1:{port_mads}") as channel:
+        fetch = channel.unary_unary(
+            "/kuma.observability.v1.MonitoringAssignmentDiscoveryService/FetchMonitoringAssignments",
+            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString)
+        response = fetch(discovery_pb2.DiscoveryRequest(node={"id": "prometheus-1"}), timeout=10)
+    assert response.version_info == body["version_info"]
+    assert [json_format.MessageToDict(_unpack(a), preserving_proto_field_name=True) for a in response.resources] == [
+        {k: v for k, v in r.items() if k != "@type"} for r in body["resources"]]
 
     groups = requests.get(mads_url(metrics) + "/http_sd", timeout=10).json()
     group = next(g for g in groups if g["labels"]["__meta_kuma_dataplane"] == "backend-1")
