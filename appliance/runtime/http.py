@@ -33,7 +33,7 @@ class HttpServer:
     @property
     def port(self) -> int:
         port = getattr(self._server, "effective_port", 0)
-        return port if isinstance(port, int) else 0   # a unix socket has none
+        return int(port) if isinstance(port, (int, str)) else 0   # a unix socket's is its name (bytes)
 
     def start(self) -> "HttpServer":
         self._thread = threading.Thread(target=self._server.run, name=f"http-{self.port}", daemon=True)
