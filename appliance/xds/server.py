@@ -58,23 +58,29 @@ class _TypeState:
     versioned: tuple[object, frozenset[str] | None] | None = None
     version_of: str = ""
     last_items: dict[str, Packed] | None = None           # SotW: what the last response held (CDS)
-    sent_at: float = 0.0                                  # when the last response left (for xds_delivery)
+    sent_at: dict[str, float] = field(default_factory=dict)   # nonce -> when that response left (xds_delivery)
 
 
-def _confirmed(t: str, state: _TypeState, error: str | None) -> None:
-    """Kuma's xds_requests_received and xds_delivery (push to ACK/NACK, in milliseconds)."""
+_UNANSWERED_MAX = 64   # responses a proxy never answered are forgotten past this many
+
+
+def _confirmed(t: str, state: _TypeState, nonce: str, error: str | None) -> None:
+    """Kuma's xds_requests_received, and xds_delivery (response to its ACK/NACK, in milliseconds): every
+    answer counts, also one to a response that a newer one has replaced since, as Kuma counts by version."""
     if error is None:
         telemetry.XDS_REQUESTS_RECEIVED.inc(t, "ACK", "no_error")
     else:
         telemetry.XDS_REQUESTS_RECEIVED.inc(t, "NACK", "user" if "failed calling webhook" in error else "other")
-    if state.sent_at:
-        telemetry.XDS_DELIVERY.observe((time.monotonic() - state.sent_at) * 1000)
-        state.sent_at = 0.0
+    sent_at = state.sent_at.pop(nonce, None)
+    if sent_at is not None:
+        telemetry.XDS_DELIVERY.observe((time.monotonic() - sent_at) * 1000)
 
 
 def _sent(t: str, state: _TypeState) -> None:
     telemetry.XDS_RESPONSES_SENT.inc(t)
-    state.sent_at = time.monotonic()
+    if len(state.sent_at) >= _UNANSWERED_MAX:
+        state.sent_at.pop(next(iter(state.sent_at)))
+    state.sent_at[state.nonce] = time.monotonic()
 
 
 def node_metadata(node: object) -> NodeMetadata:
@@ -170,10 +176,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         t = request.type_url
         state = states.setdefault(t, _TypeState())
         if request.response_nonce:
+            _confirmed(t, state, request.response_nonce,
+                       request.error_detail.message if request.HasField("error_detail") else None)
             if request.response_nonce != state.nonce:
                 return []  # stale: answers a response that has since been replaced
             if request.HasField("error_detail"):
-                _confirmed(t, state, request.error_detail.message)
                 stats.nacks[t] = stats.nacks.get(t, 0) + 1
                 stats.last_nack = request.error_detail.message
                 log.warning("%s NACKed %s version %s: %s", ".".join(watch.key), SHORT.get(t, t),
@@ -191,7 +198,6 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     state.names = names
                     response = self._sotw_response(watch, t, state, stats, force=True)
                     return [response] if response else []
-                _confirmed(t, state, None)
                 state.ack_seen = True
                 state.acked_version = request.version_info
                 stats.acks[t] = stats.acks.get(t, 0) + 1
@@ -287,16 +293,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             else:
                 state.names = frozenset()
         if request.response_nonce:
+            _confirmed(t, state, request.response_nonce,
+                       request.error_detail.message if request.HasField("error_detail") else None)
             if request.response_nonce != state.nonce:
                 return []
             if request.HasField("error_detail"):
-                _confirmed(t, state, request.error_detail.message)
                 stats.nacks[t] = stats.nacks.get(t, 0) + 1
                 stats.last_nack = request.error_detail.message
                 # the previous config stays; the next change of content is sent again
                 log.warning("%s NACKed %s: %s", ".".join(watch.key), SHORT.get(t, t), request.error_detail.message)
             else:
-                _confirmed(t, state, None)
                 stats.acks[t] = stats.acks.get(t, 0) + 1
                 if t == LISTENER:   # listeners in place: the clusters they stopped using can go now
                     self.observer.changed(watch.key)

@@ -273,19 +273,20 @@ def test_control_plane_metrics_count_the_pushes_a_change_causes(metrics: Metrics
         return parse_prometheus(r.text)
 
     def settled() -> dict | None:
-        """Every response sent has been answered (ACK or NACK): nothing is on its way."""
+        """Every response sent has been answered (ACK or NACK) and timed: nothing is on its way."""
         families = read()
         sent = total(families, "xds_responses_sent")
-        answered = total(families, "xds_requests_received")
-        return families if sent == answered == total(families, "xds_delivery", "xds_delivery_count") else None
+        both = total(families, "xds_streams_active") == 2
+        return families if both and sent == total(families, "xds_delivery", "xds_delivery_count") else None
 
     before = eventually(settled, timeout=20)
     assert total(before, "xds_generation", "xds_generation_count") >= 2    # the two proxies' first configs
     assert before["xds_delivery"]["type"] == "histogram"
 
-    # a change that concerns both proxies: a MeshTimeout on every outbound
-    r = requests.put(f"{metrics.mesh.cp.url}/meshes/default/meshtimeouts/slow", json={
-        "type": "MeshTimeout", "mesh": "default", "name": "slow", "spec": {
+    # a change that concerns both proxies: a MeshTimeout on every outbound (named to sort before the mesh's
+    # default one, which it then overrides: of two policies alike, the smaller name wins)
+    r = requests.put(f"{metrics.mesh.cp.url}/meshes/default/meshtimeouts/a-slow", json={
+        "type": "MeshTimeout", "mesh": "default", "name": "a-slow", "spec": {
             "targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"},
                                                    "default": {"connectionTimeout": "7s"}}]}})
     assert r.status_code == 201, r.text
@@ -300,7 +301,7 @@ def test_control_plane_metrics_count_the_pushes_a_change_causes(metrics: Metrics
     delivered = total(after, "xds_delivery", "xds_delivery_count") - total(before, "xds_delivery", "xds_delivery_count")
     acks = total(after, "xds_requests_received", confirmation="ACK") - total(
         before, "xds_requests_received", confirmation="ACK")
-    assert pushes >= 2 and delivered == pushes == acks          # each push answered and timed, none rejected
+    assert pushes >= 2 and delivered == pushes and acks >= pushes   # each push answered and timed, none rejected
     assert total(after, "xds_requests_received", confirmation="NACK") == 0
     assert total(after, "xds_generation", "xds_generation_count", proxy_type="dataplane", result="changed") >= 2
     # the route, not the resource's name, is the handler label
