@@ -22,6 +22,7 @@ from appliance.dp.bootstrap import BootstrapClient, build_request
 from appliance.dp.config import LOG_LEVELS, PROXY_TYPES, DpConfig, DpError, from_env, validate
 from appliance.dp.envoy import AdminAddress, admin_address, command, detect_version, locate, write_bootstrap
 from appliance.dp.metrics import DynamicConfig, Hijacker
+from appliance.dp.otel import Pusher
 from appliance.dp.resource import Identity, check_token, identity, load_resource
 from appliance.dp.supervisor import Supervisor
 from appliance.gocompat import parse_seconds
@@ -216,9 +217,14 @@ def run(cfg: DpConfig) -> int:
         log.info("bootstrap configuration saved to %s", config_path)
         admin = admin_address(bootstrap.config)
         hijacker = _metrics_hijacker(cfg, ident, work_dir, admin)
+        pusher = Pusher(hijacker.config.current, hijacker.gather) if hijacker is not None else None
+        if pusher is not None:
+            pusher.start()
         try:
             return Supervisor(command(binary, config_path, cfg), admin, cfg.drain_time).run()
         finally:
+            if pusher is not None:
+                pusher.stop()
             if hijacker is not None:
                 hijacker.stop()
     finally:

@@ -142,29 +142,33 @@ class Hijacker:
                 config = self.config.current()
                 if config is None:
                     return 404, b"no MeshMetric for this proxy\n"
-                return 200, meshmetric_scrape(config, self._envoy_stats, _application).encode()
+                return 200, meshmetric_scrape(config, self._envoy_stats, application).encode()
             return 200, self._envoy_stats(parts.query).encode()
         except OSError as e:
             log.warning("metrics hijacker: cannot read Envoy's stats: %s", e)
             return 503, f"cannot read Envoy's stats: {e}\n".encode()
 
+    def gather(self, config: dict[str, Any]) -> tuple[list[prom_text.Family], dict[str, str]]:
+        """What a MeshMetric scrape publishes now (for the OpenTelemetry pusher)."""
+        return meshmetric_families(config, self._envoy_stats, application)
 
-def _application(address: str, port: int, path: str) -> str:
+
+def application(address: str, port: int, path: str) -> str:
     status, body, _ = _get(http.client.HTTPConnection(address or "127.0.0.1", port, timeout=TIMEOUT), path)
     if status != 200:
         raise OSError(f"answered {status}")
     return body.decode("utf-8", "replace")
 
 
-def meshmetric_scrape(config: dict[str, Any], envoy_stats: Any, application: Any) -> str:
-    """Envoy's families (profiles applied) and each application's, with the extra labels. An application
-    that cannot be read is left out (and logged): the rest of the scrape still answers, as in Kuma."""
+def meshmetric_families(config: dict[str, Any], envoy_stats: Any, application: Any
+                        ) -> tuple[list[prom_text.Family], dict[str, str]]:
+    """Envoy's families (profiles applied) and each application's, and the extra labels for all of them. An
+    application that cannot be read is left out (and logged): the rest still answers, as in Kuma."""
     metrics = (config.get("observability") or {}).get("metrics") or {}
     sidecar = metrics.get("sidecar") or {}
-    labels = metrics.get("extraLabels") or {}
+    labels = {prom_text.label_name(k): v for k, v in (metrics.get("extraLabels") or {}).items()}
     query = "text_readouts" + ("" if sidecar.get("includeUnused") else "&usedonly")
     families = prom_text.profile_filter(sidecar)(prom_text.parse(envoy_stats(query)))
-    out = [prom_text.render(families, labels)]
     for app in metrics.get("applications") or []:
         name = app.get("name") or f"{app.get('address') or '127.0.0.1'}:{app.get('port')}"
         try:
@@ -172,5 +176,10 @@ def meshmetric_scrape(config: dict[str, Any], envoy_stats: Any, application: Any
         except (OSError, http.client.HTTPException) as e:
             log.warning("metrics hijacker: cannot read the metrics of application %s: %s", name, e)
             continue
-        out.append(prom_text.render(prom_text.parse(text), labels))
-    return "".join(out)
+        families += prom_text.parse(text)
+    return families, labels
+
+
+def meshmetric_scrape(config: dict[str, Any], envoy_stats: Any, application: Any) -> str:
+    families, labels = meshmetric_families(config, envoy_stats, application)
+    return prom_text.render(families, labels)

@@ -89,6 +89,20 @@ def with_labels(sample: str, labels: dict[str, str]) -> str:
     return f"{name}{{{joined}}} {value}{timestamp}"
 
 
+def sample_name(sample: str) -> str:
+    match = _SAMPLE.match(sample)
+    return match.group(1) if match else ""
+
+
+def sample_value(sample: str) -> float:
+    """The sample's value; NaN when the line is not a sample (parse keeps only samples)."""
+    match = _SAMPLE.match(sample)
+    try:
+        return float(match.group(3)) if match else float("nan")
+    except ValueError:
+        return float("nan")
+
+
 def sample_labels(sample: str) -> dict[str, str]:
     match = _SAMPLE.match(sample)
     if match is None or not match.group(2):

@@ -143,3 +143,12 @@ def metrics_hijacker_socket(workdir: str, name: str, mesh: str) -> str:
 
 def meshmetric_config_socket(workdir: str) -> str:
     return _socket_name(f"{workdir.rstrip('/')}/kuma-mesh-metric-config")
+
+
+def otel_socket(workdir: str, backend: str) -> str:
+    return _socket_name(f"{workdir.rstrip('/')}/kuma-otel-{backend}")
+
+
+def otel_resource(backend: str) -> str:
+    """The listener (on kuma-dp's side) and cluster (to the collector) of a MeshMetric OpenTelemetry backend."""
+    return f"_kuma:metrics:opentelemetry:{backend}"

@@ -38,8 +38,9 @@ def test_a_bad_meshmetric_is_a_400_naming_the_field(api) -> None:
                                                "reason": "port must be a valid (1-65535)"}]
 
 
-def test_an_opentelemetry_backend_is_stored_with_a_warning(api) -> None:
+def test_an_opentelemetry_backend_by_reference_is_stored_with_a_warning(api) -> None:
     r = api.put("/meshes/default/meshmetrics/metrics", _metric(backends=[
-        {"type": "OpenTelemetry", "openTelemetry": {"endpoint": "collector:4317"}}]))
+        {"type": "OpenTelemetry", "openTelemetry": {"backendRef": {"kind": "MeshOpenTelemetryBackend",
+                                                                   "labels": {"kuma.io/display-name": "otel"}}}}]))
     assert r.status_code == 201, r.text
-    assert any("OpenTelemetry is stored but not yet applied" in w for w in r.json()["warnings"])
+    assert any("backendRef' is stored but not yet applied" in w for w in r.json()["warnings"])

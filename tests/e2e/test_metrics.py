@@ -355,3 +355,50 @@ def test_real_prometheus_discovers_the_proxy_through_http_sd_and_scrapes_it(metr
     for _ in range(5):
         assert metrics.call() == 200
     assert eventually(lambda: (requests_seen() or 0) >= first + 5, timeout=30)
+
+
+def test_opentelemetry_backend_gets_the_proxys_metrics_pushed_through_envoy(metrics: Metrics) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+
+    received: list = []
+
+    def export(request, context):
+        received.append(request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    collector = grpc.server(ThreadPoolExecutor(max_workers=2))
+    collector.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.metrics.v1.MetricsService", {"Export": grpc.unary_unary_rpc_method_handler(
+            export, request_deserializer=metrics_service_pb2.ExportMetricsServiceRequest.FromString,
+            response_serializer=metrics_service_pb2.ExportMetricsServiceResponse.SerializeToString)}),))
+    port = collector.add_insecure_port("127.0.0.1:0")
+    collector.start()
+    try:
+        r = metrics.put("/meshes/default/meshmetrics/metrics", {
+            "type": "MeshMetric", "mesh": "default", "name": "metrics",
+            "spec": {"targetRef": {"kind": "MeshService", "name": "backend"}, "default": {
+                "applications": [{"port": metrics.app_metrics_port, "path": "/app-metrics"}],
+                "backends": [{"type": "OpenTelemetry", "openTelemetry": {
+                    "endpoint": f"127.0.0.1:{port}", "refreshInterval": "1s"}}]}}})
+        assert not [w for w in r.json().get("warnings", []) if "not yet applied" in w]
+
+        def pushed() -> dict | None:
+            for request in list(received):
+                found = {m.name: m for rm in request.resource_metrics for s in rm.instrumentation_library_metrics
+                         for m in s.metrics}
+                if "app_orders_total" in found and "envoy_server_live" in found:
+                    return found
+            return None
+
+        found = eventually(pushed, timeout=30)
+        orders = found["app_orders_total"]
+        assert orders.sum.is_monotonic and orders.sum.data_points[0].as_double == 7.0
+        attributes = {a.key: a.value.string_value for a in orders.sum.data_points[0].attributes}
+        assert attributes["dataplane"] == "backend-1" and attributes["mesh"] == "default"
+        assert attributes["kuma_io_service"] == "backend"
+        count = len(received)
+        assert eventually(lambda: len(received) >= count + 2, timeout=10)   # every refreshInterval
+    finally:
+        collector.stop(0)

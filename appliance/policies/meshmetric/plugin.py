@@ -7,6 +7,9 @@ own stats merged with the applications' metrics. With MeshMetric the path is rew
 kuma-dp reads what to publish (profiles, applications, labels) as JSON from Envoy's `_kuma:dynamicconfig`
 listener, another Unix socket, with an ETag so that an unchanged config costs a 304.
 
+An OpenTelemetry backend given by `endpoint` gets a listener on a Unix socket in kuma-dp's work dir that Envoy
+forwards (gRPC, HTTP/2) to the collector; kuma-dp pushes OTLP there every `refreshInterval` (default 1m).
+
 MeshMetric takes precedence over Mesh.metrics. We differ from Kuma where Kuma would fail open:
 `ProvidedTLS` without kuma-dp's certificate paths and `ActiveMTLSBackend` serve nothing (Kuma serves
 plaintext); the API warns about the latter on write, the log about the former.
@@ -22,9 +25,11 @@ from typing import Any
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import duration_pb2
 
 from appliance.model import names
@@ -36,6 +41,7 @@ from appliance.policies.meshmetric.schema import DEFAULT_PATH, DEFAULT_PORT
 
 KIND = "MeshMetric"
 DEFAULT_BACKEND = "default-backend"
+DEFAULT_REFRESH_INTERVAL = "1m0s"   # how Go prints Kuma's default of a minute
 log = logging.getLogger("appliance.xds")
 
 Conf = dict[str, Any]
@@ -54,8 +60,19 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class OtelBackend:
+    """One OpenTelemetry collector kuma-dp pushes to, through Envoy."""
+    name: str           # backendNameFrom(endpoint): also the listener's and cluster's suffix
+    host: str
+    port: int
+    socket: str         # where Envoy listens for kuma-dp's pushes
+    refresh_interval: str
+
+
+@dataclass(frozen=True)
 class Matched:
     endpoints: tuple[Endpoint, ...] = ()
+    otel: tuple[OtelBackend, ...] = ()
     hijacker_socket: str = ""
     dp_config: bytes = b""             # MeshMetric: what kuma-dp reads at /meshmetric; b"" for Mesh.metrics
     config_socket: str = ""
@@ -72,6 +89,22 @@ def merged_conf(snapshot: MeshSnapshot, proxy: Proxy) -> Conf:
 def prometheus_backends(conf: Conf) -> list[Conf]:
     return [b.get("prometheus") or {} for b in conf.get("backends") or []
             if b.get("type") == "Prometheus" and b.get("prometheus") is not None]
+
+
+def otel_backends(conf: Conf, workdir: str) -> list[OtelBackend]:
+    """The OpenTelemetry backends given by `endpoint` (host:port); those by `backendRef` name a
+    MeshOpenTelemetryBackend this control plane does not have (the API warns about them on write)."""
+    out = []
+    for backend in conf.get("backends") or []:
+        otel = backend.get("openTelemetry") or {}
+        endpoint = otel.get("endpoint") or ""
+        if backend.get("type") != "OpenTelemetry" or not endpoint or otel.get("backendRef") is not None:
+            continue
+        host, _, port = endpoint.rpartition(":")
+        name = endpoint.replace("/", "").replace(":", "-")
+        out.append(OtelBackend(name, host.strip("[]"), int(port), names.otel_socket(workdir, name),
+                               otel.get("refreshInterval") or DEFAULT_REFRESH_INTERVAL))
+    return out
 
 
 def legacy_conf(snapshot: MeshSnapshot, proxy: Proxy) -> Conf | None:
@@ -118,9 +151,11 @@ def _meshmetric(snapshot: MeshSnapshot, proxy: Proxy, conf: Conf) -> Matched:
             continue
         endpoints.append(Endpoint(listener, names.MESHMETRIC_HIJACKER_CLUSTER, proxy.address, port,
                                   backend.get("path") or DEFAULT_PATH, names.MESHMETRIC_CONFIG_PATH, tls))
+    workdir = proxy.workdir or "/tmp"
+    otel = tuple(otel_backends(conf, workdir))
     dp_config = json.dumps(dp_config_of(snapshot, proxy, conf), separators=(",", ":")).encode()
-    return Matched(tuple(endpoints), names.metrics_hijacker_socket(proxy.workdir or "/tmp", proxy.name, proxy.mesh),
-                   dp_config, names.meshmetric_config_socket(proxy.workdir or "/tmp"), proxy.ipv6_enabled)
+    return Matched(tuple(endpoints), otel, hijacker_socket=names.metrics_hijacker_socket(workdir, proxy.name, proxy.mesh),
+                   dp_config=dp_config, config_socket=names.meshmetric_config_socket(workdir), ipv6=proxy.ipv6_enabled)
 
 
 def dp_config_of(snapshot: MeshSnapshot, proxy: Proxy, conf: Conf) -> Conf:
@@ -132,6 +167,8 @@ def dp_config_of(snapshot: MeshSnapshot, proxy: Proxy, conf: Conf) -> Conf:
                     address=app.get("address") or "")
         applications.append(item)
     backends: list[Conf] = [{"type": "Prometheus", "name": None}] if prometheus_backends(conf) else []
+    backends += [{"type": "OpenTelemetry", "name": b.name, "openTelemetry": {
+        "endpoint": b.socket, "refreshInterval": b.refresh_interval}} for b in otel_backends(conf, proxy.workdir or "/tmp")]
     metrics: Conf = {"applications": applications or None, "backends": backends or None}
     if conf.get("sidecar") is not None:
         metrics["sidecar"] = conf["sidecar"]
@@ -153,8 +190,8 @@ def _legacy(proxy: Proxy, conf: Conf) -> Matched:
         return Matched()
     endpoint = Endpoint(names.PROMETHEUS_LISTENER, names.METRICS_HIJACKER_CLUSTER, proxy.address, port,
                         conf.get("path") or DEFAULT_PATH, "/" + _stats_query(conf.get("envoy") or {}), tls)
-    return Matched((endpoint,), names.metrics_hijacker_socket(proxy.workdir or "/tmp", proxy.name, proxy.mesh),
-                   ipv6=proxy.ipv6_enabled)
+    return Matched((endpoint,), hijacker_socket=names.metrics_hijacker_socket(proxy.workdir or "/tmp", proxy.name,
+                                                                              proxy.mesh), ipv6=proxy.ipv6_enabled)
 
 
 def _stats_query(envoy: Conf) -> str:
@@ -248,12 +285,46 @@ def _config_listener(socket: str, body: bytes, ipv6: bool) -> listener_pb2.Liste
     return listener
 
 
+def _otel_cluster(backend: OtelBackend) -> cluster_pb2.Cluster:
+    name = names.otel_resource(backend.name)
+    cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STRICT_DNS,
+                                  connect_timeout=duration_pb2.Duration(seconds=5),
+                                  alt_stat_name=names.sanitize_metric(name),
+                                  dns_lookup_family=cluster_pb2.Cluster.V4_ONLY)
+    cluster.load_assignment.cluster_name = name
+    address = cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
+    address.address, address.port_value = backend.host, backend.port
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    options.explicit_http_config.http2_protocol_options.SetInParent()   # OTLP over gRPC
+    cluster.typed_extension_protocol_options[names.HTTP_PROTOCOL_OPTIONS].CopyFrom(_envoy.pack(options))
+    return cluster
+
+
+def _otel_listener(backend: OtelBackend, ipv6: bool) -> listener_pb2.Listener:
+    name = names.otel_resource(backend.name)
+    hcm = _hcm(name, ipv6)
+    hcm.http_filters.insert(0, hcm_pb2.HttpFilter(name=names.GRPC_STATS_FILTER, typed_config=_envoy.pack(
+        grpc_stats_pb2.FilterConfig(emit_filter_state=True))))
+    hcm.route_config.validate_clusters.value = False
+    route = hcm.route_config.virtual_hosts.add(name=name, domains=["*"]).routes.add()
+    route.match.prefix = "/"
+    route.route.cluster = name
+    chain = listener_components_pb2.FilterChain()
+    chain.filters.add(name=names.HCM_FILTER).typed_config.CopyFrom(_envoy.pack(hcm))
+    listener = listener_pb2.Listener(name=name, filter_chains=[chain])
+    listener.address.pipe.path = backend.socket
+    return listener
+
+
 def apply(matched: Matched, resources: Resources) -> None:
     if not matched.hijacker_socket:
         return
     for endpoint in matched.endpoints:
         resources[names.LISTENER][endpoint.listener] = _prometheus_listener(endpoint, matched.ipv6)
         resources[names.CLUSTER][endpoint.cluster] = _hijacker_cluster(endpoint.cluster, matched.hijacker_socket)
+    for backend in matched.otel:
+        resources[names.LISTENER][names.otel_resource(backend.name)] = _otel_listener(backend, matched.ipv6)
+        resources[names.CLUSTER][names.otel_resource(backend.name)] = _otel_cluster(backend)
     if matched.dp_config:
         resources[names.LISTENER][names.DYNAMIC_CONFIG_LISTENER] = _config_listener(
             matched.config_socket, matched.dp_config, matched.ipv6)

@@ -2,8 +2,8 @@
 
 A single-item policy (top-level targetRef + `default`): the policies selecting a proxy are merged in
 precedence order. Prometheus backends are served by the proxy (plugin.py) and listed by the monitoring
-assignment server (runtime/mads.py); OpenTelemetry backends are validated and stored, and the write answers
-with a warning that this control plane does not push to them.
+assignment server (runtime/mads.py); kuma-dp pushes to OpenTelemetry backends given by `endpoint`. One given
+by `backendRef` is stored with a warning: there is no MeshOpenTelemetryBackend here.
 """
 from __future__ import annotations
 
@@ -172,9 +172,10 @@ def not_applied(spec: dict[str, Any]) -> list[str]:
     out = []
     for i, backend in enumerate(as_list(as_dict(spec.get("default")).get("backends"))):
         backend = as_dict(backend)
-        if backend.get("type") == "OpenTelemetry":
-            out.append(f"'spec.default.backends[{i}]' of type OpenTelemetry is stored but not yet applied to "
-                       "proxies by this control plane: use a Prometheus backend")
+        if backend.get("type") == "OpenTelemetry" and as_dict(backend.get("openTelemetry")).get("backendRef"):
+            out.append(f"'spec.default.backends[{i}].openTelemetry.backendRef' is stored but not yet applied to "
+                       "proxies by this control plane (it has no MeshOpenTelemetryBackend): use "
+                       "openTelemetry.endpoint")
         elif as_dict(as_dict(backend.get("prometheus")).get("tls")).get("mode") == "ActiveMTLSBackend":
             # Kuma 2.14 would serve plaintext here; we serve nothing rather than fail open
             out.append(f"'spec.default.backends[{i}].prometheus.tls.mode' ActiveMTLSBackend is stored but not "

@@ -71,3 +71,19 @@ def test_a_scrape_merges_envoy_and_the_applications_and_survives_one_that_fails(
 
     assert meshmetric_scrape(config, envoy, app) == '# TYPE orders_total counter\norders_total{dataplane="web-1"} 7\n'
     assert queries == ["text_readouts"]   # includeUnused: no usedonly
+
+
+def test_otlp_conversion_keeps_kinds_and_turns_cumulative_buckets_into_per_bucket_counts():
+    from appliance.dp.otel import to_otlp
+
+    families = prom_text.parse(ENVOY)
+    request = to_otlp(families, {"mesh": "default"}, now_ns=2_000, start_ns=1_000)
+    metrics = {m.name: m for m in request.resource_metrics[0].instrumentation_library_metrics[0].metrics}
+    rq = metrics["envoy_cluster_upstream_rq_total"]
+    assert rq.sum.is_monotonic and [p.as_double for p in rq.sum.data_points] == [3.0, 9.0, 1.0]
+    assert {a.key: a.value.string_value for a in rq.sum.data_points[0].attributes} == {
+        "envoy_cluster_name": "backend", "mesh": "default"}
+    assert metrics["envoy_server_live"].gauge.data_points[0].as_double == 1.0
+    point = metrics["envoy_cluster_upstream_rq_time"].histogram.data_points[0]
+    assert (list(point.explicit_bounds), list(point.bucket_counts), point.count, point.sum) == ([0.5], [1, 2], 3, 4.5)
+    assert point.start_time_unix_nano == 1_000 and point.time_unix_nano == 2_000

@@ -97,10 +97,13 @@ def test_defaults_are_kumas():
 
 def test_a_write_warns_about_what_is_not_applied():
     otel = {"default": {"backends": [{"type": "OpenTelemetry", "openTelemetry": {"endpoint": "c:4317"}}]}}
-    assert policies.not_applied(mm, otel) == [
-        "'spec.default.backends[0]' of type OpenTelemetry is stored but not yet applied to proxies by this "
-        "control plane: use a Prometheus backend"]
+    assert policies.not_applied(mm, otel) == []
     assert mm.deprecations(otel)[0].startswith("openTelemetry.endpoint is deprecated")
+    ref = {"default": {"backends": [{"type": "OpenTelemetry", "openTelemetry": {
+        "backendRef": {"kind": "MeshOpenTelemetryBackend", "labels": {"a": "b"}}}}]}}
+    assert policies.not_applied(mm, ref) == [
+        "'spec.default.backends[0].openTelemetry.backendRef' is stored but not yet applied to proxies by this "
+        "control plane (it has no MeshOpenTelemetryBackend): use openTelemetry.endpoint"]
     mtls = {"default": {"backends": [{"type": "Prometheus", "prometheus": {"tls": {"mode": "ActiveMTLSBackend"}}}]}}
     assert policies.not_applied(mm, mtls) == [
         "'spec.default.backends[0].prometheus.tls.mode' ActiveMTLSBackend is stored but not applied: the proxy "

@@ -139,3 +139,29 @@ def test_a_port_of_the_dataplane_is_never_shadowed():
 def test_the_socket_path_fits_a_unix_socket():
     long = replace(_proxy(), workdir="/" + "d" * 150)
     assert len(names.metrics_hijacker_socket(long.workdir, long.name, long.mesh)) == 103
+
+
+def test_opentelemetry_backend_as_kuma_generates_it():
+    spec = {"default": {"applications": [{"path": "/metrics", "port": 8080}], "backends": [{
+        "type": "OpenTelemetry",
+        "openTelemetry": {"endpoint": "otel-collector.observability.svc:4317", "refreshInterval": "10s"}}]}}
+    listeners, clusters = _generated(snapshot(policies=_with(spec)))
+    name = "_kuma:metrics:opentelemetry:otel-collector.observability.svc-4317"
+    assert clusters[name] == {
+        "name": name, "type": "STRICT_DNS", "connectTimeout": "5s", "dnsLookupFamily": "V4_ONLY",
+        "altStatName": "_kuma_metrics_opentelemetry_otel-collector_observability_svc-4317",
+        "loadAssignment": {"clusterName": name, "endpoints": [{"lbEndpoints": [{"endpoint": {"address": {
+            "socketAddress": {"address": "otel-collector.observability.svc", "portValue": 4317}}}}]}]},
+        "typedExtensionProtocolOptions": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicitHttpConfig": {"http2ProtocolOptions": {}}}}}
+    listener = listeners[name]
+    assert listener["address"] == {"pipe": {"path": "/tmp/kuma-otel-otel-collector.observability.svc-4317.sock"}}
+    hcm = listener["filterChains"][0]["filters"][0]["typedConfig"]
+    assert [f["name"] for f in hcm["httpFilters"]] == ["envoy.filters.http.grpc_stats", "envoy.filters.http.router"]
+    assert hcm["routeConfig"]["virtualHosts"][0]["routes"] == [{"match": {"prefix": "/"}, "route": {"cluster": name}}]
+    body = listeners["_kuma:dynamicconfig"]["filterChains"][0]["filters"][0]["typedConfig"]["routeConfig"][
+        "virtualHosts"][0]["routes"][1]["directResponse"]["body"]["inlineString"]
+    assert json.loads(body)["observability"]["metrics"]["backends"] == [{
+        "type": "OpenTelemetry", "name": "otel-collector.observability.svc-4317", "openTelemetry": {
+            "endpoint": "/tmp/kuma-otel-otel-collector.observability.svc-4317.sock", "refreshInterval": "10s"}}]
