@@ -182,12 +182,14 @@ def _ca_pem(cfg: DpConfig) -> str:
         raise DpError(f"could not read certificate file {cfg.ca_cert_file}: {getattr(e, 'strerror', None) or e}")
 
 
-def _metrics_hijacker(cfg: DpConfig, ident: Identity, work_dir: Path, admin: AdminAddress | None) -> Hijacker | None:
+def _metrics_hijacker(cfg: DpConfig, ident: Identity, work_dir: Path, admin: AdminAddress | None,
+                      aggregate: list[dict[str, Any]]) -> Hijacker | None:
     """Where Envoy's Prometheus listener (MeshMetric, Mesh.metrics) sends scrapes; a sidecar's only."""
     if cfg.proxy_type != "dataplane" or admin is None:
         return None
     hijacker = Hijacker(names.metrics_hijacker_socket(str(work_dir), ident.name, ident.mesh), admin,
-                        DynamicConfig(names.meshmetric_config_socket(str(work_dir))))
+                        DynamicConfig(names.meshmetric_config_socket(str(work_dir))),
+                        [a for a in aggregate if isinstance(a, dict)])
     try:
         hijacker.start()
     except OSError as e:
@@ -216,7 +218,8 @@ def run(cfg: DpConfig) -> int:
         config_path = write_bootstrap(work_dir, bootstrap.yaml_text)
         log.info("bootstrap configuration saved to %s", config_path)
         admin = admin_address(bootstrap.config)
-        hijacker = _metrics_hijacker(cfg, ident, work_dir, admin)
+        hijacker = _metrics_hijacker(cfg, ident, work_dir, admin,
+                                     (bootstrap.sidecar.get("metrics") or {}).get("aggregate") or [])
         pusher = Pusher(hijacker.config.current, hijacker.gather) if hijacker is not None else None
         if pusher is not None:
             pusher.start()

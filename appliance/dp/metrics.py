@@ -7,7 +7,7 @@ As kuma-dp 2.14 (app/kuma-dp/pkg/dataplane/metrics): an HTTP server on the Unix 
   from Envoy's `_kuma:dynamicconfig` listener (another Unix socket), read on each scrape with the last ETag,
   so an unchanged config is a 304 and a changed policy shows at the next scrape.
 - anything else (Mesh.metrics): Envoy's `/stats/prometheus` with the query the control plane put in the path
-  (`filter=`, `usedonly`), unchanged.
+  (`filter=`, `usedonly`), then the metrics of the backend's `aggregate` applications, as they are.
 """
 from __future__ import annotations
 
@@ -85,10 +85,13 @@ class DynamicConfig:
 
 
 class Hijacker:
-    def __init__(self, socket_path: str, admin: AdminAddress, config: DynamicConfig) -> None:
+    def __init__(self, socket_path: str, admin: AdminAddress, config: DynamicConfig,
+                 aggregate: list[dict[str, Any]] | None = None) -> None:
+        """`aggregate`: Mesh.metrics' applications, from the bootstrap (kumaSidecarConfiguration.metrics)."""
         self.socket_path = socket_path
         self.admin = admin
         self.config = config
+        self.aggregate = aggregate or []
         self._server: socketserver.ThreadingUnixStreamServer | None = None
 
     def start(self) -> None:
@@ -143,7 +146,7 @@ class Hijacker:
                 if config is None:
                     return 404, b"no MeshMetric for this proxy\n"
                 return 200, meshmetric_scrape(config, self._envoy_stats, application).encode()
-            return 200, self._envoy_stats(parts.query).encode()
+            return 200, legacy_scrape(self._envoy_stats(parts.query), self.aggregate, application).encode()
         except OSError as e:
             log.warning("metrics hijacker: cannot read Envoy's stats: %s", e)
             return 503, f"cannot read Envoy's stats: {e}\n".encode()
@@ -178,6 +181,19 @@ def meshmetric_families(config: dict[str, Any], envoy_stats: Any, application: A
             continue
         families += prom_text.parse(text)
     return families, labels
+
+
+def legacy_scrape(envoy: str, aggregate: list[dict[str, Any]], application: Any) -> str:
+    """Mesh.metrics: Envoy's stats, then each `aggregate` application's metrics as they are."""
+    out = [envoy if envoy.endswith("\n") or not envoy else envoy + "\n"]
+    for app in aggregate:
+        try:
+            text = application(app.get("address") or "", int(app.get("port") or 0), app.get("path") or "/metrics")
+        except (OSError, http.client.HTTPException) as e:
+            log.warning("metrics hijacker: cannot read the metrics of application %s: %s", app.get("name"), e)
+            continue
+        out.append(text if text.endswith("\n") or not text else text + "\n")
+    return "".join(out)
 
 
 def meshmetric_scrape(config: dict[str, Any], envoy_stats: Any, application: Any) -> str:

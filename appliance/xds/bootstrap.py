@@ -45,7 +45,7 @@ def _san_matchers(host: str) -> list[dict[str, Any]]:
 
 
 def render(request: dict[str, Any], mesh: str, name: str, service: str, params: BootstrapParams,
-           admin_port: int | None) -> dict[str, Any]:
+           admin_port: int | None, aggregate: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The BootstrapResponse: {"bootstrap": <YAML, base64 as Go encodes []byte>, "kumaSidecarConfiguration"}."""
     token = request.get("dataplaneToken") or ""
     proxy_type = request.get("proxyType") or "dataplane"
@@ -113,4 +113,4 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
     text = yaml.safe_dump(bootstrap, sort_keys=True)
     return {"bootstrap": base64.b64encode(text.encode()).decode(),
             "kumaSidecarConfiguration": {"networking": {"corefileTemplate": None, "address": ""},
-                                         "metrics": {"aggregate": []}}}
+                                         "metrics": {"aggregate": aggregate or []}}}

@@ -197,13 +197,27 @@ def test_mesh_metrics_backend_is_served_and_discovered_with_kumas_labels(metrics
     assert [json_format.MessageToDict(_unpack(a), preserving_proto_field_name=True) for a in response.resources] == [
         {k: v for k, v in r.items() if k != "@type"} for r in body["resources"]]
 
+    # a proxy started now, with its own port and an application to merge (read at bootstrap, as in Kuma)
+    own_port = free_port()
+    metrics.mesh.kuma_dp("backend-2", metrics.mesh.token("backend-2"), template=DATAPLANE + f"""metrics:
+  type: prometheus
+  conf:
+    port: {own_port}
+    aggregate:
+    - name: orders
+      port: {metrics.app_metrics_port}
+      path: /app-metrics
+""", port=free_port(), servicePort=metrics.app_port, service="backend", outPort=free_port())
+    text = eventually(lambda: requests.get(f"http://127.0.0.1:{own_port}/stats", timeout=10).text, timeout=30)
+    assert samples(text, "envoy_server_live") and samples(text, "app_orders_total") == [({}, 7.0)]
+
     groups = requests.get(mads_url(metrics) + "/http_sd", timeout=10).json()
     group = next(g for g in groups if g["labels"]["__meta_kuma_dataplane"] == "backend-1")
     assert group["targets"] == [f"127.0.0.1:{port}"]
     assert group["labels"]["__meta_kuma_mesh"] == "default" and group["labels"]["__metrics_path__"] == "/stats"
     assert group["labels"]["__meta_kuma_label_kuma_io_service"] == "backend"
     assert requests.get(mads_url(metrics) + "/http_sd", params={"mesh": "other"}, timeout=10).status_code == 404
-    assert len(requests.get(mads_url(metrics) + "/http_sd", params={"mesh": "default"}, timeout=10).json()) == 2
+    assert len(requests.get(mads_url(metrics) + "/http_sd", params={"mesh": "default"}, timeout=10).json()) == 3
 
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"

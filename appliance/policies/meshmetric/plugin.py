@@ -107,16 +107,27 @@ def otel_backends(conf: Conf, workdir: str) -> list[OtelBackend]:
     return out
 
 
-def legacy_conf(snapshot: MeshSnapshot, proxy: Proxy) -> Conf | None:
+def prometheus_conf(backend: Conf | None, own: Conf | None) -> Conf | None:
     """Dataplane.GetPrometheusConfig: the Mesh's enabled Prometheus backend's conf, the Dataplane's over it."""
-    backend = snapshot.metrics
     if not backend or backend.get("type", "prometheus") != "prometheus":
         return None
     conf: Conf = {"port": DEFAULT_PORT, "path": DEFAULT_PATH, **(backend.get("conf") or {})}
-    own = proxy.metrics or {}
+    own = own or {}
     if own.get("type", "prometheus") == "prometheus":
         conf = _rules.merge_patch(conf, own.get("conf") or {})
     return conf
+
+
+def legacy_conf(snapshot: MeshSnapshot, proxy: Proxy) -> Conf | None:
+    return prometheus_conf(snapshot.metrics, proxy.metrics)
+
+
+def aggregate(conf: Conf | None, dataplane_address: str) -> list[Conf]:
+    """getMetricsConfig: the applications whose metrics kuma-dp merges into a Mesh.metrics scrape (bootstrap's
+    kumaSidecarConfiguration.metrics.aggregate); `enabled: false` ones left out, no address = the dataplane's."""
+    return [{"name": a.get("name") or "", "address": a.get("address") or dataplane_address,
+             "port": int(a.get("port") or 0), "path": a.get("path") or ""}
+            for a in (conf or {}).get("aggregate") or [] if a.get("enabled") is not False]
 
 
 def _uses_port(proxy: Proxy, port: int) -> bool:

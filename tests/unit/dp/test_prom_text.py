@@ -87,3 +87,16 @@ def test_otlp_conversion_keeps_kinds_and_turns_cumulative_buckets_into_per_bucke
     point = metrics["envoy_cluster_upstream_rq_time"].histogram.data_points[0]
     assert (list(point.explicit_bounds), list(point.bucket_counts), point.count, point.sum) == ([0.5], [1, 2], 3, 4.5)
     assert point.start_time_unix_nano == 1_000 and point.time_unix_nano == 2_000
+
+
+def test_mesh_metrics_scrape_appends_the_aggregate_applications_as_they_are():
+    from appliance.dp.metrics import legacy_scrape
+
+    def app(address: str, port: int, path: str) -> str:
+        if port == 2:
+            raise OSError("refused")
+        return f"app_up{{path=\\"{path}\\"}} 1"
+
+    assert legacy_scrape("envoy_server_live 1\n", [{"name": "a", "address": "10.0.0.1", "port": 1, "path": "/m"},
+                                                  {"name": "b", "port": 2}], app) == \
+        'envoy_server_live 1\napp_up{path="/m"} 1\n'

@@ -165,3 +165,15 @@ def test_opentelemetry_backend_as_kuma_generates_it():
     assert json.loads(body)["observability"]["metrics"]["backends"] == [{
         "type": "OpenTelemetry", "name": "otel-collector.observability.svc-4317", "openTelemetry": {
             "endpoint": "/tmp/kuma-otel-otel-collector.observability.svc-4317.sock", "refreshInterval": "10s"}}]
+
+
+def test_aggregate_applications_for_the_bootstrap():
+    from appliance.policies.meshmetric import plugin
+
+    conf = plugin.prometheus_conf({"type": "prometheus", "conf": {"aggregate": [
+        {"name": "app", "port": 9000, "path": "/metrics"}, {"name": "off", "port": 9001, "enabled": False}]}},
+        {"type": "prometheus", "conf": {"port": 1234}})
+    assert conf["port"] == 1234
+    assert plugin.aggregate(conf, "10.0.0.1") == [{"name": "app", "address": "10.0.0.1", "port": 9000,
+                                                   "path": "/metrics"}]
+    assert plugin.aggregate(plugin.prometheus_conf(None, None), "10.0.0.1") == []
