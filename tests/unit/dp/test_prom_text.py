@@ -95,7 +95,7 @@ def test_mesh_metrics_scrape_appends_the_aggregate_applications_as_they_are():
     def app(address: str, port: int, path: str) -> str:
         if port == 2:
             raise OSError("refused")
-        return f"app_up{{path=\\"{path}\\"}} 1"
+        return 'app_up{path="' + path + '"} 1'
 
     assert legacy_scrape("envoy_server_live 1\n", [{"name": "a", "address": "10.0.0.1", "port": 1, "path": "/m"},
                                                   {"name": "b", "port": 2}], app) == \
