@@ -14,6 +14,7 @@ Every folder's `schema` module has the same shape:
     HAS_PLUGIN: bool          whether `plugin.py` applies the policy to proxies (else it is stored only)
     admin_only(spec) -> list[tuple[str, str]]   optional: fields set that only admins may set, as
                               (field path, what setting it makes happen), e.g. a file Envoy writes
+    not_applied(spec) -> list[str]   optional: `warnings` for parts of a spec the plugin stores but does not apply
 
 Every `plugin` module has the same shape (xds/generate calls them, in ORDER, for each proxy):
 
