@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-fast bench binary clean wheels test-e2e test-binary bench-binary
+.PHONY: run test test-deps test-fast bench binary clean wheels test-e2e test-binary bench-binary
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,20 @@ run: $(STAMP)
 test: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The Debian programs some e2e tests drive (a headless browser for the GUI); those tests skip without them.
+# Needs root and Debian's package mirror; the only target that installs outside .venv.
+SYSTEM_TOOLS := chromium chromium-driver
+test-deps:
+	@missing=$$(for p in $(SYSTEM_TOOLS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
 test-fast: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(DEVSTAMP)
 	$(BIN)/python tests/perf/api_bench.py
 	$(BIN)/python tests/perf/generate_bench.py
+	$(BIN)/python tests/perf/gui_bench.py
 	$(BIN)/python tests/perf/fleet.py --proxies 100 --scenario all
 
 # The frozen build (build/freeze.py): its own venv in build/out/venv, pinned by build/constraints.txt,

@@ -45,7 +45,8 @@ BINARY = DIST / "kuma-cp"
 STAGED = OUT / "dist" / "kuma-cp"  # PyInstaller's output; moved to dist/ only once it passed its checks
 LOCK = OUT / ".lock"
 # What the frozen file is made of: when one of these is newer than dist/kuma-cp, it is stale.
-INPUTS = ["appliance/**/*.py", "build/*.py", "build/*.spec", "build/*.txt", "pyproject.toml"]
+INPUTS = ["appliance/**/*.py", "appliance/gui/templates/*", "appliance/gui/static/*", "build/*.py", "build/*.spec",
+          "build/*.txt", "pyproject.toml"]
 
 # The newest glibc the bundled libraries may need; README states the same. It is what libpython
 # of a Debian 12 build host needs (hypot@GLIBC_2.35); build on an older host to lower it.

@@ -51,6 +51,18 @@ def kuma_reference(*parts: str) -> Path:
     return SHARED.joinpath(*parts)
 
 
+def system_tool(reason: str, *names: str) -> list[str]:
+    """The paths of the Debian-packaged programs a test drives (a browser, Prometheus), or skip the test (or
+    the module) with `reason` where one is missing, as on a machine where `make test-deps` was not run. Under
+    KUMA_REQUIRE_SYSTEM_TOOLS=1 (`.ci/run` sets it after `make test-deps`) a missing one fails instead."""
+    paths = [shutil.which(name) for name in names]
+    if not all(paths):
+        if os.environ.get("KUMA_REQUIRE_SYSTEM_TOOLS") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+    return [str(p) for p in paths]
+
+
 T = TypeVar("T")
 
 

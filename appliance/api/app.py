@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import falcon
 
+from appliance import gui
 from appliance.api import errors, index, inspect, inspect_views, legacy, resources, tokens
-from appliance.api.auth import Authenticator
+from appliance.api.auth import Authenticator, StaticAccess
 from appliance.api.request_metrics import RequestMetrics
 from appliance.config import Config
 from appliance.core.manager import ResourceManager
@@ -13,7 +14,8 @@ from appliance.core.resources import registry
 
 def create_app(config: Config, manager: ResourceManager, instance_id: str,
                inspector: inspect.XdsInspector | None = None) -> falcon.App:
-    middleware: list = [RequestMetrics(), Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"])]
+    middleware: list = [RequestMetrics(), Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"],
+                                                        StaticAccess.from_config(config))]
     if config["apiServer.corsAllowedDomains"]:
         middleware.insert(0, falcon.CORSMiddleware(allow_origins=config["apiServer.corsAllowedDomains"]))
     app = falcon.App(middleware=middleware)
@@ -21,7 +23,7 @@ def create_app(config: Config, manager: ResourceManager, instance_id: str,
     # Kuma's clients send `tag=a&tag=b` and `filter[labels.x]=y`: keep repeated params as lists.
     app.req_options.auto_parse_qs_csv = False
     errors.install(app)
-    app.add_route("/", index.Index(instance_id))
+    app.add_route("/", index.Index(instance_id, gui.PATH))
     app.add_route("/config", index.ConfigDump(config))
     app.add_route("/who-am-i", index.WhoAmI())
     app.add_route("/_resources", index.ResourceTypes())
@@ -32,4 +34,5 @@ def create_app(config: Config, manager: ResourceManager, instance_id: str,
     for rtype in registry.ALL_TYPES:
         resources.add_routes(app, rtype, manager, config["apiServer.readOnly"])
     legacy.add_routes(app, manager)
+    gui.add_routes(app, manager, inspector, instance_id)
     return app

@@ -16,14 +16,15 @@ from appliance.core.resources import registry
 
 
 class Index:
-    def __init__(self, instance_id: str) -> None:
+    def __init__(self, instance_id: str, gui: str = "") -> None:
         self.hostname = socket.gethostname()
         self.instance_id = instance_id
+        self.gui = gui   # where the GUI answers, as Kuma's `gui` (its apiServer.gui.basePath)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _reply(resp, {"hostname": self.hostname, "product": PRODUCT, "version": __version__,
                       "instanceId": self.instance_id, "clusterId": self.instance_id.split("-")[0],
-                      "gui": "", "basedOnKuma": "2.14.3"})
+                      "gui": self.gui, "basedOnKuma": "2.14.3"})
 
 
 class ConfigDump:
@@ -31,7 +32,7 @@ class ConfigDump:
         self.config = config
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        auth.require_admin(req, "control-plane metadata")
+        auth.require(req, auth.CONTROL_PLANE_METADATA, "control-plane metadata")
         _reply(resp, self.config.as_nested())
 
 
@@ -75,7 +76,7 @@ class KriLookup:
                               "kri_<type>_<mesh>_<zone>_<namespace>_<name>_<sectionName>")
         mesh, name = parts[2], parts[5]
         if rtype.admin_only:
-            auth.require_admin(req, f"the resource of type \"{rtype.name}\"")
+            auth.require(req, auth.ADMIN_RESOURCES, f"the resource of type \"{rtype.name}\"")
         res = self.manager.get(rtype.name, mesh if rtype.scope == "Mesh" else "", name)
         if res is None:
             raise KumaError(404, "Could not retrieve a resource", "Not found")

@@ -7,12 +7,13 @@ from typing import Any, Protocol
 import falcon
 from google.protobuf.json_format import MessageToDict
 
-from appliance.api import codec, insights_view
+from appliance.api import auth, codec, insights_view
 from appliance.api.errors import KumaError
 from appliance.api.resources import ResourceEndpoints, _page, _reply
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.resources.mesh import CaUnavailable, ca_pair
+from appliance.model.proxy import GenerationError
 from appliance.store import ListQuery
 
 
@@ -87,17 +88,29 @@ class XdsConfig:
         self.endpoints = ResourceEndpoints(registry.get(type), manager)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, mesh: str = "") -> None:
+        # Kuma checks viewConfigDump on Envoy's own config dump (.../xds), which we do not serve;
+        # this is the config the proxy is sent, so the same people may see it.
+        auth.require(req, auth.VIEW_CONFIG_DUMP, "envoy proxy info")
         if mesh:
             self.endpoints._check_mesh(mesh)
         if self.manager.get(self.type, mesh, name) is None:
             raise KumaError(404, "Could not retrieve a resource", "Not found")
         if self.inspector is None:
             raise KumaError(400, "Bad Request", "the DP server is not running on this control plane")
-        resources = self.inspector.config_for(mesh, name)
-        xds = {type_url.rsplit(".", 1)[-1]: [
-            {"@type": type_url, **MessageToDict(message, preserving_proto_field_name=False)}
-            for _, message in sorted(items.items())] for type_url, items in sorted(resources.items())}
+        try:
+            xds = xds_config(self.inspector, mesh, name)
+        except GenerationError as e:
+            raise KumaError(500, "Could not generate the config of the proxy", str(e))
         _reply(resp, {"xds": xds})
+
+
+def xds_config(inspector: XdsInspector, mesh: str, name: str) -> dict[str, list[dict[str, Any]]]:
+    """The xDS resources the proxy gets now, as JSON by short type name (`_config`'s `xds`).
+    Raises GenerationError when a policy cannot be applied (the proxy keeps its last good config)."""
+    resources = inspector.config_for(mesh, name)
+    return {type_url.rsplit(".", 1)[-1]: [
+        {"@type": type_url, **MessageToDict(message, preserving_proto_field_name=False)}
+        for _, message in sorted(items.items())] for type_url, items in sorted(resources.items())}
 
 
 def dataplane_insights(manager: ResourceManager, mesh: str) -> dict[str, Any]:
@@ -105,11 +118,19 @@ def dataplane_insights(manager: ResourceManager, mesh: str) -> dict[str, Any]:
     return {i.name: i for i in manager.list(ListQuery(type="DataplaneInsight", mesh=mesh)).items}
 
 
-def mesh_insight(manager: ResourceManager, mesh: Any) -> dict[str, Any]:
-    """Kuma's MeshInsight, computed from the store when asked (not a stored resource here)."""
-    dataplanes = manager.list(ListQuery(type="Dataplane", mesh=mesh.name)).items
-    insights = dataplane_insights(manager, mesh.name)
-    statuses = [insights_view.dataplane_status(d, insights.get(d.name)) for d in dataplanes]
+def dataplanes_with_insights(manager: ResourceManager, mesh: str) -> list[tuple[Any, Any]]:
+    """The mesh's Dataplanes, each with its DataplaneInsight (or None), in two reads."""
+    insights = dataplane_insights(manager, mesh)
+    return [(d, insights.get(d.name)) for d in manager.list(ListQuery(type="Dataplane", mesh=mesh)).items]
+
+
+def mesh_insight(manager: ResourceManager, mesh: Any,
+                 dataplanes: list[tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """Kuma's MeshInsight, computed from the store when asked (not a stored resource here).
+    `dataplanes`: dataplanes_with_insights when the caller has read them already."""
+    if dataplanes is None:
+        dataplanes = dataplanes_with_insights(manager, mesh.name)
+    statuses = [insights_view.dataplane_status(d, insight) for d, insight in dataplanes]
     counts = {"total": len(dataplanes), "online": statuses.count(insights_view.ONLINE),
               "offline": statuses.count(insights_view.OFFLINE),
               "partiallyDegraded": statuses.count(insights_view.PARTIALLY_DEGRADED)}

@@ -12,7 +12,7 @@ import falcon
 from appliance import policies as policy_modules
 from appliance.api import insights_view, rules_view
 from appliance.api.errors import KumaError, bad_request
-from appliance.api.inspect import dataplane_insights, mesh_insight
+from appliance.api.inspect import dataplanes_with_insights, mesh_insight
 from appliance.api.resources import _page, _reply, next_link
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
@@ -101,6 +101,13 @@ def _dataplanes_page(req: falcon.Request, resp: falcon.Response, manager: Resour
     _reply(resp, body)
 
 
+def policy_hits(manager: ResourceManager, found: Resource) -> Callable[[Resource], bool]:
+    """Whether the stored policy's top-level targetRef selects a Dataplane (of the policy's mesh)."""
+    policy = Policy(found.type, found.name, found.spec)
+    routes = _routes(manager, found.mesh)
+    return lambda dp: rules_view.policy_selects(policy, proxy_from_dataplane(dp), routes)
+
+
 class PolicyDataplanes:
     """`GET /meshes/{mesh}/{policy-path}/{name}/_resources/dataplanes`: the proxies the policy's top-level
     targetRef selects."""
@@ -114,11 +121,7 @@ class PolicyDataplanes:
         found = self.manager.get(self.kind, mesh, name)
         if found is None:
             raise KumaError(404, "Could not retrieve policy", "Not found")
-        policy = Policy(self.kind, found.name, found.spec)
-        routes = tuple(Policy("MeshHTTPRoute", r.name, r.spec)
-                       for r in self.manager.list(ListQuery(type="MeshHTTPRoute", mesh=mesh)).items)
-        _dataplanes_page(req, resp, self.manager, mesh,
-                         lambda dp: rules_view.policy_selects(policy, proxy_from_dataplane(dp), routes))
+        _dataplanes_page(req, resp, self.manager, mesh, policy_hits(self.manager, found))
 
 
 class MeshServiceDataplanes:
@@ -204,11 +207,11 @@ class PolicyAttachments:
 
 # --- insights ------------------------------------------------------------------------------------
 
-def mesh_services(manager: ResourceManager, mesh: Resource) -> list[dict[str, Any]]:
-    """Every service of a mesh as Kuma's ServiceInsight items, sorted by name."""
-    dataplanes = manager.list(ListQuery(type="Dataplane", mesh=mesh.name)).items
-    insights = dataplane_insights(manager, mesh.name)
-    pairs = [(dp, insights.get(dp.name)) for dp in dataplanes]
+def mesh_services(manager: ResourceManager, mesh: Resource,
+                  dataplanes: list[tuple[Resource, Resource | None]] | None = None) -> list[dict[str, Any]]:
+    """Every service of a mesh as Kuma's ServiceInsight items, sorted by name.
+    `dataplanes`: dataplanes_with_insights when the caller has read them already."""
+    pairs = dataplanes_with_insights(manager, mesh.name) if dataplanes is None else dataplanes
     externals = manager.list(ListQuery(type="ExternalService", mesh=mesh.name)).items
     stats = insights_view.service_stats(pairs, externals)
     return [insights_view.service_insight(mesh, name, stats[name]) for name in sorted(stats)]

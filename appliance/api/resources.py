@@ -151,7 +151,7 @@ class ResourceEndpoints:
 
     def _access(self, req: falcon.Request, write: bool) -> None:
         if self.rtype.admin_only:
-            auth.require_admin(req, f"the resource of type \"{self.rtype.name}\"")
+            auth.require(req, auth.ADMIN_RESOURCES, f"the resource of type \"{self.rtype.name}\"")
         if write:
             if self.rtype.read_only:
                 raise KumaError(405, "Method not allowed",
@@ -160,6 +160,8 @@ class ResourceEndpoints:
                 raise KumaError(405, "Method not allowed",
                                 "the API server is in read-only mode (apiServer.readOnly): only GET is allowed")
             auth.require_writer(req)
+            if self.rtype.admin_writes:
+                auth.require(req, auth.ADMIN_RESOURCES, f"the resource of type \"{self.rtype.name}\"")
 
     # --- list --------------------------------------------------------------------------------
     def list(self, req: falcon.Request, resp: falcon.Response, mesh: str | None, route: str) -> None:

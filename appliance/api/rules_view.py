@@ -179,10 +179,16 @@ def kind_rules(kind: str, from_as_rules: bool, proxy: Proxy, policies: MeshPolic
             inbound_rules.append({"inbound": _inbound(inbound),
                                   "rules": _inbound_rules(kind, rules, selected, from_as_rules, policies)})
     resource_rules = [] if kind in ROUTE_KINDS else _resource_rules(kind, selection.proxy, policies)
-    if not (to_rules or from_rules or inbound_rules or resource_rules):
+    # a kind with a top-level `default` (MeshProxyPatch) has one rule for the whole proxy
+    single = [p for p in selection.proxy if p.spec.get("default") is not None]
+    if not (to_rules or from_rules or inbound_rules or resource_rules or single):
         return None
-    return {"fromRules": from_rules, "inboundRules": inbound_rules, "toResourceRules": resource_rules,
-            "toRules": [_rule(kind, r, policies) for r in to_rules], "type": kind, "warnings": []}
+    out = {"fromRules": from_rules, "inboundRules": inbound_rules, "toResourceRules": resource_rules,
+           "toRules": [_rule(kind, r, policies) for r in to_rules], "type": kind, "warnings": []}
+    if single:
+        out["proxyRule"] = {"conf": _rules.single_item_conf(single),
+                            "origin": [policies.meta(kind, p.name) for p in single]}
+    return out
 
 
 def http_matches(rules: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

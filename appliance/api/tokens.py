@@ -1,7 +1,11 @@
-"""`POST /tokens/user`, `/tokens/dataplane`, `/tokens/zone`: signed tokens, for admins only."""
+"""`POST /tokens/user`, `/tokens/dataplane`, `/tokens/zone`: signed tokens, for whom access.static allows.
+
+The checks come where Kuma makes them: the user and zone token access before the request is read,
+the dataplane token access after it is validated.
+"""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import falcon
 
@@ -52,19 +56,29 @@ def _text(resp: falcon.Response, token: str) -> None:
     resp.text = token
 
 
+def _issued(issue: Callable[[], str]) -> str:
+    """A token, or Kuma's answer when there is no key to sign it with (or the latest one is broken)."""
+    try:
+        return issue()
+    except issuer.SigningKeyNotFound as e:
+        raise KumaError(404, "Signing Key not found", str(e))
+    except signing.InvalidToken as e:
+        raise KumaError(500, "Could not issue a token", str(e))
+
+
 class Tokens:
     def __init__(self, store: Store, issuer_enabled: bool) -> None:
         self.store = store
         self.enabled = issuer_enabled
 
-    def _allowed(self, req: falcon.Request, what: str) -> None:
-        auth.require_admin(req, f"the {what} token issuer")
+    def _enabled(self) -> None:
         if not self.enabled:
             raise KumaError(400, "Could not issue a token", "issuing tokens using the control plane is disabled "
                                                             "(apiServer.authn.tokens.enableIssuer)")
 
     def on_post_user(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._allowed(req, "user")
+        auth.require(req, auth.GENERATE_USER_TOKEN, "", reason="action not allowed")
+        self._enabled()
         body = _read(req, "user token request")
         found = Violations()
         if not isinstance(body.get("name"), str) or not body["name"]:
@@ -74,14 +88,10 @@ class Tokens:
             found.add("groups", "must be a list of strings")
         valid_for = _valid_for(body, found, None)
         found.raise_if_any("Invalid request")
-        key = auth.user_token_key(self.store, signing.DEFAULT_KEY_ID)
-        if key is None:
-            raise KumaError(404, "Signing Key not found", "there is no signing key with KID 1. GlobalSecret of "
-                            "name \"user-token-signing-key-1\" is not found")
-        _text(resp, signing.sign({"Name": body["name"], "Groups": groups}, key, signing.DEFAULT_KEY_ID, valid_for))
+        _text(resp, _issued(lambda: issuer.issue_user_token(self.store, body["name"], groups, valid_for)))
 
     def on_post_dataplane(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._allowed(req, "dataplane")
+        self._enabled()
         body = _read(req, "dataplane token request")
         found = Violations()
         mesh, name = body.get("mesh") or "", body.get("name") or ""
@@ -98,16 +108,15 @@ class Tokens:
                                                  for v in tags.values()):
             found.add("tags", "must be a map of tag names to lists of values")
         found.raise_if_any("Invalid request")
-        try:
-            token = issuer.issue_dataplane_token(self.store, mesh, name, tags, proxy_type,
-                                                 str(body.get("workload") or ""), valid_for)
-        except issuer.SigningKeyNotFound as e:
-            raise KumaError(404, "Signing Key not found", str(e))
-        _text(resp, token)
+        auth.require(req, auth.GENERATE_DP_TOKEN, "generate dataplane token")
+        _text(resp, _issued(lambda: issuer.issue_dataplane_token(self.store, mesh, name, tags, proxy_type,
+                                                                 str(body.get("workload") or ""), valid_for)))
 
     def on_post_zone(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._allowed(req, "zone")
+        self._enabled()
         body = _read(req, "zone token request")
+        zone = body.get("zone") or ""
+        auth.require(req, auth.GENERATE_ZONE_TOKEN, f"generate zone token for zone '{zone}'")
         found = Violations()
         scope = body.get("scope")
         if scope is None:
@@ -116,7 +125,7 @@ class Tokens:
             found.add("scope", "must be a list of: ingress, egress")
         valid_for = _valid_for(body, found, TEN_YEARS)
         found.raise_if_any("Invalid request")
-        _text(resp, issuer.issue_zone_token(self.store, str(body.get("zone") or ""), scope, valid_for))
+        _text(resp, _issued(lambda: issuer.issue_zone_token(self.store, str(zone), scope, valid_for)))
 
 
 def add_routes(app: falcon.App, store: Store, issuer_enabled: bool) -> None:

@@ -62,7 +62,6 @@ _SECTION_PREFIXES: tuple[str, ...] = tuple(sorted({
 
 # Not applied, and a value other than Kuma's default asks for more protection than we give.
 _STRICTER_WHEN_SET: frozenset[str] = frozenset({
-    "access.type",
     "apiServer.authn.tokens.validator.useSecrets",
     "dpServer.authn.dpProxy.dpToken.enableIssuer",
     "dpServer.authn.dpProxy.dpToken.validator.useSecrets",
@@ -139,16 +138,7 @@ def is_default(setting: KumaSetting, normalized: Any) -> bool:
 
 def refusal(setting: KumaSetting, normalized: Any) -> str | None:
     """Why a non-default value of a setting we do not apply cannot be ignored, or None."""
-    path = setting.path
-    if path.startswith("access.static."):
-        # Kuma's lists say who may do what; we grant exactly Kuma's defaults. A list that adds people
-        # is only not applied (they are refused); one that takes people out would be ignored open.
-        default = normalize(setting, setting.default)
-        if set(default) - set(normalized):
-            return (f"ignoring it would keep access for {', '.join(sorted(set(default) - set(normalized)))} "
-                    f"(kuma-appliance grants Kuma's default access)")
-        return None
-    if path in _STRICTER_WHEN_SET:
+    if setting.path in _STRICTER_WHEN_SET:
         return "ignoring it would give less protection than it asks for"
     return None
 
@@ -201,8 +191,7 @@ def not_applied_doc() -> str:
              "# Given a value other than Kuma's default (shown after \"=\"), each one logs a warning line at",
              "# start-up and is listed by GET /config under \"notApplied\"; it has no effect. Those marked",
              "# [refused] stop start-up instead when they differ from Kuma's default, because ignoring them",
-             "# would give less protection than they ask for; the access.static lists may add users and",
-             "# groups to Kuma's defaults (who are not granted more), not remove any.",
+             "# would give less protection than they ask for.",
              "#"]
     for path in sorted(NOT_APPLIED, key=str.lower):
         setting = NOT_APPLIED[path]
@@ -212,8 +201,7 @@ def not_applied_doc() -> str:
             default = f"[{len(setting.default)} values]" if isinstance(setting.default, list) else "{...}"
         else:
             default = show(setting.default)
-        mark = (" [may add, not remove]" if path.startswith("access.static.")
-                else " [refused]" if path in _STRICTER_WHEN_SET else "")
+        mark = " [refused]" if path in _STRICTER_WHEN_SET else ""
         env = f" ({setting.env})" if setting.env else ""
         lines.append(f"#   {path} = {default}{env}{mark}")
     return "\n".join(lines) + "\n"

@@ -213,6 +213,13 @@ def _check_together(values: dict[str, Any]) -> None:
             hint = suggest(name, GO_TLS_CIPHER_SUITES)
             raise ConfigError(f"invalid value for apiServer.https.tlsCipherSuites: unsupported TLS cipher suite "
                               f"{name!r}" + (f"; did you mean {hint!r}?" if hint else ""))
+    for path in ("dpServer.hds.interval", "dpServer.hds.refreshInterval", "dpServer.hds.checkDefaults.timeout",
+                 "dpServer.hds.checkDefaults.interval", "dpServer.hds.checkDefaults.noTrafficInterval"):
+        if parse_seconds(values[path]) <= 0:
+            raise ConfigError(f"invalid value for {path}: {values[path]!r}, must be greater than 0s")
+    for path in ("dpServer.hds.checkDefaults.healthyThreshold", "dpServer.hds.checkDefaults.unhealthyThreshold"):
+        if not 0 < values[path] < 2**32:
+            raise ConfigError(f"invalid value for {path}: {values[path]!r}, must be a positive number of checks")
     if values["apiServer.https.requireClientCert"] and not values["apiServer.https.tlsCaFile"]:
         raise ConfigError("apiServer.https.requireClientCert needs apiServer.https.tlsCaFile, the CA that signs "
                           "the client certificates")

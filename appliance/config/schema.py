@@ -22,6 +22,24 @@ class Setting:
     secret: bool = False    # shown as "*****" by `GET /config`, as Kuma sanitises it
 
 
+# Kuma's static access lists: who (users, groups) may do each action; its defaults give
+# mesh-system:admin everything, and let anyone view proxy config dumps and control-plane metadata.
+_ANYONE = ["mesh-system:unauthenticated", "mesh-system:authenticated"]
+ACCESS_ACTIONS: tuple[tuple[str, str, list[str], list[str]], ...] = (
+    # (action, the middle of its KUMA_ACCESS_STATIC_* variables, default users, default groups)
+    ("adminResources", "ADMIN_RESOURCES", ["mesh-system:admin"], ["mesh-system:admin"]),
+    ("generateDpToken", "GENERATE_DP_TOKEN", ["mesh-system:admin"], ["mesh-system:admin"]),
+    ("generateUserToken", "GENERATE_USER_TOKEN", ["mesh-system:admin"], ["mesh-system:admin"]),
+    ("generateZoneToken", "GENERATE_ZONE_TOKEN", ["mesh-system:admin"], ["mesh-system:admin"]),
+    ("viewConfigDump", "GET_CONFIG_DUMP", [], _ANYONE),
+    ("viewStats", "VIEW_STATS", [], _ANYONE),
+    ("viewClusters", "VIEW_CLUSTERS", [], _ANYONE),
+    ("controlPlaneMetadata", "CONTROL_PLANE_METADATA", [], _ANYONE),
+)
+ACCESS_LISTS: tuple[Setting, ...] = tuple(
+    Setting(f"access.static.{action}.{who}", list, default, f"KUMA_ACCESS_STATIC_{env}_{who.upper()}")
+    for action, env, users, groups in ACCESS_ACTIONS for who, default in (("users", users), ("groups", groups)))
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("environment", str, "universal", "KUMA_ENVIRONMENT", choices=("universal",)),
     Setting("mode", str, "standalone", "KUMA_MODE", choices=("standalone", "zone")),
@@ -74,6 +92,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dpServer.tlsKeyFile", str, "", "KUMA_DP_SERVER_TLS_KEY_FILE"),
     Setting("dpServer.authn.dpProxy.type", str, "dpToken", "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE",
             choices=("dpToken", "none", "")),
+    Setting("dpServer.hds.enabled", bool, True, "KUMA_DP_SERVER_HDS_ENABLED"),
+    Setting("dpServer.hds.interval", str, "5s", "KUMA_DP_SERVER_HDS_INTERVAL", duration=True),
+    Setting("dpServer.hds.refreshInterval", str, "10s", "KUMA_DP_SERVER_HDS_REFRESH_INTERVAL", duration=True),
+    Setting("dpServer.hds.checkDefaults.timeout", str, "2s", "KUMA_DP_SERVER_HDS_CHECK_TIMEOUT", duration=True),
+    Setting("dpServer.hds.checkDefaults.interval", str, "1s", "KUMA_DP_SERVER_HDS_CHECK_INTERVAL", duration=True),
+    Setting("dpServer.hds.checkDefaults.noTrafficInterval", str, "1s", "KUMA_DP_SERVER_HDS_CHECK_NO_TRAFFIC_INTERVAL",
+            duration=True),
+    Setting("dpServer.hds.checkDefaults.healthyThreshold", int, 1, "KUMA_DP_SERVER_HDS_CHECK_HEALTHY_THRESHOLD"),
+    Setting("dpServer.hds.checkDefaults.unhealthyThreshold", int, 1, "KUMA_DP_SERVER_HDS_CHECK_UNHEALTHY_THRESHOLD"),
     Setting("xdsServer.dataplaneStatusFlushInterval", str, "10s", "KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL",
             duration=True),
     Setting("experimental.deltaXds", bool, False, "KUMA_EXPERIMENTAL_DELTA_XDS"),
@@ -86,6 +113,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("general.tlsCertFile", str, "", "KUMA_GENERAL_TLS_CERT_FILE"),
     Setting("general.tlsKeyFile", str, "", "KUMA_GENERAL_TLS_KEY_FILE"),
     Setting("defaults.skipMeshCreation", bool, False, "KUMA_DEFAULTS_SKIP_MESH_CREATION"),
+    Setting("access.type", str, "static", "KUMA_ACCESS_TYPE", choices=("static",)),
+    *ACCESS_LISTS,
     Setting("runtime.universal.dataplaneCleanupAge", str, "72h0m0s", "KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE",
             duration=True),
     Setting("runtime.universal.zoneResourceCleanupAge", str, "72h0m0s",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from appliance.ca import builtin
 from appliance.core.resources import registry
+from appliance.core.resources import dataplane as dataplane_resource
 from appliance.core.resources import mesh as mesh_resource
 from appliance.core.resources.meta import is_dns1035_label, validate_labels, validate_meta
 from appliance.core.resources.model import Resource, ResourceType
@@ -107,6 +108,8 @@ class ResourceManager:
         if rtype.scope == "Mesh" and not self.mesh_exists(res.mesh):
             raise MeshNotFound(res.mesh)
         res.labels = self.compute_labels(rtype, res)
+        if res.type == "Dataplane":
+            res.content = dataplane_resource.not_ready_until_probed(res.content)
         ops = [WriteOp("create", res)]
         if res.type == "Mesh":
             self._check_ca_backends(res)

@@ -48,7 +48,7 @@ def _sign(ctx: Context, key: bytes, claims: dict[str, Any]) -> str:
     from appliance.tokens import signing
     try:
         return signing.sign(claims, key, ctx.args.kid, ctx.args.valid_for)
-    except (ValueError, TypeError, jwt.PyJWTError) as e:
+    except (ValueError, TypeError, jwt.PyJWTError, signing.InvalidToken) as e:
         raise CliError(f"could not sign the token with {ctx.args.signing_key_path}: {e}") from e
 
 

@@ -57,6 +57,11 @@ def local_cluster(service_port: int) -> str:
     return f"localhost:{service_port}"
 
 
+def is_local_cluster(name: str) -> bool:
+    """Whether a sidecar's cluster is one of `local_cluster` (an inbound's application), not a destination."""
+    return name.startswith("localhost:")
+
+
 def _host_port(address: str, port: int) -> str:
     # net.JoinHostPort: IPv6 addresses are bracketed.
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

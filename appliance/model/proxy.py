@@ -15,6 +15,11 @@ KNOWN_INTERNAL_CIDRS: tuple[str, ...] = (
     "10.0.0.0/8", "192.168.0.0/16", "172.16.0.0/12", "fc00::/7", "fd00::/8", "127.0.0.1/32", "::1/128")
 
 
+class GenerationError(Exception):
+    """A proxy's config cannot be built from what the store holds (e.g. a MeshProxyPatch that does not
+    apply): the proxy keeps its last good config, and the text says why."""
+
+
 @dataclass(frozen=True)
 class Inbound:
     port: int                 # the port Envoy listens on (networking.inbound[].port)
@@ -23,7 +28,7 @@ class Inbound:
     service_address: str      # the application's address (serviceAddress, default 127.0.0.1)
     tags: Tags
     protocol: str             # "http" | "http2" | "grpc" | "tcp" (kuma.io/protocol, default tcp)
-    ready: bool = True        # health.ready (absent = ready)
+    ready: bool = True        # state Ready (the default) and health.ready (absent = ready)
     name: str = ""            # inbound.name: what a Dataplane targetRef's sectionName selects (besides the port)
 
     @property

@@ -21,6 +21,12 @@ Every `plugin` module has the same shape (xds/generate calls them, in ORDER, for
     match(snapshot, proxy) -> Matched       what the policies of this kind say for this proxy (pure data)
     apply(matched, resources) -> None       edit the generated Envoy resources in place
     Matched.to_key                          equal keys: equal effect on outbound resources, which may be shared
+    apply_to_proxy(matched, resources)      optional: runs once more, after every plugin's apply, on all of the
+                                            proxy's resources (outbound ones included, which may be shared: it
+                                            replaces what it changes with a copy); raises GenerationError if it
+                                            cannot apply, and the proxy keeps its last good config
+
+A schema may also set `ADMIN_WRITES = True`: only admins may create, change or delete a policy of that type.
 
 validate() assumes the spec passed check_schema (as Kuma runs kube-openapi first) and that the
 policy has the "system" role, which every policy has on Universal.
@@ -42,10 +48,12 @@ from appliance.policies.meshhealthcheck import schema as meshhealthcheck
 from appliance.policies.meshhttproute import schema as meshhttproute
 from appliance.policies.meshloadbalancingstrategy import schema as meshloadbalancingstrategy
 from appliance.policies.meshmetric import schema as meshmetric
+from appliance.policies.meshproxypatch import schema as meshproxypatch
 from appliance.policies.meshratelimit import schema as meshratelimit
 from appliance.policies.meshretry import schema as meshretry
 from appliance.policies.meshtcproute import schema as meshtcproute
 from appliance.policies.meshtimeout import schema as meshtimeout
+from appliance.policies.meshtls import schema as meshtls
 from appliance.policies.meshtrafficpermission import schema as meshtrafficpermission
 
 ALL: tuple[ModuleType, ...] = (
@@ -61,6 +69,8 @@ ALL: tuple[ModuleType, ...] = (
     meshfaultinjection,
     meshratelimit,
     meshmetric,
+    meshtls,
+    meshproxypatch,
 )
 
 

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -21,8 +22,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from appliance.gocompat import duration_or_none
 # The names the plugins find resources by are the generators' (appliance.model.names), re-exported here.
 from appliance.model.names import (
-    CLUSTER, ENDPOINT, HCM_FILTER, HTTP_PROTOCOL_OPTIONS, HTTP_PROTOCOLS, LISTENER, ROUTE, ROUTER_FILTER,
-    TCP_PROXY_FILTER, TLS_TRANSPORT_SOCKET, Resources, local_cluster, sanitize_metric,
+    CLUSTER, ENDPOINT, HCM_FILTER, HTTP_PROTOCOL_OPTIONS, HTTP_PROTOCOLS, KUMA_ALPN, LISTENER, ROUTE, ROUTER_FILTER,
+    TCP_PROXY_FILTER, TLS_INSPECTOR, TLS_TRANSPORT_SOCKET, Resources, local_cluster, sanitize_metric,
 )
 
 M = TypeVar("M", bound=Message)
@@ -114,3 +115,39 @@ def listeners_by_address(resources: Resources, direction: int) -> dict[tuple[str
             socket = found.address.socket_address
             index[(socket.address, socket.port_value)] = found
     return index
+
+
+def mtls_chain(listener: listener_pb2.Listener) -> listener_components_pb2.FilterChain | None:
+    """The filter chain of an inbound that terminates mesh mTLS (the one with a TLS transport socket)."""
+    for chain in listener.filter_chains:
+        if chain.transport_socket.name == TLS_TRANSPORT_SOCKET:
+            return chain
+    return None
+
+
+def set_inbound_mtls_mode(listener: listener_pb2.Listener, permissive: bool) -> None:
+    """Lay out an mTLS inbound's filter chains for a mode, around its mesh mTLS chain (kept as it is).
+
+    Strict: the mTLS chain alone. Permissive: plaintext, foreign TLS and mesh mTLS (TLS with ALPN `kuma`)
+    chains side by side, told apart by the TLS inspector; the first two carry the mTLS chain's filters.
+    An inbound without an mTLS chain is left alone: a mode only ever narrows what mTLS would accept.
+    """
+    secured = mtls_chain(listener)
+    if secured is None:
+        return
+    kept = listener_components_pb2.FilterChain()
+    kept.CopyFrom(secured)
+    del listener.filter_chains[:]
+    inspectors = [f for f in listener.listener_filters if f.name == TLS_INSPECTOR]
+    for inspector in inspectors:
+        listener.listener_filters.remove(inspector)
+    kept.ClearField("filter_chain_match")
+    if permissive:
+        listener.listener_filters.add(name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector()))
+        for transport in ("raw_buffer", "tls"):   # tls without the `kuma` ALPN: the application's own TLS
+            chain = listener.filter_chains.add()
+            chain.filter_chain_match.transport_protocol = transport
+            chain.filters.extend(kept.filters)
+        kept.filter_chain_match.transport_protocol = "tls"
+        kept.filter_chain_match.application_protocols.append(KUMA_ALPN)
+    listener.filter_chains.append(kept)

@@ -14,11 +14,14 @@ from typing import Any, Callable
 import grpc
 import orjson
 from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.health.v3 import hds_pb2_grpc
 
 from appliance.api import codec
 from appliance.api.errors import KumaError, from_exception
 from appliance.ca.server_cert import ServerCert
+from appliance.core.events import Change
 from appliance.core.manager import ResourceManager
+from appliance.core.resources import dataplane as dataplane_resource
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.core.validation import BadRequest, ValidationError
@@ -29,6 +32,8 @@ from appliance.store import AlreadyExists, Conflict, NotFound
 from appliance.tokens import claims, issuer, signing
 from appliance.xds import bootstrap
 from appliance.xds.cache import Generate, XdsCache
+from appliance.xds.hds import HdsServer
+from appliance.xds.health import EnvoyAdmin, HdsSettings
 from appliance.xds.server import AdsServer
 from appliance.xds.snapshot import enabled_metrics_backend
 
@@ -43,8 +48,10 @@ DP_TOKEN_REQUIRED = ("Dataplane Token is required. Generate token using 'kumactl
 class DataplaneServer:
     def __init__(self, manager: ResourceManager, cert: ServerCert, host: str, port: int, instance_id: str,
                  generate: Generate, auth_enabled: bool = True, delta: bool = False, zone: str = "",
-                 status_flush_interval: float = STATUS_FLUSH_INTERVAL, work_dir: Path | None = None) -> None:
-        """`work_dir`: where issued workload certificates are kept across restarts (none: memory only)."""
+                 status_flush_interval: float = STATUS_FLUSH_INTERVAL, work_dir: Path | None = None,
+                 hds: HdsSettings | None = None) -> None:
+        """`work_dir`: where issued workload certificates are kept across restarts (none: memory only).
+        `hds`: dpServer.hds.* (default: Kuma's defaults, enabled)."""
         self.manager = manager
         self.store = manager.store
         self.cert = cert
@@ -56,12 +63,16 @@ class DataplaneServer:
         self.zone = zone          # a zone token must be for this zone (or for none)
         self.status_flush_interval = status_flush_interval
         self.work_dir = work_dir
+        self.hds_settings = hds or HdsSettings()
+        self.hds: HdsServer | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="xds", daemon=True)
         self._registered: set[tuple[str, str]] = set()
         self._pending_removal: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.cache: XdsCache | None = None
         self.insights: InsightRecorder | None = None
+        self.ads: AdsServer | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,9 +91,13 @@ class DataplaneServer:
                                              ("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                              ("grpc.keepalive_permit_without_calls", 1),
                                              ("grpc.http2.min_ping_interval_without_data_ms", 10000)])
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-            AdsServer(self.cache, self._authenticate, self.insights), self.grpc)
+        self.ads = AdsServer(self.cache, self._authenticate, self.insights)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self.grpc)
+        self._unsubscribe = self.store.hub.subscribe(self._from_writer_thread)
         self.cache.on_identity = self._on_identity
+        if self.hds_settings.enabled:
+            self.hds = HdsServer(self.manager, self.hds_settings, self._authenticate, _envoy_admin, self.loop)
+            hds_pb2_grpc.add_HealthDiscoveryServiceServicer_to_server(self.hds, self.grpc)
         # TLS ends in gRPC's C core (its own threads), not on this loop: the front only splices bytes
         credentials = grpc.ssl_server_credentials([(self.cert.key_path.read_bytes(), self.cert.cert_path.read_bytes())])
         if not self.grpc.add_secure_port(f"unix-abstract:{self.grpc_name}", credentials):
@@ -93,6 +108,9 @@ class DataplaneServer:
         await self.front.start()
 
     def stop(self) -> None:
+        if self._unsubscribe:
+            self._unsubscribe()
+
         async def _stop() -> None:
             await self.front.stop()
             await self.grpc.stop(grace=1)
@@ -100,6 +118,8 @@ class DataplaneServer:
                 await self.insights.close()   # after the streams: their disconnects are written too
             if self.cache:
                 self.cache.close()
+            if self.hds:
+                self.hds.close()
         try:
             asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(timeout=10)
         finally:
@@ -131,7 +151,7 @@ class DataplaneServer:
         mesh, sep, name = node_id.partition(".")
         if not sep or not name:
             raise PermissionError(f"node id {node_id!r} is not <mesh>.<name>")
-        token = metadata.get("authorization", "").removeprefix("Bearer ").strip()
+        token = _bearer(metadata)
         if self.auth_enabled and not token:
             raise PermissionError("authentication failed: no dataplane token (kuma-dp --dataplane-token-file)")
         if not mesh:
@@ -156,13 +176,37 @@ class DataplaneServer:
                 raise PermissionError(f"the Dataplane in the node metadata is not valid: {_explain(e)}") from None
         return mesh, name
 
+    def _verified(self, mesh: str, token: str) -> dict[str, Any]:
+        """The claims of a dataplane token (zone token for mesh "") that is signed, current and not revoked."""
+        try:
+            if mesh:
+                return issuer.verify_dataplane_token(self.store, mesh, token)
+            return issuer.verify_zone_token(self.store, token)
+        except (signing.InvalidToken, issuer.SigningKeyNotFound) as e:
+            hint = "" if mesh else " (a zone egress needs a zone token: kumactl generate zone-token --scope egress)"
+            raise PermissionError(f"authentication failed: {e}{hint}")
+
+    # A token is checked again, on every open stream it opened, when a secret that decides it changes
+    # (its mesh's revocations or signing keys): a revoked token loses its stream at once, not at the
+    # proxy's next reconnect. Claims are not checked again: they did not change.
+    def _from_writer_thread(self, changes: list[Change]) -> None:
+        meshes = {mesh for c in changes if (mesh := issuer.proxy_tokens_of(c.type, c.mesh, c.name)) is not None}
+        if meshes and self.auth_enabled:
+            self.loop.call_soon_threadsafe(self._recheck_tokens, meshes)
+
+    def _recheck_tokens(self, meshes: set[str]) -> None:
+        if self.ads is None:
+            return
+
+        def check(key: tuple[str, str], metadata: dict[str, str]) -> None:
+            self._verified(key[0], _bearer(metadata))
+        closed = self.ads.recheck(check, meshes)
+        if closed:
+            log.info("closed %d xDS stream(s) whose token is no longer valid", closed)
+
     def _check_zone_token(self, token: str, scope: str) -> None:
         """Kuma's zone-entity check: a zone token whose scope includes `scope`, for this zone."""
-        try:
-            claims = issuer.verify_zone_token(self.store, token)
-        except (signing.InvalidToken, issuer.SigningKeyNotFound) as e:
-            raise PermissionError(f"authentication failed: {e} (a zone egress needs a zone token: "
-                                  f"kumactl generate zone-token --scope egress)")
+        claims = self._verified("", token)
         scopes = claims.get("Scope") or []
         if scopes and scope not in scopes:
             raise PermissionError(f"authentication failed: token cannot be used to authenticate zone entity "
@@ -175,10 +219,7 @@ class DataplaneServer:
                      stored: Resource | None) -> None:
         """The dataplane token must allow the proxy's own definition and the Dataplane stored under its
         name (Kuma's validateUpsert: a token that may not manage the registered proxy cannot replace it)."""
-        try:
-            token_claims = issuer.verify_dataplane_token(self.store, mesh, token)
-        except (signing.InvalidToken, issuer.SigningKeyNotFound) as e:
-            raise PermissionError(f"authentication failed: {e}")
+        token_claims = self._verified(mesh, token)
         try:
             if definition is not None:
                 claims.check_dataplane(token_claims, mesh, name, definition.content, definition.labels)
@@ -282,7 +323,7 @@ class DataplaneServer:
             service = "zone-egress"  # Kuma's node.cluster for a zone egress
         admin_port = ((dataplane.content.get("networking") or {}).get("admin") or {}).get("port")
         params = bootstrap.BootstrapParams(xds_host=host, xds_port=self.port, ca_pem=self.cert.ca_pem,
-                                           delta=self.delta)
+                                           delta=self.delta, hds=self.hds_settings.enabled)
         response = bootstrap.render(request, mesh, dataplane.name, service or name, params, admin_port,
                                     self._aggregate(mesh, dataplane) if not egress else [])
         return 200, "application/json", orjson.dumps(response)
@@ -335,6 +376,8 @@ class DataplaneServer:
         if self.auth_enabled and not authenticated:
             self._authorize_bootstrap(token, res.mesh, res.name, res, current)
         self._check_rules(res, current)
+        if current is not None and type_name == "Dataplane":
+            res.content = dataplane_resource.keep_probed_health(res.content, current.content)
         pending = self._pending_removal.pop(key, None)
         if pending:
             pending.cancel()
@@ -378,3 +421,19 @@ def _node_definition(node: object) -> str:
     """The Dataplane kuma-dp put in its Envoy's node metadata (--dataplane-file), or ""."""
     fields = getattr(getattr(node, "metadata", None), "fields", {})
     return fields["dataplane.resource"].string_value if "dataplane.resource" in fields else ""
+
+
+def _bearer(metadata: dict[str, str]) -> str:
+    """The token a stream's gRPC metadata carries (kuma-dp sends `authorization: <token>`)."""
+    return metadata.get("authorization", "").removeprefix("Bearer ").strip()
+
+
+def _envoy_admin(dataplane: dict[str, Any], node: object) -> EnvoyAdmin:
+    """Where the proxy's Envoy admin listens, as its bootstrap put it: networking.admin.port, else the socket in
+    kuma-dp's work dir (its node metadata)."""
+    port = ((dataplane.get("networking") or {}).get("admin") or {}).get("port")
+    if port:
+        return EnvoyAdmin(port=int(port))
+    fields = getattr(getattr(node, "metadata", None), "fields", {})
+    workdir = fields["workdir"].string_value if "workdir" in fields else ""
+    return EnvoyAdmin(pipe=bootstrap.admin_socket(workdir))

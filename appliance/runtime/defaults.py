@@ -7,7 +7,7 @@ import logging
 from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
 from appliance.store import AlreadyExists
-from appliance.tokens import signing
+from appliance.tokens import issuer, signing
 
 log = logging.getLogger(__name__)
 
@@ -17,17 +17,12 @@ ADMIN_TOKEN_VALIDITY = 10 * 365 * 24 * 3600.0
 
 def ensure_defaults(manager: ResourceManager, skip_mesh_creation: bool, bootstrap_admin_token: bool) -> None:
     store = manager.store
-    key_name = signing.signing_key_name(signing.USER_TOKEN_SIGNING_KEY_PREFIX)
-    key_secret = store.get("GlobalSecret", "", key_name)
-    if key_secret is None:
-        pem = signing.new_signing_key_pem()
-        _create_quietly(manager, Resource("GlobalSecret", "", key_name, {"data": signing.signing_key_secret_data(pem)}))
-        key_secret = store.get("GlobalSecret", "", key_name)
-    assert key_secret is not None
+    if not issuer.signing_keys(store, issuer.USER_TOKENS):   # none at all: a rotated key 1 stays gone
+        name = signing.signing_key_name(signing.USER_TOKEN_SIGNING_KEY_PREFIX)
+        data = signing.signing_key_secret_data(signing.new_signing_key_pem())
+        _create_quietly(manager, Resource("GlobalSecret", "", name, {"data": data}))
     if bootstrap_admin_token and store.get("GlobalSecret", "", ADMIN_TOKEN_SECRET) is None:
-        token = signing.sign({"Name": "mesh-system:admin", "Groups": ["mesh-system:admin"]},
-                             base64.b64decode(key_secret.content["data"]), signing.DEFAULT_KEY_ID,
-                             ADMIN_TOKEN_VALIDITY)
+        token = issuer.issue_user_token(store, "mesh-system:admin", ["mesh-system:admin"], ADMIN_TOKEN_VALIDITY)
         _create_quietly(manager, Resource("GlobalSecret", "", ADMIN_TOKEN_SECRET,
                                           {"data": base64.b64encode(token.encode()).decode()}))
         log.info("admin user token stored as GlobalSecret %r", ADMIN_TOKEN_SECRET)

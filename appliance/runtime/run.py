@@ -32,6 +32,7 @@ from appliance.store import Store, metered
 from appliance.store.file_modes import PRIVATE_DIR, PRIVATE_FILE, private_dir, restrict
 from appliance.store.memory import MemoryStore
 from appliance.store.sqlite import SQLiteStore
+from appliance.xds.health import HdsSettings
 
 log = logging.getLogger("kuma-cp")
 
@@ -170,6 +171,17 @@ def _https_api(config: Config, api: Any) -> HttpsServer:
         raise StartupError(f"cannot listen on {host}:{port} for the HTTPS API (apiServer.https.port): {e}")
 
 
+def _hds_settings(config: Config) -> HdsSettings:
+    def ns(path: str) -> int:
+        return round(config.seconds(f"dpServer.hds.{path}") * 1e9)
+    return HdsSettings(enabled=config["dpServer.hds.enabled"], interval=ns("interval"),
+                       refresh_interval=ns("refreshInterval"), timeout=ns("checkDefaults.timeout"),
+                       check_interval=ns("checkDefaults.interval"),
+                       no_traffic_interval=ns("checkDefaults.noTrafficInterval"),
+                       healthy_threshold=config["dpServer.hds.checkDefaults.healthyThreshold"],
+                       unhealthy_threshold=config["dpServer.hds.checkDefaults.unhealthyThreshold"])
+
+
 def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str) -> DataplaneServer:
     cert = _server_cert(config, "dpServer", "DP server")
     from appliance.xds.generate import generate_sidecar
@@ -177,7 +189,7 @@ def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str
                              auth_enabled=config["dpServer.authn.dpProxy.type"] != "none",
                              delta=config["experimental.deltaXds"], zone=config["multizone.zone.name"],
                              status_flush_interval=config.seconds("xdsServer.dataplaneStatusFlushInterval"),
-                             work_dir=config.work_dir)
+                             work_dir=config.work_dir, hds=_hds_settings(config))
     try:
         server.start()
     except OSError as e:

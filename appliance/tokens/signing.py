@@ -37,7 +37,7 @@ def signing_key_name(prefix: str, key_id: str = DEFAULT_KEY_ID) -> str:
 def sign(claims: dict[str, Any], key_pem: bytes, key_id: str, valid_for: float) -> str:
     now = int(time.time())
     payload = {**claims, "iat": now, "nbf": now, "exp": now + int(valid_for), "jti": str(uuid.uuid4())}
-    return jwt.encode(payload, key_pem, algorithm="RS256", headers={"kid": key_id})
+    return jwt.encode(payload, _private_key(key_pem, key_id), algorithm="RS256", headers={"kid": key_id})
 
 
 def token_key_id(token: str) -> str:
@@ -48,13 +48,23 @@ def token_key_id(token: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _public_key(key_pem: bytes) -> Any:
+def _loaded(key_pem: bytes) -> Any:
     # loading an RSA private key costs tens of ms; every proxy stream verifies a token
-    return serialization.load_pem_private_key(key_pem, password=None).public_key()
+    return serialization.load_pem_private_key(key_pem, password=None)
+
+
+def _private_key(key_pem: bytes, key_id: str) -> rsa.RSAPrivateKey:
+    try:
+        key = _loaded(key_pem)
+    except (ValueError, TypeError) as e:
+        raise InvalidToken(f"the signing key with KID {key_id} is not an RSA private key in PEM: {e}") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise InvalidToken(f"the signing key with KID {key_id} is not an RSA private key")
+    return key
 
 
 def verify(token: str, key_pem: bytes) -> dict[str, Any]:
-    public = _public_key(key_pem)
+    public = _private_key(key_pem, token_key_id(token)).public_key()
     try:
         return jwt.decode(token, public, algorithms=["RS256"], options={"require": ["exp"]})  # type: ignore[arg-type]
     except jwt.PyJWTError as e:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ class BootstrapParams:
     xds_port: int
     ca_pem: bytes            # what Envoy trusts for the CP's certificate
     delta: bool              # DELTA_GRPC instead of GRPC
+    hds: bool = False        # the proxy runs the health checks HDS gives it (dpServer.hds.enabled)
 
 
 def parse_request(body: Any) -> dict[str, Any]:
@@ -38,6 +40,11 @@ def _metrics_tls_paths(request: dict[str, Any]) -> dict[str, str]:
     resources = request.get("metricsResources")
     resources = resources if isinstance(resources, dict) else {}
     return {"metricsCertPath": str(resources.get("certPath") or ""), "metricsKeyPath": str(resources.get("keyPath") or "")}
+
+
+def admin_socket(workdir: str) -> str:
+    """Where Envoy's admin API listens when the Dataplane sets no networking.admin.port."""
+    return f"{(workdir or '/tmp').rstrip('/')}/envoy-admin.sock"
 
 
 def _san_matchers(host: str) -> list[dict[str, Any]]:
@@ -75,7 +82,7 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
         # Without networking.admin.port the admin API sits on a socket in kuma-dp's work dir, as
         # Kuma 2.14 does (envoyAdminUnixSocket): several proxies on one VM never fight over a port.
         "admin": {"address": ({"socketAddress": {"address": "127.0.0.1", "portValue": admin_port}} if admin_port
-                              else {"pipe": {"path": f"{workdir.rstrip('/')}/envoy-admin.sock"}}),
+                              else {"pipe": {"path": admin_socket(workdir)}}),
                   "accessLogPath": "/dev/null"},
         "layeredRuntime": {"layers": [{"name": "kuma", "staticLayer": {
             "re2.max_program_size.error_level": 4294967295, "re2.max_program_size.warn_level": 1000}}]},
@@ -110,6 +117,10 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
                 "trustedCa": {"inlineBytes": base64.b64encode(params.ca_pem).decode()}}}],
         },
     }
+    if params.hds and proxy_type == "dataplane":
+        # As Kuma: HDS on the same connection as ADS (GRPC also when ADS is delta), with the same token
+        bootstrap["hdsConfig"] = {"apiType": "GRPC", "transportApiVersion": "V3", "setNodeOnFirstMessageOnly": True,
+                                  "grpcServices": [copy.deepcopy(grpc_service)]}   # no YAML alias
     text = yaml.safe_dump(bootstrap, sort_keys=True)
     return {"bootstrap": base64.b64encode(text.encode()).decode(),
             "kumaSidecarConfiguration": {"networking": {"corefileTemplate": None, "address": ""},

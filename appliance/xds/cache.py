@@ -30,7 +30,7 @@ from appliance.xds import placeholders
 from appliance.xds.generate.egress import EgressProxy, egress_meshes, generate_egress
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.identity import IdentityProvider
-from appliance.model.proxy import Identity, Inbound, MeshSnapshot, Proxy
+from appliance.model.proxy import GenerationError, Identity, Inbound, MeshSnapshot, Proxy
 from appliance.xds.resources import ENDPOINT, Packed, Resources, pack, pack_all
 from appliance.xds.snapshot import build_snapshot, dataplane_inbounds, proxy_from_dataplane
 
@@ -376,6 +376,12 @@ class XdsCache:
             started = time.perf_counter()
             try:
                 resources = self.generate(snapshot, proxy, identity, shared.messages)
+            except GenerationError as e:
+                # as Kuma: the proxy keeps the last config it got; the next change of its inputs tries again
+                telemetry.XDS_GENERATION_ERRORS.inc()
+                log.warning("cannot generate the config of %s.%s, it keeps its last one: %s", mesh, name, e)
+                watch.memo_key = memo_key
+                return watch.memo
             except Exception:
                 telemetry.XDS_GENERATION_ERRORS.inc()
                 raise

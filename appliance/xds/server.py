@@ -25,6 +25,8 @@ log = logging.getLogger("appliance.xds")
 # (the Envoy Node of the stream's first request, gRPC metadata) -> the proxy key (mesh, name),
 # or raise PermissionError with the reason
 Authenticate = Callable[[object, dict[str, str]], tuple[str, str]]
+# (the proxy key, the stream's gRPC metadata) -> None, or raise PermissionError: may the stream go on?
+Recheck = Callable[[tuple[str, str], dict[str, str]], None]
 
 
 @dataclass
@@ -110,23 +112,55 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
+@dataclass(eq=False)
+class _Close:
+    """Put on a stream's queue: end the stream, telling the proxy why."""
+    reason: str
+
+
+@dataclass(eq=False)
+class _OpenStream:
+    key: tuple[str, str]
+    metadata: dict[str, str]
+    queue: asyncio.Queue
+
+
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(self, cache: XdsCache, authenticate: Authenticate, observer: StreamObserver | None = None) -> None:
         self.cache = cache
         self.authenticate = authenticate
         self.observer = observer or StreamObserver()
+        self._open_streams: set[_OpenStream] = set()
+
+    def recheck(self, check: Recheck, meshes: set[str]) -> int:
+        """Close every open stream of a proxy in `meshes` that `check` no longer lets in (a revoked
+        token, a removed signing key); on the loop. Returns how many were closed."""
+        closed = 0
+        for stream in list(self._open_streams):
+            if stream.key[0] not in meshes:
+                continue
+            try:
+                check(stream.key, stream.metadata)
+            except PermissionError as e:
+                stream.queue.put_nowait(_Close(str(e)))
+                self._open_streams.discard(stream)
+                closed += 1
+        return closed
 
     async def _open(self, node: object, context: grpc.aio.ServicerContext, delta: bool,
-                    stats: StreamStats) -> ProxyWatch:
+                    stats: StreamStats, queue: asyncio.Queue) -> tuple[ProxyWatch, _OpenStream]:
+        metadata = _metadata(context)
         try:
-            key = self.authenticate(node, _metadata(context))
+            key = self.authenticate(node, metadata)
         except PermissionError as e:
             log.warning("refused xDS stream of %s: %s", getattr(node, "id", ""), e)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise
         watch = self.cache.watch(*key, node_metadata(node))
+        stream = _OpenStream(key, metadata, queue)
+        self._open_streams.add(stream)
         self.observer.connected(key, node, delta, stats)
-        return watch
+        return watch, stream
 
     async def _stream(self, request_iterator: AsyncIterator, context: grpc.aio.ServicerContext, delta: bool,
                       on_request: Callable, on_change: Callable) -> AsyncIterator:
@@ -134,6 +168,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         queue: asyncio.Queue = asyncio.Queue()
         reader = asyncio.ensure_future(_pump(request_iterator, queue))
         watch: ProxyWatch | None = None
+        stream: _OpenStream | None = None
         states: dict[str, _TypeState] = {}
         stats = StreamStats()
         try:
@@ -141,6 +176,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 item = await queue.get()
                 if item is _END:
                     return
+                if isinstance(item, _Close):
+                    log.warning("closed the xDS stream of %s: %s", ".".join(watch.key).lstrip(".") if watch else "",
+                                item.reason)
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, item.reason)
                 if item is _CHANGED:
                     assert watch is not None
                     watch.changed.clear()
@@ -149,7 +188,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         yield response
                     continue
                 if watch is None:
-                    watch = await self._open(item.node, context, delta, stats)
+                    watch, stream = await self._open(item.node, context, delta, stats, queue)
                     watch.changed.callback = lambda: queue.put_nowait(_CHANGED)
                     if watch.changed.pending:
                         queue.put_nowait(_CHANGED)
@@ -158,6 +197,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     yield response
         finally:
             reader.cancel()
+            if stream is not None:
+                self._open_streams.discard(stream)
             if watch is not None:
                 watch.changed.callback = None
                 self.cache.unwatch(watch)

@@ -9,6 +9,7 @@ from typing import Any
 
 from appliance.ca.builtin import kuma_duration_s
 from appliance.core.resources.mesh import CaUnavailable, ca_pair
+from appliance.core.resources.dataplane import inbound_ready, workload
 from appliance.core.resources.secret import is_system_secret
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
@@ -46,15 +47,12 @@ def _inbounds(dp: Resource) -> tuple[Inbound, ...]:
     out = []
     for ib in networking.get("inbound") or []:
         tags = {k: str(v) for k, v in (ib.get("tags") or {}).items()}
-        health = ib.get("health")
-        port = int(ib.get("port") or 0)
-        inbound_address = ib.get("address") or address
+        # Kuma 2.14: the application is reached on the inbound's own address unless serviceAddress says
+        service_address, service_port = workload(networking, ib)
         out.append(Inbound(
-            port=port, service_port=int(ib.get("servicePort") or port),
-            # Kuma 2.14: the application is reached on the inbound's own address unless serviceAddress says
-            address=inbound_address, service_address=ib.get("serviceAddress") or inbound_address,
-            tags=tags, protocol=tags.get("kuma.io/protocol", "tcp"),
-            ready=bool(health.get("ready", False)) if isinstance(health, dict) else True,
+            port=int(ib.get("port") or 0), service_port=service_port,
+            address=ib.get("address") or address, service_address=service_address,
+            tags=tags, protocol=tags.get("kuma.io/protocol", "tcp"), ready=inbound_ready(ib),
             name=str(ib.get("name") or "")))
     return tuple(out)
 

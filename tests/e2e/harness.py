@@ -10,6 +10,7 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Iterator
 
 from tests.support import ROOT, CpProcess, cp_command, dataplane_token, free_port, terminate_all
 
@@ -112,3 +113,12 @@ def tcp_refused(port: int) -> bool:
         return tcp_exchange(port, b"x") == b""
     except OSError:
         return True
+
+
+def running_mesh(tmp: Path, xds: str = "sotw") -> Iterator[Mesh]:
+    """For a fixture: a started control plane (`xds`: "sotw" or "delta", Kuma's experimental delta xDS),
+    closed with its proxies after the test."""
+    mesh = Mesh(tmp, {"KUMA_EXPERIMENTAL_DELTA_XDS": "true"} if xds == "delta" else None)
+    mesh.cp.start()
+    yield mesh
+    mesh.close()

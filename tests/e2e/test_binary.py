@@ -2,7 +2,7 @@
 
 Every program (`kuma-cp`, and `kuma-dp`/`kumactl` by link name and as `kuma-cp dp`/`kuma-cp ctl`)
 and every subcommand answers `--help`; a full start-up from an empty work dir answers `/ready`
-and `GET /`; SIGTERM stops it with exit 0 and nothing left in TMPDIR; bad input stops start-up
+and `GET /` and the GUI; SIGTERM stops it with exit 0 and nothing left in TMPDIR; bad input stops start-up
 with one line and exit 1; the tarball installs twice into a folder.
 
 The binary is KUMA_TEST_BINARY when set; otherwise `dist/kuma-cp`, built once per session by
@@ -149,6 +149,12 @@ def test_starts_from_empty_work_dir_serves_and_stops_on_sigterm(binary: Path, tm
         meshes = requests.get(f"http://127.0.0.1:{api}/meshes", timeout=5).json()
         assert [m["name"] for m in meshes["items"]] == ["default"]
         assert (work / "kuma.db").exists()
+        # The GUI's templates and static files are inside the frozen file (package data, not code).
+        assert index["gui"] == "/gui"
+        gui = requests.get(f"http://127.0.0.1:{api}/gui/", timeout=5)
+        assert gui.status_code == 200 and 'href="/gui/meshes/default"' in gui.text, gui.text
+        for static in ("gui.js", "gui.css"):
+            assert requests.get(f"http://127.0.0.1:{api}/gui/static/{static}", timeout=5).status_code == 200
         # The DP server answers TLS (grpc, cryptography and the generated certificate in the frozen file).
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE

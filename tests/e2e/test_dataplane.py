@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.harness import ALLOW_ALL, MTLS, Echo, Mesh, TcpEcho, serve_in_thread, tcp_exchange, tcp_refused
+from tests.e2e.harness import (ALLOW_ALL, MTLS, Echo, Mesh, TcpEcho, running_mesh, serve_in_thread, tcp_exchange,
+                               tcp_refused)
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -23,10 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(params=["sotw", "delta"])
 def mesh(request, tmp_path: Path):
-    m = Mesh(tmp_path, {"KUMA_EXPERIMENTAL_DELTA_XDS": "true"} if request.param == "delta" else None)
-    m.cp.start()
-    yield m
-    m.close()
+    yield from running_mesh(tmp_path, request.param)
 
 
 def test_http_and_tcp_through_two_envoys_with_mtls_and_permissions(mesh: Mesh) -> None:

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.ads_proxy import Proxy
-from tests.e2e.harness import Echo, Mesh, serve_in_thread
+from tests.e2e.harness import Echo, Mesh, running_mesh, serve_in_thread
 from tests.support import dataplane_token, eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -23,10 +23,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def mesh(tmp_path: Path):
-    m = Mesh(tmp_path)
-    m.cp.start()
-    yield m
-    m.close()
+    yield from running_mesh(tmp_path)
 
 
 def _ca(mesh: Mesh) -> bytes:

@@ -30,7 +30,7 @@ class _External(BaseHTTPRequestHandler):
     callers: list[int | None] = []
 
     def do_GET(self) -> None:  # noqa: N802
-        type(self).callers.append(_socket_owner(self.client_address[1]))
+        type(self).callers.append(_socket_owner(self.client_address[1], self.server.server_address[1]))
         body = json.dumps({"host": self.headers.get("Host", "")}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -41,12 +41,13 @@ class _External(BaseHTTPRequestHandler):
         pass
 
 
-def _socket_owner(local_port: int) -> int | None:
-    """The pid holding the 127.0.0.1 TCP socket with this local port (the external server's peer)."""
+def _socket_owner(local_port: int, remote_port: int) -> int | None:
+    """The pid holding the 127.0.0.1 TCP socket from `local_port` to `remote_port` (the external server's peer).
+    Both ports: another socket may have the same local port towards elsewhere (one in TIME_WAIT has no owner)."""
     inode = None
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].split(":")[1], 16) == local_port:
+        if (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)) == (local_port, remote_port):
             inode = fields[9]
             break
     if inode is None:

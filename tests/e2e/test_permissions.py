@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.harness import Echo, MTLS, Mesh, TcpEcho, serve_in_thread, tcp_exchange, tcp_refused
+from tests.e2e.harness import Echo, MTLS, Mesh, TcpEcho, running_mesh, serve_in_thread, tcp_exchange, tcp_refused
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -29,10 +29,7 @@ PER_WINDOW = 20          # requests that must start after each ACK before the ne
 
 @pytest.fixture(params=["sotw", "delta"])
 def mesh(request, tmp_path: Path):
-    m = Mesh(tmp_path, {"KUMA_EXPERIMENTAL_DELTA_XDS": "true"} if request.param == "delta" else None)
-    m.cp.start()
-    yield m
-    m.close()
+    yield from running_mesh(tmp_path, request.param)
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

@@ -21,7 +21,7 @@ import requests
 from cryptography import x509
 
 from appliance.ca import builtin
-from tests.e2e.harness import ALLOW_ALL, Echo, Mesh, serve_in_thread
+from tests.e2e.harness import ALLOW_ALL, Echo, Mesh, running_mesh, serve_in_thread
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -67,10 +67,7 @@ def _as_web(directory: Path, ca: tuple[bytes, bytes], port: int, signer: tuple[b
 
 @pytest.fixture
 def mesh(tmp_path: Path):
-    m = Mesh(tmp_path)
-    m.cp.start()
-    yield m
-    m.close()
+    yield from running_mesh(tmp_path)
 
 
 def test_a_provided_ca_fails_closed_until_its_secrets_exist_then_signs_the_mesh(mesh: Mesh, tmp_path: Path) -> None:

@@ -143,9 +143,6 @@ def test_environment_overrides_the_file_for_a_setting_we_do_not_apply(tmp_path: 
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("access:\n  static:\n    viewConfigDump:\n      groups: [mesh-system:authenticated]\n",
-     r"access.static.viewConfigDump.groups \(.*c.yaml:4\) is set to \[\"mesh-system:authenticated\"\]: .*"
-     r"ignoring it would keep access for mesh-system:unauthenticated"),
     ("dpServer:\n  tlsMinVersion: TLSv1_3\n", r"dpServer.tlsMinVersion .* less protection"),
     ("apiServer:\n  authn:\n    tokens:\n      validator:\n        useSecrets: false\n",
      r"apiServer.authn.tokens.validator.useSecrets .* keep Kuma's default true"),
@@ -159,10 +156,18 @@ def test_a_setting_that_asks_for_more_protection_is_refused_not_ignored(tmp_path
     assert re.search(expected, str(e.value)), str(e.value)
 
 
-def test_an_access_list_that_only_adds_people_is_reported(tmp_path: Path) -> None:
+def test_access_lists_are_applied_from_file_and_environment(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("access:\n  static:\n    generateDpToken:\n      groups: [mesh-system:admin, ops]\n")
-    assert [n.path for n in load_config(f, env={}).not_applied] == ["access.static.generateDpToken.groups"]
+    f.write_text("access:\n  static:\n    viewConfigDump:\n      groups: [mesh-system:authenticated]\n"
+                 "    generateDpToken:\n      users: []\n")
+    c = load_config(f, env={"KUMA_ACCESS_STATIC_GENERATE_DP_TOKEN_GROUPS": "mesh-system:admin, ops"})
+    assert c.not_applied == () and c.warnings == ()
+    assert c["access.static.viewConfigDump.groups"] == ["mesh-system:authenticated"]
+    assert c["access.static.generateDpToken.users"] == []
+    assert c["access.static.generateDpToken.groups"] == ["mesh-system:admin", "ops"]
+    assert c["access.static.adminResources.groups"] == ["mesh-system:admin"]
+    with pytest.raises(ConfigError, match=r"access.type \(env KUMA_ACCESS_TYPE\): 'rbac', expected one of static"):
+        load_config(env={"KUMA_ACCESS_TYPE": "rbac"})
 
 
 def test_keys_match_regardless_of_case_as_in_kuma(tmp_path: Path) -> None:
@@ -220,3 +225,17 @@ def test_https_api_is_on_by_default_as_in_kuma() -> None:
     c = load_config(env={})
     assert (c["apiServer.https.enabled"], c["apiServer.https.port"], c["apiServer.https.tlsMinVersion"]) == (
         True, 5682, "TLSv1_2")
+
+
+def test_hds_settings_are_applied_and_must_be_positive() -> None:
+    from appliance.runtime.run import _hds_settings
+    c = load_config(env={"KUMA_DP_SERVER_HDS_INTERVAL": "1s", "KUMA_DP_SERVER_HDS_CHECK_UNHEALTHY_THRESHOLD": "3",
+                         "KUMA_DP_SERVER_HDS_ENABLED": "false"})
+    assert not c.not_applied and not c.warnings
+    settings = _hds_settings(c)
+    assert (settings.enabled, settings.interval, settings.unhealthy_threshold) == (False, 1_000_000_000, 3)
+    assert _hds_settings(load_config(env={})).timeout == 2_000_000_000   # Kuma's checkDefaults.timeout
+    with pytest.raises(ConfigError, match=r"dpServer.hds.interval: '0s', must be greater than 0s"):
+        load_config(env={"KUMA_DP_SERVER_HDS_INTERVAL": "0s"})
+    with pytest.raises(ConfigError, match=r"dpServer.hds.checkDefaults.healthyThreshold: 0"):
+        load_config(env={"KUMA_DP_SERVER_HDS_CHECK_HEALTHY_THRESHOLD": "0"})

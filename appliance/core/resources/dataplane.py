@@ -6,6 +6,7 @@ each get their own set of checks, as in Kuma.
 """
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -243,3 +244,59 @@ def _listener_errors(net: dict[str, Any], out: Violations) -> None:
         if any(f"{inbound.get('address') or net.get('address', '')}:{uint(inbound.get('port'))}" == where
                for inbound in inbounds):
             out.add(path, f"address:port {where} collides with an inbound listener")
+
+
+def workload(networking: dict[str, Any], inbound: dict[str, Any]) -> tuple[str, int]:
+    """Where the application behind an inbound listens (Kuma 2.14's WorkloadIP, WorkloadPort): serviceAddress,
+    else the inbound's own address, else the Dataplane's; servicePort, else the inbound's port."""
+    address = inbound.get("address") or networking.get("address") or ""
+    port = int(inbound.get("port") or 0)
+    return str(inbound.get("serviceAddress") or address), int(inbound.get("servicePort") or port)
+
+
+def inbound_ready(inbound: dict[str, Any]) -> bool:
+    """Kuma's GetHealthyInbounds: the inbound's state is Ready (the default) and `health`, if set, says ready.
+    Only ready inbounds are endpoints of their service."""
+    health = inbound.get("health")
+    if isinstance(health, dict) and not health.get("ready", False):
+        return False
+    return inbound.get("state", "Ready") == "Ready"
+
+
+def not_ready_until_probed(content: dict[str, Any]) -> dict[str, Any]:
+    """A new Dataplane's inbounds with a `serviceProbe` start not ready, so that no caller is sent to an
+    application before its first probe passes (Kuma's dataplane manager on create; HDS marks them ready)."""
+    inbounds = (content.get("networking") or {}).get("inbound") or []
+    if not any(isinstance(ib, dict) and ib.get("serviceProbe") is not None for ib in inbounds):
+        return content
+    out = copy.deepcopy(content)
+    for inbound in out["networking"]["inbound"]:
+        if inbound.get("serviceProbe") is not None:
+            inbound["state"] = "NotReady"
+            inbound["health"] = {"ready": False}   # for clients of Kuma 2.5 and older, as Kuma writes it
+    return out
+
+
+
+
+def keep_probed_health(content: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """`content` (kuma-dp registering its proxy again) with the health the control plane found for its probed
+    inbounds where inbound and application are the same as stored: a restarted kuma-dp does not send
+    callers to an application whose probe failed, and an unchanged definition is not written again. Any other
+    probed inbound starts not ready, as in a new Dataplane."""
+    def probed(dp: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
+        networking = dp.get("networking") or {}
+        return {(ib.get("address") or networking.get("address"), uint(ib.get("port")), workload(networking, ib)): ib
+                for ib in networking.get("inbound") or []
+                if isinstance(ib, dict) and ib.get("serviceProbe") is not None}
+    out = not_ready_until_probed(content)
+    if out is content:
+        return content   # nothing probed
+    before = probed(stored)
+    for key, inbound in probed(out).items():
+        if key in before:
+            for field in ("health", "state"):
+                inbound.pop(field, None)
+                if field in before[key]:
+                    inbound[field] = copy.deepcopy(before[key][field])
+    return out

@@ -60,6 +60,7 @@ class ResourceType:
     policy: PolicyInfo | None = None
     read_only: bool = False
     admin_only: bool = False        # secrets: readable and writable by admins only
+    admin_writes: bool = False      # readable by all, created, changed and deleted by admins only
     singular: str = ""              # "Mesh Traffic Permission"
     plural: str = ""
     include_in_federation: bool = True

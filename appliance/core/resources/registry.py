@@ -20,7 +20,7 @@ def _words(name: str) -> str:
 
 
 def _plural(words: str) -> str:
-    if words.endswith(("s", "sh", "ch")):
+    if words.lower().endswith(("s", "sh", "ch")):   # "Mesh TLS" -> "Mesh TLSes", as Kuma
         return words + "es"
     if words.endswith("y") and words[-2:-1] not in "aeiou":
         return words[:-1] + "ies"
@@ -60,7 +60,7 @@ def _policy(module: ModuleType) -> ResourceType:
         policy=PolicyInfo(is_target_ref=t["is_target_ref"], has_to=t["has_to"], has_from=t["has_from"],
                           has_rules=t["has_rules"], is_from_as_rules=t["is_from_as_rules"]),
         singular=words, plural=_plural(words), kumactl=module.KIND.lower(), warnings=_policy_warnings(module),
-        admin_fields=_policy_admin_fields(module),
+        admin_fields=_policy_admin_fields(module), admin_writes=getattr(module, "ADMIN_WRITES", False),
     )
 
 

@@ -86,7 +86,7 @@ def data_source_errors(path: str, source: dict[str, Any] | None, out: Violations
 # (runtime/defaults.ADMIN_TOKEN_SECRET); a unit test keeps this list and their creators in step.
 _SYSTEM_PREFIXES = (signing.DATAPLANE_TOKEN_SIGNING_KEY_PREFIX, "dataplane-token-revocations-",
                     signing.USER_TOKEN_SIGNING_KEY_PREFIX, "zone-token-signing-key", "zone-ingress-token-signing-key",
-                    "admin-user-token")
+                    "admin-user-token", "user-token-revocations", "zone-token-revocations")
 _BUILTIN_CA_PART = ".ca-builtin-"   # "<mesh>.ca-builtin-cert-<backend>", "<mesh>.ca-builtin-key-<backend>"
 
 SourceList = Iterable[tuple[str, dict[str, Any]]]

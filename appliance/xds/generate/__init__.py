@@ -7,7 +7,8 @@ to {resource name: protobuf message}. Generation is deterministic: the same inpu
 serialize (deterministic=True) to the same bytes, so a server can hash them and skip what did not change.
 
 The base resources follow Kuma 2.14's generators; then the policy plugins edit them in Kuma's plugin
-order (`policies.plugins()`, each policy's ORDER), each as `plugin.apply(plugin.match(snapshot, proxy), resources)`.
+order (`policies.plugins()`, each policy's ORDER), each as `plugin.apply(plugin.match(snapshot, proxy), resources)`;
+then those with `apply_to_proxy` once more on all of the proxy's resources (GenerationError when they fail).
 
 Sharing: pass one dict as `cache` per snapshot revision (never across revisions) and proxies of the
 mesh share the ClusterLoadAssignments, the CA secret and the resources of each outbound (listener,
@@ -95,7 +96,6 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     matched = tuple(plugin.match(snapshot, proxy) for plugin in PLUGINS)
     for plugin, plugin_matched in zip(PLUGINS, matched):
         plugin.apply(plugin_matched, resources)
-    inbound_routes_by_rds(resources)
 
     # Added after the per-proxy pass: the resources of an outbound are shared between proxies.
     endpoints = resources[names.ENDPOINT]
@@ -115,6 +115,13 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
             resources[type_url].update(by_name)
         for name in eds:
             endpoints[name] = _cached(cache, ("cla", name), lambda n=name: load_assignment_for(snapshot, n))
+
+    # Plugins of the whole proxy (MeshProxyPatch) see every resource, inbound and outbound, and inline
+    # inbound route configurations: those go to RDS only after them.
+    for plugin, plugin_matched in zip(PLUGINS, matched):
+        if hasattr(plugin, "apply_to_proxy"):
+            plugin.apply_to_proxy(plugin_matched, resources)
+    inbound_routes_by_rds(resources)
 
     if snapshot.mtls is not None:
         secrets = resources[names.SECRET]

@@ -19,6 +19,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf.message import Message
 
 from appliance.model import names
+from appliance.policies._envoy import set_inbound_mtls_mode
 from appliance.xds.generate import routes, tls
 from appliance.xds.generate.clusters import INBOUND_IDLE_TIMEOUT
 from appliance.xds.generate._proto import pack, seconds, tags_metadata
@@ -114,25 +115,14 @@ def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> 
     # to some connections. Without it the new listener takes over the socket at once.
     listener.enable_reuse_port.value = False
     app_filter = _inbound_filter(inbound, name, snapshot, proxy)
+    chain = listener.filter_chains.add()
+    chain.filters.append(app_filter)
     mtls = snapshot.mtls
     if mtls is None:
-        listener.filter_chains.add().filters.append(app_filter)
         return listener
-    if mtls.mode == "PERMISSIVE":
-        listener.listener_filters.append(TLS_INSPECTOR)
-        plain = listener.filter_chains.add()
-        plain.filter_chain_match.transport_protocol = "raw_buffer"
-        plain.filters.append(app_filter)
-        # TLS that is not the mesh's (no `kuma` ALPN) belongs to the application: pass it through.
-        foreign_tls = listener.filter_chains.add()
-        foreign_tls.filter_chain_match.transport_protocol = "tls"
-        foreign_tls.filters.append(app_filter)
-    chain = listener.filter_chains.add()
-    if mtls.mode == "PERMISSIVE":
-        chain.filter_chain_match.transport_protocol = "tls"
-        chain.filter_chain_match.application_protocols.append(names.KUMA_ALPN)
-    chain.filters.append(app_filter)
     chain.transport_socket.CopyFrom(tls.downstream_transport_socket(snapshot.mesh))
+    # The layout of a mode lives with the policies: MeshTLS sets an inbound's mode over the mesh's.
+    set_inbound_mtls_mode(listener, permissive=mtls.mode == "PERMISSIVE")
     return listener
 
 

@@ -17,10 +17,12 @@ KUMA_RESOURCES = {
     "MeshHealthCheck": ("meshhealthchecks", "mhc", True, False, False, False),
     "MeshLoadBalancingStrategy": ("meshloadbalancingstrategies", "mlbs", True, False, False, False),
     "MeshMetric": ("meshmetrics", "mm", False, False, False, False),
+    "MeshProxyPatch": ("meshproxypatches", "mpp", False, False, False, False),
     "MeshRateLimit": ("meshratelimits", "mrl", True, True, True, True),
     "MeshRetry": ("meshretries", "mr", True, False, False, False),
     "MeshTCPRoute": ("meshtcproutes", "mtcpr", True, False, False, False),
     "MeshTimeout": ("meshtimeouts", "mt", True, True, True, True),
+    "MeshTLS": ("meshtlses", "mtls", False, True, True, True),
     "MeshTrafficPermission": ("meshtrafficpermissions", "mtp", False, True, True, False),
 }
 
@@ -59,10 +61,10 @@ def test_validator_survives_specs_the_schema_refused(module):
 
 
 # Kuma 2.14.3's `+kuma:policy:order` of each policy (zz_generated.resource.go).
-KUMA_ORDER = {"MeshHTTPRoute": 100, "MeshTCPRoute": 200, "MeshLoadBalancingStrategy": 400, "MeshAccessLog": 600,
+KUMA_ORDER = {"MeshHTTPRoute": 100, "MeshTCPRoute": 200, "MeshTLS": 300, "MeshLoadBalancingStrategy": 400, "MeshAccessLog": 600,
               "MeshFaultInjection": 800, "MeshRateLimit": 900, "MeshTimeout": 1000, "MeshTrafficPermission": 1100,
-              "MeshHealthCheck": 1200, "MeshCircuitBreaker": 1300, "MeshRetry": 1400,
-              "MeshMetric": 1500}
+              "MeshHealthCheck": 1200, "MeshCircuitBreaker": 1300, "MeshRetry": 1400, "MeshMetric": 1500,
+              "MeshProxyPatch": 9999}
 
 
 def test_plugins_run_in_kumas_order_and_come_from_the_policy_folders():
