@@ -416,3 +416,52 @@ def test_opentelemetry_backend_gets_the_proxys_metrics_pushed_through_envoy(metr
         assert eventually(lambda: len(received) >= count + 2, timeout=10)   # every refreshInterval
     finally:
         collector.stop(0)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "metrics")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "metrics.crt", directory / "metrics.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
+def test_provided_tls_serves_metrics_over_tls_only(metrics: Metrics, tmp_path: Path, monkeypatch) -> None:
+    cert_file, key_file = _self_signed(tmp_path)
+    monkeypatch.setenv("KUMA_DATAPLANE_RUNTIME_METRICS_CERT_PATH", str(cert_file))
+    monkeypatch.setenv("KUMA_DATAPLANE_RUNTIME_METRICS_KEY_PATH", str(key_file))
+    # a proxy of its own, started with the certificate (kuma-dp gives its paths to the control plane)
+    metrics.mesh.kuma_dp("secure-1", metrics.mesh.token("secure-1"), template=DATAPLANE, port=free_port(),
+                         servicePort=metrics.app_port, service="secure", outPort=free_port())
+    port = free_port()
+    r = metrics.put("/meshes/default/meshmetrics/secure", {
+        "type": "MeshMetric", "mesh": "default", "name": "secure",
+        "spec": {"targetRef": {"kind": "MeshService", "name": "secure"}, "default": {
+            "backends": [{"type": "Prometheus", "prometheus": {"port": port, "tls": {"mode": "ProvidedTLS"}}}]}}})
+    assert not [w for w in r.json().get("warnings", []) if "not applied" in w or "not yet applied" in w]
+    text = eventually(lambda: requests.get(f"https://127.0.0.1:{port}/metrics", verify=str(cert_file),
+                                           timeout=10).text, timeout=30)
+    assert samples(text, "envoy_server_live")
+    with pytest.raises(requests.ConnectionError):   # no plaintext beside it
+        requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    # MADS tells Prometheus to use https
+    groups = requests.get(mads_url(metrics) + "/http_sd", timeout=10).json()
+    assert [g["labels"]["__scheme__"] for g in groups if g["labels"]["__meta_kuma_dataplane"] == "secure-1"] == [
+        "https"]
