@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,7 +20,7 @@ from google.protobuf import json_format
 import appliance.runtime.mads_grpc  # noqa: F401  (describes kuma.observability.v1.MonitoringAssignment)
 
 from tests.e2e.harness import Mesh, serve_in_thread
-from tests.support import eventually, free_port
+from tests.support import eventually, free_port, system_tool
 
 pytestmark = pytest.mark.slow
 
@@ -325,11 +324,15 @@ def test_control_plane_metrics_count_the_pushes_a_change_causes(metrics: Metrics
     assert total(after, "cp_info") == 1
 
 
-PROMETHEUS = shutil.which("prometheus")
+@pytest.fixture
+def prometheus() -> str:
+    """Debian's prometheus (2.42: http_sd_configs, no kuma_sd_configs), checked before the mesh starts."""
+    return system_tool("needs the prometheus binary: `make test-deps` (apt-get install -y prometheus)",
+                       "prometheus")[0]
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="needs the prometheus binary (Debian: apt-get install prometheus)")
-def test_real_prometheus_discovers_the_proxy_through_http_sd_and_scrapes_it(metrics: Metrics, tmp_path: Path) -> None:
+def test_real_prometheus_discovers_the_proxy_through_http_sd_and_scrapes_it(prometheus: str, metrics: Metrics,
+                                                                            tmp_path: Path) -> None:
     port = free_port()
     metrics.put("/meshes/default/meshmetrics/metrics", {
         "type": "MeshMetric", "mesh": "default", "name": "metrics",
@@ -343,7 +346,7 @@ def test_real_prometheus_discovers_the_proxy_through_http_sd_and_scrapes_it(metr
         "scrape_configs": [{"job_name": "kuma", "scrape_interval": "1s", "scrape_timeout": "1s",
                             "http_sd_configs": [{"url": mads_url(metrics) + "/http_sd", "refresh_interval": "1s"}]}]}))
     log = open(tmp_path / "prometheus.log", "ab")
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+    proc = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{web}"], stdout=log, stderr=subprocess.STDOUT)
     metrics.mesh.procs.append(proc)
     api = f"http://127.0.0.1:{web}/api/v1"
