@@ -25,7 +25,7 @@ test: $(DEVSTAMP)
 
 # The Debian programs some e2e tests drive (a headless browser for the GUI); those tests skip without them.
 # Needs root and Debian's package mirror; the only target that installs outside .venv.
-SYSTEM_TOOLS := chromium chromium-driver
+SYSTEM_TOOLS := chromium chromium-driver prometheus
 test-deps:
 	@missing=$$(for p in $(SYSTEM_TOOLS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi

@@ -214,7 +214,7 @@ class CpProcess:
         self.https_port = free_port()
         self.env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(work_dir),
                     "KUMA_API_SERVER_HTTP_PORT": str(self.api_port),
-                    "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port),
+                    "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port), "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT": str(free_port()),
                     "KUMA_DP_SERVER_PORT": str(free_port()),
                     # the HTTPS API is on by default, as in Kuma: on a port of its own here too
                     "KUMA_API_SERVER_HTTPS_ENABLED": "true", "KUMA_API_SERVER_HTTPS_PORT": str(self.https_port),

@@ -6,6 +6,7 @@ import falcon
 from appliance import gui
 from appliance.api import envoy_admin, errors, index, inspect, inspect_views, legacy, resources, tokens
 from appliance.api.auth import Authenticator, StaticAccess
+from appliance.api.request_metrics import RequestMetrics
 from appliance.config import Config
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
@@ -13,8 +14,8 @@ from appliance.core.resources import registry
 
 def create_app(config: Config, manager: ResourceManager, instance_id: str,
                inspector: inspect.XdsInspector | None = None) -> falcon.App:
-    middleware: list = [Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"],
-                                      StaticAccess.from_config(config))]
+    middleware: list = [RequestMetrics(), Authenticator(manager.store, config["apiServer.authn.localhostIsAdmin"],
+                                                        StaticAccess.from_config(config))]
     if config["apiServer.corsAllowedDomains"]:
         middleware.insert(0, falcon.CORSMiddleware(allow_origins=config["apiServer.corsAllowedDomains"]))
     app = falcon.App(middleware=middleware)

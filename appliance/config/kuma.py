@@ -70,6 +70,8 @@ _STRICTER_WHEN_SET: frozenset[str] = frozenset({
     "general.tlsMinVersion", "general.tlsMaxVersion", "general.tlsCipherSuites",
     "dpServer.tlsMinVersion", "dpServer.tlsMaxVersion", "dpServer.tlsCipherSuites",
     "diagnostics.tlsEnabled",
+    "monitoringAssignmentServer.tlsEnabled", "monitoringAssignmentServer.tlsMinVersion",
+    "monitoringAssignmentServer.tlsMaxVersion", "monitoringAssignmentServer.tlsCipherSuites",
 })
 _SECRET_VALUED = ("password", "envVars")
 

@@ -84,6 +84,11 @@ def ipv6_enabled() -> bool:
     return any(line.split()[0] != "0" * 31 + "1" for line in lines if line.strip())
 
 
+def _absolute(path: str) -> str:
+    """Envoy reads the file, from its own working directory: give it the whole path."""
+    return str(Path(path).absolute()) if path else ""
+
+
 def build_request(cfg: DpConfig, ident: Identity, token: str, token_path: str, envoy: EnvoyVersion,
                   work_dir: Path, ca_pem: str) -> dict[str, Any]:
     """Kuma 2.14's BootstrapRequest (pkg/xds/bootstrap/types/bootstrap_request.go), field for field;
@@ -110,7 +115,7 @@ def build_request(cfg: DpConfig, ident: Identity, token: str, token_path: str, e
         "features": list(FEATURES),
         "resources": {"maxHeapSizeBytes": max_memory_bytes()},
         "workdir": str(work_dir),
-        "metricsResources": {"certPath": "", "keyPath": ""},
+        "metricsResources": {"certPath": _absolute(cfg.metrics_cert_path), "keyPath": _absolute(cfg.metrics_key_path)},
         "systemCaPath": system_ca_path(),
         "ipv6Enabled": ipv6_enabled(),
         "spireResources": {"socketPath": ""},

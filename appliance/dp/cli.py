@@ -1,7 +1,7 @@
 """`kuma-dp`: `run` fetches the bootstrap from the control plane and runs Envoy; `version`.
 
 The flags are Kuma 2.14's (app/kuma-dp/cmd/run.go, root.go); those for parts of kuma-dp we do not
-have (DNS, transparent proxy, metrics, log rotation) are not offered rather than ignored.
+have (DNS, transparent proxy, log rotation) are not offered rather than ignored.
 """
 from __future__ import annotations
 
@@ -21,11 +21,13 @@ from appliance import KUMA_COMPAT_VERSION, __version__
 from appliance.dp.accesslogs import AccessLogStreamer
 from appliance.dp.bootstrap import BootstrapClient, build_request
 from appliance.dp.config import LOG_LEVELS, PROXY_TYPES, DpConfig, DpError, from_env, validate
-from appliance.dp.envoy import admin_address, command, detect_version, locate, write_bootstrap
+from appliance.dp.envoy import AdminAddress, admin_address, command, detect_version, locate, write_bootstrap
+from appliance.dp.metrics import DynamicConfig, Hijacker
+from appliance.dp.otel import Pusher
 from appliance.dp.resource import Identity, check_token, identity, load_resource
 from appliance.dp.supervisor import Supervisor
 from appliance.gocompat import parse_seconds
-from appliance.model.names import access_log_socket
+from appliance.model import names
 from appliance.dp.template import parse_vars
 
 log = logging.getLogger("kuma-dp")
@@ -85,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     a("-v", "--dataplane-var", action="append", default=[], metavar="KEY=VALUE",
       help="variable for the Dataplane template, used as {{ KEY }}; repeat it or give KEY1=V1,KEY2=V2")
     a("--envoy-log-level", choices=ENVOY_LOG_LEVELS, help="Envoy log level (default: kuma-dp's log level)")
+    a("--metrics-cert-path", help="path to the certificate Envoy serves Prometheus metrics with when a "
+                                  "MeshMetric backend asks for ProvidedTLS")
+    a("--metrics-key-path", help="path to the key of --metrics-cert-path")
     a("--envoy-component-log-level", help="Envoy's --component-log-level, e.g. upstream:debug,connection:trace")
     sub.add_parser("version", help="print the version")
     return p
@@ -178,6 +183,21 @@ def _ca_pem(cfg: DpConfig) -> str:
         raise DpError(f"could not read certificate file {cfg.ca_cert_file}: {getattr(e, 'strerror', None) or e}")
 
 
+def _metrics_hijacker(cfg: DpConfig, ident: Identity, work_dir: Path, admin: AdminAddress | None,
+                      aggregate: list[dict[str, Any]]) -> Hijacker | None:
+    """Where Envoy's Prometheus listener (MeshMetric, Mesh.metrics) sends scrapes; a sidecar's only."""
+    if cfg.proxy_type != "dataplane" or admin is None:
+        return None
+    hijacker = Hijacker(names.metrics_hijacker_socket(str(work_dir), ident.name, ident.mesh), admin,
+                        DynamicConfig(names.meshmetric_config_socket(str(work_dir))),
+                        [a for a in aggregate if isinstance(a, dict)])
+    try:
+        hijacker.start()
+    except OSError as e:
+        raise DpError(f"cannot start the metrics hijacker on {hijacker.socket_path}: {e.strerror or e}")
+    return hijacker
+
+
 def run(cfg: DpConfig) -> int:
     validate(cfg)
     ident = identity(cfg, load_resource(cfg))
@@ -198,15 +218,24 @@ def run(cfg: DpConfig) -> int:
             return 0
         config_path = write_bootstrap(work_dir, bootstrap.yaml_text)
         log.info("bootstrap configuration saved to %s", config_path)
-        streamer = AccessLogStreamer(access_log_socket(str(work_dir), ident.name, ident.mesh))
+        streamer = AccessLogStreamer(names.access_log_socket(str(work_dir), ident.name, ident.mesh))
         try:
             streamer.start()
         except OSError as e:
             raise DpError(f"could not create the access log pipe in {work_dir}: {e.strerror or e}")
+        admin = admin_address(bootstrap.config)
+        hijacker = _metrics_hijacker(cfg, ident, work_dir, admin,
+                                     (bootstrap.sidecar.get("metrics") or {}).get("aggregate") or [])
+        pusher = Pusher(hijacker.config.current, hijacker.gather) if hijacker is not None else None
+        if pusher is not None:
+            pusher.start()
         try:
-            return Supervisor(command(binary, config_path, cfg), admin_address(bootstrap.config),
-                              cfg.drain_time).run()
+            return Supervisor(command(binary, config_path, cfg), admin, cfg.drain_time).run()
         finally:
+            if pusher is not None:
+                pusher.stop()
+            if hijacker is not None:
+                hijacker.stop()
             streamer.stop()
     finally:
         if temporary:

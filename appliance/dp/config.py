@@ -48,6 +48,8 @@ class DpConfig:
     log_level: str = "info"
     envoy_log_level: str = ""         # empty: the same as log_level, as Kuma does
     envoy_component_log_level: str = ""
+    metrics_cert_path: str = ""       # the certificate Envoy serves Prometheus metrics with (ProvidedTLS)
+    metrics_key_path: str = ""
 
 
 # Kuma 2.14's environment names (the `envconfig` tags in pkg/config/app/kuma-dp/config.go).
@@ -71,6 +73,8 @@ ENV: dict[str, str] = {
     "dataplane_file": "KUMA_DATAPLANE_RUNTIME_RESOURCE_PATH",
     "envoy_log_level": "KUMA_DATAPLANE_RUNTIME_ENVOY_LOG_LEVEL",
     "envoy_component_log_level": "KUMA_DATAPLANE_RUNTIME_ENVOY_COMPONENT_LOG_LEVEL",
+    "metrics_cert_path": "KUMA_DATAPLANE_RUNTIME_METRICS_CERT_PATH",
+    "metrics_key_path": "KUMA_DATAPLANE_RUNTIME_METRICS_KEY_PATH",
 }
 # Deprecated in Kuma, still read: the old name of the work dir.
 ENV_CONFIG_DIR = "KUMA_DATAPLANE_RUNTIME_CONFIG_DIR"
@@ -117,3 +121,5 @@ def validate(cfg: DpConfig) -> None:
         raise DpError("--concurrency must not be negative")
     if cfg.log_level not in LOG_LEVELS:
         raise DpError(f"unknown log level {cfg.log_level!r} (--log-level: off, info or debug)")
+    if bool(cfg.metrics_cert_path) != bool(cfg.metrics_key_path):
+        raise DpError("--metrics-cert-path and --metrics-key-path go together: give both or neither")

@@ -128,8 +128,38 @@ def egress_filter_chain(service: str, mesh: str) -> str:
     return f"{service}_{mesh}"
 
 
+# Metrics (MeshMetric and Mesh.metrics): the Envoy listener Prometheus scrapes routes to kuma-dp's metrics
+# hijacker on a Unix socket, and kuma-dp reads its MeshMetric settings from Envoy's dynamic-config listener.
+METRICS_HIJACKER_CLUSTER = "kuma:metrics:hijacker"               # Mesh.metrics
+MESHMETRIC_HIJACKER_CLUSTER = "_kuma:metrics:hijacker"           # MeshMetric
+PROMETHEUS_LISTENER = "kuma:metrics:prometheus"                  # Mesh.metrics; MeshMetric adds ":<clientId>"
+DYNAMIC_CONFIG_LISTENER = "_kuma:dynamicconfig"
+MESHMETRIC_CONFIG_PATH = "/meshmetric"                            # kuma-dp GETs its MeshMetric settings here
+
+
+def _socket_name(path: str) -> str:
+    """core_xds.socketName: short enough for the 104-character limit of a Unix socket path."""
+    return path[:98] + ".sock"
+
+
+def metrics_hijacker_socket(workdir: str, name: str, mesh: str) -> str:
+    return _socket_name(f"{workdir.rstrip('/')}/kuma-mh-{name}-{mesh}")
+
+
+def meshmetric_config_socket(workdir: str) -> str:
+    return _socket_name(f"{workdir.rstrip('/')}/kuma-mesh-metric-config")
+
+
+def otel_socket(workdir: str, backend: str) -> str:
+    return _socket_name(f"{workdir.rstrip('/')}/kuma-otel-{backend}")
+
+
+def otel_resource(backend: str) -> str:
+    """The listener (on kuma-dp's side) and cluster (to the collector) of a MeshMetric OpenTelemetry backend."""
+    return f"_kuma:metrics:opentelemetry:{backend}"
+
+
 def access_log_socket(work_dir: str, name: str, mesh: str) -> str:
     """core_xds.AccessLogSocketName: the pipe in kuma-dp's work dir that Envoy writes `tcp` access logs to and
-    kuma-dp forwards from; cut to 98 characters before `.sock`, as Unix socket paths are short."""
-    base = f"{work_dir.rstrip('/') or '/tmp'}/kuma-al-{name}-{mesh}"
-    return base[:98] + ".sock"
+    kuma-dp forwards from."""
+    return _socket_name(f"{work_dir.rstrip('/') or '/tmp'}/kuma-al-{name}-{mesh}")

@@ -130,6 +130,8 @@ class MeshSnapshot:
     # The mesh asks for mTLS (an enabled backend) but its CA cannot be used: why. Its proxies then get
     # no listener at all (fail closed: no plaintext inbound, no plaintext outbound).
     mtls_error: str | None = None
+    # Mesh.metrics: the enabled backend ({"name", "type", "conf"}), or None when metrics are off
+    metrics: dict[str, Any] | None = None
 
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which
@@ -156,7 +158,10 @@ class Proxy:
     labels: Tags = field(default_factory=dict)        # the Dataplane's labels (Dataplane targetRef `labels`)
     features: frozenset[str] = frozenset()            # kuma-dp's metadata.features, e.g. "feature-reuse-port"
     ipv6_enabled: bool = False                        # kuma-dp's metadata.ipv6Enabled
-    work_dir: str = ""                                # kuma-dp's metadata.workdir: where its sockets are
+    work_dir: str = ""                                # kuma-dp's metadata.workdir: where its Unix sockets are
+    metrics_cert_path: str = ""                       # kuma-dp's metadata.metricsCertPath (ProvidedTLS)
+    metrics_key_path: str = ""                        # kuma-dp's metadata.metricsKeyPath
+    metrics: dict[str, Any] | None = None             # the Dataplane's `metrics` (overrides Mesh.metrics' conf)
 
     @property
     def services(self) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ Every folder's `schema` module has the same shape:
     HAS_PLUGIN: bool          whether `plugin.py` applies the policy to proxies (else it is stored only)
     admin_only(spec) -> list[tuple[str, str]]   optional: fields set that only admins may set, as
                               (field path, what setting it makes happen), e.g. a file Envoy writes
+    not_applied(spec) -> list[str]   optional: `warnings` for parts of a spec the plugin stores but does not apply
 
 Every `plugin` module has the same shape (xds/generate calls them, in ORDER, for each proxy):
 
@@ -46,6 +47,7 @@ from appliance.policies.meshfaultinjection import schema as meshfaultinjection
 from appliance.policies.meshhealthcheck import schema as meshhealthcheck
 from appliance.policies.meshhttproute import schema as meshhttproute
 from appliance.policies.meshloadbalancingstrategy import schema as meshloadbalancingstrategy
+from appliance.policies.meshmetric import schema as meshmetric
 from appliance.policies.meshproxypatch import schema as meshproxypatch
 from appliance.policies.meshratelimit import schema as meshratelimit
 from appliance.policies.meshretry import schema as meshretry
@@ -67,6 +69,7 @@ ALL: tuple[ModuleType, ...] = (
     meshloadbalancingstrategy,
     meshfaultinjection,
     meshratelimit,
+    meshmetric,
     meshtls,
     meshtrace,
     meshproxypatch,
@@ -83,7 +86,7 @@ def not_applied(module: ModuleType, spec: dict[str, Any]) -> list[str]:
     if not module.HAS_PLUGIN:
         return [not_applied_warning(module.KIND)]
     spec = spec if isinstance(spec, dict) else {}
-    out = []
+    out = list(getattr(module, "not_applied", lambda _: [])(spec))
     if (spec.get("targetRef") or {}).get("kind") == "MeshHTTPRoute":
         out.append(f"a {module.KIND} with top-level targetRef.kind MeshHTTPRoute is stored but not yet applied to "
                    "proxies by this control plane: use MeshHTTPRoute in spec.to[].targetRef")

@@ -25,6 +25,7 @@ from appliance.core.resources import dataplane as dataplane_resource
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.core.validation import BadRequest, ValidationError
+from appliance.policies.meshmetric import plugin as meshmetric
 from appliance.insights.dataplane import STATUS_FLUSH_INTERVAL, InsightRecorder, open_subscriptions
 from appliance.runtime.dpserver import DpServer, socket_name
 from appliance.store import AlreadyExists, Conflict, NotFound
@@ -34,6 +35,7 @@ from appliance.xds.cache import Generate, XdsCache
 from appliance.xds.hds import HdsServer
 from appliance.xds.health import EnvoyAdmin, HdsSettings
 from appliance.xds.server import AdsServer
+from appliance.xds.snapshot import enabled_metrics_backend
 
 log = logging.getLogger("appliance.dataplanes")
 # Kuma removes a dataplane that kuma-dp registered some seconds after its stream closes.
@@ -322,8 +324,17 @@ class DataplaneServer:
         admin_port = ((dataplane.content.get("networking") or {}).get("admin") or {}).get("port")
         params = bootstrap.BootstrapParams(xds_host=host, xds_port=self.port, ca_pem=self.cert.ca_pem,
                                            delta=self.delta, hds=self.hds_settings.enabled)
-        response = bootstrap.render(request, mesh, dataplane.name, service or name, params, admin_port)
+        response = bootstrap.render(request, mesh, dataplane.name, service or name, params, admin_port,
+                                    self._aggregate(mesh, dataplane) if not egress else [])
         return 200, "application/json", orjson.dumps(response)
+
+    def _aggregate(self, mesh: str, dataplane: Resource) -> list[dict[str, Any]]:
+        """Mesh.metrics' applications to merge into the proxy's scrape (kuma-dp reads them once, as in Kuma)."""
+        found = self.manager.store.get("Mesh", "", mesh)
+        if found is None:
+            return []
+        conf = meshmetric.prometheus_conf(enabled_metrics_backend(found), dataplane.content.get("metrics"))
+        return meshmetric.aggregate(conf, (dataplane.content.get("networking") or {}).get("address") or "")
 
     def _definition(self, raw: Any, type_name: str, mesh: str, name: str, exact: bool = False) -> Resource:
         """kuma-dp's definition of its proxy (YAML or JSON), decoded with the REST API's limits and

@@ -16,11 +16,13 @@ class BindError(Exception):
 
 
 class HttpServer:
-    def __init__(self, app: Any, host: str, port: int, threads: int) -> None:
+    def __init__(self, app: Any, host: str, port: int, threads: int, sockets: list[Any] | None = None) -> None:
+        """`sockets`: serve on these (bound and listening, e.g. an abstract unix socket) instead of host:port."""
         self._map: dict = {}
+        where: dict[str, Any] = {"sockets": sockets} if sockets else {"host": host, "port": port}
         try:
             # asyncore_use_poll: select() breaks past 1,024 descriptors (STACK-NOTES)
-            self._server = create_server(app, host=host, port=port, threads=threads, asyncore_use_poll=True,
+            self._server = create_server(app, **where, threads=threads, asyncore_use_poll=True,
                                          ident="kuma-cp", clear_untrusted_proxy_headers=True, map=self._map)
         except OSError as e:
             raise BindError(e.strerror or str(e)) from e
@@ -30,7 +32,8 @@ class HttpServer:
 
     @property
     def port(self) -> int:
-        return int(self._server.effective_port)
+        port = getattr(self._server, "effective_port", 0)
+        return int(port) if isinstance(port, (int, str)) else 0   # a unix socket's is its name (bytes)
 
     def start(self) -> "HttpServer":
         self._thread = threading.Thread(target=self._server.run, name=f"http-{self.port}", daemon=True)

@@ -2,7 +2,8 @@
 
 Kuma's `cp_info` (its labels: the build, instance_id, cluster_id) and `leader` gauges, Kuma's
 `xds_streams_active`, and figures that cost nothing to read: the store's revision and this
-process's memory and CPU (Prometheus' standard process metrics).
+process's memory and CPU (Prometheus' standard process metrics); then what the parts of the control
+plane recorded as they worked (appliance/telemetry.py: xDS, API, store, certificates).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 import falcon
+
+from appliance import telemetry
 
 log = logging.getLogger("appliance.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -78,4 +81,4 @@ class Metrics:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE
-        resp.text = render(self.gauges)
+        resp.text = render(self.gauges) + "".join(line + "\n" for line in telemetry.render())

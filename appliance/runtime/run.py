@@ -28,7 +28,7 @@ from appliance.runtime.leader_jobs import LeaderJobs
 from appliance.runtime.metrics import Gauge, Metrics, process_gauges
 from appliance.ca.server_cert import (KEY_FILE_NAME, ServerCert, ensure_server_cert, load_server_cert,
                                       machine_names)
-from appliance.store import Store
+from appliance.store import Store, metered
 from appliance.store.file_modes import PRIVATE_DIR, PRIVATE_FILE, private_dir, restrict
 from appliance.store.memory import MemoryStore
 from appliance.store.sqlite import SQLiteStore
@@ -198,6 +198,19 @@ def _dataplane_server(config: Config, manager: ResourceManager, instance_id: str
     return server
 
 
+def _mads(config: Config, store: Store) -> Any:
+    """The monitoring assignment server (Prometheus service discovery), serving."""
+    from appliance.runtime.mads import MadsServer
+    port = config["monitoringAssignmentServer.port"]
+    try:
+        server = MadsServer(store, "", port, config.seconds("monitoringAssignmentServer.defaultFetchTimeout"))
+    except OSError as e:
+        raise StartupError(f"cannot listen on :{port} for the monitoring assignment server "
+                           f"(monitoringAssignmentServer.port): {e.strerror or e}")
+    server.start()
+    return server
+
+
 def _managed_egress(config: Config, manager: ResourceManager, dataplanes: DataplaneServer) -> ManagedEgress:
     try:
         egress = ManagedEgress(manager.store, config.work_dir, config["egress.name"], config["egress.address"],
@@ -230,7 +243,7 @@ def run(config: Config) -> int:
     _private_work_dir(config.work_dir)
     # Whatever started is stopped, in reverse order, however `run` ends: a failed start or a signal.
     with ExitStack() as started:
-        store = open_store(config)
+        store = metered.instrument(open_store(config))
         started.callback(store.close)
         manager = ResourceManager(store, Labelling(zone=config["multizone.zone.name"]))
         instance_id = f"{socket.gethostname()}-{secrets.token_hex(2)}"
@@ -259,6 +272,8 @@ def run(config: Config) -> int:
                               "0.0.0.0", config["diagnostics.serverPort"], 2,
                               "diagnostics server", "diagnostics.serverPort"))
         started.callback(servers[-1].stop)
+        if config["monitoringAssignmentServer.enabled"]:
+            started.callback(_mads(config, store).stop)
         for server in servers:   # every port bound before any serves
             server.start()
         if config["egress.enabled"]:

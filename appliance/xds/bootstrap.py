@@ -38,6 +38,12 @@ def parse_request(body: Any) -> dict[str, Any]:
     return body
 
 
+def _metrics_tls_paths(request: dict[str, Any]) -> dict[str, str]:
+    resources = request.get("metricsResources")
+    resources = resources if isinstance(resources, dict) else {}
+    return {"metricsCertPath": str(resources.get("certPath") or ""), "metricsKeyPath": str(resources.get("keyPath") or "")}
+
+
 def admin_socket(workdir: str) -> str:
     """Where Envoy's admin API listens when the Dataplane sets no networking.admin.port."""
     return f"{(workdir or '/tmp').rstrip('/')}/envoy-admin.sock"
@@ -48,7 +54,7 @@ def _san_matchers(host: str) -> list[dict[str, Any]]:
 
 
 def render(request: dict[str, Any], mesh: str, name: str, service: str, params: BootstrapParams,
-           admin_port: int | None) -> dict[str, Any]:
+           admin_port: int | None, aggregate: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The BootstrapResponse: {"bootstrap": <YAML, base64 as Go encodes []byte>, "kumaSidecarConfiguration"}."""
     token = request.get("dataplaneToken") or ""
     proxy_type = request.get("proxyType") or "dataplane"
@@ -69,6 +75,8 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
                 "features": request.get("features") or [],
                 "ipv6Enabled": bool(request.get("ipv6Enabled")),
                 "workdir": workdir,
+                # ProvidedTLS metrics (MeshMetric, Mesh.metrics): the files Envoy serves the endpoint with
+                **{key: path for key, path in _metrics_tls_paths(request).items() if path},
                 # As Kuma: the proxy carries the definition kuma-dp registered, so that whichever
                 # instance its stream reaches knows to re-register it and to remove it when it leaves.
                 **({"dataplane.resource": request["dataplaneResource"]} if request.get("dataplaneResource") else {}),
@@ -124,4 +132,4 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
     text = yaml.safe_dump(bootstrap, sort_keys=True)
     return {"bootstrap": base64.b64encode(text.encode()).decode(),
             "kumaSidecarConfiguration": {"networking": {"corefileTemplate": None, "address": ""},
-                                         "metrics": {"aggregate": []}}}
+                                         "metrics": {"aggregate": aggregate or []}}}

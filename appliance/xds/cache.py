@@ -22,6 +22,7 @@ from typing import Callable
 
 from google.protobuf.message import Message
 
+from appliance import telemetry
 from appliance.core.events import Change
 from appliance.core.resources.model import Resource
 from appliance.store import ListQuery, Store, StoreUnavailable
@@ -71,14 +72,22 @@ class Signal:
         self.pending = False
 
 
+@dataclass(frozen=True)
+class NodeMetadata:
+    """What kuma-dp/Envoy announced in the node metadata."""
+    features: frozenset[str] = frozenset()
+    ipv6: bool = False
+    workdir: str = ""
+    metrics_cert_path: str = ""
+    metrics_key_path: str = ""
+    admin: AdminEndpoint | None = None       # where its Envoy admin API is
+
+
 @dataclass(eq=False)
 class ProxyWatch:
     key: tuple[str, str]
-    features: frozenset[str] = frozenset()   # what kuma-dp/Envoy announced in the node metadata
-    ipv6: bool = False
-    admin: AdminEndpoint | None = None       # where its Envoy admin API is (node metadata)
+    node: NodeMetadata = field(default_factory=NodeMetadata)
     admin_cert: tuple[str, bytes, bytes] | None = None   # (address, cert PEM, key PEM) of its admin listener
-    work_dir: str = ""                       # kuma-dp's work dir, where its access log pipe is
     changed: Signal = field(default_factory=Signal)
     memo_key: tuple = ()
     memo: dict[str, dict[str, Packed]] = field(default_factory=dict)
@@ -269,9 +278,8 @@ class XdsCache:
         return packed
 
     # --- watches -----------------------------------------------------------------------------
-    def watch(self, mesh: str, name: str, features: frozenset[str] = frozenset(), ipv6: bool = False,
-              admin: AdminEndpoint | None = None, work_dir: str = "") -> ProxyWatch:
-        watch = ProxyWatch((mesh, name), features, ipv6, admin=admin, work_dir=work_dir)
+    def watch(self, mesh: str, name: str, node: NodeMetadata | None = None) -> ProxyWatch:
+        watch = ProxyWatch((mesh, name), node or NodeMetadata())
         self._watches.setdefault(mesh, set()).add(watch)
         return watch
 
@@ -294,9 +302,11 @@ class XdsCache:
     def _dataplane(self, watch: ProxyWatch) -> tuple[Resource, Proxy] | None:
         if not watch.dataplane_fresh:
             dataplane = self.store.get("Dataplane", *watch.key)
+            node = watch.node
             watch.dataplane = None if dataplane is None else (dataplane, replace(
-                proxy_from_dataplane(dataplane), features=watch.features, ipv6_enabled=watch.ipv6,
-                work_dir=watch.work_dir))
+                proxy_from_dataplane(dataplane), features=node.features, ipv6_enabled=node.ipv6,
+                work_dir=node.workdir, metrics_cert_path=node.metrics_cert_path,
+                metrics_key_path=node.metrics_key_path))
             watch.dataplane_fresh = True
         return watch.dataplane
 
@@ -330,7 +340,7 @@ class XdsCache:
             return None
         networking = resource.content.get("networking") or {}
         return EgressProxy(name, str(networking.get("address") or ""), int(networking.get("port") or 0),
-                           watch.ipv6 if watch else False)
+                           watch.node.ipv6 if watch else False)
 
     def _egress_resources(self, watch: ProxyWatch) -> dict[str, dict[str, Packed]]:
         egress = self._egress(watch.key[1], watch)
@@ -342,8 +352,14 @@ class XdsCache:
                     tuple(hash(i.cert_pem) if i else None for i in identities.values()))
         memo_key += (self._admin_ca_loaded(),)
         if memo_key != watch.memo_key:
-            generated = generate_egress(egress, snapshots, identities)
+            started = time.perf_counter()
+            try:
+                generated = generate_egress(egress, snapshots, identities)
+            except Exception:
+                telemetry.XDS_GENERATION_ERRORS.inc()
+                raise
             watch.memo = pack_all(self._with_admin(watch, egress.address, generated))
+            telemetry.XDS_GENERATION.observe((time.perf_counter() - started) * 1000, "egress", "changed")
             watch.memo_key = memo_key
             renewals = [at for s in egress_meshes(snapshots)
                         if (at := self.identities.renew_at(s.mesh, egress.identity_proxy(s.mesh).name)) is not None]
@@ -375,16 +391,24 @@ class XdsCache:
                 generated = self.generate(snapshot, proxy, identity, shared.messages)
             except GenerationError as e:
                 # as Kuma: the proxy keeps the last config it got; the next change of its inputs tries again
+                telemetry.XDS_GENERATION_ERRORS.inc()
                 log.warning("cannot generate the config of %s.%s, it keeps its last one: %s", mesh, name, e)
                 watch.memo_key = memo_key
                 return watch.memo
+            except Exception:
+                telemetry.XDS_GENERATION_ERRORS.inc()
+                raise
             resources = self._with_admin(watch, proxy.address, generated)
             # load assignments are the shared ones (generate_sidecar's cache): packed once per mesh revision
-            watch.memo = {t: {n: self._load_assignment(snapshot, shared, n, m) if t == ENDPOINT
-                              else shared.pack(t, n, m) for n, m in items.items()} for t, items in resources.items()}
+            memo = {t: {n: self._load_assignment(snapshot, shared, n, m) if t == ENDPOINT
+                        else shared.pack(t, n, m) for n, m in items.items()} for t, items in resources.items()}
             watch.memo_key = memo_key
             watch.memo_revision = snapshot.revision
-            log.debug("generated %s.%s in %.1f ms", mesh, name, (time.perf_counter() - started) * 1000)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            # Kuma's result: "generated" for a proxy's first config, "changed" for a regeneration
+            telemetry.XDS_GENERATION.observe(elapsed_ms, "dataplane", "changed" if watch.memo else "generated")
+            watch.memo = memo
+            log.debug("generated %s.%s in %.1f ms", mesh, name, elapsed_ms)
             self._schedule_renewal(watch, self.identities.renew_at(*watch.key))
             if identity and self.on_identity:
                 self.on_identity(watch.key)
@@ -401,7 +425,7 @@ class XdsCache:
     def _with_admin(self, watch: ProxyWatch, address: str, resources: Resources) -> Resources:
         """`resources` plus the proxy's `kuma:envoy:admin` listener, when it announced its admin API and
         the Envoy admin CA exists (without it, no listener: nobody reaches the admin API)."""
-        admin, ca = watch.admin, self._admin_ca
+        admin, ca = watch.node.admin, self._admin_ca
         if admin is None or ca is None or not needs_listener(address, admin):
             return resources
         if watch.admin_cert is None or watch.admin_cert[0] != address:
@@ -435,6 +459,7 @@ class XdsCache:
         # what its kuma-dp announced, when connected (the access log pipe is in its work dir)
         connected = next((w for w in list(self._watches.get(mesh, ())) if w.key == (mesh, name)), None)
         if connected is not None:
-            proxy = replace(proxy, features=connected.features, ipv6_enabled=connected.ipv6,
-                            work_dir=connected.work_dir)
+            node = connected.node
+            proxy = replace(proxy, features=node.features, ipv6_enabled=node.ipv6, work_dir=node.workdir,
+                            metrics_cert_path=node.metrics_cert_path, metrics_key_path=node.metrics_key_path)
         return self.generate(placeholders.without_secrets(snapshot), proxy, placeholders.IDENTITY, {})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from appliance import telemetry
 from appliance.ca import builtin
 from appliance.store import Store
 from appliance.model.proxy import Identity, MeshSnapshot, Proxy
@@ -89,10 +90,17 @@ class IdentityProvider:
         for inbound in proxy.inbounds:
             for k, v in inbound.tags.items():
                 tags.setdefault(k, set()).add(v)
-        cert, pkey, not_after = builtin.issue_workload_cert(
-            snapshot.mtls.ca_cert_pem, ca_key_pem, proxy.mesh,
-            list(proxy.services), {k: sorted(v) for k, v in tags.items()},
-            snapshot.mtls.workload_validity_s or self.validity, now)
+        started = time.perf_counter()
+        try:
+            cert, pkey, not_after = builtin.issue_workload_cert(
+                snapshot.mtls.ca_cert_pem, ca_key_pem, proxy.mesh,
+                list(proxy.services), {k: sorted(v) for k, v in tags.items()},
+                snapshot.mtls.workload_validity_s or self.validity, now)
+        except Exception:
+            telemetry.CERT_GENERATION_FAILURE.inc(proxy.mesh)
+            raise
+        telemetry.CA_GET_CERT.observe((time.perf_counter() - started) * 1000, snapshot.mtls.backend)
+        telemetry.CERT_GENERATION.inc(proxy.mesh)
         identity = Identity(cert, pkey, not_after)
         self._issued[key] = _Issued(snapshot.mtls.ca_cert_pem, proxy.services, identity, now)
         self._keep(key, self._issued[key])

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from appliance.xds.generate.admin import AdminEndpoint, admin_endpoint
-from appliance.xds.cache import ProxyWatch, XdsCache
+from appliance import telemetry
+from appliance.xds.cache import NodeMetadata, ProxyWatch, XdsCache
+from appliance.xds.generate.admin import admin_endpoint
 from appliance.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
 
 log = logging.getLogger("appliance.xds")
@@ -59,18 +61,45 @@ class _TypeState:
     versioned: tuple[object, frozenset[str] | None] | None = None
     version_of: str = ""
     last_items: dict[str, Packed] | None = None           # SotW: what the last response held (CDS)
+    sent_at: dict[str, float] = field(default_factory=dict)   # nonce -> when that response left (xds_delivery)
 
 
-def _node_features(node: object) -> tuple[frozenset[str], bool, AdminEndpoint | None, str]:
-    """What kuma-dp announced in the node metadata: its features, IPv6, its Envoy admin, its work dir (sockets)."""
+_UNANSWERED_MAX = 64   # responses a proxy never answered are forgotten past this many
+
+
+def _confirmed(t: str, state: _TypeState, nonce: str, error: str | None) -> None:
+    """Kuma's xds_requests_received, and xds_delivery (response to its ACK/NACK, in milliseconds): every
+    answer counts, also one to a response that a newer one has replaced since, as Kuma counts by version."""
+    if error is None:
+        telemetry.XDS_REQUESTS_RECEIVED.inc(t, "ACK", "no_error")
+    else:
+        telemetry.XDS_REQUESTS_RECEIVED.inc(t, "NACK", "user" if "failed calling webhook" in error else "other")
+    sent_at = state.sent_at.pop(nonce, None)
+    if sent_at is not None:
+        telemetry.XDS_DELIVERY.observe((time.monotonic() - sent_at) * 1000)
+
+
+def _sent(t: str, state: _TypeState) -> None:
+    telemetry.XDS_RESPONSES_SENT.inc(t)
+    if len(state.sent_at) >= _UNANSWERED_MAX:
+        state.sent_at.pop(next(iter(state.sent_at)))
+    state.sent_at[state.nonce] = time.monotonic()
+
+
+def node_metadata(node: object) -> NodeMetadata:
+    """What kuma-dp announced in the Envoy node's metadata (the bootstrap puts it there)."""
     fields = getattr(getattr(node, "metadata", None), "fields", {})
     features = fields.get("features")
     names = frozenset(v.string_value for v in features.list_value.values) if features is not None else frozenset()
     ipv6 = fields.get("ipv6Enabled")
-    admin = admin_endpoint({k: fields[k].string_value for k in _ADMIN_FIELDS if k in fields})
-    work_dir = fields.get("workdir")
-    return (names, bool(ipv6.bool_value) if ipv6 is not None else False, admin,
-            work_dir.string_value if work_dir is not None else "")
+
+    def text(key: str) -> str:
+        value = fields.get(key)
+        return value.string_value if value is not None else ""
+
+    return NodeMetadata(names, bool(ipv6.bool_value) if ipv6 is not None else False, text("workdir"),
+                        text("metricsCertPath"), text("metricsKeyPath"),
+                        admin_endpoint({k: text(k) for k in _ADMIN_FIELDS if k in fields}))
 
 
 _ADMIN_FIELDS = ("dataplane.admin.port", "dataplane.admin.address", "dataplane.admin.socketPath")
@@ -132,8 +161,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             log.warning("refused xDS stream of %s: %s", getattr(node, "id", ""), e)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise
-        features, ipv6, admin, work_dir = _node_features(node)
-        watch = self.cache.watch(*key, features=features, ipv6=ipv6, admin=admin, work_dir=work_dir)
+        watch = self.cache.watch(*key, node_metadata(node))
         stream = _OpenStream(key, metadata, queue)
         self._open_streams.add(stream)
         self.observer.connected(key, node, delta, stats)
@@ -194,6 +222,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         t = request.type_url
         state = states.setdefault(t, _TypeState())
         if request.response_nonce:
+            _confirmed(t, state, request.response_nonce,
+                       request.error_detail.message if request.HasField("error_detail") else None)
             if request.response_nonce != state.nonce:
                 return []  # stale: answers a response that has since been replaced
             if request.HasField("error_detail"):
@@ -263,6 +293,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         state.sent_version = version
         state.nonce = _nonce()
         state.ack_seen = False
+        _sent(t, state)
         stats.responses_sent[t] = stats.responses_sent.get(t, 0) + 1
         return discovery_pb2.DiscoveryResponse(version_info=version, resources=[p.any for p in chosen],
                                                type_url=t, nonce=state.nonce)
@@ -308,6 +339,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             else:
                 state.names = frozenset()
         if request.response_nonce:
+            _confirmed(t, state, request.response_nonce,
+                       request.error_detail.message if request.HasField("error_detail") else None)
             if request.response_nonce != state.nonce:
                 return []
             if request.HasField("error_detail"):
@@ -374,6 +407,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         for n in removed:
             del state.sent[n]
         state.nonce = _nonce()
+        _sent(t, state)
         stats.responses_sent[t] = stats.responses_sent.get(t, 0) + 1
         return discovery_pb2.DeltaDiscoveryResponse(
             type_url=t, nonce=state.nonce, removed_resources=removed,

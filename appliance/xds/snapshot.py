@@ -32,6 +32,15 @@ def enabled_backend(mesh: Resource) -> dict[str, Any] | None:
     return next((b for b in mtls.get("backends") or [] if b.get("name") == name), None)
 
 
+def enabled_metrics_backend(mesh: Resource) -> dict[str, Any] | None:
+    """Mesh.metrics' enabled backend, or None when metrics are off."""
+    metrics = mesh.content.get("metrics") or {}
+    name = metrics.get("enabledBackend")
+    if not name:
+        return None
+    return next((b for b in metrics.get("backends") or [] if b.get("name") == name), None)
+
+
 def _inbounds(dp: Resource) -> tuple[Inbound, ...]:
     networking = dp.content.get("networking") or {}
     address = networking.get("address", "")
@@ -61,7 +70,8 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
                                   service=service, tags=tags))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
     return Proxy(mesh=dp.mesh, name=dp.name, address=networking.get("address", ""), inbounds=_inbounds(dp),
-                 outbounds=tuple(outbounds), admin_port=int(admin), labels=dict(dp.labels))
+                 outbounds=tuple(outbounds), admin_port=int(admin), labels=dict(dp.labels),
+                 metrics=dp.content.get("metrics") or None)
 
 
 class Unresolved(Exception):
@@ -304,4 +314,4 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
         forbid_mesh_external_service_access=bool(
             (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
         egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else (),
-        subsets=subset_clusters(policies))
+        subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh))

@@ -128,7 +128,7 @@ def test_starts_from_empty_work_dir_serves_and_stops_on_sigterm(binary: Path, tm
     unpack.mkdir()
     api, diag, dp = free_port(), free_port(), free_port()
     env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(work), "TMPDIR": str(unpack),
-           "KUMA_API_SERVER_HTTP_PORT": str(api), "KUMA_DIAGNOSTICS_SERVER_PORT": str(diag),
+           "KUMA_API_SERVER_HTTP_PORT": str(api), "KUMA_DIAGNOSTICS_SERVER_PORT": str(diag), "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT": str(free_port()),
            "KUMA_DP_SERVER_PORT": str(dp)}
     log = tmp_path / "kuma-cp.log"
     with open(log, "wb") as out:
@@ -182,7 +182,7 @@ def test_bad_input_stops_start_up_with_one_line(binary: Path, tmp_path: Path, ca
     work = tmp_path / "work"
     work.mkdir()
     env = {"KUMA_GENERAL_WORK_DIR": str(work), "KUMA_API_SERVER_HTTP_PORT": str(free_port()),
-           "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_DP_SERVER_PORT": str(free_port())}
+           "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT": str(free_port()), "KUMA_DP_SERVER_PORT": str(free_port())}
     args, held = ["run"], None
     if case == "config typo":
         config = tmp_path / "kuma-cp.conf.yaml"

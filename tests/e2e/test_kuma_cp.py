@@ -124,7 +124,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     first.start()
     try:
         env = {"KUMA_GENERAL_WORK_DIR": str(tmp_path / "b"), "KUMA_API_SERVER_HTTP_PORT": str(first.api_port),
-               "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port())}
+               "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT": str(free_port())}
         out = _run(["run"], env=env)
         assert out.returncode == 1
         assert f"cannot listen on 0.0.0.0:{first.api_port} for the API server (apiServer.http.port)" in out.stderr
@@ -174,7 +174,7 @@ def _damage(db: Path, how: str) -> None:
 def test_a_damaged_or_foreign_database_is_refused_with_one_line(tmp_path: Path, how: str, reason: str) -> None:
     _damage(tmp_path / "kuma.db", how)
     out = _run(["run"], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path), "KUMA_API_SERVER_HTTP_PORT": str(free_port()),
-                             "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_DP_SERVER_PORT": str(free_port())})
+                             "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT": str(free_port()), "KUMA_DP_SERVER_PORT": str(free_port())})
     line = _one_line_refusal(out)
     assert line.startswith(f"kuma-cp: cannot open SQLite store {tmp_path / 'kuma.db'}: ") and reason in line, line
 
@@ -184,7 +184,7 @@ def test_a_second_instance_on_the_same_database_is_refused_before_binding(tmp_pa
     try:
         # its own ports: refused all the same
         out = _run(["run"], env={"KUMA_GENERAL_WORK_DIR": str(tmp_path), "KUMA_API_SERVER_HTTP_PORT": str(free_port()),
-                                 "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()),
+                                 "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT": str(free_port()),
                                  "KUMA_DP_SERVER_PORT": str(free_port())})
         line = _one_line_refusal(out)
         assert f"SQLite store {tmp_path / 'kuma.db'} is in use by another kuma-cp (pid " in line, line
@@ -200,7 +200,7 @@ def test_a_second_instance_on_the_same_database_is_refused_before_binding(tmp_pa
 
 def test_egress_without_envoy_is_a_clear_error(tmp_path: Path) -> None:
     env = {"KUMA_GENERAL_WORK_DIR": str(tmp_path), "KUMA_API_SERVER_HTTP_PORT": str(free_port()),
-           "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_DP_SERVER_PORT": str(free_port()),
+           "KUMA_DIAGNOSTICS_SERVER_PORT": str(free_port()), "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT": str(free_port()), "KUMA_DP_SERVER_PORT": str(free_port()),
            "KUMA_EGRESS_ENVOY_BINARY": str(tmp_path / "no-envoy-here")}
     out = _run(["run", "--egress-enabled"], env=env)
     assert out.returncode == 1 and "Traceback" not in out.stderr

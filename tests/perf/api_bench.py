@@ -63,7 +63,7 @@ class Cp:
         self.api_port, self.diag_port = free_port(), free_port()
         self.env = {**os.environ, **env, "KUMA_GENERAL_WORK_DIR": str(work_dir),
                     "KUMA_API_SERVER_HTTP_PORT": str(self.api_port),
-                    "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port), "KUMA_DP_SERVER_PORT": str(free_port()),
+                    "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port), "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT": str(free_port()), "KUMA_DP_SERVER_PORT": str(free_port()),
                     "KUMA_API_SERVER_HTTPS_PORT": str(free_port())}
 
     def start(self) -> float:

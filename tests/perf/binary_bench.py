@@ -72,7 +72,7 @@ def start_once(cmd: list[str], idle_s: float = 0.0) -> dict:
         unpack.mkdir()
         diag = free_port()
         env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(Path(tmp) / "work"), "TMPDIR": str(unpack),
-               "KUMA_API_SERVER_HTTP_PORT": str(free_port()), "KUMA_DIAGNOSTICS_SERVER_PORT": str(diag),
+               "KUMA_API_SERVER_HTTP_PORT": str(free_port()), "KUMA_DIAGNOSTICS_SERVER_PORT": str(diag), "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT": str(free_port()),
                "KUMA_DP_SERVER_PORT": str(free_port()), "KUMA_API_SERVER_HTTPS_PORT": str(free_port())}
         started = time.perf_counter()
         proc = subprocess.Popen([*cmd, "run", "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,

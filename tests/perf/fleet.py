@@ -71,7 +71,7 @@ class Cp:
         self.api_port, self.diag_port, self.dp_port = free_port(), free_port(), free_port()
         self.env = {**os.environ, "KUMA_GENERAL_WORK_DIR": str(work_dir),
                     "KUMA_API_SERVER_HTTP_PORT": str(self.api_port),
-                    "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port),
+                    "KUMA_DIAGNOSTICS_SERVER_PORT": str(self.diag_port), "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT": str(free_port()),
                     "KUMA_DP_SERVER_PORT": str(self.dp_port), "KUMA_API_SERVER_HTTPS_PORT": str(free_port()), **env}
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.proc: subprocess.Popen | None = None

@@ -12,7 +12,7 @@ from appliance.model import names
 from appliance.runtime.defaults import ensure_defaults
 from appliance.store.sqlite import SQLiteStore
 from appliance.xds import cache as cache_module
-from appliance.xds.cache import XdsCache
+from appliance.xds.cache import NodeMetadata, XdsCache
 from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.admin import NAME, AdminEndpoint
 
@@ -34,7 +34,8 @@ def test_the_admin_listener_comes_with_the_ca_and_only_for_proxies_that_announce
     async def scenario() -> None:
         cache = XdsCache(store, generate_sidecar, asyncio.get_running_loop())
         admin = AdminEndpoint(9901, socket_path="/w/envoy-admin.sock")
-        web, local = cache.watch("default", "web-1", admin=admin), cache.watch("default", "local-1", admin=admin)
+        node = NodeMetadata(admin=admin)
+        web, local = cache.watch("default", "web-1", node), cache.watch("default", "local-1", node)
         silent = cache.watch("default", "web-1")            # a proxy that announced no admin API
         assert NAME not in cache.resources(web)[names.LISTENER]          # no CA yet: no way in for anybody
         ensure_defaults(manager, skip_mesh_creation=True, bootstrap_admin_token=False)
