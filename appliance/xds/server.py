@@ -19,7 +19,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from appliance import telemetry
 from appliance.xds.cache import NodeMetadata, ProxyWatch, XdsCache
 from appliance.xds.generate.admin import admin_endpoint
-from appliance.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SHORT, WILDCARD_TYPES, Packed, type_version
+from appliance.xds.resources import (CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT, WILDCARD_TYPES, Packed,
+                                     type_version)
 
 log = logging.getLogger("appliance.xds")
 
@@ -56,6 +57,7 @@ class _TypeState:
     nonce: str = ""
     acked_version: str = ""
     ack_seen: bool = False    # the current response was ACKed already: the same request again asks anew
+    answered: bool = True     # SotW: the proxy ACKed or NACKed the last response (False while in flight)
     sent: dict[str, str] = field(default_factory=dict)   # delta: name -> version the proxy has
     # SotW: the items and names `version_of` was computed for (the cache's memo dicts change on regeneration)
     versioned: tuple[object, frozenset[str] | None] | None = None
@@ -232,6 +234,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 log.warning("%s NACKed %s version %s: %s", ".".join(watch.key), SHORT.get(t, t),
                             state.sent_version, request.error_detail.message)
                 self.observer.changed(watch.key)
+                if t == CLUSTER and not state.answered:
+                    state.answered = True
+                    # Envoy keeps its last clusters; the listeners held back for the refused set go now
+                    return self._sotw_push(watch, states, stats)
                 # keep the previous config; retry only when our content changes
                 names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
                 if names == state.names:
@@ -245,12 +251,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     response = self._sotw_response(watch, t, state, stats, force=True)
                     return [response] if response else []
                 state.ack_seen = True
+                state.answered = True
                 state.acked_version = request.version_info
                 stats.acks[t] = stats.acks.get(t, 0) + 1
                 self.observer.changed(watch.key)
                 if names == state.names:
-                    # listeners in place: the clusters they stopped using can go now
-                    return self._sotw_push(watch, states, stats) if t == LISTENER else []
+                    # listeners in place: the clusters they stopped using can go now; clusters warm: the
+                    # listeners held back for them can come
+                    return self._sotw_push(watch, states, stats) if t in (LISTENER, CLUSTER) else []
         names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
         state.names = names
         state.subscribed = True
@@ -264,8 +272,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         listeners = states.get(LISTENER)
         listeners_change = bool(listeners and listeners.subscribed and
                                 type_version(resources.get(LISTENER, {}), listeners.names) != listeners.sent_version)
+        clusters = states.get(CLUSTER)
         for t in PUSH_ORDER:
             state = states.get(t)
+            if t in (LISTENER, ROUTE) and clusters is not None and not clusters.answered:
+                # Make-before-break, the other half: Envoy ACKs a cluster set only once its new clusters are
+                # warm (have their endpoints, which in SotW it asks for only after it got the clusters).
+                # Listeners and routes that use them wait for that ACK (which runs this push again), or a
+                # request meets a cluster that is not there yet (503).
+                break
             if state and state.subscribed:
                 items = resources.get(t, {})
                 if t == CLUSTER and listeners_change and state.last_items is not None:
@@ -291,6 +306,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if t == CLUSTER:
             state.last_items = {p.name: p for p in chosen}
         state.sent_version = version
+        state.answered = False
         state.nonce = _nonce()
         state.ack_seen = False
         _sent(t, state)

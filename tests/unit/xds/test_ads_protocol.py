@@ -14,6 +14,7 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
@@ -22,7 +23,7 @@ from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
 from appliance.store.sqlite import SQLiteStore
 from appliance.xds.cache import XdsCache
-from appliance.xds.resources import CLUSTER, ENDPOINT
+from appliance.xds.resources import CLUSTER, ENDPOINT, LISTENER
 from appliance.xds.server import AdsServer
 
 
@@ -245,6 +246,66 @@ def test_delta_resends_the_load_assignment_of_an_updated_cluster(env) -> None:
         await c.send(discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER, response_nonce=updated.nonce))
         await c.send(discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, response_nonce=again.nonce))
         assert await c.nothing()
+        await c.send(None)
+        await channel.close()
+        await server.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_sotw_listeners_wait_for_the_clusters_they_use(env) -> None:
+    """In SotW Envoy asks for a new cluster's endpoints only once it has the cluster, and ACKs the cluster set
+    only when its new clusters are warm. A listener sent sooner routes to a cluster that is not there yet: a
+    503 for every request until the endpoints arrive (seen in tests/e2e/test_routing.py under load). So a
+    changed listener follows the cluster set's ACK, or its NACK (Envoy keeps its clusters; the rest goes)."""
+    store, manager = env
+
+    def generate(snapshot, proxy, identity, shared):
+        resources = _generate(snapshot, proxy, identity, shared)
+        # one listener whose content names every cluster, as an outbound's routes do
+        listener = listener_pb2.Listener(name="out", stat_prefix="+".join(sorted(snapshot.endpoints)))
+        resources[LISTENER] = {"out": listener}
+        return resources
+
+    async def ack(c: Client, response, names=()) -> None:
+        await c.send(discovery_pb2.DiscoveryRequest(type_url=response.type_url, version_info=response.version_info,
+                                                    response_nonce=response.nonce, resource_names=names))
+
+    async def scenario() -> None:
+        server, channel, cache = await _serve(store, generate=generate)
+        c = Client(channel)
+        await c.send(discovery_pb2.DiscoveryRequest(node=NODE, type_url=CLUSTER))
+        await ack(c, await c.recv())
+        await c.send(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["web"]))
+        await ack(c, await c.recv(), ["web"])
+        await c.send(discovery_pb2.DiscoveryRequest(type_url=LISTENER))
+        await ack(c, await c.recv())
+        assert await c.nothing()
+
+        for refuse in (False, True):
+            service = "api" if not refuse else "db"
+            manager.create(_dp(f"{service}-1", service, 9090))
+            cds = await c.recv()
+            assert cds.type_url == CLUSTER and service in {cluster_pb2.Cluster.FromString(r.value).name
+                                                           for r in cds.resources}
+            assert await c.nothing()    # the listener using the new cluster waits
+            # Envoy warms the new cluster: it asks for its endpoints, which are answered at once
+            names = ["api", "web"] if not refuse else ["api", "db", "web"]
+            await c.send(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=names))
+            eds = await c.recv()
+            assert eds.type_url == ENDPOINT and len(eds.resources) == len(names)
+            await ack(c, eds, names)
+            assert await c.nothing()
+            if not refuse:
+                await ack(c, cds)
+            else:
+                await c.send(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, response_nonce=cds.nonce,
+                                                            error_detail=status_pb2.Status(message="bad cluster")))
+            lds = await c.recv()
+            assert lds.type_url == LISTENER
+            assert service in listener_pb2.Listener.FromString(lds.resources[0].value).stat_prefix
+            await ack(c, lds)
+            assert await c.nothing()
         await c.send(None)
         await channel.close()
         await server.stop(None)
