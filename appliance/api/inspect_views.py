@@ -10,7 +10,7 @@ from typing import Any, Callable
 import falcon
 
 from appliance import policies as policy_modules
-from appliance.api import insights_view, rules_view
+from appliance.api import codec, insights_view, rules_view
 from appliance.api.errors import KumaError, bad_request
 from appliance.api.inspect import dataplanes_with_insights, mesh_insight
 from appliance.api.resources import _page, _reply, next_link
@@ -78,7 +78,8 @@ class NeedsMeshServices:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str, **kris: str) -> None:
         found = _require_mesh(self.manager, mesh)
-        if self.manager.get("Dataplane", mesh, name) is None:
+        dp = self.manager.get("Dataplane", mesh, name)
+        if dp is None:
             raise KumaError(404, "Could not retrieve Dataplane", "Not found")
         if ((found.content.get("meshServices") or {}).get("mode")) != "Exclusive":
             raise bad_request(f"bad request: can't use {self.endpoint} endpoint without meshService enabled")
@@ -86,9 +87,13 @@ class NeedsMeshServices:
             raise bad_request(f"bad request: {self.view} is not served by this control plane yet: outbounds of "
                               "MeshService resources (meshServices.mode Exclusive) are not generated")
         if self.endpoint == "_policies":
-            # proxy-wide confs come from policies with a top-level `default` only (MeshTrace, MeshMetric, ...);
-            # this control plane serves no such kind, so no policy configures the proxy as a whole
-            _reply(resp, {"policies": []})
+            policies = mesh_policies(self.manager, mesh)
+
+            def kri(kind: str, policy: str) -> str:
+                labels = policies.labels.get((kind, policy)) or {}
+                return codec.kri(registry.get(kind), Resource(kind, mesh, policy, {}, labels=labels)) or ""
+
+            _reply(resp, rules_view.proxy_policies(KINDS, proxy_from_dataplane(dp), policies, kri))
             return
         raise bad_request(f"bad request: {self.endpoint} is not served by this control plane yet: outbounds of "
                           "MeshService resources (meshServices.mode Exclusive) are not generated")

@@ -204,6 +204,21 @@ def http_matches(rules: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"hash": h, "match": by_hash[h]} for h in sorted(by_hash)]
 
 
+def proxy_policies(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: MeshPolicies,
+                   kri: Callable[[str, str], str]) -> dict[str, Any]:
+    """Kuma's PoliciesList (`.../dataplanes/{name}/_policies`): per kind, in plugin order, the proxy-wide conf
+    of the selecting policies with a top-level `default` (MeshTrace, MeshMetric, MeshProxyPatch), merged as the
+    plugin merges it, and their KRIs in precedence order. `kri(kind, name)` names a policy."""
+    out = []
+    for kind, _ in kinds:
+        single = [p for p in _rules.select(policies.by_kind.get(kind, ()), proxy).proxy
+                  if p.spec.get("default") is not None]
+        if single:
+            out.append({"conf": _rules.single_item_conf(single), "kind": kind,
+                        "origins": [{"kri": kri(kind, p.name)} for p in single]})
+    return {"policies": out}
+
+
 def inspect_rules(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: MeshPolicies,
                   resource: dict[str, Any]) -> dict[str, Any]:
     """Kuma's InspectRules for a proxy. `kinds`: (kind, is_from_as_rules) in Kuma's plugin order."""

@@ -448,10 +448,33 @@ def test_inbound_outbound_and_route_views_need_mesh_services_as_kumas_policies_h
         assert api.get(f"/meshes/default/dataplanes/dp-9/{view}").status_code == 404
 
 
-def test_policies_in_exclusive_mode_list_no_proxy_wide_policy(tmp_path: Path) -> None:
+def test_policies_in_exclusive_mode_list_the_proxy_wide_confs(tmp_path: Path) -> None:
+    """_policies/no_policies and _policies/merged_policies: the top-level `default` of the selecting policies,
+    merged, per kind, with the KRIs of what was merged in precedence order (same level: by name, the last
+    wins). Policies with `to`/`from` only (MeshTimeout) configure no proxy-wide conf."""
     with live_api(tmp_path) as api:
         _load(api, DP_1, mesh_spec={"meshServices": {"mode": "Exclusive"}})
         assert api.get("/meshes/default/dataplanes/dp-1/_policies").json() == {"policies": []}
+        zipkin = {"type": "Zipkin", "zipkin": {"url": "http://jaeger-collector:9411/api/v2/spans",
+                                               "apiVersion": "httpJson"}}
+        for name, default in (("default", {"backends": [zipkin]}),
+                              ("default-1", {"sampling": {"overall": 80, "random": 60, "client": 40},
+                                             "backends": [zipkin]})):
+            r = api.put(f"/meshes/default/meshtraces/{name}",
+                        {"type": "MeshTrace", "mesh": "default", "name": name, "spec": {"default": default}})
+            assert r.status_code == 201, r.text
+        r = api.put("/meshes/default/meshtimeouts/t", {"type": "MeshTimeout", "mesh": "default", "name": "t", "spec": {
+            "targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "5s"}}]}})
+        assert r.status_code == 201, r.text
+        assert api.get("/meshes/default/dataplanes/dp-1/_policies").json() == {"policies": [{
+            "conf": {"backends": [{"type": "Zipkin", "zipkin": {
+                "url": "http://jaeger-collector:9411/api/v2/spans", "traceId128bit": False,
+                "apiVersion": "httpJson", "sharedSpanContext": True}}],
+                "sampling": {"overall": 80, "client": 40, "random": 60}},
+            "kind": "MeshTrace",
+            # each policy's KRI as the API shows it (Kuma's fixture runs without a zone: `kri_mtr_default___...`)
+            "origins": [{"kri": api.get(f"/meshes/default/meshtraces/{name}").json()["kri"]}
+                        for name in ("default-1", "default")]}]}
         for view in ("_layout", *KRI_VIEWS):
             r = api.get(f"/meshes/default/dataplanes/dp-1/{view}")
             assert r.status_code == 400 and "not served by this control plane" in r.json()["detail"], view

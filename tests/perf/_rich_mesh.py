@@ -96,9 +96,14 @@ def canary_spec(k: int, v1: int = 90, v2: int = 10, filters: bool = False) -> di
     return {"targetRef": MESH_WIDE, "to": [{"targetRef": _svc(k), "rules": rules}]}
 
 
-def policies() -> list[tuple[str, str, str, dict]]:
+OBSERVABILITY = ("some", "none", "all")
+
+
+def policies(observability: str = "some") -> list[tuple[str, str, str, dict]]:
     """(API path, type, name, spec) of every policy, in the order they are created (routes before the
-    policies that name them)."""
+    policies that name them). `observability`: "some" (inbound access logs on five services), "none" (no
+    MeshAccessLog), "all" (those, plus an access log on every proxy's inbounds and outbounds, a MeshMetric and
+    a MeshTrace for the whole mesh: the overhead figure of the observability issue compares it with "none")."""
     http, tcp = http_services(), tcp_services()
     out: list[tuple[str, str, str, dict]] = []
 
@@ -185,9 +190,24 @@ def policies() -> list[tuple[str, str, str, dict]]:
             {"targetRef": MESH_WIDE, "default": {"local": {
                 "http": {"requestRate": {"num": 100, "interval": "10s"}},
                 "tcp": {"connectionRate": {"num": 100, "interval": "100ms"}}}}}]})
-        add("meshaccesslogs", "MeshAccessLog", f"log-svc-{k}", {"targetRef": _svc(k), "from": [
-            {"targetRef": MESH_WIDE, "default": {"backends": [
-                {"type": "File", "file": {"path": f"/tmp/kuma-fleet-svc-{k}.log"}}]}}]})
+        if observability != "none":
+            add("meshaccesslogs", "MeshAccessLog", f"log-svc-{k}", {"targetRef": _svc(k), "from": [
+                {"targetRef": MESH_WIDE, "default": {"backends": [
+                    {"type": "File", "file": {"path": f"/tmp/kuma-fleet-svc-{k}.log"}}]}}]})
+    if observability == "all":
+        logged = {"backends": [{"type": "File", "file": {"path": "/tmp/kuma-fleet-all.log", "format": {
+            "type": "Json", "json": [{"key": "from", "value": "%KUMA_SOURCE_SERVICE%"},
+                                     {"key": "to", "value": "%KUMA_DESTINATION_SERVICE%"}]}}}]}
+        add("meshaccesslogs", "MeshAccessLog", "log-all", {"targetRef": MESH_WIDE,
+                                                           "from": [{"targetRef": MESH_WIDE, "default": logged}],
+                                                           "to": [{"targetRef": MESH_WIDE, "default": logged}]})
+        add("meshmetrics", "MeshMetric", "metrics-all", {"targetRef": MESH_WIDE, "default": {
+            "sidecar": {"profiles": {"appendProfiles": [{"name": "Basic"}]}},
+            "applications": [{"path": "/metrics", "port": 9100}],
+            "backends": [{"type": "Prometheus", "prometheus": {"port": 5670, "path": "/metrics"}}]}})
+        add("meshtraces", "MeshTrace", "trace-all", {"targetRef": MESH_WIDE, "default": {
+            "backends": [{"type": "Zipkin", "zipkin": {"url": "http://127.0.0.1:9411/api/v2/spans"}}],
+            "sampling": {"overall": 10}, "tags": [{"name": "team", "header": {"name": "x-team", "default": "none"}}]}})
     return out
 
 

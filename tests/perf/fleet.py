@@ -235,12 +235,12 @@ def dataplane(name: str, address: str, own: int, services: int, outbounds: bool 
     return {"type": "Dataplane", "mesh": MESH, "name": name, "networking": networking}
 
 
-def create_policies(api: Api) -> dict:
+def create_policies(api: Api, observability: str) -> dict:
     """The policy-rich mesh's policies, each a new one (201); the API's warnings (stored only, deprecations)."""
     t0 = time.monotonic()
     stored_only: dict[str, int] = {}
     by_type: dict[str, int] = {}
-    for path, kind, name, spec in rich.policies():
+    for path, kind, name, spec in rich.policies(observability):
         body = {"type": kind, "mesh": MESH, "name": name, "spec": spec}
         answer = api.call("PUT", f"/meshes/{MESH}/{path}/{name}", body, ok=(201,)).json()
         by_type[kind] = by_type.get(kind, 0) + 1
@@ -711,6 +711,8 @@ def main() -> None:
     parser.add_argument("--auth", choices=("none", "token"), default="none", help="dataplane tokens on the ADS stream")
     parser.add_argument("--policy-rich", action="store_true",
                         help="50 services in two versions, 5 outbounds per proxy, 51 policies of every type")
+    parser.add_argument("--observability", choices=rich.OBSERVABILITY, default="some",
+                        help="with --policy-rich: the access logs, metrics and traces of the mesh (see _rich_mesh)")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--churn-seconds", type=int, default=20)
     parser.add_argument("--py-spy", metavar="PATH", help="a py-spy binary: profile the CP in every phase")
@@ -749,7 +751,7 @@ def main() -> None:
             results["cp_start_s"] = round(cp.start(), 3)
             api = Api(cp.url)
             if args.policy_rich:
-                results["policies"] = _progress("policies", create_policies(api))
+                results["policies"] = _progress("policies", create_policies(api, args.observability))
                 bodies = [rich.dataplane(MESH, nm, _address(i), i) for i, nm in enumerate(names)]
             else:
                 bodies = [dataplane(nm, _address(i), i % services, services) for i, nm in enumerate(names)]
@@ -793,7 +795,7 @@ def main() -> None:
     print_table(results)
     print(json.dumps({"benchmark": "fleet", "proxies": n, "processes": args.processes, "services": services,
                       "xds": "delta" if args.delta else "sotw", "auth": args.auth,
-                      "policy_rich": args.policy_rich, "load_end": os.getloadavg(), "nack_every": args.nack_every,
+                      "policy_rich": args.policy_rich, "observability": args.observability, "load_end": os.getloadavg(), "nack_every": args.nack_every,
                       "scenarios": list(scenarios), "results": results}))
 
 
