@@ -96,6 +96,12 @@ class Mesh:
         self.procs.append(proc)
         return proc
 
+    def log_tail(self, run: str, lines: int = 40) -> str:
+        """The end of a kuma-dp's log (with its Envoy's), for a failure message."""
+        path = self.tmp / f"{run}.log"
+        text = path.read_text(errors="replace") if path.exists() else "(no log)"
+        return f"{run}.log:\n" + "\n".join(text.splitlines()[-lines:])
+
     def close(self) -> None:
         terminate_all(self.procs)
         self.cp.stop()

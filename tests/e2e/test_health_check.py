@@ -129,7 +129,7 @@ HEALTH_CHECK = {"type": "MeshHealthCheck", "mesh": "default", "name": "health", 
 
 def test_an_unhealthy_instance_gets_no_traffic_until_the_check_is_removed(fleet: Fleet) -> None:
     # without a health check both instances answer, over HTTP and TCP
-    eventually(lambda: set(fleet.http_versions(20)) == {"v1", "v2"}, timeout=40)
+    eventually(lambda: set(fleet.http_versions(20)) == {"v1", "v2"}, lambda: fleet.mesh.log_tail("web-1"), timeout=40)
     eventually(lambda: set(fleet.tcp_versions(20)) == {b"v1", b"v2"}, timeout=20)
     assert fleet.checks == {"v1": [], "v2": []}
 
