@@ -8,7 +8,8 @@ import socket
 import socketserver
 import subprocess
 import threading
-from http.server import BaseHTTPRequestHandler
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -128,3 +129,100 @@ def running_mesh(tmp: Path, xds: str = "sotw") -> Iterator[Mesh]:
     mesh.cp.start()
     yield mesh
     mesh.close()
+
+
+VERSIONED_DATAPLANE = """type: Dataplane
+mesh: default
+name: {{ name }}
+networking:
+  address: 127.0.0.1
+  inbound:
+  - port: {{ port }}
+    servicePort: {{ servicePort }}
+    tags:
+      kuma.io/service: {{ service }}
+      kuma.io/protocol: {{ protocol }}
+      version: {{ version }}
+  outbound:
+  - port: {{ httpPort }}
+    tags:
+      kuma.io/service: backend
+  - port: {{ tcpPort }}
+    tags:
+      kuma.io/service: echo
+"""
+
+
+def version_app(version: str, seen: list[dict] | None = None) -> int:
+    """An HTTP app on a free port that answers which version it is, and what it was sent (JSON)."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            request = {"version": version, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
+            if seen is not None:
+                seen.append(request)
+            body = json.dumps(request).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    port = free_port()
+    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", port), Handler))
+    return port
+
+
+def tcp_version_app(version: str) -> int:
+    """A TCP app on a free port that echoes what it gets after `<version>:`."""
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            while data := self.request.recv(4096):
+                self.request.sendall(version.encode() + b":" + data)
+
+    port = free_port()
+    serve_in_thread(socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler))
+    return port
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def error_line(self) -> str:
+        """The one-line error every mistake must give."""
+        assert self.code == 1, (self.code, self.out, self.err)
+        assert "Traceback" not in self.err
+        lines = self.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), self.err
+        return lines[0]
+
+
+class Kumactl:
+    def __init__(self, home: Path, config: Path | None = None) -> None:
+        self.home = home
+        self.config = config
+
+    def __call__(self, *args: str, stdin: str | None = None, cwd: Path | None = None) -> Result:
+        flags = ["--config-file", str(self.config)] if self.config else []
+        proc = subprocess.run(cp_command("ctl", *flags, *args), input=stdin,
+                              capture_output=True, text=True, timeout=30, cwd=cwd or ROOT,
+                              env={**os.environ, "HOME": str(self.home), "PYTHONPATH": str(ROOT)})
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, stdin: str | None = None, cwd: Path | None = None) -> str:
+        r = self(*args, stdin=stdin, cwd=cwd)
+        assert r.code == 0, (args, r.out, r.err)
+        assert "Traceback" not in r.err
+        return r.out
+
+
+def kumactl_for(tmp: Path, url: str, *auth: str) -> Kumactl:
+    """kumactl with its own HOME and config file, pointed at the control plane at `url`."""
+    kumactl = Kumactl(tmp, tmp / "kumactl.config")
+    kumactl.ok("config", "control-planes", "add", "--name", "cp", "--address", url, *auth)
+    return kumactl

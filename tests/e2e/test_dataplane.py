@@ -6,7 +6,6 @@ caller's SPIFFE identity, traffic survives a control-plane outage.
 """
 from __future__ import annotations
 
-import json
 import socketserver
 import time
 from http.server import ThreadingHTTPServer

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from tests.e2e.test_kumactl import Kumactl, _with_control_plane
+from tests.e2e.harness import Kumactl, kumactl_for
 from tests.support import CpProcess
 
 pytestmark = pytest.mark.slow
@@ -98,7 +98,7 @@ def control_planes(tmp_path: Path) -> Iterator[tuple[CpProcess, CpProcess]]:
 
 def test_export_then_apply_restores_every_resource(control_planes, tmp_path: Path) -> None:
     first, second = control_planes
-    source = _with_control_plane(tmp_path / "home-first", first.url)
+    source = kumactl_for(tmp_path / "home-first", first.url)
     source.ok("apply", "-f", "-", stdin=RESOURCES)
     exported = source.ok("export", "--profile", "all", "--include-admin")
     assert exported.startswith("# Product: Kuma, Version: ")
@@ -106,7 +106,7 @@ def test_export_then_apply_restores_every_resource(control_planes, tmp_path: Pat
     assert exported.index("type: Mesh\n") < exported.index("type: Secret\n") < exported.index("type: MeshTimeout\n")
     (tmp_path / "backup.yaml").write_text(exported)
 
-    target = _with_control_plane(tmp_path / "home-second", second.url)
+    target = kumactl_for(tmp_path / "home-second", second.url)
     target.ok("apply", "-f", str(tmp_path / "backup.yaml"))
     before, after = _state(first.url), _state(second.url)
     # each control plane keeps its own Envoy admin CA (Kuma's export leaves it out)
@@ -124,14 +124,14 @@ def test_export_then_apply_restores_every_resource(control_planes, tmp_path: Pat
 
 def test_export_without_admin_leaves_secrets_out(control_planes, tmp_path: Path) -> None:
     first, _ = control_planes
-    admin = _with_control_plane(tmp_path / "home-admin", first.url)
+    admin = kumactl_for(tmp_path / "home-admin", first.url)
     admin.ok("apply", "-f", "-", stdin=RESOURCES)
     plain = admin.ok("export", "--profile", "all")
     assert "type: Secret" not in plain and "type: GlobalSecret" not in plain and "c2VjcmV0LWtleQ==" not in plain
     assert "name: slow-backend" in plain and "skipCreatingInitialPolicies:\n- '*'" in plain
 
     token = admin.ok("generate", "user-token", "--name", "alice", "--group", "team-a", "--valid-for", "1h").strip()
-    alice = _with_control_plane(tmp_path / "home-alice", first.url, "--auth-type", "tokens",
+    alice = kumactl_for(tmp_path / "home-alice", first.url, "--auth-type", "tokens",
                                 "--auth-conf", f"token={token}")
     refused = alice("export", "--profile", "all", "--include-admin")
     assert "Access Denied" in refused.error_line() and "c2VjcmV0LWtleQ==" not in refused.out
@@ -140,7 +140,7 @@ def test_export_without_admin_leaves_secrets_out(control_planes, tmp_path: Path)
 
 def test_export_rejects_bad_flags(control_planes, tmp_path: Path) -> None:
     first, _ = control_planes
-    kumactl: Kumactl = _with_control_plane(tmp_path / "home", first.url)
+    kumactl: Kumactl = kumactl_for(tmp_path / "home", first.url)
     assert kumactl("export", "--profile", "something").error_line() == 'Error: invalid profile: "something"'
     assert kumactl("export", "--format", "something").error_line() == 'Error: invalid format: "something"'
     assert kumactl("export", "--format", "kubernetes").error_line().startswith('Error: invalid format: "kubernetes"')

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, tcp_exchange
-from tests.e2e.test_routing import _http_app, _tcp_app
+from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, tcp_exchange, tcp_version_app, version_app
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -54,8 +53,8 @@ class Faults:
                           service=service, protocol=protocol, adminPort=admin, httpPort=http_port, tcpPort=tcp_port)
 
     def start(self) -> None:
-        self.proxy("backend-1", "backend", "http", _http_app("v1"))
-        self.proxy("echo-1", "echo", "tcp", _tcp_app("v1"))
+        self.proxy("backend-1", "backend", "http", version_app("v1"))
+        self.proxy("echo-1", "echo", "tcp", tcp_version_app("v1"))
         self.proxy("web-1", "web", "http", free_port())
         self.proxy("other-1", "other", "http", free_port())
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, serve_in_thread, tcp_exchange
-from tests.e2e.test_routing import DATAPLANE
+from tests.e2e.harness import ALLOW_ALL, MTLS, VERSIONED_DATAPLANE, Mesh, serve_in_thread, tcp_exchange
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -66,10 +65,10 @@ class Fleet:
             for name, service, protocol, app in (
                     (f"backend-{version}", "backend", "http", _http_app(version, status, self.checks[version])),
                     (f"echo-{version}", "echo", "tcp", _tcp_app(version, pong))):
-                self.mesh.kuma_dp(name, self.mesh.token(name), template=DATAPLANE, port=free_port(), servicePort=app,
+                self.mesh.kuma_dp(name, self.mesh.token(name), template=VERSIONED_DATAPLANE, port=free_port(), servicePort=app,
                                   service=service, protocol=protocol, version=version, httpPort=free_port(),
                                   tcpPort=free_port())
-        self.mesh.kuma_dp("web-1", self.mesh.token("web-1"), template=DATAPLANE, port=free_port(),
+        self.mesh.kuma_dp("web-1", self.mesh.token("web-1"), template=VERSIONED_DATAPLANE, port=free_port(),
                           servicePort=free_port(), service="web", protocol="http", version="v1",
                           httpPort=self.http_port, tcpPort=self.tcp_port)
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import os
 import re
-import subprocess
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +20,8 @@ import pytest
 import yaml
 
 from appliance.kumactl.resources import BY_NAME, TYPES
-from tests.support import ROOT, CpProcess, cp_command
+from tests.e2e.harness import Kumactl, kumactl_for
+from tests.support import CpProcess
 
 pytestmark = pytest.mark.slow
 
@@ -53,46 +51,6 @@ spec:
 """
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def error_line(self) -> str:
-        """The one-line error every mistake must give."""
-        assert self.code == 1, (self.code, self.out, self.err)
-        assert "Traceback" not in self.err
-        lines = self.err.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("Error: "), self.err
-        return lines[0]
-
-
-class Kumactl:
-    def __init__(self, home: Path, config: Path | None = None) -> None:
-        self.home = home
-        self.config = config
-
-    def __call__(self, *args: str, stdin: str | None = None, cwd: Path | None = None) -> Result:
-        flags = ["--config-file", str(self.config)] if self.config else []
-        proc = subprocess.run(cp_command("ctl", *flags, *args), input=stdin,
-                              capture_output=True, text=True, timeout=30, cwd=cwd or ROOT,
-                              env={**os.environ, "HOME": str(self.home), "PYTHONPATH": str(ROOT)})
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    def ok(self, *args: str, stdin: str | None = None, cwd: Path | None = None) -> str:
-        r = self(*args, stdin=stdin, cwd=cwd)
-        assert r.code == 0, (args, r.out, r.err)
-        assert "Traceback" not in r.err
-        return r.out
-
-
-def _with_control_plane(tmp: Path, url: str, *auth: str) -> Kumactl:
-    kumactl = Kumactl(tmp, tmp / "kumactl.config")
-    kumactl.ok("config", "control-planes", "add", "--name", "cp", "--address", url, *auth)
-    return kumactl
-
-
 @pytest.fixture(scope="module")
 def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CpProcess]:
     cp = CpProcess(tmp_path_factory.mktemp("cp")).start()
@@ -102,7 +60,7 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CpProcess]:
 
 @pytest.fixture(scope="module")
 def kumactl(cp: CpProcess, tmp_path_factory: pytest.TempPathFactory) -> Kumactl:
-    return _with_control_plane(tmp_path_factory.mktemp("home"), cp.url)
+    return kumactl_for(tmp_path_factory.mktemp("home"), cp.url)
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -176,7 +134,7 @@ def test_config_add_checks_the_control_plane(tmp_path: Path) -> None:
 
 
 def test_unreachable_control_plane(tmp_path: Path) -> None:
-    kumactl = _with_control_plane(tmp_path, "http://127.0.0.1:1", "--skip-check")
+    kumactl = kumactl_for(tmp_path, "http://127.0.0.1:1", "--skip-check")
     for args in (["get", "meshes"], ["apply", "-f", "-"], ["inspect", "meshes"], ["delete", "mesh", "x"]):
         assert kumactl(*args, stdin=DATAPLANE).error_line() == (
             'Error: Get "http://127.0.0.1:1/": dial tcp 127.0.0.1:1: connect: connection refused')
@@ -392,7 +350,7 @@ def locked_cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CpProc
     (issued first through a localhost-admin start of the same work dir)."""
     work = tmp_path_factory.mktemp("locked")
     cp = CpProcess(work).start()
-    kumactl = _with_control_plane(tmp_path_factory.mktemp("setup"), cp.url)
+    kumactl = kumactl_for(tmp_path_factory.mktemp("setup"), cp.url)
     secret = json.loads(kumactl.ok("get", "global-secret", "admin-user-token", "-o", "json"))
     admin = base64.b64decode(secret["data"]).decode()
     alice = kumactl.ok("generate", "user-token", "--name", "alice", "--group", "team-a", "--valid-for", "1h")
@@ -404,16 +362,16 @@ def locked_cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CpProc
 
 def test_401_and_403(locked_cp: tuple[CpProcess, str, str], tmp_path: Path) -> None:
     cp, admin, alice = locked_cp
-    bogus = _with_control_plane(tmp_path / "bogus", cp.url, "--auth-type", "tokens", "--auth-conf", "token=bogus")
+    bogus = kumactl_for(tmp_path / "bogus", cp.url, "--auth-type", "tokens", "--auth-conf", "token=bogus")
     assert bogus("get", "meshes").error_line().startswith("Error: Unauthenticated (")
-    user = _with_control_plane(tmp_path / "alice", cp.url, "--auth-type", "tokens", "--auth-conf", f"token={alice}")
+    user = kumactl_for(tmp_path / "alice", cp.url, "--auth-type", "tokens", "--auth-conf", f"token={alice}")
     assert "default" in user.ok("get", "meshes")
     assert user("get", "secrets").error_line().startswith("Error: Access Denied (")
     assert user("generate", "user-token", "--name", "x", "--valid-for", "1h").error_line().startswith(
         "Error: Access Denied (")
-    anonymous = _with_control_plane(tmp_path / "anon", cp.url)
+    anonymous = kumactl_for(tmp_path / "anon", cp.url)
     assert anonymous("apply", "-f", "-", stdin=MTP).err.startswith(
         'Error: resource type="MeshTrafficPermission" mesh="default" name="allow-all": failed server side: '
         "Access Denied (")
-    root = _with_control_plane(tmp_path / "admin", cp.url, "--auth-type", "tokens", "--auth-conf", f"token={admin}")
+    root = kumactl_for(tmp_path / "admin", cp.url, "--auth-type", "tokens", "--auth-conf", f"token={admin}")
     assert root.ok("get", "global-secrets").splitlines()[0].split() == ["NAME", "AGE"]

@@ -16,8 +16,7 @@ import pytest
 import requests
 
 from appliance.model.names import access_log_socket
-from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, serve_in_thread, tcp_exchange
-from tests.e2e.test_routing import _http_app, _tcp_app
+from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, serve_in_thread, tcp_exchange, tcp_version_app, version_app
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -89,8 +88,8 @@ def observed(tmp_path: Path):
     assert r.status_code == 200, r.text
     assert requests.put(f"{mesh.cp.url}/meshes/default/meshtrafficpermissions/allow-all", json=ALLOW_ALL).ok
     found = Observed(mesh)
-    found.proxy("backend-1", "backend", "http", _http_app("v1"))
-    found.proxy("echo-1", "echo", "tcp", _tcp_app("v1"))
+    found.proxy("backend-1", "backend", "http", version_app("v1"))
+    found.proxy("echo-1", "echo", "tcp", tcp_version_app("v1"))
     found.proxy("web-1", "web", "http", free_port())
     eventually(lambda: found.get().status_code == 200, timeout=40)
     eventually(lambda: found.tcp(b"ping") == b"v1:ping", timeout=40)

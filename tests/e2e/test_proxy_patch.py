@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.harness import Mesh
-from tests.e2e.test_routing import _http_app
+from tests.e2e.harness import Mesh, version_app
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -62,7 +61,7 @@ def _lds(mesh: Mesh, name: str) -> dict[str, int]:
 
 def test_a_patch_adds_response_headers_and_a_rejected_patch_keeps_the_last_good_config(mesh: Mesh) -> None:
     out_port = free_port()
-    mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=free_port(), servicePort=_http_app("v1"),
+    mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=free_port(), servicePort=version_app("v1"),
                  service="backend", protocol="http", outPort=free_port(), outService="nothing")
     mesh.kuma_dp("web-1", mesh.token("web-1"), port=free_port(), servicePort=free_port(),
                  service="web", protocol="http", outPort=out_port, outService="backend")

@@ -6,72 +6,16 @@ backend application receives, what the caller gets back. Every step happens with
 """
 from __future__ import annotations
 
-import json
-import socketserver
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, serve_in_thread, tcp_exchange
+from tests.e2e.harness import ALLOW_ALL, MTLS, VERSIONED_DATAPLANE, Mesh, tcp_exchange, tcp_version_app, version_app
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
 
-DATAPLANE = """type: Dataplane
-mesh: default
-name: {{ name }}
-networking:
-  address: 127.0.0.1
-  inbound:
-  - port: {{ port }}
-    servicePort: {{ servicePort }}
-    tags:
-      kuma.io/service: {{ service }}
-      kuma.io/protocol: {{ protocol }}
-      version: {{ version }}
-  outbound:
-  - port: {{ httpPort }}
-    tags:
-      kuma.io/service: backend
-  - port: {{ tcpPort }}
-    tags:
-      kuma.io/service: echo
-"""
-
-
-def _http_app(version: str, seen: list[dict] | None = None) -> int:
-    """An HTTP app that answers which version it is, and what it was sent."""
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            request = {"version": version, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
-            if seen is not None:
-                seen.append(request)
-            body = json.dumps(request).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    port = free_port()
-    serve_in_thread(ThreadingHTTPServer(("127.0.0.1", port), Handler))
-    return port
-
-
-def _tcp_app(version: str) -> int:
-    class Handler(socketserver.BaseRequestHandler):
-        def handle(self) -> None:
-            while data := self.request.recv(4096):
-                self.request.sendall(version.encode() + b":" + data)
-
-    port = free_port()
-    serve_in_thread(socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler))
-    return port
 
 
 class Routing:
@@ -81,16 +25,16 @@ class Routing:
         self.mirrored: list[dict] = []
 
     def proxy(self, name: str, service: str, protocol: str, version: str, app: int) -> None:
-        self.mesh.kuma_dp(name, self.mesh.token(name), template=DATAPLANE, port=free_port(), servicePort=app,
+        self.mesh.kuma_dp(name, self.mesh.token(name), template=VERSIONED_DATAPLANE, port=free_port(), servicePort=app,
                           service=service, protocol=protocol, version=version,
                           httpPort=free_port(), tcpPort=free_port())
 
     def start(self) -> None:
         for version in ("v1", "v2"):
-            self.proxy(f"backend-{version}", "backend", "http", version, _http_app(version))
-            self.proxy(f"echo-{version}", "echo", "tcp", version, _tcp_app(version))
-        self.proxy("mirror-1", "mirror", "http", "v1", _http_app("mirror", self.mirrored))
-        self.mesh.kuma_dp("web-1", self.mesh.token("web-1"), template=DATAPLANE, port=free_port(),
+            self.proxy(f"backend-{version}", "backend", "http", version, version_app(version))
+            self.proxy(f"echo-{version}", "echo", "tcp", version, tcp_version_app(version))
+        self.proxy("mirror-1", "mirror", "http", "v1", version_app("mirror", self.mirrored))
+        self.mesh.kuma_dp("web-1", self.mesh.token("web-1"), template=VERSIONED_DATAPLANE, port=free_port(),
                           servicePort=free_port(), service="web", protocol="http", version="v1",
                           httpPort=self.http_port, tcpPort=self.tcp_port)
 
