@@ -172,10 +172,22 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
             if endpoint is not None and endpoint not in otel:
                 otel[endpoint] = f"meshaccesslog:opentelemetry:{len(otel)}"
     socket = names.access_log_socket(proxy.work_dir, proxy.name, proxy.mesh)
-    # Outbound logs name the calling proxy (service, address, pipe, collector numbering): none are shared.
-    to_key = (*selection.key, identifying, proxy.address, zone, socket,
-              json.dumps(sorted(otel.items()))) if any(outbound.values()) else ()
+    # Outbound logs name the calling proxy's service and zone, and may name its address, pipe and collector
+    # numbering: proxies whose logs name the same are given one copy of each outbound (`generate_sidecar`).
+    logs = [log for found in outbound.values() for log in found]
+    to_key = (*selection.key, identifying, zone,
+              proxy.address if any(map(_names_source_address, logs)) else "",
+              socket if any(log.backend.get("type") == "Tcp" for log in logs) else "",
+              json.dumps(sorted(otel.items())) if otel else "") if logs else ()
     return Matched(inbound, outbound, socket, otel, frozenset(sni_listeners), to_key)
+
+
+def _names_source_address(log: Log) -> bool:
+    """Whether the log's text (its format, or the default one it falls back to) holds %KUMA_SOURCE_ADDRESS...%."""
+    kind = log.backend.get("type")
+    conf = log.backend.get({"File": "file", "Tcp": "tcp", "OpenTelemetry": "openTelemetry"}.get(kind, "")) or {}
+    uses_default = conf.get("body") is None if kind == "OpenTelemetry" else not conf.get("format")
+    return "%KUMA_SOURCE_ADDRESS" in json.dumps(conf) + (log.default_format if uses_default else "")
 
 
 def _otel_endpoint(backend: Conf) -> tuple[str, int] | None:

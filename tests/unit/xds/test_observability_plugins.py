@@ -51,6 +51,25 @@ def test_outbound_logs_name_the_calling_service_and_are_not_shared_between_calle
     assert _logs(web, DB_OUT)[0]["path"] == "/var/log/out.log"      # TCP outbounds log on the TCP proxy
 
 
+def test_two_proxies_of_a_service_share_an_outbound_unless_its_log_names_their_address() -> None:
+    """Sharing is what keeps a mesh-wide access log cheap at 1,000 proxies (tests/perf/fleet.py
+    --observability all); a log that names the caller's address (Kuma's default formats do) cannot be shared."""
+    other = web_proxy(name="web-2", address="10.0.0.7")
+    by_service = _to_all({"type": "File", "file": {"path": "/var/log/out.log", "format": {
+        "type": "Json", "json": [{"key": "from", "value": "%KUMA_SOURCE_SERVICE%"}]}}})
+    cache: dict = {}
+    first, second = _generate(by_service, cache=cache), _generate(by_service, proxy=other, cache=cache)
+    assert first[names.LISTENER][BACKEND_OUT] is second[names.LISTENER][BACKEND_OUT]
+    assert _logs(second, BACKEND_OUT)[0]["logFormat"]["jsonFormat"] == {"from": "web"}
+    for backend in ({"type": "File", "file": {"path": "/var/log/out.log"}},       # the default format
+                    {"type": "File", "file": {"path": "/var/log/out.log", "format": {
+                        "type": "Plain", "plain": "%KUMA_SOURCE_ADDRESS_WITHOUT_PORT%"}}}):
+        cache = {}
+        first, second = _generate(_to_all(backend), cache=cache), _generate(_to_all(backend), proxy=other, cache=cache)
+        assert first[names.LISTENER][BACKEND_OUT] is not second[names.LISTENER][BACKEND_OUT]
+        assert "10.0.0.7" in str(_logs(second, BACKEND_OUT)[0]["logFormat"])
+
+
 def test_tcp_backend_lines_go_to_the_pipe_in_kuma_dps_work_dir() -> None:
     logs = _to_all({"type": "Tcp", "tcp": {"address": "logs.internal:5170"}})
     resources = _generate(logs, proxy=web_proxy(work_dir="/var/lib/kuma-dp/web-1"))
