@@ -328,6 +328,11 @@ def _otel_listener(backend: OtelBackend, ipv6: bool) -> listener_pb2.Listener:
 
 
 def apply(matched: Matched, resources: Resources) -> None:
+    """Nothing per listener: the endpoints are the proxy's own resources, added once by `apply_to_proxy`. Added
+    here they would land in each outbound's resources too, which proxies share (to_key), with one proxy's sockets."""
+
+
+def apply_to_proxy(matched: Matched, resources: Resources) -> None:
     if not matched.hijacker_socket:
         return
     for endpoint in matched.endpoints:

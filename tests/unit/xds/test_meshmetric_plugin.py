@@ -177,3 +177,19 @@ def test_aggregate_applications_for_the_bootstrap():
     assert plugin.aggregate(conf, "10.0.0.1") == [{"name": "app", "address": "10.0.0.1", "port": 9000,
                                                    "path": "/metrics"}]
     assert plugin.aggregate(plugin.prometheus_conf(None, None), "10.0.0.1") == []
+
+
+def test_each_proxy_gets_its_own_sockets_when_proxies_share_outbounds():
+    """Two proxies of one service share their outbounds' resources (one cache); the metrics endpoint is
+    the proxy's own: its hijacker and dynamic config sockets live in its own kuma-dp's work dir."""
+    snap, cache = snapshot(policies=_with(PROMETHEUS)), {}
+    first = generate_sidecar(snap, _proxy(), IDENTITY, cache)
+    other = web_proxy(name="web-2", address="10.0.0.7", work_dir="/var/kuma-dp-2", labels={"kuma.io/zone": "zone-1"})
+    second = generate_sidecar(snap, other, IDENTITY, cache)
+    assert first[names.LISTENER]["outbound:127.0.0.1:10001"] is second[names.LISTENER]["outbound:127.0.0.1:10001"]
+    for resources, path in ((first, "/tmp/kuma-mh-web-1-default.sock"),
+                            (second, "/var/kuma-dp-2/kuma-mh-web-2-default.sock")):
+        cluster = json_format.MessageToDict(resources[names.CLUSTER]["_kuma:metrics:hijacker"])
+        assert cluster["loadAssignment"]["endpoints"][0]["lbEndpoints"][0]["endpoint"]["address"]["pipe"]["path"] == path
+    assert json_format.MessageToDict(second[names.LISTENER]["_kuma:dynamicconfig"])["address"] == {
+        "pipe": {"path": "/var/kuma-dp-2/kuma-mesh-metric-config.sock"}}
