@@ -11,13 +11,13 @@ import logging
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from appliance import telemetry
-from appliance.xds.cache import NodeMetadata, ProxyWatch, XdsCache
+from appliance.xds.cache import NodeMetadata, ProxyWatch
 from appliance.xds.generate.admin import admin_endpoint
 from appliance.xds.resources import (CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT, WILDCARD_TYPES, Packed,
                                      type_version)
@@ -132,8 +132,22 @@ class _OpenStream:
     queue: asyncio.Queue
 
 
+class ConfigSource(Protocol):
+    """What the ADS server needs of a config cache: a watch per proxy stream (its `changed` event says when to
+    push), the proxy's resources made ready off the event loop, then read. xds/cache.py's XdsCache is the one
+    kuma-cp runs; the protocol tests and benchmarks may pass another."""
+
+    def watch(self, mesh: str, name: str, node: NodeMetadata | None = None) -> ProxyWatch: ...
+
+    def unwatch(self, watch: ProxyWatch) -> None: ...
+
+    async def prepare(self, watch: ProxyWatch) -> None: ...
+
+    def resources(self, watch: ProxyWatch) -> dict[str, dict[str, Packed]]: ...
+
+
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    def __init__(self, cache: XdsCache, authenticate: Authenticate, observer: StreamObserver | None = None) -> None:
+    def __init__(self, cache: ConfigSource, authenticate: Authenticate, observer: StreamObserver | None = None) -> None:
         self.cache = cache
         self.authenticate = authenticate
         self.observer = observer or StreamObserver()

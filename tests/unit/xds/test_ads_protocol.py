@@ -311,3 +311,15 @@ def test_sotw_listeners_wait_for_the_clusters_they_use(env) -> None:
         await server.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_the_cache_kuma_cp_runs_is_what_the_ads_server_asks_for() -> None:
+    """AdsServer depends on ConfigSource only; XdsCache must keep offering it, with the same parameters."""
+    import inspect
+
+    from appliance.xds.server import ConfigSource
+    for name in ("watch", "unwatch", "prepare", "resources"):
+        wanted, offered = inspect.signature(getattr(ConfigSource, name)), inspect.signature(getattr(XdsCache, name))
+        assert list(wanted.parameters) == list(offered.parameters), name
+        assert inspect.iscoroutinefunction(getattr(ConfigSource, name)) == \
+            inspect.iscoroutinefunction(getattr(XdsCache, name)), name
