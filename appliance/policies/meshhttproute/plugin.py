@@ -19,7 +19,7 @@ Only HTTP, HTTP/2 and gRPC outbounds are routed here; TCP outbounds belong to Me
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cmp_to_key
+from functools import cached_property, cmp_to_key
 from typing import Any, Iterable
 
 from envoy.config.core.v3 import base_pb2
@@ -110,7 +110,7 @@ class Matched:
     outbounds: dict[_rules.InboundKey, OutboundRoutes]
     to_key: tuple[str, ...]
 
-    @property
+    @cached_property   # asked once per outbound of the proxy (xds/generate)
     def backend_services(self) -> dict[_rules.InboundKey, tuple[str, ...]]:
         """Per outbound, the services its routes send to: the generator adds their clusters."""
         return {k: tuple(sorted({b.service for b in o.backends})) for k, o in self.outbounds.items()}

@@ -12,6 +12,7 @@ As Kuma 2.14 (plugin/v1alpha1/listeners*.go, api/v1alpha1/helpers.go):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -33,7 +34,7 @@ class Matched:
     outbounds: dict[_rules.InboundKey, tuple[str, tuple[Backend, ...]]]   # listener -> (service, splits)
     to_key: tuple[str, ...]
 
-    @property
+    @cached_property   # asked once per outbound of the proxy (xds/generate)
     def backend_services(self) -> dict[_rules.InboundKey, tuple[str, ...]]:
         """Per outbound, the services its connections go to: the generator adds their clusters."""
         return {k: tuple(sorted({b.service for b in splits})) for k, (_, splits) in self.outbounds.items()}
