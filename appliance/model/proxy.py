@@ -166,3 +166,13 @@ class Proxy:
     @property
     def services(self) -> tuple[str, ...]:
         return tuple(sorted({i.service for i in self.inbounds if i.service}))
+
+    @property
+    def serialized_tags(self) -> str:
+        """Kuma's tags.Serialize(Dataplane.TagSet()): every inbound's tags as `&key=v1,v2&` per key, keys and
+        each key's values sorted. What the proxy's requests carry in `x-kuma-tags` (and HTTP health checks)."""
+        values: dict[str, set[str]] = {}
+        for inbound in self.inbounds:
+            for key, value in inbound.tags.items():
+                values.setdefault(key, set()).add(value)
+        return "".join(f"&{key}={','.join(sorted(values[key]))}&" for key in sorted(values))

@@ -511,6 +511,19 @@ class _Worker:
     def cmd_events(self, since: float) -> dict:
         return {n: [e for e in c.events if e[1] >= since] for n, c in self.clients.items()}
 
+    def cmd_first_acks(self, since: float, types: list[int]) -> dict:
+        """Per proxy, when it ACKed the first response of one of `types` received since `since` (0.0: none yet)."""
+        out = {}
+        for n, c in self.clients.items():
+            first = 0.0
+            for e in reversed(c.events):
+                if e[1] < since:
+                    break
+                if e[0] in types and e[2]:
+                    first = e[2]
+            out[n] = first
+        return out
+
     def cmd_streams(self) -> dict:
         return {n: (c.stream_no, c.stream_open_t, c.stream_first_recv_t, c.stream_synced_t)
                 for n, c in self.clients.items()}

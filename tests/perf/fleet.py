@@ -390,6 +390,19 @@ def push_figures(events: dict[str, list[tuple]], t_done: float, t_start: float, 
 
 # --- checks ------------------------------------------------------------------------------------
 
+def _first_difference(held: Any, expected: Any, path: str = "") -> str:
+    """Where the proxy's copy of a resource first differs from the control plane's `_config`, for a report."""
+    if isinstance(held, dict) and isinstance(expected, dict):
+        for key in sorted(set(held) | set(expected)):
+            if held.get(key) != expected.get(key):
+                return _first_difference(held.get(key), expected.get(key), f"{path}.{key}")
+    if isinstance(held, list) and isinstance(expected, list) and len(held) == len(expected):
+        for i, (a, b) in enumerate(zip(held, expected)):
+            if a != b:
+                return _first_difference(a, b, f"{path}[{i}]")
+    return f"{path}: proxy {json.dumps(held)[:200]} / control plane {json.dumps(expected)[:200]}"
+
+
 _KIND = {"Listener": "LDS", "Cluster": "CDS", "ClusterLoadAssignment": "EDS", "RouteConfiguration": "RDS",
          "Secret": "SDS"}
 
@@ -425,8 +438,10 @@ def check(fleet: Fleet, api: Api, sample: list[str]) -> dict:
                 compared += 1
                 body = {k: v for k, v in item.items() if k != "@type"}
                 message = classes[short].FromString(got[rname])
-                if json_format.MessageToDict(message) != body:
-                    content_mismatch.append({"proxy": name, "type": short, "resource": rname})
+                held = json_format.MessageToDict(message)
+                if held != body:
+                    content_mismatch.append({"proxy": name, "type": short, "resource": rname,
+                                             "differs": _first_difference(held, body)})
     return {"synced": len(fleet.names) - len(unsynced), "unsynced": len(unsynced),
             "unsynced_examples": dict(list(unsynced.items())[:3]), "sample": len(sample),
             "resources_compared": compared, "names_mismatch": names_mismatch[:5],

@@ -7,7 +7,8 @@ every `--flip-every` seconds the mesh's MeshTrafficPermission flips between allo
 service (every proxy's inbound RBAC changes); mTLS is on, so every proxy holds a certificate too.
 Every minute: the CP's RSS, open file descriptors, threads and CPU, the fleet's NACKs, reconnects and
 errors, and the ERROR lines in the CP's log; growth after the first minute (warm-up) is what a leak looks
-like. At the end the writes stop and every proxy must be in sync, and a sample must hold exactly what
+like. Each flip is timed from the PUT's answer to the last proxy's ACK of its first listener or route
+response since the PUT (p50/p99 over the run; a flip not ACKed by every proxy before the next is counted). At the end the writes stop and every proxy must be in sync, and a sample must hold exactly what
 `GET .../_config` says (fleet.check). Prints one line per minute, then one JSON line.
 """
 from __future__ import annotations
@@ -51,9 +52,20 @@ def sample(cp: Cp, fleet: Fleet, t0: float, cpu_before: float, t_before: float, 
             "log_errors": sum(1 for line in log.splitlines() if " ERROR " in line or "Traceback" in line)}
 
 
-def soak(cp: Cp, api: Api, fleet: Fleet, minutes: float, flip_every: int, services: int) -> dict[str, Any]:
+def flip_reached(fleet: Fleet, started: float, answered: float, n: int) -> tuple[float | None, int]:
+    """A MeshTrafficPermission flip changes every proxy's inbound RBAC (LDS, RDS): from the PUT's answer to the
+    ACK of the last proxy's first listener or route response since the PUT, and how many have not ACKed one."""
+    acks = [t for t in fleet.merged("first_acks", started, [fc.TYPES.index(fc.LDS), fc.TYPES.index(fc.RDS)]).values()
+            if t]
+    return (max(acks) - answered if acks else None), n - len(acks)
+
+
+def soak(cp: Cp, api: Api, fleet: Fleet, minutes: float, flip_every: int, services: int, n: int) -> dict[str, Any]:
     rows: list[dict] = []
     write_s: list[float] = []
+    flips: list[tuple[float, float]] = []
+    flip_last_ack: list[float] = []
+    flips_not_reached = 0
     t0 = time.monotonic()
     next_sample, cpu_mark, t_mark = t0 + 60, cp.cpu_seconds(), t0
     k = 0
@@ -67,15 +79,24 @@ def soak(cp: Cp, api: Api, fleet: Fleet, minutes: float, flip_every: int, servic
         else:
             api.call("DELETE", f"/meshes/{MESH}/dataplanes/{name}")
         if k % flip_every == 0:
+            if flips:   # the previous flip had flip_every seconds to reach every proxy
+                latency, missing = flip_reached(fleet, *flips[-1], n)
+                flips_not_reached += missing > 0
+                if latency is not None and not missing:
+                    flip_last_ack.append(latency)
             deny = "svc-1" if (k // flip_every) % 2 else None
+            flip_started = time.monotonic()
             api.call("PUT", f"/meshes/{MESH}/meshtrafficpermissions/soak-allow", mtp("soak-allow", deny))
+            flips.append((flip_started, time.monotonic()))
         write_s.append(time.monotonic() - started)
         k += 1
         if time.monotonic() >= next_sample:
             rows.append(sample(cp, fleet, t0, cpu_mark, t_mark, k))
             print("[soak] " + json.dumps(rows[-1]), flush=True)
             next_sample, cpu_mark, t_mark = next_sample + 60, cp.cpu_seconds(), time.monotonic()
-    return {"rows": rows, "writes": k, "write_ms": dist(write_s)}
+    return {"rows": rows, "writes": k, "write_ms": dist(write_s),
+            "flip_to_last_ack_ms": dist(flip_last_ack), "flips": len(flips),
+            "flips_not_reached_within_flip_every": flips_not_reached}
 
 
 def growth(rows: list[dict], key: str) -> float | None:
@@ -116,7 +137,7 @@ def main() -> None:
             results["connect_s"] = round(time.monotonic() - t0, 1)
             if connected["timed_out"]:
                 raise RuntimeError(f"the fleet never got in sync: {connected}")
-            results.update(soak(cp, api, fleet, args.minutes, args.flip_every, services))
+            results.update(soak(cp, api, fleet, args.minutes, args.flip_every, services, n))
             t_end = time.monotonic()
             final = wait_synced(fleet, 60 + n * 0.1, t_end)
             results["resync_after_writes_s"] = round(time.monotonic() - t_end, 1)

@@ -52,15 +52,6 @@ class Matched:
 NOTHING = Matched({}, (), "", ())   # no policy of this kind in the mesh
 
 
-def serialize_tags(proxy: Proxy) -> str:
-    """tags.Serialize(Dataplane.TagSet()): every inbound tag, keys and each key's values sorted."""
-    values: dict[str, set[str]] = {}
-    for inbound in proxy.inbounds:
-        for key, value in inbound.tags.items():
-            values.setdefault(key, set()).add(value)
-    return "".join(f"&{key}={','.join(sorted(values[key]))}&" for key in sorted(values))
-
-
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     if not snapshot.policies.get(KIND):
         return NOTHING
@@ -69,7 +60,7 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
         return NOTHING
     services = {s: (snapshot.clusters_of(s), snapshot.protocols.get(s, ""))
                 for s in sorted({o.service for o in proxy.outbounds})}
-    tags_header = serialize_tags(proxy)
+    tags_header = proxy.serialized_tags
     # HTTP checks carry the caller's tags: proxies of other services must not share these clusters.
     return Matched(services, tuple(_rules.to_rules(selection)), tags_header, selection.key + (tags_header,))
 

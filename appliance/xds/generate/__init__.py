@@ -54,8 +54,8 @@ def outbound_resources(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy,
     """One outbound's listener and its service's cluster, with the plugins applied.
 
     The plugins see only these resources, so they can only touch (or add to) them: routes may add clusters
-    for parts of the service. What they do depends on the snapshot, the outbound, the proxy's IPv6 setting
-    and their `to` rules (`matched[i].to_key`): what `generate_sidecar` caches by. Load assignments are not
+    for parts of the service. What they do depends on the snapshot, the outbound, the proxy's IPv6 setting and
+    tags (x-kuma-tags) and their `to` rules (`matched[i].to_key`): what `generate_sidecar` caches by. Load assignments are not
     part of it: they change with endpoints alone, and are added per EDS cluster by `generate_sidecar`.
     """
     listener = outbound_listener(outbound, snapshot, proxy)
@@ -107,8 +107,9 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         # which of them it calls is part of what the outbound's resources are shared by.
         also_called = tuple(sorted({s for m in matched for s in getattr(m, "backend_services", {}).get(
             (outbound.address, outbound.port), ()) if s in called and s != outbound.service}))
+        # the caller's tags go into its HTTP outbounds' x-kuma-tags: only proxies with the same tags share them
         key = ("outbound", outbound.address, outbound.port, outbound.service, tuple(sorted(outbound.tags.items())),
-               proxy.ipv6_enabled, to_keys, also_called)
+               proxy.ipv6_enabled, to_keys, also_called, proxy.serialized_tags)
         unit, eds = _cached(cache, key, lambda o=outbound: _with_eds_names(
             outbound_resources(snapshot, o, proxy, matched)))
         for type_url, by_name in unit.items():

@@ -141,8 +141,7 @@ def outbound_listener(outbound: Outbound, snapshot: MeshSnapshot, proxy: Proxy) 
         hcm = http_connection_manager(service, protocol, snapshot, proxy)
         hcm.normalize_path.value = True
         external = service in snapshot.external_services or service in snapshot.mesh_external_services
-        source_tags = routes.serialize_tags(i.tags for i in proxy.inbounds)
-        hcm.route_config.CopyFrom(routes.outbound_route_config(service, external, source_tags))
+        hcm.route_config.CopyFrom(routes.outbound_route_config(service, external, proxy.serialized_tags))
         chain.filters.append(network_filter(names.HCM_FILTER, hcm))
     else:
         chain.filters.append(network_filter(names.TCP_PROXY_FILTER, tcp_proxy(service, service)))

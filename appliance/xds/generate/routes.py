@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Iterable
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -42,15 +41,6 @@ def inbound_route_config(service: str, cluster: str) -> route_pb2.RouteConfigura
     config = _route_config(names.inbound_route(service), service, cluster, "")
     config.request_headers_to_remove.append(names.TAGS_HEADER)
     return config
-
-
-def serialize_tags(tag_sets: Iterable[dict[str, str]]) -> str:
-    """tags.Serialize of the proxy's tag set (all its inbounds' tags): `&key=v1,v2&` per key, sorted."""
-    values: dict[str, set[str]] = {}
-    for tags in tag_sets:
-        for key, value in tags.items():
-            values.setdefault(key, set()).add(value)
-    return "".join(f"&{key}={','.join(sorted(values[key]))}&" for key in sorted(values))
 
 
 def outbound_route_config(service: str, external: bool = False, source_tags: str = "") -> route_pb2.RouteConfiguration:

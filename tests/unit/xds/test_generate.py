@@ -5,6 +5,8 @@ from dataclasses import replace
 
 import pytest
 
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
 from appliance.model import names
 from appliance.xds.generate import generate_sidecar, load_assignment_for, serialize
 from appliance.xds.generate.consistency import check_consistency
@@ -100,3 +102,25 @@ def test_the_cache_keeps_proxies_with_different_policies_apart() -> None:
     plain = generate_sidecar(snap, other, IDENTITY, cache)
     assert web[names.CLUSTER]["backend"].connect_timeout.seconds == 2
     assert plain[names.CLUSTER]["backend"].connect_timeout.seconds == 5
+
+
+def test_a_shared_outbound_carries_each_callers_own_tags() -> None:
+    """Proxies share an outbound's resources (one cache) only when they send the same x-kuma-tags: the header
+    names the caller, and inbound policies (MeshFaultInjection `from`) pick clients by it. A proxy of `api`
+    once got the listener built for `web`, and its requests passed as web's (found by tests/perf/soak.py)."""
+    snap, cache = snapshot("STRICT"), {}
+    api_inbound = replace(web_proxy().inbounds[0], tags={"kuma.io/service": "api", "kuma.io/protocol": "http"})
+    web = generate_sidecar(snap, web_proxy(), IDENTITY, cache)
+    api = generate_sidecar(snap, web_proxy(name="api-1", inbounds=(api_inbound,)), IDENTITY, cache)
+    web_2 = generate_sidecar(snap, web_proxy(name="web-2", address="10.0.0.7"), IDENTITY, cache)
+
+    def sent_tags(resources) -> str:
+        listener = resources[names.LISTENER]["outbound:127.0.0.1:10001"]
+        hcm = hcm_pb2.HttpConnectionManager()
+        listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+        return {h.header.key: h.header.value for h in hcm.route_config.request_headers_to_add}[names.TAGS_HEADER]
+
+    assert sent_tags(web) == "&kuma.io/protocol=http&&kuma.io/service=web&&team=frontend&"
+    assert sent_tags(api) == "&kuma.io/protocol=http&&kuma.io/service=api&"
+    # the same tags: one copy
+    assert web[names.LISTENER]["outbound:127.0.0.1:10001"] is web_2[names.LISTENER]["outbound:127.0.0.1:10001"]
