@@ -2,10 +2,12 @@
 (app/kuma-dp/pkg/dataplane/envoy/envoy.go at v2.14.3)."""
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -136,6 +138,21 @@ class AdminAddress:
     host: str = ""
     port: int = 0
     socket_path: str = ""
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: Envoy's admin API (when the bootstrap gives a pipe) and the listeners Envoy
+    serves kuma-dp on sockets in its work dir (MeshMetric's dynamic config)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
 
 
 def admin_address(bootstrap: dict[str, Any]) -> AdminAddress | None:

@@ -15,7 +15,6 @@ import http.client
 import json
 import logging
 import os
-import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -23,25 +22,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.dp import prom_text
-from appliance.dp.envoy import AdminAddress
+from appliance.dp.envoy import AdminAddress, UnixHTTPConnection
 
 log = logging.getLogger("kuma-dp")
 
 MESHMETRIC_PATH = "/meshmetric"
 TIMEOUT = 5.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
 
 
 def _get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str] | None = None
@@ -56,7 +43,7 @@ def _get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str] | 
 
 def _admin_connection(admin: AdminAddress) -> http.client.HTTPConnection:
     if admin.socket_path:
-        return _UnixConnection(admin.socket_path, TIMEOUT)
+        return UnixHTTPConnection(admin.socket_path, TIMEOUT)
     return http.client.HTTPConnection(admin.host, admin.port, timeout=TIMEOUT)
 
 
@@ -72,7 +59,7 @@ class DynamicConfig:
     def current(self) -> dict[str, Any] | None:
         with self._lock:
             try:
-                status, body, headers = _get(_UnixConnection(self.socket_path, TIMEOUT), MESHMETRIC_PATH,
+                status, body, headers = _get(UnixHTTPConnection(self.socket_path, TIMEOUT), MESHMETRIC_PATH,
                                              {"If-None-Match": self._etag} if self._etag else {})
             except OSError:
                 return None     # no MeshMetric for this proxy (the listener is absent)

@@ -17,7 +17,6 @@ import http.client
 import logging
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ import time
 from typing import Any
 
 from appliance.dp.config import DpError
-from appliance.dp.envoy import AdminAddress
+from appliance.dp.envoy import AdminAddress, UnixHTTPConnection
 
 log = logging.getLogger("kuma-dp")
 
@@ -33,23 +32,9 @@ KILL_DELAY = 5.0      # seconds between SIGTERM and SIGKILL (Kuma: command.WaitD
 ADMIN_TIMEOUT = 5.0
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over the Unix socket Envoy's admin API listens on when the bootstrap gives a pipe."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
 def admin_post(admin: AdminAddress, path: str) -> None:
     """POST to Envoy's admin API; raises OSError/HTTPException or RuntimeError on a non-200."""
-    conn: http.client.HTTPConnection = (_UnixHTTPConnection(admin.socket_path, ADMIN_TIMEOUT) if admin.socket_path
+    conn: http.client.HTTPConnection = (UnixHTTPConnection(admin.socket_path, ADMIN_TIMEOUT) if admin.socket_path
                                         else http.client.HTTPConnection(admin.host, admin.port, timeout=ADMIN_TIMEOUT))
     try:
         conn.request("POST", path)

@@ -226,3 +226,27 @@ def kumactl_for(tmp: Path, url: str, *auth: str) -> Kumactl:
     kumactl = Kumactl(tmp, tmp / "kumactl.config")
     kumactl.ok("config", "control-planes", "add", "--name", "cp", "--address", url, *auth)
     return kumactl
+
+
+# A caller of `backend` (HTTP) and `echo` (TCP) with its Envoy admin on a TCP port the test reads stats from.
+CALLER_DATAPLANE = """type: Dataplane
+mesh: default
+name: {{ name }}
+networking:
+  address: 127.0.0.1
+  admin:
+    port: {{ adminPort }}
+  inbound:
+  - port: {{ port }}
+    servicePort: {{ servicePort }}
+    tags:
+      kuma.io/service: {{ service }}
+      kuma.io/protocol: {{ protocol }}
+  outbound:
+  - port: {{ httpPort }}
+    tags:
+      kuma.io/service: backend
+  - port: {{ tcpPort }}
+    tags:
+      kuma.io/service: echo
+"""

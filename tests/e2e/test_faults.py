@@ -12,32 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, tcp_exchange, tcp_version_app, version_app
+from tests.e2e.harness import ALLOW_ALL, CALLER_DATAPLANE, MTLS, Mesh, tcp_exchange, tcp_version_app, version_app
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
-
-DATAPLANE = """type: Dataplane
-mesh: default
-name: {{ name }}
-networking:
-  address: 127.0.0.1
-  admin:
-    port: {{ adminPort }}
-  inbound:
-  - port: {{ port }}
-    servicePort: {{ servicePort }}
-    tags:
-      kuma.io/service: {{ service }}
-      kuma.io/protocol: {{ protocol }}
-  outbound:
-  - port: {{ httpPort }}
-    tags:
-      kuma.io/service: backend
-  - port: {{ tcpPort }}
-    tags:
-      kuma.io/service: echo
-"""
 
 
 class Faults:
@@ -49,7 +27,7 @@ class Faults:
     def proxy(self, name: str, service: str, protocol: str, app: int) -> None:
         http_port, tcp_port, admin = free_port(), free_port(), free_port()
         self.ports[service], self.admin[service] = (http_port, tcp_port), admin
-        self.mesh.kuma_dp(name, self.mesh.token(name), template=DATAPLANE, port=free_port(), servicePort=app,
+        self.mesh.kuma_dp(name, self.mesh.token(name), template=CALLER_DATAPLANE, port=free_port(), servicePort=app,
                           service=service, protocol=protocol, adminPort=admin, httpPort=http_port, tcpPort=tcp_port)
 
     def start(self) -> None:

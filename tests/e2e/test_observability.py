@@ -16,32 +16,10 @@ import pytest
 import requests
 
 from appliance.model.names import access_log_socket
-from tests.e2e.harness import ALLOW_ALL, MTLS, Mesh, serve_in_thread, tcp_exchange, tcp_version_app, version_app
+from tests.e2e.harness import ALLOW_ALL, CALLER_DATAPLANE, MTLS, Mesh, serve_in_thread, tcp_exchange, tcp_version_app, version_app
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
-
-DATAPLANE = """type: Dataplane
-mesh: default
-name: {{ name }}
-networking:
-  address: 127.0.0.1
-  admin:
-    port: {{ adminPort }}
-  inbound:
-  - port: {{ port }}
-    servicePort: {{ servicePort }}
-    tags:
-      kuma.io/service: {{ service }}
-      kuma.io/protocol: {{ protocol }}
-  outbound:
-  - port: {{ httpPort }}
-    tags:
-      kuma.io/service: backend
-  - port: {{ tcpPort }}
-    tags:
-      kuma.io/service: echo
-"""
 
 
 class Observed:
@@ -53,7 +31,7 @@ class Observed:
     def proxy(self, name: str, service: str, protocol: str, app: int) -> None:
         http_port, tcp_port, admin = free_port(), free_port(), free_port()
         self.ports[service], self.admin[service] = (http_port, tcp_port), admin
-        self.mesh.kuma_dp(name, self.mesh.token(name), template=DATAPLANE, port=free_port(), servicePort=app,
+        self.mesh.kuma_dp(name, self.mesh.token(name), template=CALLER_DATAPLANE, port=free_port(), servicePort=app,
                           service=service, protocol=protocol, adminPort=admin, httpPort=http_port, tcpPort=tcp_port)
 
     def drained(self) -> bool:

@@ -6,7 +6,6 @@ the route configuration that carries the RBAC decision holds the new verdict.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import socketserver
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from appliance.dp.envoy import UnixHTTPConnection
 from tests.e2e.harness import Echo, MTLS, Mesh, TcpEcho, running_mesh, serve_in_thread, tcp_exchange, tcp_refused
 from tests.support import eventually, free_port
 
@@ -32,20 +32,9 @@ def mesh(request, tmp_path: Path):
     yield from running_mesh(tmp_path, request.param)
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=5)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(5)
-        self.sock.connect(self.path)
-
-
 def _config_dump(mesh: Mesh, run: str, resource: str) -> list[dict]:
     """What the proxy's Envoy has accepted (its admin API on kuma-dp's socket)."""
-    connection = _UnixHTTPConnection(str(mesh.tmp / run / "envoy-admin.sock"))
+    connection = UnixHTTPConnection(str(mesh.tmp / run / "envoy-admin.sock"), timeout=5)
     try:
         connection.request("GET", f"/config_dump?resource={resource}")
         return json.loads(connection.getresponse().read()).get("configs", [])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.dp.supervisor import _UnixHTTPConnection
+from appliance.dp.envoy import UnixHTTPConnection
 from tests.support import ROOT, eventually, free_port
 from tests.unit.dp.stub import StubCp, bootstrap_response, envoy_bootstrap
 
@@ -110,7 +110,7 @@ def test_drain_fails_health_checks_over_the_admin_socket_and_a_second_signal_sto
     dp = Dp(tmp_path, ["--cp-address", stub.url, "--skip-verify", "--work-dir", str(tmp_path / "work")])
 
     def ready() -> tuple[int, str]:
-        conn = _UnixHTTPConnection(str(sock), timeout=1)
+        conn = UnixHTTPConnection(str(sock), timeout=1)
         try:
             conn.request("GET", "/ready")
             resp = conn.getresponse()
