@@ -20,6 +20,7 @@ from appliance.core.resources.model import Content, Resource, ResourceType
 from appliance.core.resources.secret import refused_source_errors
 from appliance.core.validation import Violations, check_schema
 from appliance.gocompat import go_quote, is_dns_name, is_ip
+from appliance.policies import _tls as policy_tls
 
 # --- structural schemas of spec (Kuma's rest.yaml, the subset check_schema reads) ----------------
 
@@ -45,7 +46,7 @@ def _enum(*values: str, **extra: Any) -> dict[str, Any]:
 
 _PORT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 65535}
 _DATA_SOURCE = _obj({"inline": _STR, "inlineString": _STR, "secret": _STR})
-_TLS_VERSIONS = ("TLSAuto", "TLS10", "TLS11", "TLS12", "TLS13")
+_TLS_VERSIONS = policy_tls.VERSIONS
 _MATCH_PROTOCOLS = ("tcp", "grpc", "http", "http2")
 _VERIFICATION_MODES = ("SkipSAN", "SkipCA", "SkipAll", "Secured")
 _SAN_MATCH_TYPES = ("Prefix", "Exact")
@@ -326,10 +327,6 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _must_be_one_of(field: str, allowed: tuple[str, ...]) -> str:
-    return f'"{field}" must be one of [{", ".join(go_quote(a) for a in allowed)}]'
-
-
 def _bad_port(port: Any) -> bool:
     return not isinstance(port, (int, float)) or port == 0 or port > 65535
 
@@ -357,7 +354,7 @@ def validate_mesh_external_service(content: Content, out: Violations) -> None:
     if _bad_port(match.get("port") or 0):
         out.add("spec.match.port", "port must be a valid (1-65535)")
     if (match.get("protocol") or "") not in _MATCH_PROTOCOLS:
-        out.add("spec.match.protocol", _must_be_one_of("protocol", _MATCH_PROTOCOLS))
+        out.add("spec.match.protocol", policy_tls.must_be_one_of("protocol", _MATCH_PROTOCOLS))
     extension = spec.get("extension")
     if extension is None:   # with an extension, endpoints and tls are the extension's to check
         for i, endpoint in enumerate(_as_list(spec.get("endpoints"))):
@@ -375,18 +372,9 @@ def validate_mesh_external_service(content: Content, out: Violations) -> None:
 
 def _validate_tls(tls: dict[str, Any], out: Violations) -> None:
     if tls.get("version") is not None:
-        version = _as_dict(tls["version"])
-        specific = {}
-        for bound in ("min", "max"):
-            value = version.get(bound)
-            if value is None:
-                continue
-            if value not in _TLS_VERSIONS:
-                out.add(f"spec.tls.version.{bound}", _must_be_one_of(bound, _TLS_VERSIONS))
-            elif value != "TLSAuto":
-                specific[bound] = _TLS_VERSIONS.index(value)
-        if len(specific) == 2 and specific["min"] > specific["max"]:
-            out.add("spec.tls.version.min", "min version must be lower than max")
+        # the rule MeshTLS follows too (Kuma's common_tls.ValidateVersion)
+        for field_path, reason in policy_tls.validate_version("spec.tls.version", tls["version"]):
+            out.add(field_path, reason)
     if tls.get("verification") is None:
         return
     verification = _as_dict(tls["verification"])
@@ -395,10 +383,10 @@ def _validate_tls(tls: dict[str, Any], out: Violations) -> None:
     if server_name is not None and not is_dns_name(server_name):
         out.add(f"{path}.serverName", "must be a valid DNS name")
     if (verification.get("mode") or "") not in (*_VERIFICATION_MODES, ""):
-        out.add(f"{path}.mode", _must_be_one_of("mode", _VERIFICATION_MODES))
+        out.add(f"{path}.mode", policy_tls.must_be_one_of("mode", _VERIFICATION_MODES))
     for i, san in enumerate(_as_list(verification.get("subjectAltNames"))):
         if _as_dict(san).get("type") not in _SAN_MATCH_TYPES:
-            out.add(f"{path}.subjectAltNames[{i}].type", _must_be_one_of("type", _SAN_MATCH_TYPES))
+            out.add(f"{path}.subjectAltNames[{i}].type", policy_tls.must_be_one_of("type", _SAN_MATCH_TYPES))
     has_cert, has_key = verification.get("clientCert") is not None, verification.get("clientKey") is not None
     if has_cert and not has_key:
         out.add(f"{path}.clientKey", "must be defined when clientCert is defined")
