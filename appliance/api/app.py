@@ -23,7 +23,9 @@ def create_app(config: Config, manager: ResourceManager, instance_id: str,
     # Kuma's clients send `tag=a&tag=b` and `filter[labels.x]=y`: keep repeated params as lists.
     app.req_options.auto_parse_qs_csv = False
     errors.install(app)
-    app.add_route("/", index.Index(instance_id, gui.PATH))
+    gui_location = gui.Location(config["apiServer.gui.enabled"], config["apiServer.gui.basePath"],
+                                config["apiServer.gui.rootUrl"])
+    app.add_route("/", index.Index(instance_id, gui_location.index_url))
     app.add_route("/config", index.ConfigDump(config))
     app.add_route("/who-am-i", index.WhoAmI())
     app.add_route("/_resources", index.ResourceTypes())
@@ -35,5 +37,5 @@ def create_app(config: Config, manager: ResourceManager, instance_id: str,
     for rtype in registry.ALL_TYPES:
         resources.add_routes(app, rtype, manager, config["apiServer.readOnly"])
     legacy.add_routes(app, manager)
-    gui.add_routes(app, manager, inspector, instance_id)
+    gui.add_routes(app, manager, inspector, instance_id, gui_location)
     return app

@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -220,6 +221,12 @@ def _check_together(values: dict[str, Any]) -> None:
     for path in ("dpServer.hds.checkDefaults.healthyThreshold", "dpServer.hds.checkDefaults.unhealthyThreshold"):
         if not 0 < values[path] < 2**32:
             raise ConfigError(f"invalid value for {path}: {values[path]!r}, must be a positive number of checks")
+    root_url = urlsplit(values["apiServer.gui.rootUrl"])
+    if values["apiServer.gui.rootUrl"] and not (root_url.scheme in ("http", "https") and root_url.netloc):
+        raise ConfigError(f"invalid value for apiServer.gui.rootUrl: {values['apiServer.gui.rootUrl']!r} is not "
+                          "an http(s) URL such as https://proxy.example/kuma/gui")
+    if not values["apiServer.gui.basePath"].strip("/"):
+        raise ConfigError("invalid value for apiServer.gui.basePath: the GUI needs a path of its own, such as /gui")
     if values["apiServer.https.requireClientCert"] and not values["apiServer.https.tlsCaFile"]:
         raise ConfigError("apiServer.https.requireClientCert needs apiServer.https.tlsCaFile, the CA that signs "
                           "the client certificates")

@@ -36,9 +36,21 @@ def tag(name: str, content: Any = "", **attrs: Any) -> Html:
     return Html(f"<{name}{shown}>{esc(content)}</{name}>")
 
 
+INTERNAL_BASE = "/gui"
+
+
 def url(*segments: str) -> str:
-    """A GUI path from raw segments (names may hold any character): /gui/a/b."""
-    return "/gui" + "".join("/" + quote(s, safe="") for s in segments if s)
+    """A GUI path from raw segments (names may hold any character): /gui/a/b (see `rebase`)."""
+    return INTERNAL_BASE + "".join("/" + quote(s, safe="") for s in segments if s)
+
+
+def rebase(page: str, base: str) -> str:
+    """Links are written under /gui (`url`, the templates); a GUI served or reached elsewhere gets them moved
+    once per page. Only our own attributes can hold `="/gui`: every value put into a page is escaped,
+    quotes included, so no name or label can be rewritten by this."""
+    if base == INTERNAL_BASE:
+        return page
+    return page.replace(f'="{INTERNAL_BASE}/', f'="{base.rstrip("/")}/').replace(f'="{INTERNAL_BASE}"', f'="{base}"')
 
 
 def link(href: str, text: Any) -> Html:

@@ -16,7 +16,8 @@ from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.model.proxy import GenerationError
 from appliance.gui import model
-from appliance.gui._html import Html, join, labels, link, pre_json, pre_yaml, render, status, table, tag, url
+from appliance.gui._html import (INTERNAL_BASE, Html, join, labels, link, pre_json, pre_yaml, rebase, render, status,
+                                 table, tag, url)
 
 # Only our own files, no inline script or style: a name that slipped past escaping still could not run.
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -29,10 +30,11 @@ REFRESH_HEADER = "X-Kuma-Gui-Refresh"
 class Pages:
     """Shared by every page: the layout around a body, errors as pages."""
 
-    def __init__(self, manager: ResourceManager, instance_id: str) -> None:
+    def __init__(self, manager: ResourceManager, instance_id: str, link_base: str = INTERNAL_BASE) -> None:
         self.manager = manager
         self.instance_id = instance_id
         self.hostname = socket.gethostname()
+        self.link_base = link_base   # where a browser reaches the GUI (apiServer.gui basePath or rootUrl's path)
 
     def reply(self, resp: falcon.Response, title: str, crumbs: list[tuple[str, str]], body: Html,
               code: int = 200) -> None:
@@ -41,9 +43,10 @@ class Pages:
         resp.set_header("Content-Security-Policy", _CSP)
         resp.set_header("X-Content-Type-Options", "nosniff")
         resp.set_header("Cache-Control", "no-store")
-        resp.text = render("layout.html", title=title, body=body, product=PRODUCT, version=__version__,
-                           based_on=KUMA_COMPAT_VERSION, instance=self.instance_id,
-                           crumbs=join(link(href, text) for text, href in [("Overview", url("")), *crumbs]))
+        resp.text = rebase(render("layout.html", title=title, body=body, product=PRODUCT, version=__version__,
+                                  based_on=KUMA_COMPAT_VERSION, instance=self.instance_id,
+                                  crumbs=join(link(href, text) for text, href in [("Overview", url("")), *crumbs])),
+                           self.link_base)
 
     def not_found(self, resp: falcon.Response, message: str) -> None:
         self.reply(resp, "Not found", [], render("error.html", message=message), 404)
@@ -92,8 +95,23 @@ def _proxy_table(rows: list[model.ProxyRow], mesh: str | None) -> Html:
 class ToOverview:
     """`/gui/meshes`: the meshes are listed on the overview."""
 
+    def __init__(self, pages: Pages) -> None:
+        self.pages = pages
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        raise falcon.HTTPFound(url(""))
+        raise falcon.HTTPFound(self.pages.link_base)
+
+
+class Disabled:
+    """`apiServer.gui.enabled: false`: every GUI path answers a page saying so (Kuma's no-gui.html), nothing else."""
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
+        if req.method not in ("GET", "HEAD"):
+            raise KumaError(405, "Method Not Allowed", "the GUI is read-only")
+        resp.content_type = "text/html; charset=utf-8"
+        resp.set_header("Content-Security-Policy", _CSP)
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.text = render("disabled.html", product=PRODUCT)
 
 
 class MeshPage:

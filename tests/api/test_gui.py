@@ -214,3 +214,51 @@ def test_the_envoy_config_shown_carries_no_private_key(tmp_path: Path) -> None:
         assert "tlsCertificate" in page   # the proxy's identity Secret is listed ...
         # ... with placeholders: no PEM, plain or base64 ("-----BEGIN" is LS0tLS1CRUdJTi in base64)
         assert "PRIVATE KEY" not in page and "LS0tLS1CRUdJTi" not in page
+
+
+# --- apiServer.gui: where the GUI is served, how its links are written, and switching it off ------------------
+
+def _links(page: str) -> list[str]:
+    return [value for _, attrs in _tags(page) for key, value in attrs.items() if key in ("href", "src") and value]
+
+
+def test_base_path_moves_the_gui_and_every_link_with_it(tmp_path: Path) -> None:
+    with live_api(tmp_path, env={"KUMA_API_SERVER_GUI_BASE_PATH": "/ui"}, defaults=True) as api:
+        assert api.put("/meshes/default/dataplanes/web-1", DP).status_code == 201
+        assert api.get("/").json()["gui"] == "/ui"
+        assert api.get("/gui").status_code == 404
+        page = api.remote().get("/ui/meshes/default")
+        assert page.status_code == 200 and "web-1" in page.text
+        links = _links(page.text)
+        assert links and all(link.startswith("/ui/") or link == "/ui" for link in links), links
+        for link in set(links):   # every link answers, the stylesheet and script included
+            assert api.remote().get(link).status_code == 200, link
+        r = api.get("/ui/meshes", allow_redirects=False)
+        assert r.status_code == 302 and r.headers["Location"].endswith("/ui")
+
+
+def test_root_url_writes_links_for_the_reverse_proxy_in_front(tmp_path: Path) -> None:
+    env = {"KUMA_API_SERVER_GUI_ROOT_URL": "https://mesh.example.com/kuma/gui"}
+    with live_api(tmp_path, env=env, defaults=True) as api:
+        assert api.get("/").json()["gui"] == "https://mesh.example.com/kuma/gui"
+        page = api.remote().get("/gui")   # served at basePath; the proxy strips its /kuma prefix
+        assert page.status_code == 200
+        links = _links(page.text)
+        assert "/kuma/gui/static/gui.js" in links and "/kuma/gui/meshes/default" in links
+        assert not [link for link in links if link.startswith("/gui")], links
+
+
+def test_a_disabled_gui_says_so_and_shows_nothing_of_the_mesh(tmp_path: Path) -> None:
+    with live_api(tmp_path, env={"KUMA_API_SERVER_GUI_ENABLED": "false"}, defaults=True) as api:
+        assert api.put("/meshes/default/dataplanes/web-1", DP).status_code == 201
+        assert api.get("/").json()["gui"] == ""
+        for path in ("/gui", "/gui/", "/gui/meshes/default", "/gui/meshes/default/dataplanes/web-1",
+                     "/gui/static/gui.js"):
+            for client in (api, api.remote()):
+                r = client.get(path)
+                assert r.status_code == 200 and "The GUI is disabled" in r.text, path
+                assert "web-1" not in r.text and "default" not in _text(r.text)
+        assert api.remote().post("/gui/meshes", {}).status_code == 405
+        config = api.get("/config").json()   # applied, so not in the start-up warnings' list
+        assert config["apiServer"]["gui"]["enabled"] is False
+        assert "apiServer.gui.enabled" not in {n["setting"] for n in config["notApplied"]}

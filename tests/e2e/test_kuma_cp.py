@@ -97,15 +97,15 @@ def test_kumas_own_defaults_file_starts_the_control_plane(tmp_path: Path) -> Non
 
 def test_kuma_settings_we_do_not_apply_are_logged_one_line_each(tmp_path: Path) -> None:
     f = tmp_path / "kuma-cp.conf.yaml"
-    f.write_text("apiServer:\n  gui:\n    enabled: false\nxdsServer:\n  nackBackoff: 5s\n")
+    f.write_text("apiServer:\n  auth:\n    clientCertsDir: /etc/kuma/certs\nxdsServer:\n  nackBackoff: 5s\n")
     cp = CpProcess(tmp_path, args=("-c", str(f)),
                    env={"KUMA_METRICS_DATAPLANE_IDLE_TIMEOUT": "1m", "KUMA_API_SERVER_HTTP_PROT": "1"}).start()
     try:
         warnings = [line.split("appliance.config: ", 1)[1] for line in cp.read_log().splitlines()
                     if " WARNING appliance.config: " in line]
         assert warnings == [
-            f"setting apiServer.gui.enabled ({f}:3) is set to false but kuma-appliance does not apply it: it has "
-            "no effect (Kuma 2.14.3 setting; listed by GET /config under notApplied)",
+            f"setting apiServer.auth.clientCertsDir ({f}:3) is set to \"/etc/kuma/certs\" but kuma-appliance does not "
+            "apply it: it has no effect (Kuma 2.14.3 setting; listed by GET /config under notApplied)",
             "setting metrics.dataplane.idleTimeout (env KUMA_METRICS_DATAPLANE_IDLE_TIMEOUT) is set to \"1m\" but "
             "kuma-appliance does not apply it: it has no effect (Kuma 2.14.3 setting; listed by GET /config "
             "under notApplied)",
@@ -113,7 +113,8 @@ def test_kuma_settings_we_do_not_apply_are_logged_one_line_each(tmp_path: Path) 
             "did you mean KUMA_API_SERVER_HTTP_PORT?",
         ]
         listed = requests.get(cp.url + "/config").json()["notApplied"]
-        assert [item["setting"] for item in listed] == ["apiServer.gui.enabled", "metrics.dataplane.idleTimeout"]
+        assert [item["setting"] for item in listed] == ["apiServer.auth.clientCertsDir",
+                                                   "metrics.dataplane.idleTimeout"]
     finally:
         assert cp.stop() == 0
 

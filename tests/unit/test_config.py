@@ -118,19 +118,19 @@ def test_kumas_defaults_file_loads_without_a_warning_and_knows_every_setting() -
 
 def test_kuma_settings_we_do_not_apply_are_accepted_and_reported_when_not_default(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("apiServer:\n  gui:\n    enabled: false\n  readTimeout: 10s\n"
+    f.write_text("apiServer:\n  auth:\n    clientCertsDir: /etc/kuma/certs\n  readTimeout: 10s\n"
                  "xdsServer:\n  nackBackoff: 7s\n  dataplaneConfigurationRefreshInterval: 1000ms\n"
                  "multizone:\n  zone:\n    globalAddress: grpcs://global:5685\n")
     c = load_config(f, env={"KUMA_DNS_SERVER_DOMAIN": "mesh", "KUMA_REPORTS_ENABLED": "true"})
     # readTimeout 10s, 1000ms (= 1s) and domain "mesh" are Kuma's defaults: nothing to say about them.
     assert [(n.path, n.value, n.source) for n in c.not_applied] == [
-        ("apiServer.gui.enabled", False, f"{f}:3"),
+        ("apiServer.auth.clientCertsDir", "/etc/kuma/certs", f"{f}:3"),
         ("xdsServer.nackBackoff", "7s", f"{f}:6"),
         ("multizone.zone.globalAddress", "grpcs://global:5685", f"{f}:10"),
         ("reports.enabled", "true", "env KUMA_REPORTS_ENABLED"),
     ]
     assert len(c.warnings) == 4
-    assert c.warnings[0].startswith(f"setting apiServer.gui.enabled ({f}:3) is set to false but kuma-appliance "
+    assert c.warnings[0].startswith(f"setting apiServer.auth.clientCertsDir ({f}:3) is set to \"/etc/kuma/certs\" but kuma-appliance "
                                     "does not apply it")
     assert c.as_nested()["notApplied"][2] == {"setting": "multizone.zone.globalAddress",
                                               "value": "grpcs://global:5685", "source": f"{f}:10"}
@@ -239,3 +239,12 @@ def test_hds_settings_are_applied_and_must_be_positive() -> None:
         load_config(env={"KUMA_DP_SERVER_HDS_INTERVAL": "0s"})
     with pytest.raises(ConfigError, match=r"dpServer.hds.checkDefaults.healthyThreshold: 0"):
         load_config(env={"KUMA_DP_SERVER_HDS_CHECK_HEALTHY_THRESHOLD": "0"})
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"KUMA_API_SERVER_GUI_ROOT_URL": "mesh.example.com/gui"}, "apiServer.gui.rootUrl: 'mesh.example.com/gui' is not"),
+    ({"KUMA_API_SERVER_GUI_BASE_PATH": "/"}, "apiServer.gui.basePath: the GUI needs a path of its own"),
+])
+def test_a_gui_location_that_cannot_work_stops_start_up(env: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(env=env)
