@@ -1,4 +1,5 @@
-"""kumactl: Kuma's command line (config, apply, get, delete, inspect, export, generate, completion, version).
+"""kumactl: Kuma's command line (config, apply, get, delete, inspect, export, generate, completion, version,
+install/uninstall transparent-proxy).
 
 `main(argv)` parses the arguments, runs one command and answers the exit status: 0, or 1 after
 printing one `Error: ...` line on stderr, as Kuma's kumactl does.
@@ -12,7 +13,7 @@ import traceback
 from typing import Callable, NoReturn
 
 from appliance import KUMA_COMPAT_VERSION, __version__
-from appliance.kumactl import apply, completion, config, delete, export, generate, get, inspect
+from appliance.kumactl import apply, completion, config, delete, export, generate, get, inspect, transparent_proxy
 from appliance.kumactl.client import CliError
 from appliance.kumactl.context import PRODUCT, Context
 from appliance.kumactl.flags import duration
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _global_flags()
     root = _Parser(prog="kumactl", parents=[common], description="Management tool for Kuma.")
     commands = root.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (apply, completion, config, delete, export, generate, get, inspect):
+    for module in (apply, completion, config, delete, export, generate, get, inspect, transparent_proxy):
         module.register(commands, common)
     version = commands.add_parser("version", parents=[common], help="Print version")
     version.add_argument("-a", "--detailed", action="store_true", help="Print detailed version")

@@ -197,9 +197,10 @@ def _uint(value: Any, key: str) -> int:
 
 
 def _strings(value: Any, key: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    """A list of strings; a bare number in it (`- 1`, a UID) is read as its text, as Kuma's loader does."""
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
         raise ConfigError(f"{key}: must be a list of strings")
-    return tuple(value)
+    return tuple(str(v) for v in value)
 
 
 def _flow_fields(flow: TrafficFlow, doc: dict, key: str) -> TrafficFlow:
