@@ -2,7 +2,7 @@
 config file mapped onto `appliance.transparentproxy` (which writes and removes the iptables rules).
 
 Precedence as in Kuma: defaults < `--config-file` / `--config` files < flags. Kuma's flags for what
-this kumactl lacks (eBPF, firewalld, --vnet, custom executables) and KUMA_TRANSPARENT_PROXY_* variables
+this kumactl lacks (eBPF, firewalld, custom executables) and KUMA_TRANSPARENT_PROXY_* variables
 are refused by name, never ignored.
 """
 from __future__ import annotations
@@ -120,6 +120,9 @@ def _install_flags(p: argparse.ArgumentParser) -> None:
     add("--exclude-outbound-ips", action="append", metavar="stringArray",
         help="IP addresses (IPv4 or IPv6, with or without CIDR notation) to be excluded from transparent proxy "
              "outbound redirection; repeat the flag or separate addresses with commas")
+    add("--vnet", action="append", metavar="stringArray",
+        help="virtual networks in a format of interfaceNameRegex:CIDR split by ':' where interface name doesn't have "
+             "to be exact name e.g. docker0:172.17.0.0/16, br+:172.18.0.0/16, iface:::1/64")
     add("--wait", type=_checked(_uint), metavar="uint",
         help="seconds to wait for the xtables lock (legacy iptables) before exiting (default 5)")
     add("--wait-interval", type=_checked(_uint), metavar="uint",
@@ -145,7 +148,7 @@ def _install_flags(p: argparse.ArgumentParser) -> None:
                        ("--ebpf-instance-ip", "eBPF mode"), ("--ebpf-bpffs-path", "eBPF mode"),
                        ("--ebpf-cgroup-path", "eBPF mode"), ("--ebpf-tc-attach-iface", "eBPF mode"),
                        ("--store-firewalld", "storing the rules with firewalld"),
-                       ("--vnet", "virtual networks"), ("--iptables-executables", "custom iptables executables")):
+                       ("--iptables-executables", "custom iptables executables")):
         add(name, action=_Unsupported, nargs="?", help=what)
 
 
@@ -186,8 +189,9 @@ def _config(ctx: Context) -> TransparentProxyConfig:
     top = {"dry_run": "dry_run", "verbose": "verbose", "ip_family_mode": "ip_family_mode",
            "drop_invalid_packets": "drop_invalid_packets", "wait": "wait", "wait_interval": "wait_interval",
            "max_retries": "max_retries", "sleep_between_retries": "sleep_between_retries",
-           "iptables_logs": "log_enabled", "disable_comments": "comments_disabled"}
-    cfg = replace(cfg, **{field: getattr(a, flag) for flag, field in top.items() if given(flag)})
+           "iptables_logs": "log_enabled", "disable_comments": "comments_disabled", "vnet": "vnet_networks"}
+    cfg = replace(cfg, **{field: (tuple(v) if isinstance(v := getattr(a, flag), list) else v)
+                          for flag, field in top.items() if given(flag)})
     for user_flag in ("kuma_dp_uid", "kuma_dp_user"):   # pflag: the later in Kuma's flag order wins
         if given(user_flag):
             cfg = replace(cfg, kuma_dp_user=getattr(a, user_flag))

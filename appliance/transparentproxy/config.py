@@ -15,7 +15,7 @@ from appliance.gocompat import parse_duration
 __all__ = [
     "DEFAULT_UID", "DEFAULT_USERNAME", "CHAIN_PREFIX", "COMMENT_PREFIX", "ConfigError", "Dns", "Exclusion",
     "TrafficFlow", "TransparentProxyConfig", "apply_document", "parse_port", "parse_ports",
-    "parse_uid_exclusions", "parse_ip_exclusions", "parse_ip_family_mode",
+    "parse_uid_exclusions", "parse_ip_exclusions", "parse_ip_family_mode", "parse_vnet",
 ]
 
 DEFAULT_UID = "5678"
@@ -77,6 +77,8 @@ class TransparentProxyConfig:
     max_retries: int = 4          # retries after the first iptables-restore, five tries in all
     sleep_between_retries: float = 2.0
     comments_disabled: bool = False
+    # `interface:CIDR` (the name may end in "+", a prefix): traffic of containers or VMs behind a bridge
+    vnet_networks: tuple[str, ...] = ()
 
     def finalized(self) -> TransparentProxyConfig:
         """`redirect.dns.captureAll` implies DNS redirection, as Kuma settles it after all sources."""
@@ -182,6 +184,25 @@ def parse_ip_exclusions(entries: tuple[str, ...] | list[str], ipv6: bool) -> lis
     return out
 
 
+def parse_vnet(networks: tuple[str, ...], ipv6: bool) -> dict[str, str]:
+    """`--vnet docker0:172.17.0.0/16`: interface -> CIDR, for this IP family (split at the first colon,
+    so `iface:::1/64` is IPv6)."""
+    out: dict[str, str] = {}
+    for network in networks:
+        name, sep, cidr = network.partition(":")
+        if not sep:
+            raise ConfigError(f"invalid virtual network definition: {network}")
+        try:
+            if "/" not in cidr:
+                raise ValueError
+            version = ipaddress.ip_interface(cidr).version
+        except ValueError:
+            raise ConfigError(f"invalid CIDR definition for {cidr}: invalid CIDR address: {cidr}") from None
+        if (version == 6) == ipv6:
+            out[name] = cidr
+    return out
+
+
 # --- the config file --------------------------------------------------------------------------
 
 def _bool(value: Any, key: str) -> bool:
@@ -236,7 +257,7 @@ def _mapping(value: Any, key: str) -> dict:
 # Keys of Kuma's file for features this kumactl does not have: refused when they ask for something.
 _UNSUPPORTED = {
     "ebpf": "eBPF mode", "storeFirewalld": "storing the rules with firewalld", "cniMode": "CNI mode",
-    "iptablesExecutables": "custom iptables executables", "redirect.vnet": "virtual networks (--vnet)",
+    "iptablesExecutables": "custom iptables executables",
 }
 
 
@@ -269,9 +290,10 @@ def apply_document(config: TransparentProxyConfig, doc: Any) -> TransparentProxy
                 elif part == "dns":
                     changes["dns"] = _dns_fields(config.dns, body)
                 elif part == "vnet":
-                    if _asks_for_something(body):
-                        raise ConfigError(f"redirect.vnet: {_UNSUPPORTED['redirect.vnet']} is not supported by "
-                                          "this kumactl")
+                    for key, networks in _mapping(body, "redirect.vnet").items():
+                        if key != "networks":
+                            raise ConfigError(f"unknown field redirect.vnet.{key}")
+                        changes["vnet_networks"] = _strings(networks or [], "redirect.vnet.networks")
                 else:
                     raise ConfigError(f"unknown field redirect.{part}")
         elif name in ("dropInvalidPackets", "verbose", "dryRun"):

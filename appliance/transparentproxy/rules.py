@@ -15,7 +15,7 @@ from typing import Union
 from appliance.gocompat import go_quote
 from appliance.transparentproxy.config import (
     CHAIN_PREFIX, COMMENT_PREFIX, ConfigError, Exclusion, TransparentProxyConfig, TrafficFlow, parse_ip_exclusions,
-    parse_uid_exclusions,
+    parse_uid_exclusions, parse_vnet,
 )
 
 __all__ = ["HostFacts", "RuleSet", "build", "dry_run_text", "DNS_PORT"]
@@ -110,6 +110,7 @@ class _Family:
     dns_enabled: bool
     dns_servers: list[str]
     zone_split: bool
+    vnet: dict[str, str]
 
     @property
     def localhost(self) -> str:
@@ -156,7 +157,11 @@ def _initialize(cfg: TransparentProxyConfig, facts: HostFacts, ipv6: bool) -> tu
                 dns_enabled = zone_split = False
                 warnings.append(f"no {_family_name(ipv6)} DNS servers found in {dns.resolv_config_path}. DNS traffic "
                                 f"capture for {_family_name(ipv6)} will be disabled")
-    family = _Family(cfg=cfg, facts=facts, ipv6=ipv6, uid=facts.kuma_dp_uid,
+    try:
+        vnet = parse_vnet(cfg.vnet_networks, ipv6)
+    except ConfigError as e:
+        raise ConfigError(f"unable to initialize .VNet: {e}") from None
+    family = _Family(cfg=cfg, facts=facts, ipv6=ipv6, uid=facts.kuma_dp_uid, vnet=vnet,
                      inbound_exclusions=_exclusions(cfg.inbound, "Inbound", ipv6),
                      outbound_exclusions=_exclusions(cfg.outbound, "Outbound", ipv6),
                      dns_enabled=dns_enabled, dns_servers=servers, zone_split=zone_split)
@@ -304,12 +309,23 @@ def _nat(f: _Family) -> tuple[list[_Chain], list[_Chain]]:
     if f.cfg.log_enabled:
         prerouting.add(J, "LOG", "--log-prefix", "PREROUTING:", "--log-level", str(f.cfg.log_level),
                        comment="log matching packets using kernel logging")
-    if f.cfg.inbound.insert_redirect_instead_of_append:
-        prerouting.add(P, "tcp", J, _chain_name("INBOUND"), insert=True,
-                       comment="redirect remaining TCP traffic to our custom chain for processing")
-    else:
+    if not f.vnet and not f.cfg.inbound.insert_redirect_instead_of_append:
         prerouting.add(P, "tcp", J, _chain_name("INBOUND"),
                        comment="redirect inbound TCP traffic to our custom chain for processing")
+    else:
+        dns_port, outbound_port = f.cfg.dns.port, f.cfg.outbound.port
+        for iface in sorted(f.vnet):
+            cidr = f.vnet[iface]
+            prerouting.add(I, iface, M, "udp", P, "udp", DPORT, str(DNS_PORT), J, "REDIRECT", "--to-ports",
+                           str(dns_port), insert=True,
+                           comment=f"redirect DNS requests on interface {iface} to the kuma-dp DNS proxy (listening "
+                                   f"on port {dns_port})")
+            prerouting.add("!", D, cidr, I, iface, P, "tcp", J, "REDIRECT", "--to-ports", str(outbound_port),
+                           insert=True,
+                           comment=f"redirect TCP traffic on interface {iface}, excluding destination {cidr}, to the "
+                                   f"envoy's outbound passthrough port {outbound_port}")
+        prerouting.add(P, "tcp", J, _chain_name("INBOUND"), insert=True,
+                       comment="redirect remaining TCP traffic to our custom chain for processing")
     custom = [_mesh_inbound(f), _mesh_outbound(f), _redirect(f.cfg.inbound, "INBOUND_REDIRECT"),
               _redirect(f.cfg.outbound, "OUTBOUND_REDIRECT")]
     return [prerouting, input_, output, postrouting], custom
