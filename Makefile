@@ -23,9 +23,10 @@ run: $(STAMP)
 test: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The Debian programs some e2e tests drive (a headless browser for the GUI); those tests skip without them.
+# The Debian programs some e2e tests drive (a headless browser for the GUI, iptables and iproute2 for the
+# transparent proxy); those tests skip without them.
 # Needs root and Debian's package mirror; the only target that installs outside .venv.
-SYSTEM_TOOLS := chromium chromium-driver prometheus
+SYSTEM_TOOLS := chromium chromium-driver prometheus iptables iproute2
 test-deps:
 	@missing=$$(for p in $(SYSTEM_TOOLS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi

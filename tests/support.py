@@ -16,7 +16,7 @@ import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, TypeVar
 
 import pytest
 import requests
@@ -57,10 +57,16 @@ def system_tool(reason: str, *names: str) -> list[str]:
     KUMA_REQUIRE_SYSTEM_TOOLS=1 (`.ci/run` sets it after `make test-deps`) a missing one fails instead."""
     paths = [shutil.which(name) for name in names]
     if not all(paths):
-        if os.environ.get("KUMA_REQUIRE_SYSTEM_TOOLS") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason, allow_module_level=True)
+        system_missing(reason)
     return [str(p) for p in paths]
+
+
+def system_missing(reason: str) -> NoReturn:
+    """Skip the test (or the module) because the machine lacks something it needs (a program, root, network
+    namespaces); under KUMA_REQUIRE_SYSTEM_TOOLS=1 (CI, after `make test-deps`) fail instead."""
+    if os.environ.get("KUMA_REQUIRE_SYSTEM_TOOLS") == "1":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 T = TypeVar("T")

@@ -1,0 +1,163 @@
+"""`kumactl install/uninstall transparent-proxy` with a real iptables, in network namespaces this test
+creates (two "VMs" joined by a veth pair): the rules are Kuma's, they redirect the app's traffic and not
+the kuma-dp user's, and uninstall leaves the tables exactly as they were.
+
+Needs root, `ip netns` and iptables (`make test-deps`); skips without them unless KUMA_REQUIRE_SYSTEM_TOOLS=1.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.support import ROOT, cp_command, system_missing, system_tool
+
+pytestmark = pytest.mark.slow
+
+IP, _ = system_tool("needs iptables and iproute2: `make test-deps` (apt-get install -y iptables iproute2)",
+                    "ip", "iptables")
+if os.geteuid() != 0:
+    system_missing("needs root: creates network namespaces and changes iptables inside them")
+
+PROBE = Path(__file__).parent / "tproxy_probe.py"
+DATA = Path(__file__).parent / "testdata"
+APP_IP, REMOTE_IP = "10.77.0.1", "10.77.0.2"
+KUMA_DP = pwd.getpwnam("nobody")   # stands for the kuma-dp user: traffic of its UID is not redirected
+# Rules someone else has (Kuma's container test adds the same): uninstall must leave them be.
+OTHERS_RULES = [
+    ["-t", "nat", "-N", "CUSTOM_CHAIN_NAT"], ["-t", "raw", "-N", "CUSTOM_CHAIN_RAW"],
+    ["-t", "mangle", "-N", "CUSTOM_CHAIN_MANGLE"], ["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "CUSTOM_CHAIN_NAT"],
+    ["-t", "nat", "-A", "PREROUTING", "-p", "udp", "-j", "CUSTOM_CHAIN_NAT"],
+    ["-t", "raw", "-A", "OUTPUT", "-p", "tcp", "--dport", "53", "-j", "CUSTOM_CHAIN_RAW"],
+    ["-t", "mangle", "-A", "PREROUTING", "-j", "CUSTOM_CHAIN_MANGLE"],
+]
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if check:
+        assert done.returncode == 0, (argv, done.stdout, done.stderr)
+    return done
+
+
+class Namespaces:
+    def __init__(self) -> None:
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.app, self.remote = f"kuma-tp-app-{tag}", f"kuma-tp-remote-{tag}"
+        self.processes: list[subprocess.Popen[str]] = []
+
+    def exec(self, ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh(IP, "netns", "exec", ns, *argv, check=check)
+
+    def kumactl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.exec(self.app, *cp_command("ctl", *args), check=False)
+
+    def saved(self) -> dict[str, str]:
+        """iptables-save and ip6tables-save of the app's namespace, without the timestamp comments and the
+        packet counters that traffic moves."""
+        return {cmd: re.sub(r" \[\d+:\d+\]", "", "".join(line for line in self.exec(self.app, cmd).stdout
+                                                         .splitlines(keepends=True) if not line.startswith("#")))
+                for cmd in ("iptables-save", "ip6tables-save")}
+
+    def serve(self, ns: str, addr: str, port: int, name: str) -> None:
+        proc = subprocess.Popen([IP, "netns", "exec", ns, sys.executable, str(PROBE), "serve", addr, str(port), name],
+                                stdout=subprocess.PIPE, text=True)
+        self.processes.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", f"{name} did not start"
+
+    def call(self, uid: int | None = None) -> str:
+        """From the app's namespace to the remote app, as `uid` (or root): who answered, and the address
+        the caller dialled."""
+        argv = [sys.executable, str(PROBE), "connect", REMOTE_IP, "8080"] + ([str(uid)] if uid is not None else [])
+        return self.exec(self.app, *argv).stdout.strip()
+
+
+@pytest.fixture
+def vms() -> Iterator[Namespaces]:
+    ns = Namespaces()
+    created: list[str] = []
+    try:
+        for name in (ns.app, ns.remote):
+            if sh(IP, "netns", "add", name, check=False).returncode != 0:
+                system_missing("the kernel refuses network namespaces here (ip netns add failed)")
+            created.append(name)
+            ns.exec(name, IP, "link", "set", "lo", "up")
+        ns.exec(ns.app, IP, "link", "add", "vm0", "type", "veth", "peer", "name", "vm0", "netns", ns.remote)
+        for name, addr in ((ns.app, APP_IP), (ns.remote, REMOTE_IP)):
+            ns.exec(name, IP, "addr", "add", f"{addr}/24", "dev", "vm0")
+            ns.exec(name, IP, "link", "set", "vm0", "up")
+        yield ns
+    finally:
+        for proc in ns.processes:
+            proc.kill()
+            proc.wait(timeout=10)
+        for name in created:
+            sh(IP, "netns", "del", name, check=False)
+
+
+def test_install_redirects_the_apps_traffic_not_kuma_dps_and_uninstall_restores_the_tables(vms: Namespaces) -> None:
+    for cmd in ("iptables", "ip6tables"):
+        for rule in OTHERS_RULES:
+            vms.exec(vms.app, cmd, *rule)
+    before = vms.saved()
+    vms.serve(vms.app, "0.0.0.0", 15001, "outbound-listener")   # where Envoy's outbound listener would be
+    vms.serve(vms.remote, REMOTE_IP, 8080, "remote-app")
+    assert vms.call() == "remote-app 10.77.0.2:8080"
+
+    dry = vms.kumactl("install", "transparent-proxy", "--dry-run", "--kuma-dp-user", KUMA_DP.pw_name)
+    assert dry.returncode == 0, dry.stderr
+    assert "-j REDIRECT --to-ports 15001" in dry.stdout and vms.saved() == before   # a dry run changes nothing
+
+    done = vms.kumactl("install", "transparent-proxy", "--kuma-dp-user", KUMA_DP.pw_name)
+    assert done.returncode == 0, done.stderr
+    assert "transparent proxy setup completed successfully" in done.stdout
+    installed = vms.saved()
+    for cmd in ("iptables-save", "ip6tables-save"):
+        assert ":KUMA_MESH_OUTBOUND -" in installed[cmd] and "-j CUSTOM_CHAIN_NAT" in installed[cmd]
+        assert ('-A OUTPUT -p tcp -m comment --comment "kuma/mesh/transparent/proxy/redirect outbound TCP traffic to '
+                'our custom chain for processing" -j KUMA_MESH_OUTBOUND') in installed[cmd]
+        assert "-j REDIRECT --to-ports 15001" in installed[cmd] and "-j REDIRECT --to-ports 15006" in installed[cmd]
+
+    assert vms.call() == "outbound-listener 10.77.0.2:8080"           # the app's call went to "Envoy"
+    assert vms.call(uid=KUMA_DP.pw_uid) == "remote-app 10.77.0.2:8080"  # kuma-dp's own call went out
+
+    again = vms.kumactl("install", "transparent-proxy", "--kuma-dp-user", KUMA_DP.pw_name)
+    assert again.returncode == 0 and vms.saved() == installed          # installing twice: the same rules once
+
+    gone = vms.kumactl("uninstall", "transparent-proxy")
+    assert gone.returncode == 0, gone.stderr
+    assert vms.saved() == before
+    assert vms.call() == "remote-app 10.77.0.2:8080"
+
+
+def _tables(saved: str) -> dict[str, str]:
+    """iptables-save text by table (the order of tables in it depends on which was listed first)."""
+    return {block.split("\n", 1)[0]: block for block in re.findall(r"(?ms)^\*\w+\n.*?^COMMIT\n", saved)}
+
+
+def test_the_kernel_holds_kumas_rules_for_many_flags(vms: Namespaces) -> None:
+    if "fe80:" not in vms.exec(vms.app, IP, "-6", "addr", "show", "dev", "vm0").stdout:
+        pytest.skip("IPv6 is disabled in this kernel: no link-local address on the veth")
+    flags = ["--redirect-all-dns-traffic", "--vnet", "docker0:172.17.0.0/16", "--vnet", "br+:172.18.0.0/16",
+             "--vnet", "iface:::1/64", "--exclude-outbound-ports-for-uids", "53,3000-5000:106-108",
+             "--exclude-outbound-ips", "10.0.0.1,192.168.0.0/24,fe80::1", "--exclude-outbound-ips", "fd00::/8",
+             "--exclude-outbound-ports", "1,22,333", "--exclude-inbound-ports", "4444,55555",
+             "--exclude-inbound-ips", "192.168.0.1,172.32.16.8/16,fe80::/10",
+             "--exclude-inbound-ips", "a81b:a033:6399:73c7:72b6:aa8c:6f22:7098"]
+    done = vms.kumactl("install", "transparent-proxy", "--kuma-dp-user", KUMA_DP.pw_name, *flags)
+    assert done.returncode == 0, done.stderr
+    saved = vms.saved()
+    # Kuma's goldens (test/transparentproxy/testdata/debian-12-with-multiple-flags.ip{,6}tables-nft.golden at
+    # v2.14.3) after `kumactl install transparent-proxy --kuma-dp-user kuma-dp` (UID 5678) and these flags
+    for cmd in ("iptables", "ip6tables"):
+        expected = (DATA / f"tproxy-multiple-flags.{cmd}-save.txt").read_text()
+        expected = expected.replace("ifPlaceholder", "lo").replace("5678", str(KUMA_DP.pw_uid))
+        assert _tables(saved[f"{cmd}-save"]) == _tables(expected), cmd
