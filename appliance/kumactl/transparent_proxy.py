@@ -37,6 +37,8 @@ _INSTALL_HELP = """Install Transparent Proxy by modifying the host's iptables.
  3) run kuma-dp as that user (in a systemd unit: User=kuma-dp). Traffic of every other user is
     redirected: outbound TCP to port 15001, inbound TCP to port 15006 (Envoy's listeners), DNS to
     port 15053 with --redirect-dns or --redirect-all-dns-traffic.
+
+Kuma's eBPF mode, --store-firewalld and --iptables-executables are not supported: they are refused.
 """
 
 
@@ -64,17 +66,31 @@ def _uint(text: str) -> int:
     return int(text)
 
 
+# Kuma's flags for features this kumactl does not have, and what they are for.
+_UNSUPPORTED = {
+    **{f"--ebpf-{name}": "eBPF mode" for name in ("enabled", "programs-source-path", "instance-ip", "bpffs-path",
+                                                   "cgroup-path", "tc-attach-iface")},
+    "--store-firewalld": "storing the rules with firewalld",
+    "--iptables-executables": "custom iptables executables",
+}
+
+
 class _Unsupported(argparse.Action):
     """A Kuma flag for a feature this kumactl does not have: an error naming it, never silence."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        raise CliError(f"flag {option_string} is not supported by this kumactl ({self.help}); "
-                       "run 'kumactl install transparent-proxy --help' for the supported flags")
+        raise CliError(f"flag {option_string} is not supported by this kumactl ({_UNSUPPORTED[str(option_string)]}); "
+                       f"run '{parser.prog} --help' for the supported flags")
+
+
+def _unsupported_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for name in names:
+        p.add_argument(name, action=_Unsupported, nargs="?", help=argparse.SUPPRESS)
 
 
 def _flag_bool(group: Any, name: str, help_text: str) -> None:
-    group.add_argument(name, nargs="?", const=True, type=_bool, default=None, metavar="", help=help_text)
+    group.add_argument(name, nargs="?", const=True, type=_bool, default=None, metavar="bool", help=help_text)
 
 
 def _install_flags(p: argparse.ArgumentParser) -> None:
@@ -144,12 +160,7 @@ def _install_flags(p: argparse.ArgumentParser) -> None:
     add("--config-file", dest="tp_config_file", metavar="string",
         help="path to the file containing the transparent proxy configuration in YAML or JSON format (deprecated: "
              "please use --config)")
-    for name, what in (("--ebpf-enabled", "eBPF mode"), ("--ebpf-programs-source-path", "eBPF mode"),
-                       ("--ebpf-instance-ip", "eBPF mode"), ("--ebpf-bpffs-path", "eBPF mode"),
-                       ("--ebpf-cgroup-path", "eBPF mode"), ("--ebpf-tc-attach-iface", "eBPF mode"),
-                       ("--store-firewalld", "storing the rules with firewalld"),
-                       ("--iptables-executables", "custom iptables executables")):
-        add(name, action=_Unsupported, nargs="?", help=what)
+    _unsupported_flags(p, list(_UNSUPPORTED))
 
 
 def _read_documents(values: Sequence[str], stdin: Any) -> list[Any]:
@@ -246,6 +257,5 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                              "'kumactl install transparent-proxy' added.")
             _flag_bool(tp, "--dry-run", "dry run")
             _flag_bool(tp, "--verbose", "verbose")
-            for name in ("--ebpf-enabled", "--ebpf-bpffs-path"):
-                tp.add_argument(name, action=_Unsupported, nargs="?", help="eBPF mode")
+            _unsupported_flags(tp, ["--ebpf-enabled", "--ebpf-bpffs-path"])
         tp.set_defaults(run=run)
