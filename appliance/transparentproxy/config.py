@@ -273,7 +273,9 @@ def apply_document(config: TransparentProxyConfig, doc: Any) -> TransparentProxy
     changes: dict[str, Any] = {}
     for name, value in doc.items():
         if name in _UNSUPPORTED:
-            if _asks_for_something(value):
+            # Kuma's defaults for eBPF (paths) are there even when it is off: only `enabled` asks for it
+            asked = _mapping(value, name).get("enabled") if name == "ebpf" else value
+            if _asks_for_something(asked):
                 raise ConfigError(f"{name}: {_UNSUPPORTED[name]} is not supported by this kumactl")
         elif name == "kumaDPUser":
             changes["kuma_dp_user"] = "" if value is None else str(value)

@@ -19,7 +19,7 @@ NON_ROOT_DRY_RUN = "# [WARNING] [dry-run]: running this command as a non-root us
 
 
 @dataclass(frozen=True)
-class _Family:
+class _Planned:
     exe: Executables | None   # None: a dry run on a host without iptables
     rules: RuleSet
 
@@ -71,7 +71,7 @@ def _functionality(cfg: TransparentProxyConfig, exe: Executables | None, say: _O
 
 
 def _family(cfg: TransparentProxyConfig, exe: Executables | None, ipv6: bool, uid: str, loopback: str,
-            servers: tuple[str, ...], say: _Output) -> _Family:
+            servers: tuple[str, ...], say: _Output) -> _Planned:
     found = _functionality(cfg, exe, say)
     facts = HostFacts(kuma_dp_uid=uid, loopback=loopback, comment_module=found.comment,
                       conntrack_zone_split=found.conntrack_zone_split, docker_output=found.docker_output,
@@ -84,7 +84,7 @@ def _family(cfg: TransparentProxyConfig, exe: Executables | None, ipv6: bool, ui
                           f"{e}") from None
     for warning in rules.warnings:
         say.warn("ip6tables" if ipv6 else "iptables", warning)
-    return _Family(exe, rules)
+    return _Planned(exe, rules)
 
 
 def _ipv6_wanted(ip_family_mode: str, dry_run: bool, verbose: bool, say: _Output) -> bool:

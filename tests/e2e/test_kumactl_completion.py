@@ -39,7 +39,7 @@ def test_bash(env: dict[str, str]) -> None:
         script = ('source <(kumactl completion bash); COMP_WORDS=(kumactl "$@"); COMP_CWORD=$#; '
                   '_kumactl_complete; printf "%s\\n" "${COMPREPLY[@]}"')
         return _shell(env, "bash", "-c", script, "bash", *words)
-    assert complete("ins") == ["inspect"]
+    assert complete("ins") == ["inspect", "install"]
     assert complete("inspect", "dataplane", "web-1", "--ty") == ["--type"]
     assert complete("completion", "") == ["bash", "fish", "zsh"]
     assert complete("inspect", "--log-level", "=", "of") == ["off"]
@@ -57,6 +57,6 @@ def test_zsh(env: dict[str, str]) -> None:
 def test_fish(env: dict[str, str]) -> None:
     def complete(line: str) -> list[str]:
         return _shell(env, "fish", "-c", f"kumactl completion fish | source; complete -C {shlex.quote(line)}")
-    assert complete("kumactl ins") == ["inspect"]
+    assert complete("kumactl insp") == ["inspect"]
     assert complete("kumactl inspect zoneegress e --ty") == ["--type"]
     assert complete("kumactl completion ") == ["bash", "fish", "zsh"]

@@ -8,8 +8,10 @@ from appliance.kumactl.completion import candidates
 
 
 @pytest.mark.parametrize("words, expected", [
-    ([""], ["apply", "completion", "config", "delete", "export", "generate", "get", "inspect", "version"]),
-    (["ins"], ["inspect"]),
+    ([""], ["apply", "completion", "config", "delete", "export", "generate", "get", "inspect", "install", "uninstall",
+            "version"]),
+    (["ins"], ["inspect", "install"]),
+    (["install", "transparent-proxy", "--redirect-dns"], ["--redirect-dns", "--redirect-dns-port"]),
     (["inspect", "zone"], ["zoneegress", "zoneegresses"]),
     (["inspect", "dataplane", "web-1", "--ty"], ["--type"]),
     (["--config-file", "k.yaml", "inspect", "dataplane", "web-1", "--inc"], ["--include", "--include-eds"]),
