@@ -29,6 +29,7 @@ if os.geteuid() != 0:
 
 PROBE = Path(__file__).parent / "tproxy_probe.py"
 DATA = Path(__file__).parent / "testdata"
+KUMA_OVERRIDES = ROOT / "tests" / "unit" / "transparentproxy" / "testdata" / "kuma-overrides.ipv4.txt"
 APP_IP, REMOTE_IP = "10.77.0.1", "10.77.0.2"
 KUMA_DP = pwd.getpwnam("nobody")   # stands for the kuma-dp user: traffic of its UID is not redirected
 # Rules someone else has (Kuma's container test adds the same): uninstall must leave them be.
@@ -90,11 +91,14 @@ class Namespaces:
         self.processes.append(proc)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", f"{name} did not start"
 
-    def call(self, uid: int | None = None) -> str:
-        """From the app's namespace to the remote app, as `uid` (or root): who answered, and the address
-        the caller dialled."""
-        argv = [sys.executable, str(PROBE), "connect", REMOTE_IP, "8080"] + ([str(uid)] if uid is not None else [])
-        return self.exec(self.app, *argv).stdout.strip()
+    def call(self, uid: int | None = None, inbound_port: int | None = None) -> str:
+        """From the app's namespace to the remote app, as `uid` (or root), or from the remote namespace to
+        the app's `inbound_port`: who answered, and the address the caller dialled."""
+        if inbound_port is not None:
+            ns, argv = self.remote, ["connect", APP_IP, str(inbound_port)]
+        else:
+            ns, argv = self.app, ["connect", REMOTE_IP, "8080"] + ([str(uid)] if uid is not None else [])
+        return self.exec(ns, sys.executable, str(PROBE), *argv).stdout.strip()
 
 
 @pytest.fixture(params=["nft", "legacy"])
@@ -127,14 +131,22 @@ def test_install_redirects_the_apps_traffic_not_kuma_dps_and_uninstall_restores_
             vms.exec(vms.app, vms.tool(cmd), *rule)
     before = vms.saved()
     vms.serve(vms.app, "0.0.0.0", 15001, "outbound-listener")   # where Envoy's outbound listener would be
+    vms.serve(vms.app, "0.0.0.0", 15006, "inbound-listener")    # and its inbound one
+    vms.serve(vms.app, "0.0.0.0", 22, "sshd")
     vms.serve(vms.remote, REMOTE_IP, 8080, "remote-app")
     assert vms.call() == "remote-app 10.77.0.2:8080"
 
-    dry = vms.kumactl("install", "transparent-proxy", "--dry-run", "--kuma-dp-user", KUMA_DP.pw_name)
+    # Kuma's "should generate defaults with overrides" (app/kumactl/cmd/install/testdata/
+    # install-transparent-proxy.overrides.golden.txt); its test drops the comments as done here
+    dry = vms.kumactl("install", "transparent-proxy", "--dry-run", "--ip-family-mode", "ipv4", "--kuma-dp-user", "0",
+                      "--redirect-outbound-port", "12345", "--redirect-inbound-port", "12346",
+                      "--exclude-outbound-ports", "2000,2001", "--exclude-inbound-ports", "1000,1001")
     assert dry.returncode == 0, dry.stderr
-    assert "-j REDIRECT --to-ports 15001" in dry.stdout and vms.saved() == before   # a dry run changes nothing
+    assert re.sub(r'-m comment --comment ".*?" ', "", dry.stdout) == KUMA_OVERRIDES.read_text()
+    assert vms.saved() == before   # a dry run changes nothing
 
-    done = vms.kumactl("install", "transparent-proxy", "--kuma-dp-user", KUMA_DP.pw_name)
+    done = vms.kumactl("install", "transparent-proxy", "--kuma-dp-user", KUMA_DP.pw_name, "--exclude-inbound-ports",
+                       "22")
     assert done.returncode == 0, done.stderr
     assert "transparent proxy setup completed successfully" in done.stdout
     assert f"({vms.backend} backend)" in done.stdout
@@ -147,8 +159,11 @@ def test_install_redirects_the_apps_traffic_not_kuma_dps_and_uninstall_restores_
 
     assert vms.call() == "outbound-listener 10.77.0.2:8080"           # the app's call went to "Envoy"
     assert vms.call(uid=KUMA_DP.pw_uid) == "remote-app 10.77.0.2:8080"  # kuma-dp's own call went out
+    assert vms.call(inbound_port=8080) == "inbound-listener 10.77.0.1:8080"  # a caller of the app met "Envoy"
+    assert vms.call(inbound_port=22) == "sshd 10.77.0.1:22"                  # an excluded port did not
 
-    again = vms.kumactl("install", "transparent-proxy", "--kuma-dp-user", KUMA_DP.pw_name)
+    again = vms.kumactl("install", "transparent-proxy", "--kuma-dp-user", KUMA_DP.pw_name, "--exclude-inbound-ports",
+                        "22")
     assert again.returncode == 0 and vms.saved() == installed          # installing twice: the same rules once
 
     gone = vms.kumactl("uninstall", "transparent-proxy")
