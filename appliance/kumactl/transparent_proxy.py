@@ -203,7 +203,7 @@ def _config(ctx: Context) -> TransparentProxyConfig:
            "iptables_logs": "log_enabled", "disable_comments": "comments_disabled", "vnet": "vnet_networks"}
     cfg = replace(cfg, **{field: (tuple(v) if isinstance(v := getattr(a, flag), list) else v)
                           for flag, field in top.items() if given(flag)})
-    for user_flag in ("kuma_dp_uid", "kuma_dp_user"):   # pflag: the later in Kuma's flag order wins
+    for user_flag in ("kuma_dp_uid", "kuma_dp_user"):   # both given: --kuma-dp-user wins
         if given(user_flag):
             cfg = replace(cfg, kuma_dp_user=getattr(a, user_flag))
     inbound = {"redirect_inbound": "enabled", "redirect_inbound_port": "port", "exclude_inbound_ports": "exclude_ports",

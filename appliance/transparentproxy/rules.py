@@ -125,11 +125,13 @@ def _exclusions(flow: TrafficFlow, name: str, ipv6: bool) -> list[Exclusion]:
     try:
         by_uid = parse_uid_exclusions(flow.exclude_ports_for_uids)
     except ConfigError as e:
-        raise ConfigError(f"unable to initialize .{name}: parsing excluded outbound ports for uids failed: {e}") from None
+        raise ConfigError(f"unable to initialize .{name}: parsing excluded outbound ports for uids failed: "
+                          f"{e}") from None
     try:
         by_ip = parse_ip_exclusions(flow.exclude_ports_for_ips, ipv6)
     except ConfigError as e:
-        raise ConfigError(f"unable to initialize .{name}: parsing excluded outbound ports for IPs failed: {e}") from None
+        raise ConfigError(f"unable to initialize .{name}: parsing excluded outbound ports for IPs failed: "
+                          f"{e}") from None
     return by_uid + by_ip
 
 

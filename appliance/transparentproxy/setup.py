@@ -119,7 +119,10 @@ def install(cfg: TransparentProxyConfig, out: TextIO, err: TextIO) -> None:
     if _ipv6_wanted(cfg.ip_family_mode, cfg.dry_run, cfg.verbose, say):
         exe6 = _executables(cfg, True, exe4.mode if exe4 else None, say)
         if exe6 is not None:
-            families.append(_family(cfg, exe6, True, uid, loopback, servers, say))
+            try:
+                families.append(_family(cfg, exe6, True, uid, loopback, servers, say))
+            except HostError as e:   # e.g. no ip6table_nat: as in Kuma, the IPv4 rules still go in
+                say.warn("ip6tables", f"failed to initialize IPv6 executables: {e}")
     if cfg.dry_run:
         say.info(dry_run_text(*(f.rules for f in families)))
         return

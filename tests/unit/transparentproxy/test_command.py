@@ -71,7 +71,8 @@ def test_a_config_file_key_is_applied_or_refused_by_name(tmp_path: Path, capsys:
 
 @pytest.mark.parametrize("argv, message", [
     (["--ebpf-enabled"], "flag --ebpf-enabled is not supported by this kumactl (eBPF mode)"),
-    (["--store-firewalld"], "flag --store-firewalld is not supported by this kumactl (storing the rules with firewalld)"),
+    (["--store-firewalld"],
+     "flag --store-firewalld is not supported by this kumactl (storing the rules with firewalld)"),
     (["--redirect-dns", "--redirect-all-dns-traffic"],
      "only one of '--redirect-dns' or '--redirect-all-dns-traffic' should be specified"),
 ])
