@@ -128,8 +128,11 @@ def install(cfg: TransparentProxyConfig, out: TextIO, err: TextIO) -> None:
         return
     say.info("# cleaning up any existing transparent proxy iptables rules")
     for family in families:
-        assert family.exe is not None
-        host.remove_rules(family.exe, say.info)
+        assert family.exe is not None   # a host without iptables stops above unless this is a dry run
+        try:
+            host.remove_rules(family.exe, say.info)
+        except HostError as e:
+            raise HostError(f"failed to setup transparent proxy: cleanup failed during setup: {e}") from None
     say.info("# kumactl is about to apply the iptables rules that will enable transparent proxying on the machine. "
              "The SSH connection may drop. If that happens, just reconnect again")
     for family in families:
