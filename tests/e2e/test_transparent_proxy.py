@@ -85,8 +85,10 @@ class Namespaces:
                                                          .splitlines(keepends=True) if not line.startswith("#")))
                 for cmd in ("iptables-save", "ip6tables-save")}
 
-    def serve(self, ns: str, addr: str, port: int, name: str) -> None:
-        proc = subprocess.Popen([IP, "netns", "exec", ns, sys.executable, str(PROBE), "serve", addr, str(port), name],
+    def serve(self, ns: str, addr: str, port: int, name: str, udp_as: int | None = None) -> None:
+        """A TCP server answering with `name` (or, with `udp_as`, a UDP one running as that UID)."""
+        args = ["serve", addr, str(port), name] if udp_as is None else ["serve-udp", addr, str(port), name, str(udp_as)]
+        proc = subprocess.Popen([IP, "netns", "exec", ns, sys.executable, str(PROBE), *args],
                                 stdout=subprocess.PIPE, text=True)
         self.processes.append(proc)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", f"{name} did not start"
@@ -170,6 +172,31 @@ def test_install_redirects_the_apps_traffic_not_kuma_dps_and_uninstall_restores_
     assert gone.returncode == 0, gone.stderr
     assert vms.saved() == before
     assert vms.call() == "remote-app 10.77.0.2:8080"
+
+
+def test_redirect_dns_sends_the_apps_queries_to_kuma_dps_dns_port(vms: Namespaces, tmp_path: Path) -> None:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {REMOTE_IP}\n")
+    (tmp_path / "tp.yaml").write_text(f"redirect:\n  dns:\n    resolvConfigPath: {resolv}\n")
+    vms.serve(vms.remote, REMOTE_IP, 53, "remote-dns", udp_as=0)
+    # kuma-dp's DNS proxy, on 127.0.0.1 as Kuma's: REDIRECT sends to 127.0.0.1, replies must come from there
+    vms.serve(vms.app, "127.0.0.1", 15053, "kuma-dp-dns", udp_as=KUMA_DP.pw_uid)
+
+    def query(uid: int | None = None) -> str:
+        argv = ["query", REMOTE_IP, "53"] + ([str(uid)] if uid is not None else [])
+        return vms.exec(vms.app, sys.executable, str(PROBE), *argv).stdout.strip()
+
+    assert query() == "remote-dns 10.77.0.2:53"
+    done = vms.kumactl("install", "transparent-proxy", "--kuma-dp-user", KUMA_DP.pw_name, "--redirect-dns",
+                       "--config", str(tmp_path / "tp.yaml"), "--ip-family-mode", "ipv4")
+    assert done.returncode == 0, done.stderr
+    assert "-d 10.77.0.2 -p udp --dport 53 -j REDIRECT --to-ports 15053" in done.stdout
+    # the app asked its resolver and kuma-dp answered, from the resolver's address (conntrack zones keep the
+    # two legs apart); kuma-dp's own upstream query reached the resolver
+    assert query() == "kuma-dp-dns 10.77.0.2:53"
+    assert query(uid=KUMA_DP.pw_uid) == "remote-dns 10.77.0.2:53"
+    assert vms.kumactl("uninstall", "transparent-proxy").returncode == 0
+    assert query() == "remote-dns 10.77.0.2:53"
 
 
 def _tables(saved: str) -> dict[str, str]:

@@ -4,6 +4,9 @@
                               destination (SO_ORIGINAL_DST: where the client meant to go before a REDIRECT;
                               without connection tracking, the address it reached)
     connect ADDR PORT [UID]   connect, as UID when given (the kuma-dp user), and print the answer
+    serve-udp ADDR PORT NAME [UID]  answer every datagram with NAME (a DNS server, or kuma-dp's DNS proxy
+                              running as UID)
+    query ADDR PORT [UID]     send a datagram, print the answer and the address it came from
 
 Standard library only; `connect` drops to UID after Python has started, so the venv need not be
 readable by that user.
@@ -37,11 +40,36 @@ def serve(addr: str, port: int, name: str) -> None:
             conn.sendall(f"{name} {original}\n".encode())
 
 
-def connect(addr: str, port: int, uid: int | None) -> None:
-    if uid is not None:   # before the socket: iptables' owner match sees who created it
+def become(uid: int | None) -> None:
+    """Before any socket: iptables' owner match sees who created the socket."""
+    if uid is not None:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
+
+
+def serve_udp(addr: str, port: int, name: str, uid: int | None) -> None:
+    become(uid)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((addr, port))
+    print("ready", flush=True)
+    while True:
+        _, peer = sock.recvfrom(512)
+        sock.sendto(name.encode(), peer)
+
+
+def query(addr: str, port: int, uid: int | None) -> None:
+    become(uid)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(10)
+    with sock:
+        sock.sendto(b"query", (addr, port))
+        answer, (host, source_port) = sock.recvfrom(512)
+        print(f"{answer.decode()} {host}:{source_port}", flush=True)
+
+
+def connect(addr: str, port: int, uid: int | None) -> None:
+    become(uid)
     conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     conn.settimeout(10)
     with conn:
@@ -53,5 +81,9 @@ if __name__ == "__main__":
     command, address, number, *rest = sys.argv[1:]
     if command == "serve":
         serve(address, int(number), rest[0])
+    elif command == "serve-udp":
+        serve_udp(address, int(number), rest[0], int(rest[1]) if len(rest) > 1 else None)
+    elif command == "query":
+        query(address, int(number), int(rest[0]) if rest else None)
     else:
         connect(address, int(number), int(rest[0]) if rest else None)
