@@ -107,6 +107,24 @@ class MeshExternalService:
 
 
 @dataclass(frozen=True)
+class GatewayListener:
+    """One listener of a MeshGateway, as its `conf.listeners[]` entry says."""
+    port: int
+    protocol: str             # "HTTP" | "HTTPS" | "TCP" | "TLS"
+    hostname: str             # "*" when the listener has none
+    tags: Tags                # the listener's own tags
+
+
+@dataclass(frozen=True)
+class MeshGateway:
+    """A MeshGateway: which builtin gateway proxies it configures (`selectors`) and what they listen on."""
+    name: str
+    selectors: tuple[Tags, ...]
+    tags: Tags
+    listeners: tuple[GatewayListener, ...]
+
+
+@dataclass(frozen=True)
 class MeshSnapshot:
     """Everything about one mesh that generation needs; shared by every proxy of the mesh."""
     mesh: str
@@ -132,6 +150,7 @@ class MeshSnapshot:
     mtls_error: str | None = None
     # Mesh.metrics: the enabled backend ({"name", "type", "conf"}), or None when metrics are off
     metrics: dict[str, Any] | None = None
+    gateways: tuple[MeshGateway, ...] = ()            # the mesh's MeshGateways, by name
 
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which
@@ -162,17 +181,24 @@ class Proxy:
     metrics_cert_path: str = ""                       # kuma-dp's metadata.metricsCertPath (ProvidedTLS)
     metrics_key_path: str = ""                        # kuma-dp's metadata.metricsKeyPath
     metrics: dict[str, Any] | None = None             # the Dataplane's `metrics` (overrides Mesh.metrics' conf)
+    gateway_tags: Tags | None = None                  # a builtin gateway's `networking.gateway.tags` (else None)
+
+    @property
+    def tag_sets(self) -> tuple[Tags, ...]:
+        """The tags the proxy serves under: its inbounds' and, for a builtin gateway, the gateway's."""
+        gateway = () if self.gateway_tags is None else (self.gateway_tags,)
+        return tuple(i.tags for i in self.inbounds) + gateway
 
     @property
     def services(self) -> tuple[str, ...]:
-        return tuple(sorted({i.service for i in self.inbounds if i.service}))
+        return tuple(sorted({t.get("kuma.io/service", "") for t in self.tag_sets} - {""}))
 
     @property
     def serialized_tags(self) -> str:
         """Kuma's tags.Serialize(Dataplane.TagSet()): every inbound's tags as `&key=v1,v2&` per key, keys and
         each key's values sorted. What the proxy's requests carry in `x-kuma-tags` (and HTTP health checks)."""
         values: dict[str, set[str]] = {}
-        for inbound in self.inbounds:
-            for key, value in inbound.tags.items():
+        for tags in self.tag_sets:
+            for key, value in tags.items():
                 values.setdefault(key, set()).add(value)
         return "".join(f"&{key}={','.join(sorted(values[key]))}&" for key in sorted(values))

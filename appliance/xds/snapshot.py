@@ -16,8 +16,8 @@ from appliance.core.resources.model import Resource
 from appliance.policies._backends import subset_clusters
 from appliance.store import ListQuery, Store
 from appliance.model.proxy import (
-    Endpoint, ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot, Mtls, Outbound, Policy,
-    Proxy,
+    Endpoint, ExternalService, ExternalTls, GatewayListener, Inbound, MeshExternalService, MeshGateway, MeshSnapshot,
+    Mtls, Outbound, Policy, Proxy,
 )
 
 DEFAULT_ADMIN_PORT = 9901
@@ -69,9 +69,27 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
         outbounds.append(Outbound(port=int(ob.get("port") or 0), address=ob.get("address") or "127.0.0.1",
                                   service=service, tags=tags))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
+    gateway = networking.get("gateway") or {}
+    builtin = gateway.get("type") == "BUILTIN"
     return Proxy(mesh=dp.mesh, name=dp.name, address=networking.get("address", ""), inbounds=_inbounds(dp),
                  outbounds=tuple(outbounds), admin_port=int(admin), labels=dict(dp.labels),
-                 metrics=dp.content.get("metrics") or None)
+                 metrics=dp.content.get("metrics") or None,
+                 gateway_tags={k: str(v) for k, v in (gateway.get("tags") or {}).items()} if builtin else None)
+
+
+def mesh_gateways(store: Store, mesh: str) -> tuple[MeshGateway, ...]:
+    out = []
+    for gw in sorted(store.list(ListQuery(type="MeshGateway", mesh=mesh)).items, key=lambda r: r.name):
+        listeners = tuple(
+            GatewayListener(port=int(l.get("port") or 0), protocol=str(l.get("protocol") or ""),
+                            hostname=str(l.get("hostname") or "*"),
+                            tags={k: str(v) for k, v in (l.get("tags") or {}).items()})
+            for l in ((gw.content.get("conf") or {}).get("listeners") or []) if isinstance(l, dict))
+        selectors = tuple({k: str(v) for k, v in ((s or {}).get("match") or {}).items()}
+                          for s in gw.content.get("selectors") or [])
+        out.append(MeshGateway(gw.name, selectors, {k: str(v) for k, v in (gw.content.get("tags") or {}).items()},
+                               listeners))
+    return tuple(out)
 
 
 class Unresolved(Exception):
@@ -314,4 +332,5 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
         forbid_mesh_external_service_access=bool(
             (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
         egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else (),
-        subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh))
+        subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh),
+        gateways=mesh_gateways(store, mesh_name))

@@ -1,0 +1,161 @@
+"""A builtin gateway proxy's resources (Kuma 2.14's runtime/gateway generators, for HTTP listeners).
+
+    resources = generate_gateway(snapshot, proxy, identity)
+
+The MeshGateway whose selectors match the proxy's gateway tags says what it listens on. Listeners on one port
+become one Envoy listener `<gateway>:HTTP:<port>` on the proxy's address, whose route configuration
+`<gateway>:HTTP:<port>:*` (by RDS, so that a route change is applied in place to the next request) holds a
+virtual host per hostname with the routes of the MeshHTTPRoutes that target the gateway
+(policies/meshhttproute/gateway.py). A virtual host without routes answers 404 as Kuma's does. Backends are
+the mesh services' own clusters, reached over the mesh's mTLS with the gateway's identity (its
+`kuma.io/service`). Listener protocols other than HTTP get nothing yet: the API warns when they are stored.
+"""
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2, protocol_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+from appliance.model import names
+from appliance.model.names import Resources
+from appliance.model.proxy import GatewayListener, Identity, MeshGateway, MeshSnapshot, Proxy
+from appliance.policies._backends import add_clusters
+from appliance.policies.meshhttproute._envoy_routes import envoy_routes
+from appliance.policies.meshhttproute.gateway import VirtualHost, select_gateway, virtual_hosts
+from appliance.xds.generate.clusters import cluster_for
+from appliance.xds.generate.endpoints import load_assignment_for
+from appliance.xds.generate.listeners import TLS_INSPECTOR, http_connection_manager, network_filter, socket_address
+from appliance.xds.generate.routes import rds
+from appliance.xds.generate.tls import ca_secret, identity_secret
+
+# Kuma's gateway defaults (pkg/plugins/runtime/gateway, policies_defaults): what its goldens show.
+SERVER_NAME = "Kuma Gateway"
+NOT_FOUND_BODY = "This is a Kuma MeshGateway. No routes match this MeshGateway!\n"
+BUFFER_LIMIT = 32768
+IDLE_TIMEOUT = 300
+STREAM_IDLE_TIMEOUT = 5
+REQUEST_HEADERS_TIMEOUT_NANOS = 500_000_000
+ROUTE_IDLE_TIMEOUT = 5
+CONNECT_TIMEOUT = 5
+APPLIED_PROTOCOLS = ("HTTP",)
+
+
+def listener_name(gateway: str, protocol: str, port: int) -> str:
+    return f"{gateway}:{protocol}:{port}"
+
+
+def _hcm(snapshot: MeshSnapshot, proxy: Proxy, gateway: str, route_config: str) -> hcm_pb2.HttpConnectionManager:
+    hcm = http_connection_manager(gateway, "http", snapshot, proxy)
+    hcm.server_name = SERVER_NAME
+    hcm.use_remote_address.value = True
+    hcm.normalize_path.value = True
+    hcm.merge_slashes = True
+    hcm.path_with_escaped_slashes_action = hcm_pb2.HttpConnectionManager.UNESCAPE_AND_REDIRECT
+    hcm.common_http_protocol_options.idle_timeout.seconds = IDLE_TIMEOUT
+    hcm.common_http_protocol_options.headers_with_underscores_action = protocol_pb2.HttpProtocolOptions.REJECT_REQUEST
+    hcm.http2_protocol_options.allow_connect = True
+    hcm.http2_protocol_options.initial_connection_window_size.value = 1048576
+    hcm.http2_protocol_options.initial_stream_window_size.value = 65536
+    hcm.http2_protocol_options.max_concurrent_streams.value = 100
+    hcm.stream_idle_timeout.seconds = STREAM_IDLE_TIMEOUT
+    hcm.request_headers_timeout.nanos = REQUEST_HEADERS_TIMEOUT_NANOS
+    hcm.rds.CopyFrom(rds(route_config))
+    return hcm
+
+
+def _listener(snapshot: MeshSnapshot, proxy: Proxy, gateway: str, port: int) -> listener_pb2.Listener:
+    name = listener_name(gateway, "HTTP", port)
+    listener = listener_pb2.Listener(name=name, address=socket_address(proxy.address, port),
+                                     traffic_direction=base_pb2.INBOUND, listener_filters=[TLS_INSPECTOR])
+    listener.per_connection_buffer_limit_bytes.value = BUFFER_LIMIT
+    # Kuma sets SO_REUSEPORT; we do not, as on sidecars (listeners.inbound_listener says why).
+    listener.enable_reuse_port.value = False
+    hcm = _hcm(snapshot, proxy, gateway, name + ":*")
+    listener.filter_chains.add().filters.append(network_filter(names.HCM_FILTER, hcm))
+    return listener
+
+
+def _forward(route: route_components_pb2.Route, source_tags: str) -> None:
+    """As Kuma's gateway: always weighted clusters, each carrying the gateway's tags (x-kuma-tags)."""
+    action = route.route
+    if action.cluster:
+        action.weighted_clusters.clusters.add(name=action.cluster).weight.value = 100
+    for cluster in action.weighted_clusters.clusters:
+        cluster.request_headers_to_add.add().header.CopyFrom(
+            base_pb2.HeaderValue(key=names.TAGS_HEADER, value=source_tags))
+    action.ClearField("timeout")
+    action.cluster_not_found_response_code = route_components_pb2.RouteAction.INTERNAL_SERVER_ERROR
+    action.idle_timeout.seconds = ROUTE_IDLE_TIMEOUT
+
+
+def _virtual_host(host: VirtualHost, source_tags: str) -> route_components_pb2.VirtualHost:
+    out = route_components_pb2.VirtualHost(name=host.hostname, domains=[host.hostname])
+    for found in host.routes.routes:
+        for route in envoy_routes(found.name, found.match, found.filters,
+                                  [(s.cluster, s.weight) for s in found.splits], False,
+                                  {i: b.cluster for i, b in found.mirrors.items()}):
+            if route.HasField("route"):
+                _forward(route, source_tags)
+            out.routes.append(route)
+    if not out.routes:
+        route = out.routes.add()
+        route.match.prefix = "/"
+        route.direct_response.status = 404
+        route.direct_response.body.inline_string = NOT_FOUND_BODY
+    return out
+
+
+def _route_config(name: str, hosts: tuple[VirtualHost, ...], source_tags: str) -> route_pb2.RouteConfiguration:
+    config = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=True,
+                                          request_headers_to_remove=[names.TAGS_HEADER])
+    config.validate_clusters.value = False
+    config.virtual_hosts.extend(_virtual_host(h, source_tags) for h in hosts)
+    return config
+
+
+def _cluster(snapshot: MeshSnapshot, service: str) -> cluster_pb2.Cluster:
+    cluster = cluster_for(snapshot, service)
+    cluster.connect_timeout.seconds = CONNECT_TIMEOUT
+    cluster.per_connection_buffer_limit_bytes.value = BUFFER_LIMIT
+    return cluster
+
+
+def by_port(gateway: MeshGateway) -> dict[int, list[GatewayListener]]:
+    """The listeners served, by port (validation keeps one protocol per port)."""
+    out: dict[int, list[GatewayListener]] = {}
+    for listener in gateway.listeners:
+        if listener.protocol in APPLIED_PROTOCOLS:
+            out.setdefault(listener.port, []).append(listener)
+    return out
+
+
+def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None) -> Resources:
+    """All resources of one builtin gateway proxy; none when no MeshGateway selects it, or when the mesh asks
+    for mTLS and its CA cannot be used (fail closed, as sidecars)."""
+    resources: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
+    gateway = select_gateway(snapshot.gateways, proxy.gateway_tags or {})
+    if snapshot.mtls_error is not None or gateway is None:
+        return resources
+    source_tags = proxy.serialized_tags
+    clusters = resources[names.CLUSTER]
+    for port, listeners in sorted(by_port(gateway).items()):
+        listener = _listener(snapshot, proxy, gateway.name, port)
+        resources[names.LISTENER][listener.name] = listener
+        hosts = virtual_hosts(snapshot, proxy, gateway, listeners)
+        config = _route_config(listener.name + ":*", hosts, source_tags)
+        resources[names.ROUTE][config.name] = config
+        backends = [b for h in hosts for b in h.routes.backends]
+        for found in backends:
+            if found.service not in clusters:
+                clusters[found.service] = _cluster(snapshot, found.service)
+        add_clusters(resources, backends, snapshot.mesh)
+    for name, cluster in clusters.items():
+        if cluster.type == cluster_pb2.Cluster.EDS:
+            resources[names.ENDPOINT][name] = load_assignment_for(snapshot, name)
+    if snapshot.mtls is not None:
+        if identity is not None:
+            resources[names.SECRET][names.identity_secret(snapshot.mesh)] = identity_secret(snapshot.mesh, identity)
+        resources[names.SECRET][names.mesh_ca_secret(snapshot.mesh)] = ca_secret(snapshot)
+    return resources
