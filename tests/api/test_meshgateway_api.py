@@ -97,12 +97,11 @@ def test_what_gateway_proxies_do_not_get_yet_is_answered_with_warnings(api: Live
     r = api.put(PATH, body)
     assert r.status_code == 201, r.text
     warnings = r.json()["warnings"]
-    assert "'tags' is stored but not yet applied to gateway proxies by this control plane" in warnings
     assert "'conf.listeners[0].resources' is stored but not yet applied to gateway proxies by this control plane" \
         in warnings
     assert any(w.startswith("'conf.listeners[1].protocol' HTTPS is stored but not yet applied") for w in warnings)
     assert any(w.startswith("'conf.listeners[2].protocol' TCP is stored but not yet applied") for w in warnings)
-    assert len(warnings) == 4, warnings
+    assert len(warnings) == 3, warnings   # the tags are applied: routes pick listeners by them
 
 
 def test_a_certificate_secret_is_named_by_secret_keepers_only(api: LiveApi) -> None:
@@ -138,3 +137,24 @@ def test_kumactl_applies_and_gets_meshgateways(api: LiveApi, tmp_path: Path,
     assert lines[0].split() == ["MESH", "NAME", "AGE"] and lines[1].split()[:2] == ["default", "edge"]
     assert main(["--no-config", "get", "meshgateway", "edge", "-o", "yaml"], make_context=LiveContext) == 0
     assert "protocol: HTTP" in capsys.readouterr().out
+
+
+def test_a_route_on_the_gateway_applies_and_what_it_cannot_is_a_warning(api: LiveApi) -> None:
+    route = {"type": "MeshHTTPRoute", "mesh": "default", "name": "edge-api", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge", "tags": {"vhost": "shop"}},
+        "to": [{"targetRef": {"kind": "Mesh"}, "hostnames": ["shop.example.com"], "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+             "default": {"backendRefs": [{"kind": "MeshService", "name": "backend"}]}}]}]}}
+    r = api.put("/meshes/default/meshhttproutes/edge-api", route)
+    assert r.status_code == 201 and "warnings" not in r.json(), r.text
+    route["spec"]["to"][0]["rules"][0]["default"]["filters"] = [
+        {"type": "URLRewrite", "urlRewrite": {"hostToBackendHostname": True}}]
+    r = api.put("/meshes/default/meshhttproutes/edge-api", route)
+    assert r.status_code == 200, r.text
+    assert r.json()["warnings"] == ["'spec.to[0].rules[0].default.filters[0].urlRewrite.hostToBackendHostname' is "
+                                    "stored but not yet applied to gateway proxies by this control plane"]
+    route["spec"]["targetRef"] = {"kind": "MeshGateway", "name": "edge", "sectionName": "http"}
+    r = api.put("/meshes/default/meshhttproutes/edge-api", route)   # Kuma 2.14 picks listeners by tags
+    assert r.status_code == 400, r.text
+    assert {"field": "spec.targetRef.sectionName", "reason": "must not be set with kind MeshGateway"} in \
+        r.json()["invalid_parameters"]

@@ -148,18 +148,17 @@ def _collapsibility_errors(path: str, listeners: list[dict[str, Any]], out: Viol
 
 
 def warnings(content: dict[str, Any]) -> list[str]:
-    """Nothing accepted silently does nothing: each field stored here that gateway proxies do not get yet."""
+    """Nothing accepted silently does nothing: each field stored here that gateway proxies do not get yet.
+    (`tags` and listener `tags` are applied: MeshHTTPRoutes pick listeners by them.)"""
     gw = without_nulls(SHAPE, content)
     out = []
-    if gw.get("tags"):
-        out.append("'tags' is stored but not yet applied to gateway proxies by this control plane")
     for i, listener in enumerate((gw.get("conf") or {}).get("listeners") or []):
         at = f"conf.listeners[{i}]"
         protocol = listener.get("protocol") or "NONE"
         if protocol not in APPLIED_PROTOCOLS:
             out.append(f"'{at}.protocol' {protocol} is stored but not yet applied to gateway proxies by this control "
                        f"plane: the listener gets no Envoy listener (only {', '.join(APPLIED_PROTOCOLS)} is served)")
-        for name in ("tls", "tags", "crossMesh", "resources"):
+        for name in ("tls", "crossMesh", "resources"):
             if listener.get(name) and protocol in APPLIED_PROTOCOLS:
                 out.append(f"'{at}.{name}' is stored but not yet applied to gateway proxies by this control plane")
     return out
