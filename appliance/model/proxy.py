@@ -106,6 +106,18 @@ class MeshExternalService:
     tls: ExternalTls | None
 
 
+# The MeshGateway listener protocols gateway proxies are given listeners for (the API warns about the others).
+SERVED_GATEWAY_PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS")
+
+
+@dataclass(frozen=True)
+class GatewayCertificate:
+    """A certificate an HTTPS gateway listener presents (a Secret holding the PEM chain and its key)."""
+    name: str                 # the Envoy secret's: "cert.<rsa|ecdsa>:secret:<Secret name>" or "...:inline:<host>"
+    chain_pem: bytes
+    key_pem: bytes = field(repr=False)
+
+
 @dataclass(frozen=True)
 class GatewayListener:
     """One listener of a MeshGateway, as its `conf.listeners[]` entry says."""
@@ -113,6 +125,8 @@ class GatewayListener:
     protocol: str             # "HTTP" | "HTTPS" | "TCP" | "TLS"
     hostname: str             # "*" when the listener has none
     tags: Tags                # the listener's own tags
+    certificates: tuple[GatewayCertificate, ...] = ()   # TLS TERMINATE, read from their data sources
+    tls_error: str = ""       # why its certificates cannot be used: then the listener is not served
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 from dataclasses import replace
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance.ca.builtin import kuma_duration_s
 from appliance.core.resources.mesh import CaUnavailable, ca_pair
@@ -16,7 +20,7 @@ from appliance.core.resources.model import Resource
 from appliance.policies._backends import subset_clusters
 from appliance.store import ListQuery, Store
 from appliance.model.proxy import (
-    Endpoint, ExternalService, ExternalTls, GatewayListener, Inbound, MeshExternalService, MeshGateway, MeshSnapshot,
+    Endpoint, ExternalService, ExternalTls, GatewayCertificate, GatewayListener, Inbound, MeshExternalService, MeshGateway, MeshSnapshot,
     Mtls, Outbound, Policy, Proxy,
 )
 
@@ -77,18 +81,64 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
                  gateway_tags={k: str(v) for k, v in (gateway.get("tags") or {}).items()} if builtin else None)
 
 
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----\s*", re.S)
+
+
+def gateway_certificate(pem: bytes, source: str, name: str) -> GatewayCertificate:
+    """A Secret's PEM (the certificate chain and its private key, in any order) as an HTTPS listener's
+    certificate, named as Kuma names it by key type. ValueError says what is wrong with it."""
+    blocks = [(m.group(1), m.group(0).strip() + b"\n") for m in _PEM_BLOCK.finditer(pem)]
+    chain = b"".join(block for kind, block in blocks if kind == b"CERTIFICATE")
+    keys = [block for kind, block in blocks if kind.endswith(b"PRIVATE KEY")]
+    if not chain or len(keys) != 1:
+        raise ValueError("it must hold a PEM certificate chain and one PEM private key")
+    try:
+        key = serialization.load_pem_private_key(keys[0], password=None)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"its private key cannot be read: {e}") from None
+    kind = "ecdsa" if isinstance(key, ec.EllipticCurvePrivateKey) else "rsa"
+    return GatewayCertificate(f"cert.{kind}:{source}:{name}", chain, keys[0])
+
+
+def _listener_tls(store: Store, mesh: str, path: str, listener: dict[str, Any],
+                  hostname: str) -> tuple[tuple[GatewayCertificate, ...], str]:
+    """The certificates of a TLS-terminating listener, or why they cannot be used."""
+    tls = listener.get("tls") or {}
+    if tls.get("mode") != "TERMINATE":
+        return (), ""
+    out = []
+    for i, source in enumerate(tls.get("certificates") or []):
+        where = f"{path}.tls.certificates[{i}]"
+        try:
+            pem = _data_source(store, mesh, source, where)
+            secret = source.get("secret") if isinstance(source, dict) else None
+            out.append(gateway_certificate(pem or b"", "secret" if secret else "inline", str(secret or hostname)))
+        except Unresolved as e:
+            return (), str(e)
+        except ValueError as e:
+            return (), f"{where}: {e}"
+    return tuple(out), ""
+
+
 def mesh_gateways(store: Store, mesh: str) -> tuple[MeshGateway, ...]:
     out = []
     for gw in sorted(store.list(ListQuery(type="MeshGateway", mesh=mesh)).items, key=lambda r: r.name):
-        listeners = tuple(
-            GatewayListener(port=int(l.get("port") or 0), protocol=str(l.get("protocol") or ""),
-                            hostname=str(l.get("hostname") or "*"),
-                            tags={k: str(v) for k, v in (l.get("tags") or {}).items()})
-            for l in ((gw.content.get("conf") or {}).get("listeners") or []) if isinstance(l, dict))
+        listeners = []
+        for i, l in enumerate((gw.content.get("conf") or {}).get("listeners") or []):
+            if not isinstance(l, dict):
+                continue
+            hostname = str(l.get("hostname") or "*")
+            certificates, tls_error = _listener_tls(store, mesh, f"conf.listeners[{i}]", l, hostname)
+            if tls_error:
+                _report_gateway(mesh, gw.name, i, tls_error)
+            listeners.append(GatewayListener(
+                port=int(l.get("port") or 0), protocol=str(l.get("protocol") or ""), hostname=hostname,
+                tags={k: str(v) for k, v in (l.get("tags") or {}).items()},
+                certificates=certificates, tls_error=tls_error))
         selectors = tuple({k: str(v) for k, v in ((s or {}).get("match") or {}).items()}
                           for s in gw.content.get("selectors") or [])
         out.append(MeshGateway(gw.name, selectors, {k: str(v) for k, v in (gw.content.get("tags") or {}).items()},
-                               listeners))
+                               tuple(listeners)))
     return tuple(out)
 
 
@@ -267,6 +317,17 @@ def _with_newline(pem: bytes) -> bytes:
 
 _reported: dict[str, str | None] = {}
 _reported_lock = threading.Lock()
+
+
+def _report_gateway(mesh: str, gateway: str, index: int, problem: str) -> None:
+    """Log a listener left out for its certificates once per problem (snapshots are built at every revision)."""
+    key = f"{mesh}/{gateway}/{index}"
+    with _reported_lock:
+        if _reported.get(key) == problem:
+            return
+        _reported[key] = problem
+    log.error("MeshGateway %s/%s: listener conf.listeners[%d] is not served until its certificate can be used: %s",
+              mesh, gateway, index, problem)
 
 
 def _report_mtls(mesh: str, problem: str | None) -> None:

@@ -2,13 +2,24 @@
 (`edge`) and a kuma-dp sidecar in front of `backend`, mTLS on. What a user sees: curl through the gateway's
 port reaches the backend on the routes of a MeshHTTPRoute (the backend sees the gateway's SPIFFE id), other
 paths answer 404, a route change applies without restarting the gateway, and MeshTrafficPermission denying
-the gateway's service gives 403."""
+the gateway's service gives 403. An HTTPS listener terminates TLS with a certificate from a Secret: the right
+SNI gets the backend, another name gets no handshake, and a listener whose Secret is missing is left out (no
+NACK) until the Secret is created."""
 from __future__ import annotations
 
+import base64
+import datetime
+import socket
+import ssl
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.e2e.harness import ALLOW_ALL, DATAPLANE, MTLS, Mesh, running_mesh, version_app
 from tests.support import eventually, free_port
@@ -27,6 +38,35 @@ networking:
 """
 
 
+def _certificates(tmp: Path, *hostnames: str) -> tuple[Path, bytes]:
+    """A CA (its PEM file, for the client) and a server certificate for `hostnames` signed by it, with its key,
+    as one PEM: what a gateway certificate Secret holds."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shop CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
+              .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+              .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hostnames]), critical=False)
+              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    ca_file = tmp / "shop-ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    pem = server.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return ca_file, pem
+
+
+def _secret(name: str, pem: bytes) -> dict:
+    return {"type": "Secret", "mesh": "default", "name": name, "data": base64.b64encode(pem).decode()}
+
+
 def _route(prefix: str) -> dict:
     return {"type": "MeshHTTPRoute", "mesh": "default", "name": "edge-to-backend", "spec": {
         "targetRef": {"kind": "MeshGateway", "name": "edge"},
@@ -38,9 +78,38 @@ def _route(prefix: str) -> dict:
 class Edge:
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
-        self.port = free_port()
+        self.port, self.tls_port = free_port(), free_port()
         self.seen: list[dict] = []
         self.gateway = None
+        self.ca_file, self.pem = _certificates(mesh.tmp, "shop.example.com", "late.example.com")
+
+    def https(self, sni: str, path: str) -> tuple[int, str]:
+        """GET over TLS to the gateway's HTTPS port as `curl --cacert ca.pem --resolve <sni>:...` does:
+        the status code and the Strict-Transport-Security header."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        with socket.create_connection(("127.0.0.1", self.tls_port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=sni) as tls:
+                tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
+                answer = b""
+                while chunk := tls.recv(65536):
+                    answer += chunk
+        head = answer.split(b"\r\n\r\n", 1)[0].decode().splitlines()
+        hsts = next((line.split(":", 1)[1].strip() for line in head
+                     if line.lower().startswith("strict-transport-security:")), "")
+        return int(head[0].split()[1]), hsts
+
+    def handshake_refused(self, sni: str) -> bool:
+        try:
+            self.https(sni, "/api")
+        except (ssl.SSLError, ConnectionResetError):
+            return True
+        return False
+
+    def rejected(self) -> int:
+        """How many configs the gateway's Envoy refused (NACKs), as its DataplaneInsight says."""
+        r = requests.get(f"{self.mesh.cp.url}/meshes/default/dataplanes/edge-1/_overview", timeout=5).json()
+        return sum(int(s["status"]["total"].get("responsesRejected", "0"))
+                   for s in r["dataplaneInsight"]["subscriptions"])
 
     def put(self, path: str, body: dict) -> dict:
         r = requests.put(f"{self.mesh.cp.url}/meshes/default/{path}/{body['name']}", json=body, timeout=5)
@@ -62,10 +131,16 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         assert r.status_code == 200, r.text
         edge = Edge(mesh)
         edge.put("meshtrafficpermissions", ALLOW_ALL)
+        edge.put("secrets", _secret("shop-cert", edge.pem))
         created = edge.put("meshgateways", {
             "type": "MeshGateway", "mesh": "default", "name": "edge",
             "selectors": [{"match": {"kuma.io/service": "edge"}}],
-            "conf": {"listeners": [{"port": edge.port, "protocol": "HTTP", "hostname": "*"}]}})
+            "conf": {"listeners": [
+                {"port": edge.port, "protocol": "HTTP", "hostname": "*"},
+                {"port": edge.tls_port, "protocol": "HTTPS", "hostname": "shop.example.com",
+                 "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}},
+                {"port": edge.tls_port, "protocol": "HTTPS", "hostname": "late.example.com",
+                 "tls": {"mode": "TERMINATE", "certificates": [{"secret": "late-cert"}]}}]}})
         assert "warnings" not in created, created
         assert "warnings" not in edge.put("meshhttproutes", _route("/api")), "the route applies to the gateway"
         mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=free_port(),
@@ -107,3 +182,23 @@ def test_a_permission_denying_the_gateway_gives_403(edge: Edge) -> None:
     eventually(lambda: edge.status("/api/items") == 403, lambda: edge.mesh.log_tail("backend-1"))
     assert requests.delete(f"{edge.mesh.cp.url}/meshes/default/meshtrafficpermissions/no-edge", timeout=5).ok
     eventually(lambda: edge.status("/api/items") == 200)
+
+
+def test_https_terminates_with_the_secrets_certificate_and_refuses_other_names(edge: Edge) -> None:
+    status, hsts = eventually(lambda: edge.https("shop.example.com", "/api/items"), lambda: edge.mesh.log_tail("edge-1"),
+                              timeout=60)
+    assert status == 200 and hsts == "max-age=31536000; includeSubDomains"
+    assert edge.https("shop.example.com", "/other")[0] == 404
+    # what the gateway gets, as `kumactl inspect dataplane edge-1 --type=config` shows it: names, never the key
+    config = requests.get(f"{edge.mesh.cp.url}/meshes/default/dataplanes/edge-1/_config", timeout=5).text
+    assert "cert.ecdsa:secret:shop-cert" in config and "edge:HTTPS:" in config
+    key_pem = edge.pem[edge.pem.index(b"-----BEGIN PRIVATE KEY-----"):]
+    assert base64.b64encode(key_pem).decode() not in config and key_pem.decode().splitlines()[1] not in config
+    assert edge.handshake_refused("other.example.com")
+    # the listener whose Secret does not exist yet is left out: no handshake for its name, and no NACK
+    assert edge.handshake_refused("late.example.com") and edge.rejected() == 0
+    assert "MeshGateway default/edge: listener conf.listeners[2] is not served until its certificate can be used: " \
+           "conf.listeners[2].tls.certificates[0]: there is no Secret 'late-cert' in the mesh" in edge.mesh.cp.read_log()
+    edge.put("secrets", _secret("late-cert", edge.pem))
+    eventually(lambda: not edge.handshake_refused("late.example.com") and edge.https("late.example.com", "/api")[0] == 200)
+    assert edge.rejected() == 0

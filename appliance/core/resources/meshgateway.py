@@ -13,6 +13,7 @@ from appliance.core.resources.proto_validation import (
 )
 from appliance.core.resources.secret import DATA_SOURCE, refused_source_errors
 from appliance.core.validation import Violations, join
+from appliance.model.proxy import SERVED_GATEWAY_PROTOCOLS
 
 PROTOCOLS = ("NONE", "TCP", "TLS", "HTTP", "HTTPS")
 TLS_MODES = ("NONE", "TERMINATE", "PASSTHROUGH")
@@ -32,8 +33,6 @@ SHAPE: dict[str, Any] = top(
     conf=message(listeners=repeated(_LISTENER)),
 )
 
-# What this control plane applies to gateway proxies; everything else accepted gets a `warnings` entry.
-APPLIED_PROTOCOLS = ("HTTP",)
 
 
 def data_sources(content: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -155,11 +154,13 @@ def warnings(content: dict[str, Any]) -> list[str]:
     for i, listener in enumerate((gw.get("conf") or {}).get("listeners") or []):
         at = f"conf.listeners[{i}]"
         protocol = listener.get("protocol") or "NONE"
-        if protocol not in APPLIED_PROTOCOLS:
+        if protocol not in SERVED_GATEWAY_PROTOCOLS:
             out.append(f"'{at}.protocol' {protocol} is stored but not yet applied to gateway proxies by this control "
-                       f"plane: the listener gets no Envoy listener (only {', '.join(APPLIED_PROTOCOLS)} is served)")
-        for name in ("tls", "crossMesh", "resources"):
-            if listener.get(name) and protocol in APPLIED_PROTOCOLS:
+                       f"plane: the listener gets no Envoy listener (only {', '.join(SERVED_GATEWAY_PROTOCOLS)} "
+                       "are served)")
+            continue
+        unused = ("crossMesh", "resources") + (("tls",) if protocol == "HTTP" else ())
+        for name in unused:
+            if listener.get(name):
                 out.append(f"'{at}.{name}' is stored but not yet applied to gateway proxies by this control plane")
     return out
-

@@ -71,7 +71,7 @@ def _overlap(a: str, b: str) -> bool:
     return a == b or contains(a, b) or contains(b, a)
 
 
-def _exactness(hostname: str) -> tuple[int, int, str]:
+def hostname_order(hostname: str) -> tuple[int, int, str]:
     """Most exact first: names without a wildcard, then longer (more labels) names."""
     return (hostname.startswith(WILDCARD), -hostname.count("."), hostname)
 
@@ -82,7 +82,7 @@ def virtual_hosts(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
     ordered = _rules.sort_policies(snapshot.policies.get(KIND, ()))
     out: dict[str, VirtualHost] = {}
     taken: list[str] = []   # hostnames of listeners already done: their hosts are theirs (Kuma's observedHostnames)
-    for listener in sorted(listeners, key=lambda l: _exactness(l.hostname)):
+    for listener in sorted(listeners, key=lambda l: hostname_order(l.hostname)):
         tags = listener_tags(proxy, gateway, listener)
         entries: list[tuple[list[str], dict[str, Any]]] = []   # (hostnames, `to` entry), in precedence order
         for policy in ordered:
@@ -102,4 +102,4 @@ def virtual_hosts(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
                      if any(contains(h, host) for h in hostnames))
             out[host] = VirtualHost(host, routes_for(snapshot, "", merge_rules(confs)["rules"]))
         taken.append(listener.hostname)
-    return tuple(sorted(out.values(), key=lambda v: _exactness(v.hostname)))
+    return tuple(sorted(out.values(), key=lambda v: hostname_order(v.hostname)))

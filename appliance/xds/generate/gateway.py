@@ -8,7 +8,8 @@ become one Envoy listener `<gateway>:HTTP:<port>` on the proxy's address, whose 
 virtual host per hostname with the routes of the MeshHTTPRoutes that target the gateway
 (policies/meshhttproute/gateway.py). A virtual host without routes answers 404 as Kuma's does. Backends are
 the mesh services' own clusters, reached over the mesh's mTLS with the gateway's identity (its
-`kuma.io/service`). Listener protocols other than HTTP get nothing yet: the API warns when they are stored.
+`kuma.io/service`). HTTPS listeners terminate TLS with their Secrets' certificates, one filter chain per hostname (SNI).
+TCP and TLS listeners get nothing yet: the API warns when they are stored.
 """
 from __future__ import annotations
 
@@ -20,15 +21,21 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from appliance.model import names
 from appliance.model.names import Resources
-from appliance.model.proxy import GatewayListener, Identity, MeshGateway, MeshSnapshot, Proxy
+from appliance.model.proxy import (
+    SERVED_GATEWAY_PROTOCOLS, GatewayListener, Identity, MeshGateway, MeshSnapshot, Proxy,
+)
 from appliance.policies._backends import add_clusters
 from appliance.policies.meshhttproute._envoy_routes import envoy_routes
-from appliance.policies.meshhttproute.gateway import VirtualHost, select_gateway, virtual_hosts
+from appliance.policies.meshhttproute.gateway import (
+    WILDCARD, VirtualHost, hostname_order, select_gateway, virtual_hosts,
+)
 from appliance.xds.generate.clusters import cluster_for
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.generate.listeners import TLS_INSPECTOR, http_connection_manager, network_filter, socket_address
 from appliance.xds.generate.routes import rds
-from appliance.xds.generate.tls import ca_secret, identity_secret
+from appliance.xds.generate.tls import (
+    ca_secret, gateway_certificate_secret, gateway_terminating_socket, identity_secret,
+)
 
 # Kuma's gateway defaults (pkg/plugins/runtime/gateway, policies_defaults): what its goldens show.
 SERVER_NAME = "Kuma Gateway"
@@ -39,7 +46,7 @@ STREAM_IDLE_TIMEOUT = 5
 REQUEST_HEADERS_TIMEOUT_NANOS = 500_000_000
 ROUTE_IDLE_TIMEOUT = 5
 CONNECT_TIMEOUT = 5
-APPLIED_PROTOCOLS = ("HTTP",)
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 def listener_name(gateway: str, protocol: str, port: int) -> str:
@@ -65,15 +72,12 @@ def _hcm(snapshot: MeshSnapshot, proxy: Proxy, gateway: str, route_config: str) 
     return hcm
 
 
-def _listener(snapshot: MeshSnapshot, proxy: Proxy, gateway: str, port: int) -> listener_pb2.Listener:
-    name = listener_name(gateway, "HTTP", port)
+def _listener(proxy: Proxy, name: str, port: int) -> listener_pb2.Listener:
     listener = listener_pb2.Listener(name=name, address=socket_address(proxy.address, port),
                                      traffic_direction=base_pb2.INBOUND, listener_filters=[TLS_INSPECTOR])
     listener.per_connection_buffer_limit_bytes.value = BUFFER_LIMIT
     # Kuma sets SO_REUSEPORT; we do not, as on sidecars (listeners.inbound_listener says why).
     listener.enable_reuse_port.value = False
-    hcm = _hcm(snapshot, proxy, gateway, name + ":*")
-    listener.filter_chains.add().filters.append(network_filter(names.HCM_FILTER, hcm))
     return listener
 
 
@@ -90,8 +94,13 @@ def _forward(route: route_components_pb2.Route, source_tags: str) -> None:
     action.idle_timeout.seconds = ROUTE_IDLE_TIMEOUT
 
 
-def _virtual_host(host: VirtualHost, source_tags: str) -> route_components_pb2.VirtualHost:
+def _virtual_host(host: VirtualHost, source_tags: str, tls: bool) -> route_components_pb2.VirtualHost:
     out = route_components_pb2.VirtualHost(name=host.hostname, domains=[host.hostname])
+    if tls:   # as Kuma on HTTPS listeners: TLS only, and browsers told to keep to it for a year
+        out.require_tls = route_components_pb2.VirtualHost.ALL
+        out.response_headers_to_add.add(
+            header=base_pb2.HeaderValue(key="Strict-Transport-Security", value=HSTS),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
     for found in host.routes.routes:
         for route in envoy_routes(found.name, found.match, found.filters,
                                   [(s.cluster, s.weight) for s in found.splits], False,
@@ -107,11 +116,12 @@ def _virtual_host(host: VirtualHost, source_tags: str) -> route_components_pb2.V
     return out
 
 
-def _route_config(name: str, hosts: tuple[VirtualHost, ...], source_tags: str) -> route_pb2.RouteConfiguration:
+def _route_config(name: str, hosts: tuple[VirtualHost, ...], source_tags: str,
+                  tls: bool) -> route_pb2.RouteConfiguration:
     config = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=True,
                                           request_headers_to_remove=[names.TAGS_HEADER])
     config.validate_clusters.value = False
-    config.virtual_hosts.extend(_virtual_host(h, source_tags) for h in hosts)
+    config.virtual_hosts.extend(_virtual_host(h, source_tags, tls) for h in hosts)
     return config
 
 
@@ -122,36 +132,70 @@ def _cluster(snapshot: MeshSnapshot, service: str) -> cluster_pb2.Cluster:
     return cluster
 
 
-def by_port(gateway: MeshGateway) -> dict[int, list[GatewayListener]]:
-    """The listeners served, by port (validation keeps one protocol per port)."""
-    out: dict[int, list[GatewayListener]] = {}
+def by_port(gateway: MeshGateway) -> dict[tuple[str, int], list[GatewayListener]]:
+    """The listeners served, by (protocol, port) (validation keeps one protocol per port). An HTTPS listener
+    whose certificates cannot be used is left out (the control plane logs why): Envoy would refuse it."""
+    out: dict[tuple[str, int], list[GatewayListener]] = {}
     for listener in gateway.listeners:
-        if listener.protocol in APPLIED_PROTOCOLS:
-            out.setdefault(listener.port, []).append(listener)
+        if listener.protocol in SERVED_GATEWAY_PROTOCOLS and not listener.tls_error:
+            out.setdefault((listener.protocol, listener.port), []).append(listener)
     return out
+
+
+class _Gateway:
+    """What one gateway proxy's generation collects: its resources and the gateway tags its requests carry."""
+
+    def __init__(self, snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway) -> None:
+        self.snapshot, self.proxy, self.gateway = snapshot, proxy, gateway
+        self.resources: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
+        self.source_tags = proxy.serialized_tags
+
+    def routes(self, name: str, listeners: list[GatewayListener], tls: bool) -> None:
+        hosts = virtual_hosts(self.snapshot, self.proxy, self.gateway, listeners)
+        self.resources[names.ROUTE][name] = _route_config(name, hosts, self.source_tags, tls)
+        clusters = self.resources[names.CLUSTER]
+        backends = [b for h in hosts for b in h.routes.backends]
+        for found in backends:
+            if found.service not in clusters:
+                clusters[found.service] = _cluster(self.snapshot, found.service)
+        add_clusters(self.resources, backends, self.snapshot.mesh)
+
+    def http(self, port: int, listeners: list[GatewayListener]) -> None:
+        listener = _listener(self.proxy, listener_name(self.gateway.name, "HTTP", port), port)
+        hcm = _hcm(self.snapshot, self.proxy, self.gateway.name, listener.name + ":*")
+        listener.filter_chains.add().filters.append(network_filter(names.HCM_FILTER, hcm))
+        self.resources[names.LISTENER][listener.name] = listener
+        self.routes(listener.name + ":*", listeners, tls=False)
+
+    def https(self, port: int, listeners: list[GatewayListener]) -> None:
+        """A filter chain per hostname, chosen by SNI: a client asking for another name gets no TLS handshake."""
+        listener = _listener(self.proxy, listener_name(self.gateway.name, "HTTPS", port), port)
+        for served in sorted(listeners, key=lambda l: hostname_order(l.hostname)):
+            route_name = f"{listener.name}:{served.hostname}"
+            chain = listener.filter_chains.add()
+            chain.filter_chain_match.transport_protocol = "tls"
+            if served.hostname != WILDCARD:
+                chain.filter_chain_match.server_names.append(served.hostname)
+            chain.filters.append(network_filter(
+                names.HCM_FILTER, _hcm(self.snapshot, self.proxy, self.gateway.name, route_name)))
+            chain.transport_socket.CopyFrom(gateway_terminating_socket(tuple(c.name for c in served.certificates)))
+            for certificate in served.certificates:
+                self.resources[names.SECRET][certificate.name] = gateway_certificate_secret(certificate)
+            self.routes(route_name, [served], tls=True)
+        self.resources[names.LISTENER][listener.name] = listener
 
 
 def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None) -> Resources:
     """All resources of one builtin gateway proxy; none when no MeshGateway selects it, or when the mesh asks
     for mTLS and its CA cannot be used (fail closed, as sidecars)."""
-    resources: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
     gateway = select_gateway(snapshot.gateways, proxy.gateway_tags or {})
     if snapshot.mtls_error is not None or gateway is None:
-        return resources
-    source_tags = proxy.serialized_tags
-    clusters = resources[names.CLUSTER]
-    for port, listeners in sorted(by_port(gateway).items()):
-        listener = _listener(snapshot, proxy, gateway.name, port)
-        resources[names.LISTENER][listener.name] = listener
-        hosts = virtual_hosts(snapshot, proxy, gateway, listeners)
-        config = _route_config(listener.name + ":*", hosts, source_tags)
-        resources[names.ROUTE][config.name] = config
-        backends = [b for h in hosts for b in h.routes.backends]
-        for found in backends:
-            if found.service not in clusters:
-                clusters[found.service] = _cluster(snapshot, found.service)
-        add_clusters(resources, backends, snapshot.mesh)
-    for name, cluster in clusters.items():
+        return {type_url: {} for type_url in names.TYPE_ORDER}
+    built = _Gateway(snapshot, proxy, gateway)
+    for (protocol, port), listeners in sorted(by_port(gateway).items(), key=lambda item: item[0][1]):
+        (built.http if protocol == "HTTP" else built.https)(port, listeners)
+    resources = built.resources
+    for name, cluster in resources[names.CLUSTER].items():
         if cluster.type == cluster_pb2.Cluster.EDS:
             resources[names.ENDPOINT][name] = load_assignment_for(snapshot, name)
     if snapshot.mtls is not None:

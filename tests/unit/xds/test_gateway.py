@@ -7,17 +7,20 @@ from dataclasses import replace
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from appliance.model import names
-from appliance.model.proxy import GatewayListener, MeshGateway, Proxy
+from appliance.model.proxy import GatewayCertificate, GatewayListener, MeshGateway, Proxy
 from appliance.policies.meshhttproute.gateway import contains, select_gateway
 from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.consistency import check_consistency
 from tests.unit.xds.golden import assert_golden, resources_yaml
 from tests.unit.xds.scenarios import HTTP_ROUTE, IDENTITY, policy, routed_snapshot, subset
 
+SHOP_CERT = GatewayCertificate("cert.rsa:secret:shop-cert", b"-----BEGIN CERTIFICATE-----\nshop\n",
+                               b"-----BEGIN PRIVATE KEY-----\nshop\n")
 EDGE = MeshGateway("edge", ({"kuma.io/service": "edge"},), {}, (
     GatewayListener(8080, "HTTP", "*", {}),
     GatewayListener(8080, "HTTP", "shop.example.com", {"vhost": "shop"}),
-    GatewayListener(8443, "HTTPS", "secure.example.com", {}),
+    GatewayListener(8443, "HTTPS", "shop.example.com", {"vhost": "shop"}, certificates=(SHOP_CERT,)),
+    GatewayListener(8443, "HTTPS", "old.example.com", {}, tls_error="there is no Secret 'old-cert' in the mesh"),
     GatewayListener(9000, "TCP", "*", {}),
 ))
 API_ROUTE = policy(HTTP_ROUTE, "edge-api", {
@@ -55,9 +58,9 @@ def test_a_gateway_gets_kumas_listener_and_routes() -> None:
     snap = replace(routed_snapshot("STRICT", API_ROUTE, SHOP_ROUTE, OTHER_GATEWAY), gateways=(EDGE,))
     resources = generate_sidecar(snap, edge_proxy(), IDENTITY)
     assert check_consistency(resources) == []
-    assert_golden("gateway-http.yaml", resources_yaml(resources))
-    # one Envoy listener for the two HTTP listeners on 8080; HTTPS and TCP are not served yet (the API warns)
-    assert list(resources[names.LISTENER]) == ["edge:HTTP:8080"]
+    assert_golden("gateway.yaml", resources_yaml(resources))
+    # one Envoy listener for the two HTTP listeners on 8080, one for HTTPS; TCP is not served yet (the API warns)
+    assert list(resources[names.LISTENER]) == ["edge:HTTP:8080", "edge:HTTPS:8443"]
     hcm = hcm_pb2.HttpConnectionManager()
     resources[names.LISTENER]["edge:HTTP:8080"].filter_chains[0].filters[0].typed_config.Unpack(hcm)
     assert hcm.rds.route_config_name == "edge:HTTP:8080:*" and hcm.server_name == "Kuma Gateway"
@@ -73,7 +76,24 @@ def test_a_gateway_gets_kumas_listener_and_routes() -> None:
     # the backend is called over the mesh's mTLS, checking its SPIFFE id, with the gateway's identity
     backend = resources[names.CLUSTER]["backend"]
     assert backend.transport_socket.name == names.TLS_TRANSPORT_SOCKET
-    assert set(resources[names.SECRET]) == {names.identity_secret("default"), names.mesh_ca_secret("default")}
+    assert set(resources[names.SECRET]) == {names.identity_secret("default"), names.mesh_ca_secret("default"),
+                                            "cert.rsa:secret:shop-cert"}
+
+
+def test_https_terminates_tls_per_hostname_with_the_secrets_certificate() -> None:
+    snap = replace(routed_snapshot("STRICT", API_ROUTE, SHOP_ROUTE), gateways=(EDGE,))
+    resources = generate_sidecar(snap, edge_proxy(), IDENTITY)
+    https = resources[names.LISTENER]["edge:HTTPS:8443"]
+    # the listener whose certificate cannot be read is left out, not sent for Envoy to refuse
+    (chain,) = https.filter_chains
+    assert list(chain.filter_chain_match.server_names) == ["shop.example.com"]
+    assert chain.transport_socket.name == names.TLS_TRANSPORT_SOCKET
+    secret = resources[names.SECRET]["cert.rsa:secret:shop-cert"]
+    assert secret.tls_certificate.private_key.inline_bytes == SHOP_CERT.key_pem
+    config = resources[names.ROUTE]["edge:HTTPS:8443:shop.example.com"]
+    (host,) = config.virtual_hosts
+    assert host.require_tls == host.ALL and host.response_headers_to_add[0].header.key == "Strict-Transport-Security"
+    assert [r.match.path or r.match.prefix for r in host.routes] == ["/cart", "/api", "/api/"]
 
 
 def test_a_gateway_without_routes_answers_404_everywhere() -> None:
@@ -103,3 +123,22 @@ def test_hostname_wildcards_contain_as_kumas() -> None:
     assert contains("*", "shop.example.com") and contains("*.example.com", "shop.example.com")
     assert not contains("shop.example.com", "*") and not contains("*.example.com", "example.com")
     assert not contains("*.example.com", "shop.other.com")
+
+
+def test_a_certificate_secret_needs_its_chain_and_key_and_is_named_by_key_type() -> None:
+    import pytest
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from appliance.xds.snapshot import gateway_certificate
+
+    cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    for key, kind in ((ec.generate_private_key(ec.SECP256R1()), "ecdsa"),
+                      (rsa.generate_private_key(public_exponent=65537, key_size=2048), "rsa")):
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        found = gateway_certificate(key_pem + cert, "secret", "shop-cert")   # any order
+        assert found.name == f"cert.{kind}:secret:shop-cert" and found.chain_pem == cert
+        assert found.key_pem == key_pem and "PRIVATE" not in repr(found)
+    with pytest.raises(ValueError, match="one PEM private key"):
+        gateway_certificate(cert, "secret", "shop-cert")
