@@ -107,7 +107,7 @@ class MeshExternalService:
 
 
 # The MeshGateway listener protocols gateway proxies are given listeners for (the API warns about the others).
-SERVED_GATEWAY_PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS")
+SERVED_GATEWAY_PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS", "TCP")
 
 
 @dataclass(frozen=True)

@@ -93,14 +93,16 @@ def test_what_gateway_proxies_do_not_get_yet_is_answered_with_warnings(api: Live
         {"port": 8080, "protocol": "HTTP", "resources": {"connectionLimit": 10}},
         {"port": 8443, "protocol": "HTTPS", "hostname": "shop.example.com",
          "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}},
-        {"port": 9000, "protocol": "TCP"}]})
+        {"port": 9000, "protocol": "TCP"},
+        {"port": 9443, "protocol": "TLS", "hostname": "db.example.com",
+         "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}}]})
     r = api.put(PATH, body)
     assert r.status_code == 201, r.text
     warnings = r.json()["warnings"]
     assert "'conf.listeners[0].resources' is stored but not yet applied to gateway proxies by this control plane" \
         in warnings
-    assert any(w.startswith("'conf.listeners[2].protocol' TCP is stored but not yet applied") for w in warnings)
-    assert len(warnings) == 2, warnings   # HTTPS and the tags are applied: routes pick listeners by tags
+    assert any(w.startswith("'conf.listeners[3].protocol' TLS is stored but not yet applied") for w in warnings)
+    assert len(warnings) == 2, warnings   # HTTPS, TCP and the tags are applied: routes pick listeners by tags
 
 
 def test_a_certificate_secret_is_named_by_secret_keepers_only(api: LiveApi) -> None:

@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.harness import ALLOW_ALL, DATAPLANE, MTLS, Mesh, running_mesh, version_app
+from tests.e2e.harness import (
+    ALLOW_ALL, DATAPLANE, MTLS, Mesh, running_mesh, tcp_exchange, tcp_version_app, version_app,
+)
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -78,7 +80,7 @@ def _route(prefix: str) -> dict:
 class Edge:
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
-        self.port, self.tls_port = free_port(), free_port()
+        self.port, self.tls_port, self.tcp_port = free_port(), free_port(), free_port()
         self.seen: list[dict] = []
         self.gateway = None
         self.ca_file, self.pem = _certificates(mesh.tmp, "shop.example.com", "late.example.com")
@@ -140,9 +142,17 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
                 {"port": edge.tls_port, "protocol": "HTTPS", "hostname": "shop.example.com",
                  "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}},
                 {"port": edge.tls_port, "protocol": "HTTPS", "hostname": "late.example.com",
-                 "tls": {"mode": "TERMINATE", "certificates": [{"secret": "late-cert"}]}}]}})
+                 "tls": {"mode": "TERMINATE", "certificates": [{"secret": "late-cert"}]}},
+                {"port": edge.tcp_port, "protocol": "TCP"}]}})
         assert "warnings" not in created, created
         assert "warnings" not in edge.put("meshhttproutes", _route("/api")), "the route applies to the gateway"
+        assert "warnings" not in edge.put("meshtcproutes", {
+            "type": "MeshTCPRoute", "mesh": "default", "name": "edge-to-echo", "spec": {
+                "targetRef": {"kind": "MeshGateway", "name": "edge"},
+                "to": [{"targetRef": {"kind": "Mesh"},
+                        "rules": [{"default": {"backendRefs": [{"kind": "MeshService", "name": "echo"}]}}]}]}})
+        mesh.kuma_dp("echo-1", mesh.token("echo-1"), port=free_port(), servicePort=tcp_version_app("echo"),
+                     service="echo", protocol="tcp", outPort=free_port(), outService="nothing")
         mesh.kuma_dp("backend-1", mesh.token("backend-1"), port=free_port(),
                      servicePort=version_app("v1", edge.seen), service="backend", protocol="http",
                      outPort=free_port(), outService="nothing")
@@ -202,3 +212,8 @@ def test_https_terminates_with_the_secrets_certificate_and_refuses_other_names(e
     edge.put("secrets", _secret("late-cert", edge.pem))
     eventually(lambda: not edge.handshake_refused("late.example.com") and edge.https("late.example.com", "/api")[0] == 200)
     assert edge.rejected() == 0
+
+
+def test_a_tcp_listener_reaches_a_tcp_service_over_mtls(edge: Edge) -> None:
+    eventually(lambda: tcp_exchange(edge.tcp_port, b"hello") == b"echo:hello", lambda: edge.mesh.log_tail("edge-1"),
+               timeout=60)

@@ -1,9 +1,8 @@
 """MeshHTTPRoute on a builtin gateway: which rules each listener's virtual hosts get (Kuma 2.14's
-meshhttproute gateway_routes.go and matchers.DppSelectedByPolicy for kind MeshGateway).
+meshhttproute gateway_routes.go).
 
 - A policy applies to a gateway listener when its top-level targetRef is `{kind: MeshGateway, name: <gateway>}`
-  and its `tags` (if any) match the listener's tags: the gateway proxy's tags, over the MeshGateway's, over the
-  listener's own.
+  and its `tags` (if any) match the listener's tags (policies/_gateway.py).
 - Its `to[]` entries (targetRef Mesh) bring their rules for their `hostnames` ("*" when none). A listener for
   hostname H gets one virtual host per hostname R of those rules that H and R have in common: named H when R
   covers H, else R; a virtual host takes the rules of every hostname that covers it.
@@ -16,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.model.proxy import GatewayListener, MeshGateway, MeshSnapshot, Policy, Proxy
-from appliance.policies import _rules
+from appliance.model.proxy import GatewayListener, MeshGateway, MeshSnapshot, Proxy
+from appliance.policies._gateway import to_entries
 from appliance.policies.meshhttproute.plugin import KIND, OutboundRoutes, merge_rules, routes_for
 
 WILDCARD = "*"
@@ -27,29 +26,6 @@ WILDCARD = "*"
 class VirtualHost:
     hostname: str
     routes: OutboundRoutes
-
-
-def select_gateway(gateways: tuple[MeshGateway, ...], tags: dict[str, str]) -> MeshGateway | None:
-    """The MeshGateway that configures a gateway proxy with these tags: the one whose matching selector has the
-    most tags (Kuma's policy.SelectDataplanePolicy); on a tie, the first by name."""
-    best, best_rank = None, -1
-    for gateway in gateways:
-        for selector in gateway.selectors:
-            if selector and all(tags.get(k) == v or v == "*" and k in tags for k, v in selector.items()):
-                if len(selector) > best_rank:
-                    best, best_rank = gateway, len(selector)
-    return best
-
-
-def listener_tags(proxy: Proxy, gateway: MeshGateway, listener: GatewayListener) -> dict[str, str]:
-    return {**(proxy.gateway_tags or {}), **gateway.tags, **listener.tags}
-
-
-def _selects(policy: Policy, gateway: MeshGateway, tags: dict[str, str]) -> bool:
-    ref = _rules.top_ref(policy)
-    if ref.get("kind") != "MeshGateway" or ref.get("name") != gateway.name:
-        return False
-    return all(k in tags and (tags[k] == v or v == "*") for k, v in (ref.get("tags") or {}).items())
 
 
 # --- hostnames (Kuma's runtime/gateway/match/hostnames.go) ------------------------------------------------
@@ -79,16 +55,12 @@ def hostname_order(hostname: str) -> tuple[int, int, str]:
 def virtual_hosts(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
                   listeners: list[GatewayListener]) -> tuple[VirtualHost, ...]:
     """The virtual hosts of the listeners that share one port, most exact hostname first."""
-    ordered = _rules.sort_policies(snapshot.policies.get(KIND, ()))
     out: dict[str, VirtualHost] = {}
     taken: list[str] = []   # hostnames of listeners already done: their hosts are theirs (Kuma's observedHostnames)
     for listener in sorted(listeners, key=lambda l: hostname_order(l.hostname)):
-        tags = listener_tags(proxy, gateway, listener)
-        entries: list[tuple[list[str], dict[str, Any]]] = []   # (hostnames, `to` entry), in precedence order
-        for policy in ordered:
-            if _selects(policy, gateway, tags):
-                entries += [(list(e.get("hostnames") or [WILDCARD]), e) for e in policy.spec.get("to") or []
-                            if (e.get("targetRef") or {}).get("kind") == "Mesh"]
+        # (hostnames, `to` entry), in precedence order
+        entries = [(list(e.get("hostnames") or [WILDCARD]), e)
+                   for e in to_entries(snapshot.policies.get(KIND, ()), proxy, gateway, listener)]
         matches: list[str] = []
         for hostname in (h for hostnames, _ in entries for h in hostnames):
             if _overlap(listener.hostname, hostname):

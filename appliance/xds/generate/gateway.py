@@ -8,8 +8,9 @@ become one Envoy listener `<gateway>:HTTP:<port>` on the proxy's address, whose 
 virtual host per hostname with the routes of the MeshHTTPRoutes that target the gateway
 (policies/meshhttproute/gateway.py). A virtual host without routes answers 404 as Kuma's does. Backends are
 the mesh services' own clusters, reached over the mesh's mTLS with the gateway's identity (its
-`kuma.io/service`). HTTPS listeners terminate TLS with their Secrets' certificates, one filter chain per hostname (SNI).
-TCP and TLS listeners get nothing yet: the API warns when they are stored.
+`kuma.io/service`). HTTPS listeners terminate TLS with their Secrets' certificates, one filter chain per hostname (SNI). A TCP
+listener proxies connections to the backends of the MeshTCPRoutes that target it. TLS listeners get nothing
+yet: the API warns when they are stored.
 """
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ from appliance.model.names import Resources
 from appliance.model.proxy import (
     SERVED_GATEWAY_PROTOCOLS, GatewayListener, Identity, MeshGateway, MeshSnapshot, Proxy,
 )
-from appliance.policies._backends import add_clusters
+from appliance.policies._backends import Backend, add_clusters
 from appliance.policies.meshhttproute._envoy_routes import envoy_routes
-from appliance.policies.meshhttproute.gateway import (
-    WILDCARD, VirtualHost, hostname_order, select_gateway, virtual_hosts,
-)
+from appliance.policies._gateway import select_gateway
+from appliance.policies.meshhttproute.gateway import WILDCARD, VirtualHost, hostname_order, virtual_hosts
+from appliance.policies.meshtcproute.gateway import listener_backends
+from appliance.policies.meshtcproute.plugin import tcp_proxy
 from appliance.xds.generate.clusters import cluster_for
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.generate.listeners import TLS_INSPECTOR, http_connection_manager, network_filter, socket_address
@@ -149,12 +151,16 @@ class _Gateway:
         self.snapshot, self.proxy, self.gateway = snapshot, proxy, gateway
         self.resources: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
         self.source_tags = proxy.serialized_tags
+        self.used: set[str] = set()   # the clusters routes send to (a service's own is only a part's template)
 
     def routes(self, name: str, listeners: list[GatewayListener], tls: bool) -> None:
         hosts = virtual_hosts(self.snapshot, self.proxy, self.gateway, listeners)
         self.resources[names.ROUTE][name] = _route_config(name, hosts, self.source_tags, tls)
+        self.clusters([b for h in hosts for b in h.routes.backends])
+
+    def clusters(self, backends: list[Backend]) -> None:
         clusters = self.resources[names.CLUSTER]
-        backends = [b for h in hosts for b in h.routes.backends]
+        self.used.update(b.cluster for b in backends)
         for found in backends:
             if found.service not in clusters:
                 clusters[found.service] = _cluster(self.snapshot, found.service)
@@ -185,6 +191,18 @@ class _Gateway:
         self.resources[names.LISTENER][listener.name] = listener
 
 
+    def tcp(self, port: int, listeners: list[GatewayListener]) -> None:
+        """The connections go to the backends of the MeshTCPRoutes for the listener (one per TCP port)."""
+        backends = listener_backends(self.snapshot, self.proxy, self.gateway, listeners[0])
+        if not backends:
+            return
+        listener = _listener(self.proxy, listener_name(self.gateway.name, "TCP", port), port)
+        listener.filter_chains.add().filters.append(
+            network_filter(names.TCP_PROXY_FILTER, tcp_proxy(self.gateway.name, backends)))
+        self.resources[names.LISTENER][listener.name] = listener
+        self.clusters(list(backends))
+
+
 def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None) -> Resources:
     """All resources of one builtin gateway proxy; none when no MeshGateway selects it, or when the mesh asks
     for mTLS and its CA cannot be used (fail closed, as sidecars)."""
@@ -193,8 +211,9 @@ def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         return {type_url: {} for type_url in names.TYPE_ORDER}
     built = _Gateway(snapshot, proxy, gateway)
     for (protocol, port), listeners in sorted(by_port(gateway).items(), key=lambda item: item[0][1]):
-        (built.http if protocol == "HTTP" else built.https)(port, listeners)
+        {"HTTP": built.http, "HTTPS": built.https, "TCP": built.tcp}[protocol](port, listeners)
     resources = built.resources
+    resources[names.CLUSTER] = {n: c for n, c in resources[names.CLUSTER].items() if n in built.used}
     for name, cluster in resources[names.CLUSTER].items():
         if cluster.type == cluster_pb2.Cluster.EDS:
             resources[names.ENDPOINT][name] = load_assignment_for(snapshot, name)

@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from appliance.model import names
 from appliance.model.proxy import GatewayCertificate, GatewayListener, MeshGateway, Proxy
-from appliance.policies.meshhttproute.gateway import contains, select_gateway
+from appliance.policies._gateway import select_gateway
+from appliance.policies.meshhttproute.gateway import contains
 from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.consistency import check_consistency
 from tests.unit.xds.golden import assert_golden, resources_yaml
-from tests.unit.xds.scenarios import HTTP_ROUTE, IDENTITY, policy, routed_snapshot, subset
+from tests.unit.xds.scenarios import HTTP_ROUTE, IDENTITY, TCP_ROUTE, policy, routed_snapshot, subset
 
 SHOP_CERT = GatewayCertificate("cert.rsa:secret:shop-cert", b"-----BEGIN CERTIFICATE-----\nshop\n",
                                b"-----BEGIN PRIVATE KEY-----\nshop\n")
@@ -37,6 +39,11 @@ SHOP_ROUTE = policy(HTTP_ROUTE, "edge-shop", {
          "default": {"backendRefs": [subset("backend", "v1", 80), subset("backend", "v2", 20)]}},
     ]}],
 })
+DB_THROUGH_EDGE = policy(TCP_ROUTE, "edge-db", {
+    "targetRef": {"kind": "MeshGateway", "name": "edge"},
+    "to": [{"targetRef": {"kind": "Mesh"}, "rules": [
+        {"default": {"backendRefs": [subset("db", "v1", 80), subset("db", "v2", 20)]}}]}],
+})
 OTHER_GATEWAY = policy(HTTP_ROUTE, "other-gateway", {
     "targetRef": {"kind": "MeshGateway", "name": "other"},
     "to": [{"targetRef": {"kind": "Mesh"}, "rules": [
@@ -55,12 +62,16 @@ def _route_config(resources: dict, port: int = 8080):
 
 
 def test_a_gateway_gets_kumas_listener_and_routes() -> None:
-    snap = replace(routed_snapshot("STRICT", API_ROUTE, SHOP_ROUTE, OTHER_GATEWAY), gateways=(EDGE,))
+    snap = replace(routed_snapshot("STRICT", API_ROUTE, SHOP_ROUTE, OTHER_GATEWAY, DB_THROUGH_EDGE), gateways=(EDGE,))
     resources = generate_sidecar(snap, edge_proxy(), IDENTITY)
     assert check_consistency(resources) == []
     assert_golden("gateway.yaml", resources_yaml(resources))
-    # one Envoy listener for the two HTTP listeners on 8080, one for HTTPS; TCP is not served yet (the API warns)
-    assert list(resources[names.LISTENER]) == ["edge:HTTP:8080", "edge:HTTPS:8443"]
+    # one Envoy listener for the two HTTP listeners on 8080, one for HTTPS, one for TCP
+    assert list(resources[names.LISTENER]) == ["edge:HTTP:8080", "edge:HTTPS:8443", "edge:TCP:9000"]
+    tcp = tcp_proxy_pb2.TcpProxy()
+    resources[names.LISTENER]["edge:TCP:9000"].filter_chains[0].filters[0].typed_config.Unpack(tcp)
+    assert [(c.name, c.weight) for c in tcp.weighted_clusters.clusters] == [
+        (names.split_cluster("db", {"version": "v1"}), 80), (names.split_cluster("db", {"version": "v2"}), 20)]
     hcm = hcm_pb2.HttpConnectionManager()
     resources[names.LISTENER]["edge:HTTP:8080"].filter_chains[0].filters[0].typed_config.Unpack(hcm)
     assert hcm.rds.route_config_name == "edge:HTTP:8080:*" and hcm.server_name == "Kuma Gateway"
@@ -94,6 +105,11 @@ def test_https_terminates_tls_per_hostname_with_the_secrets_certificate() -> Non
     (host,) = config.virtual_hosts
     assert host.require_tls == host.ALL and host.response_headers_to_add[0].header.key == "Strict-Transport-Security"
     assert [r.match.path or r.match.prefix for r in host.routes] == ["/cart", "/api", "/api/"]
+
+
+def test_a_tcp_listener_without_a_route_gets_no_listener() -> None:
+    snap = replace(routed_snapshot("STRICT", API_ROUTE), gateways=(EDGE,))
+    assert "edge:TCP:9000" not in generate_sidecar(snap, edge_proxy(), IDENTITY)[names.LISTENER]
 
 
 def test_a_gateway_without_routes_answers_404_everywhere() -> None:
