@@ -159,3 +159,19 @@ def test_a_route_on_the_gateway_applies_and_what_it_cannot_is_a_warning(api: Liv
     assert r.status_code == 400, r.text
     assert {"field": "spec.targetRef.sectionName", "reason": "must not be set with kind MeshGateway"} in \
         r.json()["invalid_parameters"]
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("meshtimeouts/gw", {"type": "MeshTimeout", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "10s"}}]}}),
+    ("meshretries/gw", {"type": "MeshRetry", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
+        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"http": {"numRetries": 2}}}]}}),
+])
+def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, path: str, body: dict) -> None:
+    r = api.put(f"/meshes/default/{path}", body)
+    assert r.status_code == 201, r.text
+    assert f"a {body['type']} for gateways (top-level targetRef MeshGateway, or proxyTypes [Gateway]) is stored but " \
+           "not yet applied to gateway proxies by this control plane (only MeshHTTPRoute and MeshTCPRoute configure " \
+           "them)" in r.json()["warnings"]
