@@ -127,6 +127,7 @@ class GatewayListener:
     tags: Tags                # the listener's own tags
     certificates: tuple[GatewayCertificate, ...] = ()   # TLS TERMINATE, read from their data sources
     tls_error: str = ""       # why its certificates cannot be used: then the listener is not served
+    connection_limit: int = 0  # resources.connectionLimit: most connections open at once on its port (0: no limit)
 
 
 @dataclass(frozen=True)

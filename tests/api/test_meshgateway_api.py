@@ -90,7 +90,7 @@ def test_what_gateway_proxies_do_not_get_yet_is_answered_with_warnings(api: Live
     api.put("/meshes/default/secrets/shop-cert", {"type": "Secret", "mesh": "default", "name": "shop-cert",
                                                   "data": "Y2VydA=="})
     body = _with(tags={"vhost": "shop"}, conf={"listeners": [
-        {"port": 8080, "protocol": "HTTP", "resources": {"connectionLimit": 10}},
+        {"port": 8080, "protocol": "HTTP", "crossMesh": True, "resources": {"connectionLimit": 10}},
         {"port": 8443, "protocol": "HTTPS", "hostname": "shop.example.com",
          "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}},
         {"port": 9000, "protocol": "TCP"},
@@ -99,10 +99,11 @@ def test_what_gateway_proxies_do_not_get_yet_is_answered_with_warnings(api: Live
     r = api.put(PATH, body)
     assert r.status_code == 201, r.text
     warnings = r.json()["warnings"]
-    assert "'conf.listeners[0].resources' is stored but not yet applied to gateway proxies by this control plane" \
+    assert "'conf.listeners[0].crossMesh' is stored but not yet applied to gateway proxies by this control plane" \
         in warnings
     assert any(w.startswith("'conf.listeners[3].protocol' TLS is stored but not yet applied") for w in warnings)
-    assert len(warnings) == 2, warnings   # HTTPS, TCP and the tags are applied: routes pick listeners by tags
+    # HTTPS, TCP, the connection limit and the tags (routes pick listeners by them) are applied
+    assert len(warnings) == 2, warnings
 
 
 def test_a_certificate_secret_is_named_by_secret_keepers_only(api: LiveApi) -> None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.e2e.harness import (
-    ALLOW_ALL, DATAPLANE, MTLS, Mesh, running_mesh, tcp_exchange, tcp_version_app, version_app,
+    ALLOW_ALL, DATAPLANE, MTLS, Mesh, running_mesh, tcp_exchange, tcp_refused, tcp_version_app, version_app,
 )
 from tests.support import eventually, free_port
 
@@ -143,7 +143,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
                  "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}},
                 {"port": edge.tls_port, "protocol": "HTTPS", "hostname": "late.example.com",
                  "tls": {"mode": "TERMINATE", "certificates": [{"secret": "late-cert"}]}},
-                {"port": edge.tcp_port, "protocol": "TCP"}]}})
+                {"port": edge.tcp_port, "protocol": "TCP", "resources": {"connectionLimit": 1}}]}})
         assert "warnings" not in created, created
         assert "warnings" not in edge.put("meshhttproutes", _route("/api")), "the route applies to the gateway"
         assert "warnings" not in edge.put("meshtcproutes", {
@@ -214,6 +214,21 @@ def test_https_terminates_with_the_secrets_certificate_and_refuses_other_names(e
     assert edge.rejected() == 0
 
 
-def test_a_tcp_listener_reaches_a_tcp_service_over_mtls(edge: Edge) -> None:
+def test_a_tcp_listener_reaches_a_tcp_service_over_mtls_within_its_connection_limit(edge: Edge) -> None:
     eventually(lambda: tcp_exchange(edge.tcp_port, b"hello") == b"echo:hello", lambda: edge.mesh.log_tail("edge-1"),
                timeout=60)
+
+    def held() -> socket.socket | None:
+        """A connection that got its echo and stays open (once the previous one is no longer counted)."""
+        conn = socket.create_connection(("127.0.0.1", edge.tcp_port), timeout=3)
+        conn.sendall(b"one")
+        if conn.recv(4096) == b"echo:one":
+            return conn
+        conn.close()
+        return None
+
+    with eventually(held) as first:
+        assert tcp_refused(edge.tcp_port)        # connectionLimit: 1, and one is open
+        first.sendall(b"two")
+        assert first.recv(4096) == b"echo:two"
+    eventually(lambda: tcp_exchange(edge.tcp_port, b"again") == b"echo:again")

@@ -159,7 +159,7 @@ def warnings(content: dict[str, Any]) -> list[str]:
                        f"plane: the listener gets no Envoy listener (only {', '.join(SERVED_GATEWAY_PROTOCOLS)} "
                        "are served)")
             continue
-        unused = ("crossMesh", "resources") + (("tls",) if protocol == "HTTP" else ())
+        unused = ("crossMesh",) + (("tls",) if protocol == "HTTP" else ())
         for name in unused:
             if listener.get(name):
                 out.append(f"'{at}.{name}' is stored but not yet applied to gateway proxies by this control plane")

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2, protocol_pb2
-from envoy.config.listener.v3 import listener_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from appliance.model import names
@@ -48,6 +49,7 @@ STREAM_IDLE_TIMEOUT = 5
 REQUEST_HEADERS_TIMEOUT_NANOS = 500_000_000
 ROUTE_IDLE_TIMEOUT = 5
 CONNECT_TIMEOUT = 5
+CONNECTION_LIMIT_FILTER = "envoy.filters.network.connection_limit"
 HSTS = "max-age=31536000; includeSubDomains"
 
 
@@ -72,6 +74,18 @@ def _hcm(snapshot: MeshSnapshot, proxy: Proxy, gateway: str, route_config: str) 
     hcm.request_headers_timeout.nanos = REQUEST_HEADERS_TIMEOUT_NANOS
     hcm.rds.CopyFrom(rds(route_config))
     return hcm
+
+
+def _connection_limit(gateway: str, listeners: list[GatewayListener]) -> listener_components_pb2.Filter | None:
+    """resources.connectionLimit (one value per port, as validation keeps it): a connection beyond it is closed.
+    Kuma sets it as an RTDS runtime key of the listener; here it is Envoy's connection_limit filter, first in
+    each filter chain (so an HTTPS port counts per hostname)."""
+    limit = max((l.connection_limit for l in listeners), default=0)
+    if not limit:
+        return None
+    config = connection_limit_pb2.ConnectionLimit(stat_prefix=names.sanitize_metric(gateway))
+    config.max_connections.value = limit
+    return network_filter(CONNECTION_LIMIT_FILTER, config)
 
 
 def _listener(proxy: Proxy, name: str, port: int) -> listener_pb2.Listener:
@@ -153,6 +167,13 @@ class _Gateway:
         self.source_tags = proxy.serialized_tags
         self.used: set[str] = set()   # the clusters routes send to (a service's own is only a part's template)
 
+    def add(self, listener: listener_pb2.Listener, listeners: list[GatewayListener]) -> None:
+        limit = _connection_limit(self.gateway.name, listeners)
+        if limit is not None:
+            for chain in listener.filter_chains:
+                chain.filters.insert(0, limit)
+        self.resources[names.LISTENER][listener.name] = listener
+
     def routes(self, name: str, listeners: list[GatewayListener], tls: bool) -> None:
         hosts = virtual_hosts(self.snapshot, self.proxy, self.gateway, listeners)
         self.resources[names.ROUTE][name] = _route_config(name, hosts, self.source_tags, tls)
@@ -170,7 +191,7 @@ class _Gateway:
         listener = _listener(self.proxy, listener_name(self.gateway.name, "HTTP", port), port)
         hcm = _hcm(self.snapshot, self.proxy, self.gateway.name, listener.name + ":*")
         listener.filter_chains.add().filters.append(network_filter(names.HCM_FILTER, hcm))
-        self.resources[names.LISTENER][listener.name] = listener
+        self.add(listener, listeners)
         self.routes(listener.name + ":*", listeners, tls=False)
 
     def https(self, port: int, listeners: list[GatewayListener]) -> None:
@@ -188,7 +209,7 @@ class _Gateway:
             for certificate in served.certificates:
                 self.resources[names.SECRET][certificate.name] = gateway_certificate_secret(certificate)
             self.routes(route_name, [served], tls=True)
-        self.resources[names.LISTENER][listener.name] = listener
+        self.add(listener, listeners)
 
 
     def tcp(self, port: int, listeners: list[GatewayListener]) -> None:
@@ -197,9 +218,13 @@ class _Gateway:
         if not backends:
             return
         listener = _listener(self.proxy, listener_name(self.gateway.name, "TCP", port), port)
+        # Kuma keeps the TLS inspector here too; it holds a connection until the client has sent 5 bytes (or for
+        # 15 s), which a protocol where the server speaks first, or a short first message, never gets past. A TCP
+        # listener has one filter chain and nothing to inspect.
+        del listener.listener_filters[:]
         listener.filter_chains.add().filters.append(
             network_filter(names.TCP_PROXY_FILTER, tcp_proxy(self.gateway.name, backends)))
-        self.resources[names.LISTENER][listener.name] = listener
+        self.add(listener, listeners)
         self.clusters(list(backends))
 
 

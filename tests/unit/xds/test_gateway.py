@@ -23,7 +23,7 @@ EDGE = MeshGateway("edge", ({"kuma.io/service": "edge"},), {}, (
     GatewayListener(8080, "HTTP", "shop.example.com", {"vhost": "shop"}),
     GatewayListener(8443, "HTTPS", "shop.example.com", {"vhost": "shop"}, certificates=(SHOP_CERT,)),
     GatewayListener(8443, "HTTPS", "old.example.com", {}, tls_error="there is no Secret 'old-cert' in the mesh"),
-    GatewayListener(9000, "TCP", "*", {}),
+    GatewayListener(9000, "TCP", "*", {}, connection_limit=100),
 ))
 API_ROUTE = policy(HTTP_ROUTE, "edge-api", {
     "targetRef": {"kind": "MeshGateway", "name": "edge"},
@@ -69,7 +69,9 @@ def test_a_gateway_gets_kumas_listener_and_routes() -> None:
     # one Envoy listener for the two HTTP listeners on 8080, one for HTTPS, one for TCP
     assert list(resources[names.LISTENER]) == ["edge:HTTP:8080", "edge:HTTPS:8443", "edge:TCP:9000"]
     tcp = tcp_proxy_pb2.TcpProxy()
-    resources[names.LISTENER]["edge:TCP:9000"].filter_chains[0].filters[0].typed_config.Unpack(tcp)
+    resources[names.LISTENER]["edge:TCP:9000"].filter_chains[0].filters[1].typed_config.Unpack(tcp)
+    limit, proxying = resources[names.LISTENER]["edge:TCP:9000"].filter_chains[0].filters
+    assert limit.name == "envoy.filters.network.connection_limit" and proxying.name == names.TCP_PROXY_FILTER
     assert [(c.name, c.weight) for c in tcp.weighted_clusters.clusters] == [
         (names.split_cluster("db", {"version": "v1"}), 80), (names.split_cluster("db", {"version": "v2"}), 20)]
     hcm = hcm_pb2.HttpConnectionManager()
