@@ -107,7 +107,7 @@ class MeshExternalService:
 
 
 # The MeshGateway listener protocols gateway proxies are given listeners for (the API warns about the others).
-SERVED_GATEWAY_PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS", "TCP")
+SERVED_GATEWAY_PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS", "TCP", "TLS")
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ class GatewayListener:
     protocol: str             # "HTTP" | "HTTPS" | "TCP" | "TLS"
     hostname: str             # "*" when the listener has none
     tags: Tags                # the listener's own tags
+    tls_mode: str = ""        # tls.mode: "TERMINATE" | "PASSTHROUGH" ("" without tls)
     certificates: tuple[GatewayCertificate, ...] = ()   # TLS TERMINATE, read from their data sources
     tls_error: str = ""       # why its certificates cannot be used: then the listener is not served
     connection_limit: int = 0  # resources.connectionLimit: most connections open at once on its port (0: no limit)

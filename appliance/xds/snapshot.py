@@ -134,7 +134,7 @@ def mesh_gateways(store: Store, mesh: str) -> tuple[MeshGateway, ...]:
             listeners.append(GatewayListener(
                 port=int(l.get("port") or 0), protocol=str(l.get("protocol") or ""), hostname=hostname,
                 tags={k: str(v) for k, v in (l.get("tags") or {}).items()},
-                certificates=certificates, tls_error=tls_error,
+                tls_mode=str((l.get("tls") or {}).get("mode") or ""), certificates=certificates, tls_error=tls_error,
                 connection_limit=int((l.get("resources") or {}).get("connectionLimit") or 0)))
         selectors = tuple({k: str(v) for k, v in ((s or {}).get("match") or {}).items()}
                           for s in gw.content.get("selectors") or [])

@@ -95,14 +95,17 @@ def test_what_gateway_proxies_do_not_get_yet_is_answered_with_warnings(api: Live
          "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}},
         {"port": 9000, "protocol": "TCP"},
         {"port": 9443, "protocol": "TLS", "hostname": "db.example.com",
-         "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}}]})
+         "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}},
+        {"port": 9443, "protocol": "TLS", "hostname": "pass.example.com", "tls": {"mode": "PASSTHROUGH"}},
+        {"port": 9443, "protocol": "TLS", "hostname": "plain.example.com"}]})
     r = api.put(PATH, body)
     assert r.status_code == 201, r.text
     warnings = r.json()["warnings"]
     assert "'conf.listeners[0].crossMesh' is stored but not yet applied to gateway proxies by this control plane" \
         in warnings
-    assert any(w.startswith("'conf.listeners[3].protocol' TLS is stored but not yet applied") for w in warnings)
-    # HTTPS, TCP, the connection limit and the tags (routes pick listeners by them) are applied
+    assert "'conf.listeners[5].tls' is missing: a TLS listener is served only with tls.mode TERMINATE or " \
+           "PASSTHROUGH" in warnings
+    # HTTPS, TCP, TLS, the connection limit and the tags (routes pick listeners by them) are applied
     assert len(warnings) == 2, warnings
 
 

@@ -80,7 +80,7 @@ def _route(prefix: str) -> dict:
 class Edge:
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
-        self.port, self.tls_port, self.tcp_port = free_port(), free_port(), free_port()
+        self.port, self.tls_port, self.tcp_port, self.tls_tcp_port = free_port(), free_port(), free_port(), free_port()
         self.seen: list[dict] = []
         self.gateway = None
         self.ca_file, self.pem = _certificates(mesh.tmp, "shop.example.com", "late.example.com")
@@ -143,7 +143,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
                  "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}},
                 {"port": edge.tls_port, "protocol": "HTTPS", "hostname": "late.example.com",
                  "tls": {"mode": "TERMINATE", "certificates": [{"secret": "late-cert"}]}},
-                {"port": edge.tcp_port, "protocol": "TCP", "resources": {"connectionLimit": 1}}]}})
+                {"port": edge.tcp_port, "protocol": "TCP", "resources": {"connectionLimit": 1}},
+                {"port": edge.tls_tcp_port, "protocol": "TLS", "hostname": "shop.example.com",
+                 "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}}]}})
         assert "warnings" not in created, created
         assert "warnings" not in edge.put("meshhttproutes", _route("/api")), "the route applies to the gateway"
         assert "warnings" not in edge.put("meshtcproutes", {
@@ -232,3 +234,14 @@ def test_a_tcp_listener_reaches_a_tcp_service_over_mtls_within_its_connection_li
         first.sendall(b"two")
         assert first.recv(4096) == b"echo:two"
     eventually(lambda: tcp_exchange(edge.tcp_port, b"again") == b"echo:again")
+
+
+def test_a_tls_listener_terminates_tls_and_proxies_the_connection(edge: Edge) -> None:
+    def exchange() -> bytes:
+        context = ssl.create_default_context(cafile=str(edge.ca_file))
+        with socket.create_connection(("127.0.0.1", edge.tls_tcp_port), timeout=3) as raw:
+            with context.wrap_socket(raw, server_hostname="shop.example.com") as tls:
+                tls.sendall(b"secret")
+                return tls.recv(4096)
+
+    eventually(lambda: exchange() == b"echo:secret", lambda: edge.mesh.log_tail("edge-1"), timeout=60)

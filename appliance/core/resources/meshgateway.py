@@ -159,7 +159,9 @@ def warnings(content: dict[str, Any]) -> list[str]:
                        f"plane: the listener gets no Envoy listener (only {', '.join(SERVED_GATEWAY_PROTOCOLS)} "
                        "are served)")
             continue
-        unused = ("crossMesh",) + (("tls",) if protocol == "HTTP" else ())
+        if protocol == "TLS" and (listener.get("tls") or {}).get("mode") not in ("TERMINATE", "PASSTHROUGH"):
+            out.append(f"'{at}.tls' is missing: a TLS listener is served only with tls.mode TERMINATE or PASSTHROUGH")
+        unused = ("crossMesh",) + (("tls",) if protocol in ("HTTP", "TCP") else ())
         for name in unused:
             if listener.get(name):
                 out.append(f"'{at}.{name}' is stored but not yet applied to gateway proxies by this control plane")

@@ -9,8 +9,8 @@ virtual host per hostname with the routes of the MeshHTTPRoutes that target the 
 (policies/meshhttproute/gateway.py). A virtual host without routes answers 404 as Kuma's does. Backends are
 the mesh services' own clusters, reached over the mesh's mTLS with the gateway's identity (its
 `kuma.io/service`). HTTPS listeners terminate TLS with their Secrets' certificates, one filter chain per hostname (SNI). A TCP
-listener proxies connections to the backends of the MeshTCPRoutes that target it. TLS listeners get nothing
-yet: the API warns when they are stored.
+listener proxies connections to the backends of the MeshTCPRoutes that target it; a TLS listener does so per
+hostname (SNI), terminating TLS with its certificates or passing it through.
 """
 from __future__ import annotations
 
@@ -149,8 +149,8 @@ def _cluster(snapshot: MeshSnapshot, service: str) -> cluster_pb2.Cluster:
 
 
 def by_port(gateway: MeshGateway) -> dict[tuple[str, int], list[GatewayListener]]:
-    """The listeners served, by (protocol, port) (validation keeps one protocol per port). An HTTPS listener
-    whose certificates cannot be used is left out (the control plane logs why): Envoy would refuse it."""
+    """The listeners served, by (protocol, port) (validation keeps one protocol per port). An HTTPS or TLS
+    listener whose certificates cannot be used is left out (the control plane logs why): Envoy would refuse it."""
     out: dict[tuple[str, int], list[GatewayListener]] = {}
     for listener in gateway.listeners:
         if listener.protocol in SERVED_GATEWAY_PROTOCOLS and not listener.tls_error:
@@ -228,6 +228,29 @@ class _Gateway:
         self.clusters(list(backends))
 
 
+    def tls(self, port: int, listeners: list[GatewayListener]) -> None:
+        """A filter chain per hostname, chosen by SNI, proxying the connections to the backends of the
+        MeshTCPRoutes for that listener: TLS terminated here (TERMINATE) or passed on as it is (PASSTHROUGH)."""
+        listener = _listener(self.proxy, listener_name(self.gateway.name, "TLS", port), port)
+        for served in sorted(listeners, key=lambda l: hostname_order(l.hostname)):
+            backends = listener_backends(self.snapshot, self.proxy, self.gateway, served)
+            if served.tls_mode not in ("TERMINATE", "PASSTHROUGH") or not backends:
+                continue
+            chain = listener.filter_chains.add()
+            chain.filter_chain_match.transport_protocol = "tls"
+            if served.hostname != WILDCARD:
+                chain.filter_chain_match.server_names.append(served.hostname)
+            chain.filters.append(network_filter(names.TCP_PROXY_FILTER, tcp_proxy(self.gateway.name, backends)))
+            if served.tls_mode == "TERMINATE":
+                chain.transport_socket.CopyFrom(
+                    gateway_terminating_socket(tuple(c.name for c in served.certificates), alpn=()))
+                for certificate in served.certificates:
+                    self.resources[names.SECRET][certificate.name] = gateway_certificate_secret(certificate)
+            self.clusters(list(backends))
+        if listener.filter_chains:
+            self.add(listener, listeners)
+
+
 def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None) -> Resources:
     """All resources of one builtin gateway proxy; none when no MeshGateway selects it, or when the mesh asks
     for mTLS and its CA cannot be used (fail closed, as sidecars)."""
@@ -236,7 +259,7 @@ def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         return {type_url: {} for type_url in names.TYPE_ORDER}
     built = _Gateway(snapshot, proxy, gateway)
     for (protocol, port), listeners in sorted(by_port(gateway).items(), key=lambda item: item[0][1]):
-        {"HTTP": built.http, "HTTPS": built.https, "TCP": built.tcp}[protocol](port, listeners)
+        {"HTTP": built.http, "HTTPS": built.https, "TCP": built.tcp, "TLS": built.tls}[protocol](port, listeners)
     resources = built.resources
     resources[names.CLUSTER] = {n: c for n, c in resources[names.CLUSTER].items() if n in built.used}
     for name, cluster in resources[names.CLUSTER].items():

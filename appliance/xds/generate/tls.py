@@ -111,12 +111,13 @@ def gateway_certificate_secret(certificate: GatewayCertificate) -> secret_pb2.Se
     return secret
 
 
-def gateway_terminating_socket(certificates: tuple[str, ...]) -> base_pb2.TransportSocket:
-    """A gateway's HTTPS listener: TLS terminated with these SDS certificates, no client certificate asked,
-    HTTP/2 or HTTP/1.1 offered, TLS 1.2 at least (Kuma's gateway defaults)."""
+def gateway_terminating_socket(certificates: tuple[str, ...],
+                               alpn: tuple[str, ...] = ("h2", "http/1.1")) -> base_pb2.TransportSocket:
+    """A gateway's HTTPS (or TLS) listener: TLS terminated with these SDS certificates, no client certificate
+    asked, `alpn` offered (HTTP/2 or HTTP/1.1 on HTTPS, none on TLS), TLS 1.2 at least (Kuma's gateway defaults)."""
     context = tls_pb2.DownstreamTlsContext()
     common = context.common_tls_context
-    common.alpn_protocols.extend(["h2", "http/1.1"])
+    common.alpn_protocols.extend(alpn)
     common.tls_certificate_sds_secret_configs.extend(_sds(name) for name in certificates)
     common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_2
     context.require_client_certificate.value = False

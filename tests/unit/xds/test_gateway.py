@@ -24,6 +24,10 @@ EDGE = MeshGateway("edge", ({"kuma.io/service": "edge"},), {}, (
     GatewayListener(8443, "HTTPS", "shop.example.com", {"vhost": "shop"}, certificates=(SHOP_CERT,)),
     GatewayListener(8443, "HTTPS", "old.example.com", {}, tls_error="there is no Secret 'old-cert' in the mesh"),
     GatewayListener(9000, "TCP", "*", {}, connection_limit=100),
+    GatewayListener(9443, "TLS", "db.example.com", {}, tls_mode="TERMINATE", certificates=(
+        GatewayCertificate("cert.ecdsa:secret:db-cert", b"-----BEGIN CERTIFICATE-----\ndb\n",
+                           b"-----BEGIN PRIVATE KEY-----\ndb\n"),)),
+    GatewayListener(9443, "TLS", "pass.example.com", {}, tls_mode="PASSTHROUGH"),
 ))
 API_ROUTE = policy(HTTP_ROUTE, "edge-api", {
     "targetRef": {"kind": "MeshGateway", "name": "edge"},
@@ -66,8 +70,12 @@ def test_a_gateway_gets_kumas_listener_and_routes() -> None:
     resources = generate_sidecar(snap, edge_proxy(), IDENTITY)
     assert check_consistency(resources) == []
     assert_golden("gateway.yaml", resources_yaml(resources))
-    # one Envoy listener for the two HTTP listeners on 8080, one for HTTPS, one for TCP
-    assert list(resources[names.LISTENER]) == ["edge:HTTP:8080", "edge:HTTPS:8443", "edge:TCP:9000"]
+    # one Envoy listener for the two HTTP listeners on 8080, one for HTTPS, one for TCP, one for TLS
+    assert list(resources[names.LISTENER]) == ["edge:HTTP:8080", "edge:HTTPS:8443", "edge:TCP:9000", "edge:TLS:9443"]
+    terminated, passed = resources[names.LISTENER]["edge:TLS:9443"].filter_chains
+    assert list(terminated.filter_chain_match.server_names) == ["db.example.com"] and terminated.transport_socket.name
+    assert list(passed.filter_chain_match.server_names) == ["pass.example.com"] and not passed.transport_socket.name
+    assert "cert.ecdsa:secret:db-cert" in resources[names.SECRET]
     tcp = tcp_proxy_pb2.TcpProxy()
     resources[names.LISTENER]["edge:TCP:9000"].filter_chains[0].filters[1].typed_config.Unpack(tcp)
     limit, proxying = resources[names.LISTENER]["edge:TCP:9000"].filter_chains[0].filters
@@ -90,7 +98,7 @@ def test_a_gateway_gets_kumas_listener_and_routes() -> None:
     backend = resources[names.CLUSTER]["backend"]
     assert backend.transport_socket.name == names.TLS_TRANSPORT_SOCKET
     assert set(resources[names.SECRET]) == {names.identity_secret("default"), names.mesh_ca_secret("default"),
-                                            "cert.rsa:secret:shop-cert"}
+                                            "cert.rsa:secret:shop-cert", "cert.ecdsa:secret:db-cert"}
 
 
 def test_https_terminates_tls_per_hostname_with_the_secrets_certificate() -> None:
@@ -109,9 +117,10 @@ def test_https_terminates_tls_per_hostname_with_the_secrets_certificate() -> Non
     assert [r.match.path or r.match.prefix for r in host.routes] == ["/cart", "/api", "/api/"]
 
 
-def test_a_tcp_listener_without_a_route_gets_no_listener() -> None:
+def test_tcp_and_tls_listeners_without_a_route_get_no_listener() -> None:
     snap = replace(routed_snapshot("STRICT", API_ROUTE), gateways=(EDGE,))
-    assert "edge:TCP:9000" not in generate_sidecar(snap, edge_proxy(), IDENTITY)[names.LISTENER]
+    listeners = generate_sidecar(snap, edge_proxy(), IDENTITY)[names.LISTENER]
+    assert "edge:TCP:9000" not in listeners and "edge:TLS:9443" not in listeners
 
 
 def test_a_gateway_without_routes_answers_404_everywhere() -> None:
