@@ -1,16 +1,18 @@
-"""A builtin gateway proxy's resources (Kuma 2.14's runtime/gateway generators, for HTTP listeners).
+"""A builtin gateway proxy's resources (Kuma 2.14's runtime/gateway generators).
 
     resources = generate_gateway(snapshot, proxy, identity)
 
-The MeshGateway whose selectors match the proxy's gateway tags says what it listens on. Listeners on one port
-become one Envoy listener `<gateway>:HTTP:<port>` on the proxy's address, whose route configuration
-`<gateway>:HTTP:<port>:*` (by RDS, so that a route change is applied in place to the next request) holds a
-virtual host per hostname with the routes of the MeshHTTPRoutes that target the gateway
-(policies/meshhttproute/gateway.py). A virtual host without routes answers 404 as Kuma's does. Backends are
-the mesh services' own clusters, reached over the mesh's mTLS with the gateway's identity (its
-`kuma.io/service`). HTTPS listeners terminate TLS with their Secrets' certificates, one filter chain per hostname (SNI). A TCP
-listener proxies connections to the backends of the MeshTCPRoutes that target it; a TLS listener does so per
-hostname (SNI), terminating TLS with its certificates or passing it through.
+The MeshGateway whose selectors match the proxy's gateway tags says what it listens on; each port becomes one
+Envoy listener `<gateway>:<protocol>:<port>` on the proxy's address:
+- HTTP: one route configuration `<listener>:*` (by RDS, so that a route change is applied in place to the next
+  request) with a virtual host per hostname holding the routes of the MeshHTTPRoutes that target the gateway
+  (policies/meshhttproute/gateway.py); a virtual host without routes answers 404 as Kuma's does;
+- HTTPS: the same per hostname (`<listener>:<hostname>`), each on a filter chain chosen by SNI that terminates
+  TLS with the certificates of its Secrets;
+- TCP: the connections go to the backends of the MeshTCPRoutes that target it (policies/meshtcproute/gateway.py);
+- TLS: the same per hostname (SNI), TLS terminated with its certificates or passed through.
+Backends are the mesh services' own clusters, reached over the mesh's mTLS with the gateway's identity (its
+`kuma.io/service`).
 """
 from __future__ import annotations
 
