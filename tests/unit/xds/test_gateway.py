@@ -169,3 +169,15 @@ def test_a_certificate_secret_needs_its_chain_and_key_and_is_named_by_key_type()
         assert found.key_pem == key_pem and "PRIVATE" not in repr(found)
     with pytest.raises(ValueError, match="one PEM private key"):
         gateway_certificate(cert, "secret", "shop-cert")
+
+
+def test_without_mtls_the_gateway_calls_backends_in_plaintext_and_other_hosts_get_404() -> None:
+    only_shop = MeshGateway("edge", ({"kuma.io/service": "edge"},), {}, (
+        GatewayListener(8080, "HTTP", "shop.example.com", {}),))
+    snap = replace(routed_snapshot(None, API_ROUTE), gateways=(only_shop,))
+    resources = generate_sidecar(snap, edge_proxy(), None)
+    assert check_consistency(resources) == []
+    assert not resources[names.CLUSTER]["backend"].HasField("transport_socket")
+    assert resources[names.SECRET] == {}
+    # only the listener's hostname has a virtual host: Envoy answers 404 to any other Host
+    assert [h.domains for h in _route_config(resources).virtual_hosts] == [["shop.example.com"]]
