@@ -12,7 +12,8 @@ Envoy listener `<gateway>:<protocol>:<port>` on the proxy's address:
 - TCP: the connections go to the backends of the MeshTCPRoutes that target it (policies/meshtcproute/gateway.py);
 - TLS: the same per hostname (SNI), TLS terminated with its certificates or passed through.
 Backends are the mesh services' own clusters, reached over the mesh's mTLS with the gateway's identity (its
-`kuma.io/service`).
+`kuma.io/service`). Of the other policies, only the metrics endpoint (Mesh.metrics, MeshMetric) applies to
+gateways; the API warns about the others when they target gateways.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from appliance.model.proxy import (
 from appliance.policies._backends import Backend, add_clusters
 from appliance.policies.meshhttproute._envoy_routes import envoy_routes
 from appliance.policies._gateway import select_gateway
+from appliance.policies.meshmetric import plugin as meshmetric
 from appliance.policies.meshhttproute.gateway import WILDCARD, VirtualHost, hostname_order, virtual_hosts
 from appliance.policies.meshtcproute.gateway import listener_backends
 from appliance.policies.meshtcproute.plugin import tcp_proxy
@@ -264,6 +266,8 @@ def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         {"HTTP": built.http, "HTTPS": built.https, "TCP": built.tcp, "TLS": built.tls}[protocol](port, listeners)
     resources = built.resources
     resources[names.CLUSTER] = {n: c for n, c in resources[names.CLUSTER].items() if n in built.used}
+    # Mesh.metrics (and MeshMetric) expose a gateway's Envoy stats as a sidecar's, where the MADS lists it
+    meshmetric.apply_to_proxy(meshmetric.match(snapshot, proxy), resources)
     for name, cluster in resources[names.CLUSTER].items():
         if cluster.type == cluster_pb2.Cluster.EDS:
             resources[names.ENDPOINT][name] = load_assignment_for(snapshot, name)

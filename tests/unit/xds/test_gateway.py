@@ -181,3 +181,17 @@ def test_without_mtls_the_gateway_calls_backends_in_plaintext_and_other_hosts_ge
     assert resources[names.SECRET] == {}
     # only the listener's hostname has a virtual host: Envoy answers 404 to any other Host
     assert [h.domains for h in _route_config(resources).virtual_hosts] == [["shop.example.com"]]
+
+
+def test_mesh_metrics_expose_a_gateways_stats_and_the_mads_names_its_service() -> None:
+    from appliance.xds import mads
+
+    metrics = {"name": "prom", "type": "prometheus", "conf": {"port": 5670, "skipMTLS": True}}
+    snap = replace(routed_snapshot("STRICT", API_ROUTE), gateways=(EDGE,), metrics=metrics)
+    proxy = replace(edge_proxy(), work_dir="/tmp")
+    resources = generate_sidecar(snap, proxy, IDENTITY)
+    assert "kuma:metrics:prometheus" in resources[names.LISTENER]
+    assert "kuma:metrics:hijacker" in resources[names.CLUSTER]
+    (found,) = mads.assignments([(snap, [proxy])], "any-client")
+    assigned = mads.resource_json(found)
+    assert assigned["service"] == "edge" and assigned["targets"][0]["labels"]["kuma_io_service"] == "edge"
