@@ -208,14 +208,3 @@ def deprecations(spec: dict[str, Any]) -> list[str]:
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:
     return []
 
-
-def not_applied(spec: dict[str, Any]) -> list[str]:
-    """Our `warnings` for what a write stores that gateway proxies do not get yet."""
-    out = []
-    for i, item in enumerate(as_list(spec.get("to"))):
-        for j, rule in enumerate(as_list(as_dict(item).get("rules"))):
-            for k, found in enumerate(as_list(as_dict(as_dict(rule).get("default")).get("filters"))):
-                if as_dict(as_dict(found).get("urlRewrite")).get("hostToBackendHostname") is True:
-                    out.append(f"'spec.to[{i}].rules[{j}].default.filters[{k}].urlRewrite.hostToBackendHostname' is "
-                               "stored but not yet applied to gateway proxies by this control plane")
-    return out

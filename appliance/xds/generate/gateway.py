@@ -122,8 +122,11 @@ def _virtual_host(host: VirtualHost, source_tags: str, tls: bool) -> route_compo
             header=base_pb2.HeaderValue(key="Strict-Transport-Security", value=HSTS),
             append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
     for found in host.routes.routes:
+        # URLRewrite hostToBackendHostname (gateways only): Envoy's auto host rewrite, as Kuma sets it
+        to_backend = any(f.get("type") == "URLRewrite" and (f.get("urlRewrite") or {}).get("hostToBackendHostname")
+                         for f in found.filters)
         for route in envoy_routes(found.name, found.match, found.filters,
-                                  [(s.cluster, s.weight) for s in found.splits], False,
+                                  [(s.cluster, s.weight) for s in found.splits], to_backend,
                                   {i: b.cluster for i, b in found.mirrors.items()}):
             if route.HasField("route"):
                 _forward(route, source_tags)

@@ -40,7 +40,8 @@ SHOP_ROUTE = policy(HTTP_ROUTE, "edge-shop", {
     "targetRef": {"kind": "MeshGateway", "name": "edge", "tags": {"vhost": "shop"}},
     "to": [{"targetRef": {"kind": "Mesh"}, "hostnames": ["shop.example.com"], "rules": [
         {"matches": [{"path": {"type": "Exact", "value": "/cart"}}],
-         "default": {"backendRefs": [subset("backend", "v1", 80), subset("backend", "v2", 20)]}},
+         "default": {"backendRefs": [subset("backend", "v1", 80), subset("backend", "v2", 20)],
+                     "filters": [{"type": "URLRewrite", "urlRewrite": {"hostToBackendHostname": True}}]}},
     ]}],
 })
 DB_THROUGH_EDGE = policy(TCP_ROUTE, "edge-db", {
@@ -91,6 +92,7 @@ def test_a_gateway_gets_kumas_listener_and_routes() -> None:
     assert [r.match.path or r.match.prefix for r in hosts["shop.example.com"].routes] == ["/cart", "/api", "/api/"]
     assert [r.match.path or r.match.prefix for r in hosts["*"].routes] == ["/api", "/api/"]
     assert "web" not in resources[names.CLUSTER]
+    assert hosts["shop.example.com"].routes[0].route.auto_host_rewrite.value      # hostToBackendHostname
     split = hosts["shop.example.com"].routes[0].route.weighted_clusters.clusters
     assert [(c.name, c.weight.value) for c in split] == [("backend-154693772bc47249", 80),
                                                           ("backend-5b73b3f4adf20020", 20)]
