@@ -197,11 +197,12 @@ class Proxy:
     metrics_cert_path: str = ""                       # kuma-dp's metadata.metricsCertPath (ProvidedTLS)
     metrics_key_path: str = ""                        # kuma-dp's metadata.metricsKeyPath
     metrics: dict[str, Any] | None = None             # the Dataplane's `metrics` (overrides Mesh.metrics' conf)
-    gateway_tags: Tags | None = None                  # a builtin gateway's `networking.gateway.tags` (else None)
+    gateway_tags: Tags | None = None                  # a gateway's `networking.gateway.tags` (None: a sidecar)
+    builtin_gateway: bool = False                     # `networking.gateway.type: BUILTIN`: configured by a MeshGateway
 
     @property
     def tag_sets(self) -> tuple[Tags, ...]:
-        """The tags the proxy serves under: its inbounds' and, for a builtin gateway, the gateway's."""
+        """The tags the proxy serves under (Kuma's TagSet): its inbounds' and, for a gateway, the gateway's."""
         gateway = () if self.gateway_tags is None else (self.gateway_tags,)
         return tuple(i.tags for i in self.inbounds) + gateway
 

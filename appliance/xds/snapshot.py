@@ -73,12 +73,12 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
         outbounds.append(Outbound(port=int(ob.get("port") or 0), address=ob.get("address") or "127.0.0.1",
                                   service=service, tags=tags))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
-    gateway = networking.get("gateway") or {}
-    builtin = gateway.get("type") == "BUILTIN"
+    gateway = networking.get("gateway")
     return Proxy(mesh=dp.mesh, name=dp.name, address=networking.get("address", ""), inbounds=_inbounds(dp),
                  outbounds=tuple(outbounds), admin_port=int(admin), labels=dict(dp.labels),
                  metrics=dp.content.get("metrics") or None,
-                 gateway_tags={k: str(v) for k, v in (gateway.get("tags") or {}).items()} if builtin else None)
+                 gateway_tags=None if gateway is None else {k: str(v) for k, v in (gateway.get("tags") or {}).items()},
+                 builtin_gateway=gateway is not None and gateway.get("type") == "BUILTIN")
 
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----\s*", re.S)

@@ -40,6 +40,22 @@ networking:
 """
 
 
+DELEGATED_DATAPLANE = """type: Dataplane
+mesh: default
+name: {{ name }}
+networking:
+  address: 127.0.0.1
+  gateway:
+    type: DELEGATED
+    tags:
+      kuma.io/service: kong
+  outbound:
+  - port: {{ outPort }}
+    tags:
+      kuma.io/service: backend
+"""
+
+
 def _certificates(tmp: Path, *hostnames: str) -> tuple[Path, bytes]:
     """A CA (its PEM file, for the client) and a server certificate for `hostnames` signed by it, with its key,
     as one PEM: what a gateway certificate Secret holds."""
@@ -81,6 +97,7 @@ class Edge:
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
         self.port, self.tls_port, self.tcp_port, self.tls_tcp_port = free_port(), free_port(), free_port(), free_port()
+        self.delegated_port = free_port()
         self.seen: list[dict] = []
         self.gateway = None
         self.ca_file, self.pem = _certificates(mesh.tmp, "shop.example.com", "late.example.com")
@@ -159,6 +176,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
                      servicePort=version_app("v1", edge.seen), service="backend", protocol="http",
                      outPort=free_port(), outService="nothing")
         edge.gateway = mesh.kuma_dp("edge-1", mesh.token("edge-1"), template=GATEWAY_DATAPLANE)
+        mesh.kuma_dp("kong-1", mesh.token("kong-1"), template=DELEGATED_DATAPLANE, outPort=edge.delegated_port)
         yield edge
 
 
@@ -245,3 +263,11 @@ def test_a_tls_listener_terminates_tls_and_proxies_the_connection(edge: Edge) ->
                 return tls.recv(4096)
 
     eventually(lambda: exchange() == b"echo:secret", lambda: edge.mesh.log_tail("edge-1"), timeout=60)
+
+
+def test_a_delegated_gateway_calls_the_mesh_as_its_own_service(edge: Edge) -> None:
+    """A gateway of one's own (e.g. Kong) beside kuma-dp: its outbounds reach backend over mTLS with the gateway's
+    identity, so the backend (and its MeshTrafficPermissions) see spiffe://default/kong."""
+    answer = eventually(lambda: (r := requests.get(f"http://127.0.0.1:{edge.delegated_port}/orders", timeout=5)).ok
+                        and r.json(), lambda: edge.mesh.log_tail("kong-1"), timeout=60)
+    assert "URI=spiffe://default/kong" in answer["headers"]["x-forwarded-client-cert"]

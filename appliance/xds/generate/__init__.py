@@ -84,7 +84,7 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     Envoy then keeps the mTLS listeners and clusters warming (nothing flows in plaintext) until it comes.
     A mesh whose mTLS cannot be built (`snapshot.mtls_error`) gives its sidecars no resources at all.
     A builtin gateway proxy gets its own kind of resources (xds/generate/gateway.py)."""
-    if proxy.gateway_tags is not None:
+    if proxy.builtin_gateway:
         return generate_gateway(snapshot, proxy, identity)
     resources: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
     if snapshot.mtls_error is not None:

@@ -59,7 +59,7 @@ OTHER_GATEWAY = policy(HTTP_ROUTE, "other-gateway", {
 
 def edge_proxy() -> Proxy:
     return Proxy(mesh="default", name="edge-1", address="10.0.0.9", inbounds=(), outbounds=(),
-                 gateway_tags={"kuma.io/service": "edge"})
+                 gateway_tags={"kuma.io/service": "edge"}, builtin_gateway=True)
 
 
 def _route_config(resources: dict, port: int = 8080):
@@ -197,3 +197,17 @@ def test_mesh_metrics_expose_a_gateways_stats_and_the_mads_names_its_service() -
     (found,) = mads.assignments([(snap, [proxy])], "any-client")
     assigned = mads.resource_json(found)
     assert assigned["service"] == "edge" and assigned["targets"][0]["labels"]["kuma_io_service"] == "edge"
+
+
+def test_a_gateways_tags_are_its_identity_whichever_its_type() -> None:
+    from appliance.core.resources.model import Resource
+    from appliance.xds.snapshot import proxy_from_dataplane
+
+    def dataplane(kind: str) -> Resource:
+        return Resource("Dataplane", "default", "gw-1", {"networking": {
+            "address": "10.0.0.9", "gateway": {"type": kind, "tags": {"kuma.io/service": "kong"}}}})
+
+    delegated, builtin = proxy_from_dataplane(dataplane("DELEGATED")), proxy_from_dataplane(dataplane("BUILTIN"))
+    assert delegated.services == builtin.services == ("kong",)
+    assert delegated.serialized_tags == "&kuma.io/service=kong&"
+    assert builtin.builtin_gateway and not delegated.builtin_gateway
