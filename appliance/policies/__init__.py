@@ -95,8 +95,8 @@ def not_applied(module: ModuleType, spec: dict[str, Any]) -> list[str]:
     gateways_only = top.get("kind") in ("Mesh", "MeshSubset") and top.get("proxyTypes") == ["Gateway"]
     if module.KIND not in GATEWAY_ROUTE_KINDS and (top.get("kind") == "MeshGateway" or gateways_only):
         out.append(f"a {module.KIND} for gateways (top-level targetRef MeshGateway, or proxyTypes [Gateway]) is stored "
-                   "but not yet applied to gateway proxies by this control plane (only "
-                   f"{' and '.join(GATEWAY_ROUTE_KINDS)} configure them)")
+                   "but not yet applied to builtin gateway proxies by this control plane (only "
+                   f"{' and '.join(GATEWAY_ROUTE_KINDS)} configure them; DELEGATED gateways get it on their outbounds)")
     if (spec.get("targetRef") or {}).get("kind") == "MeshHTTPRoute":
         out.append(f"a {module.KIND} with top-level targetRef.kind MeshHTTPRoute is stored but not yet applied to "
                    "proxies by this control plane: use MeshHTTPRoute in spec.to[].targetRef")

@@ -175,5 +175,5 @@ def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, pa
     r = api.put(f"/meshes/default/{path}", body)
     assert r.status_code == 201, r.text
     assert f"a {body['type']} for gateways (top-level targetRef MeshGateway, or proxyTypes [Gateway]) is stored but " \
-           "not yet applied to gateway proxies by this control plane (only MeshHTTPRoute and MeshTCPRoute configure " \
-           "them)" in r.json()["warnings"]
+           "not yet applied to builtin gateway proxies by this control plane (only MeshHTTPRoute and MeshTCPRoute " \
+           "configure them; DELEGATED gateways get it on their outbounds)" in r.json()["warnings"]

@@ -211,3 +211,17 @@ def test_a_gateways_tags_are_its_identity_whichever_its_type() -> None:
     assert delegated.services == builtin.services == ("kong",)
     assert delegated.serialized_tags == "&kuma.io/service=kong&"
     assert builtin.builtin_gateway and not delegated.builtin_gateway
+
+
+def test_a_delegated_gateways_outbounds_get_the_gateway_defaults_not_the_sidecar_ones() -> None:
+    from appliance.model.proxy import Outbound
+
+    kong = Proxy(mesh="default", name="kong-1", address="10.0.0.8", inbounds=(),
+                 outbounds=(Outbound(port=10001, address="127.0.0.1", service="backend"),),
+                 gateway_tags={"kuma.io/service": "kong"})
+    resources = generate_sidecar(routed_snapshot("STRICT"), kong, IDENTITY)
+    hcm = hcm_pb2.HttpConnectionManager()
+    resources[names.LISTENER]["outbound:127.0.0.1:10001"].filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    # mesh-gateways-timeout-all-default (proxyTypes [Gateway]) applies, as in Kuma: 5s, not the sidecars' 30m
+    route = hcm.route_config.virtual_hosts[0].routes[0].route
+    assert route.idle_timeout.seconds == 5
