@@ -187,6 +187,9 @@ def test_a_route_reaches_the_backend_over_mtls_and_other_paths_answer_404(edge: 
     # the backend's sidecar checked the gateway's certificate and says who called: the gateway's SPIFFE id
     assert "URI=spiffe://default/edge" in answer["headers"]["x-forwarded-client-cert"]
     assert edge.status("/api") == 200
+    # as Kuma's gateway: responses compressed for clients that accept gzip
+    compressed = requests.get(f"http://127.0.0.1:{edge.port}/api/items", headers={"Accept-Encoding": "gzip"}, timeout=5)
+    assert compressed.headers.get("content-encoding") == "gzip" and compressed.json()["path"] == "/api/items"
     missed = edge.get("/other")
     assert missed.status_code == 404 and missed.headers["server"] == "Kuma Gateway"
     assert edge.status("/apix") == 404            # a path prefix matches whole segments only

@@ -21,6 +21,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.compression.gzip.compressor.v3 import gzip_pb2
+from envoy.extensions.filters.http.compressor.v3 import compressor_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
@@ -54,6 +56,7 @@ REQUEST_HEADERS_TIMEOUT_NANOS = 500_000_000
 ROUTE_IDLE_TIMEOUT = 5
 CONNECT_TIMEOUT = 5
 CONNECTION_LIMIT_FILTER = "envoy.filters.network.connection_limit"
+GZIP_FILTER = "gzip-compress"
 HSTS = "max-age=31536000; includeSubDomains"
 
 
@@ -61,8 +64,20 @@ def listener_name(gateway: str, protocol: str, port: int) -> str:
     return f"{gateway}:{protocol}:{port}"
 
 
+def _gzip() -> hcm_pb2.HttpFilter:
+    """Kuma's gateways compress responses for clients that accept gzip (not where an ETag is set)."""
+    config = compressor_pb2.Compressor()
+    config.compressor_library.name = "gzip"
+    config.compressor_library.typed_config.Pack(gzip_pb2.Gzip(), deterministic=True)
+    config.response_direction_config.disable_on_etag_header = True
+    http_filter = hcm_pb2.HttpFilter(name=GZIP_FILTER)
+    http_filter.typed_config.Pack(config, deterministic=True)
+    return http_filter
+
+
 def _hcm(snapshot: MeshSnapshot, proxy: Proxy, gateway: str, route_config: str) -> hcm_pb2.HttpConnectionManager:
     hcm = http_connection_manager(gateway, "http", snapshot, proxy)
+    hcm.http_filters.insert(len(hcm.http_filters) - 1, _gzip())   # before the router
     hcm.server_name = SERVER_NAME
     hcm.use_remote_address.value = True
     hcm.normalize_path.value = True
