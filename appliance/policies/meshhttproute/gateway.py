@@ -13,7 +13,6 @@ meshhttproute gateway_routes.go).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from appliance.model.proxy import GatewayListener, MeshGateway, MeshSnapshot, Proxy
 from appliance.policies._gateway import to_entries
