@@ -106,6 +106,40 @@ class MeshExternalService:
     tls: ExternalTls | None
 
 
+# The MeshGateway listener protocols gateway proxies are given listeners for (the API warns about the others).
+SERVED_GATEWAY_PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS", "TCP", "TLS")
+
+
+@dataclass(frozen=True)
+class GatewayCertificate:
+    """A certificate an HTTPS gateway listener presents (a Secret holding the PEM chain and its key)."""
+    name: str                 # the Envoy secret's: "cert.<rsa|ecdsa>:secret:<Secret name>" or "...:inline:<host>"
+    chain_pem: bytes
+    key_pem: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class GatewayListener:
+    """One listener of a MeshGateway, as its `conf.listeners[]` entry says."""
+    port: int
+    protocol: str             # "HTTP" | "HTTPS" | "TCP" | "TLS"
+    hostname: str             # "*" when the listener has none
+    tags: Tags                # the listener's own tags
+    tls_mode: str = ""        # tls.mode: "TERMINATE" | "PASSTHROUGH" ("" without tls)
+    certificates: tuple[GatewayCertificate, ...] = ()   # TLS TERMINATE, read from their data sources
+    tls_error: str = ""       # why its certificates cannot be used: then the listener is not served
+    connection_limit: int = 0  # resources.connectionLimit: most connections open at once on its port (0: no limit)
+
+
+@dataclass(frozen=True)
+class MeshGateway:
+    """A MeshGateway: which builtin gateway proxies it configures (`selectors`) and what they listen on."""
+    name: str
+    selectors: tuple[Tags, ...]
+    tags: Tags
+    listeners: tuple[GatewayListener, ...]
+
+
 @dataclass(frozen=True)
 class MeshSnapshot:
     """Everything about one mesh that generation needs; shared by every proxy of the mesh."""
@@ -132,6 +166,7 @@ class MeshSnapshot:
     mtls_error: str | None = None
     # Mesh.metrics: the enabled backend ({"name", "type", "conf"}), or None when metrics are off
     metrics: dict[str, Any] | None = None
+    gateways: tuple[MeshGateway, ...] = ()            # the mesh's MeshGateways, by name
 
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which
@@ -162,17 +197,25 @@ class Proxy:
     metrics_cert_path: str = ""                       # kuma-dp's metadata.metricsCertPath (ProvidedTLS)
     metrics_key_path: str = ""                        # kuma-dp's metadata.metricsKeyPath
     metrics: dict[str, Any] | None = None             # the Dataplane's `metrics` (overrides Mesh.metrics' conf)
+    gateway_tags: Tags | None = None                  # a gateway's `networking.gateway.tags` (None: a sidecar)
+    builtin_gateway: bool = False                     # `networking.gateway.type: BUILTIN`: configured by a MeshGateway
+
+    @property
+    def tag_sets(self) -> tuple[Tags, ...]:
+        """The tags the proxy serves under (Kuma's TagSet): its inbounds' and, for a gateway, the gateway's."""
+        gateway = () if self.gateway_tags is None else (self.gateway_tags,)
+        return tuple(i.tags for i in self.inbounds) + gateway
 
     @property
     def services(self) -> tuple[str, ...]:
-        return tuple(sorted({i.service for i in self.inbounds if i.service}))
+        return tuple(sorted({t.get("kuma.io/service", "") for t in self.tag_sets} - {""}))
 
     @property
     def serialized_tags(self) -> str:
         """Kuma's tags.Serialize(Dataplane.TagSet()): every inbound's tags as `&key=v1,v2&` per key, keys and
         each key's values sorted. What the proxy's requests carry in `x-kuma-tags` (and HTTP health checks)."""
         values: dict[str, set[str]] = {}
-        for inbound in self.inbounds:
-            for key, value in inbound.tags.items():
+        for tags in self.tag_sets:
+            for key, value in tags.items():
                 values.setdefault(key, set()).add(value)
         return "".join(f"&{key}={','.join(sorted(values[key]))}&" for key in sorted(values))

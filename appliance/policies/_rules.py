@@ -103,6 +103,23 @@ def selected_inbounds(ref: dict[str, Any], proxy: Proxy) -> list[Inbound]:
     return []  # MeshGateway, MeshHTTPRoute: not for sidecars here
 
 
+def delegated_gateway_selected(ref: dict[str, Any], proxy: Proxy) -> bool:
+    """matchers.DppSelectedByPolicy for a DELEGATED gateway (no inbounds): whether the targetRef picks it by its
+    gateway tags, so that its `to` rules apply to the gateway's outbounds."""
+    tags = proxy.gateway_tags
+    if tags is None or proxy.builtin_gateway:
+        return False
+    kind = ref.get("kind")
+    if kind in ("Mesh", "MeshSubset"):
+        proxy_types = ref.get("proxyTypes") or []
+        selector = (ref.get("tags") or {}) if kind == "MeshSubset" else {}
+        return (not proxy_types or "Gateway" in proxy_types) and _tags_match(selector, tags)
+    if kind in ("MeshService", "MeshServiceSubset"):
+        selector = {**(ref.get("tags") or {}), SERVICE_TAG: ref.get("name") or ""}
+        return _tags_match(selector if kind == "MeshServiceSubset" else {SERVICE_TAG: ref.get("name") or ""}, tags)
+    return False
+
+
 def _dataplane_precision(ref: dict[str, Any]) -> int:
     """TargetRef.CompareDataplaneKind: labels < name, and without sectionName < with it."""
     return (2 if ref.get("name") else 0) + (1 if ref.get("sectionName") else 0)
@@ -143,7 +160,7 @@ def select(policies: Sequence[Policy], proxy: Proxy) -> Selection:
     by_inbound: dict[InboundKey, list[Policy]] = {}
     for policy, ref in _in_precedence_order(policies):
         inbounds = selected_inbounds(ref, proxy)
-        if not inbounds:
+        if not inbounds and not delegated_gateway_selected(ref, proxy):
             continue
         whole.append(policy)
         for inbound in inbounds:

@@ -87,8 +87,8 @@ class IdentityProvider:
             return kept.identity
         ca_key_pem = snapshot.mtls.ca_key_pem   # checked against the certificate when the snapshot was built
         tags: dict[str, set[str]] = {}
-        for inbound in proxy.inbounds:
-            for k, v in inbound.tags.items():
+        for tag_set in proxy.tag_sets:
+            for k, v in tag_set.items():
                 tags.setdefault(k, set()).add(v)
         started = time.perf_counter()
         try:

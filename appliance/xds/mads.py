@@ -53,8 +53,8 @@ def _host_port(address: str, port: int) -> str:
 
 
 def _service(proxy: Proxy) -> str:
-    """IdentifyingName: the first inbound's service."""
-    return proxy.inbounds[0].service if proxy.inbounds else ""
+    """IdentifyingName: the first inbound's service (a builtin gateway's own)."""
+    return proxy.tag_sets[0].get("kuma.io/service", "") if proxy.tag_sets else ""
 
 
 def _scheme(tls: dict[str, Any] | None) -> str:
@@ -95,7 +95,7 @@ def assignments(meshes: list[Mesh], client_id: str = DEFAULT_CLIENT) -> list[Ass
             conf = meshmetric.legacy_conf(snapshot, proxy)
             if conf is None:
                 continue
-            labels = dataplane_labels(i.tags for i in proxy.inbounds)
+            labels = dataplane_labels(proxy.tag_sets)
             target = Target(proxy.name, _scheme(conf.get("tls")),
                             _host_port(proxy.address, int(conf.get("port") or DEFAULT_PORT)),
                             conf.get("path") or DEFAULT_PATH, labels)

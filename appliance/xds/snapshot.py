@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 from dataclasses import replace
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance.ca.builtin import kuma_duration_s
 from appliance.core.resources.mesh import CaUnavailable, ca_pair
@@ -16,8 +20,8 @@ from appliance.core.resources.model import Resource
 from appliance.policies._backends import subset_clusters
 from appliance.store import ListQuery, Store
 from appliance.model.proxy import (
-    Endpoint, ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot, Mtls, Outbound, Policy,
-    Proxy,
+    Endpoint, ExternalService, ExternalTls, GatewayCertificate, GatewayListener, Inbound, MeshExternalService, MeshGateway, MeshSnapshot,
+    Mtls, Outbound, Policy, Proxy,
 )
 
 DEFAULT_ADMIN_PORT = 9901
@@ -69,9 +73,74 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
         outbounds.append(Outbound(port=int(ob.get("port") or 0), address=ob.get("address") or "127.0.0.1",
                                   service=service, tags=tags))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
+    gateway = networking.get("gateway")
     return Proxy(mesh=dp.mesh, name=dp.name, address=networking.get("address", ""), inbounds=_inbounds(dp),
                  outbounds=tuple(outbounds), admin_port=int(admin), labels=dict(dp.labels),
-                 metrics=dp.content.get("metrics") or None)
+                 metrics=dp.content.get("metrics") or None,
+                 gateway_tags=None if gateway is None else {k: str(v) for k, v in (gateway.get("tags") or {}).items()},
+                 builtin_gateway=gateway is not None and gateway.get("type") == "BUILTIN")
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----\s*", re.S)
+
+
+def gateway_certificate(pem: bytes, source: str, name: str) -> GatewayCertificate:
+    """A Secret's PEM (the certificate chain and its private key, in any order) as an HTTPS listener's
+    certificate, named as Kuma names it by key type. ValueError says what is wrong with it."""
+    blocks = [(m.group(1), m.group(0).strip() + b"\n") for m in _PEM_BLOCK.finditer(pem)]
+    chain = b"".join(block for kind, block in blocks if kind == b"CERTIFICATE")
+    keys = [block for kind, block in blocks if kind.endswith(b"PRIVATE KEY")]
+    if not chain or len(keys) != 1:
+        raise ValueError("it must hold a PEM certificate chain and one PEM private key")
+    try:
+        key = serialization.load_pem_private_key(keys[0], password=None)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"its private key cannot be read: {e}") from None
+    kind = "ecdsa" if isinstance(key, ec.EllipticCurvePrivateKey) else "rsa"
+    return GatewayCertificate(f"cert.{kind}:{source}:{name}", chain, keys[0])
+
+
+def _listener_tls(store: Store, mesh: str, path: str, listener: dict[str, Any],
+                  hostname: str) -> tuple[tuple[GatewayCertificate, ...], str]:
+    """The certificates of a TLS-terminating listener, or why they cannot be used."""
+    tls = listener.get("tls") or {}
+    if tls.get("mode") != "TERMINATE":
+        return (), ""
+    out = []
+    for i, source in enumerate(tls.get("certificates") or []):
+        where = f"{path}.tls.certificates[{i}]"
+        try:
+            pem = _data_source(store, mesh, source, where)
+            secret = source.get("secret") if isinstance(source, dict) else None
+            out.append(gateway_certificate(pem or b"", "secret" if secret else "inline", str(secret or hostname)))
+        except Unresolved as e:
+            return (), str(e)
+        except ValueError as e:
+            return (), f"{where}: {e}"
+    return tuple(out), ""
+
+
+def mesh_gateways(store: Store, mesh: str) -> tuple[MeshGateway, ...]:
+    out = []
+    for gw in sorted(store.list(ListQuery(type="MeshGateway", mesh=mesh)).items, key=lambda r: r.name):
+        listeners = []
+        for i, l in enumerate((gw.content.get("conf") or {}).get("listeners") or []):
+            if not isinstance(l, dict):
+                continue
+            hostname = str(l.get("hostname") or "*")
+            certificates, tls_error = _listener_tls(store, mesh, f"conf.listeners[{i}]", l, hostname)
+            if tls_error:
+                _report_gateway(mesh, gw.name, i, tls_error)
+            listeners.append(GatewayListener(
+                port=int(l.get("port") or 0), protocol=str(l.get("protocol") or ""), hostname=hostname,
+                tags={k: str(v) for k, v in (l.get("tags") or {}).items()},
+                tls_mode=str((l.get("tls") or {}).get("mode") or ""), certificates=certificates, tls_error=tls_error,
+                connection_limit=int((l.get("resources") or {}).get("connectionLimit") or 0)))
+        selectors = tuple({k: str(v) for k, v in ((s or {}).get("match") or {}).items()}
+                          for s in gw.content.get("selectors") or [])
+        out.append(MeshGateway(gw.name, selectors, {k: str(v) for k, v in (gw.content.get("tags") or {}).items()},
+                               tuple(listeners)))
+    return tuple(out)
 
 
 class Unresolved(Exception):
@@ -251,6 +320,17 @@ _reported: dict[str, str | None] = {}
 _reported_lock = threading.Lock()
 
 
+def _report_gateway(mesh: str, gateway: str, index: int, problem: str) -> None:
+    """Log a listener left out for its certificates once per problem (snapshots are built at every revision)."""
+    key = f"{mesh}/{gateway}/{index}"
+    with _reported_lock:
+        if _reported.get(key) == problem:
+            return
+        _reported[key] = problem
+    log.error("MeshGateway %s/%s: listener conf.listeners[%d] is not served until its certificate can be used: %s",
+              mesh, gateway, index, problem)
+
+
 def _report_mtls(mesh: str, problem: str | None) -> None:
     """Log a mesh's mTLS failure once per change (snapshots are built at every revision), and its end."""
     with _reported_lock:
@@ -314,4 +394,5 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
         forbid_mesh_external_service_access=bool(
             (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
         egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else (),
-        subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh))
+        subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh),
+        gateways=mesh_gateways(store, mesh_name))

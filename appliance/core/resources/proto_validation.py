@@ -101,8 +101,10 @@ def inbound_protocol_errors(path: str, tags: dict[str, str], out: Violations) ->
 
 
 def tag_errors(path: str, tags: dict[str, str], out: Violations, *, selector: bool = False,
-               require_service: bool = False, at_least_one: bool = False, extra: Any = None) -> None:
-    """ValidateTags (or ValidateSelector when `selector`), in Kuma's order; `extra` runs before the keys."""
+               require_service: bool = False, at_least_one: bool = False, extra: Any = None,
+               forbidden_keys: tuple[str, ...] = ()) -> None:
+    """ValidateTags (or ValidateSelector when `selector`), in Kuma's order; `extra` runs before the keys,
+    `forbidden_keys` are names the tags must not use (SelectorKeyNotInSet)."""
     if at_least_one and not tags:
         out.add(path, "must have at least one tag")
     if extra is not None:
@@ -113,6 +115,8 @@ def tag_errors(path: str, tags: dict[str, str], out: Violations, *, selector: bo
         if not _TAG_NAME.fullmatch(name):
             out.add(key(path, name), "tag name must consist of alphanumeric characters, dots, dashes, slashes "
                                      "and underscores")
+        if name in forbidden_keys:
+            out.add(key(path, name), f"tag name must not be {go_quote(name)}")
         value = tags[name]
         if value == "":
             out.add(key(path, name), "tag value must be non-empty")

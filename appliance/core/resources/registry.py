@@ -5,7 +5,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from appliance import policies
-from appliance.core.resources import dataplane, externalservice, mesh, secret, services, zoneegress
+from appliance.core.resources import dataplane, externalservice, mesh, meshgateway, secret, services, zoneegress
 from appliance.core.resources.model import Content, PolicyInfo, Resource, ResourceType
 from appliance.core.validation import Violations
 
@@ -78,6 +78,8 @@ CORE_TYPES: tuple[ResourceType, ...] = (
     _legacy("ZoneEgress", "zoneegresses", "Global", zoneegress, short_name="ze", is_proxy=True,
             include_in_federation=False),
     _legacy("ExternalService", "external-services", "Mesh", externalservice, data_sources=externalservice.data_sources),
+    _legacy("MeshGateway", "meshgateways", "Mesh", meshgateway, short_name="mgw", data_sources=meshgateway.data_sources,
+            warnings=lambda res: meshgateway.warnings(res.content)),
     ResourceType(name="DataplaneInsight", path="dataplane-insights", scope="Mesh", read_only=True,
                  provided_by_zone=False, include_in_federation=False, singular="Dataplane Insight",
                  plural="Dataplane Insights", kumactl="dataplane-insight"),

@@ -186,9 +186,6 @@ def _not_applied(spec: dict[str, Any]) -> list[str]:
            "(MeshOpenTelemetryBackend is not served): use openTelemetry.endpoint"
            for path, backend in _backend_paths(spec)
            if backend.get("type") == "OpenTelemetry" and as_dict(backend.get("openTelemetry")).get("backendRef")]
-    if as_dict(spec.get("targetRef")).get("kind") == MESH_GATEWAY:
-        out.append("a MeshAccessLog with top-level targetRef.kind MeshGateway is stored but not applied to proxies "
-                   "by this control plane (it serves no gateways)")
     return out
 
 

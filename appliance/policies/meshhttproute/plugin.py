@@ -128,22 +128,23 @@ def _usable(snapshot: MeshSnapshot, ref: Any) -> Backend | None:
 
 
 def routes_for(snapshot: MeshSnapshot, service: str, rules: list[Conf]) -> OutboundRoutes:
-    """prepareRoutes + MakeHTTPSplit for one destination service and its merged rules."""
+    """prepareRoutes + MakeHTTPSplit for one destination service and its merged rules. Without a `service` (a
+    gateway's virtual host) there is no catch-all, and only a redirect may have no backend."""
     prepared: list[tuple[str, Conf, Conf]] = []
     for rule in rules:
         name = hash_matches(rule.get("matches") or [])
         prepared += [(name, match, rule.get("default") or {}) for match in rule.get("matches") or []]
     prepared.sort(key=cmp_to_key(lambda a, b: compare_match(a[1], b[1])))
-    if not any(match_fields(match) == CATCH_ALL for _, match, _ in prepared):
+    if service and not any(match_fields(match) == CATCH_ALL for _, match, _ in prepared):
         prepared.append((hash_matches([CATCH_ALL]), CATCH_ALL, {}))
-    whole = Backend(service, (), DEFAULT_WEIGHT)
+    whole = (Backend(service, (), DEFAULT_WEIGHT),) if service else ()
     routes, rewrites = [], []
     for name, match, conf in prepared:
         refs = conf.get("backendRefs") or []
-        splits = tuple(found for found in map(lambda r: _usable(snapshot, r), refs) if found) if refs else (whole,)
-        if not splits:
-            continue
+        splits = tuple(found for found in map(lambda r: _usable(snapshot, r), refs) if found) if refs else whole
         filters = tuple(conf.get("filters") or [])
+        if not splits and (service or not any(f.get("type") == "RequestRedirect" for f in filters)):
+            continue
         mirrors = {}
         for index, item in enumerate(filters):
             target = _usable(snapshot, (item.get("requestMirror") or {}).get("backendRef"))

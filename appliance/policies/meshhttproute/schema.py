@@ -207,3 +207,4 @@ def deprecations(spec: dict[str, Any]) -> list[str]:
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:
     return []
+

@@ -40,7 +40,7 @@ class Matched:
         return {k: tuple(sorted({b.service for b in splits})) for k, (_, splits) in self.outbounds.items()}
 
 
-def _conf_of(entry: Conf) -> Conf:
+def conf_of(entry: Conf) -> Conf:
     rules = entry.get("rules") or []
     if rules:
         return rules[0]
@@ -66,7 +66,7 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     if not snapshot.policies.get(KIND):
         return NOTHING
     selection = _rules.select(snapshot.policies[KIND], proxy)
-    rules = _rules.to_rules(selection, _conf_of)
+    rules = _rules.to_rules(selection, conf_of)
     http_routed: set[str] | None = None
     outbounds = {}
     for outbound in proxy.outbounds:

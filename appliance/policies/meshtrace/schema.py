@@ -155,9 +155,6 @@ def _not_applied(spec: dict[str, Any], backends: list[dict[str, Any]]) -> list[s
     if any(b.get("type") == "OpenTelemetry" and as_dict(b.get("openTelemetry")).get("backendRef") for b in backends):
         out.append("'spec.default.backends[0].openTelemetry.backendRef' is stored but not applied to proxies by this "
                    "control plane (MeshOpenTelemetryBackend is not served): use openTelemetry.endpoint")
-    if as_dict(spec.get("targetRef")).get("kind") == MESH_GATEWAY:
-        out.append("a MeshTrace with top-level targetRef.kind MeshGateway is stored but not applied to proxies by "
-                   "this control plane (it serves no gateways)")
     return out
 
 

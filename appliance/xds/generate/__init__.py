@@ -28,6 +28,7 @@ from appliance.model.names import Resources
 from appliance.model.proxy import Identity, MeshSnapshot, Outbound, Proxy
 from appliance.xds.generate.clusters import cluster_for, local_cluster
 from appliance.xds.generate.endpoints import load_assignment_for
+from appliance.xds.generate.gateway import generate_gateway
 from appliance.xds.generate.listeners import inbound_listener, outbound_listener
 from appliance.xds.generate.routes import inbound_routes_by_rds
 from appliance.xds.generate.tls import ca_secret, identity_secret
@@ -81,7 +82,10 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
                      cache: Cache | None = None) -> Resources:
     """All resources of one sidecar. With mTLS on and no `identity`, the identity secret is left out:
     Envoy then keeps the mTLS listeners and clusters warming (nothing flows in plaintext) until it comes.
-    A mesh whose mTLS cannot be built (`snapshot.mtls_error`) gives its sidecars no resources at all."""
+    A mesh whose mTLS cannot be built (`snapshot.mtls_error`) gives its sidecars no resources at all.
+    A builtin gateway proxy gets its own kind of resources (xds/generate/gateway.py)."""
+    if proxy.builtin_gateway:
+        return generate_gateway(snapshot, proxy, identity)
     resources: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
     if snapshot.mtls_error is not None:
         # the mesh asks for mTLS and its CA cannot be used: nothing rather than plaintext (fail closed)

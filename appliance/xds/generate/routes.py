@@ -65,7 +65,7 @@ def egress_route_config(service: str, cluster: str) -> route_pb2.RouteConfigurat
     return config
 
 
-def _rds(name: str) -> hcm_pb2.Rds:
+def rds(name: str) -> hcm_pb2.Rds:
     rds = hcm_pb2.Rds(route_config_name=name)
     rds.config_source.ads.SetInParent()
     rds.config_source.resource_api_version = config_source_pb2.V3
@@ -106,7 +106,7 @@ def inbound_routes_by_rds(resources: Resources) -> None:
             config.name = chosen
             routes[chosen] = route_pb2.RouteConfiguration()
             routes[chosen].CopyFrom(config)
-            hcm.rds.CopyFrom(_rds(chosen))
+            hcm.rds.CopyFrom(rds(chosen))
             for network_filter in listener.filter_chains[index].filters:
                 if network_filter.name == names.HCM_FILTER:
                     network_filter.typed_config.Pack(hcm, deterministic=True)

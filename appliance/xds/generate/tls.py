@@ -12,7 +12,7 @@ from envoy.type.matcher.v3 import string_pb2
 from appliance import gocompat
 from appliance.model import names
 from appliance.xds.generate._proto import ads_source, pack
-from appliance.model.proxy import ExternalTls, Identity, MeshSnapshot
+from appliance.model.proxy import ExternalTls, GatewayCertificate, Identity, MeshSnapshot
 
 
 def identity_secret(mesh: str, identity: Identity) -> secret_pb2.Secret:
@@ -100,4 +100,25 @@ def to_egress_transport_socket(mesh: str, sni: str) -> base_pb2.TransportSocket:
         exact=names.spiffe_id(mesh, names.ZONE_EGRESS_SERVICE))))
     common.alpn_protocols.append(names.KUMA_ALPN)
     context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=sni)
+    return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))
+
+
+def gateway_certificate_secret(certificate: GatewayCertificate) -> secret_pb2.Secret:
+    """A certificate an HTTPS gateway listener presents, under Kuma's name for it."""
+    secret = secret_pb2.Secret(name=certificate.name)
+    secret.tls_certificate.certificate_chain.inline_bytes = certificate.chain_pem
+    secret.tls_certificate.private_key.inline_bytes = certificate.key_pem
+    return secret
+
+
+def gateway_terminating_socket(certificates: tuple[str, ...],
+                               alpn: tuple[str, ...] = ("h2", "http/1.1")) -> base_pb2.TransportSocket:
+    """A gateway's HTTPS (or TLS) listener: TLS terminated with these SDS certificates, no client certificate
+    asked, `alpn` offered (HTTP/2 or HTTP/1.1 on HTTPS, none on TLS), TLS 1.2 at least (Kuma's gateway defaults)."""
+    context = tls_pb2.DownstreamTlsContext()
+    common = context.common_tls_context
+    common.alpn_protocols.extend(alpn)
+    common.tls_certificate_sds_secret_configs.extend(_sds(name) for name in certificates)
+    common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_2
+    context.require_client_certificate.value = False
     return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))
