@@ -41,7 +41,7 @@ class DataplaneLifecycle:
         raw = dp_definition.node_definition(node)
         if not raw:
             return
-        self.registrar.keep(key)
+        self.registrar.cancel_removal(key)
         self.registrar.registered.add(key)
         if self.store.get("Dataplane" if key[0] else "ZoneEgress", *key) is not None:
             return

@@ -26,7 +26,7 @@ class Registrar:
         self.registered: set[tuple[str, str]] = set()
         self.pending_removal: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
-    def keep(self, key: tuple[str, str]) -> None:
+    def cancel_removal(self, key: tuple[str, str]) -> None:
         """The proxy is back (or registered again): its scheduled removal, if any, is called off."""
         pending = self.pending_removal.pop(key, None)
         if pending:
@@ -54,7 +54,7 @@ class Registrar:
         dp_definition.check_rules(self.manager, res, current)
         if current is not None and type_name == "Dataplane":
             res.content = dataplane_resource.keep_probed_health(res.content, current.content)
-        self.keep(key)
+        self.cancel_removal(key)
         try:
             if current is None:
                 self.manager.create(res)
