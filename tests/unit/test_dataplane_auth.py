@@ -21,7 +21,7 @@ from appliance.ca.server_cert import ensure_server_cert
 from appliance.config import load_config
 from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
-from appliance.runtime import dataplanes
+from appliance.runtime import dp_bootstrap, dp_lifecycle
 from appliance.runtime.dataplanes import DataplaneServer
 from appliance.runtime.http import HttpServer
 from appliance.store.sqlite import SQLiteStore
@@ -165,7 +165,7 @@ def test_bootstrap_without_a_token_is_refused_as_kuma_does(dp_server) -> None:
         "backend-1", "backend")["networking"]}))
     status, body = _bootstrap(server, ca_pem, {"mesh": "default", "name": "backend-1"})
     assert status == 422, body
-    assert body == dataplanes.DP_TOKEN_REQUIRED
+    assert body == dp_bootstrap.DP_TOKEN_REQUIRED
     assert body.startswith("Dataplane Token is required. Generate token using 'kumactl generate dataplane-token")
 
 
@@ -195,7 +195,7 @@ def test_ads_refuses_a_stream_the_tokens_tags_do_not_allow(dp_server) -> None:
 
 def test_a_second_stream_that_closes_leaves_the_proxy_registered_and_online(dp_server, monkeypatch) -> None:
     store, _, ca_pem, server = dp_server
-    monkeypatch.setattr(dataplanes, "DEREGISTER_AFTER", 0.2)
+    monkeypatch.setattr(dp_lifecycle, "DEREGISTER_AFTER", 0.2)
     token = _token(store, name="web-1")
     first = Proxy(server.port, ca_pem, definition=_dataplane("web-1", "web"), token=token)
     try:
@@ -206,7 +206,7 @@ def test_a_second_stream_that_closes_leaves_the_proxy_registered_and_online(dp_s
         # the second stream's end is recorded; the first one's subscription stays open
         eventually(lambda: sum(1 for s in store.get("DataplaneInsight", "default", "web-1").content[
             "subscriptions"] if s.get("disconnectTime")) == 1)
-        assert server.call(lambda: dict(server._pending_removal)) == {}
+        assert server.call(lambda: dict(server.registrar.pending_removal)) == {}
         assert store.get("Dataplane", "default", "web-1") is not None
         subs = store.get("DataplaneInsight", "default", "web-1").content["subscriptions"]
         assert [bool(s.get("disconnectTime")) for s in subs] == [False, True]

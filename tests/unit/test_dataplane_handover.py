@@ -13,7 +13,7 @@ import pytest
 
 from appliance.ca.server_cert import ensure_server_cert
 from appliance.core.manager import ResourceManager
-from appliance.runtime import dataplanes
+from appliance.runtime import dp_lifecycle
 from appliance.runtime.dataplanes import DataplaneServer
 from appliance.store.sqlite import SQLiteStore
 from appliance.xds.generate import generate_sidecar
@@ -24,7 +24,7 @@ from tests.support import eventually, free_port
 @pytest.fixture
 def instances(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple]:
     # above the insights' flush interval, so the other instance's subscription is stored by then
-    monkeypatch.setattr(dataplanes, "DEREGISTER_AFTER", 1.0)
+    monkeypatch.setattr(dp_lifecycle, "DEREGISTER_AFTER", 1.0)
     store = SQLiteStore(tmp_path / "kuma.db")
     manager = ResourceManager(store)
     manager.ensure_mesh("default")
@@ -42,7 +42,7 @@ def instances(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
 
 
 def _pending(server: DataplaneServer) -> bool:
-    return bool(server.call(lambda: dict(server._pending_removal)))
+    return bool(server.call(lambda: dict(server.registrar.pending_removal)))
 
 
 def _latest(store: SQLiteStore) -> dict:
