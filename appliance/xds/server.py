@@ -17,7 +17,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from appliance import telemetry
-from appliance.xds.cache import NodeMetadata, ProxyWatch
+from appliance.xds.watch import NodeMetadata, ProxyWatch
 from appliance.xds.generate.admin import admin_endpoint
 from appliance.xds.resources import (CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT, WILDCARD_TYPES, Packed,
                                      type_version)

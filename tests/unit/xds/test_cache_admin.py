@@ -11,7 +11,7 @@ from appliance.core.resources.model import Resource
 from appliance.model import names
 from appliance.runtime.defaults import ensure_defaults
 from appliance.store.sqlite import SQLiteStore
-from appliance.xds import cache as cache_module
+from appliance.xds import admin_listener
 from appliance.xds.cache import NodeMetadata, XdsCache
 from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.admin import NAME, AdminEndpoint
@@ -24,7 +24,7 @@ def _dataplane(manager: ResourceManager, name: str, address: str) -> None:
 
 def test_the_admin_listener_comes_with_the_ca_and_only_for_proxies_that_announce_it(tmp_path: Path,
                                                                                     monkeypatch) -> None:
-    monkeypatch.setattr(cache_module, "ADMIN_CA_RETRY", 0.0)
+    monkeypatch.setattr(admin_listener, "ADMIN_CA_RETRY", 0.0)
     store = SQLiteStore(tmp_path / "kuma.db")
     manager = ResourceManager(store)
     manager.ensure_mesh("default")

@@ -12,7 +12,7 @@ from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
 from appliance.store import StoreUnavailable
 from appliance.store.sqlite import SQLiteStore
-from appliance.xds import cache as cache_module
+from appliance.xds import meshes
 from appliance.xds.cache import XdsCache
 
 
@@ -26,7 +26,7 @@ class FlakyStore(SQLiteStore):
 
 
 def test_a_rebuild_during_an_outage_is_retried_until_the_store_answers(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(cache_module, "RETRY_AFTER", 0.05)
+    monkeypatch.setattr(meshes, "RETRY_AFTER", 0.05)
     store = FlakyStore(tmp_path / "kuma.db")
     manager = ResourceManager(store)
     manager.ensure_mesh("default")

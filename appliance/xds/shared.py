@@ -1,0 +1,43 @@
+"""What the proxies of one mesh share at one snapshot revision, generated and packed once for all of them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+
+from appliance.xds.resources import Packed, pack
+
+
+@dataclass
+class Shared:
+    """What the proxies of one mesh share at one snapshot revision: generated messages (clusters, load
+    assignments, outbound listeners, the CA secret) by the generator's cache keys, those messages packed
+    (serialized once for all proxies), and packed load assignments by service."""
+    revision: int
+    messages: dict = field(default_factory=dict)
+    load_assignments: dict[str, Packed] = field(default_factory=dict)
+    # (id of a message in `messages`, resource name) -> (the message, packed); `messages` keeps the ids valid
+    packed: dict[tuple[int, str], tuple[Message, Packed]] = field(default_factory=dict)
+    _ids: set[int] = field(default_factory=set)
+    _counted: int = 0
+
+    def pack(self, type_url: str, name: str, message: Message) -> Packed:
+        hit = self.packed.get((id(message), name))
+        if hit is not None and hit[0] is message:
+            return hit[1]
+        packed = pack(type_url, name, message)
+        if len(self.messages) != self._counted:
+            self._ids = {id(m) for m in self.messages.values()}
+            self._counted = len(self.messages)
+        if id(message) in self._ids:
+            self.packed[(id(message), name)] = (message, packed)
+        return packed
+
+    def carry(self, revision: int, changed: set[str]) -> None:
+        """After an endpoints-only change, what proxies share stays valid but for those services' load assignments."""
+        self.revision = revision
+        self.messages = {k: v for k, v in self.messages.items() if not (k[0] == "cla" and k[1] in changed)}
+        self.load_assignments = {k: v for k, v in self.load_assignments.items() if k not in changed}
+        kept = {id(m) for m in self.messages.values()}
+        self.packed = {k: v for k, v in self.packed.items() if k[0] in kept}
+        self._counted = 0

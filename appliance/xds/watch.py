@@ -1,0 +1,73 @@
+"""One connected proxy as the xDS cache sees it: what its node announced, when to push, what it was last given."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from appliance.core.resources.model import Resource
+from appliance.model.proxy import Proxy
+from appliance.xds.generate.admin import AdminEndpoint
+from appliance.xds.resources import Packed
+
+
+class Signal:
+    """Set when a proxy's config may have changed; calls the stream's callback once until cleared
+    (cheaper than an asyncio.Event and a task waiting on it per push)."""
+    __slots__ = ("pending", "callback")
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.callback: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        if not self.pending:
+            self.pending = True
+            if self.callback is not None:
+                self.callback()
+
+    def clear(self) -> None:
+        self.pending = False
+
+
+@dataclass(frozen=True)
+class NodeMetadata:
+    """What kuma-dp/Envoy announced in the node metadata."""
+    features: frozenset[str] = frozenset()
+    ipv6: bool = False
+    workdir: str = ""
+    metrics_cert_path: str = ""
+    metrics_key_path: str = ""
+    admin: AdminEndpoint | None = None       # where its Envoy admin API is
+
+    def apply(self, proxy: Proxy) -> Proxy:
+        """`proxy` (as its Dataplane says) with what its kuma-dp announced (the access log pipe is in its work dir)."""
+        return replace(proxy, features=self.features, ipv6_enabled=self.ipv6, work_dir=self.workdir,
+                       metrics_cert_path=self.metrics_cert_path, metrics_key_path=self.metrics_key_path)
+
+
+@dataclass(eq=False)
+class ProxyWatch:
+    key: tuple[str, str]
+    node: NodeMetadata = field(default_factory=NodeMetadata)
+    admin_cert: tuple[str, bytes, bytes] | None = None   # (address, cert PEM, key PEM) of its admin listener
+    changed: Signal = field(default_factory=Signal)
+    memo_key: tuple = ()
+    memo: dict[str, dict[str, Packed]] = field(default_factory=dict)
+    memo_revision: int = -1                  # the snapshot revision whose endpoints `memo` holds
+    renewal: asyncio.TimerHandle | None = None
+    # the proxy's Dataplane as last read, until a change of it arrives (not read again per push or ACK)
+    dataplane: tuple[Resource, Proxy] | None = None
+    dataplane_fresh: bool = False
+
+    def schedule_renewal(self, loop: asyncio.AbstractEventLoop, at: float | None) -> None:
+        """Wake the proxy at `at` (epoch seconds; None: never), when its certificate is due for renewal."""
+        self.cancel_renewal()
+        if at is not None:
+            self.renewal = loop.call_later(max(1.0, at - time.time()), self.changed.set)
+
+    def cancel_renewal(self) -> None:
+        if self.renewal:
+            self.renewal.cancel()
+            self.renewal = None
