@@ -5,6 +5,7 @@ import hashlib
 from dataclasses import dataclass
 
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from appliance.model.names import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPE_ORDER, Resources
 
 __all__ = ["CLUSTER", "ENDPOINT", "LISTENER", "PUSH_ORDER", "Packed", "ROUTE", "Resources", "SECRET", "SHORT",
