@@ -82,11 +82,11 @@ class DataplaneServer:
                                              ("grpc.http2.min_ping_interval_without_data_ms", 10000)])
         self.ads = AdsServer(self.cache, self.auth.authenticate, self.insights)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self.grpc)
-        self._unsubscribe = self.auth.watch(self.loop, self.ads)
         self.cache.on_identity = self._on_identity
         if self.hds_settings.enabled:
             self.hds = HdsServer(self.manager, self.hds_settings, self.auth.authenticate, _envoy_admin, self.loop)
             hds_pb2_grpc.add_HealthDiscoveryServiceServicer_to_server(self.hds, self.grpc)
+        self._unsubscribe = self.auth.watch(self.loop, self.ads, *([self.hds] if self.hds else []))
         # TLS ends in gRPC's C core (its own threads), not on this loop: the front only splices bytes
         credentials = grpc.ssl_server_credentials([(self.cert.key_path.read_bytes(), self.cert.cert_path.read_bytes())])
         if not self.grpc.add_secure_port(f"unix-abstract:{self.grpc_name}", credentials):

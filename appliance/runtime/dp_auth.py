@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from appliance.api.errors import KumaError
 from appliance.core.events import Change
@@ -12,9 +12,14 @@ from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
 from appliance.runtime import dp_definition
 from appliance.tokens import claims, issuer, signing
-from appliance.xds.server import AdsServer
+from appliance.xds.server import Recheck
 
 log = logging.getLogger("appliance.dataplanes")
+
+
+class Rechecks(Protocol):
+    """A server of proxy streams (ADS, HDS) that can close the ones whose token no longer passes."""
+    def recheck(self, check: Recheck, meshes: set[str]) -> int: ...
 
 
 class DataplaneAuth:
@@ -115,18 +120,19 @@ class DataplaneAuth:
     # A token is checked again, on every open stream it opened, when a secret that decides it changes
     # (its mesh's revocations or signing keys): a revoked token loses its stream at once, not at the
     # proxy's next reconnect. Claims are not checked again: they did not change.
-    def watch(self, loop: asyncio.AbstractEventLoop, ads: AdsServer) -> Callable[[], None]:
-        """Recheck the tokens of `ads`' streams (on `loop`) after each such change; returns the unsubscribe."""
+    def watch(self, loop: asyncio.AbstractEventLoop, *servers: Rechecks) -> Callable[[], None]:
+        """Recheck the tokens of the servers' streams (ADS, HDS; on `loop`) after each such change; returns the
+        unsubscribe."""
         def from_writer_thread(changes: list[Change]) -> None:
             meshes = {mesh for c in changes if (mesh := issuer.proxy_tokens_of(c.type, c.mesh, c.name)) is not None}
             if meshes and self.enabled:
-                loop.call_soon_threadsafe(self._recheck, ads, meshes)
+                loop.call_soon_threadsafe(self._recheck, servers, meshes)
         return self.store.hub.subscribe(from_writer_thread)
 
-    def _recheck(self, ads: AdsServer, meshes: set[str]) -> None:
+    def _recheck(self, servers: tuple[Rechecks, ...], meshes: set[str]) -> None:
         def check(key: tuple[str, str], metadata: dict[str, str]) -> None:
             self.verified(key[0], bearer(metadata))
-        closed = ads.recheck(check, meshes)
+        closed = sum(server.recheck(check, meshes) for server in servers)
         if closed:
             log.info("closed %d xDS stream(s) whose token is no longer valid", closed)
 

@@ -20,7 +20,7 @@ from appliance.core.events import Change
 from appliance.core.manager import ResourceManager
 from appliance.store import Conflict, NotFound
 from appliance.xds.health import EnvoyAdmin, HdsSettings, Report, apply_report, read_report, specifier
-from appliance.xds.server import _END, _pump   # the ADS streams' request reader
+from appliance.xds.server import _END, Recheck, _pump   # the ADS streams' request reader and token recheck
 
 log = logging.getLogger("appliance.hds")
 
@@ -35,11 +35,20 @@ _WRITE_ATTEMPTS = 5
 
 
 class _Stream:
-    __slots__ = ("key", "queue")
+    __slots__ = ("key", "queue", "metadata")
 
-    def __init__(self, key: tuple[str, str], queue: asyncio.Queue) -> None:
+    def __init__(self, key: tuple[str, str], queue: asyncio.Queue, metadata: dict[str, str]) -> None:
         self.key = key
         self.queue = queue
+        self.metadata = metadata   # its gRPC metadata (the token), checked again when tokens change
+
+
+class _Close:
+    """Put on a stream's queue: end it with PERMISSION_DENIED and this reason."""
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
@@ -66,6 +75,24 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
         if keys:
             self.loop.call_soon_threadsafe(self._changed, keys)
 
+    def recheck(self, check: Recheck, meshes: set[str]) -> int:
+        """Close every open stream of a proxy in `meshes` whose token `check` no longer lets in, as the ADS
+        streams are closed: a revoked proxy must not go on reporting its inbounds' health. On the loop."""
+        closed = 0
+        for streams in list(self._streams.values()):
+            for stream in list(streams):
+                if stream.key[0] not in meshes:
+                    continue
+                try:
+                    check(stream.key, stream.metadata)
+                except PermissionError as e:
+                    streams.remove(stream)
+                    stream.queue.put_nowait(_Close(str(e)))
+                    closed += 1
+        for key in [k for k, streams in self._streams.items() if not streams]:
+            del self._streams[key]
+        return closed
+
     def _changed(self, keys: set[tuple[str, str]]) -> None:
         for key in keys:
             for stream in self._streams.get(key, ()):
@@ -89,20 +116,23 @@ class HdsServer(hds_pb2_grpc.HealthDiscoveryServiceServicer):
                     item = _CHANGED
                 if item is _END:
                     return
+                if isinstance(item, _Close):
+                    log.info("closed the HDS stream of %s.%s: %s", *stream.key, item.reason)
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, item.reason)
                 if stream is None:
                     if item.WhichOneof("request_type") != "health_check_request":
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a "
                                             "HealthCheckRequest naming the proxy")
                     node = item.health_check_request.node
+                    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
                     try:
-                        key = self.authenticate(node, {k: v for k, v in (context.invocation_metadata() or ())
-                                                       if isinstance(v, str)})
+                        key = self.authenticate(node, metadata)
                     except PermissionError as e:
                         log.warning("refused HDS stream of %s: %s", getattr(node, "id", ""), e)
                         await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
                     if not key[0]:
                         await context.abort(grpc.StatusCode.PERMISSION_DENIED, "HDS is for dataplanes")
-                    stream = _Stream(key, queue)
+                    stream = _Stream(key, queue, metadata)
                     self._streams.setdefault(key, []).append(stream)
                     item = _CHANGED
                 if item is _CHANGED:

@@ -104,9 +104,13 @@ def test_a_revoked_token_loses_its_stream_and_cannot_open_another(mesh: Mesh) ->
     assert r.status_code == 201, r.text
     eventually(lambda: not _online(mesh, "web-1"), "web-1's stream closed after its token was revoked")
     assert "closed the xDS stream of default.web-1: authentication failed: token is revoked" in mesh.cp.read_log()
+    # its health stream too: a revoked proxy reports no more health for its inbounds
+    eventually(lambda: "closed the HDS stream of default.web-1: authentication failed: token is revoked"
+               in mesh.cp.read_log(), "web-1's HDS stream closed")
     # Envoy reconnects on its own, and is refused each time
     eventually(lambda: "refused xDS stream of default.web-1: authentication failed: token is revoked"
                in mesh.cp.read_log(), "web-1's reconnect refused")
+    eventually(lambda: "refused HDS stream of default.web-1" in mesh.cp.read_log(), "web-1's HDS reconnect refused")
     assert not _online(mesh, "web-1")
     assert _online(mesh, "api-1") and _ended(mesh, "api-1") == 0
 

@@ -336,3 +336,34 @@ def test_while_the_store_is_down_nothing_is_read_or_written_and_the_next_report_
         await server.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_a_stream_whose_token_no_longer_passes_is_closed_and_its_reports_stop_counting(env) -> None:
+    """As the ADS streams: a revoked token loses its HDS stream at once (DataplaneAuth.watch rechecks both)."""
+    store, manager = env
+    for name in ("backend-1", "backend-2"):
+        manager.create(Resource("Dataplane", "default", name, _dataplane(_inbound(10001, 8080))))
+
+    def check(key, metadata) -> None:
+        if key == ("default", "backend-1"):
+            raise PermissionError("authentication failed: token is revoked")
+
+    async def scenario() -> None:
+        server, hds, channel = await _serve(manager)
+        revoked, kept = Proxy(channel, "backend-1"), Proxy(channel, "backend-2")
+        await revoked.recv()
+        await kept.recv()
+        assert hds.recheck(check, {"other-mesh"}) == 0     # streams of other meshes are not looked at
+        assert hds.recheck(check, {"default"}) == 1
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await revoked.recv()
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "token is revoked" in e.value.details()
+        assert ("default", "backend-1") not in hds._streams
+        kept.report(admin=health_check_pb2.DRAINING)        # the other proxy's stream goes on
+        await _until(lambda: not _ready(store, "backend-2"))
+        assert _ready(store, "backend-1")
+        kept.queue.put_nowait(None)
+        revoked.queue.put_nowait(None)
+        await server.stop(None)
+
+    asyncio.run(scenario())
