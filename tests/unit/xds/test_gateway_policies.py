@@ -1,12 +1,13 @@
 """Policies other than the routes on a builtin gateway, selected per port as Kuma 2.14 selects them (top-level
 Mesh / MeshSubset with proxyTypes Gateway or none, MeshService by the gateway's service, MeshGateway by name and
 listener tags): MeshTimeout on listeners, routes and clusters, MeshRetry on routes and TCP proxies,
-MeshCircuitBreaker on clusters."""
+MeshCircuitBreaker and MeshHealthCheck on clusters, MeshAccessLog on listeners."""
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
+from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
@@ -35,6 +36,19 @@ EDGE_BREAKER = policy("MeshCircuitBreaker", "edge-breaker", {
     "targetRef": {"kind": "MeshService", "name": "edge"},
     "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
             "default": {"connectionLimits": {"maxConnections": 7}}}],
+})
+
+EDGE_HEALTH = policy("MeshHealthCheck", "edge-health", {
+    "targetRef": {"kind": "MeshGateway", "name": "edge"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+            "default": {"interval": "7s", "http": {"path": "/health"}}}],
+})
+GATEWAY_LOG = policy("MeshAccessLog", "gateway-log", {
+    "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
+    "to": [{"targetRef": {"kind": "Mesh"},
+            "default": {"backends": [{"type": "File", "file": {"path": "/tmp/out.log"}}]}}],
+    "from": [{"targetRef": {"kind": "Mesh"}, "default": {"backends": [
+        {"type": "File", "file": {"path": "/tmp/in.log", "format": {"plain": "%KUMA_DESTINATION_SERVICE%"}}}]}}],
 })
 
 
@@ -79,7 +93,7 @@ def test_the_mesh_default_gateway_timeouts_and_retries_reach_the_gateway() -> No
 
 
 def test_gateway_policies_configure_its_listeners_routes_and_clusters() -> None:
-    resources = _generate(EDGE_TIMEOUTS, SIDECAR_TIMEOUTS, GATEWAY_RETRY, EDGE_BREAKER)
+    resources = _generate(EDGE_TIMEOUTS, SIDECAR_TIMEOUTS, GATEWAY_RETRY, EDGE_BREAKER, EDGE_HEALTH, GATEWAY_LOG)
     assert_golden("gateway_policies.yaml", resources_yaml(resources))
     hcm = _hcm(resources, "edge:HTTP:8080")
     assert (hcm.request_timeout.seconds, hcm.request_headers_timeout.seconds) == (20, 1)
@@ -94,6 +108,17 @@ def test_gateway_policies_configure_its_listeners_routes_and_clusters() -> None:
     assert {c.circuit_breakers.thresholds[0].max_connections.value for c in db} == {1024}
     assert {r.route.retry_policy.num_retries.value for r in _routes(resources)} == {7}
     assert _tcp(resources).max_connect_attempts.value == 2
+    # health checks on the backend's clusters (HTTP, from the gateway's HTTP ports), none on db's
+    assert all(len(c.health_checks) == 1 and c.health_checks[0].interval.seconds == 7
+               and c.health_checks[0].http_health_check.path == "/health" for c in backend)
+    assert not any(c.health_checks for c in db)
+    # access logs on every port: the `to` one, then the `from` one naming the gateway as the destination
+    for logs in (_hcm(resources, "edge:HTTP:8080").access_log, _tcp(resources).access_log):
+        files = [file_pb2.FileAccessLog() for _ in logs]
+        for log, file in zip(logs, files):
+            log.typed_config.Unpack(file)
+        assert [f.path for f in files] == ["/tmp/out.log", "/tmp/in.log"]
+        assert files[1].log_format.text_format_source.inline_string == "edge\n"
 
 
 def test_a_meshgateway_policy_applies_only_to_the_ports_whose_listener_tags_match() -> None:
