@@ -173,8 +173,9 @@ def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, pa
     assert r.status_code == 201, r.text
     assert f"a {body['type']} for gateways (top-level targetRef MeshGateway, or proxyTypes [Gateway]) is stored but " \
            "not yet applied to builtin gateway proxies by this control plane (only MeshHTTPRoute, MeshTCPRoute, " \
-           "MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHealthCheck, MeshAccessLog configure them; DELEGATED " \
-           "gateways get it on their outbounds)" \
+           "MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHealthCheck, MeshAccessLog, MeshRateLimit, " \
+           "MeshFaultInjection, MeshLoadBalancingStrategy configure them; DELEGATED gateways get it on their " \
+           "outbounds)" \
            in r.json()["warnings"]
 
 
@@ -195,6 +196,17 @@ def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, pa
         "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
         "to": [{"targetRef": {"kind": "Mesh"},
                 "default": {"backends": [{"type": "File", "file": {"path": "/dev/stdout"}}]}}]}}),
+    ("meshratelimits/gw", {"type": "MeshRateLimit", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "to": [{"targetRef": {"kind": "Mesh"},
+                "default": {"local": {"http": {"requestRate": {"num": 5, "interval": "10s"}}}}}]}}),
+    ("meshfaultinjections/gw", {"type": "MeshFaultInjection", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
+        "to": [{"targetRef": {"kind": "Mesh"},
+                "default": {"http": [{"abort": {"httpStatus": 503, "percentage": 50}}]}}]}}),
+    ("meshloadbalancingstrategies/gw", {"type": "MeshLoadBalancingStrategy", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"loadBalancer": {"type": "RoundRobin"}}}]}}),
 ])
 def test_a_policy_for_gateways_that_gateways_get_has_no_warning(api: LiveApi, path: str, body: dict) -> None:
     r = api.put(f"/meshes/default/{path}", body)

@@ -61,7 +61,8 @@ def _generate(*extra: Any) -> dict:
 
 def _hcm(resources: dict, listener: str) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager()
-    resources[names.LISTENER][listener].filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    (found,) = [f for f in resources[names.LISTENER][listener].filter_chains[0].filters if f.name == names.HCM_FILTER]
+    found.typed_config.Unpack(hcm)
     return hcm
 
 
@@ -131,3 +132,39 @@ def test_a_meshgateway_policy_applies_only_to_the_ports_whose_listener_tags_matc
     assert _hcm(resources, "edge:HTTPS:8443").request_timeout.seconds == 20
     other = replace(shop_only, spec={**shop_only.spec, "targetRef": {"kind": "MeshGateway", "name": "other"}})
     assert not _hcm(_generate(other), "edge:HTTP:8080").HasField("request_timeout")
+
+
+GATEWAY_RATE = policy("MeshRateLimit", "gateway-rate", {
+    "targetRef": {"kind": "MeshGateway", "name": "edge"},
+    "to": [{"targetRef": {"kind": "Mesh"}, "default": {"local": {
+        "http": {"requestRate": {"num": 5, "interval": "10s"}, "onRateLimit": {"status": 429}},
+        "tcp": {"connectionRate": {"num": 2, "interval": "1s"}}}}}],
+})
+GATEWAY_FAULT = policy("MeshFaultInjection", "gateway-fault", {
+    "targetRef": {"kind": "MeshGateway", "name": "edge"},
+    "to": [{"targetRef": {"kind": "Mesh"}, "default": {"http": [{"abort": {"httpStatus": 503, "percentage": 50}}]}}],
+})
+GATEWAY_LB = policy("MeshLoadBalancingStrategy", "gateway-lb", {
+    "targetRef": {"kind": "MeshGateway", "name": "edge"},
+    "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "default": {"loadBalancer": {
+        "type": "RingHash", "ringHash": {"hashPolicies": [{"type": "Header", "header": {"name": "x-user"}}]}}}}],
+})
+
+
+def test_rate_limits_faults_and_balancing_reach_the_gateway() -> None:
+    resources = _generate(GATEWAY_RATE, GATEWAY_FAULT, GATEWAY_LB)
+    assert_golden("gateway_policies_http.yaml", resources_yaml(resources))
+    hcm = _hcm(resources, "edge:HTTP:8080")
+    assert {"envoy.filters.http.local_ratelimit", "envoy.filters.http.fault"} <= {f.name for f in hcm.http_filters}
+    assert hcm.http_filters[-1].name == "envoy.filters.http.router"
+    routes = _routes(resources)
+    assert routes and all("envoy.filters.http.local_ratelimit" in r.typed_per_filter_config for r in routes)
+    assert all([p.header.header_name for p in r.route.hash_policy] == ["x-user"] for r in routes)
+    clusters = resources[names.CLUSTER]
+    assert {n: c.lb_policy for n, c in clusters.items() if n.startswith("backend")} == {
+        n: clusters[n].RING_HASH for n in clusters if n.startswith("backend")}
+    assert all(c.lb_policy == c.ROUND_ROBIN for n, c in clusters.items() if n.startswith("db"))
+    # the connection rate limit first on every chain (as Kuma: the HTTP ports' too), no HTTP faults on TCP
+    for listener in ("edge:TCP:9000", "edge:HTTP:8080"):
+        chain = resources[names.LISTENER][listener].filter_chains[0]
+        assert chain.filters[0].name == "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit"
