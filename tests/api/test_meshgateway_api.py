@@ -164,9 +164,10 @@ def test_a_route_on_the_gateway_is_applied_and_listeners_are_picked_by_tags(api:
 
 
 @pytest.mark.parametrize(("path", "body"), [
-    ("meshtraces/gw", {"type": "MeshTrace", "mesh": "default", "name": "gw", "spec": {
-        "targetRef": {"kind": "MeshGateway", "name": "edge"},
-        "default": {"backends": [{"type": "Zipkin", "zipkin": {"url": "http://127.0.0.1:9411/api/v2/spans"}}]}}}),
+    ("meshproxypatches/gw", {"type": "MeshProxyPatch", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
+        "default": {"appendModifications": [{"httpFilter": {
+            "operation": "Remove", "match": {"name": "envoy.filters.http.fault"}}}]}}}),
 ])
 def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, path: str, body: dict) -> None:
     r = api.put(f"/meshes/default/{path}", body)
@@ -174,8 +175,8 @@ def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, pa
     assert f"a {body['type']} for gateways (top-level targetRef MeshGateway, or proxyTypes [Gateway]) is stored but " \
            "not yet applied to builtin gateway proxies by this control plane (only MeshHTTPRoute, MeshTCPRoute, " \
            "MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHealthCheck, MeshAccessLog, MeshRateLimit, " \
-           "MeshFaultInjection, MeshLoadBalancingStrategy configure them; DELEGATED gateways get it on their " \
-           "outbounds)" \
+           "MeshFaultInjection, MeshLoadBalancingStrategy, MeshTrace configure them; DELEGATED gateways get it " \
+           "on their outbounds)" \
            in r.json()["warnings"]
 
 
@@ -207,6 +208,9 @@ def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, pa
     ("meshloadbalancingstrategies/gw", {"type": "MeshLoadBalancingStrategy", "mesh": "default", "name": "gw", "spec": {
         "targetRef": {"kind": "MeshGateway", "name": "edge"},
         "to": [{"targetRef": {"kind": "Mesh"}, "default": {"loadBalancer": {"type": "RoundRobin"}}}]}}),
+    ("meshtraces/gw", {"type": "MeshTrace", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "default": {"backends": [{"type": "Zipkin", "zipkin": {"url": "http://127.0.0.1:9411/api/v2/spans"}}]}}}),
 ])
 def test_a_policy_for_gateways_that_gateways_get_has_no_warning(api: LiveApi, path: str, body: dict) -> None:
     r = api.put(f"/meshes/default/{path}", body)

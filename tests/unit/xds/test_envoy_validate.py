@@ -156,7 +156,7 @@ def test_envoy_accepts_a_gateway_with_its_policies(certificates: tuple[bytes, by
     edge = replace(gw.EDGE, listeners=tuple(l for l in gw.EDGE.listeners if l.protocol in ("HTTP", "TCP")))
     snap = replace(routed_snapshot("STRICT", gw.API_ROUTE, gw.SHOP_ROUTE, gw.DB_THROUGH_EDGE, gwp.EDGE_TIMEOUTS,
                                    gwp.GATEWAY_RETRY, gwp.EDGE_BREAKER, gwp.EDGE_HEALTH, gwp.GATEWAY_LOG,
-                                   gwp.GATEWAY_RATE, gwp.GATEWAY_FAULT, gwp.GATEWAY_LB), gateways=(edge,))
+                                   gwp.GATEWAY_RATE, gwp.GATEWAY_FAULT, gwp.GATEWAY_LB, gwp.GATEWAY_TRACE), gateways=(edge,))
     snap = replace(snap, mtls=replace(snap.mtls, ca_cert_pem=ca_pem))
     proxy = replace(gw.edge_proxy(), work_dir=str(tmp_path))
     resources = generate_sidecar(snap, proxy, Identity(cert_pem, key_pem, 0.0))

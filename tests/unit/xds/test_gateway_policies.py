@@ -1,7 +1,9 @@
 """Policies other than the routes on a builtin gateway, selected per port as Kuma 2.14 selects them (top-level
 Mesh / MeshSubset with proxyTypes Gateway or none, MeshService by the gateway's service, MeshGateway by name and
 listener tags): MeshTimeout on listeners, routes and clusters, MeshRetry on routes and TCP proxies,
-MeshCircuitBreaker and MeshHealthCheck on clusters, MeshAccessLog on listeners."""
+MeshCircuitBreaker and MeshHealthCheck on clusters, MeshAccessLog on listeners, MeshRateLimit and
+MeshFaultInjection on HTTP routes and listeners, MeshLoadBalancingStrategy on clusters and routes, MeshTrace on
+HTTP listeners."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -149,10 +151,14 @@ GATEWAY_LB = policy("MeshLoadBalancingStrategy", "gateway-lb", {
     "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "default": {"loadBalancer": {
         "type": "RingHash", "ringHash": {"hashPolicies": [{"type": "Header", "header": {"name": "x-user"}}]}}}}],
 })
+GATEWAY_TRACE = policy("MeshTrace", "gateway-trace", {
+    "targetRef": {"kind": "MeshGateway", "name": "edge"},
+    "default": {"backends": [{"type": "Zipkin", "zipkin": {"url": "http://127.0.0.1:9411/api/v2/spans"}}]},
+})
 
 
-def test_rate_limits_faults_and_balancing_reach_the_gateway() -> None:
-    resources = _generate(GATEWAY_RATE, GATEWAY_FAULT, GATEWAY_LB)
+def test_rate_limits_faults_balancing_and_tracing_reach_the_gateway() -> None:
+    resources = _generate(GATEWAY_RATE, GATEWAY_FAULT, GATEWAY_LB, GATEWAY_TRACE)
     assert_golden("gateway_policies_http.yaml", resources_yaml(resources))
     hcm = _hcm(resources, "edge:HTTP:8080")
     assert {"envoy.filters.http.local_ratelimit", "envoy.filters.http.fault"} <= {f.name for f in hcm.http_filters}
@@ -164,6 +170,9 @@ def test_rate_limits_faults_and_balancing_reach_the_gateway() -> None:
     assert {n: c.lb_policy for n, c in clusters.items() if n.startswith("backend")} == {
         n: clusters[n].RING_HASH for n in clusters if n.startswith("backend")}
     assert all(c.lb_policy == c.ROUND_ROBIN for n, c in clusters.items() if n.startswith("db"))
+    # HTTP ports traced to the Zipkin collector's cluster
+    assert _hcm(resources, "edge:HTTP:8080").tracing.provider.name == "envoy.tracers.zipkin"
+    assert "meshtrace:zipkin" in resources[names.CLUSTER]
     # the connection rate limit first on every chain (as Kuma: the HTTP ports' too), no HTTP faults on TCP
     for listener in ("edge:TCP:9000", "edge:HTTP:8080"):
         chain = resources[names.LISTENER][listener].filter_chains[0]
