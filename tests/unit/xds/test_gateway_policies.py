@@ -177,3 +177,14 @@ def test_rate_limits_faults_balancing_and_tracing_reach_the_gateway() -> None:
     for listener in ("edge:TCP:9000", "edge:HTTP:8080"):
         chain = resources[names.LISTENER][listener].filter_chains[0]
         assert chain.filters[0].name == "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit"
+
+
+def test_a_to_entry_of_kind_meshhttproute_sets_only_that_routes_timeout() -> None:
+    api_only = policy("MeshTimeout", "api-only", {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "to": [{"targetRef": {"kind": "MeshHTTPRoute", "name": "edge-api"}, "default": {"http": {"requestTimeout": "2s"}}}]})
+    resources = _generate(api_only)
+    hosts = {h.name: h for h in resources[names.ROUTE]["edge:HTTP:8080:*"].virtual_hosts}
+    timeouts = {(r.match.path or r.match.prefix): r.route.timeout.seconds for r in hosts["shop.example.com"].routes}
+    # /api is edge-api's rule; /cart (edge-shop's) keeps the mesh default
+    assert timeouts == {"/cart": 15, "/api": 2, "/api/": 2}
