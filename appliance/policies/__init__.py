@@ -76,8 +76,10 @@ ALL: tuple[ModuleType, ...] = (
 )
 
 
-# The policies that configure builtin gateway proxies (xds/generate/gateway.py); the others warn when they target one.
-GATEWAY_ROUTE_KINDS = ("MeshHTTPRoute", "MeshTCPRoute")
+# The policies that configure builtin gateway proxies (xds/generate/gateway.py, the plugins' apply_to_gateway);
+# the others warn when they target one.
+GATEWAY_KINDS = ("MeshHTTPRoute", "MeshTCPRoute", "MeshTimeout", "MeshRetry", "MeshCircuitBreaker", "MeshHealthCheck",
+                 "MeshAccessLog", "MeshRateLimit", "MeshFaultInjection", "MeshLoadBalancingStrategy", "MeshTrace")
 
 
 def not_applied_warning(kind: str) -> str:
@@ -93,10 +95,10 @@ def not_applied(module: ModuleType, spec: dict[str, Any]) -> list[str]:
     out = list(getattr(module, "not_applied", lambda _: [])(spec))
     top = spec.get("targetRef") or {}
     gateways_only = top.get("kind") in ("Mesh", "MeshSubset") and top.get("proxyTypes") == ["Gateway"]
-    if module.KIND not in GATEWAY_ROUTE_KINDS and (top.get("kind") == "MeshGateway" or gateways_only):
+    if module.KIND not in GATEWAY_KINDS and (top.get("kind") == "MeshGateway" or gateways_only):
         out.append(f"a {module.KIND} for gateways (top-level targetRef MeshGateway, or proxyTypes [Gateway]) is stored "
                    "but not yet applied to builtin gateway proxies by this control plane (only "
-                   f"{' and '.join(GATEWAY_ROUTE_KINDS)} configure them; DELEGATED gateways get it on their outbounds)")
+                   f"{', '.join(GATEWAY_KINDS)} configure them; DELEGATED gateways get it on their outbounds)")
     if (spec.get("targetRef") or {}).get("kind") == "MeshHTTPRoute":
         out.append(f"a {module.KIND} with top-level targetRef.kind MeshHTTPRoute is stored but not yet applied to "
                    "proxies by this control plane: use MeshHTTPRoute in spec.to[].targetRef")

@@ -1,8 +1,10 @@
-"""What the route policies share on builtin gateways (Kuma 2.14's matchers.DppSelectedByPolicy for kind
-MeshGateway): which MeshGateway configures a gateway proxy, and which policies apply to one of its listeners."""
+"""What the policies share on builtin gateways (Kuma 2.14's matchers.DppSelectedByPolicy with a MeshGateway):
+which MeshGateway configures a gateway proxy, which policies apply to one of its listeners, and what of the
+generated resources belongs to each port (`GatewayPort`, what the plugins' `apply_to_gateway` edit)."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 from appliance.model.proxy import GatewayListener, MeshGateway, Policy, Proxy
 from appliance.policies import _rules
@@ -38,3 +40,36 @@ def to_entries(policies: tuple[Policy, ...], proxy: Proxy, gateway: MeshGateway,
         if not all(k in tags and (tags[k] == v or v == "*") for k, v in (ref.get("tags") or {}).items()):
             continue
         yield from (e for e in policy.spec.get("to") or [] if (e.get("targetRef") or {}).get("kind") == "Mesh")
+
+
+@dataclass(frozen=True)
+class GatewayPort:
+    """One port of a builtin gateway as generated: Kuma keys its gateway rules by (address, port)."""
+    port: int
+    protocol: str                          # HTTP, HTTPS, TCP, TLS
+    listener: str                          # the Envoy listener's name
+    route_configs: tuple[str, ...]         # its route configurations (HTTP/HTTPS)
+    backends: tuple[tuple[str, str], ...]  # (service, cluster) its routes send to
+
+
+def _selects_listener(ref: dict[str, Any], tags: dict[str, str], gateway: MeshGateway) -> bool:
+    kind = ref.get("kind")
+    if kind in ("Mesh", "MeshSubset"):
+        proxy_types = ref.get("proxyTypes") or []
+        selector = (ref.get("tags") or {}) if kind == "MeshSubset" else {}
+        return (not proxy_types or "Gateway" in proxy_types) and _rules.tags_match(selector, tags)
+    if kind in ("MeshService", "MeshServiceSubset"):
+        selector = {**((ref.get("tags") or {}) if kind == "MeshServiceSubset" else {}),
+                    _rules.SERVICE_TAG: ref.get("name") or ""}
+        return _rules.tags_match(selector, tags)
+    if kind == "MeshGateway":
+        return ref.get("name") == gateway.name and _rules.tags_match(ref.get("tags") or {}, tags)
+    return False   # Dataplane never selects a builtin gateway; MeshHTTPRoute is not applied (the API warns)
+
+
+def port_policies(policies: Sequence[Policy], proxy: Proxy, gateway: MeshGateway, port: int) -> list[Policy]:
+    """The policies whose top-level targetRef selects a listener of the gateway on this port (by its tags,
+    see `listener_tags`), in precedence order: Kuma's matchers.inboundsSelectedByTags for a builtin gateway."""
+    listeners = [l for l in gateway.listeners if l.port == port]
+    return [p for p in _rules.sort_policies(policies)
+            if any(_selects_listener(_rules.top_ref(p), listener_tags(proxy, gateway, l), gateway) for l in listeners)]

@@ -68,7 +68,7 @@ def inbound_key(inbound: Inbound) -> InboundKey:
     return inbound.address, inbound.port
 
 
-def _tags_match(selector: dict[str, str], tags: dict[str, str]) -> bool:
+def tags_match(selector: dict[str, str], tags: dict[str, str]) -> bool:
     """mesh_proto.TagSelector.Matches: every selector tag present and equal (or `*`)."""
     return all(k in tags and (v == tags[k] or v == "*") for k, v in selector.items())
 
@@ -85,12 +85,12 @@ def selected_inbounds(ref: dict[str, Any], proxy: Proxy) -> list[Inbound]:
         if not _sidecar_selected(ref):
             return []
         selector = (ref.get("tags") or {}) if kind == "MeshSubset" else {}
-        return [i for i in proxy.inbounds if _tags_match(selector, i.tags)]
+        return [i for i in proxy.inbounds if tags_match(selector, i.tags)]
     if kind == "MeshService":
-        return [i for i in proxy.inbounds if _tags_match({SERVICE_TAG: ref.get("name") or ""}, i.tags)]
+        return [i for i in proxy.inbounds if tags_match({SERVICE_TAG: ref.get("name") or ""}, i.tags)]
     if kind == "MeshServiceSubset":
         selector = {**(ref.get("tags") or {}), SERVICE_TAG: ref.get("name") or ""}
-        return [i for i in proxy.inbounds if _tags_match(selector, i.tags)]
+        return [i for i in proxy.inbounds if tags_match(selector, i.tags)]
     if kind == "Dataplane":
         name, labels = ref.get("name") or "", ref.get("labels")
         everyone = not name and not ref.get("namespace") and labels is None
@@ -113,10 +113,10 @@ def delegated_gateway_selected(ref: dict[str, Any], proxy: Proxy) -> bool:
     if kind in ("Mesh", "MeshSubset"):
         proxy_types = ref.get("proxyTypes") or []
         selector = (ref.get("tags") or {}) if kind == "MeshSubset" else {}
-        return (not proxy_types or "Gateway" in proxy_types) and _tags_match(selector, tags)
+        return (not proxy_types or "Gateway" in proxy_types) and tags_match(selector, tags)
     if kind in ("MeshService", "MeshServiceSubset"):
         selector = {**(ref.get("tags") or {}), SERVICE_TAG: ref.get("name") or ""}
-        return _tags_match(selector if kind == "MeshServiceSubset" else {SERVICE_TAG: ref.get("name") or ""}, tags)
+        return tags_match(selector if kind == "MeshServiceSubset" else {SERVICE_TAG: ref.get("name") or ""}, tags)
     return False
 
 
@@ -175,11 +175,11 @@ def service_selected(ref: dict[str, Any], tags: dict[str, str]) -> bool:
     if kind == "Mesh":
         return True
     if kind == "MeshSubset":
-        return _tags_match(ref.get("tags") or {}, tags)
+        return tags_match(ref.get("tags") or {}, tags)
     if kind == "MeshService":
         return (ref.get("name") or "") == tags.get(SERVICE_TAG)
     if kind == "MeshServiceSubset":
-        return (ref.get("name") or "") == tags.get(SERVICE_TAG) and _tags_match(ref.get("tags") or {}, tags)
+        return (ref.get("name") or "") == tags.get(SERVICE_TAG) and tags_match(ref.get("tags") or {}, tags)
     return False
 
 
@@ -450,6 +450,13 @@ def to_rules(selection: Selection, conf_of: ConfOf = _default, merger: Merge = m
 
     `conf_of` and `merger` are for the kinds whose entries are not a `default` merged as JSON (the routes)."""
     policies = [p for p in selection.proxy if top_ref(p).get("kind") not in ("MeshHTTPRoute", "MeshGateway")]
+    return policies_to_rules(policies, conf_of, merger, routes)
+
+
+def policies_to_rules(policies: Sequence[Policy], conf_of: ConfOf = _default, merger: Merge = merge,
+                      routes: Sequence[Policy] = ()) -> list[Rule]:
+    """BuildToRules of these (selected, sorted) policies: what `to_rules` builds for a sidecar, and what a
+    builtin gateway's port gets from the policies that select its listeners (policies/_gateway.py)."""
     return _built("to", policies, with_negations=False, conf_of=conf_of, merger=merger, routes=routes)
 
 

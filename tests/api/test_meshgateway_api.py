@@ -164,16 +164,54 @@ def test_a_route_on_the_gateway_is_applied_and_listeners_are_picked_by_tags(api:
 
 
 @pytest.mark.parametrize(("path", "body"), [
+    ("meshproxypatches/gw", {"type": "MeshProxyPatch", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
+        "default": {"appendModifications": [{"httpFilter": {
+            "operation": "Remove", "match": {"name": "envoy.filters.http.fault"}}}]}}}),
+])
+def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, path: str, body: dict) -> None:
+    r = api.put(f"/meshes/default/{path}", body)
+    assert r.status_code == 201, r.text
+    assert f"a {body['type']} for gateways (top-level targetRef MeshGateway, or proxyTypes [Gateway]) is stored but " \
+           "not yet applied to builtin gateway proxies by this control plane (only MeshHTTPRoute, MeshTCPRoute, " \
+           "MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHealthCheck, MeshAccessLog, MeshRateLimit, " \
+           "MeshFaultInjection, MeshLoadBalancingStrategy, MeshTrace configure them; DELEGATED gateways get it " \
+           "on their outbounds)" \
+           in r.json()["warnings"]
+
+
+@pytest.mark.parametrize(("path", "body"), [
     ("meshtimeouts/gw", {"type": "MeshTimeout", "mesh": "default", "name": "gw", "spec": {
         "targetRef": {"kind": "MeshGateway", "name": "edge"},
         "to": [{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "10s"}}]}}),
     ("meshretries/gw", {"type": "MeshRetry", "mesh": "default", "name": "gw", "spec": {
         "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
         "to": [{"targetRef": {"kind": "Mesh"}, "default": {"http": {"numRetries": 2}}}]}}),
+    ("meshcircuitbreakers/gw", {"type": "MeshCircuitBreaker", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"connectionLimits": {"maxConnections": 2}}}]}}),
+    ("meshhealthchecks/gw", {"type": "MeshHealthCheck", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"interval": "10s", "http": {"path": "/health"}}}]}}),
+    ("meshaccesslogs/gw", {"type": "MeshAccessLog", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
+        "to": [{"targetRef": {"kind": "Mesh"},
+                "default": {"backends": [{"type": "File", "file": {"path": "/dev/stdout"}}]}}]}}),
+    ("meshratelimits/gw", {"type": "MeshRateLimit", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "to": [{"targetRef": {"kind": "Mesh"},
+                "default": {"local": {"http": {"requestRate": {"num": 5, "interval": "10s"}}}}}]}}),
+    ("meshfaultinjections/gw", {"type": "MeshFaultInjection", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
+        "to": [{"targetRef": {"kind": "Mesh"},
+                "default": {"http": [{"abort": {"httpStatus": 503, "percentage": 50}}]}}]}}),
+    ("meshloadbalancingstrategies/gw", {"type": "MeshLoadBalancingStrategy", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"loadBalancer": {"type": "RoundRobin"}}}]}}),
+    ("meshtraces/gw", {"type": "MeshTrace", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "default": {"backends": [{"type": "Zipkin", "zipkin": {"url": "http://127.0.0.1:9411/api/v2/spans"}}]}}}),
 ])
-def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, path: str, body: dict) -> None:
+def test_a_policy_for_gateways_that_gateways_get_has_no_warning(api: LiveApi, path: str, body: dict) -> None:
     r = api.put(f"/meshes/default/{path}", body)
-    assert r.status_code == 201, r.text
-    assert f"a {body['type']} for gateways (top-level targetRef MeshGateway, or proxyTypes [Gateway]) is stored but " \
-           "not yet applied to builtin gateway proxies by this control plane (only MeshHTTPRoute and MeshTCPRoute " \
-           "configure them; DELEGATED gateways get it on their outbounds)" in r.json()["warnings"]
+    assert r.status_code == 201 and "warnings" not in r.json(), r.text

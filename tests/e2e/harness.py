@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import socketserver
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -154,9 +156,13 @@ networking:
 
 
 def version_app(version: str, seen: list[dict] | None = None) -> int:
-    """An HTTP app on a free port that answers which version it is, and what it was sent (JSON)."""
+    """An HTTP app on a free port that answers which version it is, and what it was sent (JSON); a path with
+    `delay=<seconds>` in it is answered that much later (a slow backend)."""
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
+            delay = re.search(r"delay=([0-9.]+)", self.path)
+            if delay:
+                time.sleep(float(delay.group(1)))
             request = {"version": version, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
             if seen is not None:
                 seen.append(request)

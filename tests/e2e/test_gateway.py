@@ -1,8 +1,8 @@
 """Traffic into the mesh through the builtin gateway: a real kuma-cp, a kuma-dp running as a BUILTIN gateway
 (`edge`) and a kuma-dp sidecar in front of `backend`, mTLS on. What a user sees: curl through the gateway's
 port reaches the backend on the routes of a MeshHTTPRoute (the backend sees the gateway's SPIFFE id), other
-paths answer 404, a route change applies without restarting the gateway, and MeshTrafficPermission denying
-the gateway's service gives 403. An HTTPS listener terminates TLS with a certificate from a Secret: the right
+paths answer 404, a route change applies without restarting the gateway, MeshTrafficPermission denying
+the gateway's service gives 403, and a MeshTimeout for the gateway makes a slow backend answer 504. An HTTPS listener terminates TLS with a certificate from a Secret: the right
 SNI gets the backend, another name gets no handshake, and a listener whose Secret is missing is left out (no
 NACK) until the Secret is created."""
 from __future__ import annotations
@@ -215,6 +215,19 @@ def test_a_permission_denying_the_gateway_gives_403(edge: Edge) -> None:
     eventually(lambda: edge.status("/api/items") == 403, lambda: edge.mesh.log_tail("backend-1"))
     assert requests.delete(f"{edge.mesh.cp.url}/meshes/default/meshtrafficpermissions/no-edge", timeout=5).ok
     eventually(lambda: edge.status("/api/items") == 200)
+
+
+def test_a_gateway_request_timeout_answers_504_from_a_slow_backend(edge: Edge) -> None:
+    eventually(lambda: edge.status("/api/items") == 200, timeout=60)
+    assert edge.status("/api/slow?delay=2") == 200      # the mesh default: 15 s per request
+    timeout = {"type": "MeshTimeout", "mesh": "default", "name": "edge-timeout", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "to": [{"targetRef": {"kind": "Mesh"}, "default": {"http": {"requestTimeout": "1s"}}}]}}
+    assert "warnings" not in edge.put("meshtimeouts", timeout), "MeshTimeout applies to builtin gateways"
+    eventually(lambda: edge.status("/api/slow?delay=2") == 504, lambda: edge.mesh.log_tail("edge-1"))
+    assert edge.status("/api/items") == 200
+    assert requests.delete(f"{edge.mesh.cp.url}/meshes/default/meshtimeouts/edge-timeout", timeout=5).ok
+    eventually(lambda: edge.status("/api/slow?delay=2") == 200)
 
 
 def test_https_terminates_with_the_secrets_certificate_and_refuses_other_names(edge: Edge) -> None:

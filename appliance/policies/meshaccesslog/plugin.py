@@ -15,6 +15,10 @@ As Kuma 2.14 (plugin/v1alpha1/plugin.go, plugin/xds/{configurer,rules,clusters}.
   `meshaccesslog:opentelemetry:<n>` numbered in the order the proxy's listeners first use them.
 A `backendRef` (MeshOpenTelemetryBackend) is not resolved by this control plane: such a backend logs nothing,
 and the API says so on write (schema.deprecations).
+On a builtin gateway (`apply_to_gateway`), each port's listener logs, from the policies that select its
+listeners, as Kuma's gateway: the `to` entries for the whole mesh (destination `*`, OUTBOUND), then the
+`from`/`rules` entries (source `unknown`, INBOUND); the HTTP format on HTTP ports, the TCP one on the others
+(Kuma reads an HTTPS listener's protocol as unknown).
 """
 from __future__ import annotations
 
@@ -34,8 +38,8 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
 from appliance.model import names
-from appliance.model.proxy import MeshSnapshot, Proxy
-from appliance.policies import _collectors, _envoy, _rules
+from appliance.model.proxy import MeshGateway, MeshSnapshot, Proxy
+from appliance.policies import _collectors, _envoy, _gateway, _rules
 
 KIND = "MeshAccessLog"
 FILE_LOGGER = "envoy.access_loggers.file"
@@ -164,13 +168,7 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
         protocol = snapshot.protocols.get(found.service, "tcp")
         outbound[(found.address, found.port)] = tuple(
             Log(b, default_format(protocol), values) for b in _backends(rule.conf))
-    # EndpointAccumulator: clusters numbered in the order the logs first name their endpoints.
-    otel: dict[tuple[str, int], str] = {}
-    for logs in (*inbound.values(), *outbound.values()):
-        for log in logs:
-            endpoint = _otel_endpoint(log.backend)
-            if endpoint is not None and endpoint not in otel:
-                otel[endpoint] = f"meshaccesslog:opentelemetry:{len(otel)}"
+    otel = _otel_clusters([log for logs in (*inbound.values(), *outbound.values()) for log in logs])
     socket = names.access_log_socket(proxy.work_dir, proxy.name, proxy.mesh)
     # Outbound logs name the calling proxy's service and zone, and may name its address, pipe and collector
     # numbering: proxies whose logs name the same are given one copy of each outbound (`generate_sidecar`).
@@ -323,6 +321,39 @@ def _configure(listener: listener_pb2.Listener, logs: list[accesslog_pb2.AccessL
     for chain in listener.filter_chains:
         _envoy.update_hcm(chain, lambda hcm: hcm.access_log.extend(logs))
         _envoy.update_tcp_proxy(chain, lambda tcp: tcp.access_log.extend(logs))
+
+
+def _otel_clusters(logs: list[Log]) -> dict[tuple[str, int], str]:
+    """EndpointAccumulator: clusters numbered in the order the logs first name their endpoints."""
+    otel: dict[tuple[str, int], str] = {}
+    for log in logs:
+        endpoint = _otel_endpoint(log.backend)
+        if endpoint is not None and endpoint not in otel:
+            otel[endpoint] = f"meshaccesslog:opentelemetry:{len(otel)}"
+    return otel
+
+
+def apply_to_gateway(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
+                     ports: tuple[_gateway.GatewayPort, ...], resources: _envoy.Resources) -> None:
+    identifying = proxy.services[0] if proxy.services else UNKNOWN_SERVICE
+    zone = proxy.labels.get("kuma.io/zone", "")
+    by_port: dict[ListenerKey, tuple[Log, ...]] = {}
+    for port in ports:
+        policies = _gateway.port_policies(snapshot.policies.get(KIND, ()), proxy, gateway, port.port)
+        if not policies:
+            continue
+        fmt = default_format("http" if port.protocol == "HTTP" else "tcp")
+        common = _rules.compute(_rules.policies_to_rules(policies), {})
+        to_values = Values(identifying, proxy.address, "*", proxy.mesh, zone, "OUTBOUND")
+        logs = [Log(b, fmt, to_values) for b in _backends(common.conf if common is not None else {})]
+        from_values = Values(UNKNOWN_SERVICE, proxy.address, identifying, proxy.mesh, zone, "INBOUND")
+        logs += [Log(b, fmt, from_values, match_to_cel(r.match))
+                 for r in _rules.inbound_rules(policies, from_as_rules=True) for b in _backends(r.conf)]
+        by_port[(proxy.address, port.port)] = tuple(logs)
+    if by_port:   # gateway listeners are inbound ones on the proxy's address
+        otel = _otel_clusters([log for logs in by_port.values() for log in logs])
+        socket = names.access_log_socket(proxy.work_dir, proxy.name, proxy.mesh)
+        apply(Matched(by_port, {}, socket, otel), resources)
 
 
 def apply(matched: Matched, resources: _envoy.Resources) -> None:

@@ -4,7 +4,8 @@ Field mapping as Kuma 2.14 (plugin/xds/configurer.go): every cluster tracks rema
 default-priority threshold; connectionLimits.* -> that threshold's max_*; outlierDetection -> the
 cluster's outlier_detection, each detector enforced at 100% when configured and 0% otherwise.
 Inbound (local) clusters use the `from`/`rules` entries that apply to every client, outbound clusters
-the `to` entries of their service.
+the `to` entries of their service. On a builtin gateway (`apply_to_gateway`), each cluster a port's routes
+send to takes the `to` entries for its service of the policies that select that port's listeners.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 
-from appliance.policies import _envoy, _rules
+from appliance.policies import _envoy, _gateway, _rules
 from appliance.policies._common import parse_decimal
-from appliance.model.proxy import MeshSnapshot, Proxy
+from appliance.model.proxy import MeshGateway, MeshSnapshot, Proxy
 
 KIND = "MeshCircuitBreaker"
 _LIMITS = {"maxConnections": "max_connections", "maxConnectionPools": "max_connection_pools",
@@ -120,6 +121,21 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
     for service, cluster_names in matched.services.items():
         rule = _rules.compute(matched.to_rules, {_rules.SERVICE_TAG: service})
         for name in cluster_names:
+            cluster = _envoy.cluster(resources, name)
+            if cluster is not None and rule is not None:
+                configure_cluster(cluster, rule.conf)
+
+
+def apply_to_gateway(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
+                     ports: tuple[_gateway.GatewayPort, ...], resources: _envoy.Resources) -> None:
+    for found in resources.get(_envoy.CLUSTER, {}).values():
+        if isinstance(found, cluster_pb2.Cluster):
+            ensure_track_remaining(found)
+    for port in ports:
+        rules = _rules.policies_to_rules(
+            _gateway.port_policies(snapshot.policies.get(KIND, ()), proxy, gateway, port.port))
+        for service, name in port.backends:
+            rule = _rules.compute(rules, {_rules.SERVICE_TAG: service})
             cluster = _envoy.cluster(resources, name)
             if cluster is not None and rule is not None:
                 configure_cluster(cluster, rule.conf)

@@ -14,6 +14,9 @@ named by the policy's KRI, wrapped in an ExtensionWithMatcher that skips it unle
 URI SAN (spiffeID, matched against each of its URI SANs, see `spiffe_id_regex`) and the requested SNI match
 one of the rule's matches. A rule without matches applies to
 every client: its filter is the plain fault filter (Kuma emits an empty matcher there).
+On a builtin gateway (`apply_to_gateway`), the `to` entries (validation keeps gateways to `to`) of the
+policies that select a port's listeners, as destination groups: one fault filter per entry on the port's
+HTTP connection managers (HTTP and HTTPS ports), a group other than the whole mesh matched on `x-kuma-tags`.
 """
 from __future__ import annotations
 
@@ -34,8 +37,8 @@ from envoy.type.v3 import percent_pb2
 from xds.type.matcher.v3 import matcher_pb2
 
 from appliance.model import names
-from appliance.model.proxy import MeshSnapshot, Proxy
-from appliance.policies import _envoy, _rules
+from appliance.model.proxy import MeshGateway, MeshSnapshot, Proxy
+from appliance.policies import _envoy, _gateway, _rules
 from appliance.policies._common import parse_decimal
 
 KIND = "MeshFaultInjection"
@@ -201,4 +204,16 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
         if listener is None or not filters:
             continue
         for chain in listener.filter_chains:
+            _envoy.update_hcm(chain, lambda hcm: _envoy.insert_before_router(hcm, *filters))
+
+
+def apply_to_gateway(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
+                     ports: tuple[_gateway.GatewayPort, ...], resources: _envoy.Resources) -> None:
+    for port in ports:
+        listener = _envoy.listener(resources, port.listener)
+        if port.protocol not in ("HTTP", "HTTPS") or listener is None:
+            continue
+        policies = _gateway.port_policies(snapshot.policies.get(KIND, ()), proxy, gateway, port.port)
+        filters = _filters(snapshot.mesh, tuple(_rules.policies_to_rules(policies)))
+        for chain in listener.filter_chains if filters else ():
             _envoy.update_hcm(chain, lambda hcm: _envoy.insert_before_router(hcm, *filters))

@@ -17,6 +17,9 @@ entry matches, its cluster and the clusters of its parts (MeshHTTPRoute / MeshTC
   the caller's tags (so the checked service sees who checks, as with real requests);
 - tcp: `send` and each `receive` block are the given text's bytes, hex encoded for Envoy. Kuma's API
   docs call them Base64, but Kuma 2.14 sends the text itself, not its decoding; so do we.
+On a builtin gateway (`apply_to_gateway`), each cluster a port's routes send to takes the `to` entries for its
+service of the policies that select that port's listeners, checked as the listener's protocol (HTTP for
+HTTP/HTTPS, TCP for TCP/TLS).
 """
 from __future__ import annotations
 
@@ -29,8 +32,8 @@ from envoy.extensions.health_check.event_sinks.file.v3 import file_pb2
 from envoy.type.v3 import http_pb2
 
 from appliance.model import names
-from appliance.model.proxy import MeshSnapshot, Proxy
-from appliance.policies import _envoy, _rules
+from appliance.model.proxy import MeshGateway, MeshSnapshot, Proxy
+from appliance.policies import _envoy, _gateway, _rules
 from appliance.policies._common import parse_decimal
 
 KIND = "MeshHealthCheck"
@@ -169,3 +172,20 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
             cluster = _envoy.cluster(resources, name)
             if cluster is not None:
                 configure_cluster(cluster, rule.conf, protocol, matched.tags_header)
+
+
+def apply_to_gateway(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
+                     ports: tuple[_gateway.GatewayPort, ...], resources: _envoy.Resources) -> None:
+    done: set[str] = set()
+    for port in ports:
+        rules = _rules.policies_to_rules(
+            _gateway.port_policies(snapshot.policies.get(KIND, ()), proxy, gateway, port.port))
+        protocol = "http" if port.protocol in ("HTTP", "HTTPS") else "tcp"
+        for service, name in port.backends:
+            rule = _rules.compute(rules, {_rules.SERVICE_TAG: service})
+            cluster = _envoy.cluster(resources, name)
+            # Once per cluster, by the first port that sends to it: Kuma appends one check per route
+            # destination, and Envoy would run each copy.
+            if cluster is not None and rule is not None and name not in done:
+                done.add(name)
+                configure_cluster(cluster, rule.conf, protocol, proxy.serialized_tags)

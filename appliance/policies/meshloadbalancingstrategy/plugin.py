@@ -10,6 +10,10 @@ As Kuma 2.14 (plugin/v1alpha1/plugin.go), for each outbound whose service a `to`
 - localityAwareness: with one zone every endpoint is local, so `disabled`, `crossZone` and the failover
   threshold change nothing Envoy does; `localZone.affinityTags` would weight endpoints by tags shared with
   the caller, which needs load assignments per caller: not applied, and a write that sets it gets a warning.
+On a builtin gateway (`apply_to_gateway`), per port, from the policies that select its listeners: each
+cluster its routes send to takes the `to` entries for its service; and, as Kuma's gateway does, the hash
+policies of a service whose conf sets loadBalancer go on every route of the port (of several such services,
+the last by name).
 """
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from appliance.model.proxy import MeshSnapshot, Proxy
-from appliance.policies import _envoy, _rules
+from appliance.model.proxy import MeshGateway, MeshSnapshot, Proxy
+from appliance.policies import _envoy, _gateway, _rules
 from appliance.policies._common import parse_decimal
 
 KIND = "MeshLoadBalancingStrategy"
@@ -143,3 +147,31 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
             cluster = _envoy.cluster(resources, name)
             if cluster is not None:
                 configure_cluster(cluster, conf["loadBalancer"])
+
+
+def apply_to_gateway(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
+                     ports: tuple[_gateway.GatewayPort, ...], resources: _envoy.Resources) -> None:
+    for port in ports:
+        policies = _gateway.port_policies(snapshot.policies.get(KIND, ()), proxy, gateway, port.port)
+        if not policies:
+            continue
+        rules = _rules.policies_to_rules(policies)
+        balanced: dict[str, Conf] = {}
+        for service, name in port.backends:
+            found = _rules.compute(rules, {_rules.SERVICE_TAG: service})
+            cluster = _envoy.cluster(resources, name)
+            if found is None or found.conf.get("loadBalancer") is None or cluster is None:
+                continue
+            configure_cluster(cluster, found.conf["loadBalancer"])
+            balanced[service] = found.conf
+        for service in sorted(balanced):
+            policies_of = hash_policies(balanced[service])
+            if policies_of is None:
+                continue
+            for name in port.route_configs:
+                config = resources.get(_envoy.ROUTE, {}).get(name)
+                for host in getattr(config, "virtual_hosts", ()):
+                    for route in host.routes:
+                        if route.HasField("route"):
+                            del route.route.hash_policy[:]
+                            route.route.hash_policy.extend(hash_policy(p) for p in policies_of)

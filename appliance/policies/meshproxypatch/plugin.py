@@ -236,7 +236,7 @@ def _listener_matches(work: _Work, name: str, listener: Message, match: Any, nam
     if match.get("origin") is not None and match["origin"] != work.origin(names.LISTENER, name, listener):
         return False
     selector = as_dict(match.get(tags_key))
-    return not selector or _rules._tags_match(selector, _listener_tags(listener))   # TagSelector.Matches
+    return not selector or _rules.tags_match(selector, _listener_tags(listener))   # TagSelector.Matches
 
 
 # --- the five kinds ----------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ client (the policy's `is_from_as_rules`) and `rules[]` entries without matches:
   inbound (new connections over the limit are closed at once);
 - `disabled: true` or an absent rate leaves that part out.
 Rules matched by client identity (spiffeID / SNI) are not applied yet: the API says so on write.
+On a builtin gateway (`apply_to_gateway`), per port, the `to` entries for the whole mesh (or a route's
+MeshHTTPRoute rule) of the policies that select its listeners (Kuma's gateway takes `to`, not `from`/`rules`):
+`local.http` on each route of its route configurations (with the filter in its HTTP connection managers),
+`local.tcp` on each of its filter chains.
 """
 from __future__ import annotations
 
@@ -18,13 +22,14 @@ from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2
+from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as http_rl_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.local_ratelimit.v3 import local_rate_limit_pb2 as tcp_rl_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 
-from appliance.model.proxy import MeshSnapshot, Proxy
-from appliance.policies import _envoy, _rules
+from appliance.model.proxy import MeshGateway, MeshSnapshot, Proxy
+from appliance.policies import _envoy, _gateway, _rules
 
 KIND = "MeshRateLimit"
 HTTP_FILTER = "envoy.filters.http.local_ratelimit"
@@ -94,6 +99,22 @@ def connection_rate_limit(tcp: Conf) -> tcp_rl_pb2.LocalRateLimit | None:
     return tcp_rl_pb2.LocalRateLimit(stat_prefix="tcp_rate_limit", token_bucket=_bucket(tcp["connectionRate"]))
 
 
+def _upsert_http_filter(hcm: hcm_pb2.HttpConnectionManager) -> None:
+    """The (empty) local rate limit filter that the routes' per-route limits configure."""
+    http_filter = hcm_pb2.HttpFilter(
+        name=HTTP_FILTER, typed_config=_envoy.pack(http_rl_pb2.LocalRateLimit(stat_prefix="rate_limit")))
+    for index, existing in enumerate(hcm.http_filters):
+        if existing.name == HTTP_FILTER:
+            hcm.http_filters[index].CopyFrom(http_filter)
+            return
+    _envoy.insert_before_router(hcm, http_filter)
+
+
+def _limit_route(route: route_components_pb2.Route, packed: Any) -> None:
+    if HTTP_FILTER not in route.typed_per_filter_config:   # a route's own limit stays
+        route.typed_per_filter_config[HTTP_FILTER].CopyFrom(packed)
+
+
 def _configure_http(chain: listener_components_pb2.FilterChain, limit: http_rl_pb2.LocalRateLimit) -> None:
     packed = _envoy.pack(limit)
 
@@ -101,15 +122,8 @@ def _configure_http(chain: listener_components_pb2.FilterChain, limit: http_rl_p
         if not hcm.HasField("route_config"):
             return
         for route in _envoy.routes(hcm):
-            if HTTP_FILTER not in route.typed_per_filter_config:
-                route.typed_per_filter_config[HTTP_FILTER].CopyFrom(packed)
-        http_filter = hcm_pb2.HttpFilter(
-            name=HTTP_FILTER, typed_config=_envoy.pack(http_rl_pb2.LocalRateLimit(stat_prefix="rate_limit")))
-        for index, existing in enumerate(hcm.http_filters):
-            if existing.name == HTTP_FILTER:
-                hcm.http_filters[index].CopyFrom(http_filter)
-                return
-        _envoy.insert_before_router(hcm, http_filter)
+            _limit_route(route, packed)
+        _upsert_http_filter(hcm)
 
     _envoy.update_hcm(chain, update)
 
@@ -135,5 +149,35 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
         for chain in listener.filter_chains:
             if http is not None:
                 _configure_http(chain, http)
+            if tcp is not None:
+                _configure_tcp(chain, tcp)
+
+
+def apply_to_gateway(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
+                     ports: tuple[_gateway.GatewayPort, ...], resources: _envoy.Resources) -> None:
+    for port in ports:
+        policies = _gateway.port_policies(snapshot.policies.get(KIND, ()), proxy, gateway, port.port)
+        listener = _envoy.listener(resources, port.listener)
+        if not policies or listener is None:
+            continue
+        rules = _rules.policies_to_rules(policies, routes=snapshot.policies.get("MeshHTTPRoute", ()))
+        common = _rules.compute(rules, {})
+        local = (common.conf if common is not None else {}).get("local") or {}
+        tcp = connection_rate_limit(local["tcp"]) if local.get("tcp") else None
+        default = route_rate_limit(local["http"]) if local.get("http") else None
+        limited = False
+        for name in port.route_configs:
+            config = resources.get(_envoy.ROUTE, {}).get(name)
+            for host in getattr(config, "virtual_hosts", ()):
+                for route in host.routes:
+                    found = _rules.compute(rules, {_rules.RULE_HASH_TAG: route.name})
+                    http = ((found.conf if found is not None else {}).get("local") or {}).get("http")
+                    limit = (route_rate_limit(http) if http else None) or default
+                    if limit is not None:
+                        _limit_route(route, _envoy.pack(limit))
+                        limited = True
+        for chain in listener.filter_chains:
+            if limited:
+                _envoy.update_hcm(chain, _upsert_http_filter)
             if tcp is not None:
                 _configure_tcp(chain, tcp)

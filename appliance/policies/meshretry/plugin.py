@@ -3,6 +3,9 @@
 Field mapping as Kuma 2.14 (plugin/xds/configurer.go). Only `http` services get the `http` section and
 only `grpc` services the `grpc` one (an `http2` service gets neither, as in Kuma); `tcp` services get
 tcp.maxConnectAttempt as tcp_proxy max_connect_attempts. `numRetries: 0` turns retries off.
+On a builtin gateway (`apply_to_gateway`), per port, the `to` entries for the whole mesh (or a route's
+MeshHTTPRoute rule) of the policies that select its listeners: `http` on the routes of HTTP/HTTPS ports,
+tcp.maxConnectAttempt on TCP/TLS ports.
 """
 from __future__ import annotations
 
@@ -19,9 +22,9 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
-from appliance.policies import _envoy, _rules
+from appliance.policies import _envoy, _gateway, _rules
 from appliance.policies._common import HTTP_STATUS_CODES
-from appliance.model.proxy import MeshSnapshot, Proxy
+from appliance.model.proxy import MeshGateway, MeshSnapshot, Proxy
 
 KIND = "MeshRetry"
 HTTP_RETRY_ON_DEFAULT = "gateway-error,connect-failure,refused-stream"
@@ -206,3 +209,32 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
         if listener is None:
             continue
         _configure_listener(listener, matched, service, protocol)
+
+
+def apply_to_gateway(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
+                     ports: tuple[_gateway.GatewayPort, ...], resources: _envoy.Resources) -> None:
+    for port in ports:
+        policies = _gateway.port_policies(snapshot.policies.get(KIND, ()), proxy, gateway, port.port)
+        if not policies:
+            continue
+        rules = _rules.policies_to_rules(policies, routes=snapshot.policies.get("MeshHTTPRoute", ()))
+        common = _rules.compute(rules, {})
+        conf = common.conf if common is not None else None
+        if port.protocol in ("TCP", "TLS"):
+            attempts = ((conf or {}).get("tcp") or {}).get("maxConnectAttempt")
+            listener = _envoy.listener(resources, port.listener)
+            if attempts is not None and listener is not None:
+                def update_tcp(tcp: tcp_proxy_pb2.TcpProxy) -> None:
+                    tcp.max_connect_attempts.value = attempts
+                for chain in listener.filter_chains:
+                    _envoy.update_tcp_proxy(chain, update_tcp)
+            continue
+        default = retry_policy(conf, "http")
+        for name in port.route_configs:
+            config = resources.get(_envoy.ROUTE, {}).get(name)
+            for host in getattr(config, "virtual_hosts", ()):
+                for route in host.routes:
+                    found = _rules.compute(rules, {_rules.RULE_HASH_TAG: route.name})
+                    policy = retry_policy(found.conf if found is not None else None, "http") or default
+                    if route.HasField("route") and policy is not None:
+                        route.route.retry_policy.CopyFrom(policy)

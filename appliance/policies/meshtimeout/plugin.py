@@ -9,6 +9,12 @@ Kuma's default (pkg/plugins/policies/core/defaults), so a proxy gets these timeo
   to the cluster (HCM idle_timeout 0);
 - TCP listener: idleTimeout -> tcp_proxy idle_timeout (1h).
 Inbounds use the `from` (or `rules`) entries that apply to every client; outbounds the `to` entries.
+
+On a builtin gateway (`apply_to_gateway`, Kuma's applyToGateway), per port, from the policies selecting its
+listeners: the `from`/`rules` entries for every client set the HCM idle (5m), request headers (500ms), stream
+idle (5s) and request timeouts, or the TCP proxy idle timeout (5m), the gateway defaults; the `to` entries for
+the whole mesh (or a route's MeshHTTPRoute rule) the routes' request and stream idle timeouts, and the `to`
+entries for each backend service its clusters, as on a sidecar.
 """
 from __future__ import annotations
 
@@ -23,14 +29,18 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from appliance.policies import _envoy, _rules
-from appliance.model.proxy import MeshSnapshot, Proxy
+from appliance.policies import _envoy, _gateway, _rules
+from appliance.model.proxy import MeshGateway, MeshSnapshot, Proxy
 
 KIND = "MeshTimeout"
 CONNECT_TIMEOUT = 5
 IDLE_TIMEOUT = 3600
 STREAM_IDLE_TIMEOUT = 1800
 REQUEST_TIMEOUT = 15
+# policies/core/defaults: a gateway listener's own defaults
+GATEWAY_IDLE_TIMEOUT = 300
+GATEWAY_STREAM_IDLE_TIMEOUT = 5
+GATEWAY_REQUEST_HEADERS_TIMEOUT = 0.5
 
 Conf = dict[str, Any]
 
@@ -167,3 +177,50 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
             cluster = _envoy.cluster(resources, name)
             if cluster is not None:
                 configure_cluster(cluster, _outbound_conf(matched, service) or {}, protocol)
+
+
+def _configure_gateway_listener(listener: listener_pb2.Listener, conf: Conf) -> None:
+    http = conf.get("http") or {}
+
+    def update_hcm(hcm: hcm_pb2.HttpConnectionManager) -> None:
+        hcm.common_http_protocol_options.idle_timeout.CopyFrom(
+            _envoy.duration(conf.get("idleTimeout"), GATEWAY_IDLE_TIMEOUT))
+        hcm.request_headers_timeout.CopyFrom(
+            _envoy.duration(http.get("requestHeadersTimeout"), GATEWAY_REQUEST_HEADERS_TIMEOUT))
+        hcm.stream_idle_timeout.CopyFrom(_envoy.duration(http.get("streamIdleTimeout"), GATEWAY_STREAM_IDLE_TIMEOUT))
+        if http.get("requestTimeout") is not None:
+            hcm.request_timeout.CopyFrom(_envoy.duration(http["requestTimeout"], 0))
+
+    def update_tcp(proxy: tcp_proxy_pb2.TcpProxy) -> None:
+        proxy.idle_timeout.CopyFrom(_envoy.duration(conf.get("idleTimeout"), GATEWAY_IDLE_TIMEOUT))
+
+    for chain in listener.filter_chains:
+        _envoy.update_hcm(chain, update_hcm)
+        _envoy.update_tcp_proxy(chain, update_tcp)
+
+
+def apply_to_gateway(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
+                     ports: tuple[_gateway.GatewayPort, ...], resources: _envoy.Resources) -> None:
+    for port in ports:
+        policies = _gateway.port_policies(snapshot.policies.get(KIND, ()), proxy, gateway, port.port)
+        inbound = _rules.inbound_rules(policies, from_as_rules=True)
+        listener = _envoy.listener(resources, port.listener)
+        if listener is not None and (not inbound or any(r.match is None for r in inbound)):
+            _configure_gateway_listener(listener, _rules.catch_all_conf(inbound))
+        if not policies:   # no rules for the port: its routes and clusters keep the gateway's own settings
+            continue
+        rules = _rules.policies_to_rules(policies, routes=snapshot.policies.get("MeshHTTPRoute", ()))
+        common = _rules.compute(rules, {})
+        for name in port.route_configs:
+            config = resources.get(_envoy.ROUTE, {}).get(name)
+            for host in getattr(config, "virtual_hosts", ()):
+                for route in host.routes:
+                    found = _rules.compute(rules, {_rules.RULE_HASH_TAG: route.name}) or common
+                    if found is not None:
+                        configure_route(route, found.conf.get("http") or {})
+        for service, name in port.backends:
+            cluster = _envoy.cluster(resources, name)
+            if cluster is not None:
+                found = _rules.compute(rules, {_rules.SERVICE_TAG: service})
+                configure_cluster(cluster, found.conf if found is not None else {},
+                                  snapshot.protocols.get(service, "tcp"))

@@ -12,6 +12,8 @@ the proxy, merged in precedence order (a Dataplane policy with a sectionName onl
 Spans carry the proxy's service as their service name: Envoy's node cluster, which the bootstrap sets to it.
 Without a backend nothing is traced. A `backendRef` (MeshOpenTelemetryBackend) is not resolved here: such a
 policy traces nothing, and the API says so on write (schema.deprecations).
+On a builtin gateway (`apply_to_gateway`), the `default` of every policy that selects one of its listeners,
+merged in precedence order, traces each of its HTTP and HTTPS ports (as an inbound listener, no destination).
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ from envoy.type.tracing.v3 import custom_tag_pb2
 from envoy.type.v3 import percent_pb2
 
 from appliance.model import names
-from appliance.model.proxy import MeshSnapshot, Proxy
-from appliance.policies import _collectors, _envoy, _rules
+from appliance.model.proxy import MeshGateway, MeshSnapshot, Proxy
+from appliance.policies import _collectors, _envoy, _gateway, _rules
 from appliance.policies._common import parse_decimal
 
 KIND = "MeshTrace"
@@ -206,3 +208,17 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
         name = cluster_name(backend)
         if name not in clusters:
             clusters[name] = collector_cluster(backend)
+
+
+def apply_to_gateway(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
+                     ports: tuple[_gateway.GatewayPort, ...], resources: _envoy.Resources) -> None:
+    """Kuma's SingleItemRules for the gateway proxy: one conf, from the policies that select any listener."""
+    selected = {p.name for port in ports
+                for p in _gateway.port_policies(snapshot.policies.get(KIND, ()), proxy, gateway, port.port)}
+    policies = [p for p in _rules.sort_policies(snapshot.policies.get(KIND, ())) if p.name in selected]
+    if not policies:
+        return
+    conf = _merged(policies)
+    service = proxy.services[0] if proxy.services else UNKNOWN_SERVICE
+    inbound = {(proxy.address, port.port): conf for port in ports}
+    apply(Matched(service, proxy.mesh, proxy.labels.get("kuma.io/zone", ""), inbound, None), resources)

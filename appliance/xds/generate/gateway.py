@@ -12,8 +12,8 @@ Envoy listener `<gateway>:<protocol>:<port>` on the proxy's address:
 - TCP: the connections go to the backends of the MeshTCPRoutes that target it (policies/meshtcproute/gateway.py);
 - TLS: the same per hostname (SNI), TLS terminated with its certificates or passed through.
 Backends are the mesh services' own clusters, reached over the mesh's mTLS with the gateway's identity (its
-`kuma.io/service`). Of the other policies, only the metrics endpoint (Mesh.metrics, MeshMetric) applies to
-gateways; the API warns about the others when they target gateways.
+`kuma.io/service`). The other policies apply through their plugins' `apply_to_gateway` (policies.GATEWAY_KINDS),
+and the metrics endpoint (Mesh.metrics, MeshMetric); the API warns about the others when they target gateways.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from envoy.extensions.filters.http.compressor.v3 import compressor_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from appliance import policies
 from appliance.model import names
 from appliance.model.names import Resources
 from appliance.model.proxy import (
@@ -33,7 +34,7 @@ from appliance.model.proxy import (
 )
 from appliance.policies._backends import Backend, add_clusters
 from appliance.policies.meshhttproute._envoy_routes import envoy_routes
-from appliance.policies._gateway import select_gateway
+from appliance.policies._gateway import GatewayPort, select_gateway
 from appliance.policies.meshmetric import plugin as meshmetric
 from appliance.policies.meshhttproute.gateway import WILDCARD, VirtualHost, hostname_order, virtual_hosts
 from appliance.policies.meshtcproute.gateway import listener_backends
@@ -188,6 +189,12 @@ class _Gateway:
         self.resources: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
         self.source_tags = proxy.serialized_tags
         self.used: set[str] = set()   # the clusters routes send to (a service's own is only a part's template)
+        self.ports: list[GatewayPort] = []
+
+    def port(self, port: int, protocol: str, listener: str, route_configs: tuple[str, ...],
+             backends: list[Backend]) -> None:
+        pairs = tuple(dict.fromkeys((b.service, b.cluster) for b in backends))
+        self.ports.append(GatewayPort(port, protocol, listener, route_configs, pairs))
 
     def add(self, listener: listener_pb2.Listener, listeners: list[GatewayListener]) -> None:
         limit = _connection_limit(self.gateway.name, listeners)
@@ -196,10 +203,12 @@ class _Gateway:
                 chain.filters.insert(0, limit)
         self.resources[names.LISTENER][listener.name] = listener
 
-    def routes(self, name: str, listeners: list[GatewayListener], tls: bool) -> None:
+    def routes(self, name: str, listeners: list[GatewayListener], tls: bool) -> list[Backend]:
         hosts = virtual_hosts(self.snapshot, self.proxy, self.gateway, listeners)
         self.resources[names.ROUTE][name] = _route_config(name, hosts, self.source_tags, tls)
-        self.clusters([b for h in hosts for b in h.routes.backends])
+        backends = [b for h in hosts for b in h.routes.backends]
+        self.clusters(backends)
+        return backends
 
     def clusters(self, backends: list[Backend]) -> None:
         clusters = self.resources[names.CLUSTER]
@@ -214,11 +223,13 @@ class _Gateway:
         hcm = _hcm(self.snapshot, self.proxy, self.gateway.name, listener.name + ":*")
         listener.filter_chains.add().filters.append(network_filter(names.HCM_FILTER, hcm))
         self.add(listener, listeners)
-        self.routes(listener.name + ":*", listeners, tls=False)
+        backends = self.routes(listener.name + ":*", listeners, tls=False)
+        self.port(port, "HTTP", listener.name, (listener.name + ":*",), backends)
 
     def https(self, port: int, listeners: list[GatewayListener]) -> None:
         """A filter chain per hostname, chosen by SNI: a client asking for another name gets no TLS handshake."""
         listener = _listener(self.proxy, listener_name(self.gateway.name, "HTTPS", port), port)
+        route_names, backends = [], []
         for served in sorted(listeners, key=lambda l: hostname_order(l.hostname)):
             route_name = f"{listener.name}:{served.hostname}"
             chain = listener.filter_chains.add()
@@ -230,8 +241,10 @@ class _Gateway:
             chain.transport_socket.CopyFrom(gateway_terminating_socket(tuple(c.name for c in served.certificates)))
             for certificate in served.certificates:
                 self.resources[names.SECRET][certificate.name] = gateway_certificate_secret(certificate)
-            self.routes(route_name, [served], tls=True)
+            backends += self.routes(route_name, [served], tls=True)
+            route_names.append(route_name)
         self.add(listener, listeners)
+        self.port(port, "HTTPS", listener.name, tuple(route_names), backends)
 
 
     def tcp(self, port: int, listeners: list[GatewayListener]) -> None:
@@ -248,12 +261,13 @@ class _Gateway:
             network_filter(names.TCP_PROXY_FILTER, tcp_proxy(self.gateway.name, backends)))
         self.add(listener, listeners)
         self.clusters(list(backends))
-
+        self.port(port, "TCP", listener.name, (), list(backends))
 
     def tls(self, port: int, listeners: list[GatewayListener]) -> None:
         """A filter chain per hostname, chosen by SNI, proxying the connections to the backends of the
         MeshTCPRoutes for that listener: TLS terminated here (TERMINATE) or passed on as it is (PASSTHROUGH)."""
         listener = _listener(self.proxy, listener_name(self.gateway.name, "TLS", port), port)
+        used: list[Backend] = []
         for served in sorted(listeners, key=lambda l: hostname_order(l.hostname)):
             backends = listener_backends(self.snapshot, self.proxy, self.gateway, served)
             if served.tls_mode not in ("TERMINATE", "PASSTHROUGH") or not backends:
@@ -269,8 +283,10 @@ class _Gateway:
                 for certificate in served.certificates:
                     self.resources[names.SECRET][certificate.name] = gateway_certificate_secret(certificate)
             self.clusters(list(backends))
+            used += backends
         if listener.filter_chains:
             self.add(listener, listeners)
+            self.port(port, "TLS", listener.name, (), used)
 
 
 def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None) -> Resources:
@@ -284,6 +300,9 @@ def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         {"HTTP": built.http, "HTTPS": built.https, "TCP": built.tcp, "TLS": built.tls}[protocol](port, listeners)
     resources = built.resources
     resources[names.CLUSTER] = {n: c for n, c in resources[names.CLUSTER].items() if n in built.used}
+    for plugin in policies.plugins():   # in Kuma's plugin order, those that configure builtin gateways
+        if hasattr(plugin, "apply_to_gateway"):
+            plugin.apply_to_gateway(snapshot, proxy, gateway, tuple(built.ports), resources)
     # Mesh.metrics (and MeshMetric) expose a gateway's Envoy stats as a sidecar's, where the MADS lists it
     meshmetric.apply_to_proxy(meshmetric.match(snapshot, proxy), resources)
     for name, cluster in resources[names.CLUSTER].items():

@@ -145,3 +145,25 @@ def test_the_check_has_teeth(tmp_path: Path) -> None:
                              "--disable-hot-restart", "-l", "error"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "trusted CA" in result.stderr
+
+
+def test_envoy_accepts_a_gateway_with_its_policies(certificates: tuple[bytes, bytes, bytes], tmp_path: Path) -> None:
+    """The builtin gateway (its HTTP and TCP ports: the HTTPS and TLS ones need their own certificates) with
+    every policy that applies to gateways."""
+    from tests.unit.xds import test_gateway as gw, test_gateway_policies as gwp
+    from tests.unit.xds.scenarios import routed_snapshot
+    ca_pem, cert_pem, key_pem = certificates
+    edge = replace(gw.EDGE, listeners=tuple(l for l in gw.EDGE.listeners if l.protocol in ("HTTP", "TCP")))
+    snap = replace(routed_snapshot("STRICT", gw.API_ROUTE, gw.SHOP_ROUTE, gw.DB_THROUGH_EDGE, gwp.EDGE_TIMEOUTS,
+                                   gwp.GATEWAY_RETRY, gwp.EDGE_BREAKER, gwp.EDGE_HEALTH, gwp.GATEWAY_LOG,
+                                   gwp.GATEWAY_RATE, gwp.GATEWAY_FAULT, gwp.GATEWAY_LB, gwp.GATEWAY_TRACE), gateways=(edge,))
+    snap = replace(snap, mtls=replace(snap.mtls, ca_cert_pem=ca_pem))
+    proxy = replace(gw.edge_proxy(), work_dir=str(tmp_path))
+    resources = generate_sidecar(snap, proxy, Identity(cert_pem, key_pem, 0.0))
+    assert set(resources[names.LISTENER]) == {"edge:HTTP:8080", "edge:TCP:9000"}
+    config = tmp_path / "envoy.json"
+    config.write_text(json_format.MessageToJson(static_bootstrap(resources)).replace("/tmp/", f"{tmp_path}/"))
+    result = subprocess.run([str(_envoy_binary()), "--mode", "validate", "-c", str(config),
+                             "--disable-hot-restart", "-l", "error"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
