@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -13,6 +14,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
+
+
+def pem_blocks(pem: bytes) -> list[tuple[str, bytes]]:
+    """Each PEM block of `pem` as (its label, e.g. "CERTIFICATE" or "EC PRIVATE KEY", the block), in order."""
+    return [(m.group(1).decode(), m.group(0)) for m in _PEM_BLOCK.finditer(pem)]
 
 _SERIAL_LIMIT = 1 << 128
 # Kuma's key size for every RSA key it generates (pkg/util/rsa.DefaultKeySize).

@@ -7,16 +7,12 @@ Workload certificates are then issued exactly as with the builtin CA (`builtin.i
 from __future__ import annotations
 
 import functools
-import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from appliance.ca import _x509
-
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
-
 
 @functools.lru_cache(maxsize=32)
 def cached_pair_violations(cert_pem: bytes, key_pem: bytes) -> tuple[tuple[str, str], ...]:
@@ -52,18 +48,18 @@ def pair_violations(cert_pem: bytes, key_pem: bytes) -> list[tuple[str, str]]:
 
 
 def _blocks(pem: bytes, kind: str) -> bytes:
-    return b"\n".join(m.group(0) for m in _PEM_BLOCK.finditer(pem) if m.group(1).decode() == kind)
+    return b"\n".join(block for label, block in _x509.pem_blocks(pem) if label == kind)
 
 
 def _key_pair_error(cert_pem: bytes, key_pem: bytes) -> str | None:
     """Go's tls.X509KeyPair error for the pair, or None."""
-    cert_blocks = [m.group(1).decode() for m in _PEM_BLOCK.finditer(cert_pem)]
+    cert_blocks = [label for label, _ in _x509.pem_blocks(cert_pem)]
     if "CERTIFICATE" not in cert_blocks:
         if any(b.endswith("PRIVATE KEY") for b in cert_blocks):
             return ("tls: failed to find certificate PEM data in certificate input, but did find a private key; "
                     "PEM inputs may have been switched")
         return "tls: failed to find any PEM data in certificate input"
-    key_blocks = [m for m in _PEM_BLOCK.finditer(key_pem) if m.group(1).decode().endswith("PRIVATE KEY")]
+    key_blocks = [block for label, block in _x509.pem_blocks(key_pem) if label.endswith("PRIVATE KEY")]
     if not key_blocks:
         if b"-----BEGIN CERTIFICATE-----" in key_pem:
             return ("tls: found a certificate rather than a key in the PEM for the private key")
@@ -73,7 +69,7 @@ def _key_pair_error(cert_pem: bytes, key_pem: bytes) -> str | None:
     except ValueError:
         return "x509: malformed certificate"
     try:
-        key = serialization.load_pem_private_key(key_blocks[0].group(0), password=None)
+        key = serialization.load_pem_private_key(key_blocks[0], password=None)
     except (ValueError, TypeError):
         return "tls: failed to parse private key"
     if _algorithm(cert.public_key()) != _algorithm(key.public_key()):

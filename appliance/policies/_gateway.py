@@ -33,11 +33,10 @@ def to_entries(policies: tuple[Policy, ...], proxy: Proxy, gateway: MeshGateway,
     """The `to[]` entries (targetRef Mesh) of the policies whose top-level targetRef is this gateway and whose
     `tags` match this listener, in precedence order (later ones win when confs merge)."""
     tags = listener_tags(proxy, gateway, listener)
-    for policy in _rules.sort_policies(policies):
-        ref = _rules.top_ref(policy)
+    for policy, ref in _rules.in_precedence_order(policies):
         if ref.get("kind") != "MeshGateway" or ref.get("name") != gateway.name:
             continue
-        if not all(k in tags and (tags[k] == v or v == "*") for k, v in (ref.get("tags") or {}).items()):
+        if not _rules.tags_match(ref.get("tags") or {}, tags):
             continue
         yield from (e for e in policy.spec.get("to") or [] if (e.get("targetRef") or {}).get("kind") == "Mesh")
 
@@ -71,5 +70,5 @@ def port_policies(policies: Sequence[Policy], proxy: Proxy, gateway: MeshGateway
     """The policies whose top-level targetRef selects a listener of the gateway on this port (by its tags,
     see `listener_tags`), in precedence order: Kuma's matchers.inboundsSelectedByTags for a builtin gateway."""
     listeners = [l for l in gateway.listeners if l.port == port]
-    return [p for p in _rules.sort_policies(policies)
-            if any(_selects_listener(_rules.top_ref(p), listener_tags(proxy, gateway, l), gateway) for l in listeners)]
+    return [p for p, ref in _rules.in_precedence_order(policies)
+            if any(_selects_listener(ref, listener_tags(proxy, gateway, l), gateway) for l in listeners)]

@@ -143,7 +143,8 @@ _SORTED: dict[int, tuple[Sequence[Policy], tuple[tuple[Policy, dict[str, Any]], 
 _SORTED_MAX = 256
 
 
-def _in_precedence_order(policies: Sequence[Policy]) -> tuple[tuple[Policy, dict[str, Any]], ...]:
+def in_precedence_order(policies: Sequence[Policy]) -> tuple[tuple[Policy, dict[str, Any]], ...]:
+    """`sort_policies`, each with its top-level targetRef: sorted once per snapshot tuple."""
     if not isinstance(policies, tuple):   # a list may change under the same id: sorted every time
         return tuple((p, top_ref(p)) for p in sort_policies(policies))
     hit = _SORTED.get(id(policies))
@@ -158,7 +159,7 @@ def select(policies: Sequence[Policy], proxy: Proxy) -> Selection:
     # Filtering the sorted sequence keeps its order, which is what sorting the selected ones would give.
     whole: list[Policy] = []
     by_inbound: dict[InboundKey, list[Policy]] = {}
-    for policy, ref in _in_precedence_order(policies):
+    for policy, ref in in_precedence_order(policies):
         inbounds = selected_inbounds(ref, proxy)
         if not inbounds and not delegated_gateway_selected(ref, proxy):
             continue

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import base64
+import functools
 import logging
-import re
 import threading
 from dataclasses import replace
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from appliance.ca._x509 import pem_blocks
 from appliance.ca.builtin import kuma_duration_s
 from appliance.core.resources.mesh import CaUnavailable, ca_pair
 from appliance.core.resources.dataplane import inbound_ready, workload
@@ -81,15 +82,14 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
                  builtin_gateway=gateway is not None and gateway.get("type") == "BUILTIN")
 
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----\s*", re.S)
-
-
+@functools.lru_cache(maxsize=64)
 def gateway_certificate(pem: bytes, source: str, name: str) -> GatewayCertificate:
     """A Secret's PEM (the certificate chain and its private key, in any order) as an HTTPS listener's
-    certificate, named as Kuma names it by key type. ValueError says what is wrong with it."""
-    blocks = [(m.group(1), m.group(0).strip() + b"\n") for m in _PEM_BLOCK.finditer(pem)]
-    chain = b"".join(block for kind, block in blocks if kind == b"CERTIFICATE")
-    keys = [block for kind, block in blocks if kind.endswith(b"PRIVATE KEY")]
+    certificate, named as Kuma names it by key type. ValueError says what is wrong with it. Cached: snapshots
+    are built at every revision and a certificate lasts for months."""
+    blocks = [(label, block + b"\n") for label, block in pem_blocks(pem)]
+    chain = b"".join(block for label, block in blocks if label == "CERTIFICATE")
+    keys = [block for label, block in blocks if label.endswith("PRIVATE KEY")]
     if not chain or len(keys) != 1:
         raise ValueError("it must hold a PEM certificate chain and one PEM private key")
     try:
