@@ -59,6 +59,8 @@ class _TypeState:
     ack_seen: bool = False    # the current response was ACKed already: the same request again asks anew
     answered: bool = True     # SotW: the proxy ACKed or NACKed the last response (False while in flight)
     sent: dict[str, str] = field(default_factory=dict)   # delta: name -> version the proxy has
+    # delta CDS: clusters sent on this stream before the proxy subscribed to EDS (see _delta_request)
+    sent_before_eds: set[str] = field(default_factory=set)
     # SotW: the items and names `version_of` was computed for (the cache's memo dicts change on regeneration)
     versioned: tuple[object, frozenset[str] | None] | None = None
     version_of: str = ""
@@ -364,6 +366,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             state = states[t] = _TypeState()
             # a reconnecting proxy tells us what it has: nothing unchanged is sent again
             state.sent = dict(request.initial_resource_versions)
+            clusters = states.get(CLUSTER)
+            if t == ENDPOINT and clusters is not None:
+                # A reconnecting proxy's CDS request may be answered with changed clusters before its EDS
+                # request comes; the versions that request reports are those of the old clusters'
+                # assignments. The new clusters warm until their assignment arrives (initial_fetch_timeout,
+                # 15 s), so those it got on this stream are sent again whatever version it reports.
+                for name in clusters.sent_before_eds:
+                    state.sent.pop(name, None)
+                clusters.sent_before_eds.clear()
             if t in WILDCARD_TYPES and not request.resource_names_subscribe:
                 state.names = None
             else:
@@ -432,6 +443,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             # the proxy's next CDS and LDS changes with it. (An EDS cluster's assignment has its name.)
             for p in changed:
                 endpoints.sent.pop(p.name, None)
+        elif t == CLUSTER:
+            state.sent_before_eds.update(p.name for p in changed)
+            state.sent_before_eds.difference_update(removed)
         for p in changed:
             state.sent[p.name] = p.version
         for n in removed:

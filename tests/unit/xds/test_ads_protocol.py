@@ -253,6 +253,49 @@ def test_delta_resends_the_load_assignment_of_an_updated_cluster(env) -> None:
     asyncio.run(scenario())
 
 
+def test_a_reconnecting_proxy_gets_the_assignments_of_clusters_that_changed_while_it_was_away(env) -> None:
+    """A proxy reconnects (control plane restarted) after a change: its CDS request, with the old cluster
+    versions, is answered with the new clusters before it subscribes to EDS again; the version its EDS request
+    reports is that of the old cluster's assignment. The assignment must still come, or the new clusters warm
+    for initial_fetch_timeout (15 s; seen in tests/e2e/test_dataplane.py's outage test in delta mode)."""
+    store, manager = env
+
+    def generate(snapshot, proxy, identity, shared):
+        timeout = 1 + len(snapshot.policies.get("MeshTrafficPermission", ()))
+        clusters = {s: cluster_pb2.Cluster(name=s, type=cluster_pb2.Cluster.EDS) for s in snapshot.endpoints}
+        for cluster in clusters.values():
+            cluster.connect_timeout.seconds = timeout
+        return {CLUSTER: clusters, ENDPOINT: {s: _cla(snapshot, s) for s in snapshot.endpoints}}
+
+    async def scenario() -> None:
+        server, channel, cache = await _serve(store, generate=generate)
+        try:
+            c = Client(channel, delta=True)
+            await c.send(discovery_pb2.DeltaDiscoveryRequest(node=NODE, type_url=CLUSTER))
+            cds = await c.recv()
+            await c.send(discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=["web"]))
+            eds = await c.recv()
+            had = ({r.name: r.version for r in cds.resources}, {r.name: r.version for r in eds.resources})
+            await c.send(None)
+
+            manager.create(Resource("MeshTrafficPermission", "default", "allow-all", {
+                "targetRef": {"kind": "Mesh"}, "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}))
+            c2 = Client(channel, delta=True)
+            await c2.send(discovery_pb2.DeltaDiscoveryRequest(node=NODE, type_url=CLUSTER, initial_resource_versions=had[0]))
+            updated = await c2.recv()
+            assert [r.name for r in updated.resources] == ["web"] and updated.resources[0].version != had[0]["web"]
+            await c2.send(discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=["web"],
+                                                              initial_resource_versions=had[1]))
+            again = await c2.recv()
+            assert again.type_url == ENDPOINT and [r.name for r in again.resources] == ["web"]
+            await c2.send(None)
+        finally:   # a failure here must not hang the run on the open streams
+            await channel.close()
+            await server.stop(None)
+
+    asyncio.run(scenario())
+
+
 def test_sotw_listeners_wait_for_the_clusters_they_use(env) -> None:
     """In SotW Envoy asks for a new cluster's endpoints only once it has the cluster, and ACKs the cluster set
     only when its new clusters are warm. A listener sent sooner routes to a cluster that is not there yet: a
