@@ -10,7 +10,7 @@ from typing import Any, Callable
 import falcon
 
 from appliance import policies as policy_modules
-from appliance.api import codec, insights_view, rules_view
+from appliance.api import codec, gateway_view, insights_view, rules_view
 from appliance.api.errors import KumaError, bad_request
 from appliance.api.inspect import dataplanes_with_insights, mesh_insight
 from appliance.api.resources import _page, _reply, next_link
@@ -21,7 +21,7 @@ from appliance.model.proxy import Policy
 from appliance.policies import _rules
 from appliance.store import ListQuery
 from appliance.store.base import now_rfc3339
-from appliance.xds.snapshot import proxy_from_dataplane
+from appliance.xds.snapshot import build_snapshot, mesh_gateways, proxy_from_dataplane
 
 # (kind, is_from_as_rules) in Kuma's plugin order: the order of `rules` in `_rules`
 KINDS: tuple[tuple[str, bool], ...] = tuple(
@@ -44,7 +44,7 @@ def mesh_policies(manager: ResourceManager, mesh: str) -> rules_view.MeshPolicie
         by_kind[kind] = tuple(Policy(kind, r.name, r.spec) for r in items)
         labels.update({(kind, r.name): dict(r.labels) for r in items})
     services = tuple(r.name for r in manager.list(ListQuery(type="MeshService", mesh=mesh)).items)
-    return rules_view.MeshPolicies(mesh, by_kind, labels, services)
+    return rules_view.MeshPolicies(mesh, by_kind, labels, services, mesh_gateways(manager.store, mesh))
 
 
 def _dataplane_meta(dp: Resource) -> dict[str, Any]:
@@ -184,6 +184,10 @@ class DataplanePolicies:
         if dp is None:
             raise KumaError(404, "Could not get MatchedPolicies", "Not found")
         proxy, routes = proxy_from_dataplane(dp), _routes(self.manager, mesh)
+        if proxy.builtin_gateway:
+            snapshot = build_snapshot(self.manager.store, mesh, 0)
+            _reply(resp, gateway_view.gateway_dataplane(snapshot, proxy) if snapshot else {})
+            return
         matched: dict[str, list[dict[str, Any]]] = {}
         for kind, _ in KINDS:
             by_name = {r.name: r for r in self.manager.list(ListQuery(type=kind, mesh=mesh)).items}
@@ -213,6 +217,48 @@ class PolicyAttachments:
                 if rules_view.policy_selects(policy, proxy_from_dataplane(dp), routes):
                     items.append({"kind": "SidecarDataplane", "dataplane": {"mesh": dp.mesh, "name": dp.name},
                                   "attachments": [dict(_DATAPLANE_ATTACHMENT)]})
+        _reply(resp, {"total": len(items), "items": items})
+
+
+class MeshGatewayRules:
+    """`GET /meshes/{mesh}/meshgateways/{name}/_rules`: the rules of a builtin gateway proxy this MeshGateway
+    would configure, one with the tags of its first selector (as Kuma computes them)."""
+
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        _require_mesh(self.manager, mesh)
+        found = self.manager.get("MeshGateway", mesh, name)
+        if found is None:
+            raise KumaError(404, "Could not retrieve MeshGateway", "Not found")
+        selectors = found.content.get("selectors") or []
+        if not selectors:
+            raise bad_request("no selectors on MeshGateway this is not supported")
+        tags = (selectors[0] or {}).get("match") or {}
+        dp = Resource("Dataplane", mesh, name, {"networking": {"gateway": {"type": "BUILTIN", "tags": tags}}},
+                      labels=dict(found.labels))
+        meta = rules_view.meta("MeshGateway", mesh, name, found.labels)
+        _reply(resp, rules_view.inspect_rules(KINDS, proxy_from_dataplane(dp), mesh_policies(self.manager, mesh),
+                                              meta))
+
+
+class MeshGatewayDataplanes:
+    """`GET /meshes/{mesh}/meshgateways/{name}/dataplanes` (what `kumactl inspect meshgateway NAME` prints): the
+    builtin gateway proxies the MeshGateway configures."""
+
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
+        _require_mesh(self.manager, mesh)
+        found = self.manager.get("MeshGateway", mesh, name)
+        if found is None:
+            raise KumaError(404, "Could not find MeshGateway", "Not found")
+        [gateway] = [g for g in mesh_gateways(self.manager.store, mesh) if g.name == name]
+        items = [{"dataplane": {"mesh": dp.mesh, "name": dp.name}}
+                 for dp in self.manager.list(ListQuery(type="Dataplane", mesh=mesh)).items
+                 if gateway_view.gateway_selects(gateway, proxy_from_dataplane(dp))]
         _reply(resp, {"total": len(items), "items": items})
 
 
@@ -294,6 +340,8 @@ def add_routes(app: falcon.App, manager: ResourceManager) -> None:
         path = registry.get(kind).path
         app.add_route(f"/meshes/{{mesh}}/{path}/{{name}}/_resources/dataplanes", PolicyDataplanes(manager, kind))
         app.add_route(f"/meshes/{{mesh}}/{path}/{{name}}/dataplanes", PolicyAttachments(manager, kind))
+    app.add_route("/meshes/{mesh}/meshgateways/{name}/_rules", MeshGatewayRules(manager))
+    app.add_route("/meshes/{mesh}/meshgateways/{name}/dataplanes", MeshGatewayDataplanes(manager))
     app.add_route("/meshes/{mesh}/meshservices/{name}/_dataplanes", MeshServiceDataplanes(manager))
     app.add_route("/meshes/{mesh}/meshservices/{name}/_resources/dataplanes", MeshServiceDataplanes(manager))
     app.add_route("/service-insights", ServiceInsights(manager))

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from appliance.model.proxy import Inbound, Policy, Proxy
-from appliance.policies import _rules
+from appliance.model.proxy import Inbound, MeshGateway, Policy, Proxy
+from appliance.policies import _gateway, _rules
 from appliance.policies._matches import hash_matches
 
 ROUTE_KINDS = ("MeshHTTPRoute", "MeshTCPRoute")
@@ -28,6 +28,7 @@ class MeshPolicies:
     by_kind: dict[str, tuple[Policy, ...]]
     labels: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)   # (kind, name) -> labels
     mesh_services: tuple[str, ...] = ()          # names of the mesh's MeshService resources
+    gateways: tuple[MeshGateway, ...] = ()       # the mesh's MeshGateways (what a builtin gateway proxy is)
 
     def meta(self, kind: str, name: str) -> dict[str, Any]:
         return meta(kind, self.mesh, name, self.labels.get((kind, name)) or {})
@@ -116,7 +117,9 @@ def _inbound_rules(kind: str, rules: list[_rules.InboundRule], selected: Sequenc
     return out
 
 
-def _resource_rules(kind: str, selected: Sequence[Policy], policies: MeshPolicies) -> list[dict[str, Any]]:
+def _resource_rules(kind: str, selected: Sequence[Policy], policies: MeshPolicies,
+                    conf_of: _rules.ConfOf = _rules.default_conf,
+                    merger: _rules.Merge = _rules.merge) -> list[dict[str, Any]]:
     """outbound.BuildRules for the real resources a `to[]` entry names: the Mesh, and MeshServices that exist.
     A MeshService's rule merges the Mesh's entries with its own, in precedence order."""
     entries: list[tuple[Policy, int, dict[str, Any]]] = [
@@ -140,7 +143,7 @@ def _resource_rules(kind: str, selected: Sequence[Policy], policies: MeshPolicie
             resource = meta("MeshService", policies.mesh, name, {})
         else:
             resource = meta("Mesh", "", name, {})
-        out.append({"conf": [_rules.merge(e.get("default") or {} for _, _, e in relevant)],
+        out.append({"conf": [merger(conf_of(e) for _, _, e in relevant)],
                     "origin": [{"resourceMeta": policies.meta(kind, p.name), "ruleIndex": i} for p, i, _ in relevant],
                     "resourceMeta": resource, "resourceSectionName": ""})
     return sorted(out, key=lambda r: r["resourceMeta"]["name"])
@@ -152,17 +155,30 @@ def _route_merge() -> tuple[Callable[[dict[str, Any]], dict[str, Any]], _rules.M
     return http_routes._conf_of, http_routes.merge_rules
 
 
+def select(candidates: Sequence[Policy], proxy: Proxy, policies: MeshPolicies) -> _rules.Selection:
+    """The policies that select the proxy: a sidecar's by its inbounds; a builtin gateway's by the listeners of
+    the MeshGateway that configures it (policies/_gateway.py), as a whole (it has no inbounds)."""
+    if not proxy.builtin_gateway:
+        return _rules.select(candidates, proxy)
+    gateway = _gateway.select_gateway(policies.gateways, proxy.gateway_tags or {})
+    selected = _gateway.gateway_policies(candidates, proxy, gateway) if gateway is not None else []
+    return _rules.Selection(tuple(selected), {})
+
+
 def kind_rules(kind: str, from_as_rules: bool, proxy: Proxy, policies: MeshPolicies) -> dict[str, Any] | None:
     """One policy kind's InspectRule for the proxy, or None when no policy of the kind selects it."""
     candidates = policies.by_kind.get(kind, ())
     # what our plugins apply: a top-level targetRef of kind MeshHTTPRoute is stored with a warning only
     candidates = tuple(p for p in candidates if _rules.top_ref(p).get("kind") != "MeshHTTPRoute")
-    selection = _rules.select(candidates, proxy)
+    selection = select(candidates, proxy, policies)
     if not selection.proxy:
         return None
     routes = policies.by_kind.get("MeshHTTPRoute", ())
-    if kind in ROUTE_KINDS:
-        conf_of, merger = _route_merge()
+    conf_of, merger = _route_merge() if kind in ROUTE_KINDS else (_rules.default_conf, _rules.merge)
+    if proxy.builtin_gateway:   # the policies that target the MeshGateway are the gateway's own
+        to_rules = _rules.policies_to_rules(selection.proxy, conf_of, merger,
+                                            routes=() if kind in ROUTE_KINDS else routes)
+    elif kind in ROUTE_KINDS:
         to_rules = _rules.to_rules(selection, conf_of, merger)
     else:
         to_rules = _rules.to_rules(selection, routes=routes)
@@ -178,7 +194,9 @@ def kind_rules(kind: str, from_as_rules: bool, proxy: Proxy, policies: MeshPolic
         if rules:
             inbound_rules.append({"inbound": _inbound(inbound),
                                   "rules": _inbound_rules(kind, rules, selected, from_as_rules, policies)})
-    resource_rules = [] if kind in ROUTE_KINDS else _resource_rules(kind, selection.proxy, policies)
+    # Kuma's route plugins build resource rules on gateways only (a sidecar's routes are per outbound)
+    resource_rules = [] if kind in ROUTE_KINDS and not proxy.builtin_gateway else \
+        _resource_rules(kind, selection.proxy, policies, conf_of, merger)
     # a kind with a top-level `default` (MeshProxyPatch) has one rule for the whole proxy
     single = [p for p in selection.proxy if p.spec.get("default") is not None]
     if not (to_rules or from_rules or inbound_rules or resource_rules or single):
@@ -211,7 +229,7 @@ def proxy_policies(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: Me
     plugin merges it, and their KRIs in precedence order. `kri(kind, name)` names a policy."""
     out = []
     for kind, _ in kinds:
-        single = [p for p in _rules.select(policies.by_kind.get(kind, ()), proxy).proxy
+        single = [p for p in select(policies.by_kind.get(kind, ()), proxy, policies).proxy
                   if p.spec.get("default") is not None]
         if single:
             out.append({"conf": _rules.single_item_conf(single), "kind": kind,

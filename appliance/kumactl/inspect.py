@@ -1,5 +1,5 @@
-"""`kumactl inspect dataplanes|meshes|zoneegresses|services`, `inspect dataplane NAME --type ...` and
-`inspect <policy> NAME` (the proxies a policy hits).
+"""`kumactl inspect dataplanes|meshes|zoneegresses|services`, `inspect dataplane NAME --type ...`,
+`inspect meshgateway NAME` and `inspect <policy> NAME` (the proxies a policy hits).
 
 The overviews (`/meshes/{mesh}/dataplanes/_overview`, `/zoneegresses/_overview`, `/mesh-insights`)
 come with the control plane's insights (DataplaneInsight, issue #3). A control plane that does not
@@ -345,6 +345,13 @@ def _policy(ctx: Context) -> None:
 _INSPECTIONS = {"config-dump": "xds", "stats": "stats", "clusters": "clusters", "config": "_config"}
 
 
+def _meshgateway(ctx: Context) -> None:
+    """`inspect meshgateway NAME`: the names of the builtin gateway proxies it configures, one a line (Kuma's
+    template, whatever the output format)."""
+    page = ctx.connected_client().get_json(f"/meshes/{ctx.mesh}/meshgateways/{ctx.args.name}/dataplanes")
+    ctx.out.write("".join(f"{(i.get('dataplane') or {}).get('name', '')}\n" for i in page.get("items") or []))
+
+
 def _dataplane(ctx: Context) -> None:
     a = ctx.args
     kind = "config-dump" if a.config_dump else a.type
@@ -425,6 +432,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         policy.add_argument("--offset", type=int, default=0, help="the offset for pagination")
         policy.add_argument("--new-api", action="store_true", help="use the newer version of the inspect api")
         policy.set_defaults(run=_policy)
+
+    gateway = what.add_parser("meshgateway", parents=[common, output], help="Inspect MeshGateway",
+                              description="List Dataplanes matched by this MeshGateway.")
+    gateway.add_argument("name", metavar="NAME")
+    gateway.add_argument("-m", "--mesh", default="default", help="mesh to use")
+    gateway.set_defaults(run=_meshgateway)
 
     dp = what.add_parser("dataplane", parents=[common, output], help="Inspect Dataplane")
     dp.add_argument("name", metavar="NAME")

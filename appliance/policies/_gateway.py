@@ -32,13 +32,20 @@ def to_entries(policies: tuple[Policy, ...], proxy: Proxy, gateway: MeshGateway,
                listener: GatewayListener) -> Iterator[dict[str, Any]]:
     """The `to[]` entries (targetRef Mesh) of the policies whose top-level targetRef is this gateway and whose
     `tags` match this listener, in precedence order (later ones win when confs merge)."""
+    return (entry for _, entry in to_entries_by_policy(policies, proxy, gateway, listener))
+
+
+def to_entries_by_policy(policies: tuple[Policy, ...], proxy: Proxy, gateway: MeshGateway,
+                         listener: GatewayListener) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`to_entries`, each with the name of its policy (what the inspect API names a gateway's routes by)."""
     tags = listener_tags(proxy, gateway, listener)
     for policy, ref in _rules.in_precedence_order(policies):
         if ref.get("kind") != "MeshGateway" or ref.get("name") != gateway.name:
             continue
         if not _rules.tags_match(ref.get("tags") or {}, tags):
             continue
-        yield from (e for e in policy.spec.get("to") or [] if (e.get("targetRef") or {}).get("kind") == "Mesh")
+        yield from ((policy.name, e) for e in policy.spec.get("to") or []
+                    if (e.get("targetRef") or {}).get("kind") == "Mesh")
 
 
 @dataclass(frozen=True)
@@ -72,3 +79,11 @@ def port_policies(policies: Sequence[Policy], proxy: Proxy, gateway: MeshGateway
     listeners = [l for l in gateway.listeners if l.port == port]
     return [p for p, ref in _rules.in_precedence_order(policies)
             if any(_selects_listener(ref, listener_tags(proxy, gateway, l), gateway) for l in listeners)]
+
+
+def gateway_policies(policies: Sequence[Policy], proxy: Proxy, gateway: MeshGateway) -> list[Policy]:
+    """The policies whose top-level targetRef selects any listener of the gateway, in precedence order: what
+    applies to the gateway proxy as a whole (Kuma's MatchedPolicies for it: its SingleItemRules, its rules in the
+    inspect API)."""
+    return [p for p, ref in _rules.in_precedence_order(policies)
+            if any(_selects_listener(ref, listener_tags(proxy, gateway, l), gateway) for l in gateway.listeners)]

@@ -393,7 +393,7 @@ def build_rules(items: Sequence[_Item], with_negations: bool, merger: Merge = me
     return sorted(rules, key=lambda r: -_num_positive(r.subset))
 
 
-def _default(entry: dict[str, Any]) -> dict[str, Any]:
+def default_conf(entry: dict[str, Any]) -> dict[str, Any]:
     return entry.get("default") or {}
 
 
@@ -408,7 +408,7 @@ def _route_subsets(route: Policy) -> list[Subset]:
     return out
 
 
-def _items(policies: Sequence[Policy], field: str, conf_of: ConfOf = _default,
+def _items(policies: Sequence[Policy], field: str, conf_of: ConfOf = default_conf,
            routes: Sequence[Policy] = ()) -> list[_Item]:
     by_name = {r.name: r for r in routes}
     items = []
@@ -433,7 +433,7 @@ _BUILT_MAX = 4096
 
 
 def _built(field: str, policies: Sequence[Policy], with_negations: bool,
-           conf_of: ConfOf = _default, merger: Merge = merge, routes: Sequence[Policy] = ()) -> list[Rule]:
+           conf_of: ConfOf = default_conf, merger: Merge = merge, routes: Sequence[Policy] = ()) -> list[Rule]:
     key = (field, conf_of, merger, tuple(map(id, policies)), tuple(map(id, routes)))
     hit = _BUILT.get(key)
     if hit is None:
@@ -444,7 +444,7 @@ def _built(field: str, policies: Sequence[Policy], with_negations: bool,
     return list(hit[1])
 
 
-def to_rules(selection: Selection, conf_of: ConfOf = _default, merger: Merge = merge,
+def to_rules(selection: Selection, conf_of: ConfOf = default_conf, merger: Merge = merge,
              routes: Sequence[Policy] = ()) -> list[Rule]:
     """ToRules.Rules: per destination (kuma.io/service), from the `to[]` of the proxy's policies; entries of
     kind MeshHTTPRoute per rule of that route (`routes`: the mesh's MeshHTTPRoutes), see `route_element`.
@@ -454,7 +454,7 @@ def to_rules(selection: Selection, conf_of: ConfOf = _default, merger: Merge = m
     return policies_to_rules(policies, conf_of, merger, routes)
 
 
-def policies_to_rules(policies: Sequence[Policy], conf_of: ConfOf = _default, merger: Merge = merge,
+def policies_to_rules(policies: Sequence[Policy], conf_of: ConfOf = default_conf, merger: Merge = merge,
                       routes: Sequence[Policy] = ()) -> list[Rule]:
     """BuildToRules of these (selected, sorted) policies: what `to_rules` builds for a sidecar, and what a
     builtin gateway's port gets from the policies that select its listeners (policies/_gateway.py)."""

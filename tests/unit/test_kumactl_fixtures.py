@@ -10,7 +10,7 @@ in tests/e2e/test_kumactl.py.
 Not replayed, because this control plane does not serve those types or endpoints: the legacy
 policies (get circuit-breakers, fault-injections, healthchecks, proxytemplates, rate-limits,
 retries, traffic-logs/-permissions/-routes/-traces; inspect health-check, timeout,
-traffic-permission, traffic-trace), zone ingresses and zones (get and inspect), `inspect meshgateway`,
+traffic-permission, traffic-trace), zone ingresses and zones (get and inspect),
 `export --format kubernetes` and `completion`. The `inspect <policy> NAME` goldens of legacy policies run as the same
 command on a new policy type (inspect-policy-*): kumactl prints every type with one template.
 """

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliance.model.proxy import GatewayListener, MeshGateway, MeshSnapshot, Proxy
-from appliance.policies._gateway import to_entries
+from appliance.policies._gateway import to_entries_by_policy
 from appliance.policies.meshhttproute.plugin import KIND, OutboundRoutes, merge_rules, routes_for
 
 WILDCARD = "*"
@@ -25,6 +25,7 @@ WILDCARD = "*"
 class VirtualHost:
     hostname: str
     routes: OutboundRoutes
+    origins: tuple[str, ...] = ()   # the MeshHTTPRoutes whose rules it holds, sorted (Kuma's route entry name)
 
 
 # --- hostnames (Kuma's runtime/gateway/match/hostnames.go) ------------------------------------------------
@@ -57,11 +58,11 @@ def virtual_hosts(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
     out: dict[str, VirtualHost] = {}
     taken: list[str] = []   # hostnames of listeners already done: their hosts are theirs (Kuma's observedHostnames)
     for listener in sorted(listeners, key=lambda l: hostname_order(l.hostname)):
-        # (hostnames, `to` entry), in precedence order
-        entries = [(list(e.get("hostnames") or [WILDCARD]), e)
-                   for e in to_entries(snapshot.policies.get(KIND, ()), proxy, gateway, listener)]
+        # (policy, hostnames, `to` entry), in precedence order
+        entries = [(policy, list(e.get("hostnames") or [WILDCARD]), e)
+                   for policy, e in to_entries_by_policy(snapshot.policies.get(KIND, ()), proxy, gateway, listener)]
         matches: list[str] = []
-        for hostname in (h for hostnames, _ in entries for h in hostnames):
+        for hostname in (h for _, hostnames, _ in entries for h in hostnames):
             if _overlap(listener.hostname, hostname):
                 found = listener.hostname if contains(hostname, listener.hostname) else hostname
                 if found not in matches:
@@ -69,8 +70,9 @@ def virtual_hosts(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway,
         for host in matches or [listener.hostname]:
             if host in out or any(contains(t, host) for t in taken):
                 continue
-            confs = ({"rules": list(reversed(e.get("rules") or []))} for hostnames, e in entries
-                     if any(contains(h, host) for h in hostnames))
-            out[host] = VirtualHost(host, routes_for(snapshot, "", merge_rules(confs)["rules"]))
+            covering = [(policy, e) for policy, hostnames, e in entries if any(contains(h, host) for h in hostnames)]
+            confs = ({"rules": list(reversed(e.get("rules") or []))} for _, e in covering)
+            out[host] = VirtualHost(host, routes_for(snapshot, "", merge_rules(confs)["rules"]),
+                                    tuple(sorted({policy for policy, _ in covering})))
         taken.append(listener.hostname)
     return tuple(sorted(out.values(), key=lambda v: hostname_order(v.hostname)))
