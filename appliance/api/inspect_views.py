@@ -115,8 +115,8 @@ def _dataplanes_page(req: falcon.Request, resp: falcon.Response, manager: Resour
 def policy_hits(manager: ResourceManager, found: Resource) -> Callable[[Resource], bool]:
     """Whether the stored policy's top-level targetRef selects a Dataplane (of the policy's mesh)."""
     policy = Policy(found.type, found.name, found.spec)
-    routes = _routes(manager, found.mesh)
-    return lambda dp: rules_view.policy_selects(policy, proxy_from_dataplane(dp), routes)
+    routes, gateways = _routes(manager, found.mesh), mesh_gateways(manager.store, found.mesh)
+    return lambda dp: rules_view.policy_selects(policy, proxy_from_dataplane(dp), routes, gateways)
 
 
 class PolicyDataplanes:

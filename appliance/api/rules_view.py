@@ -41,16 +41,25 @@ def meta(type: str, mesh: str, name: str, labels: dict[str, str]) -> dict[str, A
 
 # --- which proxies a policy hits ----------------------------------------------------------------
 
-def policy_selects(policy: Policy, proxy: Proxy, routes: Sequence[Policy] = ()) -> bool:
+def policy_selects(policy: Policy, proxy: Proxy, routes: Sequence[Policy] = (),
+                   gateways: Sequence[MeshGateway] | None = None) -> bool:
     """matchers.PolicyMatches: the policy's top-level targetRef selects some inbound of the proxy. A targetRef of
-    kind MeshHTTPRoute selects what the route's own targetRef selects (an unknown route: nothing)."""
+    kind MeshHTTPRoute selects what the route's own targetRef selects (an unknown route: nothing).
+    With the mesh's `gateways`, also gateways as Kuma's `_resources/dataplanes` does: a builtin one by the listeners
+    of its MeshGateway, a DELEGATED one by its tags (without: the legacy views, where only sidecars are hit)."""
     ref = _rules.top_ref(policy)
     if ref.get("kind") == "MeshHTTPRoute":
         route = next((r for r in routes if r.name == (ref.get("name") or "")), None)
         if route is None:
             return False
+        policy = route
         ref = _rules.top_ref(route)
-    return bool(_rules.selected_inbounds(ref, proxy))
+    if gateways is None:
+        return bool(_rules.selected_inbounds(ref, proxy))
+    if proxy.builtin_gateway:
+        gateway = _gateway.select_gateway(tuple(gateways), proxy.gateway_tags or {})
+        return gateway is not None and bool(_gateway.gateway_policies((policy,), proxy, gateway))
+    return bool(_rules.selected_inbounds(ref, proxy)) or _rules.delegated_gateway_selected(ref, proxy)
 
 
 def mesh_service_selects(spec: dict[str, Any], name: str, labels: dict[str, str], inbounds: Iterable[Inbound]) -> bool:

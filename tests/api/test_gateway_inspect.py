@@ -185,3 +185,23 @@ def test_gateway_views_answer_a_remote_anonymous_user(api, path: str) -> None:
     far = remote.get(path)
     assert far.status_code == 200, far.text
     assert far.json() == api.get(path).json()
+
+
+def test_the_gateways_a_policy_hits(api) -> None:
+    """`_resources/dataplanes` (matchers.PolicyMatches): a builtin gateway by the listeners of its MeshGateway, a
+    DELEGATED one by its tags; `proxyTypes: [Sidecar]` leaves both out."""
+    _load(api, GATEWAY + ROUTES + """
+---
+type: MeshTimeout
+name: sidecars-only
+mesh: default
+spec:
+  targetRef: {kind: Mesh, proxyTypes: [Sidecar]}
+  to: [{targetRef: {kind: Mesh}, default: {idleTimeout: 5s}}]
+""")
+
+    def names(policy: str) -> list[str]:
+        body = api.get(f"/meshes/default/meshtimeouts/{policy}/_resources/dataplanes").json()
+        return [item["name"] for item in body["items"]]
+    assert names("mt-on-gateway") == ["dp-1"]
+    assert names("sidecars-only") == ["backend-1"]
