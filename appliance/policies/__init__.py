@@ -79,7 +79,8 @@ ALL: tuple[ModuleType, ...] = (
 # The policies that configure builtin gateway proxies (xds/generate/gateway.py, the plugins' apply_to_gateway);
 # the others warn when they target one.
 GATEWAY_KINDS = ("MeshHTTPRoute", "MeshTCPRoute", "MeshTimeout", "MeshRetry", "MeshCircuitBreaker", "MeshHealthCheck",
-                 "MeshAccessLog", "MeshRateLimit", "MeshFaultInjection", "MeshLoadBalancingStrategy", "MeshTrace")
+                 "MeshAccessLog", "MeshRateLimit", "MeshFaultInjection", "MeshLoadBalancingStrategy", "MeshTrace",
+                 "MeshProxyPatch")
 
 
 def not_applied_warning(kind: str) -> str:

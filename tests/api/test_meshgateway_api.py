@@ -164,10 +164,9 @@ def test_a_route_on_the_gateway_is_applied_and_listeners_are_picked_by_tags(api:
 
 
 @pytest.mark.parametrize(("path", "body"), [
-    ("meshproxypatches/gw", {"type": "MeshProxyPatch", "mesh": "default", "name": "gw", "spec": {
+    ("meshtlses/gw", {"type": "MeshTLS", "mesh": "default", "name": "gw", "spec": {
         "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
-        "default": {"appendModifications": [{"httpFilter": {
-            "operation": "Remove", "match": {"name": "envoy.filters.http.fault"}}}]}}}),
+        "rules": [{"default": {"tlsVersion": {"min": "TLS13"}}}]}}),
 ])
 def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, path: str, body: dict) -> None:
     r = api.put(f"/meshes/default/{path}", body)
@@ -175,8 +174,8 @@ def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, pa
     assert f"a {body['type']} for gateways (top-level targetRef MeshGateway, or proxyTypes [Gateway]) is stored but " \
            "not yet applied to builtin gateway proxies by this control plane (only MeshHTTPRoute, MeshTCPRoute, " \
            "MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHealthCheck, MeshAccessLog, MeshRateLimit, " \
-           "MeshFaultInjection, MeshLoadBalancingStrategy, MeshTrace configure them; DELEGATED gateways get it " \
-           "on their outbounds)" \
+           "MeshFaultInjection, MeshLoadBalancingStrategy, MeshTrace, MeshProxyPatch configure them; DELEGATED " \
+           "gateways get it on their outbounds)" \
            in r.json()["warnings"]
 
 
@@ -211,7 +210,25 @@ def test_a_policy_for_gateways_that_gateways_do_not_get_says_so(api: LiveApi, pa
     ("meshtraces/gw", {"type": "MeshTrace", "mesh": "default", "name": "gw", "spec": {
         "targetRef": {"kind": "MeshGateway", "name": "edge"},
         "default": {"backends": [{"type": "Zipkin", "zipkin": {"url": "http://127.0.0.1:9411/api/v2/spans"}}]}}}),
+    ("meshproxypatches/gw", {"type": "MeshProxyPatch", "mesh": "default", "name": "gw", "spec": {
+        "targetRef": {"kind": "Mesh", "proxyTypes": ["Gateway"]},
+        "default": {"appendModifications": [{"httpFilter": {
+            "operation": "Remove", "match": {"name": "envoy.filters.http.fault"}}}]}}}),
 ])
 def test_a_policy_for_gateways_that_gateways_get_has_no_warning(api: LiveApi, path: str, body: dict) -> None:
     r = api.put(f"/meshes/default/{path}", body)
     assert r.status_code == 201 and "warnings" not in r.json(), r.text
+
+
+def test_a_virtual_host_patch_for_gateways_says_it_changes_nothing_there(api: LiveApi) -> None:
+    """A gateway's routes reach Envoy by RDS; Kuma's virtualHost modifications edit only inline route
+    configurations, so on a gateway they do nothing: said, not silent."""
+    r = api.put("/meshes/default/meshproxypatches/vh", {"type": "MeshProxyPatch", "mesh": "default", "name": "vh",
+                                                         "spec": {"targetRef": {"kind": "MeshGateway", "name": "edge"},
+                                                                  "default": {"appendModifications": [
+                                                                      {"virtualHost": {"operation": "Remove", "match": {"name": "x"}}}]}}})
+    assert r.status_code == 201, r.text
+    assert r.json()["warnings"] == [
+        "'spec.default.appendModifications[0].virtualHost' is stored but changes nothing on builtin gateway proxies: "
+        "their routes are sent by RDS, and virtualHost modifications edit only route configurations inline in a "
+        "listener (as in Kuma)"]

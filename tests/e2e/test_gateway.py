@@ -4,7 +4,8 @@ port reaches the backend on the routes of a MeshHTTPRoute (the backend sees the 
 paths answer 404, a route change applies without restarting the gateway, MeshTrafficPermission denying
 the gateway's service gives 403, and a MeshTimeout for the gateway makes a slow backend answer 504. An HTTPS listener terminates TLS with a certificate from a Secret: the right
 SNI gets the backend, another name gets no handshake, and a listener whose Secret is missing is left out (no
-NACK) until the Secret is created."""
+NACK) until the Secret is created. `kumactl inspect dataplane` shows the gateway's routes, and a MeshProxyPatch
+for the gateway changes what it answers."""
 from __future__ import annotations
 
 import base64
@@ -22,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.e2e.harness import (
-    ALLOW_ALL, DATAPLANE, MTLS, Mesh, running_mesh, tcp_exchange, tcp_refused, tcp_version_app, version_app,
+    ALLOW_ALL, DATAPLANE, MTLS, Mesh, kumactl_for, running_mesh, tcp_exchange, tcp_refused, tcp_version_app,
+    version_app,
 )
 from tests.support import eventually, free_port
 
@@ -287,3 +289,23 @@ def test_a_delegated_gateway_calls_the_mesh_as_its_own_service(edge: Edge) -> No
     answer = eventually(lambda: (r := requests.get(f"http://127.0.0.1:{edge.delegated_port}/orders", timeout=5)).ok
                         and r.json(), lambda: edge.mesh.log_tail("kong-1"), timeout=60)
     assert "URI=spiffe://default/kong" in answer["headers"]["x-forwarded-client-cert"]
+
+
+def test_kumactl_inspects_the_gateway_and_a_proxy_patch_reaches_it(edge: Edge, tmp_path: Path) -> None:
+    eventually(lambda: edge.status("/api/items") == 200, timeout=60)
+    kumactl = kumactl_for(tmp_path, edge.mesh.cp.url)
+    assert f"LISTENER (HTTP:{edge.port}):\n  *:\n    ROUTE edge-to-backend:\n      SERVICE backend:\n" in \
+        kumactl.ok("inspect", "dataplane", "edge-1")
+    assert kumactl.ok("inspect", "meshgateway", "edge") == "edge-1\n"
+    hcm = "envoy.filters.network.http_connection_manager"
+    patch = {"type": "MeshProxyPatch", "mesh": "default", "name": "edge-server", "spec": {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "default": {"appendModifications": [{"networkFilter": {
+            "operation": "Patch", "match": {"name": hcm, "listenerName": f"edge:HTTP:{edge.port}", "origin": "gateway"},
+            "value": f"name: {hcm}\ntypedConfig:\n  '@type': type.googleapis.com/envoy.extensions.filters.network."
+                     "http_connection_manager.v3.HttpConnectionManager\n  serverName: patched-edge"}}]}}}
+    assert "warnings" not in edge.put("meshproxypatches", patch), "MeshProxyPatch applies to builtin gateways"
+    eventually(lambda: edge.get("/other").headers["server"] == "patched-edge", lambda: edge.mesh.log_tail("edge-1"))
+    assert edge.status("/api/items") == 200 and edge.rejected() == 0
+    assert requests.delete(f"{edge.mesh.cp.url}/meshes/default/meshproxypatches/edge-server", timeout=5).ok
+    eventually(lambda: edge.get("/other").headers["server"] == "Kuma Gateway")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from google.protobuf import any_pb2, duration_pb2, json_format
 from google.protobuf.message import Message
@@ -33,8 +33,8 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from appliance.model import names
-from appliance.model.proxy import GenerationError, MeshSnapshot, Proxy
-from appliance.policies import _envoy, _rules
+from appliance.model.proxy import GenerationError, MeshGateway, MeshSnapshot, Policy, Proxy
+from appliance.policies import _envoy, _gateway, _rules
 from appliance.policies._common import as_dict, as_list
 from appliance.policies.meshproxypatch import _jsonpatch, _values
 from appliance.policies.meshproxypatch.schema import (
@@ -45,6 +45,7 @@ KIND = "MeshProxyPatch"
 INBOUND, OUTBOUND = "inbound", "outbound"
 ADDED_LISTENER = "mesh-proxy-patch"                   # metadata.OriginMeshProxyPatch
 ADDED_CLUSTER = "proxy-template-modifications"        # metadata.OriginProxyTemplateModifications
+ORIGIN_GATEWAY = "gateway"                            # metadata.OriginGateway: a builtin gateway's own
 # The legacy and the unified names of the transparent proxy's listeners match each other (listenerNameMatches).
 _EQUIVALENT_LISTENERS = (("outbound:passthrough:ipv4", "self_transparentproxy_passthrough_outbound_ipv4"),
                          ("outbound:passthrough:ipv6", "self_transparentproxy_passthrough_outbound_ipv6"),
@@ -65,10 +66,14 @@ class Matched:
 
 
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
-    selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
-    modifications = as_list(_rules.single_item_conf(selection.proxy).get("appendModifications"))
+    return _matched(_rules.select(snapshot.policies.get(KIND, ()), proxy).proxy)
+
+
+def _matched(selected: Sequence[Policy]) -> Matched:
+    """The modifications of the selecting policies (in precedence order), merged as Kuma's SingleItemRules."""
+    modifications = as_list(_rules.single_item_conf(selected).get("appendModifications"))
     # which policy each came from, for the message when one cannot apply
-    origins = [p.name for p in selection.proxy
+    origins = [p.name for p in selected
                for _ in as_list(as_dict(p.spec.get("default")).get("appendModifications"))]
     mods = []
     for policy, modification in zip(origins, modifications):
@@ -82,10 +87,21 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
     """Nothing per outbound or before the others: `apply_to_proxy` works on the whole proxy."""
 
 
-def apply_to_proxy(matched: Matched, resources: _envoy.Resources) -> None:
+def patch_gateway(snapshot: MeshSnapshot, proxy: Proxy, gateway: MeshGateway, generated: set[tuple[str, str]],
+                  resources: _envoy.Resources) -> None:
+    """On a builtin gateway: the modifications of the policies that select any of its MeshGateway's listeners
+    (policies/_gateway.py), on all of its resources, last (xds/generate/gateway.py). `generated`: the
+    (type URL, name) of what the gateway generator made, whose origin is "gateway" as in Kuma."""
+    selected = _gateway.gateway_policies(snapshot.policies.get(KIND, ()), proxy, gateway)
+    apply_to_proxy(_matched(selected), resources, dict.fromkeys(generated, ORIGIN_GATEWAY))
+
+
+def apply_to_proxy(matched: Matched, resources: _envoy.Resources,
+                   origins: dict[tuple[str, str], str] | None = None) -> None:
+    """`origins`: what some resources' origin is, by (type URL, name), where it is not told by their direction."""
     if not matched.modifications:
         return
-    work = _Work(resources)
+    work = _Work(resources, origins or {})
     for i, (policy, kind, mod) in enumerate(matched.modifications):
         try:
             _APPLY[kind](work, mod)
@@ -101,9 +117,9 @@ class _Work:
     """The proxy's resources during the modifications: its own dicts, and a private copy of every message
     it changes (generated messages may be shared with other proxies)."""
 
-    def __init__(self, resources: _envoy.Resources) -> None:
+    def __init__(self, resources: _envoy.Resources, origins: dict[tuple[str, str], str]) -> None:
         self.resources = {type_url: dict(by_name) for type_url, by_name in resources.items()}
-        self.added: dict[tuple[str, str], str] = {}
+        self.added: dict[tuple[str, str], str] = dict(origins)   # the origins told, then what the patches add
         self._own: dict[int, Message] = {}   # by id(), holding each so that no id is reused meanwhile
 
     def origin(self, type_url: str, name: str, message: Message) -> str:

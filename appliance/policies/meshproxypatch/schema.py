@@ -214,3 +214,19 @@ def deprecations(spec: dict[str, Any]) -> list[str]:
 
 def mesh_defaults(mesh: str) -> list[tuple[str, dict[str, Any]]]:
     return []
+
+
+def not_applied(spec: dict[str, Any]) -> list[str]:
+    """Our `warnings`: a builtin gateway's routes reach Envoy by RDS, and virtualHost modifications edit only
+    route configurations inline in a listener (as in Kuma): on a policy for gateways they change nothing."""
+    top = as_dict(spec.get("targetRef"))
+    for_gateways = top.get("kind") == "MeshGateway" or (
+        top.get("kind") in ("Mesh", "MeshSubset") and as_list(top.get("proxyTypes")) == ["Gateway"])
+    if not for_gateways:
+        return []
+    path = "spec.default.appendModifications"
+    return [f"'{index(path, i)}.virtualHost' is stored but changes nothing on builtin gateway proxies: their routes "
+            "are sent by RDS, and virtualHost modifications edit only route configurations inline in a listener "
+            "(as in Kuma)"
+            for i, modification in enumerate(as_list(as_dict(spec.get("default")).get("appendModifications")))
+            if as_dict(modification).get("virtualHost") is not None]

@@ -13,7 +13,8 @@ Envoy listener `<gateway>:<protocol>:<port>` on the proxy's address:
 - TLS: the same per hostname (SNI), TLS terminated with its certificates or passed through.
 Backends are the mesh services' own clusters, reached over the mesh's mTLS with the gateway's identity (its
 `kuma.io/service`). The other policies apply through their plugins' `apply_to_gateway` (policies.GATEWAY_KINDS),
-and the metrics endpoint (Mesh.metrics, MeshMetric); the API warns about the others when they target gateways.
+then the metrics endpoint (Mesh.metrics, MeshMetric) and MeshProxyPatch; the API warns about the others when they
+target gateways.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from appliance.policies._backends import Backend, add_clusters
 from appliance.policies.meshhttproute._envoy_routes import envoy_routes
 from appliance.policies._gateway import GatewayPort, select_gateway
 from appliance.policies.meshmetric import plugin as meshmetric
+from appliance.policies.meshproxypatch import plugin as meshproxypatch
 from appliance.policies.meshhttproute.gateway import WILDCARD, VirtualHost, hostname_order, virtual_hosts
 from appliance.policies.meshtcproute.gateway import listener_backends
 from appliance.policies.meshtcproute.plugin import tcp_proxy
@@ -303,8 +305,11 @@ def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     for plugin in policies.plugins():   # in Kuma's plugin order, those that configure builtin gateways
         if hasattr(plugin, "apply_to_gateway"):
             plugin.apply_to_gateway(snapshot, proxy, gateway, tuple(built.ports), resources)
+    generated = {(type_url, name) for type_url, by_name in resources.items() for name in by_name}
     # Mesh.metrics (and MeshMetric) expose a gateway's Envoy stats as a sidecar's, where the MADS lists it
     meshmetric.apply_to_proxy(meshmetric.match(snapshot, proxy), resources)
+    # MeshProxyPatch last, as on sidecars (Kuma's plugin order); its ClusterLoadAssignments follow what it leaves
+    meshproxypatch.patch_gateway(snapshot, proxy, gateway, generated, resources)
     for name, cluster in resources[names.CLUSTER].items():
         if cluster.type == cluster_pb2.Cluster.EDS:
             resources[names.ENDPOINT][name] = load_assignment_for(snapshot, name)

@@ -188,3 +188,29 @@ def test_a_to_entry_of_kind_meshhttproute_sets_only_that_routes_timeout() -> Non
     timeouts = {(r.match.path or r.match.prefix): r.route.timeout.seconds for r in hosts["shop.example.com"].routes}
     # /api is edge-api's rule; /cart (edge-shop's) keeps the mesh default
     assert timeouts == {"/cart": 15, "/api": 2, "/api/": 2}
+
+
+def test_a_proxy_patch_reaches_the_gateway_with_kumas_gateway_origin() -> None:
+    """MeshProxyPatch on a builtin gateway (Kuma applies it as on sidecars, last): its resources have origin
+    "gateway"; a patch that selects no listener of the gateway (proxyTypes Sidecar) leaves it alone."""
+    edge_patch = policy("MeshProxyPatch", "edge-patch", {
+        "targetRef": {"kind": "MeshGateway", "name": "edge"},
+        "default": {"appendModifications": [
+            {"cluster": {"operation": "Patch", "match": {"origin": "gateway"}, "value": "connectTimeout: 9s"}},
+            {"listener": {"operation": "Patch", "match": {"name": "edge:HTTP:8080", "origin": "gateway"},
+                          "value": "perConnectionBufferLimitBytes: 1234"}},
+            {"httpFilter": {"operation": "Remove", "match": {"name": "gzip-compress"}}},
+            {"cluster": {"operation": "Add", "value": "name: added\nconnectTimeout: 5s\ntype: STATIC"}},
+            {"listener": {"operation": "Remove", "match": {"name": "edge:TCP:9000", "origin": "inbound"}}}]}})
+    sidecars_only = policy("MeshProxyPatch", "sidecars-only", {
+        "targetRef": {"kind": "Mesh", "proxyTypes": ["Sidecar"]},
+        "default": {"appendModifications": [{"cluster": {"operation": "Remove"}}]}})
+    assert [f for f in _hcm(_generate(), "edge:HTTP:8080").http_filters if f.name == "gzip-compress"]
+    resources = _generate(edge_patch, sidecars_only)
+    clusters = resources[names.CLUSTER]
+    assert "added" in clusters
+    assert {c.connect_timeout.seconds for n, c in clusters.items() if n != "added"} == {9}
+    listeners = resources[names.LISTENER]
+    assert listeners["edge:HTTP:8080"].per_connection_buffer_limit_bytes.value == 1234
+    assert "edge:TCP:9000" in listeners   # its origin is "gateway", not "inbound"
+    assert not [f for f in _hcm(resources, "edge:HTTP:8080").http_filters if f.name == "gzip-compress"]
