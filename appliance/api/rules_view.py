@@ -6,8 +6,13 @@ the same code the plugins run, so what these views show is what the proxy gets:
 - `/meshes/{m}/{policy-path}/{name}/_resources/dataplanes` (a policy's top-level targetRef);
 - `/meshes/{m}/meshservices/{name}/_dataplanes` (a MeshService's selector).
 
+A builtin gateway proxy is selected by the listeners of the MeshGateway that configures it (policies/_gateway.py):
+the policies that target it are its own, in its `to` rules, resource rules and proxy rule; it has no inbound rules.
+
 Where we differ from Kuma, it is where our control plane does not apply a policy: a policy whose top-level
-targetRef is a MeshHTTPRoute is stored with a warning and configures nothing here, so it is in no rule.
+targetRef is a MeshHTTPRoute is stored with a warning and configures nothing here, so it is in no rule. And on a
+gateway, Kuma keeps a MeshHTTPRoute's rules apart per `to[].hostnames` (a rule, and a resource rule conf, per set
+of hostnames); we show them merged as the route plugin merges them (its virtual hosts pick the hostnames).
 """
 from __future__ import annotations
 

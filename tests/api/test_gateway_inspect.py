@@ -205,3 +205,15 @@ spec:
         return [item["name"] for item in body["items"]]
     assert names("mt-on-gateway") == ["dp-1"]
     assert names("sidecars-only") == ["backend-1"]
+
+
+def test_policies_of_a_gateway_in_exclusive_mode(tmp_path: Path) -> None:
+    """`_policies` (meshServices Exclusive): a gateway's proxy-wide confs come from the policies that select its
+    MeshGateway's listeners, here the MeshProxyPatch that targets it."""
+    with live_api(tmp_path) as api:
+        _load(api, GATEWAY, mesh_spec={"meshServices": {"mode": "Exclusive"}})
+        kri = api.get("/meshes/default/meshproxypatches/mpp-on-gateway").json()["kri"]
+        assert api.get("/meshes/default/dataplanes/dp-1/_policies").json() == {"policies": [{
+            "conf": {"appendModifications": [{"cluster": {
+                "operation": "Add", "value": "name: test-cluster\nconnectTimeout: 5s\ntype: STATIC\n"}}]},
+            "kind": "MeshProxyPatch", "origins": [{"kri": kri}]}]}

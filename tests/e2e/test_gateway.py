@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.e2e.harness import (
-    ALLOW_ALL, DATAPLANE, MTLS, Mesh, kumactl_for, running_mesh, tcp_exchange, tcp_refused, tcp_version_app,
-    version_app,
+    ALLOW_ALL, MTLS, Mesh, kumactl_for, running_mesh, tcp_exchange, tcp_refused, tcp_version_app, version_app,
 )
 from tests.support import eventually, free_port
 
