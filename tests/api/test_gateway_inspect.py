@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from appliance.kumactl.inspect import render_policies
+from appliance.kumactl.inspect_policies import render_policies
 from tests.api.test_inspect_views import _load
 from tests.support import live_api
 
