@@ -137,8 +137,8 @@ def _gateway_rules(resource: dict[str, Any]) -> dict[str, Any]:
 
 def test_rules_of_a_gateway_dataplane_and_of_its_meshgateway(api) -> None:
     """dataplanes/_rules/meshgateway and meshgateways/_rules/meshgateway: the policies that target the
-    MeshGateway are the gateway proxy's own. (Kuma's golden value has no trailing newline: its YAML loader
-    differs from the one in its fixture test; the block scalar of the input ends with one.)"""
+    MeshGateway are the gateway proxy's own. (Kuma's golden shows the input's block scalar without its trailing
+    newline; we answer the value as stored.)"""
     _load(api, GATEWAY)
     assert api.get("/meshes/default/dataplanes/dp-1/_rules").json() == _gateway_rules(_meta("Dataplane", "dp-1"))
     assert api.get("/meshes/default/meshgateways/the-gateway/_rules").json() == \
