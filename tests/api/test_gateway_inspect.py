@@ -143,7 +143,12 @@ def test_rules_of_a_gateway_dataplane_and_of_its_meshgateway(api) -> None:
     assert api.get("/meshes/default/dataplanes/dp-1/_rules").json() == _gateway_rules(_meta("Dataplane", "dp-1"))
     assert api.get("/meshes/default/meshgateways/the-gateway/_rules").json() == \
         _gateway_rules(_meta("MeshGateway", "the-gateway"))
-    assert api.get("/meshes/default/meshgateways/nope/_rules").status_code == 404
+    # meshgateways/_rules/gw_not_found and mesh_doesnt_exist_not_found
+    not_found = {"type": "/std-errors", "status": 404, "detail": "Not found", "details": "Not found"}
+    assert api.get("/meshes/default/meshgateways/nope/_rules").json() == {
+        **not_found, "title": "Could not retrieve MeshGateway"}
+    assert api.get("/meshes/not-a-mesh/meshgateways/the-gateway/_rules").json() == {
+        **not_found, "title": "Failed to retrieve Mesh"}
 
 
 def test_a_gateway_dataplane_for_kumactl(api) -> None:
