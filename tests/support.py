@@ -264,7 +264,12 @@ class CpProcess:
     def stop(self) -> int:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            return self.proc.wait(timeout=10)
+            try:
+                return self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                tail = "\n".join(self.read_log().splitlines()[-15:])
+                raise RuntimeError(f"kuma-cp did not stop within 10 s of SIGTERM; its log ends:\n{tail}") from None
         return self.proc.returncode if self.proc else 0
 
 

@@ -56,7 +56,8 @@ def _zone_egress(mesh: Mesh) -> None:
     mesh.procs.append(subprocess.Popen(
         [*cp_command("dp", "run"), "--proxy-type=egress", f"--cp-address=https://127.0.0.1:{mesh.cp_port}",
          f"--ca-cert-file={mesh.tmp / 'cp' / 'kuma-cp.crt'}", f"--dataplane-file={definition}",
-         f"--dataplane-token-file={mesh.tmp / 'egress.token'}", f"--work-dir={mesh.tmp / 'egress-1'}"],
+         f"--dataplane-token-file={mesh.tmp / 'egress.token'}", f"--work-dir={mesh.tmp / 'egress-1'}",
+         "--drain-time=1s"],
         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
 
 

@@ -126,7 +126,8 @@ def test_a_revoked_zone_token_loses_the_egress_its_stream(mesh: Mesh) -> None:
         mesh.procs.append(subprocess.Popen(
             [*cp_command("dp", "run"), "--proxy-type=egress", f"--cp-address=https://127.0.0.1:{mesh.cp_port}",
              f"--ca-cert-file={mesh.tmp / 'cp' / 'kuma-cp.crt'}", f"--dataplane-file={egress}",
-             f"--dataplane-token-file={mesh.tmp / 'zone.token'}", f"--work-dir={mesh.tmp / 'egress-run'}"],
+             f"--dataplane-token-file={mesh.tmp / 'zone.token'}", f"--work-dir={mesh.tmp / 'egress-run'}",
+         "--drain-time=1s"],
             stdout=log, stderr=subprocess.STDOUT))
 
     def online() -> bool:
