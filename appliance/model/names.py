@@ -39,6 +39,8 @@ HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
 ROUTER_FILTER = "envoy.filters.http.router"
 GRPC_STATS_FILTER = "envoy.filters.http.grpc_stats"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
+ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})

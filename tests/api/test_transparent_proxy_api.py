@@ -1,5 +1,5 @@
 """Over the API: a Dataplane with transparentProxying shows its VIP outbounds and capture listeners in its
-config view; MeshPassthrough is served at Kuma's path, validated, and said to be stored but not applied."""
+config view; MeshPassthrough is served at Kuma's path and validated, for a user who is not an admin."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +37,7 @@ def test_a_transparent_proxy_config_shows_its_vip_outbounds(tmp_path: Path) -> N
         assert listeners["inbound:passthrough:ipv4"]["address"]["socketAddress"]["portValue"] == 15006
 
 
-def test_meshpassthrough_is_validated_and_said_not_applied(tmp_path: Path) -> None:
+def test_meshpassthrough_is_validated_and_stored(tmp_path: Path) -> None:
     with live_api(tmp_path, defaults=True) as api:
         token = api.post("/tokens/user", {"name": "alice", "groups": ["team-a"], "validFor": "1h"})
         assert token.status_code == 200, token.text
@@ -50,5 +50,5 @@ def test_meshpassthrough_is_validated_and_said_not_applied(tmp_path: Path) -> No
             [("spec.default.appendMatch[0].value", "provided IP has incorrect value")]
         r = remote.put(MP_PATH, PASSTHROUGH, headers=alice)
         assert r.status_code == 201, r.text
-        assert r.json()["warnings"] == ["MeshPassthrough is stored but not yet applied to proxies by this control plane"]
+        assert not r.json().get("warnings")
         assert remote.get(MP_PATH, headers=alice).json()["spec"] == PASSTHROUGH["spec"]

@@ -1,7 +1,8 @@
 """Transparent proxying through the control plane, with real iptables, Envoy and kuma-dp: a sidecar whose
 Dataplane has `transparentProxying` and no outbounds, in a network namespace where our kumactl installed
 the redirect rules, reaches the backend service at its virtual IP on port 80, over mTLS. Traffic to an
-address outside the mesh passes through Envoy unchanged, until the Mesh turns passthrough off.
+address outside the mesh passes through Envoy unchanged, until the Mesh turns passthrough off; then a
+MeshPassthrough lets the destinations it matches through.
 
 The namespace ("the VM") is joined to the host by a veth pair: the control plane and the backend (its app
 and its proxy) stay on the host. Needs root, `ip netns` and iptables (`make test-deps`).
@@ -157,13 +158,28 @@ def test_the_app_reaches_a_service_at_its_virtual_ip_and_outside_addresses_pass_
     # it went through both proxies: the backend's Envoy gave the app the caller's identity (mTLS)
     assert "spiffe://default/web" in answer
 
-    outside = free_port()
-    vm.start("serve", HOST_IP, str(outside), "outside", ns=False)
-    assert vm.app_call("connect", HOST_IP, outside).startswith("outside ")
+    # two HTTP servers outside the mesh (the app sends first: Envoy's listener inspectors need its bytes)
+    outside, other = (_outside_server().server_address[1] for _ in range(2))
+    assert vm.app_call("http-get", HOST_IP, outside).startswith("200 ")
     mesh_now = requests.get(f"{mesh.cp.url}/meshes/default").json()
     off = {**mesh_now, "networking": {"outbound": {"passthrough": False}}}
     assert requests.put(f"{mesh.cp.url}/meshes/default", json=off).ok
-    eventually(lambda: vm.app_call("connect", HOST_IP, outside) in ("", "refused"),
+    eventually(lambda: vm.app_call("http-get", HOST_IP, outside) == "refused",
                "a connection outside the mesh still passes with passthrough off", timeout=15)
     # the mesh is still reachable
     assert vm.app_call("http-get", BACKEND_VIP, 80).startswith("200 ")
+
+    # a MeshPassthrough lets the destination it matches through again, and only it
+    allow = {"type": "MeshPassthrough", "mesh": "default", "name": "outside", "spec": {
+        "targetRef": {"kind": "Mesh"},
+        "default": {"appendMatch": [{"type": "IP", "value": HOST_IP, "port": outside, "protocol": "http"}]}}}
+    assert requests.put(f"{mesh.cp.url}/meshes/default/meshpassthroughs/outside", json=allow).status_code == 201
+    eventually(lambda: vm.app_call("http-get", HOST_IP, outside).startswith("200 "),
+               "the MeshPassthrough match did not let the connection through", timeout=15)
+    assert vm.app_call("http-get", HOST_IP, other) == "refused"
+
+
+def _outside_server() -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((HOST_IP, 0), Echo)
+    serve_in_thread(server)
+    return server

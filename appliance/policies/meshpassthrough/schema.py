@@ -18,7 +18,7 @@ SHORT_NAME = "mp"
 TARGETS = {"is_target_ref": True, "has_to": False, "has_from": False, "has_rules": False, "is_from_as_rules": False}
 # Kuma's `+kuma:policy:order`: plugins run in ascending order, each on what the previous ones built.
 ORDER = 500
-HAS_PLUGIN = False
+HAS_PLUGIN = True
 
 PROTOCOLS = ("tcp", "tls", "grpc", "http", "http2", "mysql")
 _L7 = ("grpc", "http", "http2")          # one port, one of these protocols (notAllowedProtocolsOnTheSamePort)

@@ -21,12 +21,12 @@ from dataclasses import replace
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
-from google.protobuf import duration_pb2
 
 from appliance.model import names
 from appliance.model.names import Resources
 from appliance.model.proxy import MeshSnapshot, Outbound, Proxy, TransparentProxy
 from appliance.policies._dynconf import add_config_route
+from appliance.policies._envoy import original_dst_cluster
 from appliance.xds.generate.listeners import network_filter, socket_address, tcp_proxy
 
 NO_DESTINATION = "self_transparentproxy_no_destination_inbound"
@@ -51,15 +51,8 @@ def with_vip_outbounds(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
     return replace(proxy, outbounds=outbounds)
 
 
-def _cluster(name: str) -> cluster_pb2.Cluster:
-    return cluster_pb2.Cluster(name=name, alt_stat_name=names.sanitize_metric(name),
-                               connect_timeout=duration_pb2.Duration(seconds=5))
-
-
 def _passthrough_cluster(name: str, bind: str | None) -> cluster_pb2.Cluster:
-    cluster = _cluster(name)
-    cluster.type = cluster_pb2.Cluster.ORIGINAL_DST
-    cluster.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+    cluster = original_dst_cluster(name)
     if bind is not None:
         cluster.upstream_bind_config.source_address.address = bind
         cluster.upstream_bind_config.source_address.port_value = 0
@@ -80,8 +73,8 @@ def add_capture(snapshot: MeshSnapshot, tp: TransparentProxy, resources: Resourc
     if tp.outbound_port <= 0:
         return   # Kuma generates none when outbound traffic is not redirected
     listeners, clusters = resources[names.LISTENER], resources[names.CLUSTER]
-    no_destination = _cluster(NO_DESTINATION)
-    no_destination.type = cluster_pb2.Cluster.STATIC
+    no_destination = cluster_pb2.Cluster(name=NO_DESTINATION, alt_stat_name=NO_DESTINATION, type=cluster_pb2.Cluster.STATIC)
+    no_destination.connect_timeout.seconds = 5
     clusters[NO_DESTINATION] = no_destination
     for family, everywhere, inbound_source in _FAMILIES if tp.ipv6 else _FAMILIES[:1]:
         outbound, inbound = f"outbound:passthrough:{family}", f"inbound:passthrough:{family}"

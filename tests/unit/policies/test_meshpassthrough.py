@@ -1,5 +1,4 @@
-"""MeshPassthrough validation, cases from Kuma's tests (v2.14.3 api/v1alpha1/testdata), and the warning that
-says it is stored but not applied."""
+"""MeshPassthrough validation, cases from Kuma's tests (v2.14.3 api/v1alpha1/testdata)."""
 from __future__ import annotations
 
 import yaml
@@ -73,6 +72,5 @@ def test_top_level_target_kinds(check) -> None:
     assert check(mp, "targetRef: {kind: Dataplane, name: web-1}\ndefault: {passthroughMode: None}") == []
 
 
-def test_a_write_warns_that_it_is_stored_but_not_applied() -> None:
-    assert policies.not_applied(mp, yaml.safe_load(VALID)) == [
-        "MeshPassthrough is stored but not yet applied to proxies by this control plane"]
+def test_a_write_has_no_warning() -> None:
+    assert policies.not_applied(mp, yaml.safe_load(VALID)) == []

@@ -1,4 +1,5 @@
-"""Transparent proxying: capture listeners, VIP outbounds and the `/dns` records (goldens)."""
+"""Transparent proxying: capture listeners, VIP outbounds and the `/dns` records (the golden of the usual case is
+CASES["transparent-proxy"], with the other generator cases)."""
 from __future__ import annotations
 
 import json
@@ -6,29 +7,22 @@ import json
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from appliance.model import names, vips
+from appliance.model import names
 from appliance.model.proxy import TransparentProxy
 from appliance.xds.generate import generate_sidecar
-from appliance.xds.generate.consistency import check_consistency
 from appliance.xds.snapshot import transparent_proxying
 from tests.unit.xds.golden import assert_golden, resources_yaml
-from tests.unit.xds.scenarios import IDENTITY, snapshot, web_proxy
+from tests.unit.xds.scenarios import IDENTITY, TRANSPARENT, transparent_proxy, transparent_snapshot, web_proxy
 
-DATAPLANES = [{"networking": {"inbound": [{"port": p, "tags": {"kuma.io/service": s}}]}}
-              for s, p in (("web", 8080), ("backend", 8080), ("db", 5432), ("my_svc", 7000))]
-EXTERNAL = [("httpbin", {"networking": {"address": "httpbin.org:443"}, "tags": {"kuma.io/service": "httpbin"}})]
-TP = TransparentProxy(inbound_port=15006, outbound_port=15001, ipv6=False, dns_port=15053)
-DNS_FEATURES = frozenset({"feature-embedded-dns"})
+TP = TRANSPARENT
 
 
 def _snapshot(mtls: str | None = "STRICT", **changes: object):
-    view = vips.allocate({}, vips.wanted(DATAPLANES, EXTERNAL))
-    domains, outbounds = vips.vip_outbounds(view)
-    return snapshot(mtls, vip_domains=domains, vip_outbounds=outbounds, **changes)
+    return transparent_snapshot(mtls, **changes)
 
 
 def _proxy(tp: TransparentProxy = TP):
-    return web_proxy(transparent_proxy=tp, features=DNS_FEATURES, work_dir="/tmp/web")
+    return transparent_proxy(tp)
 
 
 def _dns(resources: dict) -> dict:
@@ -37,12 +31,6 @@ def _dns(resources: dict) -> dict:
     listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
     route = next(r for r in hcm.route_config.virtual_hosts[0].routes if r.name == "_kuma:dynamicconfig:/dns")
     return json.loads(route.direct_response.body.inline_string)
-
-
-def test_golden_transparent_sidecar() -> None:
-    resources = generate_sidecar(_snapshot(), _proxy(), IDENTITY)
-    assert check_consistency(resources) == []
-    assert_golden("transparent-proxy.yaml", resources_yaml(resources))
 
 
 def test_golden_transparent_dual_stack_without_passthrough() -> None:
