@@ -56,6 +56,16 @@ class TransparentProxy:
     reachable_services: tuple[str, ...] = ()   # the only services it gets outbounds for (empty: all)
     dns_port: int = 0                     # kuma-dp's embedded DNS (metadata dataplane.dns.port; 0: none)
 
+    @staticmethod
+    def from_dataplane(tp: dict[str, Any] | None) -> "TransparentProxy | None":
+        """A Dataplane's `networking.transparentProxying` (DataplaneResource.GetTransparentProxy)."""
+        if not tp:
+            return None
+        return TransparentProxy(inbound_port=int(tp.get("redirectPortInbound") or 0),
+                                outbound_port=int(tp.get("redirectPortOutbound") or 0),
+                                ipv6=str(tp.get("ipFamilyMode") or "").lower() != "ipv4",
+                                reachable_services=tuple(str(s) for s in tp.get("reachableServices") or ()))
+
     def enabled(self, address: str) -> bool:
         """Kuma's DataplaneConfig.Enabled: a redirect port, and an IPv4 address when only IPv4 is captured."""
         return (self.inbound_port > 0 or self.outbound_port > 0) and (self.ipv6 or ":" not in address)

@@ -1,13 +1,15 @@
 """The leader keeps each mesh's virtual IPs in its Config `kuma-<mesh>-dns-vips` (Kuma's VIPsAllocator).
 
 Only the leader writes them, so instances sharing PostgreSQL never hand out one address twice; every
-instance reads them from the store when it builds a mesh's snapshot. A pass runs when the store changed
-since the last one (one revision read otherwise), and writes a mesh's Config only when its view changed.
-The Config of a deleted mesh goes with it.
+instance reads them from the store when it builds a mesh's snapshot. A pass runs when a Mesh, Dataplane,
+ExternalService or Config changed since the last one (the change log says; proxies' insights, which change
+all the time, do not count), and at least every FULL_PASS_EVERY seconds while the store changes. It writes a
+mesh's Config only when its view changed. The Config of a deleted mesh goes with it.
 """
 from __future__ import annotations
 
 import logging
+import time
 
 from appliance.core.resources.model import Resource
 from appliance.model import vips
@@ -15,6 +17,9 @@ from appliance.store import AlreadyExists, Conflict, ListQuery, NotFound, Store
 
 log = logging.getLogger("appliance.leader")
 CONFIG = "Config"
+FULL_PASS_EVERY = 60.0
+_RELEVANT = frozenset({"Mesh", "Dataplane", "ExternalService", CONFIG})
+_SCAN = 1000          # changes looked at; more than that since the last pass: a full pass
 
 
 class VipSync:
@@ -23,12 +28,19 @@ class VipSync:
         self.cidr = cidr
         self.service_vips = service_vips
         self._synced_at = -1
+        self._full_at = float("-inf")
 
     def sync_if_changed(self) -> None:
         revision = self.store.revision()
-        if revision != self._synced_at:
-            self.sync()
-            self._synced_at = revision
+        if revision == self._synced_at:
+            return
+        if self._synced_at >= 0 and time.monotonic() - self._full_at < FULL_PASS_EVERY:
+            changes = self.store.changes_since(self._synced_at, _SCAN)
+            if len(changes) < _SCAN and not any(c.type in _RELEVANT for c in changes):
+                self._synced_at = revision
+                return
+        self.sync()
+        self._synced_at, self._full_at = revision, time.monotonic()
 
     def sync(self) -> None:
         meshes = {m.name for m in self.store.list(ListQuery(type="Mesh")).items}

@@ -81,17 +81,8 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
                  metrics=dp.content.get("metrics") or None,
                  gateway_tags=None if gateway is None else {k: str(v) for k, v in (gateway.get("tags") or {}).items()},
                  builtin_gateway=gateway is not None and gateway.get("type") == "BUILTIN",
-                 transparent_proxy=transparent_proxying(networking.get("transparentProxying")))
+                 transparent_proxy=TransparentProxy.from_dataplane(networking.get("transparentProxying")))
 
-
-def transparent_proxying(tp: dict[str, Any] | None) -> TransparentProxy | None:
-    """A Dataplane's `networking.transparentProxying` (DataplaneResource.GetTransparentProxy)."""
-    if not tp:
-        return None
-    return TransparentProxy(inbound_port=int(tp.get("redirectPortInbound") or 0),
-                            outbound_port=int(tp.get("redirectPortOutbound") or 0),
-                            ipv6=str(tp.get("ipFamilyMode") or "").lower() != "ipv4",
-                            reachable_services=tuple(str(s) for s in tp.get("reachableServices") or ()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -407,17 +398,12 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
             (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
         egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else (),
         subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh),
-        gateways=mesh_gateways(store, mesh_name), passthrough=_passthrough(mesh),
+        gateways=mesh_gateways(store, mesh_name),
+        passthrough=((mesh.content.get("networking") or {}).get("outbound") or {}).get("passthrough") is not False,
         **_vips(store, mesh_name))
-
-
-def _passthrough(mesh: Resource) -> bool:
-    passthrough = (((mesh.content.get("networking") or {}).get("outbound") or {}).get("passthrough"))
-    return passthrough is not False    # Kuma's default: on
 
 
 def _vips(store: Store, mesh: str) -> dict[str, Any]:
     config = store.get("Config", "", vips.config_name(mesh))
-    view = vips.from_json(str(config.content.get("config") or "")) if config is not None else {}
-    domains, outbounds = vips.vip_outbounds(view)
+    domains, outbounds = vips.vip_outbounds(vips.from_json(str((config.content if config else {}).get("config") or "")))
     return {"vip_domains": domains, "vip_outbounds": outbounds}

@@ -88,9 +88,36 @@ def test_the_leader_stores_them_and_writes_only_changes() -> None:
     revision = store.revision()
     sync.sync()                       # nothing changed: nothing written
     assert store.revision() == revision
+    store.create(Resource("Dataplane", "default", "api-1", _dp("api")))
+    sync.sync_if_changed()
+    assert _stored(store) == {"0:api": "240.0.0.2", "0:backend": "240.0.0.0", "0:web": "240.0.0.1"}
     store.delete("Mesh", "", "default")
     sync.sync_if_changed()
     assert store.get("Config", "", "kuma-default-dns-vips") is None
+
+
+class _Counting(VipSync):
+    passes = 0
+
+    def sync(self) -> None:
+        self.passes += 1
+        super().sync()
+
+
+def test_a_change_of_other_types_makes_no_pass() -> None:
+    store = MemoryStore()
+    _mesh_with(store, "web")
+    sync = _Counting(store)
+    sync.sync_if_changed()
+    sync.sync_if_changed()    # its own Config write: one more pass, which writes nothing
+    assert sync.passes == 2
+    store.create(Resource("DataplaneInsight", "default", "web-1", {}))   # proxies' insights change all the time
+    sync.sync_if_changed()
+    assert sync.passes == 2
+    store.create(Resource("ExternalService", "default", "es", {"networking": {"address": "a.com:443"},
+                                                               "tags": {"kuma.io/service": "a"}}))
+    sync.sync_if_changed()
+    assert sync.passes == 3 and set(_stored(store)) == {"0:a", "0:web", "1:a.com"}
 
 
 def test_addresses_survive_a_restart_and_are_shared_by_instances(tmp_path) -> None:

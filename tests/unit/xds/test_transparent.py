@@ -10,7 +10,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from appliance.model import names
 from appliance.model.proxy import TransparentProxy
 from appliance.xds.generate import generate_sidecar
-from appliance.xds.snapshot import transparent_proxying
 from tests.unit.xds.golden import assert_golden, resources_yaml
 from tests.unit.xds.scenarios import IDENTITY, TRANSPARENT, transparent_proxy, transparent_snapshot, web_proxy
 
@@ -97,7 +96,7 @@ def test_ipv4_only_capture_needs_an_ipv4_address() -> None:
 
 
 def test_dataplane_transparent_proxying_is_read() -> None:
-    tp = transparent_proxying({"redirectPortInbound": 15006, "redirectPortOutbound": 15001, "ipFamilyMode": "IPv4",
+    tp = TransparentProxy.from_dataplane({"redirectPortInbound": 15006, "redirectPortOutbound": 15001, "ipFamilyMode": "IPv4",
                                "reachableServices": ["backend"]})
     assert tp == TransparentProxy(15006, 15001, False, ("backend",))
-    assert transparent_proxying(None) is None
+    assert TransparentProxy.from_dataplane(None) is None
