@@ -27,6 +27,12 @@ def test_a_transparent_proxy_config_shows_its_vip_outbounds(tmp_path: Path) -> N
         assert api.put("/meshes/default/dataplanes/web-1", _dataplane("web-1", "web", 8080,
                                                                       transparentProxying=tp)).status_code == 201
         assert api.put("/meshes/default/dataplanes/backend-1", _dataplane("backend-1", "backend", 9090)).ok
+        # what it would not get is said
+        r = api.put("/meshes/default/dataplanes/other-1", _dataplane(
+            "other-1", "other", 7070, transparentProxying={**tp, "directAccessServices": ["*"]},
+            outbound=[{"port": 10001, "tags": {"kuma.io/service": "backend"}}]))
+        assert r.status_code == 201 and len(r.json()["warnings"]) == 2, r.text
+        assert api.delete("/meshes/default/dataplanes/other-1").ok
         VipSync(api.manager.store).sync()     # the leader's pass
         r = api.remote().get("/meshes/default/dataplanes/web-1/_config")   # a non-admin client elsewhere
         assert r.status_code == 200, r.text

@@ -300,3 +300,17 @@ def keep_probed_health(content: dict[str, Any], stored: dict[str, Any]) -> dict[
                 if field in before[key]:
                     inbound[field] = copy.deepcopy(before[key][field])
     return out
+
+
+def warnings(content: dict[str, Any]) -> list[str]:
+    """What a Dataplane write stores that no proxy gets (the `warnings` of its PUT)."""
+    networking = content.get("networking") or {}
+    tp = networking.get("transparentProxying") or {}
+    out = []
+    if tp.get("directAccessServices"):
+        out.append("networking.transparentProxying.directAccessServices is stored but not yet applied to proxies by "
+                   "this control plane")
+    if (tp.get("redirectPortInbound") or tp.get("redirectPortOutbound")) and networking.get("outbound"):
+        out.append("networking.outbound is not used with transparentProxying (as in Kuma): the proxy gets an "
+                   "outbound for every service of the mesh at its virtual IP")
+    return out
