@@ -131,12 +131,14 @@ def egress_filter_chain(service: str, mesh: str) -> str:
 
 
 # Metrics (MeshMetric and Mesh.metrics): the Envoy listener Prometheus scrapes routes to kuma-dp's metrics
-# hijacker on a Unix socket, and kuma-dp reads its MeshMetric settings from Envoy's dynamic-config listener.
+# hijacker on a Unix socket, and kuma-dp reads its MeshMetric settings (and, with transparent proxying, its
+# DNS records) from Envoy's dynamic-config listener, on the socket `meshmetric_config_socket(workdir)`.
 METRICS_HIJACKER_CLUSTER = "kuma:metrics:hijacker"               # Mesh.metrics
 MESHMETRIC_HIJACKER_CLUSTER = "_kuma:metrics:hijacker"           # MeshMetric
 PROMETHEUS_LISTENER = "kuma:metrics:prometheus"                  # Mesh.metrics; MeshMetric adds ":<clientId>"
 DYNAMIC_CONFIG_LISTENER = "_kuma:dynamicconfig"
 MESHMETRIC_CONFIG_PATH = "/meshmetric"                            # kuma-dp GETs its MeshMetric settings here
+DNS_CONFIG_PATH = "/dns"                                          # and its DNS records (dpapi.DNSProxyConfig JSON)
 
 
 def _socket_name(path: str) -> str:

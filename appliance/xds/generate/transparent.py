@@ -30,7 +30,6 @@ from appliance.policies._envoy import original_dst_cluster
 from appliance.xds.generate.listeners import network_filter, socket_address, tcp_proxy
 
 NO_DESTINATION = "self_transparentproxy_no_destination_inbound"
-DNS_PATH = "/dns"                         # dpapi.PATH
 DNS_TTL = 30                              # Kuma's TTL for the embedded DNS (kumahq/kuma#13353)
 FEATURE_EMBEDDED_DNS = "feature-embedded-dns"
 # (family, every address, where the inbound passthrough connects to the app from)
@@ -127,5 +126,5 @@ def add_dns(snapshot: MeshSnapshot, proxy: Proxy, resources: Resources) -> None:
     tp = proxy.transparent
     if tp is None or not tp.dns_port or FEATURE_EMBEDDED_DNS not in proxy.features:
         return
-    add_config_route(resources, names.meshmetric_config_socket(proxy.work_dir), DNS_PATH,
+    add_config_route(resources, names.meshmetric_config_socket(proxy.work_dir), names.DNS_CONFIG_PATH,
                      dns_records(snapshot, proxy, tp), proxy.ipv6_enabled)
