@@ -293,12 +293,12 @@ def keep_probed_health(content: dict[str, Any], stored: dict[str, Any]) -> dict[
     if out is content:
         return content   # nothing probed
     before = probed(stored)
-    for key, inbound in probed(out).items():
-        if key in before:
+    for port_key, inbound in probed(out).items():
+        if port_key in before:
             for field in ("health", "state"):
                 inbound.pop(field, None)
-                if field in before[key]:
-                    inbound[field] = copy.deepcopy(before[key][field])
+                if field in before[port_key]:
+                    inbound[field] = copy.deepcopy(before[port_key][field])
     return out
 
 
