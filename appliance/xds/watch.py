@@ -71,8 +71,13 @@ def redirect_ports(config: dict) -> tuple[int, int, bool]:
     redirect = config.get("redirect") or {}
 
     def port(flow: str) -> int:
-        found = redirect.get(flow) or {}
-        return int(found.get("port") or 0) if found.get("enabled") else 0
+        found = redirect.get(flow) if isinstance(redirect, dict) else None
+        if not isinstance(found, dict) or not found.get("enabled"):
+            return 0
+        try:
+            return int(found.get("port") or 0)
+        except (TypeError, ValueError):
+            return 0   # not a port: nothing is redirected there
     return port("inbound"), port("outbound"), str(config.get("ipFamilyMode") or "dualstack").lower() != "ipv4"
 
 

@@ -100,3 +100,28 @@ def test_dataplane_transparent_proxying_is_read() -> None:
                                "reachableServices": ["backend"]})
     assert tp == TransparentProxy(15006, 15001, False, ("backend",))
     assert TransparentProxy.from_dataplane(None) is None
+
+
+def _node(**metadata: object):
+    from envoy.config.core.v3 import base_pb2
+    node = base_pb2.Node(id="default.web-1")
+    node.metadata.update(metadata)
+    return node
+
+
+def test_kuma_dps_transparent_proxy_config_overrides_the_dataplanes() -> None:
+    from appliance.xds.server import node_metadata
+    config = {"ipFamilyMode": "ipv4", "redirect": {"inbound": {"enabled": True, "port": 15106},
+                                                   "outbound": {"enabled": True, "port": 15101},
+                                                   "dns": {"enabled": True, "port": 15053}}}
+    announced = node_metadata(_node(transparentProxy=config, features=[
+        "feature-transparent-proxy-in-dataplane-metadata", "feature-embedded-dns"], **{"dataplane.dns.port": "15054"}))
+    proxy = announced.apply(web_proxy())
+    assert proxy.transparent == TransparentProxy(15106, 15101, False, dns_port=15054)
+    # the feature without a config: Kuma's defaults; without the feature the metadata config is not used
+    assert node_metadata(_node(features=["feature-transparent-proxy-in-dataplane-metadata"])).apply(
+        web_proxy()).transparent == TransparentProxy(15006, 15001, True)
+    assert node_metadata(_node(transparentProxy=config)).apply(web_proxy()).transparent is None
+    # a broken port redirects nothing rather than breaking the stream
+    broken = {"redirect": {"inbound": {"enabled": True, "port": "x"}}}
+    assert node_metadata(_node(transparentProxy=broken)).transparent_proxy == (0, 0, True)
