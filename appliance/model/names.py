@@ -39,6 +39,8 @@ HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
 ROUTER_FILTER = "envoy.filters.http.router"
 GRPC_STATS_FILTER = "envoy.filters.http.grpc_stats"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
+ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
@@ -129,12 +131,14 @@ def egress_filter_chain(service: str, mesh: str) -> str:
 
 
 # Metrics (MeshMetric and Mesh.metrics): the Envoy listener Prometheus scrapes routes to kuma-dp's metrics
-# hijacker on a Unix socket, and kuma-dp reads its MeshMetric settings from Envoy's dynamic-config listener.
+# hijacker on a Unix socket, and kuma-dp reads its MeshMetric settings (and, with transparent proxying, its
+# DNS records) from Envoy's dynamic-config listener, on the socket `meshmetric_config_socket(workdir)`.
 METRICS_HIJACKER_CLUSTER = "kuma:metrics:hijacker"               # Mesh.metrics
 MESHMETRIC_HIJACKER_CLUSTER = "_kuma:metrics:hijacker"           # MeshMetric
 PROMETHEUS_LISTENER = "kuma:metrics:prometheus"                  # Mesh.metrics; MeshMetric adds ":<clientId>"
 DYNAMIC_CONFIG_LISTENER = "_kuma:dynamicconfig"
 MESHMETRIC_CONFIG_PATH = "/meshmetric"                            # kuma-dp GETs its MeshMetric settings here
+DNS_CONFIG_PATH = "/dns"                                          # and its DNS records (dpapi.DNSProxyConfig JSON)
 
 
 def _socket_name(path: str) -> str:

@@ -48,6 +48,7 @@ from appliance.policies.meshhealthcheck import schema as meshhealthcheck
 from appliance.policies.meshhttproute import schema as meshhttproute
 from appliance.policies.meshloadbalancingstrategy import schema as meshloadbalancingstrategy
 from appliance.policies.meshmetric import schema as meshmetric
+from appliance.policies.meshpassthrough import schema as meshpassthrough
 from appliance.policies.meshproxypatch import schema as meshproxypatch
 from appliance.policies.meshratelimit import schema as meshratelimit
 from appliance.policies.meshretry import schema as meshretry
@@ -70,6 +71,7 @@ ALL: tuple[ModuleType, ...] = (
     meshfaultinjection,
     meshratelimit,
     meshmetric,
+    meshpassthrough,
     meshtls,
     meshtrace,
     meshproxypatch,

@@ -5,6 +5,7 @@ Generated resources arrive as `Resources` (type URL -> name -> message), with fi
 """
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -27,6 +28,32 @@ from appliance.model.names import (
 )
 
 M = TypeVar("M", bound=Message)
+
+
+@lru_cache(maxsize=64)
+def _cidr_ranges(cidrs: tuple[str, ...], ipv6: bool) -> tuple[tuple[str, int], ...]:
+    ranges = []
+    for cidr in cidrs:
+        interface = ipaddress.ip_interface(cidr)  # Kuma keeps the address as written, not the network's
+        if interface.version == 4 or ipv6:  # as Kuma: IPv6 ranges only for proxies with IPv6 enabled
+            ranges.append((str(interface.ip), interface.network.prefixlen))
+    return tuple(ranges)
+
+
+def internal_addresses(hcm: hcm_pb2.HttpConnectionManager, cidrs: tuple[str, ...], ipv6: bool) -> None:
+    """Clients in these CIDRs (kuma-cp `ipam.knownInternalCIDRs`) count as internal (Envoy then keeps
+    internal-only headers)."""
+    for prefix, length in _cidr_ranges(cidrs, ipv6):
+        hcm.internal_address_config.cidr_ranges.add(address_prefix=prefix).prefix_len.value = length
+
+
+def original_dst_cluster(name: str) -> cluster_pb2.Cluster:
+    """A cluster to wherever the connection was headed before iptables redirected it (Kuma's
+    PassThroughCluster with the default 5 s connect timeout)."""
+    cluster = cluster_pb2.Cluster(name=name, alt_stat_name=sanitize_metric(name), type=cluster_pb2.Cluster.ORIGINAL_DST,
+                                  lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
+    cluster.connect_timeout.seconds = 5
+    return cluster
 
 
 def pack(message: Message) -> any_pb2.Any:

@@ -9,7 +9,7 @@ from appliance.api.errors import KumaError, from_exception
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
-from appliance.core.validation import BadRequest, ValidationError
+from appliance.core.validation import BadRequest, ValidationError, Violation
 
 
 def decode(raw: Any, type_name: str, mesh: str, name: str, exact: bool = False) -> Resource:
@@ -31,6 +31,17 @@ def decode(raw: Any, type_name: str, mesh: str, name: str, exact: bool = False) 
     res.mesh = res.mesh or mesh if mesh else ""
     res.name = res.name or name
     return res
+
+
+def check_transparent_outbounds(res: Resource, request: dict[str, Any]) -> None:
+    """Kuma's bootstrap rule: a kuma-dp running with `--transparent-proxy` gets its outbounds from the
+    control plane (virtual IPs), so its definition must list none."""
+    redirect = (request.get("dataplaneConfig") or {}).get("redirect") if isinstance(
+        request.get("dataplaneConfig"), dict) else None
+    enabled = any(((redirect or {}).get(flow) or {}).get("enabled") for flow in ("inbound", "outbound"))
+    if enabled and (res.content.get("networking") or {}).get("outbound"):
+        raise KumaError(400, "Invalid Dataplane", "Resource is not valid", [
+            Violation("outbound", "should be empty since dataplane is in Transparent Proxying mode")])
 
 
 def check_rules(manager: ResourceManager, res: Resource, current: Resource | None) -> None:

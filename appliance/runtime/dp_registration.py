@@ -47,6 +47,7 @@ class Registrar:
                 self.auth.authorize_bootstrap(token, mesh, name, None, current)
             return current
         res = dp_definition.decode(raw, type_name, mesh, name, exact=authenticated)
+        dp_definition.check_transparent_outbounds(res, request)
         key = (res.mesh, res.name)
         current = self.store.get(type_name, *key)
         if self.auth.enabled and not authenticated:

@@ -189,6 +189,20 @@ def test_a_write_on_one_instance_reaches_an_envoy_on_another(cluster: Cluster) -
     assert requests.put(f"{a.url}/meshes/default/meshtrafficpermissions/allow-all", json=ALLOW_ALL).status_code == 201
     eventually(lambda: requests.get(f"http://127.0.0.1:{out_http}/", timeout=2).ok)
 
+    # the leader's virtual IPs are every instance's: a transparent proxy gets the same outbounds from both
+    tp = {"type": "Dataplane", "mesh": "default", "name": "tp-1", "networking": {
+        "address": "127.0.0.1", "inbound": [{"port": free_port(), "servicePort": free_port(),
+                                             "tags": {"kuma.io/service": "tp"}}],
+        "transparentProxying": {"redirectPortInbound": 15006, "redirectPortOutbound": 15001}}}
+    assert requests.put(f"{b.url}/meshes/default/dataplanes/tp-1", json=tp).status_code == 201
+
+    def vip_listeners(cp: CpProcess) -> list[str]:
+        listeners = requests.get(f"{cp.url}/meshes/default/dataplanes/tp-1/_config").json()["xds"]["Listener"]
+        return sorted(item["name"] for item in listeners if item["name"].startswith("outbound:240."))
+    # backend, tp and web, each at its address on port 80
+    eventually(lambda: len(vip_listeners(a)) == 3 and vip_listeners(b) == vip_listeners(a), timeout=15)
+    assert vip_listeners(a)[0] == "outbound:240.0.0.0:80"
+
 
 def test_kill_9_of_the_leader_hands_leadership_and_its_jobs_to_another(cluster: Cluster) -> None:
     cluster.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -90,6 +91,13 @@ def test_gateway_tags_count_as_the_dataplanes_tags() -> None:
 # --- a real DP server --------------------------------------------------------------------------------
 @pytest.fixture
 def dp_server(tmp_path: Path) -> Iterator[tuple[SQLiteStore, ResourceManager, bytes, DataplaneServer]]:
+    with running_dp_server(tmp_path) as found:
+        yield found
+
+
+@contextmanager
+def running_dp_server(tmp_path: Path) -> Iterator[tuple[SQLiteStore, ResourceManager, bytes, DataplaneServer]]:
+    """A DP server with token auth on a new SQLite store, and the default mesh."""
     store = SQLiteStore(tmp_path / "kuma.db")
     manager = ResourceManager(store)
     manager.ensure_mesh("default")

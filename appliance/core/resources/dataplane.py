@@ -293,10 +293,24 @@ def keep_probed_health(content: dict[str, Any], stored: dict[str, Any]) -> dict[
     if out is content:
         return content   # nothing probed
     before = probed(stored)
-    for key, inbound in probed(out).items():
-        if key in before:
+    for port_key, inbound in probed(out).items():
+        if port_key in before:
             for field in ("health", "state"):
                 inbound.pop(field, None)
-                if field in before[key]:
-                    inbound[field] = copy.deepcopy(before[key][field])
+                if field in before[port_key]:
+                    inbound[field] = copy.deepcopy(before[port_key][field])
+    return out
+
+
+def warnings(content: dict[str, Any]) -> list[str]:
+    """What a Dataplane write stores that no proxy gets (the `warnings` of its PUT)."""
+    networking = content.get("networking") or {}
+    tp = networking.get("transparentProxying") or {}
+    out = []
+    if tp.get("directAccessServices"):
+        out.append("networking.transparentProxying.directAccessServices is stored but not yet applied to proxies by "
+                   "this control plane")
+    if (tp.get("redirectPortInbound") or tp.get("redirectPortOutbound")) and networking.get("outbound"):
+        out.append("networking.outbound is not used with transparentProxying (as in Kuma): the proxy gets an "
+                   "outbound for every service of the mesh at its virtual IP")
     return out

@@ -72,7 +72,7 @@ CORE_TYPES: tuple[ResourceType, ...] = (
     _legacy("Mesh", "meshes", "Global", mesh, short_name="m", provided_by_zone=False,
             warnings=_mesh_warnings, data_sources=mesh.data_sources),
     _legacy("Dataplane", "dataplanes", "Mesh", dataplane, short_name="dp", is_proxy=True,
-            include_in_federation=False),
+            include_in_federation=False, warnings=lambda res: dataplane.warnings(res.content)),
     _legacy("Secret", "secrets", "Mesh", secret, admin_only=True),
     _legacy("GlobalSecret", "globalsecrets", "Global", secret, admin_only=True, aliases=("global-secrets",)),
     _legacy("ZoneEgress", "zoneegresses", "Global", zoneegress, short_name="ze", is_proxy=True,

@@ -6,8 +6,6 @@ endpoints change or certificates rotate.
 """
 from __future__ import annotations
 
-import ipaddress
-from functools import lru_cache
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -19,7 +17,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf.message import Message
 
 from appliance.model import names
-from appliance.policies._envoy import set_inbound_mtls_mode
+from appliance.policies._envoy import internal_addresses, set_inbound_mtls_mode
 from appliance.xds.generate import routes, tls
 from appliance.xds.generate.clusters import INBOUND_IDLE_TIMEOUT
 from appliance.xds.generate._proto import pack, seconds, tags_metadata
@@ -42,25 +40,9 @@ def socket_address(address: str, port: int) -> address_pb2.Address:
     return result
 
 
-@lru_cache(maxsize=64)
-def _cidr_ranges(cidrs: tuple[str, ...], ipv6: bool) -> tuple[tuple[str, int], ...]:
-    ranges = []
-    for cidr in cidrs:
-        interface = ipaddress.ip_interface(cidr)  # Kuma keeps the address as written, not the network's
-        if interface.version == 4 or ipv6:  # as Kuma: IPv6 ranges only for proxies with IPv6 enabled
-            ranges.append((str(interface.ip), interface.network.prefixlen))
-    return tuple(ranges)
-
-
-def _internal_addresses(hcm: hcm_pb2.HttpConnectionManager, snapshot: MeshSnapshot, proxy: Proxy) -> None:
-    """Clients in these CIDRs count as internal (Envoy then keeps internal-only headers)."""
-    for prefix, length in _cidr_ranges(snapshot.known_internal_cidrs, proxy.ipv6_enabled):
-        hcm.internal_address_config.cidr_ranges.add(address_prefix=prefix).prefix_len.value = length
-
-
 def http_connection_manager(stat_prefix: str, protocol: str, snapshot: MeshSnapshot, proxy: Proxy) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=names.sanitize_metric(stat_prefix))
-    _internal_addresses(hcm, snapshot, proxy)
+    internal_addresses(hcm, snapshot.known_internal_cidrs, proxy.ipv6_enabled)
     if protocol == "grpc":
         hcm.http_filters.append(_GRPC_STATS)
     hcm.http_filters.append(_ROUTER)
@@ -98,6 +80,13 @@ def _inbound_filter(inbound: Inbound, listener_name: str, snapshot: MeshSnapshot
     return network_filter(names.HCM_FILTER, hcm)
 
 
+def _transparent(listener: listener_pb2.Listener, proxy: Proxy) -> None:
+    """Under transparent proxying a listener gets its connections from the capture listeners (by original
+    destination), not from a socket of its own (TransparentProxyingConfigurer)."""
+    if proxy.transparent is not None:
+        listener.bind_to_port.value = False
+
+
 def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> listener_pb2.Listener:
     """`inbound:<address>:<port>`, with mTLS filter chains as the mesh's mode asks.
 
@@ -114,6 +103,7 @@ def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> 
     # the draining old listener for the whole drain time (30 s), so an Allow or Deny would apply only
     # to some connections. Without it the new listener takes over the socket at once.
     listener.enable_reuse_port.value = False
+    _transparent(listener, proxy)
     app_filter = _inbound_filter(inbound, name, snapshot, proxy)
     chain = listener.filter_chains.add()
     chain.filters.append(app_filter)
@@ -135,6 +125,7 @@ def outbound_listener(outbound: Outbound, snapshot: MeshSnapshot, proxy: Proxy) 
         address=socket_address(outbound.address, outbound.port),
         traffic_direction=base_pb2.OUTBOUND,
         metadata=tags_metadata(names.TAGS_METADATA_KEY, tags))
+    _transparent(listener, proxy)
     protocol = snapshot.protocols.get(service, "tcp")
     chain = listener.filter_chains.add()
     if protocol in names.HTTP_PROTOCOLS:

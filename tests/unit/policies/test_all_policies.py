@@ -17,6 +17,7 @@ KUMA_RESOURCES = {
     "MeshHealthCheck": ("meshhealthchecks", "mhc", True, False, False, False),
     "MeshLoadBalancingStrategy": ("meshloadbalancingstrategies", "mlbs", True, False, False, False),
     "MeshMetric": ("meshmetrics", "mm", False, False, False, False),
+    "MeshPassthrough": ("meshpassthroughs", "mp", False, False, False, False),
     "MeshProxyPatch": ("meshproxypatches", "mpp", False, False, False, False),
     "MeshRateLimit": ("meshratelimits", "mrl", True, True, True, True),
     "MeshRetry": ("meshretries", "mr", True, False, False, False),
@@ -63,6 +64,7 @@ def test_validator_survives_specs_the_schema_refused(module):
 
 # Kuma 2.14.3's `+kuma:policy:order` of each policy (zz_generated.resource.go).
 KUMA_ORDER = {"MeshHTTPRoute": 100, "MeshTCPRoute": 200, "MeshTLS": 300, "MeshLoadBalancingStrategy": 400,
+              "MeshPassthrough": 500,
               "MeshAccessLog": 600, "MeshTrace": 700, "MeshFaultInjection": 800, "MeshRateLimit": 900, "MeshTimeout": 1000,
               "MeshTrafficPermission": 1100, "MeshHealthCheck": 1200, "MeshCircuitBreaker": 1300, "MeshRetry": 1400,
               "MeshMetric": 1500,

@@ -1,10 +1,10 @@
 """The generator cases every xds test runs: name -> (snapshot, proxy, identity)."""
 from __future__ import annotations
 
-from appliance.model.proxy import Identity, MeshSnapshot, Proxy
+from appliance.model.proxy import Identity, MeshSnapshot, Proxy, TransparentProxy
 from tests.unit.xds.scenarios import (
     BACKEND_AS_TCP, CANARY, RING_HASH, DB_SPLIT, HTTP_ROUTE, IDENTITY, KUMA_INBOUND_PROXY_3, PERMISSIONS, RULE_PERMISSIONS, db_proxy, default_policies, grpc_proxy, policy,
-    routed_snapshot, snapshot, subset, web_proxy,
+    routed_snapshot, snapshot, subset, transparent_proxy, transparent_snapshot, web_proxy,
 )
 
 CUSTOM_POLICIES = (
@@ -101,6 +101,21 @@ TRACE_DATADOG = policy("MeshTrace", "trace", {"targetRef": {"kind": "MeshService
 TRACE_OTEL = policy("MeshTrace", "trace", {"default": {
     "backends": [{"type": "OpenTelemetry", "openTelemetry": {"endpoint": "127.0.0.1:4317"}}]}})
 
+# Kuma's "basic listener" case of its MeshPassthrough plugin test, and a MySQL server (no listener inspection)
+PASSTHROUGH = policy("MeshPassthrough", "passthrough", {"targetRef": {"kind": "Mesh"}, "default": {"appendMatch": [
+    {"type": "Domain", "value": "api.example.com", "port": 443, "protocol": "tls"},
+    {"type": "Domain", "value": "example.com", "port": 443, "protocol": "tls"},
+    {"type": "Domain", "value": "*.example.com", "port": 443, "protocol": "tls"},
+    {"type": "Domain", "value": "example.com", "port": 8080, "protocol": "http"},
+    {"type": "Domain", "value": "other.com", "port": 8080, "protocol": "http"},
+    {"type": "CIDR", "value": "192.168.0.0/16", "protocol": "http", "port": 8126},
+    {"type": "CIDR", "value": "240.0.0.0/4", "protocol": "http", "port": 8126},
+    {"type": "Domain", "value": "www.google.com", "protocol": "http", "port": 80},
+    {"type": "IP", "value": "10.42.0.8", "protocol": "http"},
+    {"type": "IP", "value": "b6e5:a45e:70ae:e77f:d24e:5023:375d:20a6", "protocol": "tls"},
+    {"type": "IP", "value": "9942:9abf:d0e0:f2da:2290:333b:e590:f497", "port": 9091, "protocol": "tcp"},
+    {"type": "IP", "value": "172.12.2.2", "port": 3306, "protocol": "mysql"}]}})
+
 CASES: dict[str, tuple[MeshSnapshot, Proxy, Identity | None]] = {
     "plain-http-and-tcp": (snapshot(), web_proxy(), None),
     "strict-http-and-tcp": (snapshot("STRICT"), web_proxy(), IDENTITY),
@@ -125,4 +140,7 @@ CASES: dict[str, tuple[MeshSnapshot, Proxy, Identity | None]] = {
     "trace-zipkin": (snapshot("STRICT", policies=default_policies(extra=(TRACE_ZIPKIN,))), web_proxy(), IDENTITY),
     "trace-datadog": (snapshot(policies=default_policies(extra=(TRACE_DATADOG,))), web_proxy(), None),
     "trace-otel": (snapshot(policies=default_policies(extra=(TRACE_OTEL,))), grpc_proxy(), None),
+    "transparent-proxy": (transparent_snapshot(), transparent_proxy(), IDENTITY),
+    "meshpassthrough": (transparent_snapshot(policies=default_policies(extra=(PASSTHROUGH,))),
+                        transparent_proxy(TransparentProxy(15006, 15001, True)), IDENTITY),
 }

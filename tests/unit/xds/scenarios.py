@@ -8,7 +8,10 @@ from appliance.policies._backends import subset_clusters
 from appliance.policies.meshcircuitbreaker import schema as meshcircuitbreaker
 from appliance.policies.meshretry import schema as meshretry
 from appliance.policies.meshtimeout import schema as meshtimeout
-from appliance.model.proxy import Endpoint, Identity, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy
+from appliance.model import vips
+from appliance.model.proxy import (
+    Endpoint, Identity, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy, TransparentProxy,
+)
 
 MESH = "default"
 IDENTITY = Identity(cert_pem=b"-----BEGIN CERTIFICATE-----\nweb\n-----END CERTIFICATE-----\n",
@@ -205,3 +208,20 @@ CANARY_TUNING = (
         "to": [{"targetRef": {"kind": "MeshHTTPRoute", "name": "backend-canary"},
                 "default": {"hashPolicies": [{"type": "QueryParameter", "queryParameter": {"name": "user"}}]}}]}),
 )
+
+
+# Transparent proxying: the services of the mesh above (and an ExternalService's host) with virtual IPs, and
+# `web` capturing its traffic (IPv4 only) with kuma-dp's embedded DNS on 15053.
+VIP_DATAPLANES = [{"networking": {"inbound": [{"port": p, "tags": {"kuma.io/service": s}}]}}
+                  for s, p in (("web", 8080), ("backend", 8080), ("db", 5432), ("my_svc", 7000))]
+VIP_EXTERNAL = [("httpbin", {"networking": {"address": "httpbin.org:443"}, "tags": {"kuma.io/service": "httpbin"}})]
+TRANSPARENT = TransparentProxy(inbound_port=15006, outbound_port=15001, ipv6=False, dns_port=15053)
+
+
+def transparent_snapshot(mtls: str | None = "STRICT", **changes: Any) -> MeshSnapshot:
+    domains, outbounds = vips.vip_outbounds(vips.allocate({}, vips.wanted(VIP_DATAPLANES, VIP_EXTERNAL)))
+    return snapshot(mtls, vip_domains=domains, vip_outbounds=outbounds, **changes)
+
+
+def transparent_proxy(tp: TransparentProxy = TRANSPARENT, **changes: Any) -> Proxy:
+    return web_proxy(transparent_proxy=tp, features=frozenset({"feature-embedded-dns"}), work_dir="/tmp/web", **changes)

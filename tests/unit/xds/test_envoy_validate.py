@@ -29,7 +29,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from appliance.model import names
 from appliance.xds.generate import generate_sidecar
-from appliance.model.proxy import Identity
+from appliance.model.proxy import Identity, MeshSnapshot, Proxy
 from tests.unit.xds.cases import CASES
 
 pytestmark = pytest.mark.slow
@@ -120,7 +120,23 @@ def certificates() -> tuple[bytes, bytes, bytes]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_envoy_accepts_the_generated_config(case: str, certificates: tuple[bytes, bytes, bytes],
                                             tmp_path: Path) -> None:
-    snap, proxy, identity = CASES[case]
+    _assert_envoy_accepts(*CASES[case], certificates, tmp_path)
+
+
+def test_envoy_accepts_a_capture_listener_to_no_cluster(certificates: tuple[bytes, bytes, bytes],
+                                                        tmp_path: Path) -> None:
+    """Mesh passthrough off: the outbound capture listener names a cluster that is not there (Kuma's
+    blackhole), which Envoy takes (and closes the connections it gets)."""
+    from tests.unit.xds.scenarios import transparent_proxy, transparent_snapshot
+    _assert_envoy_accepts(transparent_snapshot(passthrough=False), transparent_proxy(), IDENTITY_PLACEHOLDER,
+                          certificates, tmp_path)
+
+
+IDENTITY_PLACEHOLDER = Identity(b"", b"", 0.0)   # replaced by the real certificate below
+
+
+def _assert_envoy_accepts(snap: MeshSnapshot, proxy: Proxy, identity: Identity | None,
+                          certificates: tuple[bytes, bytes, bytes], tmp_path: Path) -> None:
     ca_pem, cert_pem, key_pem = certificates
     if snap.mtls is not None:
         snap = replace(snap, mtls=replace(snap.mtls, ca_cert_pem=ca_pem))
