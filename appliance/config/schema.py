@@ -123,6 +123,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("runtime.universal.zoneResourceCleanupAge", str, "72h0m0s",
             "KUMA_RUNTIME_UNIVERSAL_ZONE_RESOURCE_CLEANUP_AGE", duration=True),
     Setting("multizone.zone.name", str, "default", "KUMA_MULTIZONE_ZONE_NAME"),
+    Setting("dnsServer.CIDR", str, "240.0.0.0/4", "KUMA_DNS_SERVER_CIDR"),
+    Setting("dnsServer.serviceVipEnabled", bool, True, "KUMA_DNS_SERVER_SERVICE_VIP_ENABLED"),
     Setting("egress.enabled", bool, False, "KUMA_EGRESS_ENABLED"),
     Setting("egress.name", str, "", "KUMA_EGRESS_NAME"),
     Setting("egress.address", str, "", "KUMA_EGRESS_ADDRESS"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.model.vips import VipDomains, VipOutbound
+
 Tags = dict[str, str]
 
 # kuma-cp's default `ipam.knownInternalCIDRs` (KUMA_IPAM_KNOWN_INTERNAL_CIDRS).
@@ -42,6 +44,21 @@ class Outbound:
     address: str              # default 127.0.0.1
     service: str              # kuma.io/service of the destination
     tags: Tags = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TransparentProxy:
+    """Where iptables send the proxy's traffic (Kuma's tproxy DataplaneConfig): from the Dataplane's
+    `networking.transparentProxying`, or what kuma-dp `--transparent-proxy` announced."""
+    inbound_port: int = 0                 # redirectPortInbound (0: inbound traffic is not captured)
+    outbound_port: int = 0                # redirectPortOutbound
+    ipv6: bool = True                     # ipFamilyMode other than IPv4: IPv6 is captured too
+    reachable_services: tuple[str, ...] = ()   # the only services it gets outbounds for (empty: all)
+    dns_port: int = 0                     # kuma-dp's embedded DNS (metadata dataplane.dns.port; 0: none)
+
+    def enabled(self, address: str) -> bool:
+        """Kuma's DataplaneConfig.Enabled: a redirect port, and an IPv4 address when only IPv4 is captured."""
+        return (self.inbound_port > 0 or self.outbound_port > 0) and (self.ipv6 or ":" not in address)
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,10 @@ class MeshSnapshot:
     # Mesh.metrics: the enabled backend ({"name", "type", "conf"}), or None when metrics are off
     metrics: dict[str, Any] | None = None
     gateways: tuple[MeshGateway, ...] = ()            # the mesh's MeshGateways, by name
+    # the mesh's virtual IPs (Config kuma-<mesh>-dns-vips): their names and the outbounds of transparent proxies
+    vip_domains: tuple[VipDomains, ...] = ()
+    vip_outbounds: tuple[VipOutbound, ...] = ()
+    passthrough: bool = True                          # Mesh.networking.outbound.passthrough
 
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which
@@ -199,6 +220,13 @@ class Proxy:
     metrics: dict[str, Any] | None = None             # the Dataplane's `metrics` (overrides Mesh.metrics' conf)
     gateway_tags: Tags | None = None                  # a gateway's `networking.gateway.tags` (None: a sidecar)
     builtin_gateway: bool = False                     # `networking.gateway.type: BUILTIN`: configured by a MeshGateway
+    transparent_proxy: TransparentProxy | None = None
+
+    @property
+    def transparent(self) -> TransparentProxy | None:
+        """Its transparent proxy config when traffic is captured (None otherwise)."""
+        tp = self.transparent_proxy
+        return tp if tp is not None and tp.enabled(self.address) else None
 
     @property
     def tag_sets(self) -> tuple[Tags, ...]:

@@ -44,6 +44,16 @@ def _metrics_tls_paths(request: dict[str, Any]) -> dict[str, str]:
     return {"metricsCertPath": str(resources.get("certPath") or ""), "metricsKeyPath": str(resources.get("keyPath") or "")}
 
 
+def _transparent_proxy_metadata(request: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    dns_port = request.get("dnsPort")
+    if isinstance(dns_port, int) and not isinstance(dns_port, bool) and dns_port > 0:
+        out["dataplane.dns.port"] = str(dns_port)
+    if isinstance(request.get("dataplaneConfig"), dict):
+        out["transparentProxy"] = request["dataplaneConfig"]
+    return out
+
+
 def admin_socket(workdir: str) -> str:
     """Where Envoy's admin API listens when the Dataplane sets no networking.admin.port."""
     return f"{(workdir or '/tmp').rstrip('/')}/envoy-admin.sock"
@@ -80,6 +90,9 @@ def render(request: dict[str, Any], mesh: str, name: str, service: str, params: 
                 # As Kuma: the proxy carries the definition kuma-dp registered, so that whichever
                 # instance its stream reaches knows to re-register it and to remove it when it leaves.
                 **({"dataplane.resource": request["dataplaneResource"]} if request.get("dataplaneResource") else {}),
+                # kuma-dp's embedded DNS port and transparent proxy config (`--transparent-proxy`), as Kuma
+                # passes them on: the control plane serves DNS records and capture listeners from them
+                **_transparent_proxy_metadata(request),
                 # Where Envoy's admin API is, as Kuma 2.14 announces it: the control plane gives the proxy a
                 # `kuma:envoy:admin` listener at its own address and this port, forwarding there (mTLS only).
                 "dataplane.admin.port": str(admin_port or DEFAULT_ADMIN_PORT),

@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from appliance.core.events import Change
 from appliance.model.proxy import Inbound, MeshSnapshot
 from appliance.store import ListQuery, Store, StoreUnavailable
+from appliance.model.vips import mesh_of_config
 from appliance.xds.resources import ENDPOINT, Packed, pack
 from appliance.xds.shared import Shared
 from appliance.xds.snapshot import build_snapshot, dataplane_inbounds, proxy_from_dataplane
@@ -80,6 +81,8 @@ class MeshSnapshots:
     def _from_writer_thread(self, changes: list[Change]) -> None:
         meshes = {c.mesh or c.name for c in changes if c.type not in _IGNORED
                   and (c.mesh or c.type == "Mesh")}
+        # a mesh's virtual IPs (global Config kuma-<mesh>-dns-vips) are part of its snapshot
+        meshes |= {m for c in changes if c.type == "Config" and (m := mesh_of_config(c.name)) is not None}
         if any(c.type == "ZoneEgress" for c in changes):
             meshes.add(_ALL_MESHES)
         proxies = {(c.mesh, c.name) for c in changes if c.type == "Dataplane"}

@@ -15,9 +15,10 @@ from typing import AsyncIterator, Callable, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf.json_format import MessageToDict
 
 from appliance import telemetry
-from appliance.xds.watch import NodeMetadata, ProxyWatch
+from appliance.xds.watch import NodeMetadata, ProxyWatch, redirect_ports
 from appliance.xds.generate.admin import admin_endpoint
 from appliance.xds.resources import (CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT, WILDCARD_TYPES, Packed,
                                      type_version)
@@ -101,9 +102,14 @@ def node_metadata(node: object) -> NodeMetadata:
         value = fields.get(key)
         return value.string_value if value is not None else ""
 
+    tp = fields.get("transparentProxy")
+    dns_port = text("dataplane.dns.port")
     return NodeMetadata(names, bool(ipv6.bool_value) if ipv6 is not None else False, text("workdir"),
                         text("metricsCertPath"), text("metricsKeyPath"),
-                        admin_endpoint({k: text(k) for k in _ADMIN_FIELDS if k in fields}))
+                        admin_endpoint({k: text(k) for k in _ADMIN_FIELDS if k in fields}),
+                        dns_port=int(dns_port) if dns_port.isdigit() else 0,
+                        transparent_proxy=redirect_ports(MessageToDict(tp.struct_value))
+                        if tp is not None and tp.HasField("struct_value") else None)
 
 
 _ADMIN_FIELDS = ("dataplane.admin.port", "dataplane.admin.address", "dataplane.admin.socketPath")

@@ -22,8 +22,9 @@ from appliance.policies._backends import subset_clusters
 from appliance.store import ListQuery, Store
 from appliance.model.proxy import (
     Endpoint, ExternalService, ExternalTls, GatewayCertificate, GatewayListener, Inbound, MeshExternalService, MeshGateway, MeshSnapshot,
-    Mtls, Outbound, Policy, Proxy,
+    Mtls, Outbound, Policy, Proxy, TransparentProxy,
 )
+from appliance.model import vips
 
 DEFAULT_ADMIN_PORT = 9901
 log = logging.getLogger("appliance.xds")
@@ -79,7 +80,18 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
                  outbounds=tuple(outbounds), admin_port=int(admin), labels=dict(dp.labels),
                  metrics=dp.content.get("metrics") or None,
                  gateway_tags=None if gateway is None else {k: str(v) for k, v in (gateway.get("tags") or {}).items()},
-                 builtin_gateway=gateway is not None and gateway.get("type") == "BUILTIN")
+                 builtin_gateway=gateway is not None and gateway.get("type") == "BUILTIN",
+                 transparent_proxy=transparent_proxying(networking.get("transparentProxying")))
+
+
+def transparent_proxying(tp: dict[str, Any] | None) -> TransparentProxy | None:
+    """A Dataplane's `networking.transparentProxying` (DataplaneResource.GetTransparentProxy)."""
+    if not tp:
+        return None
+    return TransparentProxy(inbound_port=int(tp.get("redirectPortInbound") or 0),
+                            outbound_port=int(tp.get("redirectPortOutbound") or 0),
+                            ipv6=str(tp.get("ipFamilyMode") or "").lower() != "ipv4",
+                            reachable_services=tuple(str(s) for s in tp.get("reachableServices") or ()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -395,4 +407,17 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
             (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
         egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else (),
         subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh),
-        gateways=mesh_gateways(store, mesh_name))
+        gateways=mesh_gateways(store, mesh_name), passthrough=_passthrough(mesh),
+        **_vips(store, mesh_name))
+
+
+def _passthrough(mesh: Resource) -> bool:
+    passthrough = (((mesh.content.get("networking") or {}).get("outbound") or {}).get("passthrough"))
+    return passthrough is not False    # Kuma's default: on
+
+
+def _vips(store: Store, mesh: str) -> dict[str, Any]:
+    config = store.get("Config", "", vips.config_name(mesh))
+    view = vips.from_json(str(config.content.get("config") or "")) if config is not None else {}
+    domains, outbounds = vips.vip_outbounds(view)
+    return {"vip_domains": domains, "vip_outbounds": outbounds}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from appliance.core.resources.model import Resource
-from appliance.model.proxy import Proxy
+from appliance.model.proxy import Proxy, TransparentProxy
 from appliance.xds.generate.admin import AdminEndpoint
 from appliance.xds.resources import Packed
 
@@ -40,11 +40,40 @@ class NodeMetadata:
     metrics_cert_path: str = ""
     metrics_key_path: str = ""
     admin: AdminEndpoint | None = None       # where its Envoy admin API is
+    dns_port: int = 0                        # dataplane.dns.port: kuma-dp's embedded DNS server
+    # transparentProxy: kuma-dp's `--transparent-proxy` config, as `redirect_ports` reads it
+    transparent_proxy: tuple[int, int, bool] | None = None
 
     def apply(self, proxy: Proxy) -> Proxy:
         """`proxy` (as its Dataplane says) with what its kuma-dp announced (the access log pipe is in its work dir)."""
         return replace(proxy, features=self.features, ipv6_enabled=self.ipv6, work_dir=self.workdir,
-                       metrics_cert_path=self.metrics_cert_path, metrics_key_path=self.metrics_key_path)
+                       metrics_cert_path=self.metrics_cert_path, metrics_key_path=self.metrics_key_path,
+                       transparent_proxy=self._transparent_proxy(proxy.transparent_proxy))
+
+    def _transparent_proxy(self, from_dataplane: TransparentProxy | None) -> TransparentProxy | None:
+        """Kuma's GetDataplaneConfig: with the feature, kuma-dp's config (Kuma's defaults when it sent none)
+        overrides the Dataplane's redirect ports; the DNS port always comes from kuma-dp."""
+        tp = from_dataplane
+        if FEATURE_TP_IN_METADATA in self.features:
+            inbound, outbound, ipv6 = self.transparent_proxy or (15006, 15001, True)
+            tp = replace(tp or TransparentProxy(), inbound_port=inbound, outbound_port=outbound, ipv6=ipv6)
+        if tp is None or not self.dns_port:
+            return tp
+        return replace(tp, dns_port=self.dns_port)
+
+
+FEATURE_TP_IN_METADATA = "feature-transparent-proxy-in-dataplane-metadata"
+
+
+def redirect_ports(config: dict) -> tuple[int, int, bool]:
+    """kuma-dp's `transparentProxy` metadata (Kuma's DataplaneConfig JSON) as (inbound port, outbound port,
+    IPv6 captured); a flow that is not enabled has port 0."""
+    redirect = config.get("redirect") or {}
+
+    def port(flow: str) -> int:
+        found = redirect.get(flow) or {}
+        return int(found.get("port") or 0) if found.get("enabled") else 0
+    return port("inbound"), port("outbound"), str(config.get("ipFamilyMode") or "dualstack").lower() != "ipv4"
 
 
 @dataclass(eq=False)

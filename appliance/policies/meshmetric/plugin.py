@@ -16,17 +16,14 @@ plaintext); the API warns about the latter on write, the log about the former.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -38,6 +35,7 @@ from appliance.model.proxy import MeshSnapshot, Proxy
 from appliance.policies import _envoy, _rules
 from appliance.policies.meshmetric import labels as metric_labels
 from appliance.policies.meshmetric.schema import DEFAULT_PATH, DEFAULT_PORT
+from appliance.policies._dynconf import add_config_route, local_hcm
 
 KIND = "MeshMetric"
 DEFAULT_BACKEND = "default-backend"
@@ -226,22 +224,8 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     return _legacy(proxy, legacy) if legacy is not None else Matched()
 
 
-def _localhost(hcm: hcm_pb2.HttpConnectionManager, ipv6: bool) -> None:
-    """core_xds.LocalHostAddresses: the scraper on this machine counts as internal."""
-    hcm.internal_address_config.cidr_ranges.add(address_prefix="127.0.0.1").prefix_len.value = 32
-    if ipv6:
-        hcm.internal_address_config.cidr_ranges.add(address_prefix="::1").prefix_len.value = 128
-
-
-def _hcm(stat_prefix: str, ipv6: bool) -> hcm_pb2.HttpConnectionManager:
-    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=names.sanitize_metric(stat_prefix))
-    hcm.http_filters.add(name=names.ROUTER_FILTER).typed_config.CopyFrom(_envoy.pack(router_pb2.Router()))
-    _localhost(hcm, ipv6)
-    return hcm
-
-
 def _prometheus_listener(endpoint: Endpoint, ipv6: bool) -> listener_pb2.Listener:
-    hcm = _hcm(endpoint.listener, ipv6)
+    hcm = local_hcm(endpoint.listener, ipv6)
     hcm.route_config.validate_clusters.value = False
     host = hcm.route_config.virtual_hosts.add(name=endpoint.listener, domains=["*"])
     route = host.routes.add()
@@ -273,29 +257,6 @@ def _hijacker_cluster(name: str, socket: str) -> cluster_pb2.Cluster:
     return cluster
 
 
-def _config_listener(socket: str, body: bytes, ipv6: bool) -> listener_pb2.Listener:
-    """dynconf.AddConfigRoute: the config as a direct response, and 304 when kuma-dp already has it."""
-    etag = hashlib.sha256(body).hexdigest()
-    hcm = _hcm(names.DYNAMIC_CONFIG_LISTENER, ipv6)
-    config = hcm.route_config
-    config.max_direct_response_body_size_bytes.value = len(body)
-    host = config.virtual_hosts.add(name=names.DYNAMIC_CONFIG_LISTENER, domains=["*"])
-    unchanged = host.routes.add()
-    unchanged.match.path = names.MESHMETRIC_CONFIG_PATH
-    unchanged.match.headers.add(name="If-None-Match").string_match.exact = etag
-    unchanged.direct_response.status = 304
-    current = host.routes.add(name=f"{names.DYNAMIC_CONFIG_LISTENER}:{names.MESHMETRIC_CONFIG_PATH}")
-    current.match.path = names.MESHMETRIC_CONFIG_PATH
-    current.response_headers_to_add.add().header.CopyFrom(base_pb2.HeaderValue(key="Etag", value=etag))
-    current.direct_response.status = 200
-    current.direct_response.body.inline_string = body.decode()
-    chain = listener_components_pb2.FilterChain()
-    chain.filters.add(name=names.HCM_FILTER).typed_config.CopyFrom(_envoy.pack(hcm))
-    listener = listener_pb2.Listener(name=names.DYNAMIC_CONFIG_LISTENER, filter_chains=[chain])
-    listener.address.pipe.path = socket
-    return listener
-
-
 def _otel_cluster(backend: OtelBackend) -> cluster_pb2.Cluster:
     name = names.otel_resource(backend.name)
     cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STRICT_DNS,
@@ -313,7 +274,7 @@ def _otel_cluster(backend: OtelBackend) -> cluster_pb2.Cluster:
 
 def _otel_listener(backend: OtelBackend, ipv6: bool) -> listener_pb2.Listener:
     name = names.otel_resource(backend.name)
-    hcm = _hcm(name, ipv6)
+    hcm = local_hcm(name, ipv6)
     hcm.http_filters.insert(0, hcm_pb2.HttpFilter(name=names.GRPC_STATS_FILTER, typed_config=_envoy.pack(
         grpc_stats_pb2.FilterConfig(emit_filter_state=True))))
     hcm.route_config.validate_clusters.value = False
@@ -342,5 +303,5 @@ def apply_to_proxy(matched: Matched, resources: Resources) -> None:
         resources[names.LISTENER][names.otel_resource(backend.name)] = _otel_listener(backend, matched.ipv6)
         resources[names.CLUSTER][names.otel_resource(backend.name)] = _otel_cluster(backend)
     if matched.dp_config:
-        resources[names.LISTENER][names.DYNAMIC_CONFIG_LISTENER] = _config_listener(
-            matched.config_socket, matched.dp_config, matched.ipv6)
+        add_config_route(resources, matched.config_socket, names.MESHMETRIC_CONFIG_PATH, matched.dp_config,
+                         matched.ipv6)

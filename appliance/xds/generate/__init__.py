@@ -31,6 +31,7 @@ from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.generate.gateway import generate_gateway
 from appliance.xds.generate.listeners import inbound_listener, outbound_listener
 from appliance.xds.generate.routes import inbound_routes_by_rds
+from appliance.xds.generate import transparent
 from appliance.xds.generate.tls import ca_secret, identity_secret
 
 __all__ = ["PLUGINS", "Resources", "ca_secret", "cluster_for", "generate_sidecar", "load_assignment_for",
@@ -90,12 +91,16 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     if snapshot.mtls_error is not None:
         # the mesh asks for mTLS and its CA cannot be used: nothing rather than plaintext (fail closed)
         return resources
+    proxy = transparent.with_vip_outbounds(snapshot, proxy)
+    if proxy.transparent is not None:
+        transparent.add_capture(snapshot, proxy.transparent, resources)
     listeners, clusters = resources[names.LISTENER], resources[names.CLUSTER]
     for inbound in proxy.inbounds:
         listener = inbound_listener(inbound, snapshot, proxy)
         listeners[listener.name] = listener
         cluster = local_cluster(inbound)
         clusters[cluster.name] = cluster  # two inbounds to one service port share it; the last wins, as in Kuma
+    transparent.add_dns(snapshot, proxy, resources)
 
     matched = tuple(plugin.match(snapshot, proxy) for plugin in PLUGINS)
     for plugin, plugin_matched in zip(PLUGINS, matched):
@@ -113,7 +118,7 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
             (outbound.address, outbound.port), ()) if s in called and s != outbound.service}))
         # the caller's tags go into its HTTP outbounds' x-kuma-tags: only proxies with the same tags share them
         key = ("outbound", outbound.address, outbound.port, outbound.service, tuple(sorted(outbound.tags.items())),
-               proxy.ipv6_enabled, to_keys, also_called, proxy.serialized_tags)
+               proxy.ipv6_enabled, to_keys, also_called, proxy.serialized_tags, proxy.transparent is not None)
         unit, eds = _cached(cache, key, lambda o=outbound: _with_eds_names(
             outbound_resources(snapshot, o, proxy, matched)))
         for type_url, by_name in unit.items():

@@ -98,6 +98,13 @@ def _inbound_filter(inbound: Inbound, listener_name: str, snapshot: MeshSnapshot
     return network_filter(names.HCM_FILTER, hcm)
 
 
+def _transparent(listener: listener_pb2.Listener, proxy: Proxy) -> None:
+    """Under transparent proxying a listener gets its connections from the capture listeners (by original
+    destination), not from a socket of its own (TransparentProxyingConfigurer)."""
+    if proxy.transparent is not None:
+        listener.bind_to_port.value = False
+
+
 def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> listener_pb2.Listener:
     """`inbound:<address>:<port>`, with mTLS filter chains as the mesh's mode asks.
 
@@ -114,6 +121,7 @@ def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> 
     # the draining old listener for the whole drain time (30 s), so an Allow or Deny would apply only
     # to some connections. Without it the new listener takes over the socket at once.
     listener.enable_reuse_port.value = False
+    _transparent(listener, proxy)
     app_filter = _inbound_filter(inbound, name, snapshot, proxy)
     chain = listener.filter_chains.add()
     chain.filters.append(app_filter)
@@ -135,6 +143,7 @@ def outbound_listener(outbound: Outbound, snapshot: MeshSnapshot, proxy: Proxy) 
         address=socket_address(outbound.address, outbound.port),
         traffic_direction=base_pb2.OUTBOUND,
         metadata=tags_metadata(names.TAGS_METADATA_KEY, tags))
+    _transparent(listener, proxy)
     protocol = snapshot.protocols.get(service, "tcp")
     chain = listener.filter_chains.add()
     if protocol in names.HTTP_PROTOCOLS:
