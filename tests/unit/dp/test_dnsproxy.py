@@ -155,7 +155,7 @@ def test_the_table_is_read_from_envoys_dns_route_and_refreshed(proxy: tuple[DnsP
         envoy.doc = {"records": [{"name": "web.mesh", "ips": ["240.0.0.9"]}], "ttl": 30}
         eventually(lambda: ask() == ["240.0.0.9"], "the changed table")
         seen = envoy.requests
-        eventually(lambda: envoy.requests > seen + 2, "more polls")         # polled on, unchanged (304): the table stays
+        eventually(lambda: envoy.requests > seen + 2, "more polls")   # polled on, unchanged (304): the table stays
         assert ask() == ["240.0.0.9"]
     finally:
         envoy.server.shutdown()

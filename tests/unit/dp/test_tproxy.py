@@ -44,7 +44,8 @@ def test_config_files_in_order_then_kuma_dps_dns_settings(tmp_path: Path) -> Non
     # the file `kumactl install transparent-proxy --config` reads: kuma-dp takes what the proxy needs
     (tmp_path / "a.yaml").write_text("kumaDPUser: kuma-dp\nipFamilyMode: ipv4\nredirect:\n  inbound:\n    port: 16006\n"
                                      "  outbound:\n    port: 16001\n  dns:\n    enabled: true\n    port: 15053\n")
-    (tmp_path / "b.yaml").write_text("redirect:\n  outbound:\n    port: 17001\n  vnet:\n    networks: [docker0:172.17.0.0/16]\n")
+    (tmp_path / "b.yaml").write_text("redirect:\n  outbound:\n    port: 17001\n"
+                                     "  vnet:\n    networks: [docker0:172.17.0.0/16]\n")
     cfg = _cfg([f"--transparent-proxy-config={tmp_path / 'a.yaml'},{tmp_path / 'b.yaml'}", "--dns-enabled=false",
                 "--dns-envoy-port", "25054"])
     tp = dataplane_config(cfg)
