@@ -28,7 +28,7 @@ from appliance.dp.metrics import DynamicConfig, Hijacker
 from appliance.dp.otel import Pusher
 from appliance.dp.resource import Identity, check_token, identity, load_resource
 from appliance.dp.supervisor import Supervisor
-from appliance.dp.tproxy import dataplane_config, dns_addresses, dns_port, dns_runs, with_transparent_proxying
+from appliance.dp.tproxy import dataplane_config, dns_addresses, dns_port, dns_runs
 from appliance.gocompat import parse_seconds
 from appliance.model import names
 from appliance.dp.template import parse_vars
@@ -235,7 +235,7 @@ def _dns_proxy(cfg: DpConfig, tp: dict[str, Any] | None) -> DnsProxy | None:
 def run(cfg: DpConfig) -> int:
     validate(cfg)
     tp = dataplane_config(cfg)
-    ident = identity(cfg, with_transparent_proxying(load_resource(cfg), tp))
+    ident = identity(cfg, load_resource(cfg))
     dns_proxy = _dns_proxy(cfg, tp)
     binary = locate(cfg.binary_path)
     envoy_version = detect_version(binary)

@@ -1,7 +1,8 @@
 """kuma-dp's side of transparent proxying: `--transparent-proxy` / `--transparent-proxy-config` become
 Kuma 2.14's DataplaneConfig (pkg/transparentproxy/config/dataplane), sent at bootstrap as
 `dataplaneConfig` with the feature `feature-transparent-proxy-in-dataplane-metadata`, and where the
-embedded DNS proxy listens (app/kuma-dp/cmd/run.go, dnsProxyAddresses).
+embedded DNS proxy listens (app/kuma-dp/cmd/run.go, dnsProxyAddresses). As in Kuma, the Dataplane
+resource itself is left as written: the control plane takes the redirect ports from the node's metadata.
 
 The files are Kuma's transparent-proxy config, the one `kumactl install transparent-proxy --config`
 reads (appliance/transparentproxy/config.py parses it): kuma-dp takes ipFamilyMode and the redirect
@@ -20,8 +21,6 @@ log = logging.getLogger("kuma-dp")
 
 FEATURE_TPROXY_METADATA = "feature-transparent-proxy-in-dataplane-metadata"
 FEATURE_EMBEDDED_DNS = "feature-embedded-dns"
-# DataplaneConfig's ipFamilyMode -> Dataplane networking.transparentProxying.ipFamilyMode
-_RESOURCE_FAMILY = {"dualstack": "DualStack", "ipv4": "IPv4"}
 
 
 def dataplane_config(cfg: DpConfig, stdin: TextIO = sys.stdin) -> dict[str, Any] | None:
@@ -46,24 +45,6 @@ def dataplane_config(cfg: DpConfig, stdin: TextIO = sys.stdin) -> dict[str, Any]
             "vnet": {"networks": list(tp.vnet_networks)} if tp.vnet_networks else {},
         },
     }
-
-
-def with_transparent_proxying(resource: dict[str, Any] | None, tp: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The Dataplane kuma-dp registers, with networking.transparentProxying filled in from `tp` when the
-    template has none, so the redirect ports show on the resource too (Kuma 2.14's control plane reads them
-    from `dataplaneConfig`; a Dataplane that sets its own transparentProxying keeps it)."""
-    if resource is None or tp is None or resource.get("type", "Dataplane") != "Dataplane":
-        return resource
-    networking = resource.get("networking")
-    if not isinstance(networking, dict) or networking.get("transparentProxying"):
-        return resource
-    redirect = tp["redirect"]
-    proxying: dict[str, Any] = {"ipFamilyMode": _RESOURCE_FAMILY[tp["ipFamilyMode"]]}
-    if redirect["inbound"]["enabled"]:
-        proxying["redirectPortInbound"] = redirect["inbound"]["port"]
-    if redirect["outbound"]["enabled"]:
-        proxying["redirectPortOutbound"] = redirect["outbound"]["port"]
-    return {**resource, "networking": {**networking, "transparentProxying": proxying}}
 
 
 def dns_port(cfg: DpConfig) -> int:

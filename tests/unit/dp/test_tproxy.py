@@ -13,7 +13,7 @@ from appliance.dp.cli import _parser, config_from
 from appliance.dp.config import DpConfig, DpError, validate
 from appliance.dp.envoy import EnvoyVersion
 from appliance.dp.resource import Identity
-from appliance.dp.tproxy import dataplane_config, dns_addresses, dns_port, dns_runs, with_transparent_proxying
+from appliance.dp.tproxy import dataplane_config, dns_addresses, dns_port, dns_runs
 
 ENVOY = EnvoyVersion("1.40.0", "x/1.40.0/Clean/RELEASE/BoringSSL", True)
 # Kuma 2.14's DefaultDataplaneConfig with DNS from kuma-dp's defaults (dns.enabled, envoyDnsPort 15054)
@@ -74,18 +74,6 @@ def test_bootstrap_request_carries_the_dataplane_config_as_kuma_does(tmp_path: P
     plain = build_request(_cfg([]), Identity("web", "default", None), "", "", ENVOY, tmp_path, "")
     assert "dataplaneConfig" not in plain
     assert not {"feature-transparent-proxy-in-dataplane-metadata", "feature-embedded-dns"} & set(plain["features"])
-
-
-def test_the_dataplane_gets_transparent_proxying_unless_it_has_its_own() -> None:
-    dp = {"type": "Dataplane", "mesh": "default", "name": "web",
-          "networking": {"address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}]}}
-    filled = with_transparent_proxying(dp, DEFAULT)
-    assert filled is not None and filled["networking"]["transparentProxying"] == {
-        "ipFamilyMode": "DualStack", "redirectPortInbound": 15006, "redirectPortOutbound": 15001}
-    assert "transparentProxying" not in dp["networking"]          # the template itself is left alone
-    own = {**dp, "networking": {**dp["networking"], "transparentProxying": {"redirectPortOutbound": 1}}}
-    assert with_transparent_proxying(own, DEFAULT) == own
-    assert with_transparent_proxying(dp, None) is dp
 
 
 def test_dns_settings_from_flags_and_kumas_environment() -> None:
