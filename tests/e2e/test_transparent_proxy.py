@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -259,6 +259,8 @@ def _resolver_of(ns: str, nameserver: str) -> Iterator[None]:
         yield
     finally:
         shutil.rmtree(etc)
+        with suppress(OSError):
+            etc.parent.rmdir()      # /etc/netns, when nothing else is in it
 
 
 @pytest.mark.parametrize("vms", ["nft"], indirect=True)
