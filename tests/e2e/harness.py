@@ -81,12 +81,14 @@ class Mesh:
         return dataplane_token(self.cp.url, name, self.tmp)
 
     def kuma_dp(self, name: str, token: Path | None, template: str = DATAPLANE, cp_host: str = "127.0.0.1",
-                instance: str = "", drain: str = "1s", **variables: object) -> subprocess.Popen:
-        """`instance`: a second kuma-dp for the same Dataplane gets its own work dir and log (`<name><instance>`)."""
+                instance: str = "", drain: str = "1s", prefix: tuple[str, ...] = (),
+                **variables: object) -> subprocess.Popen:
+        """`instance`: a second kuma-dp for the same Dataplane gets its own work dir and log (`<name><instance>`);
+        `prefix`: what runs it (`ip netns exec NS`)."""
         run = name + instance
         dp_file = self.tmp / f"{run}.dataplane.yaml"
         dp_file.write_text(template)
-        args = [*cp_command("dp", "run"), f"--cp-address=https://{cp_host}:{self.cp_port}",
+        args = [*prefix, *cp_command("dp", "run"), f"--cp-address=https://{cp_host}:{self.cp_port}",
                 f"--ca-cert-file={self.tmp / 'cp' / 'kuma-cp.crt'}", f"--dataplane-file={dp_file}",
                 f"--dataplane-var=name={name}", f"--work-dir={self.tmp / run}",
                 f"--drain-time={drain}"]

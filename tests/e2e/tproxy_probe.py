@@ -10,9 +10,13 @@
     serve-dns ADDR PORT NAME IP   a DNS server (the host's resolver): NAME has the address IP, no other
                               name exists (dnspython: run by the venv's Python)
     serve-http ADDR PORT NAME answer every HTTP request with NAME and the X-Forwarded-Client-Cert it came with
+    forward ADDR PORT TO_ADDR TO_PORT  relay every connection to ADDR:PORT to TO_ADDR:TO_PORT (a namespace's
+                              way to a control plane outside it, on the address its certificate names)
+    http-get ADDR PORT [UID]  GET / over HTTP/1.1 (Host: ADDR), as UID when given; print the status and body,
+                              or `refused` when the connection is closed or reset without an answer
 
-Standard library only but for serve-dns; `connect` drops to UID after Python has started, so the venv need not be
-readable by that user.
+Standard library only but for serve-dns; `connect` drops to UID after Python has started, so the venv
+need not be readable by that user.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 
 SO_ORIGINAL_DST = 80   # linux/netfilter_ipv4.h
 
@@ -121,6 +126,54 @@ def serve_http(addr: str, port: int, name: str) -> None:
     server.serve_forever()
 
 
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def forward(addr: str, port: int, to_addr: str, to_port: int) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((addr, port))
+    listener.listen(64)
+    print("ready", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        upstream = socket.create_connection((to_addr, to_port))
+        for a, b in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def http_get(addr: str, port: int, uid: int | None) -> None:
+    """By hand on a socket: after `become`, Python may not read its own library (lazy imports) as `uid`."""
+    become(uid)
+    conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    conn.settimeout(10)
+    answer = b""
+    try:
+        with conn:
+            conn.connect((addr, port))
+            conn.sendall(f"GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode())
+            while data := conn.recv(65536):
+                answer += data
+    except ConnectionError:
+        pass
+    if not answer:
+        print("refused", flush=True)
+        return
+    head, _, body = answer.partition(b"\r\n\r\n")
+    print(head.split(b" ")[1].decode(), body.decode(errors="replace"), flush=True)
+
+
 if __name__ == "__main__":
     command, address, number, *rest = sys.argv[1:]
     if command == "serve":
@@ -131,6 +184,10 @@ if __name__ == "__main__":
         serve_dns(address, int(number), rest[0], rest[1])
     elif command == "serve-http":
         serve_http(address, int(number), rest[0])
+    elif command == "forward":
+        forward(address, int(number), rest[0], int(rest[1]))
+    elif command == "http-get":
+        http_get(address, int(number), int(rest[0]) if rest else None)
     elif command == "query":
         query(address, int(number), int(rest[0]) if rest else None)
     else:
