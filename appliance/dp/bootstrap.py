@@ -33,6 +33,7 @@ from appliance import __version__
 from appliance.dp.config import DpConfig, DpError
 from appliance.dp.envoy import EnvoyVersion
 from appliance.dp.resource import Identity, resource_json
+from appliance.dp.tproxy import FEATURE_EMBEDDED_DNS, FEATURE_TPROXY_METADATA
 from appliance.gocompat import format_seconds
 
 log = logging.getLogger("kuma-dp")
@@ -90,10 +91,13 @@ def _absolute(path: str) -> str:
 
 
 def build_request(cfg: DpConfig, ident: Identity, token: str, token_path: str, envoy: EnvoyVersion,
-                  work_dir: Path, ca_pem: str) -> dict[str, Any]:
+                  work_dir: Path, ca_pem: str, tproxy: dict[str, Any] | None = None,
+                  embedded_dns: bool = False) -> dict[str, Any]:
     """Kuma 2.14's BootstrapRequest (pkg/xds/bootstrap/types/bootstrap_request.go), field for field;
-    the fields for parts of kuma-dp we do not run (DNS, readiness reporter, probes, transparent
-    proxy, OpenTelemetry) are left out, as Kuma leaves them out when those parts are off."""
+    the fields for parts of kuma-dp we do not run (readiness reporter, probes, OpenTelemetry) are left
+    out, as Kuma leaves them out when those parts are off. `tproxy`: the DataplaneConfig of
+    --transparent-proxy (`dataplaneConfig`); `embedded_dns`: kuma-dp's DNS proxy runs, so the control
+    plane serves its table at /dns instead of an Envoy DNS listener."""
     request: dict[str, Any] = {"mesh": ident.mesh, "name": ident.name, "proxyType": cfg.proxy_type}
     if token:
         request["dataplaneToken"] = token
@@ -111,12 +115,15 @@ def build_request(cfg: DpConfig, ident: Identity, token: str, token_path: str, e
         },
         "caCert": ca_pem,
         "dynamicMetadata": metadata,
+        "dnsPort": cfg.dns_envoy_port,
         "operatingSystem": {"win32": "windows"}.get(sys.platform, sys.platform),
-        "features": list(FEATURES),
+        "features": [*FEATURES, *([FEATURE_EMBEDDED_DNS] if embedded_dns else []),
+                     *([FEATURE_TPROXY_METADATA] if tproxy is not None else [])],
         "resources": {"maxHeapSizeBytes": max_memory_bytes()},
         "workdir": str(work_dir),
         "metricsResources": {"certPath": _absolute(cfg.metrics_cert_path), "keyPath": _absolute(cfg.metrics_key_path)},
         "systemCaPath": system_ca_path(),
+        **({"dataplaneConfig": tproxy} if tproxy is not None else {}),
         "ipv6Enabled": ipv6_enabled(),
         "spireResources": {"socketPath": ""},
     })

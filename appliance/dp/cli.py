@@ -1,7 +1,8 @@
 """`kuma-dp`: `run` fetches the bootstrap from the control plane and runs Envoy; `version`.
 
 The flags are Kuma 2.14's (app/kuma-dp/cmd/run.go, root.go); those for parts of kuma-dp we do not
-have (DNS, transparent proxy, log rotation) are not offered rather than ignored.
+have (log rotation) are not offered rather than ignored, and CoreDNS's own settings are refused
+(config.COREDNS_ONLY): the embedded DNS proxy (dnsproxy.py) serves DNS in CoreDNS's place.
 """
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ from typing import Any, Iterator
 from appliance import KUMA_COMPAT_VERSION, __version__
 from appliance.dp.accesslogs import AccessLogStreamer
 from appliance.dp.bootstrap import BootstrapClient, build_request
+from appliance.dp.dnsproxy import PATH as DNS_PATH, DnsProxy, upstream
 from appliance.dp.config import LOG_LEVELS, PROXY_TYPES, DpConfig, DpError, from_env, validate
 from appliance.dp.envoy import AdminAddress, admin_address, command, detect_version, locate, write_bootstrap
 from appliance.dp.metrics import DynamicConfig, Hijacker
 from appliance.dp.otel import Pusher
 from appliance.dp.resource import Identity, check_token, identity, load_resource
 from appliance.dp.supervisor import Supervisor
+from appliance.dp.tproxy import dataplane_config, dns_addresses, dns_port, dns_runs
 from appliance.gocompat import parse_seconds
 from appliance.model import names
 from appliance.dp.template import parse_vars
@@ -91,6 +94,29 @@ def _parser() -> argparse.ArgumentParser:
                                   "MeshMetric backend asks for ProvidedTLS")
     a("--metrics-key-path", help="path to the key of --metrics-cert-path")
     a("--envoy-component-log-level", help="Envoy's --component-log-level, e.g. upstream:debug,connection:trace")
+    a("--transparent-proxy", nargs="?", const=True, type=_bool, metavar="BOOL",
+      help="the app's traffic is transparently proxied (`kumactl install transparent-proxy`): Kuma's default "
+           "redirect ports 15006/15001 and ipFamilyMode dualstack")
+    a("--transparent-proxy-config", action="append", metavar="FILES",
+      help="transparent proxy with this configuration (the file `kumactl install transparent-proxy --config` "
+           "reads: ipFamilyMode, redirect.inbound/outbound ports, vnet); comma-separated files or - for stdin, "
+           "repeatable, later ones win")
+    a("--dns-enabled", nargs="?", const=True, type=_bool, metavar="BOOL",
+      help="with a transparent proxy, run the embedded DNS proxy: the mesh's names (backend.mesh) answer with "
+           "their virtual IPs, other names go to the first nameserver of /etc/resolv.conf (default: true)")
+    a("--dns-proxy-port", type=int, metavar="PORT",
+      help="port of the embedded DNS proxy (KUMA_DNS_PROXY_PORT; default: --dns-coredns-port)")
+    a("--dns-coredns-port", type=int, metavar="PORT",
+      help="port where Kuma runs CoreDNS and iptables send the app's DNS; here the embedded DNS proxy's when "
+           "--dns-proxy-port is not given (default: 15053)")
+    a("--dns-envoy-port", type=int, metavar="PORT",
+      help="the DNS port announced to the control plane, dataplaneConfig.redirect.dns.port (default: 15054)")
+    for flag in ("--dns-coredns-path", "--dns-coredns-config-template-path", "--dns-server-config-dir"):
+        a(flag, help="CoreDNS's setting: refused, CoreDNS is not part of kuma-appliance")
+    a("--dns-prometheus-port", type=int, metavar="PORT",
+      help="CoreDNS's setting: refused, CoreDNS is not part of kuma-appliance")
+    a("--dns-enable-logging", nargs="?", const=True, type=_bool, metavar="BOOL",
+      help="CoreDNS's setting: refused, CoreDNS is not part of kuma-appliance")
     sub.add_parser("version", help="print the version")
     return p
 
@@ -106,7 +132,7 @@ def config_from(args: argparse.Namespace, environ: dict[str, str] | os._Environ[
         name = _FLAG_FIELDS.get(key, key)
         if value is None or name not in names or name == "dataplane_vars":
             continue
-        values[name] = value
+        values[name] = tuple(value) if isinstance(value, list) else value
     if args.config_dir and not args.work_dir:
         log.warning("--config-dir is deprecated, please use --work-dir instead")
         values["work_dir"] = args.config_dir
@@ -198,9 +224,19 @@ def _metrics_hijacker(cfg: DpConfig, ident: Identity, work_dir: Path, admin: Adm
     return hijacker
 
 
+def _dns_proxy(cfg: DpConfig, tp: dict[str, Any] | None) -> DnsProxy | None:
+    """The embedded DNS proxy, when it runs; its table comes from Envoy's `_kuma:dynamicconfig` /dns route
+    once the work dir is known. As Kuma, the resolver is read before anything starts."""
+    if tp is None or not dns_runs(cfg, tp):
+        return None
+    return DnsProxy(dns_addresses(tp, dns_port(cfg)), upstream())
+
+
 def run(cfg: DpConfig) -> int:
     validate(cfg)
+    tp = dataplane_config(cfg)
     ident = identity(cfg, load_resource(cfg))
+    dns_proxy = _dns_proxy(cfg, tp)
     binary = locate(cfg.binary_path)
     envoy_version = detect_version(binary)
     log.info("Envoy %s at %s%s", envoy_version.version, binary,
@@ -209,7 +245,8 @@ def run(cfg: DpConfig) -> int:
     work_dir, temporary = _work_dir(cfg)
     try:
         token, token_path = _token(cfg, ident, work_dir)
-        request = build_request(cfg, ident, token, token_path, envoy_version, work_dir, client.ca_pem)
+        request = build_request(cfg, ident, token, token_path, envoy_version, work_dir, client.ca_pem, tp,
+                                embedded_dns=dns_proxy is not None)
         try:
             with _stop_on_signal():
                 bootstrap = client.fetch(request)
@@ -230,8 +267,12 @@ def run(cfg: DpConfig) -> int:
         if pusher is not None:
             pusher.start()
         try:
+            if dns_proxy is not None:
+                dns_proxy.start(DynamicConfig(names.meshmetric_config_socket(str(work_dir)), DNS_PATH))
             return Supervisor(command(binary, config_path, cfg), admin, cfg.drain_time).run()
         finally:
+            if dns_proxy is not None:
+                dns_proxy.stop()
             if pusher is not None:
                 pusher.stop()
             if hijacker is not None:

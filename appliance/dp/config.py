@@ -19,6 +19,9 @@ DEFAULT_RETRY_MAX_DURATION = 300.0   # controlPlane.retry.maxDuration: 5m
 DEFAULT_DRAIN_TIME = 30.0            # dataplane.drainTime: 30s
 PROXY_TYPES = ("dataplane", "ingress", "egress")
 LOG_LEVELS = ("off", "info", "debug")  # pkg/log ParseLogLevel accepts exactly these
+DEFAULT_DNS_COREDNS_PORT = 15053     # dns.coreDnsPort: where `--redirect-dns` sends the app's queries
+DEFAULT_DNS_ENVOY_PORT = 15054       # dns.envoyDnsPort
+MAX_DNS_PORT = 65353                 # Kuma's DNS.Validate bound (sic)
 
 
 class DpError(Exception):
@@ -50,6 +53,18 @@ class DpConfig:
     envoy_component_log_level: str = ""
     metrics_cert_path: str = ""       # the certificate Envoy serves Prometheus metrics with (ProvidedTLS)
     metrics_key_path: str = ""
+    transparent_proxy: bool = False
+    transparent_proxy_config: tuple[str, ...] = ()   # files (comma-separated) or "-", later ones win
+    dns_enabled: bool = True
+    dns_proxy_port: int = 0           # 0: the embedded proxy takes dns_coredns_port, where Kuma runs CoreDNS
+    dns_coredns_port: int = DEFAULT_DNS_COREDNS_PORT
+    dns_envoy_port: int = DEFAULT_DNS_ENVOY_PORT
+    # CoreDNS's own settings: empty/zero unless given, as CoreDNS is not shipped (validate() refuses them)
+    dns_coredns_path: str = ""
+    dns_coredns_config_template_path: str = ""
+    dns_server_config_dir: str = ""
+    dns_prometheus_port: int = 0
+    dns_enable_logging: bool = False
 
 
 # Kuma 2.14's environment names (the `envconfig` tags in pkg/config/app/kuma-dp/config.go).
@@ -75,7 +90,23 @@ ENV: dict[str, str] = {
     "envoy_component_log_level": "KUMA_DATAPLANE_RUNTIME_ENVOY_COMPONENT_LOG_LEVEL",
     "metrics_cert_path": "KUMA_DATAPLANE_RUNTIME_METRICS_CERT_PATH",
     "metrics_key_path": "KUMA_DATAPLANE_RUNTIME_METRICS_KEY_PATH",
+    "dns_enabled": "KUMA_DNS_ENABLED",
+    "dns_proxy_port": "KUMA_DNS_PROXY_PORT",
+    "dns_coredns_port": "KUMA_DNS_CORE_DNS_PORT",
+    "dns_envoy_port": "KUMA_DNS_ENVOY_DNS_PORT",
+    "dns_coredns_path": "KUMA_DNS_CORE_DNS_BINARY_PATH",
+    "dns_coredns_config_template_path": "KUMA_DNS_CORE_DNS_CONFIG_TEMPLATE_PATH",
+    "dns_server_config_dir": "KUMA_DNS_CONFIG_DIR",
+    "dns_prometheus_port": "KUMA_DNS_PROMETHEUS_PORT",
+    "dns_enable_logging": "KUMA_DNS_ENABLE_LOGGING",
 }
+# --transparent-proxy(-config) have no environment name: Kuma replaces whatever its environment gave.
+_DNS_PORTS = ("dns_proxy_port", "dns_coredns_port", "dns_envoy_port", "dns_prometheus_port")
+_BOOLS = ("skip_verify", "dns_enabled", "dns_enable_logging")
+# CoreDNS's settings, which need the CoreDNS binary Kuma ships and we do not: refused when given.
+COREDNS_ONLY = {"dns_coredns_path": "--dns-coredns-path", "dns_coredns_config_template_path":
+                "--dns-coredns-config-template-path", "dns_server_config_dir": "--dns-server-config-dir",
+                "dns_prometheus_port": "--dns-prometheus-port", "dns_enable_logging": "--dns-enable-logging"}
 # Deprecated in Kuma, still read: the old name of the work dir.
 ENV_CONFIG_DIR = "KUMA_DATAPLANE_RUNTIME_CONFIG_DIR"
 
@@ -86,9 +117,9 @@ def env_value(name: str, raw: str) -> object:
     try:
         if name in ("retry_backoff", "retry_max_duration", "drain_time"):
             return parse_seconds(raw)
-        if name == "concurrency":
+        if name == "concurrency" or name in _DNS_PORTS:
             return int(raw)
-        if name == "skip_verify":
+        if name in _BOOLS:
             if raw.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"expected true or false, got {raw!r}")
             return raw.lower() in ("true", "1")
@@ -123,3 +154,11 @@ def validate(cfg: DpConfig) -> None:
         raise DpError(f"unknown log level {cfg.log_level!r} (--log-level: off, info or debug)")
     if bool(cfg.metrics_cert_path) != bool(cfg.metrics_key_path):
         raise DpError("--metrics-cert-path and --metrics-key-path go together: give both or neither")
+    for name in _DNS_PORTS:
+        if not 0 <= getattr(cfg, name) <= MAX_DNS_PORT:
+            raise DpError(f"--{name.replace('_', '-')} has to be in [0, {MAX_DNS_PORT}] range")
+    given = [flag for name, flag in COREDNS_ONLY.items() if getattr(cfg, name)]
+    if given:
+        raise DpError(f"{', '.join(given)} ({', '.join(ENV[n] for n in COREDNS_ONLY if getattr(cfg, n))}): "
+                      "CoreDNS is not part of kuma-appliance; kuma-dp's embedded DNS proxy serves the mesh's names "
+                      "instead (on --dns-proxy-port, else on --dns-coredns-port), leave these out")

@@ -48,10 +48,13 @@ def _admin_connection(admin: AdminAddress) -> http.client.HTTPConnection:
 
 
 class DynamicConfig:
-    """The MeshMetric settings Envoy serves at `_kuma:dynamicconfig` /meshmetric (None: no MeshMetric)."""
+    """One route of Envoy's `_kuma:dynamicconfig` listener: /meshmetric (MeshMetric's settings), /dns (the
+    embedded DNS proxy's table). `current()` is the last document, re-read with its ETag (an unchanged one is
+    the same object); None when the route or the listener is absent."""
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, path: str = MESHMETRIC_PATH) -> None:
         self.socket_path = socket_path
+        self.path = path
         self._etag = ""
         self._config: dict[str, Any] | None = None
         self._lock = threading.Lock()
@@ -59,10 +62,10 @@ class DynamicConfig:
     def current(self) -> dict[str, Any] | None:
         with self._lock:
             try:
-                status, body, headers = _get(UnixHTTPConnection(self.socket_path, TIMEOUT), MESHMETRIC_PATH,
+                status, body, headers = _get(UnixHTTPConnection(self.socket_path, TIMEOUT), self.path,
                                              {"If-None-Match": self._etag} if self._etag else {})
             except OSError:
-                return None     # no MeshMetric for this proxy (the listener is absent)
+                return None     # the listener is absent (no MeshMetric, no DNS for this proxy)
             if status == 200:
                 self._config = json.loads(body)
                 self._etag = headers.get("Etag", "")

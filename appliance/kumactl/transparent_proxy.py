@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
-
-import yaml
 
 from appliance.gocompat import parse_seconds
 from appliance.kumactl.client import CliError
 from appliance.transparentproxy.config import (
-    ConfigError, TransparentProxyConfig, apply_document, parse_ip_family_mode, parse_port, parse_ports,
+    ConfigError, TransparentProxyConfig, apply_document, load_documents, parse_ip_family_mode, parse_port, parse_ports,
 )
 from appliance.transparentproxy.setup import HostError, install, uninstall
 
@@ -163,20 +160,6 @@ def _install_flags(p: argparse.ArgumentParser) -> None:
     _unsupported_flags(p, list(_UNSUPPORTED))
 
 
-def _read_documents(values: Sequence[str], stdin: Any) -> list[Any]:
-    docs = []
-    for value in values:
-        for path in (p.strip() for p in value.split(",") if p.strip()):
-            try:
-                text = stdin.read() if path == "-" else Path(path).read_text()
-                docs.append(yaml.safe_load(text) or {})
-            except OSError as e:
-                raise CliError(f"failed to load configuration from provided input: {path}: {e.strerror}") from None
-            except yaml.YAMLError as e:
-                raise CliError(f"failed to load configuration from provided input: {path}: {e}") from None
-    return docs
-
-
 def _config(ctx: Context) -> TransparentProxyConfig:
     a = ctx.args
     if a.redirect_dns and a.redirect_all_dns_traffic:
@@ -191,11 +174,11 @@ def _config(ctx: Context) -> TransparentProxyConfig:
         ctx.err.write("Flag --kuma-dp-uid has been deprecated, please use --kuma-dp-user, which accepts both UIDs and "
                       "usernames\n")
     cfg = TransparentProxyConfig()
-    for doc in _read_documents([a.tp_config_file or "", *(a.tp_config or [])], ctx.stdin):
-        try:
+    try:
+        for doc in load_documents([a.tp_config_file or "", *(a.tp_config or [])], ctx.stdin):
             cfg = apply_document(cfg, doc)
-        except ConfigError as e:
-            raise CliError(f"failed to load configuration from provided input: {e}") from None
+    except ConfigError as e:
+        raise CliError(f"failed to load configuration from provided input: {e}") from None
     given = lambda name: getattr(a, name) is not None  # noqa: E731
     top = {"dry_run": "dry_run", "verbose": "verbose", "ip_family_mode": "ip_family_mode",
            "drop_invalid_packets": "drop_invalid_packets", "wait": "wait", "wait_interval": "wait_interval",

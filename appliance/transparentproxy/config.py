@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+import yaml
 
 from appliance.gocompat import parse_duration
 
 __all__ = [
     "DEFAULT_UID", "DEFAULT_USERNAME", "CHAIN_PREFIX", "COMMENT_PREFIX", "ConfigError", "Dns", "Exclusion",
-    "TrafficFlow", "TransparentProxyConfig", "apply_document", "parse_port", "parse_ports",
+    "TrafficFlow", "TransparentProxyConfig", "apply_document", "load_documents", "parse_port", "parse_ports",
     "parse_uid_exclusions", "parse_ip_exclusions", "parse_ip_family_mode", "parse_vnet",
 ]
 
@@ -265,6 +268,22 @@ def _asks_for_something(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_asks_for_something(v) for v in value.values())
     return bool(value)
+
+
+def load_documents(values: Sequence[str], stdin: TextIO) -> list[Any]:
+    """The documents of `--config` (kumactl) / `--transparent-proxy-config` (kuma-dp): each value a
+    comma-separated list of files, `-` for stdin; apply them in order, later ones win."""
+    docs = []
+    for value in values:
+        for path in (p.strip() for p in value.split(",") if p.strip()):
+            try:
+                text = stdin.read() if path == "-" else Path(path).read_text()
+                docs.append(yaml.safe_load(text) or {})
+            except OSError as e:
+                raise ConfigError(f"{path}: {e.strerror}") from None
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: {e}") from None
+    return docs
 
 
 def apply_document(config: TransparentProxyConfig, doc: Any) -> TransparentProxyConfig:

@@ -1,11 +1,14 @@
 """`kumactl install/uninstall transparent-proxy` with a real iptables, in network namespaces this test
 creates (two "VMs" joined by a veth pair): the rules are Kuma's, they redirect the app's traffic and not
-the kuma-dp user's, and uninstall leaves the tables exactly as they were.
+the kuma-dp user's, and uninstall leaves the tables exactly as they were; with a control plane and kuma-dp
+--transparent-proxy --dns-enabled, the app's unmodified `curl http://backend.mesh/` reaches the backend.
 
 Needs root, `ip netns` and iptables (`make test-deps`); skips without them unless KUMA_REQUIRE_SYSTEM_TOOLS=1.
 """
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import pwd
 import re
@@ -13,12 +16,14 @@ import shutil
 import subprocess
 import sys
 import uuid
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.support import ROOT, cp_command, system_missing, system_tool
+from tests.e2e.harness import ALLOW_ALL, MTLS
+from tests.support import ROOT, cp_command, eventually, system_missing, system_tool, terminate_all
 
 pytestmark = pytest.mark.slow
 
@@ -88,10 +93,14 @@ class Namespaces:
     def serve(self, ns: str, addr: str, port: int, name: str, udp_as: int | None = None) -> None:
         """A TCP server answering with `name` (or, with `udp_as`, a UDP one running as that UID)."""
         args = ["serve", addr, str(port), name] if udp_as is None else ["serve-udp", addr, str(port), name, str(udp_as)]
+        self.probe(ns, *args)
+
+    def probe(self, ns: str, *args: str) -> None:
+        """A server of tproxy_probe.py, started and listening."""
         proc = subprocess.Popen([IP, "netns", "exec", ns, sys.executable, str(PROBE), *args],
                                 stdout=subprocess.PIPE, text=True)
         self.processes.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", f"{name} did not start"
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", f"{args} did not start"
 
     def call(self, uid: int | None = None, inbound_port: int | None = None) -> str:
         """From the app's namespace to the remote app, as `uid` (or root), or from the remote namespace to
@@ -223,3 +232,93 @@ def test_the_kernel_holds_kumas_rules_for_many_flags(vms: Namespaces) -> None:
         expected = expected.replace("ifPlaceholder", "lo").replace("5678", str(KUMA_DP.pw_uid))
         want = _tables(expected)   # the legacy backend may also list tables we do not touch
         assert {name: _tables(saved[f"{cmd}-save"]).get(name) for name in want} == want, cmd
+
+
+DATAPLANE = """type: Dataplane
+mesh: default
+name: {{ name }}
+networking:
+  address: {{ address }}
+  inbound:
+  - port: {{ port }}
+    servicePort: {{ servicePort }}
+    tags:
+      kuma.io/service: {{ name }}
+      kuma.io/protocol: http
+"""
+OUTSIDE_IP = "10.77.0.99"   # what the host's resolver says outside.example is
+
+
+@contextmanager
+def _resolver_of(ns: str, nameserver: str) -> Iterator[None]:
+    """`ip netns exec` mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf: the namespace's resolver."""
+    etc = Path("/etc/netns") / ns
+    etc.mkdir(parents=True)
+    (etc / "resolv.conf").write_text(f"nameserver {nameserver}\n")
+    try:
+        yield
+    finally:
+        shutil.rmtree(etc)
+        with suppress(OSError):
+            etc.parent.rmdir()      # /etc/netns, when nothing else is in it
+
+
+@pytest.mark.parametrize("vms", ["nft"], indirect=True)
+def test_kuma_dp_answers_the_apps_dns_and_its_envoy_carries_the_unmodified_call(vms: Namespaces,
+                                                                                tmp_path: Path) -> None:
+    """The web "VM" (rules installed, kuma-dp --transparent-proxy --dns-enabled) and the backend's, the control
+    plane beside the backend. kuma-dp runs as root, the user the rules exclude; the app as nobody."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(ns: str, name: str, *argv: str) -> None:
+        log = open(tmp_path / f"{name}.log", "ab")
+        procs.append(subprocess.Popen([IP, "netns", "exec", ns, *argv], stdout=log, stderr=subprocess.STDOUT,
+                                      cwd=ROOT, env={**os.environ, "KUMA_GENERAL_WORK_DIR": str(tmp_path / "cp"),
+                                                     "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "none"}))
+
+    def kuma_dp(ns: str, name: str, address: str, port: int, *flags: str) -> None:
+        (tmp_path / f"{name}.yaml").write_text(DATAPLANE)
+        start(ns, name, *cp_command("dp", "run", f"--cp-address=https://{REMOTE_IP}:5678", "--drain-time=1s",
+                                    f"--ca-cert-file={tmp_path / 'cp' / 'kuma-cp.crt'}",
+                                    f"--work-dir={tmp_path / name}",
+                                    f"--dataplane-file={tmp_path / name}.yaml", f"--dataplane-var=name={name}",
+                                    f"--dataplane-var=address={address}", f"--dataplane-var=port={port + 10000}",
+                                    f"--dataplane-var=servicePort={port}", *flags))
+
+    def api(method: str, path: str, body: dict) -> None:
+        vms.exec(vms.remote, "curl", "-sSf", "-X", method, "-H", "Content-Type: application/json",
+                 "--data", json.dumps(body), f"http://127.0.0.1:5681{path}")
+
+    def app(*argv: str) -> str:
+        return vms.exec(vms.app, "runuser", "-u", "nobody", "--", *argv, check=False).stdout.strip()
+
+    with _resolver_of(vms.app, REMOTE_IP):
+        try:
+            vms.probe(vms.remote, "serve-dns", REMOTE_IP, "53", "outside.example", OUTSIDE_IP)
+            vms.probe(vms.remote, "serve-http", REMOTE_IP, "8080", "backend")   # where its inbound sends
+            (tmp_path / "cp").mkdir()
+            start(vms.remote, "kuma-cp", *cp_command("run"))
+            eventually(lambda: vms.exec(vms.remote, "curl", "-sf", "http://127.0.0.1:5680/ready", check=False)
+                       .returncode == 0, lambda: (tmp_path / "kuma-cp.log").read_text())
+            api("PUT", "/meshes/default", {"type": "Mesh", "name": "default", "mtls": MTLS})
+            api("PUT", "/meshes/default/meshtrafficpermissions/allow-all", ALLOW_ALL)
+            # a VM has a default route: without one, a connect() to a virtual IP fails before iptables see it
+            vms.exec(vms.app, IP, "route", "add", "default", "via", REMOTE_IP)
+            done = vms.kumactl("install", "transparent-proxy", "--kuma-dp-user", "root", "--redirect-dns",
+                               "--ip-family-mode", "ipv4")
+            assert done.returncode == 0, done.stderr
+            kuma_dp(vms.remote, "backend", REMOTE_IP, 8080)
+            kuma_dp(vms.app, "web", APP_IP, 8000, "--transparent-proxy", "--dns-enabled")
+
+            # a name outside the mesh: kuma-dp forwards the app's query to the host's resolver
+            eventually(lambda: app("getent", "ahostsv4", "outside.example").startswith(OUTSIDE_IP),
+                       lambda: (tmp_path / "web.log").read_text())
+            # the mesh's name: the virtual IP from the control plane's table, in Kuma's range (dnsServer.CIDR)
+            vip = eventually(lambda: app("getent", "ahostsv4", "backend.mesh").partition(" ")[0],
+                             lambda: (tmp_path / "web.log").read_text())
+            assert ipaddress.ip_address(vip) in ipaddress.ip_network("240.0.0.0/4"), vip
+            said = eventually(lambda: app("curl", "-sf", "--max-time", "5", "http://backend.mesh/"),
+                              lambda: (tmp_path / "web.log").read_text())
+            assert said.startswith("backend xfcc=") and "spiffe://default/web" in said   # over mTLS, from web
+        finally:
+            terminate_all(procs)

@@ -7,13 +7,16 @@
     serve-udp ADDR PORT NAME [UID]  answer every datagram with NAME (a DNS server, or kuma-dp's DNS proxy
                               running as UID)
     query ADDR PORT [UID]     send a datagram, print the answer and the address it came from
+    serve-dns ADDR PORT NAME IP   a DNS server (the host's resolver): NAME has the address IP, no other
+                              name exists (dnspython: run by the venv's Python)
+    serve-http ADDR PORT NAME answer every HTTP request with NAME and the X-Forwarded-Client-Cert it came with
     forward ADDR PORT TO_ADDR TO_PORT  relay every connection to ADDR:PORT to TO_ADDR:TO_PORT (a namespace's
                               way to a control plane outside it, on the address its certificate names)
     http-get ADDR PORT [UID]  GET / over HTTP/1.1 (Host: ADDR), as UID when given; print the status and body,
                               or `refused` when the connection is closed or reset without an answer
 
-Standard library only; `connect` drops to UID after Python has started, so the venv need not be
-readable by that user.
+Standard library only but for serve-dns; `connect` drops to UID after Python has started, so the venv
+need not be readable by that user.
 """
 from __future__ import annotations
 
@@ -82,6 +85,47 @@ def connect(addr: str, port: int, uid: int | None) -> None:
         print(conn.makefile().readline().strip(), flush=True)
 
 
+def serve_dns(addr: str, port: int, name: str, ip: str) -> None:
+    import dns.message
+    import dns.name
+    import dns.rcode
+    import dns.rdatatype
+    import dns.rrset
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((addr, port))
+    print("ready", flush=True)
+    while True:
+        data, peer = sock.recvfrom(4096)
+        query = dns.message.from_wire(data)
+        reply = dns.message.make_response(query)
+        question = query.question[0]
+        if question.name != dns.name.from_text(name):
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+        elif question.rdtype == dns.rdatatype.A:
+            reply.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", ip))
+        sock.sendto(reply.to_wire(), peer)
+
+
+def serve_http(addr: str, port: int, name: str) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:   # noqa: N802
+            body = f"{name} xfcc={self.headers.get('X-Forwarded-Client-Cert', '')}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((addr, port), Handler)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
     try:
         while data := source.recv(65536):
@@ -136,6 +180,10 @@ if __name__ == "__main__":
         serve(address, int(number), rest[0])
     elif command == "serve-udp":
         serve_udp(address, int(number), rest[0], int(rest[1]) if len(rest) > 1 else None)
+    elif command == "serve-dns":
+        serve_dns(address, int(number), rest[0], rest[1])
+    elif command == "serve-http":
+        serve_http(address, int(number), rest[0])
     elif command == "forward":
         forward(address, int(number), rest[0], int(rest[1]))
     elif command == "http-get":

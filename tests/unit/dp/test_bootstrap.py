@@ -33,7 +33,7 @@ def test_request_is_kumas_bootstrap_request(tmp_path: Path) -> None:
     req = _request(DpConfig(), tmp_path, ca_pem="PEM")
     # pkg/xds/bootstrap/types/bootstrap_request.go: the fields and their JSON names
     assert list(req) == ["mesh", "name", "proxyType", "dataplaneToken", "dataplaneTokenPath", "dataplaneResource",
-                         "version", "caCert", "dynamicMetadata", "operatingSystem", "features", "resources",
+                         "version", "caCert", "dynamicMetadata", "dnsPort", "operatingSystem", "features", "resources",
                          "workdir", "metricsResources", "systemCaPath", "ipv6Enabled", "spireResources"]
     assert (req["mesh"], req["name"], req["proxyType"], req["dataplaneToken"], req["caCert"]) == (
         "default", "web-1", "dataplane", "tok.en.x", "PEM")
