@@ -4,7 +4,6 @@ each: never a 500 with a traceback."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import requests

@@ -165,7 +165,7 @@ def test_defaults_are_retried_until_they_can_be_created(tmp_path: Path) -> None:
             raise StoreError("database unreachable")
 
     leadership = Live({"cp-b"})
-    jobs = LeaderJobs(ResourceManager(store), leadership, create_defaults, {}, interval=0.01)
+    LeaderJobs(ResourceManager(store), leadership, create_defaults, {}, interval=0.01)
     try:
         leadership.start()   # the first attempt fails; the jobs' loop retries it
         for _ in range(1000):

@@ -116,7 +116,7 @@ def test_kuma_cp_migrate_up_and_run_say_what_happens(postgres_server: PostgresSe
     for command in (["run"], ["migrate", "up"]):
         assert kuma_cp.main(command) == 1
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith(f"kuma-cp: cannot reach PostgreSQL at 127.0.0.1:"), err
+        assert len(err) == 1 and err[0].startswith("kuma-cp: cannot reach PostgreSQL at 127.0.0.1:"), err
 
 
 @pytest.mark.parametrize("env, message", [
