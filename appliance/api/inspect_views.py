@@ -35,6 +35,15 @@ def _require_mesh(manager: ResourceManager, mesh: str) -> Resource:
     return found
 
 
+def _require(manager: ResourceManager, kind: str, mesh: str, name: str, title: str) -> Resource:
+    """The resource of a mesh, or Kuma's 404 for the mesh or for it (`title` as Kuma words it per view)."""
+    _require_mesh(manager, mesh)
+    found = manager.get(kind, mesh, name)
+    if found is None:
+        raise KumaError(404, title, "Not found")
+    return found
+
+
 def mesh_policies(manager: ResourceManager, mesh: str) -> rules_view.MeshPolicies:
     """Every policy of the mesh as the snapshot holds them (by kind, sorted by name), with their labels."""
     by_kind: dict[str, tuple[Policy, ...]] = {}
@@ -58,10 +67,7 @@ class DataplaneRules:
         self.manager = manager
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
-        _require_mesh(self.manager, mesh)
-        dp = self.manager.get("Dataplane", mesh, name)
-        if dp is None:
-            raise KumaError(404, "Could not retrieve Dataplane", "Not found")
+        dp = _require(self.manager, "Dataplane", mesh, name, "Could not retrieve Dataplane")
         _reply(resp, rules_view.inspect_rules(KINDS, proxy_from_dataplane(dp), mesh_policies(self.manager, mesh),
                                               _dataplane_meta(dp)))
 
@@ -128,10 +134,7 @@ class PolicyDataplanes:
         self.kind = kind
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
-        _require_mesh(self.manager, mesh)
-        found = self.manager.get(self.kind, mesh, name)
-        if found is None:
-            raise KumaError(404, "Could not retrieve policy", "Not found")
+        found = _require(self.manager, self.kind, mesh, name, "Could not retrieve policy")
         _dataplanes_page(req, resp, self.manager, mesh, policy_hits(self.manager, found))
 
 
@@ -142,10 +145,7 @@ class MeshServiceDataplanes:
         self.manager = manager
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
-        _require_mesh(self.manager, mesh)
-        found = self.manager.get("MeshService", mesh, name)
-        if found is None:
-            raise KumaError(404, "Could not retrieve policy", "Not found")
+        found = _require(self.manager, "MeshService", mesh, name, "Could not retrieve policy")
         spec = found.spec
         _dataplanes_page(req, resp, self.manager, mesh, lambda dp: rules_view.mesh_service_selects(
             spec, dp.name, dp.labels, proxy_from_dataplane(dp).inbounds))
@@ -179,10 +179,7 @@ class DataplanePolicies:
         self.manager = manager
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
-        _require_mesh(self.manager, mesh)
-        dp = self.manager.get("Dataplane", mesh, name)
-        if dp is None:
-            raise KumaError(404, "Could not get MatchedPolicies", "Not found")
+        dp = _require(self.manager, "Dataplane", mesh, name, "Could not get MatchedPolicies")
         proxy, routes = proxy_from_dataplane(dp), _routes(self.manager, mesh)
         if proxy.builtin_gateway:
             snapshot = build_snapshot(self.manager.store, mesh, 0)
@@ -228,10 +225,7 @@ class MeshGatewayRules:
         self.manager = manager
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
-        _require_mesh(self.manager, mesh)
-        found = self.manager.get("MeshGateway", mesh, name)
-        if found is None:
-            raise KumaError(404, "Could not retrieve MeshGateway", "Not found")
+        found = _require(self.manager, "MeshGateway", mesh, name, "Could not retrieve MeshGateway")
         selectors = found.content.get("selectors") or []
         if not selectors:
             raise bad_request("no selectors on MeshGateway this is not supported")
@@ -251,10 +245,7 @@ class MeshGatewayDataplanes:
         self.manager = manager
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
-        _require_mesh(self.manager, mesh)
-        found = self.manager.get("MeshGateway", mesh, name)
-        if found is None:
-            raise KumaError(404, "Could not find MeshGateway", "Not found")
+        _require(self.manager, "MeshGateway", mesh, name, "Could not find MeshGateway")
         [gateway] = [g for g in mesh_gateways(self.manager.store, mesh) if g.name == name]
         items = [{"dataplane": {"mesh": dp.mesh, "name": dp.name}}
                  for dp in self.manager.list(ListQuery(type="Dataplane", mesh=mesh)).items
