@@ -209,6 +209,16 @@ def test_refused_stream_gets_permission_denied(env) -> None:
     asyncio.run(scenario())
 
 
+def _clusters_by_policy_count(snapshot, proxy, identity, shared):
+    """EDS clusters whose content (not their endpoints) depends on the policies, as a real cluster's TLS or
+    timeouts do: a MeshTrafficPermission change updates every cluster and no assignment."""
+    timeout = 1 + len(snapshot.policies.get("MeshTrafficPermission", ()))
+    clusters = {s: cluster_pb2.Cluster(name=s, type=cluster_pb2.Cluster.EDS) for s in snapshot.endpoints}
+    for cluster in clusters.values():
+        cluster.connect_timeout.seconds = timeout
+    return {CLUSTER: clusters, ENDPOINT: {s: _cla(snapshot, s) for s in snapshot.endpoints}}
+
+
 def test_delta_resends_the_load_assignment_of_an_updated_cluster(env) -> None:
     """Envoy replaces an updated cluster by a new one that warms until its ClusterLoadAssignment arrives, and
     in delta it does not subscribe again to a name it has: the assignment must follow the cluster, although
@@ -216,16 +226,8 @@ def test_delta_resends_the_load_assignment_of_an_updated_cluster(env) -> None:
     and a stray 403 in tests/e2e/test_dataplane.py)."""
     store, manager = env
 
-    def generate(snapshot, proxy, identity, shared):
-        # the clusters (not the endpoints) depend on the policies, as a real cluster's TLS or timeouts do
-        timeout = 1 + len(snapshot.policies.get("MeshTrafficPermission", ()))
-        clusters = {s: cluster_pb2.Cluster(name=s, type=cluster_pb2.Cluster.EDS) for s in snapshot.endpoints}
-        for cluster in clusters.values():
-            cluster.connect_timeout.seconds = timeout
-        return {CLUSTER: clusters, ENDPOINT: {s: _cla(snapshot, s) for s in snapshot.endpoints}}
-
     async def scenario() -> None:
-        server, channel, cache = await _serve(store, generate=generate)
+        server, channel, cache = await _serve(store, generate=_clusters_by_policy_count)
         c = Client(channel, delta=True)
         await c.send(discovery_pb2.DeltaDiscoveryRequest(node=NODE, type_url=CLUSTER))
         cds = await c.recv()
@@ -260,15 +262,8 @@ def test_a_reconnecting_proxy_gets_the_assignments_of_clusters_that_changed_whil
     for initial_fetch_timeout (15 s; seen in tests/e2e/test_dataplane.py's outage test in delta mode)."""
     store, manager = env
 
-    def generate(snapshot, proxy, identity, shared):
-        timeout = 1 + len(snapshot.policies.get("MeshTrafficPermission", ()))
-        clusters = {s: cluster_pb2.Cluster(name=s, type=cluster_pb2.Cluster.EDS) for s in snapshot.endpoints}
-        for cluster in clusters.values():
-            cluster.connect_timeout.seconds = timeout
-        return {CLUSTER: clusters, ENDPOINT: {s: _cla(snapshot, s) for s in snapshot.endpoints}}
-
     async def scenario() -> None:
-        server, channel, cache = await _serve(store, generate=generate)
+        server, channel, cache = await _serve(store, generate=_clusters_by_policy_count)
         try:
             c = Client(channel, delta=True)
             await c.send(discovery_pb2.DeltaDiscoveryRequest(node=NODE, type_url=CLUSTER))
