@@ -111,8 +111,9 @@ def warnings(name: str, content: dict[str, Any] | None = None) -> list[str]:
 
 # What a non-Disabled meshServices.mode changes on Kuma 2.14 that it does not change here yet (README, Meshes)
 MESH_SERVICES_WARNING = (
-    "meshServices.mode: {mode} is stored but not applied: no MeshService is generated from the mesh's Dataplanes, "
-    "no hostname from HostnameGenerators, and the proxies keep their kuma.io/service outbounds")
+    "meshServices.mode: {mode} is applied in part: MeshServices are generated from the mesh's Dataplanes (with "
+    "status and VIPs), but no hostname comes from HostnameGenerators and the proxies keep their kuma.io/service "
+    "outbounds (none to MeshServices)")
 
 
 def _check_mtls(mtls: dict[str, Any], out: Violations) -> None:

@@ -277,4 +277,4 @@ def test_keeps_the_name_warning() -> None:
 def test_mesh_services_mode_is_answered_with_a_warning_until_applied() -> None:
     assert mesh.warnings("default", {"meshServices": {"mode": "Disabled"}}) == []
     [warning] = mesh.warnings("default", {"meshServices": {"mode": "Exclusive"}})
-    assert warning.startswith("meshServices.mode: Exclusive is stored but not applied")
+    assert warning.startswith("meshServices.mode: Exclusive is applied in part")

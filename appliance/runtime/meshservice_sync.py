@@ -1,0 +1,85 @@
+"""The leader generates MeshServices from Dataplanes, keeps their status and gives them virtual IPs
+(model/meshservices.py says what; this module reads the store and writes it).
+
+A round runs every leader-job interval (Kuma: `meshService.generationInterval` 2s, status every 5s). It costs
+two lists (Meshes, MeshServices) while no mesh asks for MeshServices and none exists; the meshes that have
+some also list their Dataplanes and insights. A write that loses a race (another writer, a former leader's
+last round) is retried by the next round, from what the store then holds.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Iterator
+
+from appliance.core.resources.model import Resource
+from appliance.model import meshservices as msvc
+from appliance.insights.dataplane import open_subscriptions
+from appliance.store import AlreadyExists, Conflict, ListQuery, NotFound, Store
+
+log = logging.getLogger("appliance.leader")
+
+
+class MeshServiceSync:
+    def __init__(self, store: Store, zone: str, cidr: str = msvc.DEFAULT_CIDR, grace_s: float = 3600.0) -> None:
+        self.store = store
+        self.zone = zone
+        self.cidr = cidr
+        self.grace_s = grace_s
+
+    def sync(self, now: datetime | None = None) -> None:
+        now = now or datetime.now(timezone.utc)
+        meshes = {m.name: m for m in self.store.list(ListQuery(type="Mesh")).items}
+        services = self._services()
+        for name in sorted(meshes):
+            mesh_mode = msvc.mode(meshes[name].content)
+            owned = [s for s in services if s.mesh == name]
+            if mesh_mode == "Disabled" and not any(msvc.is_generated(s) for s in owned):
+                continue
+            dataplanes = self.store.list(ListQuery(type="Dataplane", mesh=name)).items
+            for write in msvc.generate(name, self.zone, mesh_mode, dataplanes, owned, now, self.grace_s):
+                self._apply(write)
+        services = self._services()
+        by_mesh: dict[str, list[Resource]] = {}
+        for ms in services:
+            if msvc.is_local(ms.labels) and ms.mesh in meshes:
+                by_mesh.setdefault(ms.mesh, []).append(ms)
+        free = msvc.free_vips(services, self.cidr)
+        for name, owned in sorted(by_mesh.items()):
+            self._update_status(name, owned, meshes[name], free)
+
+    def _services(self) -> list[Resource]:
+        return sorted(self.store.list(ListQuery(type=msvc.TYPE)).items, key=lambda s: (s.mesh, s.name))
+
+    def _update_status(self, mesh: str, services: list[Resource], mesh_res: Resource,
+                       free: Iterator[str]) -> None:
+        insights = {i.name: i for i in self.store.list(ListQuery(type="DataplaneInsight", mesh=mesh)).items}
+        proxies = [msvc.Proxy(dp, bool(open_subscriptions(insights.get(dp.name))),
+                              str(((insights[dp.name].content.get("mTLS") or {}) if dp.name in insights else {})
+                                  .get("issuedBackend") or ""))
+                   for dp in self.store.list(ListQuery(type="Dataplane", mesh=mesh)).items]
+        mtls = bool((mesh_res.content.get("mtls") or {}).get("enabledBackend"))
+        for ms in services:
+            spec, status = msvc.status(ms, proxies, mtls)
+            if not msvc.vips_of(ms):
+                address = next(free, None)
+                if address is None:
+                    log.error("MeshService %s/%s: no virtual IP left in %s", mesh, ms.name, self.cidr)
+                else:
+                    status = {**status, "vips": [{"ip": address}]}
+            content = {**ms.content, "spec": spec, "status": status}
+            if content != ms.content:
+                self._apply(msvc.Write("update", mesh, ms.name, content, ms.labels, ms.version))
+
+    def _apply(self, write: msvc.Write) -> None:
+        try:
+            if write.op == "delete":
+                self.store.delete(msvc.TYPE, write.mesh, write.name, write.version)
+            else:
+                res = Resource(msvc.TYPE, write.mesh, write.name, write.content, write.labels, version=write.version)
+                (self.store.create(res) if write.op == "create" else self.store.update(res, write.version))
+        except (AlreadyExists, Conflict, NotFound):
+            return   # changed meanwhile: the next round starts from what is stored
+        if write.op != "update" or msvc.GRACE_LABEL in write.labels:
+            log.info("MeshService %s/%s: %s%s", write.mesh, write.name, write.op,
+                     " (deletion grace period started)" if msvc.GRACE_LABEL in write.labels else "")
