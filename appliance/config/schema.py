@@ -116,6 +116,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("general.tlsCertFile", str, "", "KUMA_GENERAL_TLS_CERT_FILE"),
     Setting("general.tlsKeyFile", str, "", "KUMA_GENERAL_TLS_KEY_FILE"),
     Setting("defaults.skipMeshCreation", bool, False, "KUMA_DEFAULTS_SKIP_MESH_CREATION"),
+    Setting("defaults.skipHostnameGenerators", bool, False, "KUMA_DEFAULTS_SKIP_HOSTNAME_GENERATORS"),
     Setting("access.type", str, "static", "KUMA_ACCESS_TYPE", choices=("static",)),
     *ACCESS_LISTS,
     Setting("runtime.universal.dataplaneCleanupAge", str, "72h0m0s", "KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE",

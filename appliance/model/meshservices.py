@@ -26,6 +26,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from appliance.core.resources.meta import is_dns1035_label
 from appliance.core.resources.model import Resource
+from appliance.model import hostnames
+from appliance.model.vips import VipDomains
 from appliance.core.resources.proto_validation import known_protocol
 
 TYPE = "MeshService"
@@ -205,6 +207,32 @@ def status(ms: Resource, proxies: list[Proxy], mtls_enabled: bool) -> tuple[dict
     new_status = {**old_status, "dataplaneProxies": {k: v for k, v in counts.items() if v},
                   "tls": {"status": tls}}
     return spec, new_status
+
+
+def with_hostnames(status_: dict[str, Any], generated: hostnames.Generated | None) -> dict[str, Any]:
+    """`status.addresses` and `status.hostnameGenerators` from the HostnameGenerators (left out when none)."""
+    out = {k: v for k, v in status_.items() if k not in ("addresses", "hostnameGenerators")}
+    if generated is not None and generated.addresses:
+        out["addresses"] = generated.addresses
+    if generated is not None and generated.generators:
+        out["hostnameGenerators"] = generated.generators
+    return out
+
+
+def addresses_of(ms: Resource) -> list[str]:
+    """The hostnames in its status."""
+    return [str(a["hostname"]) for a in (ms.content.get("status") or {}).get("addresses") or [] if a.get("hostname")]
+
+
+def domains(services: Iterable[Resource]) -> tuple[VipDomains, ...]:
+    """MeshServiceResource.Domains: each MeshService with a VIP answers at its hostnames (kuma-dp's DNS serves
+    them to proxies with an outbound at that VIP)."""
+    out = []
+    for ms in sorted(services, key=lambda s: s.name):
+        vips = vips_of(ms)
+        if vips:
+            out.append(VipDomains(vips[0], tuple(addresses_of(ms))))
+    return tuple(out)
 
 
 def vips_of(ms: Resource) -> list[str]:

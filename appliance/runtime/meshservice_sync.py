@@ -1,5 +1,6 @@
-"""The leader generates MeshServices from Dataplanes, keeps their status and gives them virtual IPs
-(model/meshservices.py says what; this module reads the store and writes it).
+"""The leader generates MeshServices from Dataplanes, keeps their status, gives them virtual IPs and the
+hostnames of the HostnameGenerators (model/meshservices.py and model/hostnames.py say what; this module reads
+the store and writes it).
 
 A round runs every leader-job interval (Kuma: `meshService.generationInterval` 2s, status every 5s). It costs
 two lists (Meshes, MeshServices) while no mesh asks for MeshServices and none exists; the meshes that have
@@ -13,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 from appliance.core.resources.model import Resource
-from appliance.model import meshservices as msvc
+from appliance.model import hostnames, meshservices as msvc
 from appliance.insights.dataplane import open_subscriptions
 from appliance.store import AlreadyExists, Conflict, ListQuery, NotFound, Store
 
@@ -45,14 +46,17 @@ class MeshServiceSync:
             if msvc.is_local(ms.labels) and ms.mesh in meshes:
                 by_mesh.setdefault(ms.mesh, []).append(ms)
         free = msvc.free_vips(services, self.cidr)
+        generators = self.store.list(ListQuery(type=hostnames.TYPE)).items
+        names = hostnames.generate(generators, [s for owned in by_mesh.values() for s in owned], "meshService",
+                                   self.zone)
         for name, owned in sorted(by_mesh.items()):
-            self._update_status(name, owned, meshes[name], free)
+            self._update_status(name, owned, meshes[name], free, names)
 
     def _services(self) -> list[Resource]:
         return sorted(self.store.list(ListQuery(type=msvc.TYPE)).items, key=lambda s: (s.mesh, s.name))
 
     def _update_status(self, mesh: str, services: list[Resource], mesh_res: Resource,
-                       free: Iterator[str]) -> None:
+                       free: Iterator[str], names: dict[tuple[str, str], hostnames.Generated]) -> None:
         insights = {i.name: i for i in self.store.list(ListQuery(type="DataplaneInsight", mesh=mesh)).items}
         proxies = [msvc.Proxy(dp, bool(open_subscriptions(insights.get(dp.name))),
                               str(((insights[dp.name].content.get("mTLS") or {}) if dp.name in insights else {})
@@ -61,6 +65,7 @@ class MeshServiceSync:
         mtls = bool((mesh_res.content.get("mtls") or {}).get("enabledBackend"))
         for ms in services:
             spec, status = msvc.status(ms, proxies, mtls)
+            status = msvc.with_hostnames(status, names.get((mesh, ms.name)))
             if not msvc.vips_of(ms):
                 address = next(free, None)
                 if address is None:

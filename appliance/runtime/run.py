@@ -252,7 +252,8 @@ def run(config: Config) -> int:
         leadership = _leadership(config, instance_id)
         LeaderJobs(manager, leadership,
                    lambda: ensure_defaults(manager, config["defaults.skipMeshCreation"],
-                                           config["apiServer.authn.tokens.bootstrapAdminToken"]),
+                                           config["apiServer.authn.tokens.bootstrapAdminToken"],
+                                           config["defaults.skipHostnameGenerators"]),
                    {"Dataplane": config.seconds("runtime.universal.dataplaneCleanupAge"),
                     "ZoneEgress": config.seconds("runtime.universal.zoneResourceCleanupAge")},
                    vips=VipSync(store, config["dnsServer.CIDR"], config["dnsServer.serviceVipEnabled"]),

@@ -2,16 +2,21 @@
 to a store (runtime/meshservice_sync.py)."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from appliance.core.resources.model import Resource
-from appliance.model import meshservices as msvc
+from appliance.model import hostnames, meshservices as msvc
+from appliance.model.proxy import Outbound
 from appliance.runtime.meshservice_sync import MeshServiceSync
 from appliance.store import ListQuery
 from appliance.store.memory import MemoryStore
 from appliance.store.base import Store
 from appliance.store.sqlite import SQLiteStore
+from appliance.xds.generate.transparent import dns_records
+from appliance.xds.snapshot import build_snapshot
+from tests.unit.xds.scenarios import TRANSPARENT, transparent_proxy
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=timezone.utc)
 LABELS = {"kuma.io/mesh": "default", "kuma.io/managed-by": "meshservice-generator", "kuma.io/env": "universal",
@@ -162,3 +167,22 @@ def test_vips_come_from_kumas_range_and_stay_across_restarts(tmp_path: Path) -> 
     after = {s.name: s.content["status"]["vips"] for s in second.list(ListQuery(type="MeshService")).items}
     assert after == {"web": [{"ip": "241.0.0.1"}], "api": [{"ip": "241.0.0.2"}], "cache": [{"ip": "241.0.0.3"}]}
     second.close()
+
+
+def test_hostnames_reach_the_dns_records_of_proxies_with_an_outbound_at_the_vip() -> None:
+    store = MemoryStore()
+    _mesh(store)
+    [(name, spec)] = [d for d in hostnames.DEFAULTS if d[0] == "local-universal-mesh-service"]
+    store.create(Resource("HostnameGenerator", "", name, {"spec": spec}, dict(hostnames.DEFAULT_LABELS)))
+    store.create(_dp("backend-1", _inbound("backend", 8080)))
+    MeshServiceSync(store, "zone-1").sync(NOW)
+    assert _services(store)["backend"].content["status"]["addresses"][0]["hostname"] == "backend.svc.mesh.local"
+    snapshot = build_snapshot(store, "default", store.revision())
+    assert ("241.0.0.0", ("backend.svc.mesh.local",)) in [(d.address, d.domains) for d in snapshot.vip_domains]
+
+    def records(*outbounds: Outbound) -> list:
+        proxy = transparent_proxy(outbounds=tuple(outbounds))
+        return json.loads(dns_records(snapshot, proxy, TRANSPARENT))["records"]
+    assert records(Outbound(8080, "241.0.0.0", "backend")) == [
+        {"name": "backend.svc.mesh.local", "ips": ["241.0.0.0"]}]
+    assert records() == []      # no outbound at its VIP, no use resolving it (Kuma's DNSGenerator)

@@ -112,8 +112,8 @@ def warnings(name: str, content: dict[str, Any] | None = None) -> list[str]:
 # What a non-Disabled meshServices.mode changes on Kuma 2.14 that it does not change here yet (README, Meshes)
 MESH_SERVICES_WARNING = (
     "meshServices.mode: {mode} is applied in part: MeshServices are generated from the mesh's Dataplanes (with "
-    "status and VIPs), but no hostname comes from HostnameGenerators and the proxies keep their kuma.io/service "
-    "outbounds (none to MeshServices)")
+    "status, VIPs and hostnames), but the proxies keep their kuma.io/service outbounds and get none to "
+    "MeshServices, so their hostnames do not resolve on the proxies yet")
 
 
 def _check_mtls(mtls: dict[str, Any], out: Violations) -> None:
