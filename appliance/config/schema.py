@@ -127,6 +127,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dnsServer.CIDR", str, "240.0.0.0/4", "KUMA_DNS_SERVER_CIDR"),
     Setting("dnsServer.serviceVipEnabled", bool, True, "KUMA_DNS_SERVER_SERVICE_VIP_ENABLED"),
     Setting("ipam.meshService.cidr", str, "241.0.0.0/8", "KUMA_IPAM_MESH_SERVICE_CIDR"),
+    Setting("ipam.meshExternalService.cidr", str, "242.0.0.0/8", "KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR"),
     Setting("meshService.deletionGracePeriod", str, "1h", "KUMA_MESH_SERVICE_DELETION_GRACE_PERIOD", duration=True),
     Setting("egress.enabled", bool, False, "KUMA_EGRESS_ENABLED"),
     Setting("egress.name", str, "", "KUMA_EGRESS_NAME"),

@@ -15,6 +15,7 @@ pure functions from what the store holds to what the leader writes (runtime/mesh
   has a certificate of the mesh's enabled CA; never Ready without mTLS).
 - VIPs (Kuma's vip.Allocator): a MeshService without one gets the lowest address of `ipam.meshService.cidr`
   that no MeshService of any mesh holds, in `status.vips`; it keeps it for its life, across restarts.
+  A MeshExternalService gets one of `ipam.meshExternalService.cidr` in `status.vip`, and its hostnames too.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ GENERATOR = "meshservice-generator"
 GRACE_LABEL = "kuma.io/deletion-grace-period-started-at"
 SERVICE_TAG = "kuma.io/service"
 DEFAULT_CIDR = "241.0.0.0/8"
+EXTERNAL_TYPE = "MeshExternalService"
+DEFAULT_EXTERNAL_CIDR = "242.0.0.0/8"        # ipam.meshExternalService.cidr
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Write:
     content: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     version: int = 0
+    type: str = "MeshService"
 
 
 def mode(mesh_content: Mapping[str, Any]) -> str:
@@ -225,18 +229,23 @@ def addresses_of(ms: Resource) -> list[str]:
 
 
 def domains(services: Iterable[Resource]) -> tuple[VipDomains, ...]:
-    """MeshServiceResource.Domains: each MeshService with a VIP answers at its hostnames (kuma-dp's DNS serves
-    them to proxies with an outbound at that VIP)."""
+    """Domains() of MeshServices and MeshExternalServices: each one with a VIP answers at its hostnames
+    (kuma-dp's DNS serves them to proxies with an outbound at that VIP)."""
     out = []
-    for ms in sorted(services, key=lambda s: s.name):
+    for ms in sorted(services, key=lambda s: (s.type, s.name)):
         vips = vips_of(ms)
         if vips:
             out.append(VipDomains(vips[0], tuple(addresses_of(ms))))
     return tuple(out)
 
 
-def vips_of(ms: Resource) -> list[str]:
-    return [str(v.get("ip")) for v in (ms.content.get("status") or {}).get("vips") or [] if v.get("ip")]
+def vips_of(res: Resource) -> list[str]:
+    """A MeshService's `status.vips`, a MeshExternalService's `status.vip` (ResourceHoldingVIPs.VIPs)."""
+    status_ = res.content.get("status") or {}
+    if res.type == EXTERNAL_TYPE:
+        ip = (status_.get("vip") or {}).get("ip")
+        return [str(ip)] if ip else []
+    return [str(v.get("ip")) for v in status_.get("vips") or [] if v.get("ip")]
 
 
 def free_vips(services: Iterable[Resource], cidr: str = DEFAULT_CIDR) -> Iterator[str]:

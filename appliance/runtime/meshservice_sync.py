@@ -22,10 +22,12 @@ log = logging.getLogger("appliance.leader")
 
 
 class MeshServiceSync:
-    def __init__(self, store: Store, zone: str, cidr: str = msvc.DEFAULT_CIDR, grace_s: float = 3600.0) -> None:
+    def __init__(self, store: Store, zone: str, cidr: str = msvc.DEFAULT_CIDR, grace_s: float = 3600.0,
+                 external_cidr: str = msvc.DEFAULT_EXTERNAL_CIDR) -> None:
         self.store = store
         self.zone = zone
         self.cidr = cidr
+        self.external_cidr = external_cidr
         self.grace_s = grace_s
 
     def sync(self, now: datetime | None = None) -> None:
@@ -51,6 +53,30 @@ class MeshServiceSync:
                                    self.zone)
         for name, owned in sorted(by_mesh.items()):
             self._update_status(name, owned, meshes[name], free, names)
+        self._update_external(set(meshes), generators)
+
+    def _update_external(self, meshes: set[str], generators: list[Resource]) -> None:
+        """MeshExternalServices get a VIP (`status.vip`) and their hostnames, as Kuma's allocator and
+        hostname generator give them."""
+        externals = sorted((e for e in self.store.list(ListQuery(type=msvc.EXTERNAL_TYPE)).items
+                            if e.mesh in meshes), key=lambda e: (e.mesh, e.name))
+        if not externals:
+            return
+        free = msvc.free_vips(externals, self.external_cidr)
+        names = hostnames.generate(generators, externals, "meshExternalService", self.zone)
+        for mes in externals:
+            status = msvc.with_hostnames(mes.content.get("status") or {}, names.get((mes.mesh, mes.name)))
+            if not msvc.vips_of(mes):
+                address = next(free, None)
+                if address is None:
+                    log.error("MeshExternalService %s/%s: no virtual IP left in %s", mes.mesh, mes.name,
+                              self.external_cidr)
+                else:
+                    status["vip"] = {"ip": address}
+            content = {**mes.content, "status": status}
+            if content != mes.content:
+                self._apply(msvc.Write("update", mes.mesh, mes.name, content, mes.labels, mes.version,
+                                       msvc.EXTERNAL_TYPE))
 
     def _services(self) -> list[Resource]:
         return sorted(self.store.list(ListQuery(type=msvc.TYPE)).items, key=lambda s: (s.mesh, s.name))
@@ -79,12 +105,12 @@ class MeshServiceSync:
     def _apply(self, write: msvc.Write) -> None:
         try:
             if write.op == "delete":
-                self.store.delete(msvc.TYPE, write.mesh, write.name, write.version)
+                self.store.delete(write.type, write.mesh, write.name, write.version)
             else:
-                res = Resource(msvc.TYPE, write.mesh, write.name, write.content, write.labels, version=write.version)
+                res = Resource(write.type, write.mesh, write.name, write.content, write.labels, version=write.version)
                 (self.store.create(res) if write.op == "create" else self.store.update(res, write.version))
         except (AlreadyExists, Conflict, NotFound):
             return   # changed meanwhile: the next round starts from what is stored
         if write.op != "update" or msvc.GRACE_LABEL in write.labels:
-            log.info("MeshService %s/%s: %s%s", write.mesh, write.name, write.op,
+            log.info("%s %s/%s: %s%s", write.type, write.mesh, write.name, write.op,
                      " (deletion grace period started)" if msvc.GRACE_LABEL in write.labels else "")

@@ -258,7 +258,8 @@ def run(config: Config) -> int:
                     "ZoneEgress": config.seconds("runtime.universal.zoneResourceCleanupAge")},
                    vips=VipSync(store, config["dnsServer.CIDR"], config["dnsServer.serviceVipEnabled"]),
                    mesh_services=MeshServiceSync(store, config["multizone.zone.name"], config["ipam.meshService.cidr"],
-                                                 config.seconds("meshService.deletionGracePeriod")))
+                                                 config.seconds("meshService.deletionGracePeriod"),
+                                                 config["ipam.meshExternalService.cidr"]))
         leadership.start()   # the leader (the only instance, on SQLite) creates the defaults before serving
         started.callback(leadership.stop)
         ready = threading.Event()

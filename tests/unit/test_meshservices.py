@@ -186,3 +186,20 @@ def test_hostnames_reach_the_dns_records_of_proxies_with_an_outbound_at_the_vip(
     assert records(Outbound(8080, "241.0.0.0", "backend")) == [
         {"name": "backend.svc.mesh.local", "ips": ["241.0.0.0"]}]
     assert records() == []      # no outbound at its VIP, no use resolving it (Kuma's DNSGenerator)
+
+
+def test_mesh_external_services_get_a_vip_of_their_range_and_their_hostnames() -> None:
+    store = MemoryStore()
+    _mesh(store, "Disabled")
+    for name, spec in hostnames.DEFAULTS:
+        store.create(Resource("HostnameGenerator", "", name, {"spec": spec}, dict(hostnames.DEFAULT_LABELS)))
+    spec = {"match": {"type": "HostnameGenerator", "port": 443, "protocol": "tcp"},
+            "endpoints": [{"address": "example.com", "port": 443}]}
+    store.create(Resource("MeshExternalService", "default", "example", {"spec": spec},
+                          {"kuma.io/origin": "zone", "kuma.io/display-name": "example"}))
+    MeshServiceSync(store, "zone-1").sync(NOW)
+    status = store.get("MeshExternalService", "default", "example").content["status"]
+    assert status["vip"] == {"ip": "242.0.0.0"}
+    assert [a["hostname"] for a in status["addresses"]] == ["example.extsvc.mesh.local"]
+    snapshot = build_snapshot(store, "default", store.revision())
+    assert ("242.0.0.0", ("example.extsvc.mesh.local",)) in [(d.address, d.domains) for d in snapshot.vip_domains]
