@@ -34,13 +34,19 @@ class MeshServiceSync:
         now = now or datetime.now(timezone.utc)
         meshes = {m.name: m for m in self.store.list(ListQuery(type="Mesh")).items}
         services = self._services()
+        listed: dict[str, list[Resource]] = {}     # each mesh's Dataplanes, listed once a round
+
+        def dataplanes(mesh: str) -> list[Resource]:
+            if mesh not in listed:
+                listed[mesh] = self.store.list(ListQuery(type="Dataplane", mesh=mesh)).items
+            return listed[mesh]
+
         for name in sorted(meshes):
             mesh_mode = msvc.mode(meshes[name].content)
             owned = [s for s in services if s.mesh == name]
             if mesh_mode == "Disabled" and not any(msvc.is_generated(s) for s in owned):
                 continue
-            dataplanes = self.store.list(ListQuery(type="Dataplane", mesh=name)).items
-            for write in msvc.generate(name, self.zone, mesh_mode, dataplanes, owned, now, self.grace_s):
+            for write in msvc.generate(name, self.zone, mesh_mode, dataplanes(name), owned, now, self.grace_s):
                 self._apply(write)
         services = self._services()
         by_mesh: dict[str, list[Resource]] = {}
@@ -52,7 +58,7 @@ class MeshServiceSync:
         names = hostnames.generate(generators, [s for owned in by_mesh.values() for s in owned], "meshService",
                                    self.zone)
         for name, owned in sorted(by_mesh.items()):
-            self._update_status(name, owned, meshes[name], free, names)
+            self._update_status(name, owned, meshes[name], dataplanes(name), free, names)
         self._update_external(set(meshes), generators)
 
     def _update_external(self, meshes: set[str], generators: list[Resource]) -> None:
@@ -81,13 +87,13 @@ class MeshServiceSync:
     def _services(self) -> list[Resource]:
         return sorted(self.store.list(ListQuery(type=msvc.TYPE)).items, key=lambda s: (s.mesh, s.name))
 
-    def _update_status(self, mesh: str, services: list[Resource], mesh_res: Resource,
+    def _update_status(self, mesh: str, services: list[Resource], mesh_res: Resource, dataplanes: list[Resource],
                        free: Iterator[str], names: dict[tuple[str, str], hostnames.Generated]) -> None:
         insights = {i.name: i for i in self.store.list(ListQuery(type="DataplaneInsight", mesh=mesh)).items}
         proxies = [msvc.Proxy(dp, bool(open_subscriptions(insights.get(dp.name))),
                               str(((insights[dp.name].content.get("mTLS") or {}) if dp.name in insights else {})
                                   .get("issuedBackend") or ""))
-                   for dp in self.store.list(ListQuery(type="Dataplane", mesh=mesh)).items]
+                   for dp in dataplanes]
         mtls = bool((mesh_res.content.get("mtls") or {}).get("enabledBackend"))
         for ms in services:
             spec, status = msvc.status(ms, proxies, mtls)
