@@ -17,6 +17,7 @@ from appliance.api.resources import _page, _reply, next_link
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
+from appliance.model import meshservices
 from appliance.model.proxy import Policy
 from appliance.policies import _rules
 from appliance.store import ListQuery
@@ -147,8 +148,8 @@ class MeshServiceDataplanes:
     def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str) -> None:
         found = _require(self.manager, "MeshService", mesh, name, "Could not retrieve policy")
         spec = found.spec
-        _dataplanes_page(req, resp, self.manager, mesh, lambda dp: rules_view.mesh_service_selects(
-            spec, dp.name, dp.labels, proxy_from_dataplane(dp).inbounds))
+        _dataplanes_page(req, resp, self.manager, mesh, lambda dp: meshservices.selects(
+            spec, dp.name, dp.labels, (i.tags for i in proxy_from_dataplane(dp).inbounds)))
 
 
 # --- the older views kumactl reads (Kuma's inspect_endpoints.go) ---------------------------------

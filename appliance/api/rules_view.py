@@ -67,20 +67,6 @@ def policy_selects(policy: Policy, proxy: Proxy, routes: Sequence[Policy] = (),
     return bool(_rules.selected_inbounds(ref, proxy)) or _rules.delegated_gateway_selected(ref, proxy)
 
 
-def mesh_service_selects(spec: dict[str, Any], name: str, labels: dict[str, str], inbounds: Iterable[Inbound]) -> bool:
-    """meshservice.MatchesDataplane: by dataplaneRef, by tags of one inbound, or by the Dataplane's labels."""
-    selector = spec.get("selector") or {}
-    if selector.get("dataplaneRef") is not None:
-        return (selector["dataplaneRef"] or {}).get("name") == name
-    if selector.get("dataplaneTags") is not None:
-        wanted = selector["dataplaneTags"] or {}
-        return any(all(i.tags.get(k) == v for k, v in wanted.items()) for i in inbounds)
-    if selector.get("dataplaneLabels") is not None:
-        wanted = (selector["dataplaneLabels"] or {}).get("matchLabels") or {}
-        return all(labels.get(k) == v for k, v in wanted.items())
-    return False
-
-
 # --- the rules of one proxy ---------------------------------------------------------------------
 
 def _matchers(subset: _rules.Subset) -> list[dict[str, Any]]:

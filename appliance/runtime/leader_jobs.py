@@ -8,7 +8,8 @@
     offline until it reconnects to a live instance (Kuma closes them after `metrics.dataplane.idleTimeout`);
   - the offline-proxy cleanup: Dataplanes offline for `runtime.universal.dataplaneCleanupAge` and
     ZoneEgresses offline for `runtime.universal.zoneResourceCleanupAge` are deleted (Kuma's GC);
-- every JOB_INTERVAL when the store changed: the meshes' virtual IPs (runtime/vips_sync.py).
+- every JOB_INTERVAL when the store changed: the meshes' virtual IPs (runtime/vips_sync.py);
+- every JOB_INTERVAL: generated MeshServices, their status and VIPs (runtime/meshservice_sync.py).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from appliance.core.resources.model import Resource
 from appliance.core.resources import registry
 from appliance.insights.dataplane import latest_subscription, open_subscriptions
 from appliance.runtime.leader import Leadership, is_live
+from appliance.runtime.meshservice_sync import MeshServiceSync
 from appliance.runtime.vips_sync import VipSync
 from appliance.store import Conflict, ListQuery, NotFound, StoreError
 from appliance.store.base import now_rfc3339
@@ -43,9 +45,10 @@ def _parse(time: str) -> float:
 class LeaderJobs:
     def __init__(self, manager: ResourceManager, leadership: Leadership, create_defaults: Callable[[], None],
                  cleanup_age: dict[str, float], interval: float = JOB_INTERVAL,
-                 vips: VipSync | None = None) -> None:
+                 vips: VipSync | None = None, mesh_services: MeshServiceSync | None = None) -> None:
         """`cleanup_age`: proxy type (Dataplane, ZoneEgress) -> seconds offline before it is deleted."""
         self.vips = vips
+        self.mesh_services = mesh_services
         self.manager = manager
         self.store = manager.store
         self.leadership = leadership
@@ -93,6 +96,8 @@ class LeaderJobs:
             try:
                 if self.vips is not None and defaults_created:
                     self.vips.sync_if_changed()
+                if self.mesh_services is not None and defaults_created:
+                    self.mesh_services.sync()
                 live = self.leadership.live_instances()
                 if live != passed_with or time.monotonic() - passed_at >= CLEANUP_INTERVAL:
                     self.run_once(live, ended)

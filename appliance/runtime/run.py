@@ -25,6 +25,7 @@ from appliance.runtime.http import BindError, HttpServer
 from appliance.runtime.https import HttpsServer, TlsSettings, server_context
 from appliance.runtime.leader import AlwaysLeader, Leadership, PostgresLeaderElector
 from appliance.runtime.leader_jobs import LeaderJobs
+from appliance.runtime.meshservice_sync import MeshServiceSync
 from appliance.runtime.vips_sync import VipSync
 from appliance.runtime.metrics import Gauge, Metrics, process_gauges
 from appliance.ca.server_cert import (KEY_FILE_NAME, ServerCert, ensure_server_cert, load_server_cert,
@@ -251,10 +252,14 @@ def run(config: Config) -> int:
         leadership = _leadership(config, instance_id)
         LeaderJobs(manager, leadership,
                    lambda: ensure_defaults(manager, config["defaults.skipMeshCreation"],
-                                           config["apiServer.authn.tokens.bootstrapAdminToken"]),
+                                           config["apiServer.authn.tokens.bootstrapAdminToken"],
+                                           config["defaults.skipHostnameGenerators"]),
                    {"Dataplane": config.seconds("runtime.universal.dataplaneCleanupAge"),
                     "ZoneEgress": config.seconds("runtime.universal.zoneResourceCleanupAge")},
-                   vips=VipSync(store, config["dnsServer.CIDR"], config["dnsServer.serviceVipEnabled"]))
+                   vips=VipSync(store, config["dnsServer.CIDR"], config["dnsServer.serviceVipEnabled"]),
+                   mesh_services=MeshServiceSync(store, config["multizone.zone.name"], config["ipam.meshService.cidr"],
+                                                 config.seconds("meshService.deletionGracePeriod"),
+                                                 config["ipam.meshExternalService.cidr"]))
         leadership.start()   # the leader (the only instance, on SQLite) creates the defaults before serving
         started.callback(leadership.stop)
         ready = threading.Event()

@@ -24,7 +24,7 @@ from appliance.model.proxy import (
     Endpoint, ExternalService, ExternalTls, GatewayCertificate, GatewayListener, Inbound, MeshExternalService, MeshGateway, MeshSnapshot,
     Mtls, Outbound, Policy, Proxy, TransparentProxy,
 )
-from appliance.model import vips
+from appliance.model import meshservices, vips
 
 DEFAULT_ADMIN_PORT = 9901
 log = logging.getLogger("appliance.xds")
@@ -406,4 +406,6 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
 def _vips(store: Store, mesh: str) -> dict[str, Any]:
     config = store.get("Config", "", vips.config_name(mesh))
     domains, outbounds = vips.vip_outbounds(vips.from_json(str((config.content if config else {}).get("config") or "")))
+    domains += meshservices.domains(r for kind in (meshservices.TYPE, meshservices.EXTERNAL_TYPE)
+                                    for r in store.list(ListQuery(type=kind, mesh=mesh)).items)
     return {"vip_domains": domains, "vip_outbounds": outbounds}

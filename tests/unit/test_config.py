@@ -172,10 +172,11 @@ def test_access_lists_are_applied_from_file_and_environment(tmp_path: Path) -> N
 
 def test_keys_match_regardless_of_case_as_in_kuma(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("APIServer:\n  HTTP:\n    port: 7000\ndefaults:\n  SkipHostnameGenerators: true\n")
+    f.write_text("APIServer:\n  HTTP:\n    port: 7000\ndefaults:\n  SkipHostnameGenerators: true\n"
+                 "Experimental:\n  SidecarContainers: false\n")
     c = load_config(f, env={})
-    assert c["apiServer.http.port"] == 7000
-    assert [n.path for n in c.not_applied] == ["defaults.skipHostnameGenerators"]
+    assert c["apiServer.http.port"] == 7000 and c["defaults.skipHostnameGenerators"] is True
+    assert [n.path for n in c.not_applied] == ["experimental.sidecarContainers"]
 
 
 def test_an_empty_value_means_the_default(tmp_path: Path) -> None:

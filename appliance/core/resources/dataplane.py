@@ -310,6 +310,9 @@ def warnings(content: dict[str, Any]) -> list[str]:
     if tp.get("directAccessServices"):
         out.append("networking.transparentProxying.directAccessServices is stored but not yet applied to proxies by "
                    "this control plane")
+    if tp.get("reachableBackends") is not None:
+        out.append("networking.transparentProxying.reachableBackends is stored but not yet applied: it selects "
+                   "outbounds to MeshServices, which proxies do not get from this control plane yet")
     if (tp.get("redirectPortInbound") or tp.get("redirectPortOutbound")) and networking.get("outbound"):
         out.append("networking.outbound is not used with transparentProxying (as in Kuma): the proxy gets an "
                    "outbound for every service of the mesh at its virtual IP")

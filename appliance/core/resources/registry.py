@@ -5,7 +5,8 @@ from types import ModuleType
 from typing import Any, Callable
 
 from appliance import policies
-from appliance.core.resources import dataplane, externalservice, mesh, meshgateway, secret, services, zoneegress
+from appliance.core.resources import (dataplane, externalservice, hostnamegenerator, mesh, meshgateway, secret,
+                                      services, zoneegress)
 from appliance.core.resources.model import Content, PolicyInfo, Resource, ResourceType
 from appliance.core.validation import Violations
 
@@ -90,7 +91,7 @@ CORE_TYPES: tuple[ResourceType, ...] = (
 # A proxy type -> the read-only type that records its xDS subscriptions.
 INSIGHTS = {"Dataplane": "DataplaneInsight", "ZoneEgress": "ZoneEgressInsight"}
 
-ALL_TYPES: tuple[ResourceType, ...] = CORE_TYPES + services.TYPES + tuple(_policy(m) for m in policies.ALL)
+ALL_TYPES: tuple[ResourceType, ...] = CORE_TYPES + services.TYPES + (hostnamegenerator.TYPE,) + tuple(_policy(m) for m in policies.ALL)
 
 BY_NAME: dict[str, ResourceType] = {t.name: t for t in ALL_TYPES}
 BY_PATH: dict[str, ResourceType] = {p: t for t in ALL_TYPES for p in (t.path, *t.aliases)}

@@ -407,3 +407,14 @@ def test_shape_rejects_wrong_types() -> None:
     check_schema(dataplane.SHAPE, {"networking": {"inbound": [{"port": "x", "tags": {"a": 1}}]}}, "", errors)
     assert errors == ['networking.inbound[0].port in body must be of type integer: "string"',
                       'networking.inbound[0].tags.a in body must be of type string: "number"']
+
+
+def test_reachable_backends_are_answered_with_a_warning_until_applied() -> None:
+    tp = {"redirectPortInbound": 15006, "redirectPortOutbound": 15001,
+          "reachableBackends": {"refs": [{"kind": "MeshService", "name": "backend"}]}}
+    content = {"networking": {"address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}],
+                              "transparentProxying": tp}}
+    [warning] = dataplane.warnings(content)
+    assert warning.startswith("networking.transparentProxying.reachableBackends is stored but not yet applied")
+    del tp["reachableBackends"]
+    assert dataplane.warnings(content) == []

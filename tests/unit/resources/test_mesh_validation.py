@@ -272,3 +272,9 @@ def test_shape_rejects_an_unknown_enum_value() -> None:
 def test_keeps_the_name_warning() -> None:
     assert mesh.warnings("default") == []
     assert mesh.warnings("aa.a")[0].startswith("Invalid Mesh resource name: 'aa.a'.")
+
+
+def test_mesh_services_mode_is_answered_with_a_warning_until_applied() -> None:
+    assert mesh.warnings("default", {"meshServices": {"mode": "Disabled"}}) == []
+    [warning] = mesh.warnings("default", {"meshServices": {"mode": "Exclusive"}})
+    assert warning.startswith("meshServices.mode: Exclusive is applied in part")
