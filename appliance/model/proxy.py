@@ -6,6 +6,7 @@ No I/O, no store, no protobuf here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 Tags = dict[str, str]
@@ -171,7 +172,15 @@ class MeshSnapshot:
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which
         the policies that configure a service's cluster (timeouts, circuit breakers) configure alike."""
-        return (service, *sorted(name for name, (owner, _) in self.subsets.items() if owner == service))
+        return (service, *self._parts.get(service, ()))
+
+    @cached_property
+    def _parts(self) -> dict[str, tuple[str, ...]]:
+        # asked per proxy, plugin and outbound: grouped once per snapshot (which never changes)
+        parts: dict[str, list[str]] = {}
+        for name, (owner, _) in self.subsets.items():
+            parts.setdefault(owner, []).append(name)
+        return {owner: tuple(sorted(names)) for owner, names in parts.items()}
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,14 @@ class Proxy:
     def services(self) -> tuple[str, ...]:
         return tuple(sorted({t.get("kuma.io/service", "") for t in self.tag_sets} - {""}))
 
-    @property
+    @cached_property
+    def selection_look(self) -> tuple[Any, ...]:
+        """What decides which policies select the proxy, but for its name and labels (policies/_rules.py):
+        equal for the proxies of one service and version, which share the answer."""
+        return (self.builtin_gateway, tuple((tuple(i.tags.items()), i.name, i.port) for i in self.inbounds),
+                None if self.gateway_tags is None else tuple(self.gateway_tags.items()))
+
+    @cached_property
     def serialized_tags(self) -> str:
         """Kuma's tags.Serialize(Dataplane.TagSet()): every inbound's tags as `&key=v1,v2&` per key, keys and
         each key's values sorted. What the proxy's requests carry in `x-kuma-tags` (and HTTP health checks)."""
