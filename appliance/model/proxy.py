@@ -141,6 +141,52 @@ class MeshGateway:
     listeners: tuple[GatewayListener, ...]
 
 
+ALL_KINDS = "*"   # what `PolicyKinds.reads` holds after a look at every kind at once
+
+
+class PolicyKinds(dict):
+    """A snapshot's policies (kind -> policies) that can tell which kinds were read while `reads` is a set:
+    a plugin's match reads a few kinds, and its answer for a proxy holds while those stay the same
+    (xds/generate). Any look at all kinds at once (iteration, items, values) counts as ALL_KINDS."""
+    __slots__ = ("reads",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads: set[str] | None = None
+
+    def _read(self, kind: str) -> None:
+        if self.reads is not None:
+            self.reads.add(kind)
+
+    def get(self, kind: str, default: Any = None) -> Any:
+        self._read(kind)
+        return super().get(kind, default)
+
+    def __getitem__(self, kind: str) -> tuple[Policy, ...]:
+        self._read(kind)
+        return super().__getitem__(kind)
+
+    def __contains__(self, kind: object) -> bool:
+        self._read(str(kind))
+        return super().__contains__(kind)
+
+    def __iter__(self) -> Any:
+        self._read(ALL_KINDS)
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._read(ALL_KINDS)
+        return super().keys()
+
+    def values(self) -> Any:
+        self._read(ALL_KINDS)
+        return super().values()
+
+    def items(self) -> Any:
+        self._read(ALL_KINDS)
+        return super().items()
+
+
 @dataclass(frozen=True)
 class MeshSnapshot:
     """Everything about one mesh that generation needs; shared by every proxy of the mesh."""

@@ -7,6 +7,8 @@ from typing import Iterator
 
 from google.protobuf.message import Message
 
+from appliance.model.proxy import ALL_KINDS
+from appliance.xds.generate import MATCHED
 from appliance.xds.resources import Packed, pack
 
 
@@ -41,15 +43,23 @@ class Shared:
             return hit[1]
         packed = pack(type_url, name, message)
         if len(self.messages) != self._counted:
-            # entries are only ever added (carry() starts over): look at the new ones
+            # entries are only ever added (carry() starts over): look at the new ones, the last in the dict
             if self._counted == 0:
                 self._ids = set()
-            for value in islice(self.messages.values(), self._counted, None):
-                self._ids.update(map(id, _messages_in(value)))
+            for key, value in islice(reversed(self.messages.items()), len(self.messages) - self._counted):
+                if key[0] != MATCHED:
+                    self._ids.update(map(id, _messages_in(value)))
             self._counted = len(self.messages)
         if id(message) in self._ids:
             self.packed[(id(message), name)] = (message, packed)
         return packed
+
+    def successor(self, revision: int, kinds: set[str], proxies: set[int]) -> Shared:
+        """What the next revision keeps when only the policies of `kinds` changed: the match of each plugin
+        that read none of them, for the proxies (ids) still watched. Everything else is generated anew."""
+        kept = {k: v for k, v in self.messages.items()
+                if k[0] == MATCHED and k[2] in proxies and ALL_KINDS not in v[2] and v[2].isdisjoint(kinds)}
+        return Shared(revision, kept)
 
     def carry(self, revision: int, changed: set[str]) -> None:
         """After an endpoints-only change, what proxies share stays valid but for those services' load assignments."""
