@@ -6,6 +6,7 @@ No I/O, no store, no protobuf here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from appliance.model.vips import VipDomains, VipOutbound
@@ -167,6 +168,52 @@ class MeshGateway:
     listeners: tuple[GatewayListener, ...]
 
 
+ALL_KINDS = "*"   # what `PolicyKinds.reads` holds after a look at every kind at once
+
+
+class PolicyKinds(dict):
+    """A snapshot's policies (kind -> policies) that can tell which kinds were read while `reads` is a set:
+    a plugin's match reads a few kinds, and its answer for a proxy holds while those stay the same
+    (xds/generate). Any look at all kinds at once (iteration, items, values) counts as ALL_KINDS."""
+    __slots__ = ("reads",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads: set[str] | None = None
+
+    def _read(self, kind: str) -> None:
+        if self.reads is not None:
+            self.reads.add(kind)
+
+    def get(self, kind: str, default: Any = None) -> Any:
+        self._read(kind)
+        return super().get(kind, default)
+
+    def __getitem__(self, kind: str) -> tuple[Policy, ...]:
+        self._read(kind)
+        return super().__getitem__(kind)
+
+    def __contains__(self, kind: object) -> bool:
+        self._read(str(kind))
+        return super().__contains__(kind)
+
+    def __iter__(self) -> Any:
+        self._read(ALL_KINDS)
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._read(ALL_KINDS)
+        return super().keys()
+
+    def values(self) -> Any:
+        self._read(ALL_KINDS)
+        return super().values()
+
+    def items(self) -> Any:
+        self._read(ALL_KINDS)
+        return super().items()
+
+
 @dataclass(frozen=True)
 class MeshSnapshot:
     """Everything about one mesh that generation needs; shared by every proxy of the mesh."""
@@ -202,7 +249,15 @@ class MeshSnapshot:
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which
         the policies that configure a service's cluster (timeouts, circuit breakers) configure alike."""
-        return (service, *sorted(name for name, (owner, _) in self.subsets.items() if owner == service))
+        return (service, *self._parts.get(service, ()))
+
+    @cached_property
+    def _parts(self) -> dict[str, tuple[str, ...]]:
+        # asked per proxy, plugin and outbound: grouped once per snapshot (which never changes)
+        parts: dict[str, list[str]] = {}
+        for name, (owner, _) in self.subsets.items():
+            parts.setdefault(owner, []).append(name)
+        return {owner: tuple(sorted(names)) for owner, names in parts.items()}
 
 
 @dataclass(frozen=True)
@@ -248,7 +303,14 @@ class Proxy:
     def services(self) -> tuple[str, ...]:
         return tuple(sorted({t.get("kuma.io/service", "") for t in self.tag_sets} - {""}))
 
-    @property
+    @cached_property
+    def selection_look(self) -> tuple[Any, ...]:
+        """What decides which policies select the proxy, but for its name and labels (policies/_rules.py):
+        equal for the proxies of one service and version, which share the answer."""
+        return (self.builtin_gateway, tuple((tuple(i.tags.items()), i.name, i.port) for i in self.inbounds),
+                None if self.gateway_tags is None else tuple(self.gateway_tags.items()))
+
+    @cached_property
     def serialized_tags(self) -> str:
         """Kuma's tags.Serialize(Dataplane.TagSet()): every inbound's tags as `&key=v1,v2&` per key, keys and
         each key's values sorted. What the proxy's requests carry in `x-kuma-tags` (and HTTP health checks)."""

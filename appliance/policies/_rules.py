@@ -157,16 +157,47 @@ def in_precedence_order(policies: Sequence[Policy]) -> tuple[tuple[Policy, dict[
 
 def select(policies: Sequence[Policy], proxy: Proxy) -> Selection:
     # Filtering the sorted sequence keeps its order, which is what sorting the selected ones would give.
-    whole: list[Policy] = []
+    picked = _picked(policies, proxy)
     by_inbound: dict[InboundKey, list[Policy]] = {}
-    for policy, ref in in_precedence_order(policies):
+    for policy, indexes in picked:
+        for index in indexes:
+            by_inbound.setdefault(inbound_key(proxy.inbounds[index]), []).append(policy)
+    return Selection(tuple(policy for policy, _ in picked), {key: tuple(ps) for key, ps in by_inbound.items()})
+
+
+# Which policies pick a proxy, and which of its inbounds (by position), depends on what `selected_inbounds`
+# and `delegated_gateway_selected` read: inbound tags, names and ports, gateway tags, and the proxy's name
+# and labels only for policies of kind Dataplane. Most proxies of a mesh look alike there, so the answer is
+# worked out once per look and snapshot (keyed like _SORTED, by the identity of the policies' tuple).
+_PICKED: dict[tuple[Any, ...], tuple[Sequence[Policy], tuple[tuple[Policy, tuple[int, ...]], ...]]] = {}
+_PICKED_MAX = 4096
+# whether any of the (sorted) policies has a top-level targetRef of kind Dataplane, by the identity of the tuple
+_BY_DATAPLANE: dict[int, tuple[tuple[tuple[Policy, dict[str, Any]], ...], bool]] = {}
+
+
+def _picked(policies: Sequence[Policy], proxy: Proxy) -> tuple[tuple[Policy, tuple[int, ...]], ...]:
+    ordered = in_precedence_order(policies)
+    by_dataplane = _BY_DATAPLANE.get(id(ordered))
+    if by_dataplane is None or by_dataplane[0] is not ordered:
+        if len(_BY_DATAPLANE) >= _SORTED_MAX:
+            _BY_DATAPLANE.clear()
+        by_dataplane = _BY_DATAPLANE[id(ordered)] = (ordered, any(r.get("kind") == "Dataplane" for _, r in ordered))
+    key = (id(policies), proxy.selection_look, (proxy.name, tuple(proxy.labels.items())) if by_dataplane[1] else None)
+    hit = _PICKED.get(key) if isinstance(policies, tuple) else None
+    if hit is not None and hit[0] is policies:
+        return hit[1]
+    picked = []
+    for policy, ref in ordered:
         inbounds = selected_inbounds(ref, proxy)
         if not inbounds and not delegated_gateway_selected(ref, proxy):
             continue
-        whole.append(policy)
-        for inbound in inbounds:
-            by_inbound.setdefault(inbound_key(inbound), []).append(policy)
-    return Selection(tuple(whole), {key: tuple(ps) for key, ps in by_inbound.items()})
+        picked.append((policy, tuple(i for i, inbound in enumerate(proxy.inbounds)
+                                     if any(inbound is s for s in inbounds))))
+    if isinstance(policies, tuple):
+        if len(_PICKED) >= _PICKED_MAX:
+            _PICKED.clear()
+        _PICKED[key] = (policies, tuple(picked))
+    return tuple(picked)
 
 
 def service_selected(ref: dict[str, Any], tags: dict[str, str]) -> bool:

@@ -1,6 +1,7 @@
 """`kuma-cp run`: open the store, create the defaults, serve the API and diagnostics until signalled."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -241,8 +242,15 @@ def _private_work_dir(work_dir: Path) -> None:
         raise StartupError(f"cannot prepare work dir {work_dir} (general.workDir): {e.strerror}")
 
 
+# Generating proxies' config allocates millions of short-lived objects per change; at the default threshold
+# (700) the collector runs thousands of times per change and scans the long-lived snapshots and memos again
+# and again: about 15 % of the generation's CPU at 1,000 proxies. Cycles are still collected, less often.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
 def run(config: Config) -> int:
     _private_work_dir(config.work_dir)
+    gc.set_threshold(*GC_THRESHOLDS)
     # Whatever started is stopped, in reverse order, however `run` ends: a failed start or a signal.
     with ExitStack() as started:
         store = metered.instrument(open_store(config))

@@ -52,6 +52,13 @@ def _endpoints_changed(old: MeshSnapshot | None, new: MeshSnapshot | None) -> se
     return services | {name for name, (service, _) in new.subsets.items() if service in services}
 
 
+def _policy_kinds_changed(old: MeshSnapshot | None, new: MeshSnapshot | None) -> set[str] | None:
+    """The policy kinds that differ when policies are all that differs between two snapshots, else None."""
+    if old is None or new is None or replace(new, revision=old.revision, policies=old.policies) != old:
+        return None
+    return {k for k in old.policies.keys() | new.policies.keys() if old.policies.get(k) != new.policies.get(k)}
+
+
 class MeshSnapshots:
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, load_assignment: LoadAssignment,
                  on_rebuilt: Callable[[], None] = lambda: None) -> None:
@@ -132,7 +139,11 @@ class MeshSnapshots:
             changed = _endpoints_changed(old, new)
             if changed is None:
                 self._structure[mesh] = revision
-                self._shared.pop(mesh, None)
+                previous = self._shared.pop(mesh, None)
+                kinds = _policy_kinds_changed(old, new)
+                if previous is not None and kinds is not None:
+                    watched = {id(w.dataplane[1]) for w in self._watches.get(mesh, ()) if w.dataplane is not None}
+                    self._shared[mesh] = previous.successor(revision, kinds, watched)
             else:
                 shared = self._shared.get(mesh)
                 if shared is not None:

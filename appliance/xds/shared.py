@@ -2,10 +2,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import Iterator
 
 from google.protobuf.message import Message
 
+from appliance.model.proxy import ALL_KINDS
+from appliance.xds.generate import MATCHED
 from appliance.xds.resources import Packed, pack
+
+
+def _messages_in(value: object) -> Iterator[Message]:
+    """The messages a cache entry holds: a message, or an outbound's resources (xds/generate's `_with_eds_names`)."""
+    if isinstance(value, Message):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _messages_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _messages_in(item)
 
 
 @dataclass
@@ -27,17 +43,29 @@ class Shared:
             return hit[1]
         packed = pack(type_url, name, message)
         if len(self.messages) != self._counted:
-            self._ids = {id(m) for m in self.messages.values()}
+            # entries are only ever added (carry() starts over): look at the new ones, the last in the dict
+            if self._counted == 0:
+                self._ids = set()
+            for key, value in islice(reversed(self.messages.items()), len(self.messages) - self._counted):
+                if key[0] != MATCHED:
+                    self._ids.update(map(id, _messages_in(value)))
             self._counted = len(self.messages)
         if id(message) in self._ids:
             self.packed[(id(message), name)] = (message, packed)
         return packed
+
+    def successor(self, revision: int, kinds: set[str], proxies: set[int]) -> Shared:
+        """What the next revision keeps when only the policies of `kinds` changed: the match of each plugin
+        that read none of them, for the proxies (ids) still watched. Everything else is generated anew."""
+        kept = {k: v for k, v in self.messages.items()
+                if k[0] == MATCHED and k[2] in proxies and ALL_KINDS not in v[2] and v[2].isdisjoint(kinds)}
+        return Shared(revision, kept)
 
     def carry(self, revision: int, changed: set[str]) -> None:
         """After an endpoints-only change, what proxies share stays valid but for those services' load assignments."""
         self.revision = revision
         self.messages = {k: v for k, v in self.messages.items() if not (k[0] == "cla" and k[1] in changed)}
         self.load_assignments = {k: v for k, v in self.load_assignments.items() if k not in changed}
-        kept = {id(m) for m in self.messages.values()}
+        kept = {id(m) for value in self.messages.values() for m in _messages_in(value)}
         self.packed = {k: v for k, v in self.packed.items() if k[0] in kept}
         self._counted = 0

@@ -22,7 +22,7 @@ from appliance.policies._backends import subset_clusters
 from appliance.store import ListQuery, Store
 from appliance.model.proxy import (
     Endpoint, ExternalService, ExternalTls, GatewayCertificate, GatewayListener, Inbound, MeshExternalService, MeshGateway, MeshSnapshot,
-    Mtls, Outbound, Policy, Proxy, TransparentProxy,
+    Mtls, Outbound, Policy, PolicyKinds, Proxy, TransparentProxy,
 )
 from appliance.model import meshservices, vips
 
@@ -378,7 +378,7 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
             protocols.setdefault(service, ib.protocol)
             if ib.ready:
                 endpoints.setdefault(service, []).append(Endpoint(ib.address, ib.port, ib.tags, name))
-    policies = {}
+    policies = PolicyKinds()
     for kind in registry.POLICY_MODULES:
         items = store.list(ListQuery(type=kind, mesh=mesh_name)).items
         policies[kind] = tuple(Policy(kind, r.name, r.spec, r.labels) for r in sorted(items, key=lambda r: r.name))

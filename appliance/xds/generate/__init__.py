@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from appliance import policies
 from appliance.model import names
 from appliance.model.names import Resources
-from appliance.model.proxy import Identity, MeshSnapshot, Outbound, Proxy
+from appliance.model.proxy import Identity, MeshSnapshot, Outbound, PolicyKinds, Proxy
 from appliance.xds.generate.clusters import cluster_for, local_cluster
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.generate.gateway import generate_gateway
@@ -40,6 +40,7 @@ __all__ = ["PLUGINS", "Resources", "ca_secret", "cluster_for", "generate_sidecar
 Cache = MutableMapping[Hashable, Any]
 
 PLUGINS = policies.plugins()
+MATCHED = "matched"   # cache entries (MATCHED, plugin index, id(proxy)) -> (proxy, its match, policy kinds read)
 
 
 def _cached(cache: Cache | None, key: Hashable, build: Any) -> Any:
@@ -48,6 +49,28 @@ def _cached(cache: Cache | None, key: Hashable, build: Any) -> Any:
     found = cache.get(key)
     if found is None:
         found = cache[key] = build()
+    return found
+
+
+def _match(cache: Cache | None, index: int, snapshot: MeshSnapshot, proxy: Proxy) -> Any:
+    """PLUGINS[index].match, kept in `cache` by the proxy with the policy kinds it read: the cache of the
+    next revision may take it over while those kinds are all that changed (xds/meshes.py)."""
+    plugin = PLUGINS[index]
+    if cache is None:
+        return plugin.match(snapshot, proxy)
+    key = (MATCHED, index, id(proxy))
+    hit = cache.get(key)
+    if hit is not None and hit[0] is proxy:
+        return hit[1]
+    policies = snapshot.policies
+    if not isinstance(policies, PolicyKinds) or policies.reads is not None:
+        return plugin.match(snapshot, proxy)
+    policies.reads = set()
+    try:
+        found = plugin.match(snapshot, proxy)
+        cache[key] = (proxy, found, frozenset(policies.reads))
+    finally:
+        policies.reads = None
     return found
 
 
@@ -102,7 +125,7 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         clusters[cluster.name] = cluster  # two inbounds to one service port share it; the last wins, as in Kuma
     transparent.add_dns(snapshot, proxy, resources)
 
-    matched = tuple(plugin.match(snapshot, proxy) for plugin in PLUGINS)
+    matched = tuple(_match(cache, index, snapshot, proxy) for index in range(len(PLUGINS)))
     for plugin, plugin_matched in zip(PLUGINS, matched):
         plugin.apply(plugin_matched, resources)
 
