@@ -74,7 +74,7 @@ bench-binary: $(DEVSTAMP)
 
 # The release proof (README "Tests and benchmarks"): the glibc 2.28 release and its tarball (`make
 # binary`), then tests/release in a Debian 11 root that debootstrap makes in build/out/roots (once).
-# 20-30 minutes the first time on 2 cores (the toolchain, the root), a few minutes after that.
+# About 10 minutes the first time on 2 cores (the toolchain, the root), about a minute after that.
 test-release: $(DEVSTAMP) build-deps
 	$(PYTHON) build/freeze.py binary
 	KUMA_TEST_RELEASE=1 $(BIN)/python -m pytest -q tests/release $(PYTEST_ARGS)
