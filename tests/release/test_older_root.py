@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tarfile
 from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -140,12 +139,15 @@ def installed(older_root: Path) -> Path:
     """The tarball unpacked in the root and install.sh run there (as root, no systemd)."""
     tarballs = sorted((ROOT / "dist").glob("kuma-appliance-*-linux-*.tar.gz"))
     assert tarballs, "no dist/kuma-appliance-*.tar.gz: `make test-release` runs `make binary` first"
+    tarball = tarballs[-1]
     work = older_root / WORK.lstrip("/")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    with tarfile.open(tarballs[-1]) as tar:
-        top = tar.getnames()[0].split("/", 1)[0]
-        tar.extractall(work, filter="tar")
+    for path in (tarball, tarball.with_name(tarball.name + ".sha256")):
+        shutil.copy(path, work)
+    # as the air-gapped user does it, with the root's own tools
+    _run(older_root, "sh", "-c", f"cd {WORK} && sha256sum -c {tarball.name}.sha256 && tar xzf {tarball.name}")
+    top = tarball.name.removesuffix(".tar.gz")
     out = _run(older_root, f"{WORK}/{top}/install.sh")
     assert "install.sh: installed" in out, out
     return older_root
