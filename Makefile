@@ -51,8 +51,8 @@ binary:
 
 # What the glibc 2.28 toolchain build and the release proof need from Debian (installed when missing).
 build-deps:
-	@missing=""; for t in make:make cc:build-essential perl:perl tclsh:tcl curl:curl objdump:binutils \
-	    debootstrap:debootstrap; do command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	@missing=""; for t in make:make cc:build-essential perl:perl patch:patch tclsh:tcl curl:curl \
+	    objdump:binutils debootstrap:debootstrap; do command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 wheels:

@@ -5,14 +5,15 @@ file of it needs glibc 2.28 or older whatever the build host's glibc is (Debian 
     python3 build/floor_python.py [--check]   # prints the path of its python3; builds it first if missing
 
 Built once per machine into build/out/floor-python/<key>/ where <key> hashes build/floor-sources.txt
-(every input pinned by sha256) and the build recipe below: a later `make binary` finds it and pays nothing. The
-first build takes ~8 minutes on 2 cores. Sources come from PyPI (the ziglang wheel, through pip)
-and from the Debian package pool of the mirror this host's apt is set up with. Needs make, perl,
-tclsh (SQLite's amalgamation is generated) and a host C compiler for SQLite's build tools:
-`apt-get install build-essential tcl`.
-OpenSSL, zlib and friends are linked statically into the extension modules that use them, except
-OpenSSL (libssl/libcrypto are shared by _ssl and _hashlib, found through the rpath), so the frozen
-file carries one copy of each.
+(every input pinned by sha256) and the build recipe below: a later `make binary` finds it and pays
+nothing. The first build takes ~8 minutes on 2 cores. Sources come from PyPI (the ziglang wheel, through pip)
+and from the Debian package pool of the mirror this host's apt is set up with: upstream's tarballs,
+and of Debian's python3.11 patches only its backported security and crash fixes. Needs make, perl,
+patch, tclsh (SQLite's amalgamation is generated) and a host C compiler for SQLite's build tools:
+`make build-deps`.
+zlib, bzip2, xz, libffi and SQLite are linked statically into the one extension module that uses
+each; OpenSSL is shared (libssl/libcrypto serve both _ssl and _hashlib, found through the rpath),
+so the frozen file carries one copy of each.
 """
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ GLIBC = "2.28"
 TARGET = f"x86_64-linux-gnu.{GLIBC}"
 JOBS = str(os.cpu_count() or 2)
 # SQLite as Debian builds it (sqlite-utils' full-text search needs FTS4/5; Debian's variable limit).
+# Debian's patch series for python3.11 first adapts CPython to Debian's layout (multiarch, dist-packages,
+# ...: not wanted here), then, from this patch on, carries upstream's fixes backported to 3.11.2 (the
+# CVEs of 3.11.3-3.11.x and two crash fixes): those are applied, in the series' order.
+DEBIAN_FIXES_FROM = "shutdown-deadlock.diff"
 SQLITE_FLAGS = ("-DSQLITE_ENABLE_FTS3 -DSQLITE_ENABLE_FTS3_PARENTHESIS -DSQLITE_ENABLE_FTS4 -DSQLITE_ENABLE_FTS5 "
                 "-DSQLITE_ENABLE_RTREE -DSQLITE_ENABLE_DBSTAT_VTAB -DSQLITE_ENABLE_COLUMN_METADATA "
                 "-DSQLITE_ENABLE_UNLOCK_NOTIFY -DSQLITE_SECURE_DELETE -DSQLITE_MAX_VARIABLE_NUMBER=250000 "
@@ -64,7 +69,8 @@ def pins() -> dict[str, tuple[str, str]]:
 def cache_key() -> str:
     """Hashes the pins and the recipe (not the rest of this file: a change to the checks or the
     messages keeps the build)."""
-    recipe = "".join(inspect.getsource(f) for f in (install_zig, build_all)) + TARGET + SQLITE_FLAGS
+    recipe = "".join(inspect.getsource(f) for f in (install_zig, debian_fixes, build_all))
+    recipe += TARGET + SQLITE_FLAGS + DEBIAN_FIXES_FROM
     return hashlib.sha256(SOURCES.read_bytes() + recipe.encode()).hexdigest()[:16]
 
 
@@ -170,6 +176,17 @@ def unpack(archive: Path, work: Path) -> Path:
     return target
 
 
+def debian_fixes(archive: Path, work: Path) -> list[Path]:
+    """The patches of Debian's python3.11 from DEBIAN_FIXES_FROM on, unpacked under `work`."""
+    with tarfile.open(archive) as tar:
+        tar.extractall(work / "python-fixes", filter="tar")
+    folder = work / "python-fixes" / "debian" / "patches"
+    series = [line.strip() for line in (folder / "series").read_text().splitlines() if line.strip()]
+    if DEBIAN_FIXES_FROM not in series:
+        raise BuildError(f"{archive.name}: no {DEBIAN_FIXES_FROM} in its patch series")
+    return [folder / name for name in series[series.index(DEBIAN_FIXES_FROM):]]
+
+
 def build_all(sources: dict[str, Path], tools: Path, dest: Path, log: Path) -> None:
     cc = str(tools / "zcc")
     work = OUT / "work"
@@ -208,7 +225,12 @@ def build_all(sources: dict[str, Path], tools: Path, dest: Path, log: Path) -> N
     # /usr/include/<multiarch> and /usr/local (Debian 12's glibc headers) to every module's -I.
     host_paths = [r"s/^        self\.add_multiarch_paths()$/        pass/",
                   r"s|^            add_dir_to_list(self\.compiler\.\w*_dirs, '/usr/local/\w*')$|            pass|"]
-    step("python", [["sed", "-i", r"s/-Wl,-h\$/-Wl,-soname,$/g", "Makefile.pre.in"],
+    fixes = [["patch", "-p1", "--forward", "--batch", "-i", str(patch)]
+             for patch in debian_fixes(sources["python-fixes"], work)]
+    # Debian's pyexpat fix calls an internal API, which needs what upstream's pyexpat.c defines from 3.12 on.
+    core_module = r"1i #ifndef Py_BUILD_CORE_BUILTIN\n#  define Py_BUILD_CORE_MODULE 1\n#endif"
+    step("python", [*fixes, ["sed", "-i", core_module, "Modules/pyexpat.c"],
+                    ["sed", "-i", r"s/-Wl,-h\$/-Wl,-soname,$/g", "Makefile.pre.in"],
                     ["sed", "-i", *(arg for expr in host_paths for arg in ("-e", expr)), "setup.py"],
                     ["./configure", f"--prefix={dest}", "--enable-shared", f"--with-openssl={dest}",
                      "--with-openssl-rpath=auto", "--with-ensurepip=no", "--without-readline",
@@ -245,7 +267,8 @@ def check(dest: Path) -> None:
 
 def build() -> Path:
     dest = prefix()
-    missing = [tool for tool in ("make", "perl", "tclsh", "cc", "ar", "curl", "objdump") if not shutil.which(tool)]
+    missing = [tool for tool in ("make", "perl", "tclsh", "cc", "ar", "curl", "objdump", "patch")
+               if not shutil.which(tool)]
     if missing:
         raise BuildError(f"{', '.join(missing)} not found: apt-get install build-essential tcl curl")
     OUT.mkdir(parents=True, exist_ok=True)
