@@ -113,8 +113,10 @@ def tarball_without_envoy(binary: Path) -> float:
 
 
 def glibc_floor(binary: Path) -> str:
-    python = ROOT / "build" / "out" / "venv" / "bin" / "python"
-    if not python.exists():
+    # either build venv has PyInstaller, which glibc_check.py reads the archive with
+    pythons = [ROOT / "build" / "out" / venv / "bin" / "python" for venv in ("venv-floor", "venv")]
+    python = next((p for p in pythons if p.exists()), None)
+    if python is None:
         return "n/a (no build venv: run make binary)"
     out = subprocess.run([str(python), str(ROOT / "build" / "glibc_check.py"), str(binary)],
                          capture_output=True, text=True)
