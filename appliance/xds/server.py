@@ -59,6 +59,7 @@ class _TypeState:
     acked_version: str = ""
     ack_seen: bool = False    # the current response was ACKed already: the same request again asks anew
     answered: bool = True     # SotW: the proxy ACKed or NACKed the last response (False while in flight)
+    accepted: bool = True     # the proxy ACKed the last response (False while in flight, and after a NACK)
     sent: dict[str, str] = field(default_factory=dict)   # delta: name -> version the proxy has
     # delta CDS: clusters sent on this stream before the proxy subscribed to EDS (see _delta_request)
     sent_before_eds: set[str] = field(default_factory=set)
@@ -274,13 +275,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     return [response] if response else []
                 state.ack_seen = True
                 state.answered = True
+                state.accepted = True
                 state.acked_version = request.version_info
                 stats.acks[t] = stats.acks.get(t, 0) + 1
                 self.observer.changed(watch.key)
                 if names == state.names:
                     # listeners in place: the clusters they stopped using can go now; clusters warm: the
                     # listeners held back for them can come
-                    return self._sotw_push(watch, states, stats) if t in (LISTENER, CLUSTER) else []
+                    return self._sotw_push(watch, states, stats) if t in (LISTENER, ROUTE, CLUSTER) else []
         names = frozenset(request.resource_names) if t not in WILDCARD_TYPES else None
         state.names = names
         state.subscribed = True
@@ -291,9 +293,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                    stats: StreamStats) -> list[discovery_pb2.DiscoveryResponse]:
         out = []
         resources = self.cache.resources(watch)
-        listeners = states.get(LISTENER)
-        listeners_change = bool(listeners and listeners.subscribed and
-                                type_version(resources.get(LISTENER, {}), listeners.names) != listeners.sent_version)
+        hold_clusters = not all(_sotw_in_place(states.get(t), resources.get(t, {})) for t in _USERS_OF_CLUSTERS)
         clusters = states.get(CLUSTER)
         for t in PUSH_ORDER:
             state = states.get(t)
@@ -305,10 +305,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 break
             if state and state.subscribed:
                 items = resources.get(t, {})
-                if t == CLUSTER and listeners_change and state.last_items is not None:
-                    # Make-before-break: a cluster the new listeners stop using (a route removed) goes only
-                    # once Envoy has ACKed them (then this push runs again), or a request on its way would
-                    # meet an unknown cluster (503).
+                if t == CLUSTER and hold_clusters and state.last_items is not None:
+                    # Make-before-break: a cluster the new listeners or routes stop using (a route removed)
+                    # goes only once Envoy has ACKed them (then this push runs again), or a request on its
+                    # way would meet an unknown cluster (503).
                     items = {**{n: p for n, p in state.last_items.items() if n not in items}, **items}
                 response = self._sotw_response(watch, t, state, stats, force=False, resources={t: items})
                 if response:
@@ -329,6 +329,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             state.last_items = {p.name: p for p in chosen}
         state.sent_version = version
         state.answered = False
+        state.accepted = False
         state.nonce = _nonce()
         state.ack_seen = False
         _sent(t, state)
@@ -346,20 +347,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def _delta_push(self, watch: ProxyWatch, states: dict[str, _TypeState],
                     stats: StreamStats) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         out = []
-        listeners = states.get(LISTENER)
-        listeners_change = False
-        if listeners and listeners.subscribed:
-            items = self.cache.resources(watch).get(LISTENER, {})
-            wanted = {n for n in items if listeners.names is None or n in listeners.names}
-            listeners_change = wanted != set(listeners.sent) or any(
-                listeners.sent.get(n) != items[n].version for n in wanted)
+        resources = self.cache.resources(watch)
+        hold_clusters = not all(_delta_in_place(states.get(t), resources.get(t, {})) for t in _USERS_OF_CLUSTERS)
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
-                # Make-before-break: clusters are removed only once Envoy ACKed the listeners that stopped
-                # using them (then this push runs again).
+                # Make-before-break: clusters are removed only once Envoy ACKed the listeners and routes
+                # that stopped using them (then this push runs again).
                 response = self._delta_response(watch, t, state, stats, states,
-                                                keep_removed=t == CLUSTER and listeners_change)
+                                                keep_removed=t == CLUSTER and hold_clusters)
                 if response:
                     out.append(response)
         return out
@@ -397,7 +393,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 log.warning("%s NACKed %s: %s", ".".join(watch.key), SHORT.get(t, t), request.error_detail.message)
             else:
                 stats.acks[t] = stats.acks.get(t, 0) + 1
-                if t == LISTENER:   # listeners in place: the clusters they stopped using can go now
+                state.accepted = True
+                if t in _USERS_OF_CLUSTERS:   # in place: the clusters they stopped using can go now
                     self.observer.changed(watch.key)
                     if not request.resource_names_subscribe and not request.resource_names_unsubscribe:
                         return self._delta_push(watch, states, stats)
@@ -457,6 +454,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         for n in removed:
             del state.sent[n]
         state.nonce = _nonce()
+        state.accepted = False
         _sent(t, state)
         stats.responses_sent[t] = stats.responses_sent.get(t, 0) + 1
         return discovery_pb2.DeltaDiscoveryResponse(
@@ -466,6 +464,24 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
 _END = object()
 _CHANGED = object()
+# what names clusters: a cluster they stop using stays until the proxy accepted them without it
+_USERS_OF_CLUSTERS = (LISTENER, ROUTE)
+
+
+def _sotw_in_place(state: _TypeState | None, items: dict[str, Packed]) -> bool:
+    """Whether a SotW proxy runs what it would get now of one type (or does not ask for that type)."""
+    if state is None or not state.subscribed:
+        return True
+    return state.accepted and type_version(items, state.names) == state.sent_version
+
+
+def _delta_in_place(state: _TypeState | None, items: dict[str, Packed]) -> bool:
+    """Whether a delta proxy runs what it would get now of one type (or does not ask for that type)."""
+    if state is None or not state.subscribed:
+        return True
+    wanted = {n: p for n, p in items.items() if state.names is None or n in state.names}
+    return state.accepted and wanted.keys() == state.sent.keys() and all(
+        state.sent[n] == p.version for n, p in wanted.items())
 
 
 async def _pump(requests: AsyncIterator, queue: asyncio.Queue) -> None:

@@ -15,6 +15,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
@@ -23,7 +24,7 @@ from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
 from appliance.store.sqlite import SQLiteStore
 from appliance.xds.cache import XdsCache
-from appliance.xds.resources import CLUSTER, ENDPOINT, LISTENER
+from appliance.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from appliance.xds.server import AdsServer
 
 
@@ -361,3 +362,78 @@ def test_the_cache_kuma_cp_runs_is_what_the_ads_server_asks_for() -> None:
         assert list(wanted.parameters) == list(offered.parameters), name
         assert inspect.iscoroutinefunction(getattr(ConfigSource, name)) == \
             inspect.iscoroutinefunction(getattr(XdsCache, name)), name
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+@pytest.mark.parametrize("carrier", [LISTENER, ROUTE], ids=["listener", "route"])
+def test_a_cluster_goes_only_once_the_proxy_accepted_what_stopped_using_it(env, delta: bool, carrier: str) -> None:
+    """A route removed: its cluster may go only once Envoy ACKed the listener (or RDS route configuration) that
+    no longer names it. Any other change in the mesh while that listener is on its way must not remove the
+    cluster early, or a request routed by the old listener finds no cluster: a 503 with an empty body (seen in
+    tests/e2e/test_routing.py right after a MeshHTTPRoute was deleted)."""
+    store, manager = env
+    manager.create(_dp("api-1", "api", 9090))
+
+    def generate(snapshot, proxy, identity, shared):
+        resources = _generate(snapshot, proxy, identity, shared)
+        named = "+".join(sorted(snapshot.endpoints))   # the carrier's content names every cluster
+        if carrier == LISTENER:
+            resources[LISTENER] = {"out": listener_pb2.Listener(name="out", stat_prefix=named)}
+        else:
+            resources[LISTENER] = {"out": listener_pb2.Listener(name="out")}
+            resources[ROUTE] = {"out": route_pb2.RouteConfiguration(
+                name="out", virtual_hosts=[route_components_pb2.VirtualHost(name=named)])}
+        return resources
+
+    def names_in(response) -> set[str]:
+        if delta:
+            return {r.name for r in response.resources}
+        return {cluster_pb2.Cluster.FromString(r.value).name for r in response.resources}
+
+    async def request(c: Client, t: str, names=(), previous=None) -> None:
+        if delta:
+            subscribe = list(names) if previous is None else []
+            await c.send(discovery_pb2.DeltaDiscoveryRequest(
+                node=NODE, type_url=t, resource_names_subscribe=subscribe,
+                response_nonce=previous.nonce if previous is not None else ""))
+        else:
+            await c.send(discovery_pb2.DiscoveryRequest(
+                node=NODE, type_url=t, resource_names=names, version_info=previous.version_info if previous else "",
+                response_nonce=previous.nonce if previous is not None else ""))
+
+    async def scenario() -> None:
+        server, channel, cache = await _serve(store, generate=generate)
+        try:
+            c = Client(channel, delta=delta)
+            subscriptions = [(CLUSTER, ()), (ENDPOINT, ("api", "web")), (LISTENER, ())]
+            if carrier == ROUTE:
+                subscriptions.append((ROUTE, ("out",)))
+            for t, names in subscriptions:
+                await request(c, t, names)
+                await request(c, t, names, previous=await c.recv())
+            assert await c.nothing()
+
+            manager.delete("Dataplane", "default", "api-1")
+            carried = await c.recv()
+            while carried.type_url == ENDPOINT:    # the gone service's assignment: accepted
+                await request(c, ENDPOINT, ("api", "web"), previous=carried)
+                carried = await c.recv()
+            assert carried.type_url == carrier
+            assert await c.nothing()           # the cluster stays while the new config is on its way
+            # something else changes in the mesh before the proxy answers
+            manager.create(Resource("MeshTrafficPermission", "default", "allow-all", {
+                "targetRef": {"kind": "Mesh"}, "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}))
+            assert await c.nothing()           # still there: the proxy has not accepted the new config yet
+            await request(c, carrier, ("out",) if carrier == ROUTE else (), previous=carried)
+            cds = await c.recv()
+            assert cds.type_url == CLUSTER
+            if delta:
+                assert list(cds.removed_resources) == ["api"]
+            else:
+                assert names_in(cds) == {"web"}
+        finally:   # a failure here must not hang the run on the open streams
+            await c.send(None)
+            await channel.close()
+            await server.stop(None)
+
+    asyncio.run(scenario())
