@@ -42,6 +42,12 @@ class Routing:
         return requests.get(f"http://127.0.0.1:{self.http_port}{path}", headers=headers, timeout=5,
                             allow_redirects=False)
 
+    def started_versions(self, count: int = 20) -> set[str]:
+        """The versions answering `count` requests while the proxies start: until a backend's Envoy has its
+        inbound listener, its endpoint refuses the connection (a 503, as in Kuma without a service probe)."""
+        answers = [self.get() for _ in range(count)]
+        return {r.json()["version"] for r in answers if r.status_code == 200}
+
     def version(self, **headers: str) -> str:
         response = self.get(**headers)
         assert response.status_code == 200, response.text
@@ -57,6 +63,13 @@ class Routing:
         items = requests.get(f"{self.mesh.cp.url}/meshes/default/dataplanes/_overview").json()["items"]
         totals = [s["status"]["total"] for i in items for s in i["dataplaneInsight"]["subscriptions"]]
         return len(items) == 6 and all(t.get("responsesRejected", "0") == "0" for t in totals)
+
+    def acks(self) -> str:
+        """What all_acked saw, and the control plane's NACK lines: for a failure message."""
+        items = requests.get(f"{self.mesh.cp.url}/meshes/default/dataplanes/_overview").json()["items"]
+        seen = {i["name"]: [s["status"]["total"] for s in i["dataplaneInsight"]["subscriptions"]] for i in items}
+        nacks = [line for line in self.mesh.cp.read_log().splitlines() if "NACK" in line]
+        return f"{len(items)} proxies: {seen}; NACKs: {nacks[-5:]}"
 
 
 @pytest.fixture(params=["sotw", "delta"])
@@ -88,8 +101,9 @@ def canary(*extra_rules: dict) -> dict:
 
 
 def test_http_route_canary_filters_and_removal(routing: Routing) -> None:
-    # without a route both versions answer
-    eventually(lambda: {routing.version() for _ in range(20)} == {"v1", "v2"}, timeout=40)
+    # without a route both versions answer, once every proxy is up
+    eventually(lambda: routing.started_versions() == {"v1", "v2"}, timeout=40)
+    eventually(lambda: {routing.version() for _ in range(20)} == {"v1", "v2"})
 
     routing.put("meshhttproutes", "backend-canary", "MeshHTTPRoute", canary())
     # the header rule is in place once 30 requests in a row reach v2 (by chance: 2^-30)
@@ -132,7 +146,7 @@ def test_http_route_canary_filters_and_removal(routing: Routing) -> None:
     # back to the default: the header no longer pins v2, the old path is not rewritten
     eventually(lambda: "v1" in {routing.version(**{"x-version": "v2"}) for _ in range(20)})
     assert routing.get("/old/page").json()["path"] == "/old/page"
-    eventually(routing.all_acked)
+    eventually(routing.all_acked, routing.acks)
 
 
 def test_tcp_route_splits_connections_between_subsets(routing: Routing) -> None:
@@ -154,11 +168,11 @@ def test_tcp_route_splits_connections_between_subsets(routing: Routing) -> None:
 
     assert requests.delete(f"{routing.mesh.cp.url}/meshes/default/meshtcproutes/echo-split").ok
     eventually(lambda: counts()[b"v2"] > 70)   # back to round robin over both versions
-    eventually(routing.all_acked)
+    eventually(routing.all_acked, routing.acks)
 
 
 def test_ring_hash_on_a_header_keeps_one_value_on_one_instance(routing: Routing) -> None:
-    eventually(lambda: {routing.version() for _ in range(20)} == {"v1", "v2"}, timeout=40)
+    eventually(lambda: routing.started_versions() == {"v1", "v2"}, timeout=40)
     routing.put("meshloadbalancingstrategies", "sticky-users", "MeshLoadBalancingStrategy", {
         "targetRef": {"kind": "Mesh"},
         "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
@@ -170,4 +184,4 @@ def test_ring_hash_on_a_header_keeps_one_value_on_one_instance(routing: Routing)
     assert all(len(versions) == 1 for versions in landed.values()), landed
     # 30 users all on one of two instances of a 1,024-entry ring: about 2^-29
     assert {v for versions in landed.values() for v in versions} == {"v1", "v2"}
-    eventually(routing.all_acked)
+    eventually(routing.all_acked, routing.acks)
