@@ -71,3 +71,108 @@ def _web(tp: TransparentProxy = TP) -> Proxy:
 def test_golden_exclusive_mode_outbounds_to_meshservices() -> None:
     resources = generate_sidecar(_snapshot(_store()), _web(), IDENTITY)
     assert_golden("meshservice-outbounds-exclusive.yaml", resources_yaml(resources))
+
+
+def _policy(kind: str, name: str, spec: dict) -> Resource:
+    return Resource(kind, "default", name, {"spec": {"targetRef": {"kind": "Mesh"}, **spec}})
+
+
+def _timeout(name: str, ref: dict, request: str) -> Resource:
+    return _policy("MeshTimeout", name, {"to": [{"targetRef": {"kind": "MeshService", **ref},
+                                                 "default": {"connectionTimeout": "3s",
+                                                             "http": {"requestTimeout": request}}}]})
+
+
+def _hcm(resources: dict, listener: str) -> hcm_pb2.HttpConnectionManager:
+    hcm = hcm_pb2.HttpConnectionManager()
+    resources[names.LISTENER][listener].filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    return hcm
+
+
+def _routes(resources: dict, listener: str) -> list:
+    return list(_hcm(resources, listener).route_config.virtual_hosts[0].routes)
+
+
+def test_meshtimeout_to_a_meshservice_by_name_section_or_labels_configures_its_outbound() -> None:
+    for ref in ({"name": "backend"}, {"name": "backend", "sectionName": "8080"},
+                {"labels": {"kuma.io/display-name": "backend"}}):
+        resources = generate_sidecar(_snapshot(_store(policies=(_timeout("mt", ref, "2s"),))), _web(), IDENTITY)
+        [route] = _routes(resources, "outbound:241.0.0.0:8080")
+        assert route.route.timeout.seconds == 2, ref
+        assert resources[names.CLUSTER][BACKEND].connect_timeout.seconds == 3, ref
+        [other] = _routes(resources, "outbound:241.0.0.2:8080")            # web's own MeshService: untouched
+        assert other.route.timeout.seconds == 0
+    # a port name the MeshService does not have selects nothing
+    resources = generate_sidecar(_snapshot(_store(policies=(_timeout("mt", {"name": "backend", "sectionName": "http"},
+                                                                     "2s"),))), _web(), IDENTITY)
+    assert _routes(resources, "outbound:241.0.0.0:8080")[0].route.timeout.seconds == 0
+
+
+def test_meshhttproute_routes_an_outbound_to_a_meshservice_port() -> None:
+    route = _policy("MeshHTTPRoute", "to-web", {"to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/web"}}],
+         "default": {"backendRefs": [{"kind": "MeshService", "name": "web", "port": 8080}]}}]}]})
+    timeout = _timeout("mt", {"name": "web"}, "4s")
+    resources = generate_sidecar(_snapshot(_store(policies=(route, timeout))), _web(), IDENTITY)
+    routes = _routes(resources, "outbound:241.0.0.0:8080")
+    assert [(r.match.path or r.match.prefix, r.route.cluster) for r in routes] == [
+        ("/web", "default_web__zone-1_msvc_8080"), ("/web/", "default_web__zone-1_msvc_8080"), ("/", BACKEND)]
+    # the cluster of the other MeshService port gets that port's policies
+    assert resources[names.CLUSTER]["default_web__zone-1_msvc_8080"].connect_timeout.seconds == 3
+
+
+def test_meshretry_and_meshcircuitbreaker_apply_to_meshservice_outbounds() -> None:
+    retry = _policy("MeshRetry", "mr", {"to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+                                               "default": {"http": {"numRetries": 7}}}]})
+    breaker = _policy("MeshCircuitBreaker", "mcb", {"to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+                                                          "default": {"connectionLimits": {"maxConnections": 9}}}]})
+    resources = generate_sidecar(_snapshot(_store(policies=(retry, breaker))), _web(), IDENTITY)
+    [route] = _routes(resources, "outbound:241.0.0.0:8080")
+    assert route.route.retry_policy.num_retries.value == 7
+    assert resources[names.CLUSTER][BACKEND].circuit_breakers.thresholds[0].max_connections.value == 9
+    other = resources[names.CLUSTER]["default_web__zone-1_msvc_8080"]
+    assert all(t.max_connections.value != 9 for t in other.circuit_breakers.thresholds)
+
+
+def test_upstream_tls_presents_the_meshservice_sni_and_checks_its_identities() -> None:
+    cluster = generate_sidecar(_snapshot(_store()), _web(), IDENTITY)[names.CLUSTER][BACKEND]
+    context = tls_pb2.UpstreamTlsContext()
+    cluster.transport_socket.typed_config.Unpack(context)
+    # tls.SNIForResource: the hash Kuma's goldens show for MeshService `backend` of mesh `default`
+    assert context.sni == "a601e0c00295a9fbe.backend.8080.default.ms"
+    sans = context.common_tls_context.combined_validation_context.default_validation_context
+    assert [m.matcher.exact for m in sans.match_typed_subject_alt_names] == ["spiffe://default/backend"]
+
+
+def _records(resources: dict) -> dict[str, list[str]]:
+    listener = resources[names.LISTENER][names.DYNAMIC_CONFIG_LISTENER]
+    hcm = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    route = next(r for r in hcm.route_config.virtual_hosts[0].routes if r.name == "_kuma:dynamicconfig:/dns")
+    return {r["name"]: r["ips"] for r in json.loads(route.direct_response.body.inline_string)["records"]}
+
+
+def test_modes_decide_which_outbounds_and_names_a_proxy_gets() -> None:
+    exclusive = generate_sidecar(_snapshot(_store("Exclusive")), _web(), IDENTITY)
+    assert "backend.mesh" not in _records(exclusive) and _records(exclusive)["backend.svc.mesh.local"] == ["241.0.0.0"]
+    assert not [n for n in exclusive[names.LISTENER] if n.startswith("outbound:240.")]
+    everywhere = generate_sidecar(_snapshot(_store("Everywhere")), _web(), IDENTITY)
+    records = _records(everywhere)
+    assert records["backend.svc.mesh.local"] == ["241.0.0.0"] and records["backend.mesh"][0].startswith("240.")
+    assert f"outbound:{records['backend.mesh'][0]}:80" in everywhere[names.LISTENER]
+    assert "outbound:241.0.0.0:8080" in everywhere[names.LISTENER]
+    # ReachableBackends: only what a proxy lists in reachableBackends
+    reachable = _snapshot(_store("ReachableBackends"))
+    assert "backend.svc.mesh.local" not in _records(generate_sidecar(reachable, _web(), IDENTITY))
+    listed = replace(TP, reachable_backends=(("MeshService", "backend", 0, ()),))
+    # (the kuma.io/service names stay but with Exclusive)
+    assert {n for n in _records(generate_sidecar(reachable, _web(listed), IDENTITY)) if n.endswith(".local")} == {
+        "backend.svc.mesh.local"}
+    # reachableServices without reachableBackends: no MeshService outbounds (Kuma keeps them off for performance)
+    services_only = replace(TP, reachable_services=("backend",))
+    assert _records(generate_sidecar(_snapshot(_store("Exclusive")), _web(services_only), IDENTITY)) == {}
+
+
+def test_dns_records_follow_the_outbounds() -> None:
+    snapshot = _snapshot(_store())
+    assert json.loads(dns_records(snapshot, replace(_web(), outbounds=()), TP))["records"] == []
