@@ -46,8 +46,9 @@ class Inbound:
 class Outbound:
     port: int
     address: str              # default 127.0.0.1
-    service: str              # kuma.io/service of the destination
+    service: str              # kuma.io/service of the destination (or a MeshService port's legacy name)
     tags: Tags = field(default_factory=dict)
+    backend_port: int = 0     # a `backendRef` of kind MeshService: its `port` (resolved in xds/generate/meshservices.py)
 
 
 def _reachable_backends(found: Any) -> tuple[tuple[str, str, int, tuple[tuple[str, str], ...]], ...] | None:

@@ -74,7 +74,8 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
         if not tags.get("kuma.io/service") and ref.get("kind") == "MeshExternalService":
             service = mes_destination(dp.mesh, service, int(ref.get("port") or 0))
         outbounds.append(Outbound(port=int(ob.get("port") or 0), address=ob.get("address") or "127.0.0.1",
-                                  service=service, tags=tags))
+                                  service=service, tags=tags,
+                                  backend_port=int(ref.get("port") or 0) if ref.get("kind") == "MeshService" else 0))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
     gateway = networking.get("gateway")
     return Proxy(mesh=dp.mesh, name=dp.name, address=networking.get("address", ""), inbounds=_inbounds(dp),

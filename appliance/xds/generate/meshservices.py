@@ -1,6 +1,9 @@
-"""The outbounds and clusters of MeshService destinations (model/destinations.py) on a transparent proxy.
+"""The outbounds and clusters of MeshService destinations (model/destinations.py).
 
-Which proxies get them follows Kuma 2.14's resolveVIPOutbounds for real-resource outbounds, whatever
+A Dataplane's own `networking.outbound[]` with `backendRef: {kind: MeshService, name, port}` is such an outbound
+when that MeshService has that port. A transparent proxy gets them at the MeshServices' VIPs.
+
+Which transparent proxies get them follows Kuma 2.14's resolveVIPOutbounds for real-resource outbounds, whatever
 `Mesh.meshServices.mode` (a MeshService exists only where the mode generates it or the user created it):
 - a proxy whose `reachableServices` lists services and that sets no `reachableBackends` gets none;
 - with mode `ReachableBackends`, only a proxy that sets `reachableBackends` gets any;
@@ -10,6 +13,8 @@ Each is an outbound on every VIP of the MeshService and port, never on an addres
 itself. With mode `Exclusive` they are all a proxy gets (snapshot: no kuma.io/service VIPs then).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -44,6 +49,17 @@ def outbounds(snapshot: MeshSnapshot, proxy: Proxy, tp: TransparentProxy) -> tup
              for d in snapshot.destinations.values() if _reachable(d, tp)
              for vip in d.vips if (vip, d.port) not in own]
     return tuple(sorted(found, key=lambda o: (o.address, o.port)))
+
+
+def with_backend_refs(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
+    """A Dataplane's own outbounds with a `backendRef` of kind MeshService and a `port` go to that MeshService
+    port (Kuma's real-resource outbound); one naming no MeshService port keeps going to the kuma.io/service."""
+    by_port = {(d.service, d.port): d.name for d in snapshot.destinations.values()}
+    found = [replace(o, service=by_port[(o.service, o.backend_port)])
+             if o.backend_port and (o.service, o.backend_port) in by_port else o for o in proxy.outbounds]
+    if all(a is b for a, b in zip(found, proxy.outbounds)):
+        return proxy
+    return replace(proxy, outbounds=tuple(found), destinations=snapshot.destinations)
 
 
 def cluster(snapshot: MeshSnapshot, destination: Destination) -> cluster_pb2.Cluster:

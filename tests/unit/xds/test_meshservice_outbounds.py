@@ -12,8 +12,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from appliance.core.resources.model import Resource
-from appliance.model import hostnames, names, vips
-from appliance.model.proxy import Inbound, MeshSnapshot, Mtls, Proxy, TransparentProxy
+from appliance.model import destinations, hostnames, names, vips
+from appliance.model.proxy import Inbound, MeshSnapshot, Mtls, Outbound, Proxy, TransparentProxy
 from appliance.runtime.meshservice_sync import MeshServiceSync
 from appliance.store import ListQuery
 from appliance.store.memory import MemoryStore
@@ -61,7 +61,7 @@ def _snapshot(store: MemoryStore, mtls: str | None = "STRICT") -> MeshSnapshot:
     return replace(found, mtls=Mtls("ca-1", mtls, CA_PEM) if mtls else None)
 
 
-def _web(tp: TransparentProxy = TP) -> Proxy:
+def _web(tp: TransparentProxy | None = TP) -> Proxy:
     return Proxy(mesh="default", name="web-1", address="10.0.0.1",
                  inbounds=(Inbound(8080, 8080, "10.0.0.1", "127.0.0.1", {"kuma.io/service": "web",
                                                                        "kuma.io/protocol": "http"}, "http"),),
@@ -176,3 +176,27 @@ def test_modes_decide_which_outbounds_and_names_a_proxy_gets() -> None:
 def test_dns_records_follow_the_outbounds() -> None:
     snapshot = _snapshot(_store())
     assert json.loads(dns_records(snapshot, replace(_web(), outbounds=()), TP))["records"] == []
+
+
+def test_a_dataplanes_backend_ref_with_a_port_is_an_outbound_to_that_meshservice_port() -> None:
+    snapshot = _snapshot(_store())
+    listed = replace(_web(None), outbounds=(Outbound(10001, "127.0.0.1", "backend", backend_port=8080),
+                                            Outbound(10002, "127.0.0.1", "db", backend_port=1)))   # no such port
+    resources = generate_sidecar(snapshot, listed, IDENTITY)
+    assert _hcm(resources, "outbound:127.0.0.1:10001").route_config.virtual_hosts[0].routes[0].route.cluster == BACKEND
+    assert BACKEND in resources[names.ENDPOINT]
+    # a port the MeshService does not have: the kuma.io/service, as before
+    assert {"db", BACKEND} <= set(resources[names.CLUSTER])
+
+
+def test_names_are_kumas_for_a_meshservice_without_zone_or_namespace() -> None:
+    """The values of Kuma 2.14's golden basic-real-meshservice-and-mzms-labels (meshhttproute plugin testdata):
+    MeshService `backend` of mesh `default`, port 80 named `test-port`."""
+    ms = Resource("MeshService", "default", "backend", {"spec": {
+        "ports": [{"name": "test-port", "port": 80, "targetPort": 8084, "appProtocol": "http"}],
+        "identities": [{"type": "ServiceTag", "value": "backend"}]}, "status": {"vips": [{"ip": "10.0.0.1"}]}})
+    [found] = destinations.of_services([ms]).values()
+    assert found.name == "default_backend___msvc_80"               # cluster, virtual host, stat prefix
+    assert found.kri == "kri_msvc_default___backend_test-port"     # route configuration, io.kuma.tags
+    assert found.sni == "a601e0c00295a9fbe.backend.80.default.ms"
+    assert found.identities == ("spiffe://default/backend",)
