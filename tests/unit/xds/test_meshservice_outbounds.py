@@ -200,3 +200,17 @@ def test_names_are_kumas_for_a_meshservice_without_zone_or_namespace() -> None:
     assert found.kri == "kri_msvc_default___backend_test-port"     # route configuration, io.kuma.tags
     assert found.sni == "a601e0c00295a9fbe.backend.80.default.ms"
     assert found.identities == ("spiffe://default/backend",)
+
+
+def test_health_checks_and_load_balancing_apply_to_meshservice_clusters() -> None:
+    ref = {"kind": "MeshService", "name": "backend"}
+    check = _policy("MeshHealthCheck", "mhc", {"to": [{"targetRef": ref, "default": {
+        "interval": "10s", "timeout": "2s", "unhealthyThreshold": 3, "healthyThreshold": 1, "http": {"path": "/h"}}}]})
+    balance = _policy("MeshLoadBalancingStrategy", "mlbs", {"to": [{"targetRef": ref, "default": {
+        "loadBalancer": {"type": "RoundRobin"}}}, {"targetRef": {"kind": "MeshService", "name": "web"}, "default": {
+            "loadBalancer": {"type": "Random"}}}]})
+    clusters = generate_sidecar(_snapshot(_store(policies=(check, balance))), _web(), IDENTITY)[names.CLUSTER]
+    assert clusters[BACKEND].health_checks[0].http_health_check.path == "/h"
+    assert not clusters["default_web__zone-1_msvc_8080"].health_checks
+    assert clusters["default_web__zone-1_msvc_8080"].lb_policy == clusters["default_web__zone-1_msvc_8080"].RANDOM
+    assert clusters[BACKEND].lb_policy == clusters[BACKEND].ROUND_ROBIN
