@@ -214,3 +214,14 @@ def test_health_checks_and_load_balancing_apply_to_meshservice_clusters() -> Non
     assert not clusters["default_web__zone-1_msvc_8080"].health_checks
     assert clusters["default_web__zone-1_msvc_8080"].lb_policy == clusters["default_web__zone-1_msvc_8080"].RANDOM
     assert clusters[BACKEND].lb_policy == clusters[BACKEND].ROUND_ROBIN
+
+
+def test_hostnames_of_a_users_hostnamegenerator_answer_with_the_vip() -> None:
+    store = _store()
+    spec = {"selector": {"meshService": {"matchLabels": {"kuma.io/display-name": "backend"}}},
+            "template": "{{ .DisplayName }}.{{ .Mesh }}.internal"}
+    store.create(Resource("HostnameGenerator", "", "internal", {"spec": spec}))
+    MeshServiceSync(store, "zone-1").sync(NOW)
+    records = _records(generate_sidecar(_snapshot(store), _web(), IDENTITY))
+    assert records["backend.default.internal"] == records["backend.svc.mesh.local"] == ["241.0.0.0"]
+    assert "db.default.internal" not in records
