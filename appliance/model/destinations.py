@@ -72,7 +72,8 @@ def of_services(services: Iterable[Resource]) -> dict[str, Destination]:
         labels = ms.labels
         display = labels.get("kuma.io/display-name") or ms.name
         namespace, zone = labels.get("k8s.kuma.io/namespace", ""), labels.get("kuma.io/zone", "")
-        identities = tuple(sorted({names.spiffe_id(ms.mesh, str(i.get("value"))) for i in ms.spec.get("identities") or []
+        identities = tuple(sorted({names.spiffe_id(ms.mesh, str(i.get("value")))
+                                   for i in ms.spec.get("identities") or []
                                    if isinstance(i, dict) and i.get("type") == "ServiceTag" and i.get("value")}))
         status = ms.content.get("status") or {}
         vips = tuple(str(v.get("ip")) for v in status.get("vips") or [] if v.get("ip"))
@@ -108,5 +109,6 @@ def endpoints(services: Iterable[Resource], inbounds: Mapping[str, tuple[Inbound
                 for port in ports:
                     if inbound.ready and meshservices.serves({"port": inbound.port, "name": inbound.name}, port):
                         name = legacy_name(ms.mesh, display, namespace, zone, int(port["port"]))
-                        out.setdefault(name, []).append(Endpoint(inbound.address, inbound.port, inbound.tags, dataplane))
+                        found_at = Endpoint(inbound.address, inbound.port, inbound.tags, dataplane)
+                        out.setdefault(name, []).append(found_at)
     return {name: tuple(sorted(found, key=lambda e: (e.address, e.port))) for name, found in out.items()}

@@ -48,7 +48,7 @@ class Outbound:
     address: str              # default 127.0.0.1
     service: str              # kuma.io/service of the destination (or a MeshService port's legacy name)
     tags: Tags = field(default_factory=dict)
-    backend_port: int = 0     # a `backendRef` of kind MeshService: its `port` (resolved in xds/generate/meshservices.py)
+    backend_port: int = 0     # a `backendRef` of kind MeshService: its `port` (see xds/generate/meshservices.py)
 
 
 def _reachable_backends(found: Any) -> tuple[tuple[str, str, int, tuple[tuple[str, str], ...]], ...] | None:

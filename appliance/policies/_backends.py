@@ -8,15 +8,17 @@ snapshot lists them all: `subset_clusters`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from appliance.model import names
-from appliance.model.destinations import Destination
 from appliance.model.proxy import Policy
 from appliance.policies import _envoy
+
+if TYPE_CHECKING:   # policies import nothing of core/, which model/destinations reads from
+    from appliance.model.destinations import Destination
 
 ROUTE_KINDS = ("MeshHTTPRoute", "MeshTCPRoute")
 

@@ -8,11 +8,12 @@ computes its `to` rules for an outbound's service finds the entries for a MeshSe
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from appliance.model.destinations import Destination
+from appliance.model.names import SERVICE_TAG
 
-SERVICE_TAG = "kuma.io/service"
+if TYPE_CHECKING:   # policies import nothing of core/, which model/destinations reads from
+    from appliance.model.destinations import Destination
 Subset = tuple[tuple[str, str, bool], ...]
 
 

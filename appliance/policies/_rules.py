@@ -13,12 +13,14 @@ Plain data in, plain data out: a policy plugin turns the merged confs into Envoy
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from appliance.model.destinations import Destination
 from appliance.model.proxy import Inbound, Policy, Proxy
 from appliance.policies import _destinations
 from appliance.policies._matches import hash_matches
+
+if TYPE_CHECKING:   # policies import nothing of core/, which model/destinations reads from
+    from appliance.model.destinations import Destination
 
 SERVICE_TAG = "kuma.io/service"
 # A route of a MeshHTTPRoute as a tag: entries of kind MeshHTTPRoute apply to the routes of its rules.
@@ -33,7 +35,6 @@ Subset = tuple[Tag, ...]             # a group of proxies; empty = everyone
 InboundKey = tuple[str, int]         # (address, port) of an inbound listener
 Merge = Callable[[Iterable[dict[str, Any]]], dict[str, Any]]
 ConfOf = Callable[[dict[str, Any]], dict[str, Any]]   # a `to`/`from` entry -> the conf it contributes
-Destinations = Mapping[str, Destination] | None
 
 
 @dataclass(frozen=True)
@@ -434,7 +435,7 @@ def default_conf(entry: dict[str, Any]) -> dict[str, Any]:
     return entry.get("default") or {}
 
 
-def _route_subsets(route: Policy, destinations: Destinations = None) -> list[Subset]:
+def _route_subsets(route: Policy, destinations: Mapping[str, Destination] | None = None) -> list[Subset]:
     """rules.buildToListWithRoutes: one group per rule of a MeshHTTPRoute, its destination plus its hash."""
     out = []
     for item in route.spec.get("to") or []:
@@ -447,7 +448,7 @@ def _route_subsets(route: Policy, destinations: Destinations = None) -> list[Sub
 
 
 def _items(policies: Sequence[Policy], field: str, conf_of: ConfOf = default_conf,
-           routes: Sequence[Policy] = (), destinations: Destinations = None) -> list[_Item]:
+           routes: Sequence[Policy] = (), destinations: Mapping[str, Destination] | None = None) -> list[_Item]:
     by_name = {r.name: r for r in routes}
     items = []
     for policy in policies:
@@ -473,7 +474,8 @@ _BUILT_MAX = 4096
 
 
 def _built(field: str, policies: Sequence[Policy], with_negations: bool, conf_of: ConfOf = default_conf,
-           merger: Merge = merge, routes: Sequence[Policy] = (), destinations: Destinations = None) -> list[Rule]:
+           merger: Merge = merge, routes: Sequence[Policy] = (),
+           destinations: Mapping[str, Destination] | None = None) -> list[Rule]:
     key = (field, conf_of, merger, tuple(map(id, policies)), tuple(map(id, routes)), id(destinations))
     hit = _BUILT.get(key)
     if hit is None:

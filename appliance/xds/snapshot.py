@@ -420,7 +420,8 @@ def _vips(store: Store, mesh: str, mesh_services: list[Resource], mode: str) -> 
     outbounds: tuple[vips.VipOutbound, ...] = ()
     if mode != "Exclusive":
         config = store.get("Config", "", vips.config_name(mesh))
-        domains, outbounds = vips.vip_outbounds(vips.from_json(str((config.content if config else {}).get("config") or "")))
+        stored = str((config.content if config else {}).get("config") or "")
+        domains, outbounds = vips.vip_outbounds(vips.from_json(stored))
     domains += meshservices.domains([*mesh_services,
                                      *store.list(ListQuery(type=meshservices.EXTERNAL_TYPE, mesh=mesh)).items])
     return {"vip_domains": domains, "vip_outbounds": outbounds}

@@ -109,7 +109,8 @@ def test_meshtimeout_to_a_meshservice_by_name_section_or_labels_configures_its_o
 
 
 def test_meshhttproute_routes_an_outbound_to_a_meshservice_port() -> None:
-    route = _policy("MeshHTTPRoute", "to-web", {"to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+    backend = {"kind": "MeshService", "name": "backend"}
+    route = _policy("MeshHTTPRoute", "to-web", {"to": [{"targetRef": backend, "rules": [
         {"matches": [{"path": {"type": "PathPrefix", "value": "/web"}}],
          "default": {"backendRefs": [{"kind": "MeshService", "name": "web", "port": 8080}]}}]}]})
     timeout = _timeout("mt", {"name": "web"}, "4s")
