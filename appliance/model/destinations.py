@@ -97,11 +97,18 @@ def endpoints(services: Iterable[Resource], inbounds: Mapping[str, tuple[Inbound
               labels: Mapping[str, Mapping[str, str]]) -> dict[str, tuple[Endpoint, ...]]:
     """The ready endpoints of every MeshService port, by legacy name: `inbounds` and `labels` by Dataplane name."""
     out: dict[str, list[Endpoint]] = {}
+    everyone = sorted(inbounds)
+    # a generated MeshService selects by kuma.io/service: only the Dataplanes that serve it need a look
+    by_service: dict[str, list[str]] = {}
+    for dataplane in everyone:
+        for service in sorted({i.tags.get(meshservices.SERVICE_TAG, "") for i in inbounds[dataplane]}):
+            by_service.setdefault(service, []).append(dataplane)
     for ms in services:
         ports = _ports(ms)
         display = ms.labels.get("kuma.io/display-name") or ms.name
         namespace, zone = ms.labels.get("k8s.kuma.io/namespace", ""), ms.labels.get("kuma.io/zone", "")
-        for dataplane in sorted(inbounds):
+        wanted = ((ms.spec.get("selector") or {}).get("dataplaneTags") or {}).get(meshservices.SERVICE_TAG)
+        for dataplane in everyone if wanted is None else by_service.get(str(wanted), []):
             found = inbounds[dataplane]
             if not meshservices.selects(ms.spec, dataplane, labels.get(dataplane, {}), (i.tags for i in found)):
                 continue

@@ -54,6 +54,8 @@ def outbounds(snapshot: MeshSnapshot, proxy: Proxy, tp: TransparentProxy) -> tup
 def with_backend_refs(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
     """A Dataplane's own outbounds with a `backendRef` of kind MeshService and a `port` go to that MeshService
     port (Kuma's real-resource outbound); one naming no MeshService port keeps going to the kuma.io/service."""
+    if not snapshot.destinations or not any(o.backend_port for o in proxy.outbounds):
+        return proxy
     by_port = {(d.service, d.port): d.name for d in snapshot.destinations.values()}
     found = [replace(o, service=by_port[(o.service, o.backend_port)])
              if o.backend_port and (o.service, o.backend_port) in by_port else o for o in proxy.outbounds]
