@@ -91,8 +91,7 @@ class NeedsMeshServices:
         if ((found.content.get("meshServices") or {}).get("mode")) != "Exclusive":
             raise bad_request(f"bad request: can't use {self.endpoint} endpoint without meshService enabled")
         if self.view != self.endpoint:
-            raise bad_request(f"bad request: {self.view} is not served by this control plane yet: outbounds of "
-                              "MeshService resources (meshServices.mode Exclusive) are not generated")
+            raise bad_request(f"bad request: {self.view} is not served by this control plane yet")
         if self.endpoint == "_policies":
             policies = mesh_policies(self.manager, mesh)
 
@@ -102,8 +101,7 @@ class NeedsMeshServices:
 
             _reply(resp, rules_view.proxy_policies(KINDS, proxy_from_dataplane(dp), policies, kri))
             return
-        raise bad_request(f"bad request: {self.endpoint} is not served by this control plane yet: outbounds of "
-                          "MeshService resources (meshServices.mode Exclusive) are not generated")
+        raise bad_request(f"bad request: {self.endpoint} is not served by this control plane yet")
 
 
 def _dataplanes_page(req: falcon.Request, resp: falcon.Response, manager: ResourceManager, mesh: str,

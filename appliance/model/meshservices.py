@@ -172,7 +172,7 @@ def _inbounds(dp: Resource) -> list[dict[str, Any]]:
     return [i for i in (dp.content.get("networking") or {}).get("inbound") or [] if isinstance(i, dict)]
 
 
-def _serves(inbound: Mapping[str, Any], port: Mapping[str, Any]) -> bool:
+def serves(inbound: Mapping[str, Any], port: Mapping[str, Any]) -> bool:
     """MatchInboundWithMeshServicePort: a number targets the inbound's port, a name the inbound's name."""
     target = port.get("targetPort", port.get("port"))
     if isinstance(target, str) and not target.isdigit():
@@ -194,7 +194,7 @@ def status(ms: Resource, proxies: list[Proxy], mtls_enabled: bool) -> tuple[dict
     selected = [p for p in proxies if selects(ms.spec, p.dataplane.name, p.dataplane.labels,
                                               ((i.get("tags") or {}) for i in _inbounds(p.dataplane)))]
     healthy = sum(1 for p in selected if all(
-        any((i.get("state") or "Ready") == "Ready" and _serves(i, port) for i in _inbounds(p.dataplane))
+        any((i.get("state") or "Ready") == "Ready" and serves(i, port) for i in _inbounds(p.dataplane))
         for port in ports))
     counts = {"connected": sum(1 for p in selected if p.online), "healthy": healthy, "total": len(selected)}
     services = sorted({str((i.get("tags") or {}).get(SERVICE_TAG)) for p in selected

@@ -108,6 +108,21 @@ def sni(service: str, mesh: str, tags: dict[str, str] | None = None) -> str:
     return service + "{" + ",".join(f"{k}={extra[k]}" for k in sorted(extra)) + "}"
 
 
+def _fnv64a(data: bytes) -> int:
+    value = 0xcbf29ce484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def sni_for_resource(name: str, mesh: str, abbreviation: str, port: int) -> str:
+    """tls.SNIForResource (no additional data): "a<fnv64a(name;mesh;)>.<name>.<port>.<mesh>.<abbreviation>",
+    `ms` for a MeshService, `mes` for a MeshExternalService; labels cut at 62 characters plus "x"."""
+    digest = _fnv64a(f"{name};{mesh};".encode())
+    short = lambda label: label if len(label) <= 62 else label[:62] + "x"  # noqa: E731 - DNS label limit
+    return f"a{digest:016x}.{short(name)}.{port}.{short(mesh)}.{abbreviation}"
+
+
 def split_cluster(service: str, tags: dict[str, str]) -> str:
     """Tags.DestinationClusterName: the cluster of part of a service (a MeshServiceSubset backend) is the
     service plus 16 hex digits of a SHA-256 over its sorted tags; the whole service keeps its own name."""

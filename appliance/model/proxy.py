@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.model.vips import VipDomains, VipOutbound
+
+if TYPE_CHECKING:   # destinations builds on the types of this module
+    from appliance.model.destinations import Destination
 
 Tags = dict[str, str]
 
@@ -43,8 +46,17 @@ class Inbound:
 class Outbound:
     port: int
     address: str              # default 127.0.0.1
-    service: str              # kuma.io/service of the destination
+    service: str              # kuma.io/service of the destination (or a MeshService port's legacy name)
     tags: Tags = field(default_factory=dict)
+    backend_port: int = 0     # a `backendRef` of kind MeshService: its `port` (see xds/generate/meshservices.py)
+
+
+def _reachable_backends(found: Any) -> tuple[tuple[str, str, int, tuple[tuple[str, str], ...]], ...] | None:
+    if found is None:
+        return None
+    return tuple((str(r.get("kind") or ""), str(r.get("name") or ""), int(r.get("port") or 0),
+                  tuple(sorted((str(k), str(v)) for k, v in (r.get("labels") or {}).items())))
+                 for r in found.get("refs") or [] if isinstance(r, dict))
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,8 @@ class TransparentProxy:
     ipv6: bool = True                     # ipFamilyMode other than IPv4: IPv6 is captured too
     reachable_services: tuple[str, ...] = ()   # the only services it gets outbounds for (empty: all)
     dns_port: int = 0                     # kuma-dp's embedded DNS (metadata dataplane.dns.port; 0: none)
+    # reachableBackends.refs as (kind, name, port, labels); None when the Dataplane sets no reachableBackends
+    reachable_backends: tuple[tuple[str, str, int, tuple[tuple[str, str], ...]], ...] | None = None
 
     @staticmethod
     def from_dataplane(tp: dict[str, Any] | None) -> "TransparentProxy | None":
@@ -65,7 +79,8 @@ class TransparentProxy:
         return TransparentProxy(inbound_port=int(tp.get("redirectPortInbound") or 0),
                                 outbound_port=int(tp.get("redirectPortOutbound") or 0),
                                 ipv6=str(tp.get("ipFamilyMode") or "").lower() != "ipv4",
-                                reachable_services=tuple(str(s) for s in tp.get("reachableServices") or ()))
+                                reachable_services=tuple(str(s) for s in tp.get("reachableServices") or ()),
+                                reachable_backends=_reachable_backends(tp.get("reachableBackends")))
 
     def enabled(self, address: str) -> bool:
         """Kuma's DataplaneConfig.Enabled: a redirect port, and an IPv4 address when only IPv4 is captured."""
@@ -245,6 +260,10 @@ class MeshSnapshot:
     vip_domains: tuple[VipDomains, ...] = ()
     vip_outbounds: tuple[VipOutbound, ...] = ()
     passthrough: bool = True                          # Mesh.networking.outbound.passthrough
+    mesh_services_mode: str = "Disabled"              # Mesh.meshServices.mode
+    # every port of the mesh's MeshServices, by legacy name (model/destinations.py): their endpoints and
+    # protocols are in `endpoints` and `protocols` under the same names
+    destinations: dict[str, Destination] = field(default_factory=dict)
 
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which
@@ -286,6 +305,9 @@ class Proxy:
     gateway_tags: Tags | None = None                  # a gateway's `networking.gateway.tags` (None: a sidecar)
     builtin_gateway: bool = False                     # `networking.gateway.type: BUILTIN`: configured by a MeshGateway
     transparent_proxy: TransparentProxy | None = None
+    # the mesh's MeshService ports when the proxy has outbounds to them (MeshSnapshot.destinations): how the
+    # policies resolve their `to[].targetRef`s of kind MeshService to those outbounds (policies/_destinations.py)
+    destinations: dict[str, Destination] | None = field(default=None, compare=False, repr=False)
 
     @property
     def transparent(self) -> TransparentProxy | None:

@@ -8,7 +8,7 @@ snapshot lists them all: `subset_clusters`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
@@ -16,6 +16,9 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from appliance.model import names
 from appliance.model.proxy import Policy
 from appliance.policies import _envoy
+
+if TYPE_CHECKING:   # policies import nothing of core/, which model/destinations reads from
+    from appliance.model.destinations import Destination
 
 ROUTE_KINDS = ("MeshHTTPRoute", "MeshTCPRoute")
 
@@ -32,16 +35,23 @@ class Backend:
         return names.split_cluster(self.service, dict(self.tags))
 
 
-def backend(ref: dict[str, Any]) -> Backend | None:
+def backend(ref: dict[str, Any], destinations: Mapping[str, Destination] | None = None) -> Backend | None:
     """A backendRef we can route to (MeshService, MeshServiceSubset); None for the kinds a Universal zone
-    without MeshService resources has nothing behind (MeshExternalService, MeshMultiZoneService)."""
+    without MeshService resources has nothing behind (MeshExternalService, MeshMultiZoneService).
+    A MeshService with a `port` (or `sectionName`) that names a port of a MeshService resource is that port's
+    cluster (resolve.BackendRef), else the kuma.io/service's."""
     kind = ref.get("kind")
     if kind not in ("MeshService", "MeshServiceSubset") or not ref.get("name"):
         return None
     tags = ref.get("tags") or {} if kind == "MeshServiceSubset" else {}
-    weight = ref.get("weight")
+    weight = 1 if ref.get("weight") is None else int(ref["weight"])
+    if kind == "MeshService" and destinations and (ref.get("port") or ref.get("sectionName")):
+        for destination in destinations.values():
+            if destination.service == ref["name"] and (destination.port == int(ref.get("port") or 0)
+                                                       or destination.section == ref.get("sectionName")):
+                return Backend(destination.name, (), weight)
     return Backend(str(ref["name"]), tuple(sorted((k, str(v)) for k, v in tags.items() if k != names.SERVICE_TAG)),
-                   1 if weight is None else int(weight))
+                   weight)
 
 
 def _refs(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -12,11 +12,15 @@ Plain data in, plain data out: a policy plugin turns the merged confs into Envoy
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from appliance.model.proxy import Inbound, Policy, Proxy
+from appliance.policies import _destinations
 from appliance.policies._matches import hash_matches
+
+if TYPE_CHECKING:   # policies import nothing of core/, which model/destinations reads from
+    from appliance.model.destinations import Destination
 
 SERVICE_TAG = "kuma.io/service"
 # A route of a MeshHTTPRoute as a tag: entries of kind MeshHTTPRoute apply to the routes of its rules.
@@ -52,6 +56,8 @@ class Selection:
     """The policies of one kind that select a proxy, sorted by Kuma's precedence (last wins)."""
     proxy: tuple[Policy, ...]
     by_inbound: dict[InboundKey, tuple[Policy, ...]]
+    # the proxy's MeshService ports (Proxy.destinations), which `to[]` entries of kind MeshService also name
+    destinations: dict[str, Destination] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -162,7 +168,8 @@ def select(policies: Sequence[Policy], proxy: Proxy) -> Selection:
     for policy, indexes in picked:
         for index in indexes:
             by_inbound.setdefault(inbound_key(proxy.inbounds[index]), []).append(policy)
-    return Selection(tuple(policy for policy, _ in picked), {key: tuple(ps) for key, ps in by_inbound.items()})
+    return Selection(tuple(policy for policy, _ in picked), {key: tuple(ps) for key, ps in by_inbound.items()},
+                     proxy.destinations)
 
 
 # Which policies pick a proxy, and which of its inbounds (by position), depends on what `selected_inbounds`
@@ -428,19 +435,20 @@ def default_conf(entry: dict[str, Any]) -> dict[str, Any]:
     return entry.get("default") or {}
 
 
-def _route_subsets(route: Policy) -> list[Subset]:
+def _route_subsets(route: Policy, destinations: Mapping[str, Destination] | None = None) -> list[Subset]:
     """rules.buildToListWithRoutes: one group per rule of a MeshHTTPRoute, its destination plus its hash."""
     out = []
     for item in route.spec.get("to") or []:
         ref = item.get("targetRef") or {}
-        base: Subset = () if ref.get("kind") in ("Mesh", "MeshSubset") else ((SERVICE_TAG, ref.get("name") or "", False),)
+        bases: list[Subset] = [()] if ref.get("kind") in ("Mesh", "MeshSubset") else [
+            ((SERVICE_TAG, ref.get("name") or "", False),), *_destinations.subsets(ref, destinations)]
         for rule in item.get("rules") or []:
-            out.append(base + ((RULE_HASH_TAG, hash_matches(rule.get("matches") or []), False),))
+            out += [base + ((RULE_HASH_TAG, hash_matches(rule.get("matches") or []), False),) for base in bases]
     return out
 
 
 def _items(policies: Sequence[Policy], field: str, conf_of: ConfOf = default_conf,
-           routes: Sequence[Policy] = ()) -> list[_Item]:
+           routes: Sequence[Policy] = (), destinations: Mapping[str, Destination] | None = None) -> list[_Item]:
     by_name = {r.name: r for r in routes}
     items = []
     for policy in policies:
@@ -449,11 +457,13 @@ def _items(policies: Sequence[Policy], field: str, conf_of: ConfOf = default_con
             if ref.get("kind") == "MeshHTTPRoute":
                 route = by_name.get(ref.get("name") or "")
                 # an unknown route has no routes to configure (Kuma fails the proxy's whole config instead)
-                items += [_Item(s, conf_of(entry), policy.name) for s in (_route_subsets(route) if route else [])]
+                items += [_Item(s, conf_of(entry), policy.name)
+                          for s in (_route_subsets(route, destinations) if route else [])]
                 continue
             subset = as_subset(ref) if ref.get("kind") in _OLD_KINDS else None
             if subset is not None:
                 items.append(_Item(subset, conf_of(entry), policy.name))
+            items += [_Item(s, conf_of(entry), policy.name) for s in _destinations.subsets(ref, destinations)]
     return items
 
 
@@ -463,15 +473,16 @@ _BUILT: dict[tuple[Any, ...], tuple[tuple[Policy, ...], tuple[Rule, ...]]] = {}
 _BUILT_MAX = 4096
 
 
-def _built(field: str, policies: Sequence[Policy], with_negations: bool,
-           conf_of: ConfOf = default_conf, merger: Merge = merge, routes: Sequence[Policy] = ()) -> list[Rule]:
-    key = (field, conf_of, merger, tuple(map(id, policies)), tuple(map(id, routes)))
+def _built(field: str, policies: Sequence[Policy], with_negations: bool, conf_of: ConfOf = default_conf,
+           merger: Merge = merge, routes: Sequence[Policy] = (),
+           destinations: Mapping[str, Destination] | None = None) -> list[Rule]:
+    key = (field, conf_of, merger, tuple(map(id, policies)), tuple(map(id, routes)), id(destinations))
     hit = _BUILT.get(key)
     if hit is None:
         if len(_BUILT) >= _BUILT_MAX:
             _BUILT.clear()
-        rules = build_rules(_items(policies, field, conf_of, routes), with_negations, merger)
-        hit = _BUILT[key] = (tuple(policies) + tuple(routes), tuple(rules))
+        rules = build_rules(_items(policies, field, conf_of, routes, destinations), with_negations, merger)
+        hit = _BUILT[key] = ((*policies, *routes, destinations), tuple(rules))
     return list(hit[1])
 
 
@@ -482,7 +493,8 @@ def to_rules(selection: Selection, conf_of: ConfOf = default_conf, merger: Merge
 
     `conf_of` and `merger` are for the kinds whose entries are not a `default` merged as JSON (the routes)."""
     policies = [p for p in selection.proxy if top_ref(p).get("kind") not in ("MeshHTTPRoute", "MeshGateway")]
-    return policies_to_rules(policies, conf_of, merger, routes)
+    return _built("to", policies, with_negations=False, conf_of=conf_of, merger=merger, routes=routes,
+                  destinations=selection.destinations)
 
 
 def policies_to_rules(policies: Sequence[Policy], conf_of: ConfOf = default_conf, merger: Merge = merge,

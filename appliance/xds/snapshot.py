@@ -24,7 +24,8 @@ from appliance.model.proxy import (
     Endpoint, ExternalService, ExternalTls, GatewayCertificate, GatewayListener, Inbound, MeshExternalService, MeshGateway, MeshSnapshot,
     Mtls, Outbound, Policy, PolicyKinds, Proxy, TransparentProxy,
 )
-from appliance.model import meshservices, vips
+from appliance.model import destinations, meshservices, names, vips
+from appliance.model.destinations import Destination
 
 DEFAULT_ADMIN_PORT = 9901
 log = logging.getLogger("appliance.xds")
@@ -73,7 +74,8 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
         if not tags.get("kuma.io/service") and ref.get("kind") == "MeshExternalService":
             service = mes_destination(dp.mesh, service, int(ref.get("port") or 0))
         outbounds.append(Outbound(port=int(ob.get("port") or 0), address=ob.get("address") or "127.0.0.1",
-                                  service=service, tags=tags))
+                                  service=service, tags=tags,
+                                  backend_port=int(ref.get("port") or 0) if ref.get("kind") == "MeshService" else 0))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
     gateway = networking.get("gateway")
     return Proxy(mesh=dp.mesh, name=dp.name, address=networking.get("address", ""), inbounds=_inbounds(dp),
@@ -218,18 +220,9 @@ def mes_destination(mesh: str, name: str, port: int) -> str:
     return f"{mesh}_{name}___extsvc_{port}" if port else f"{mesh}_{name}___extsvc"
 
 
-def _fnv64a(data: bytes) -> int:
-    value = 0xcbf29ce484222325
-    for byte in data:
-        value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return value
-
-
 def mes_sni(mesh: str, name: str, port: int) -> str:
-    """tls.SNIForResource for a MeshExternalService: "a<fnv64a(name;mesh;)>.<name>.<port>.<mesh>.mes"."""
-    digest = _fnv64a(f"{name};{mesh};".encode())
-    short = lambda label: label if len(label) <= 62 else label[:62] + "x"  # noqa: E731 - DNS label limit
-    return f"a{digest:016x}.{short(name)}.{port}.{short(mesh)}.mes"
+    """tls.SNIForResource for a MeshExternalService."""
+    return names.sni_for_resource(name, mesh, "mes", port)
 
 
 def _mes_tls(store: Store, mesh: str, tls: dict[str, Any]) -> ExternalTls | None:
@@ -382,6 +375,8 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
     for kind in registry.POLICY_MODULES:
         items = store.list(ListQuery(type=kind, mesh=mesh_name)).items
         policies[kind] = tuple(Policy(kind, r.name, r.spec, r.labels) for r in sorted(items, key=lambda r: r.name))
+    mesh_services = store.list(ListQuery(type=meshservices.TYPE, mesh=mesh_name)).items
+    found_destinations = _destinations(store, mesh_name, mesh_services, inbounds, endpoints, protocols)
     externals = external_services(store, mesh_name)
     meshexternals = mesh_external_services(store, mesh_name)
     zone_egress = bool((mesh.content.get("routing") or {}).get("zoneEgress"))
@@ -400,12 +395,33 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
         subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh),
         gateways=mesh_gateways(store, mesh_name),
         passthrough=((mesh.content.get("networking") or {}).get("outbound") or {}).get("passthrough") is not False,
-        **_vips(store, mesh_name))
+        mesh_services_mode=meshservices.mode(mesh.content), destinations=found_destinations,
+        **_vips(store, mesh_name, mesh_services, meshservices.mode(mesh.content)))
 
 
-def _vips(store: Store, mesh: str) -> dict[str, Any]:
-    config = store.get("Config", "", vips.config_name(mesh))
-    domains, outbounds = vips.vip_outbounds(vips.from_json(str((config.content if config else {}).get("config") or "")))
-    domains += meshservices.domains(r for kind in (meshservices.TYPE, meshservices.EXTERNAL_TYPE)
-                                    for r in store.list(ListQuery(type=kind, mesh=mesh)).items)
+def _destinations(store: Store, mesh: str, services: list[Resource], inbounds: dict[str, tuple[Inbound, ...]],
+                  endpoints: dict[str, list[Endpoint]], protocols: dict[str, str]) -> dict[str, Destination]:
+    """The mesh's MeshService ports, with their endpoints and protocols added to the services'."""
+    found = destinations.of_services(services)
+    labels = ({dp.name: dp.labels for dp in store.list(ListQuery(type="Dataplane", mesh=mesh)).items}
+              if destinations.uses_dataplane_labels(services) else {})
+    local = [s for s in services if meshservices.is_local(s.labels)]
+    for name, served in destinations.endpoints(local, inbounds, labels).items():
+        endpoints[name] = list(served)
+    for name, destination in found.items():
+        protocols[name] = destination.protocol
+    return found
+
+
+def _vips(store: Store, mesh: str, mesh_services: list[Resource], mode: str) -> dict[str, Any]:
+    """The names and outbounds of the mesh's VIPs: those of its kuma.io/services (none with meshServices.mode
+    Exclusive, as Kuma's mesh context), and the names of its MeshServices and MeshExternalServices."""
+    domains: tuple[vips.VipDomains, ...] = ()
+    outbounds: tuple[vips.VipOutbound, ...] = ()
+    if mode != "Exclusive":
+        config = store.get("Config", "", vips.config_name(mesh))
+        stored = str((config.content if config else {}).get("config") or "")
+        domains, outbounds = vips.vip_outbounds(vips.from_json(stored))
+    domains += meshservices.domains([*mesh_services,
+                                     *store.list(ListQuery(type=meshservices.EXTERNAL_TYPE, mesh=mesh)).items])
     return {"vip_domains": domains, "vip_outbounds": outbounds}

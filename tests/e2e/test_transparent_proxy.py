@@ -18,7 +18,7 @@ import sys
 import uuid
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -320,5 +320,33 @@ def test_kuma_dp_answers_the_apps_dns_and_its_envoy_carries_the_unmodified_call(
             said = eventually(lambda: app("curl", "-sf", "--max-time", "5", "http://backend.mesh/"),
                               lambda: (tmp_path / "web.log").read_text())
             assert said.startswith("backend xfcc=") and "spiffe://default/web" in said   # over mTLS, from web
+            _meshservice_outbounds(api, app, lambda: (tmp_path / "web.log").read_text())
         finally:
             terminate_all(procs)
+
+
+def _meshservice_outbounds(api: Callable[[str, str, dict], None], app: Callable[..., str],
+                           log: Callable[[], str]) -> None:
+    """With meshServices.mode Exclusive the app reaches the backend by its MeshService's hostname from Kuma's
+    default HostnameGenerator, on the MeshService's port (the backend's inbound port), and no longer by
+    `backend.mesh`; a MeshHTTPRoute on the MeshService changes what the app gets."""
+    api("PUT", "/meshes/default", {"type": "Mesh", "name": "default", "mtls": MTLS,
+                                   "meshServices": {"mode": "Exclusive"}})
+    vip = eventually(lambda: app("getent", "ahostsv4", "backend.svc.mesh.local").partition(" ")[0], log)
+    assert ipaddress.ip_address(vip) in ipaddress.ip_network("241.0.0.0/8"), vip
+    url = "http://backend.svc.mesh.local:18080"
+    said = eventually(lambda: app("curl", "-sf", "--max-time", "5", f"{url}/"), log)
+    assert said.startswith("backend xfcc=") and "spiffe://default/web" in said   # over mTLS, from web
+    eventually(lambda: app("getent", "ahostsv4", "backend.mesh") == "", log)     # Exclusive: no kuma.io/service VIPs
+
+    def status(path: str) -> str:
+        return app("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", f"{url}{path}")
+    route = {"type": "MeshHTTPRoute", "mesh": "default", "name": "moved", "spec": {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshService", "name": "backend", "sectionName": "18080"}, "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
+            "default": {"filters": [{"type": "RequestRedirect",
+                                     "requestRedirect": {"statusCode": 301, "hostname": "elsewhere.example"}}]}}]}]}}
+    api("PUT", "/meshes/default/meshhttproutes/moved", route)
+    eventually(lambda: status("/old") == "301", log)
+    assert status("/") == "200"

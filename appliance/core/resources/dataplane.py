@@ -310,9 +310,16 @@ def warnings(content: dict[str, Any]) -> list[str]:
     if tp.get("directAccessServices"):
         out.append("networking.transparentProxying.directAccessServices is stored but not yet applied to proxies by "
                    "this control plane")
-    if tp.get("reachableBackends") is not None:
-        out.append("networking.transparentProxying.reachableBackends is stored but not yet applied: it selects "
-                   "outbounds to MeshServices, which proxies do not get from this control plane yet")
+    refs = (tp.get("reachableBackends") or {}).get("refs") or []
+    if any(isinstance(r, dict) and r.get("kind") != "MeshService" for r in refs):
+        out.append("networking.transparentProxying.reachableBackends: refs of a kind other than MeshService are "
+                   "stored but not yet applied (a single-zone control plane without MeshExternalService outbounds)")
+    for i, ob in enumerate(networking.get("outbound") or []):
+        ref = (ob.get("backendRef") if isinstance(ob, dict) else None) or {}
+        if ref.get("kind") == "MeshService" and (ref.get("labels") or not ref.get("port")):
+            out.append(f"networking.outbound[{i}].backendRef: a MeshService by labels or without a port is not "
+                       "resolved to MeshService resources by this control plane: the outbound goes to the "
+                       "kuma.io/service named by `name`")
     if (tp.get("redirectPortInbound") or tp.get("redirectPortOutbound")) and networking.get("outbound"):
         out.append("networking.outbound is not used with transparentProxying (as in Kuma): the proxy gets an "
                    "outbound for every service of the mesh at its virtual IP")

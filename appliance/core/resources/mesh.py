@@ -103,17 +103,7 @@ def warnings(name: str, content: dict[str, Any] | None = None) -> list[str]:
         out.append("mtls.skipValidation: the CA backends were not checked; while the enabled backend's CA cannot be "
                    "used (missing Secrets, not a CA, key not matching), the mesh's proxies get no listeners and "
                    "traffic fails closed (the control plane's log says why)")
-    mode = ((content or {}).get("meshServices") or {}).get("mode")
-    if mode and mode != "Disabled":
-        out.append(MESH_SERVICES_WARNING.format(mode=mode))
     return out
-
-
-# What a non-Disabled meshServices.mode changes on Kuma 2.14 that it does not change here yet (README, Meshes)
-MESH_SERVICES_WARNING = (
-    "meshServices.mode: {mode} is applied in part: MeshServices are generated from the mesh's Dataplanes (with "
-    "status, VIPs and hostnames), but the proxies keep their kuma.io/service outbounds and get none to "
-    "MeshServices, so their hostnames do not resolve on the proxies yet")
 
 
 def _check_mtls(mtls: dict[str, Any], out: Violations) -> None:

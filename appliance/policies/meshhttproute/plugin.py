@@ -121,7 +121,7 @@ def _http(snapshot: MeshSnapshot, service: str) -> bool:
 
 
 def _usable(snapshot: MeshSnapshot, ref: Any) -> Backend | None:
-    found = backend(ref) if isinstance(ref, dict) else None
+    found = backend(ref, snapshot.destinations) if isinstance(ref, dict) else None
     if found is None or found.weight == 0 or not _http(snapshot, found.service):
         return None
     return found

@@ -79,7 +79,8 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
             if outbound.service in http_routed:
                 continue
         refs = (rule.conf.get("default") or {}).get("backendRefs") or []
-        splits = tuple(found for found in map(backend, refs) if found is not None and found.weight > 0)
+        splits = tuple(found for found in (backend(r, snapshot.destinations) for r in refs)
+                       if found is not None and found.weight > 0)
         if not splits:
             continue   # nowhere to send the connections: the listener keeps going to the whole service
         outbounds[(outbound.address, outbound.port)] = (outbound.service, splits)

@@ -10,7 +10,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from appliance.gocompat import is_ip
 from appliance.model import names
-from appliance.xds.generate import tls
+from appliance.xds.generate import meshservices, tls
 from appliance.xds.generate._proto import ads_source, pack, seconds, string_struct
 from appliance.model.proxy import ExternalService, ExternalTls, Inbound, MeshExternalService, MeshSnapshot
 
@@ -138,6 +138,9 @@ def cluster_for(snapshot: MeshSnapshot, service: str) -> cluster_pb2.Cluster:
     Sidecar-to-sidecar traffic always speaks HTTP/2 upstream options (Envoy only uses them for HTTP),
     and with mTLS the client checks the server's SPIFFE id.
     """
+    destination = snapshot.destinations.get(service)
+    if destination is not None:
+        return meshservices.cluster(snapshot, destination)
     external = snapshot.external_services.get(service)
     if external is not None and not snapshot.zone_egress:
         return external_cluster(service, external)

@@ -17,6 +17,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf.message import Message
 
 from appliance.model import names
+from appliance.model.destinations import UNIFIED_NAME_TAG
 from appliance.policies._envoy import internal_addresses, set_inbound_mtls_mode
 from appliance.xds.generate import routes, tls
 from appliance.xds.generate.clusters import INBOUND_IDLE_TIMEOUT
@@ -119,7 +120,10 @@ def inbound_listener(inbound: Inbound, snapshot: MeshSnapshot, proxy: Proxy) -> 
 def outbound_listener(outbound: Outbound, snapshot: MeshSnapshot, proxy: Proxy) -> listener_pb2.Listener:
     """`outbound:<address>:<port>` to the service's cluster: HTTP routing for HTTP services, TCP otherwise."""
     service = outbound.service
-    tags = {**outbound.tags, names.SERVICE_TAG: service}
+    destination = snapshot.destinations.get(service)
+    # a MeshService port's listener is tagged with its KRI, not tags (OutboundListenerTags)
+    tags = ({UNIFIED_NAME_TAG: destination.kri} if destination is not None
+            else {**outbound.tags, names.SERVICE_TAG: service})
     listener = listener_pb2.Listener(
         name=names.outbound_listener(outbound.address, outbound.port),
         address=socket_address(outbound.address, outbound.port),
@@ -133,6 +137,8 @@ def outbound_listener(outbound: Outbound, snapshot: MeshSnapshot, proxy: Proxy) 
         hcm.normalize_path.value = True
         external = service in snapshot.external_services or service in snapshot.mesh_external_services
         hcm.route_config.CopyFrom(routes.outbound_route_config(service, external, proxy.serialized_tags))
+        if destination is not None:   # Kuma names a real resource's route configuration by its KRI
+            hcm.route_config.name = destination.kri
         chain.filters.append(network_filter(names.HCM_FILTER, hcm))
     else:
         chain.filters.append(network_filter(names.TCP_PROXY_FILTER, tcp_proxy(service, service)))

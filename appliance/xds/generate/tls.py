@@ -38,10 +38,10 @@ def _uri_san(matcher: string_pb2.StringMatcher) -> common_pb2.SubjectAltNameMatc
     return common_pb2.SubjectAltNameMatcher(san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=matcher)
 
 
-def _common_context(mesh: str, san: common_pb2.SubjectAltNameMatcher) -> tls_pb2.CommonTlsContext:
+def _common_context(mesh: str, *sans: common_pb2.SubjectAltNameMatcher) -> tls_pb2.CommonTlsContext:
     context = tls_pb2.CommonTlsContext()
     combined = context.combined_validation_context
-    combined.default_validation_context.match_typed_subject_alt_names.append(san)
+    combined.default_validation_context.match_typed_subject_alt_names.extend(sans)
     combined.validation_context_sds_secret_config.CopyFrom(_sds(names.mesh_ca_secret(mesh)))
     context.tls_certificate_sds_secret_configs.append(_sds(names.identity_secret(mesh)))
     return context
@@ -56,14 +56,17 @@ def downstream_transport_socket(mesh: str) -> base_pb2.TransportSocket:
     return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))
 
 
-def upstream_transport_socket(mesh: str, service: str) -> base_pb2.TransportSocket:
+def upstream_transport_socket(mesh: str, service: str, sni: str = "",
+                              spiffe_ids: tuple[str, ...] = ()) -> base_pb2.TransportSocket:
     """Outbound side: SNI `<service>{mesh=<mesh>}`, ALPN `kuma`, and the server must be `spiffe://<mesh>/<service>`.
+    A MeshService destination gives its own `sni` and the `spiffe_ids` its servers may have instead.
 
     The `kuma` ALPN is what lets a PERMISSIVE inbound tell mesh mTLS from an application's own TLS.
     """
-    common = _common_context(mesh, _uri_san(string_pb2.StringMatcher(exact=names.spiffe_id(mesh, service))))
+    ids = spiffe_ids if sni else (names.spiffe_id(mesh, service),)
+    common = _common_context(mesh, *(_uri_san(string_pb2.StringMatcher(exact=i)) for i in ids))
     common.alpn_protocols.append(names.KUMA_ALPN)
-    context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=names.sni(service, mesh))
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=sni or names.sni(service, mesh))
     return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))
 
 

@@ -27,6 +27,7 @@ from appliance.model.names import Resources
 from appliance.model.proxy import MeshSnapshot, Outbound, Proxy, TransparentProxy
 from appliance.policies._dynconf import add_config_route
 from appliance.policies._envoy import original_dst_cluster
+from appliance.xds.generate import meshservices
 from appliance.xds.generate.listeners import network_filter, socket_address, tcp_proxy
 
 NO_DESTINATION = "self_transparentproxy_no_destination_inbound"
@@ -38,7 +39,8 @@ _FAMILIES = (("ipv4", "0.0.0.0", "127.0.0.6"), ("ipv6", "::", "::6"))
 
 def with_vip_outbounds(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
     """The proxy with the mesh's VIP outbounds for outbounds (resolveVIPOutbounds): those of its
-    reachableServices when it lists some, never one on an address and port it serves itself."""
+    reachableServices when it lists some, never one on an address and port it serves itself; then those of
+    the MeshServices (xds/generate/meshservices.py), which the policies resolve by `destinations`."""
     tp = proxy.transparent
     if tp is None:
         return proxy
@@ -47,7 +49,9 @@ def with_vip_outbounds(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
     outbounds = tuple(Outbound(port=o.port, address=o.address, service=o.service, tags=dict(o.tags))
                       for o in snapshot.vip_outbounds
                       if (not reachable or o.service in reachable) and (o.address, o.port) not in own)
-    return replace(proxy, outbounds=outbounds)
+    taken = {(o.address, o.port) for o in outbounds}
+    outbounds += tuple(o for o in meshservices.outbounds(snapshot, proxy, tp) if (o.address, o.port) not in taken)
+    return replace(proxy, outbounds=outbounds, destinations=snapshot.destinations or None)
 
 
 def _passthrough_cluster(name: str, bind: str | None) -> cluster_pb2.Cluster:

@@ -409,12 +409,21 @@ def test_shape_rejects_wrong_types() -> None:
                       'networking.inbound[0].tags.a in body must be of type string: "number"']
 
 
-def test_reachable_backends_are_answered_with_a_warning_until_applied() -> None:
+def test_reachable_backends_other_than_meshservices_are_answered_with_a_warning() -> None:
     tp = {"redirectPortInbound": 15006, "redirectPortOutbound": 15001,
           "reachableBackends": {"refs": [{"kind": "MeshService", "name": "backend"}]}}
     content = {"networking": {"address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}],
                               "transparentProxying": tp}}
+    assert dataplane.warnings(content) == []     # MeshService refs pick the proxy's MeshService outbounds
+    tp["reachableBackends"]["refs"].append({"kind": "MeshExternalService", "name": "httpbin"})
     [warning] = dataplane.warnings(content)
-    assert warning.startswith("networking.transparentProxying.reachableBackends is stored but not yet applied")
-    del tp["reachableBackends"]
-    assert dataplane.warnings(content) == []
+    assert warning.startswith("networking.transparentProxying.reachableBackends: refs of a kind other than")
+
+
+def test_meshservice_backend_refs_without_a_port_are_answered_with_a_warning() -> None:
+    def outbound(ref: dict) -> dict:
+        return {"networking": {"address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}],
+                               "outbound": [{"port": 10001, "backendRef": {"kind": "MeshService", **ref}}]}}
+    assert dataplane.warnings(outbound({"name": "backend", "port": 8080})) == []
+    [warning] = dataplane.warnings(outbound({"name": "backend"}))
+    assert warning.startswith("networking.outbound[0].backendRef: a MeshService by labels or without a port")

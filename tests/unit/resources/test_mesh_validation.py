@@ -274,7 +274,6 @@ def test_keeps_the_name_warning() -> None:
     assert mesh.warnings("aa.a")[0].startswith("Invalid Mesh resource name: 'aa.a'.")
 
 
-def test_mesh_services_mode_is_answered_with_a_warning_until_applied() -> None:
-    assert mesh.warnings("default", {"meshServices": {"mode": "Disabled"}}) == []
-    [warning] = mesh.warnings("default", {"meshServices": {"mode": "Exclusive"}})
-    assert warning.startswith("meshServices.mode: Exclusive is applied in part")
+def test_mesh_services_modes_are_applied_without_a_warning() -> None:
+    for mode in ("Disabled", "Everywhere", "ReachableBackends", "Exclusive"):
+        assert mesh.warnings("default", {"meshServices": {"mode": mode}}) == []
