@@ -45,6 +45,9 @@ class Outbound:
     address: str              # default 127.0.0.1
     service: str              # kuma.io/service of the destination
     tags: Tags = field(default_factory=dict)
+    # its `kuma.io/mesh` tag when that names another mesh: a crossMesh MeshGateway listener there (Kuma's
+    # cross-mesh outbound), reached over mTLS with this proxy's own identity; "" for the proxy's own mesh
+    mesh: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,16 @@ class GatewayListener:
     certificates: tuple[GatewayCertificate, ...] = ()   # TLS TERMINATE, read from their data sources
     tls_error: str = ""       # why its certificates cannot be used: then the listener is not served
     connection_limit: int = 0  # resources.connectionLimit: most connections open at once on its port (0: no limit)
+    cross_mesh: bool = False  # crossMesh: served to the proxies of every mesh with mTLS, over their own mTLS
+
+
+@dataclass(frozen=True)
+class CrossMeshGateway:
+    """What a sidecar needs to reach another mesh's crossMesh gateway listeners under one kuma.io/service."""
+    mesh: str                          # the gateway's mesh
+    service: str                       # the gateway proxies' kuma.io/service
+    endpoints: tuple[Endpoint, ...]    # per gateway proxy and crossMesh listener: (address, listener port, tags)
+    ca_pem: bytes                      # what the gateway's certificate is checked against: that mesh's CAs
 
 
 @dataclass(frozen=True)
@@ -245,6 +258,10 @@ class MeshSnapshot:
     vip_domains: tuple[VipDomains, ...] = ()
     vip_outbounds: tuple[VipOutbound, ...] = ()
     passthrough: bool = True                          # Mesh.networking.outbound.passthrough
+    # the crossMesh gateway listeners of other meshes, by the cluster name this mesh's sidecars use for them
+    cross_mesh: dict[str, CrossMeshGateway] = field(default_factory=dict)
+    # the CAs of every mesh with usable mTLS (Kuma's all-in-one CA): what a crossMesh listener trusts
+    all_mesh_ca_pem: bytes = b""
 
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which

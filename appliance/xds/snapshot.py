@@ -24,7 +24,8 @@ from appliance.model.proxy import (
     Endpoint, ExternalService, ExternalTls, GatewayCertificate, GatewayListener, Inbound, MeshExternalService, MeshGateway, MeshSnapshot,
     Mtls, Outbound, Policy, PolicyKinds, Proxy, TransparentProxy,
 )
-from appliance.model import meshservices, vips
+from appliance.model import meshservices, names, vips
+from appliance.xds import cross_mesh
 
 DEFAULT_ADMIN_PORT = 9901
 log = logging.getLogger("appliance.xds")
@@ -72,8 +73,9 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
         service = tags.get("kuma.io/service") or ref.get("name", "")
         if not tags.get("kuma.io/service") and ref.get("kind") == "MeshExternalService":
             service = mes_destination(dp.mesh, service, int(ref.get("port") or 0))
+        other_mesh = tags.get(names.MESH_TAG, dp.mesh)
         outbounds.append(Outbound(port=int(ob.get("port") or 0), address=ob.get("address") or "127.0.0.1",
-                                  service=service, tags=tags))
+                                  service=service, tags=tags, mesh="" if other_mesh == dp.mesh else other_mesh))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
     gateway = networking.get("gateway")
     return Proxy(mesh=dp.mesh, name=dp.name, address=networking.get("address", ""), inbounds=_inbounds(dp),
@@ -138,7 +140,8 @@ def mesh_gateways(store: Store, mesh: str) -> tuple[MeshGateway, ...]:
                 port=int(l.get("port") or 0), protocol=str(l.get("protocol") or ""), hostname=hostname,
                 tags={k: str(v) for k, v in (l.get("tags") or {}).items()},
                 tls_mode=str((l.get("tls") or {}).get("mode") or ""), certificates=certificates, tls_error=tls_error,
-                connection_limit=int((l.get("resources") or {}).get("connectionLimit") or 0)))
+                connection_limit=int((l.get("resources") or {}).get("connectionLimit") or 0),
+                cross_mesh=bool(l.get("crossMesh")) and l.get("protocol") == "HTTP"))
         selectors = tuple({k: str(v) for k, v in ((s or {}).get("match") or {}).items()}
                           for s in gw.content.get("selectors") or [])
         out.append(MeshGateway(gw.name, selectors, {k: str(v) for k, v in (gw.content.get("tags") or {}).items()},
@@ -315,6 +318,18 @@ def _trusted(store: Store, mesh: Resource, enabled: Mtls) -> list[bytes]:
     return out
 
 
+def trusted_ca_pem(store: Store, mesh: Resource) -> bytes | None:
+    """The CAs the proxies of `mesh` trust (`_trusted`); None when it has no usable mTLS."""
+    backend = enabled_backend(mesh)
+    if backend is None:
+        return None
+    try:
+        mtls = mesh_mtls(store, mesh.name, backend)
+    except Unresolved:
+        return None
+    return b"".join(_trusted(store, mesh, mtls))
+
+
 def _with_newline(pem: bytes) -> bytes:
     return pem if pem.endswith(b"\n") else pem + b"\n"   # concatenated PEMs must not run together
 
@@ -389,6 +404,9 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
         protocols[service] = es.protocol   # the outbound goes to the external service
     for destination, mes in meshexternals.items():
         protocols[destination] = mes.protocol
+    gateways = mesh_gateways(store, mesh_name)
+    others = cross_mesh.snapshot_fields(store, mesh_name, gateways, functools.partial(mesh_gateways, store),
+                                        functools.partial(trusted_ca_pem, store))
     return MeshSnapshot(
         mesh=mesh_name, revision=revision, mtls=mtls, mtls_error=mtls_error,
         endpoints={s: tuple(sorted(e, key=lambda x: (x.address, x.port))) for s, e in endpoints.items()},
@@ -398,7 +416,7 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
             (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
         egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else (),
         subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh),
-        gateways=mesh_gateways(store, mesh_name),
+        gateways=gateways, **others,
         passthrough=((mesh.content.get("networking") or {}).get("outbound") or {}).get("passthrough") is not False,
         **_vips(store, mesh_name))
 

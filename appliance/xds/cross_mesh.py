@@ -1,0 +1,89 @@
+"""Cross-mesh gateways (Kuma 2.14's `crossMesh: true` MeshGateway listeners), as one zone has them.
+
+A mesh exposes services to the other meshes through a MeshGateway listener marked `crossMesh` (HTTP only).
+Its gateway proxies then accept, on that listener, mTLS from the proxies of every mesh with mTLS, each with
+its own mesh's identity (Kuma's all-in-one CA, `mesh_ca:secret:all`, no SPIFFE id check). A sidecar of
+another mesh reaches it through an outbound whose tags carry the gateway's `kuma.io/service` and
+`kuma.io/mesh: <the gateway's mesh>`: a cluster `<service>-<hash>_<mesh>` to the gateway proxies' crossMesh
+listener ports, whose certificate it checks against that mesh's CA (`spiffe://<mesh>/<service>`).
+
+This module reads what the snapshot of one mesh needs of the others; which meshes a change concerns
+(`dependent_meshes`), as a snapshot of one mesh now depends on others.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from appliance.core.events import Change
+from appliance.core.resources.model import Resource
+from appliance.model import names
+from appliance.model.proxy import CrossMeshGateway, Endpoint, MeshGateway, MeshSnapshot
+from appliance.policies._gateway import select_gateway
+from appliance.store import ListQuery, Store
+
+def _has_cross_mesh_listener(gateway: Resource) -> bool:
+    return any(isinstance(l, dict) and l.get("crossMesh")
+               for l in (gateway.content.get("conf") or {}).get("listeners") or [])
+
+
+def serves_cross_mesh(gateways: Iterable[MeshGateway]) -> bool:
+    return any(l.cross_mesh for g in gateways for l in g.listeners)
+
+
+def _endpoints(store: Store, mesh: str, gateways: tuple[MeshGateway, ...]) -> dict[str, list[Endpoint]]:
+    """Kuma's fillLocalCrossMeshOutbounds: per BUILTIN gateway proxy of `mesh` and crossMesh listener of the
+    MeshGateway that configures it, an endpoint at the proxy's address and the listener's port, tagged with the
+    proxy's gateway tags, over them the MeshGateway's, over those the listener's; by the proxy's service."""
+    out: dict[str, list[Endpoint]] = {}
+    for dp in sorted(store.list(ListQuery(type="Dataplane", mesh=mesh)).items, key=lambda r: r.name):
+        networking = dp.content.get("networking") or {}
+        spec = networking.get("gateway") or {}
+        if spec.get("type") != "BUILTIN":
+            continue
+        tags = {k: str(v) for k, v in (spec.get("tags") or {}).items()}
+        gateway = select_gateway(gateways, tags)
+        if gateway is None or not tags.get(names.SERVICE_TAG):
+            continue
+        for listener in gateway.listeners:
+            if listener.cross_mesh:
+                out.setdefault(tags[names.SERVICE_TAG], []).append(Endpoint(
+                    str(networking.get("address") or ""), listener.port,
+                    {**tags, **gateway.tags, **listener.tags}, dp.name))
+    return out
+
+
+def snapshot_fields(store: Store, mesh: str, own_gateways: tuple[MeshGateway, ...],
+                    gateways_of: Callable[[str], tuple[MeshGateway, ...]],
+                    trusted_ca: Callable[[Resource], bytes | None]) -> dict[str, Any]:
+    """The MeshSnapshot fields of `mesh` that come from other meshes: `cross_mesh` (the other meshes' crossMesh
+    gateways its sidecars may call) and, when one of its own MeshGateways has a crossMesh listener,
+    `all_mesh_ca_pem` (the CAs of every mesh with usable mTLS, by mesh name). `trusted_ca` gives a Mesh's CAs
+    (None without usable mTLS)."""
+    others = sorted({g.mesh for g in store.list(ListQuery(type="MeshGateway")).items
+                     if g.mesh != mesh and _has_cross_mesh_listener(g)})
+    meshes = {m.name: m for m in store.list(ListQuery(type="Mesh")).items}
+    cross_mesh: dict[str, CrossMeshGateway] = {}
+    for other in others:
+        if other not in meshes:
+            continue
+        ca = trusted_ca(meshes[other]) or b""
+        for service, endpoints in sorted(_endpoints(store, other, gateways_of(other)).items()):
+            cluster = names.cross_mesh_cluster(service, other)
+            cross_mesh[cluster] = CrossMeshGateway(other, service, tuple(endpoints), ca)
+    all_ca = b""
+    if serves_cross_mesh(own_gateways):
+        all_ca = b"".join(ca for name in sorted(meshes) if (ca := trusted_ca(meshes[name])))
+    return {"cross_mesh": cross_mesh, "all_mesh_ca_pem": all_ca}
+
+
+def dependent_meshes(changes: list[Change], snapshots: dict[str, MeshSnapshot | None]) -> set[str] | None:
+    """The meshes whose snapshots a change concerns beyond its own mesh (None: every mesh): every mesh when a MeshGateway changes
+    (it may have become crossMesh) or when a mesh serving a crossMesh gateway changes (its CA, its gateway
+    proxies, their Secrets); the meshes serving one when another Mesh or a Secret changes (a CA they trust)."""
+    sources = {m for m, s in list(snapshots.items()) if s is not None and serves_cross_mesh(s.gateways)}
+    if any(c.type == "MeshGateway" or (c.mesh or (c.name if c.type == "Mesh" else "")) in sources
+           for c in changes):
+        return None
+    if sources and any(c.type in ("Mesh", "Secret") for c in changes):
+        return sources
+    return set()

@@ -1,0 +1,195 @@
+"""Cross-mesh gateways (Kuma 2.14's `crossMesh: true` listeners): the gateway listener that takes mTLS from the
+proxies of any mesh, the other mesh's outbound to it, and what a mesh's snapshot reads of the others."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from appliance.core.events import Change
+from appliance.core.resources.model import Resource
+from appliance.model import names
+from appliance.model.proxy import (
+    CrossMeshGateway, GatewayListener, GenerationError, MeshGateway, Outbound,
+)
+from appliance.store.sqlite import SQLiteStore
+from appliance.xds import cross_mesh
+from appliance.xds.generate import generate_sidecar
+from appliance.xds.generate.consistency import check_consistency
+from appliance.xds.snapshot import build_snapshot, proxy_from_dataplane
+from tests.unit.xds.golden import assert_golden, resources_yaml
+from tests.unit.xds.scenarios import HTTP_ROUTE, IDENTITY, endpoint, policy, routed_snapshot, snapshot, web_proxy
+from tests.unit.xds.test_gateway import API_ROUTE, edge_proxy
+
+GW_CA = b"-----BEGIN CERTIFICATE-----\ngw\n-----END CERTIFICATE-----\n"
+OTHER_CA = b"-----BEGIN CERTIFICATE-----\nother\n-----END CERTIFICATE-----\n"
+CROSS_EDGE = MeshGateway("edge", ({"kuma.io/service": "edge"},), {}, (
+    GatewayListener(8080, "HTTP", "edge.gw.mesh", {"port": "8080"}, cross_mesh=True),
+    GatewayListener(8081, "HTTP", "*", {}),
+))
+EDGE_CLUSTER = "edge-e0a36d3b164d6084_gw"   # Kuma's DestinationClusterName of {service: edge, kuma.io/mesh: gw}
+
+
+def _tls(socket) -> tls_pb2.DownstreamTlsContext | tls_pb2.UpstreamTlsContext:
+    context = tls_pb2.UpstreamTlsContext() if "Upstream" in socket.typed_config.type_url \
+        else tls_pb2.DownstreamTlsContext()
+    socket.typed_config.Unpack(context)
+    return context
+
+
+def test_a_cross_mesh_listener_takes_mtls_from_any_meshs_proxies() -> None:
+    snap = replace(routed_snapshot("STRICT", API_ROUTE), mesh="gw", gateways=(CROSS_EDGE,),
+                   all_mesh_ca_pem=GW_CA + OTHER_CA)
+    resources = generate_sidecar(snap, replace(edge_proxy(), mesh="gw"), IDENTITY)
+    assert check_consistency(resources) == []
+    assert_golden("cross-mesh-gateway.yaml", resources_yaml(resources))
+    (chain,) = resources[names.LISTENER]["edge:HTTP:8080"].filter_chains
+    assert chain.filter_chain_match.transport_protocol == "tls"
+    assert list(chain.filter_chain_match.application_protocols) == ["kuma"]
+    context = _tls(chain.transport_socket)
+    assert context.require_client_certificate.value
+    validation = context.common_tls_context.combined_validation_context
+    # any mesh's CA, any SPIFFE id: the client keeps its own mesh's identity
+    assert validation.validation_context_sds_secret_config.name == "mesh_ca:secret:all"
+    assert not validation.default_validation_context.match_typed_subject_alt_names
+    assert context.common_tls_context.tls_certificate_sds_secret_configs[0].name == "identity_cert:secret:gw"
+    assert resources[names.SECRET]["mesh_ca:secret:all"].validation_context.trusted_ca.inline_bytes == \
+        GW_CA + OTHER_CA
+    (host,) = resources[names.ROUTE]["edge:HTTP:8080:*"].virtual_hosts
+    assert host.domains == ["edge.gw.mesh"] and host.require_tls == host.ALL
+    # the plain HTTP listener next to it is untouched
+    (plain,) = resources[names.LISTENER]["edge:HTTP:8081"].filter_chains
+    assert not plain.HasField("transport_socket") and not plain.filter_chain_match.application_protocols
+
+
+def test_a_cross_mesh_listener_in_a_mesh_without_mtls_is_kumas_error() -> None:
+    snap = replace(routed_snapshot(None, API_ROUTE), mesh="gw", gateways=(CROSS_EDGE,))
+    with pytest.raises(GenerationError, match="mTLS must be enabled for crossMesh-enabled MeshGateways"):
+        generate_sidecar(snap, replace(edge_proxy(), mesh="gw"), IDENTITY)
+
+
+def _consumer(mtls: str | None = "STRICT", **changes) -> tuple:
+    target = CrossMeshGateway("gw", "edge", (endpoint("10.0.1.9", 8080, "edge", "edge-1", listener="cross"),), GW_CA)
+    snap = snapshot(mtls, mesh="other", cross_mesh={EDGE_CLUSTER: target}, **changes)
+    proxy = web_proxy(mesh="other", outbounds=(
+        Outbound(port=10001, address="127.0.0.1", service="backend"),
+        Outbound(port=20000, address="127.0.0.1", service="edge",
+                 tags={"kuma.io/service": "edge", "kuma.io/mesh": "gw"}, mesh="gw")))
+    return snap, proxy
+
+
+def test_an_outbound_to_another_meshs_gateway_uses_its_own_identity_and_that_meshs_ca() -> None:
+    assert names.cross_mesh_cluster("edge", "gw") == EDGE_CLUSTER
+    assert names.cross_mesh_cluster("api-http", "mesh2") == "api-http-5637c619d2781fec_mesh2"   # Kuma's golden
+    snap, proxy = _consumer()
+    resources = generate_sidecar(snap, proxy, IDENTITY)
+    assert check_consistency(resources) == []
+    assert_golden("cross-mesh-outbound.yaml", resources_yaml(resources))
+    listener = resources[names.LISTENER]["outbound:127.0.0.1:20000"]
+    assert dict(listener.metadata.filter_metadata["io.kuma.tags"]) == {"kuma.io/service": "edge"}
+    tcp = tcp_proxy_pb2.TcpProxy()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(tcp)
+    assert tcp.cluster == EDGE_CLUSTER and tcp.stat_prefix == "edge"
+    context = _tls(resources[names.CLUSTER][EDGE_CLUSTER].transport_socket)
+    assert context.sni == "edge{mesh=gw}"
+    common = context.common_tls_context
+    assert common.tls_certificate_sds_secret_configs[0].name == "identity_cert:secret:other"
+    assert common.combined_validation_context.validation_context_sds_secret_config.name == "mesh_ca:secret:gw"
+    (san,) = common.combined_validation_context.default_validation_context.match_typed_subject_alt_names
+    assert san.matcher.exact == "spiffe://gw/edge"
+    assert resources[names.SECRET]["mesh_ca:secret:gw"].validation_context.trusted_ca.inline_bytes == GW_CA
+    (lb,) = resources[names.ENDPOINT][EDGE_CLUSTER].endpoints[0].lb_endpoints
+    assert (lb.endpoint.address.socket_address.address, lb.endpoint.address.socket_address.port_value) == \
+        ("10.0.1.9", 8080)
+    # this mesh's own outbounds are as before
+    assert "backend" in resources[names.CLUSTER] and "outbound:127.0.0.1:10001" in resources[names.LISTENER]
+
+
+def test_from_a_mesh_without_mtls_the_outbound_is_plaintext_as_kumas() -> None:
+    snap, proxy = _consumer(None)
+    resources = generate_sidecar(snap, proxy, None)
+    assert not resources[names.CLUSTER][EDGE_CLUSTER].HasField("transport_socket")
+    assert "mesh_ca:secret:gw" not in resources[names.SECRET]
+
+
+def test_a_dataplane_outbound_tagged_with_another_mesh_is_a_cross_mesh_outbound() -> None:
+    dp = Resource("Dataplane", "other", "web-1", {"networking": {"address": "10.0.0.1", "outbound": [
+        {"port": 20000, "tags": {"kuma.io/service": "edge", "kuma.io/mesh": "gw"}},
+        {"port": 20001, "tags": {"kuma.io/service": "backend", "kuma.io/mesh": "other"}}]}})
+    edge, own = proxy_from_dataplane(dp).outbounds
+    assert (edge.service, edge.mesh) == ("edge", "gw") and own.mesh == ""
+
+
+MTLS = {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "kuma.db")
+    yield store
+    store.close()
+
+
+def _put(store: SQLiteStore, type_: str, mesh: str, name: str, content: dict) -> None:
+    store.create(Resource(type_, mesh, name, content))
+
+
+def test_a_snapshot_reads_the_other_meshs_gateway_proxies_and_every_meshs_ca(store, monkeypatch) -> None:
+    from appliance.xds import snapshot as snapshot_module
+    monkeypatch.setattr(snapshot_module, "trusted_ca_pem",
+                        lambda _store, mesh: {"gw": GW_CA, "other": OTHER_CA}.get(mesh.name))
+    for mesh in ("gw", "other", "plain"):
+        _put(store, "Mesh", "", mesh, {"mtls": MTLS} if mesh != "plain" else {})
+    _put(store, "MeshGateway", "gw", "edge", {
+        "selectors": [{"match": {"kuma.io/service": "edge"}}], "tags": {"team": "edge"},
+        "conf": {"listeners": [{"port": 8080, "protocol": "HTTP", "hostname": "edge.gw.mesh", "crossMesh": True,
+                                "tags": {"port": "8080"}},
+                               {"port": 8081, "protocol": "HTTP"}]}})
+    _put(store, "Dataplane", "gw", "edge-1", {"networking": {
+        "address": "10.0.1.9", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge"}}}})
+    _put(store, "Dataplane", "gw", "backend-1", {"networking": {
+        "address": "10.0.1.2", "inbound": [{"port": 80, "tags": {"kuma.io/service": "backend"}}]}})
+
+    other = build_snapshot(store, "other", 1)
+    (target,) = other.cross_mesh.values()
+    assert list(other.cross_mesh) == [EDGE_CLUSTER] and (target.mesh, target.service, target.ca_pem) == \
+        ("gw", "edge", GW_CA)
+    (found,) = target.endpoints
+    assert (found.address, found.port, found.tags) == \
+        ("10.0.1.9", 8080, {"kuma.io/service": "edge", "team": "edge", "port": "8080"})
+    assert other.all_mesh_ca_pem == b""   # it serves no crossMesh listener itself
+    gw = build_snapshot(store, "gw", 1)
+    assert gw.cross_mesh == {} and gw.all_mesh_ca_pem == GW_CA + OTHER_CA   # "plain" has no mTLS
+
+
+def _change(type_: str, mesh: str, name: str = "x") -> Change:
+    return Change(1, "update", type_, mesh, name, 1)
+
+
+def test_which_meshes_a_change_concerns_beyond_its_own() -> None:
+    snaps = {"gw": snapshot(mesh="gw", gateways=(CROSS_EDGE,)), "other": snapshot(mesh="other"), "gone": None}
+    every = None
+    assert cross_mesh.dependent_meshes([_change("MeshGateway", "other")], snaps) is every
+    assert cross_mesh.dependent_meshes([_change("Dataplane", "gw")], snaps) is every   # a gateway proxy
+    assert cross_mesh.dependent_meshes([_change("Mesh", "", "gw")], snaps) is every    # its CA
+    assert cross_mesh.dependent_meshes([_change("Mesh", "", "other")], snaps) == {"gw"}   # a CA gw trusts
+    assert cross_mesh.dependent_meshes([_change("Secret", "other")], snaps) == {"gw"}
+    assert cross_mesh.dependent_meshes([_change("Dataplane", "other")], snaps) == set()
+    assert cross_mesh.dependent_meshes([_change("Secret", "other")], {"other": snaps["other"]}) == set()
+
+
+def test_the_route_policy_of_the_gateway_mesh_routes_cross_mesh_traffic() -> None:
+    """A MeshHTTPRoute on the gateway applies to its crossMesh listener as to any HTTP one."""
+    route = policy(HTTP_ROUTE, "edge-all", {
+        "targetRef": {"kind": "MeshGateway", "name": "edge", "tags": {"port": "8080"}},
+        "to": [{"targetRef": {"kind": "Mesh"}, "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "default": {"backendRefs": [{"kind": "MeshService", "name": "backend"}]}}]}]})
+    snap = replace(routed_snapshot("STRICT", route), mesh="gw", gateways=(CROSS_EDGE,), all_mesh_ca_pem=GW_CA)
+    resources = generate_sidecar(snap, replace(edge_proxy(), mesh="gw"), IDENTITY)
+    (host,) = resources[names.ROUTE]["edge:HTTP:8080:*"].virtual_hosts
+    assert [c.name for r in host.routes for c in r.route.weighted_clusters.clusters] == ["backend"]
