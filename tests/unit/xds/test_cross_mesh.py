@@ -2,6 +2,7 @@
 proxies of any mesh, the other mesh's outbound to it, and what a mesh's snapshot reads of the others."""
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -10,6 +11,7 @@ import pytest
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from appliance.ca.builtin import ca_secret_names, new_root_ca
 from appliance.core.events import Change
 from appliance.core.resources.model import Resource
 from appliance.model import names
@@ -138,12 +140,18 @@ def _put(store: SQLiteStore, type_: str, mesh: str, name: str, content: dict) ->
     store.create(Resource(type_, mesh, name, content))
 
 
-def test_a_snapshot_reads_the_other_meshs_gateway_proxies_and_every_meshs_ca(store, monkeypatch) -> None:
-    from appliance.xds import snapshot as snapshot_module
-    monkeypatch.setattr(snapshot_module, "trusted_ca_pem",
-                        lambda _store, mesh: {"gw": GW_CA, "other": OTHER_CA}.get(mesh.name))
+def _builtin_ca(store: SQLiteStore, mesh: str) -> bytes:
+    """What kuma-cp creates for a mesh with a builtin CA: its certificate and key as Secrets of the mesh."""
+    cert, key = new_root_ca(mesh, "ca-1", key_size=1024)
+    for name, pem in zip(ca_secret_names(mesh, "ca-1"), (cert, key)):
+        _put(store, "Secret", mesh, name, {"data": base64.b64encode(pem).decode()})
+    return cert
+
+
+def test_a_snapshot_reads_the_other_meshs_gateway_proxies_and_every_meshs_ca(store) -> None:
     for mesh in ("gw", "other", "plain"):
         _put(store, "Mesh", "", mesh, {"mtls": MTLS} if mesh != "plain" else {})
+    gw_ca, other_ca = _builtin_ca(store, "gw"), _builtin_ca(store, "other")
     _put(store, "MeshGateway", "gw", "edge", {
         "selectors": [{"match": {"kuma.io/service": "edge"}}], "tags": {"team": "edge"},
         "conf": {"listeners": [{"port": 8080, "protocol": "HTTP", "hostname": "edge.gw.mesh", "crossMesh": True,
@@ -157,13 +165,13 @@ def test_a_snapshot_reads_the_other_meshs_gateway_proxies_and_every_meshs_ca(sto
     other = build_snapshot(store, "other", 1)
     (target,) = other.cross_mesh.values()
     assert list(other.cross_mesh) == [EDGE_CLUSTER] and (target.mesh, target.service, target.ca_pem) == \
-        ("gw", "edge", GW_CA)
+        ("gw", "edge", gw_ca)
     (found,) = target.endpoints
     assert (found.address, found.port, found.tags) == \
         ("10.0.1.9", 8080, {"kuma.io/service": "edge", "team": "edge", "port": "8080"})
     assert other.all_mesh_ca_pem == b""   # it serves no crossMesh listener itself
     gw = build_snapshot(store, "gw", 1)
-    assert gw.cross_mesh == {} and gw.all_mesh_ca_pem == GW_CA + OTHER_CA   # "plain" has no mTLS
+    assert gw.cross_mesh == {} and gw.all_mesh_ca_pem == gw_ca + other_ca   # "plain" has no mTLS
 
 
 def _change(type_: str, mesh: str, name: str = "x") -> Change:
