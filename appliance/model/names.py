@@ -126,11 +126,11 @@ def split_cluster(service: str, tags: dict[str, str]) -> str:
     return f"{service}-{digest.hexdigest()[:16]}"
 
 
-def cross_mesh_cluster(service: str, mesh: str) -> str:
-    """A sidecar's cluster to another mesh's crossMesh gateway: the outbound's tags (service and `kuma.io/mesh`)
-    hashed as for a split cluster, then the mesh (Kuma's meshroute: "the name should be distinct to the
+def cross_mesh_cluster(service: str, mesh: str, tags: dict[str, str] | None = None) -> str:
+    """A sidecar's cluster to a mesh's crossMesh gateway: the outbound's tags (service, `kuma.io/mesh` and any
+    other) hashed as for a split cluster, then the mesh (Kuma's meshroute: "the name should be distinct to the
     service & mesh combination")."""
-    return f"{split_cluster(service, {MESH_TAG: mesh})}_{mesh}"
+    return f"{split_cluster(service, {**(tags or {}), MESH_TAG: mesh})}_{mesh}"
 
 
 def egress_cluster(mesh: str, service: str) -> str:

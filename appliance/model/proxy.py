@@ -45,8 +45,8 @@ class Outbound:
     address: str              # default 127.0.0.1
     service: str              # kuma.io/service of the destination
     tags: Tags = field(default_factory=dict)
-    # its `kuma.io/mesh` tag when that names another mesh: a crossMesh MeshGateway listener there (Kuma's
-    # cross-mesh outbound), reached over mTLS with this proxy's own identity; "" for the proxy's own mesh
+    # its `kuma.io/mesh` tag: the crossMesh MeshGateway listeners of that mesh (Kuma's cross-mesh outbound, the
+    # proxy's own mesh included), reached over mTLS with this proxy's own identity; "" for a mesh service
     mesh: str = ""
 
 

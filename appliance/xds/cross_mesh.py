@@ -2,22 +2,25 @@
 
 A mesh exposes services to the other meshes through a MeshGateway listener marked `crossMesh` (HTTP only).
 Its gateway proxies then accept, on that listener, mTLS from the proxies of every mesh with mTLS, each with
-its own mesh's identity (Kuma's all-in-one CA, `mesh_ca:secret:all`, no SPIFFE id check). A sidecar of
-another mesh reaches it through an outbound whose tags carry the gateway's `kuma.io/service` and
-`kuma.io/mesh: <the gateway's mesh>`: a cluster `<service>-<hash>_<mesh>` to the gateway proxies' crossMesh
-listener ports, whose certificate it checks against that mesh's CA (`spiffe://<mesh>/<service>`).
+its own mesh's identity (Kuma's all-in-one CA, `mesh_ca:secret:all`, no SPIFFE id check). A sidecar of any
+mesh (the gateway's own included) reaches it through an outbound whose tags carry the gateway's
+`kuma.io/service` and `kuma.io/mesh: <the gateway's mesh>`, listed in its Dataplane or, for a transparent
+proxy, the virtual IP of the listener's hostname (model/vips.py): a cluster `<service>-<hash>_<mesh>` to
+the gateway proxies' crossMesh listener ports, whose certificate it checks against that mesh's CA
+(`spiffe://<mesh>/<service>`).
 
-This module reads what the snapshot of one mesh needs of the others; which meshes a change concerns
+This module reads what the snapshot of one mesh needs of all meshes; which meshes a change concerns
 (`dependent_meshes`), as a snapshot of one mesh now depends on others.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from appliance.core.events import Change
 from appliance.core.resources.model import Resource
 from appliance.model import names
 from appliance.model.proxy import CrossMeshGateway, Endpoint, MeshGateway, MeshSnapshot
+from appliance.model.vips import VipOutbound
 from appliance.policies._gateway import select_gateway
 from appliance.store import ListQuery, Store
 
@@ -52,24 +55,37 @@ def _endpoints(store: Store, mesh: str, gateways: tuple[MeshGateway, ...]) -> di
     return out
 
 
+def _clusters(mesh: str, service: str, endpoints: list[Endpoint], ca: bytes,
+              vip_outbounds: tuple[VipOutbound, ...]) -> Iterator[tuple[str, CrossMeshGateway]]:
+    """The clusters of one gateway service: by service and mesh (all its crossMesh listeners), and per set of
+    tags the virtual IPs of its listeners carry (only the endpoints with those tags: that listener)."""
+    yield names.cross_mesh_cluster(service, mesh), CrossMeshGateway(mesh, service, tuple(endpoints), ca)
+    for vip in vip_outbounds:
+        tags = dict(vip.tags)
+        if tags.pop(names.MESH_TAG, None) != mesh or vip.service != service:
+            continue
+        chosen = tuple(e for e in endpoints if all(e.tags.get(k) == v for k, v in tags.items()))
+        yield names.cross_mesh_cluster(service, mesh, tags), CrossMeshGateway(mesh, service, chosen, ca)
+
+
 def snapshot_fields(store: Store, mesh: str, own_gateways: tuple[MeshGateway, ...],
                     gateways_of: Callable[[str], tuple[MeshGateway, ...]],
-                    trusted_ca: Callable[[Resource], bytes | None]) -> dict[str, Any]:
-    """The MeshSnapshot fields of `mesh` that come from other meshes: `cross_mesh` (the other meshes' crossMesh
-    gateways its sidecars may call) and, when one of its own MeshGateways has a crossMesh listener,
-    `all_mesh_ca_pem` (the CAs of every mesh with usable mTLS, by mesh name). `trusted_ca` gives a Mesh's CAs
-    (None without usable mTLS)."""
-    others = sorted({g.mesh for g in store.list(ListQuery(type="MeshGateway")).items
-                     if g.mesh != mesh and _has_cross_mesh_listener(g)})
+                    trusted_ca: Callable[[Resource], bytes | None],
+                    vip_outbounds: tuple[VipOutbound, ...]) -> dict[str, Any]:
+    """The MeshSnapshot fields of `mesh` that come from all meshes: `cross_mesh` (the clusters of the crossMesh
+    gateways its sidecars may call, its own included) and, when one of its own MeshGateways has a crossMesh
+    listener, `all_mesh_ca_pem` (the CAs of every mesh with usable mTLS, by mesh name). `trusted_ca` gives a
+    Mesh's CAs (None without usable mTLS)."""
+    others = sorted({g.mesh for g in store.list(ListQuery(type="MeshGateway")).items if _has_cross_mesh_listener(g)})
     meshes = {m.name: m for m in store.list(ListQuery(type="Mesh")).items}
     cross_mesh: dict[str, CrossMeshGateway] = {}
     for other in others:
         if other not in meshes:
             continue
         ca = trusted_ca(meshes[other]) or b""
-        for service, endpoints in sorted(_endpoints(store, other, gateways_of(other)).items()):
-            cluster = names.cross_mesh_cluster(service, other)
-            cross_mesh[cluster] = CrossMeshGateway(other, service, tuple(endpoints), ca)
+        gateways = own_gateways if other == mesh else gateways_of(other)
+        for service, endpoints in sorted(_endpoints(store, other, gateways).items()):
+            cross_mesh.update(_clusters(other, service, endpoints, ca, vip_outbounds))
     all_ca = b""
     if serves_cross_mesh(own_gateways):
         all_ca = b"".join(ca for name in sorted(meshes) if (ca := trusted_ca(meshes[name])))

@@ -62,9 +62,8 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
         service = tags.get("kuma.io/service") or ref.get("name", "")
         if not tags.get("kuma.io/service") and ref.get("kind") == "MeshExternalService":
             service = mes_destination(dp.mesh, service, int(ref.get("port") or 0))
-        other_mesh = tags.get(names.MESH_TAG, dp.mesh)
         outbounds.append(Outbound(port=int(ob.get("port") or 0), address=ob.get("address") or "127.0.0.1",
-                                  service=service, tags=tags, mesh="" if other_mesh == dp.mesh else other_mesh))
+                                  service=service, tags=tags, mesh=tags.get(names.MESH_TAG, "")))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
     gateway = networking.get("gateway")
     return Proxy(mesh=dp.mesh, name=dp.name, address=networking.get("address", ""), inbounds=_inbounds(dp),
@@ -342,8 +341,9 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
     for destination, mes in meshexternals.items():
         protocols[destination] = mes.protocol
     gateways = mesh_gateways(store, mesh_name)
+    vip = _vips(store, mesh_name)
     others = cross_mesh.snapshot_fields(store, mesh_name, gateways, functools.partial(mesh_gateways, store),
-                                        functools.partial(mesh_ca.trusted_ca_pem, store))
+                                        functools.partial(mesh_ca.trusted_ca_pem, store), vip["vip_outbounds"])
     return MeshSnapshot(
         mesh=mesh_name, revision=revision, mtls=mtls, mtls_error=mtls_error,
         endpoints={s: tuple(sorted(e, key=lambda x: (x.address, x.port))) for s, e in endpoints.items()},
@@ -355,7 +355,7 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
         subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh),
         gateways=gateways, **others,
         passthrough=((mesh.content.get("networking") or {}).get("outbound") or {}).get("passthrough") is not False,
-        **_vips(store, mesh_name))
+        **vip)
 
 
 def _vips(store: Store, mesh: str) -> dict[str, Any]:

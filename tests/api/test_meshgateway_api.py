@@ -110,16 +110,13 @@ def test_what_gateway_proxies_do_not_get_yet_is_answered_with_warnings(api: Live
     r = api.put(PATH, body)
     assert r.status_code == 201, r.text
     warnings = r.json()["warnings"]
-    # crossMesh is served through the other meshes' Dataplane outbounds, but not to their transparent proxies
-    assert "'conf.listeners[0].crossMesh' is applied through Dataplane outbounds tagged with the gateway's " \
-           "kuma.io/service and kuma.io/mesh; the listener's hostname gets no virtual IP or DNS name in other " \
-           "meshes yet (not reachable through their transparent proxies)" in warnings
-    assert "'conf.listeners[6].crossMesh' is stored but not yet applied to gateway proxies by this control plane " \
-           "(only HTTP listeners are served across meshes)" in warnings
+    # crossMesh is served on HTTP listeners only
+    assert "'conf.listeners[6].crossMesh' is stored but not yet applied to gateway proxies by this control plane" \
+        in warnings
     assert "'conf.listeners[5].tls' is missing: a TLS listener is served only with tls.mode TERMINATE or " \
            "PASSTHROUGH" in warnings
     # HTTPS, TCP, TLS, the connection limit and the tags (routes pick listeners by them) are applied
-    assert len(warnings) == 3, warnings
+    assert len(warnings) == 2, warnings
 
 
 def test_a_certificate_secret_is_named_by_secret_keepers_only(api: LiveApi) -> None:

@@ -161,20 +161,10 @@ def warnings(content: dict[str, Any]) -> list[str]:
             continue
         if protocol == "TLS" and (listener.get("tls") or {}).get("mode") not in ("TERMINATE", "PASSTHROUGH"):
             out.append(f"'{at}.tls' is missing: a TLS listener is served only with tls.mode TERMINATE or PASSTHROUGH")
-        if listener.get("crossMesh"):
-            out.append(_cross_mesh_warning(at, protocol))
-        for name in ("tls",) if protocol in ("HTTP", "TCP") else ():
+        # an HTTP crossMesh listener is served to every mesh's proxies (xds/cross_mesh.py)
+        unused = (("crossMesh",) if protocol != "HTTP" else ()) + (("tls",) if protocol in ("HTTP", "TCP") else ())
+        for name in unused:
             if listener.get(name):
                 out.append(f"'{at}.{name}' is stored but not yet applied to gateway proxies by this control plane")
     return out
 
-
-def _cross_mesh_warning(at: str, protocol: str) -> str:
-    """An HTTP crossMesh listener is served to the other meshes' sidecars through their Dataplane outbounds;
-    Kuma also gives its hostname a virtual IP and a DNS name in every mesh, which this control plane does not."""
-    if protocol != "HTTP":
-        return (f"'{at}.crossMesh' is stored but not yet applied to gateway proxies by this control plane "
-                "(only HTTP listeners are served across meshes)")
-    return (f"'{at}.crossMesh' is applied through Dataplane outbounds tagged with the gateway's kuma.io/service "
-            "and kuma.io/mesh; the listener's hostname gets no virtual IP or DNS name in other meshes yet (not "
-            "reachable through their transparent proxies)")

@@ -28,7 +28,7 @@ from appliance.model import names
 from appliance.model.names import Resources
 from appliance.model.proxy import Identity, MeshSnapshot, Outbound, PolicyKinds, Proxy
 from appliance.xds.generate.clusters import cluster_for, local_cluster
-from appliance.xds.generate.cross_mesh import cross_mesh_outbound
+from appliance.xds.generate.cross_mesh import cluster_of, cross_mesh_outbound
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.generate.gateway import generate_gateway
 from appliance.xds.generate.listeners import inbound_listener, outbound_listener
@@ -158,7 +158,7 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     for outbound in cross_mesh:
         for type_url, by_name in cross_mesh_outbound(snapshot, outbound, proxy).items():
             resources[type_url].update(by_name)
-        name = names.cross_mesh_cluster(outbound.service, outbound.mesh)
+        name = cluster_of(snapshot, outbound)
         endpoints[name] = _cached(cache, ("cla", name), lambda n=name: load_assignment_for(snapshot, n))
 
     # Plugins of the whole proxy (MeshProxyPatch) see every resource, inbound and outbound, and inline

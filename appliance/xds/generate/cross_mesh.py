@@ -36,6 +36,13 @@ def serve_cross_mesh(chain: listener_pb2.FilterChain, snapshot: MeshSnapshot, re
         names.ALL_MESHES_CA_SECRET, snapshot.all_mesh_ca_pem)
 
 
+def cluster_of(snapshot: MeshSnapshot, outbound: Outbound) -> str:
+    """The cluster of an outbound to a crossMesh gateway: named by all its tags, as Kuma's, when the snapshot
+    has it (a transparent proxy's, from a virtual IP); a Dataplane's own outbound by service and mesh alone."""
+    name = names.cross_mesh_cluster(outbound.service, outbound.mesh, outbound.tags)
+    return name if name in snapshot.cross_mesh else names.cross_mesh_cluster(outbound.service, outbound.mesh)
+
+
 def _cluster(snapshot: MeshSnapshot, outbound: Outbound, name: str) -> cluster_pb2.Cluster:
     """EDS, HTTP/2 options as to any mesh service, mTLS when both meshes have it (else plaintext, as Kuma)."""
     cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
@@ -57,7 +64,7 @@ def _cluster(snapshot: MeshSnapshot, outbound: Outbound, name: str) -> cluster_p
 def cross_mesh_outbound(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy) -> Resources:
     """The listener, cluster and other mesh's CA of an outbound to another mesh's crossMesh gateway. The
     service's protocol is not known in this mesh, so it is TCP, as Kuma's; the gateway speaks HTTP inside."""
-    name = names.cross_mesh_cluster(outbound.service, outbound.mesh)
+    name = cluster_of(snapshot, outbound)
     unit: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
     own_tags = {k: v for k, v in outbound.tags.items() if k != names.MESH_TAG}
     listener = outbound_listener(replace(outbound, tags=own_tags, mesh=""), snapshot, proxy)

@@ -3,6 +3,7 @@ proxies of any mesh, the other mesh's outbound to it, and what a mesh's snapshot
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -16,15 +17,22 @@ from appliance.core.events import Change
 from appliance.core.resources.model import Resource
 from appliance.model import names
 from appliance.model.proxy import (
-    CrossMeshGateway, GatewayListener, GenerationError, MeshGateway, Outbound,
+    CrossMeshGateway, Endpoint, GatewayListener, GenerationError, MeshGateway, Outbound,
 )
 from appliance.store.sqlite import SQLiteStore
+from appliance.model import vips
+from appliance.runtime.vips_sync import VipSync
+from appliance.store.memory import MemoryStore
 from appliance.xds import cross_mesh
-from appliance.xds.generate import generate_sidecar
+from appliance.xds.cross_mesh import _clusters
+from appliance.xds.generate import generate_sidecar, load_assignment_for
 from appliance.xds.generate.consistency import check_consistency
 from appliance.xds.snapshot import build_snapshot, proxy_from_dataplane
 from tests.unit.xds.golden import assert_golden, resources_yaml
-from tests.unit.xds.scenarios import HTTP_ROUTE, IDENTITY, endpoint, policy, routed_snapshot, snapshot, web_proxy
+from tests.unit.xds.scenarios import (
+    HTTP_ROUTE, IDENTITY, endpoint, policy, routed_snapshot, snapshot, transparent_proxy, transparent_snapshot,
+    web_proxy,
+)
 from tests.unit.xds.test_gateway import API_ROUTE, edge_proxy
 
 GW_CA = b"-----BEGIN CERTIFICATE-----\ngw\n-----END CERTIFICATE-----\n"
@@ -123,7 +131,7 @@ def test_a_dataplane_outbound_tagged_with_another_mesh_is_a_cross_mesh_outbound(
         {"port": 20000, "tags": {"kuma.io/service": "edge", "kuma.io/mesh": "gw"}},
         {"port": 20001, "tags": {"kuma.io/service": "backend", "kuma.io/mesh": "other"}}]}})
     edge, own = proxy_from_dataplane(dp).outbounds
-    assert (edge.service, edge.mesh) == ("edge", "gw") and own.mesh == ""
+    assert (edge.service, edge.mesh) == ("edge", "gw") and own.mesh == "other"   # Kuma's: its own crossMesh gateways
 
 
 MTLS = {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]}
@@ -171,7 +179,8 @@ def test_a_snapshot_reads_the_other_meshs_gateway_proxies_and_every_meshs_ca(sto
         ("10.0.1.9", 8080, {"kuma.io/service": "edge", "team": "edge", "port": "8080"})
     assert other.all_mesh_ca_pem == b""   # it serves no crossMesh listener itself
     gw = build_snapshot(store, "gw", 1)
-    assert gw.cross_mesh == {} and gw.all_mesh_ca_pem == gw_ca + other_ca   # "plain" has no mTLS
+    assert gw.all_mesh_ca_pem == gw_ca + other_ca   # "plain" has no mTLS
+    assert gw.cross_mesh == other.cross_mesh        # its own sidecars reach its crossMesh listener alike
 
 
 def _change(type_: str, mesh: str, name: str = "x") -> Change:
@@ -201,3 +210,68 @@ def test_the_route_policy_of_the_gateway_mesh_routes_cross_mesh_traffic() -> Non
     resources = generate_sidecar(snap, replace(edge_proxy(), mesh="gw"), IDENTITY)
     (host,) = resources[names.ROUTE]["edge:HTTP:8080:*"].virtual_hosts
     assert [c.name for r in host.routes for c in r.route.weighted_clusters.clusters] == ["backend"]
+
+
+GATEWAY_CONTENT = {
+    "selectors": [{"match": {"kuma.io/service": "edge"}}], "tags": {"team": "edge"},
+    "conf": {"listeners": [{"port": 8080, "protocol": "HTTP", "hostname": "edge.gw.mesh", "crossMesh": True,
+                            "tags": {"port": "8080"}},
+                           {"port": 8090, "protocol": "HTTP", "hostname": "*", "crossMesh": True},
+                           {"port": 8081, "protocol": "HTTP", "hostname": "public.example.com"}]}}
+
+
+def test_every_mesh_gets_a_name_and_virtual_ip_for_each_cross_mesh_listener() -> None:
+    """Kuma's addFromMeshGateway: the hostname (or internal.<gateway>.<mesh>.mesh), on the listener's port."""
+    wanted = vips.cross_mesh_gateways([("gw", "edge", GATEWAY_CONTENT)])
+    assert wanted == {
+        (vips.FQDN, "edge.gw.mesh"): (vips.OutboundEntry(8080, (
+            ("kuma.io/mesh", "gw"), ("kuma.io/service", "edge"), ("port", "8080"), ("team", "edge")),
+            "mesh-gateway:gw:edge:edge.gw.mesh"),),
+        (vips.FQDN, "internal.edge.gw.mesh"): (vips.OutboundEntry(8090, (
+            ("kuma.io/mesh", "gw"), ("kuma.io/service", "edge"), ("team", "edge")),
+            "mesh-gateway:gw:edge:internal.edge.gw.mesh"),)}
+    domains, outbounds = vips.vip_outbounds(vips.allocate({}, wanted))
+    assert domains == (vips.VipDomains("240.0.0.0", ("edge.gw.mesh",)),
+                       vips.VipDomains("240.0.0.1", ("internal.edge.gw.mesh",)))
+    assert [(o.address, o.port, o.service) for o in outbounds] == [("240.0.0.0", 8080, "edge"),
+                                                                   ("240.0.0.1", 8090, "edge")]
+
+
+def test_the_leader_gives_the_listener_a_virtual_ip_in_every_mesh() -> None:
+    store = MemoryStore()
+    for mesh in ("gw", "other"):
+        store.create(Resource("Mesh", "", mesh, {}))
+    sync = VipSync(store)
+    sync.sync_if_changed()
+    store.create(Resource("MeshGateway", "gw", "edge", GATEWAY_CONTENT))
+    sync.sync_if_changed()   # a MeshGateway change makes a pass
+    for mesh in ("gw", "other"):
+        config = json.loads(store.get("Config", "", vips.config_name(mesh)).content["config"])
+        assert config["2:edge.gw.mesh"]["outbounds"][0]["TagSet"]["kuma.io/mesh"] == "gw"
+
+
+def test_a_transparent_proxy_reaches_each_listener_by_its_virtual_ip() -> None:
+    """Each virtual IP is an outbound to the cluster of its tags (Kuma's name): the gateway's endpoints with them."""
+    endpoints = [Endpoint("10.0.1.9", 8080, {"kuma.io/service": "edge", "port": "8080", "team": "edge"}, "edge-1"),
+                 Endpoint("10.0.1.9", 8090, {"kuma.io/service": "edge", "team": "edge"}, "edge-1")]
+    domains, outbounds = vips.vip_outbounds(vips.allocate({}, vips.cross_mesh_gateways([("gw", "edge",
+                                                                                          GATEWAY_CONTENT)])))
+    clusters = dict(_clusters("gw", "edge", endpoints, GW_CA, outbounds))
+    snap = replace(transparent_snapshot(), mesh="other", cross_mesh=clusters, vip_domains=domains,
+                   vip_outbounds=outbounds)
+    resources = generate_sidecar(snap, transparent_proxy(mesh="other"), IDENTITY)
+    assert check_consistency(resources) == []
+    by_port = {}
+    for port in (8080, 8090):
+        listener = resources[names.LISTENER][f"outbound:240.0.0.{port - 8080 and 1}:{port}"]
+        assert not listener.bind_to_port.value
+        tcp = tcp_proxy_pb2.TcpProxy()
+        listener.filter_chains[0].filters[0].typed_config.Unpack(tcp)
+        assert _tls(resources[names.CLUSTER][tcp.cluster].transport_socket).sni == "edge{mesh=gw}"
+        lbs = resources[names.ENDPOINT][tcp.cluster].endpoints[0].lb_endpoints
+        by_port[port] = (tcp.cluster, sorted(lb.endpoint.address.socket_address.port_value for lb in lbs))
+    assert by_port[8080] == (names.cross_mesh_cluster("edge", "gw", {"port": "8080", "team": "edge"}), [8080])
+    # as Kuma's: tags that do not tell the listeners apart pick them all
+    assert by_port[8090] == (names.cross_mesh_cluster("edge", "gw", {"team": "edge"}), [8080, 8090])
+    # the endpoint-only path of the server builds load assignments by cluster name alone
+    assert load_assignment_for(snap, by_port[8090][0]) == resources[names.ENDPOINT][by_port[8090][0]]
