@@ -120,7 +120,8 @@ def cross_mesh_gateways(gateways: Iterable[tuple[str, str, Mapping[str, Any]]],
     view: dict[Entry, list[OutboundEntry]] = {}
     for mesh, name, content in gateways:
         for listener in (content.get("conf") or {}).get("listeners") or []:
-            if not isinstance(listener, dict) or not listener.get("crossMesh"):
+            # only HTTP ones are served across meshes (the API warns about the others)
+            if not isinstance(listener, dict) or not listener.get("crossMesh") or listener.get("protocol") != "HTTP":
                 continue
             hostname = str(listener.get("hostname") or "")
             if not hostname or "*" in hostname:

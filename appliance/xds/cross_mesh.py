@@ -24,6 +24,7 @@ from appliance.model.vips import VipOutbound
 from appliance.policies._gateway import select_gateway
 from appliance.store import ListQuery, Store
 
+
 def _has_cross_mesh_listener(gateway: Resource) -> bool:
     return any(isinstance(l, dict) and l.get("crossMesh")
                for l in (gateway.content.get("conf") or {}).get("listeners") or [])
@@ -93,9 +94,10 @@ def snapshot_fields(store: Store, mesh: str, own_gateways: tuple[MeshGateway, ..
 
 
 def dependent_meshes(changes: list[Change], snapshots: dict[str, MeshSnapshot | None]) -> set[str] | None:
-    """The meshes whose snapshots a change concerns beyond its own mesh (None: every mesh): every mesh when a MeshGateway changes
-    (it may have become crossMesh) or when a mesh serving a crossMesh gateway changes (its CA, its gateway
-    proxies, their Secrets); the meshes serving one when another Mesh or a Secret changes (a CA they trust)."""
+    """The meshes whose snapshots a change concerns beyond its own mesh (None: every mesh): every mesh when a
+    MeshGateway changes (it may have become crossMesh) or when a mesh serving a crossMesh gateway changes (its
+    CA, its gateway proxies, their Secrets); the meshes serving one when another Mesh or a Secret changes (a
+    CA they trust)."""
     sources = {m for m, s in list(snapshots.items()) if s is not None and serves_cross_mesh(s.gateways)}
     if any(c.type == "MeshGateway" or (c.mesh or (c.name if c.type == "Mesh" else "")) in sources
            for c in changes):

@@ -3,9 +3,9 @@
 - the gateway side (`serve_cross_mesh`): a crossMesh HTTP listener takes only TLS connections that offer the
   `kuma` ALPN, with a client certificate of any mesh's CA (`mesh_ca:secret:all`), and its virtual hosts ask
   for TLS as on HTTPS listeners (Kuma's gateway generator treats the listener as HTTPS);
-- the other mesh's side (`cross_mesh_outbound`): an outbound tagged `kuma.io/mesh: <other mesh>` is a TCP
+- the caller's side (`cross_mesh_outbound`): an outbound tagged `kuma.io/mesh: <gateway's mesh>` is a TCP
   listener to the cluster `<service>-<hash>_<mesh>` over mTLS with the sidecar's own identity, checking the
-  gateway against its mesh's CA (`mesh_ca:secret:<other mesh>`).
+  gateway against its mesh's CA (`mesh_ca:secret:<gateway's mesh>`).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def serve_cross_mesh(chain: listener_pb2.FilterChain, snapshot: MeshSnapshot, re
     """Make a gateway's HTTP filter chain a crossMesh one (Kuma's HTTPS filter chain in TLS mode NONE)."""
     if snapshot.mtls is None:
         raise GenerationError("mTLS must be enabled for crossMesh-enabled MeshGateways")
-    # no SNI match: a client sends its own mesh's `<service>{mesh=...}`, not the listener's hostname
+    # no SNI match: a client's SNI is `<service>{mesh=<mesh>}`, not the listener's hostname
     chain.filter_chain_match.transport_protocol = "tls"
     chain.filter_chain_match.application_protocols.append(names.KUMA_ALPN)
     chain.transport_socket.CopyFrom(tls.cross_mesh_downstream_socket(snapshot.mesh))
