@@ -262,6 +262,8 @@ class MeshSnapshot:
     cross_mesh: dict[str, CrossMeshGateway] = field(default_factory=dict)
     # the CAs of every mesh with usable mTLS (Kuma's all-in-one CA): what a crossMesh listener trusts
     all_mesh_ca_pem: bytes = b""
+    # the meshes with a crossMesh MeshGateway listener: a change in one concerns every mesh's snapshot
+    cross_mesh_sources: tuple[str, ...] = ()
 
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which

@@ -75,8 +75,8 @@ def snapshot_fields(store: Store, mesh: str, own_gateways: tuple[MeshGateway, ..
                     vip_outbounds: tuple[VipOutbound, ...]) -> dict[str, Any]:
     """The MeshSnapshot fields of `mesh` that come from all meshes: `cross_mesh` (the clusters of the crossMesh
     gateways its sidecars may call, its own included) and, when one of its own MeshGateways has a crossMesh
-    listener, `all_mesh_ca_pem` (the CAs of every mesh with usable mTLS, by mesh name). `trusted_ca` gives a
-    Mesh's CAs (None without usable mTLS)."""
+    listener, `all_mesh_ca_pem` (the CAs of every mesh with usable mTLS, by mesh name); `cross_mesh_sources`.
+    `trusted_ca` gives a Mesh's CAs (None without usable mTLS)."""
     others = sorted({g.mesh for g in store.list(ListQuery(type="MeshGateway")).items if _has_cross_mesh_listener(g)})
     meshes = {m.name: m for m in store.list(ListQuery(type="Mesh")).items}
     cross_mesh: dict[str, CrossMeshGateway] = {}
@@ -90,7 +90,7 @@ def snapshot_fields(store: Store, mesh: str, own_gateways: tuple[MeshGateway, ..
     all_ca = b""
     if serves_cross_mesh(own_gateways):
         all_ca = b"".join(ca for name in sorted(meshes) if (ca := trusted_ca(meshes[name])))
-    return {"cross_mesh": cross_mesh, "all_mesh_ca_pem": all_ca}
+    return {"cross_mesh": cross_mesh, "all_mesh_ca_pem": all_ca, "cross_mesh_sources": tuple(others)}
 
 
 def dependent_meshes(changes: list[Change], snapshots: dict[str, MeshSnapshot | None]) -> set[str] | None:
@@ -98,7 +98,8 @@ def dependent_meshes(changes: list[Change], snapshots: dict[str, MeshSnapshot | 
     MeshGateway changes (it may have become crossMesh) or when a mesh serving a crossMesh gateway changes (its
     CA, its gateway proxies, their Secrets); the meshes serving one when another Mesh or a Secret changes (a
     CA they trust)."""
-    sources = {m for m, s in list(snapshots.items()) if s is not None and serves_cross_mesh(s.gateways)}
+    # any snapshot knows them all, even those whose gateway proxies have not connected yet
+    sources = {m for s in list(snapshots.values()) if s is not None for m in s.cross_mesh_sources}
     if any(c.type == "MeshGateway" or (c.mesh or (c.name if c.type == "Mesh" else "")) in sources
            for c in changes):
         return None

@@ -2,6 +2,7 @@
 proxies of any mesh, the other mesh's outbound to it, and what a mesh's snapshot reads of the others."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from dataclasses import replace
@@ -14,6 +15,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from appliance.ca.builtin import ca_secret_names, new_root_ca
 from appliance.core.events import Change
+from appliance.core.manager import ResourceManager
 from appliance.core.resources.model import Resource
 from appliance.model import names
 from appliance.model.proxy import (
@@ -24,6 +26,8 @@ from appliance.model import vips
 from appliance.runtime.vips_sync import VipSync
 from appliance.store.memory import MemoryStore
 from appliance.xds import cross_mesh
+from appliance.xds.cache import XdsCache
+from appliance.xds.resources import CLUSTER
 from appliance.xds.cross_mesh import _clusters
 from appliance.xds.generate import generate_sidecar, load_assignment_for
 from appliance.xds.generate.consistency import check_consistency
@@ -177,7 +181,7 @@ def test_a_snapshot_reads_the_other_meshs_gateway_proxies_and_every_meshs_ca(sto
     (found,) = target.endpoints
     assert (found.address, found.port, found.tags) == \
         ("10.0.1.9", 8080, {"kuma.io/service": "edge", "team": "edge", "port": "8080"})
-    assert other.all_mesh_ca_pem == b""   # it serves no crossMesh listener itself
+    assert other.all_mesh_ca_pem == b"" and other.cross_mesh_sources == ("gw",)   # it serves none itself
     gw = build_snapshot(store, "gw", 1)
     assert gw.all_mesh_ca_pem == gw_ca + other_ca   # "plain" has no mTLS
     assert gw.cross_mesh == other.cross_mesh        # its own sidecars reach its crossMesh listener alike
@@ -188,7 +192,8 @@ def _change(type_: str, mesh: str, name: str = "x") -> Change:
 
 
 def test_which_meshes_a_change_concerns_beyond_its_own() -> None:
-    snaps = {"gw": snapshot(mesh="gw", gateways=(CROSS_EDGE,)), "other": snapshot(mesh="other"), "gone": None}
+    # the snapshot of mesh "other" knows that "gw" serves a crossMesh listener (gw's may not be built yet)
+    snaps = {"other": snapshot(mesh="other", cross_mesh_sources=("gw",)), "gone": None}
     every = None
     assert cross_mesh.dependent_meshes([_change("MeshGateway", "other")], snaps) is every
     assert cross_mesh.dependent_meshes([_change("Dataplane", "gw")], snaps) is every   # a gateway proxy
@@ -196,7 +201,7 @@ def test_which_meshes_a_change_concerns_beyond_its_own() -> None:
     assert cross_mesh.dependent_meshes([_change("Mesh", "", "other")], snaps) == {"gw"}   # a CA gw trusts
     assert cross_mesh.dependent_meshes([_change("Secret", "other")], snaps) == {"gw"}
     assert cross_mesh.dependent_meshes([_change("Dataplane", "other")], snaps) == set()
-    assert cross_mesh.dependent_meshes([_change("Secret", "other")], {"other": snaps["other"]}) == set()
+    assert cross_mesh.dependent_meshes([_change("Secret", "other")], {"other": snapshot(mesh="other")}) == set()
 
 
 def test_the_route_policy_of_the_gateway_mesh_routes_cross_mesh_traffic() -> None:
@@ -275,3 +280,40 @@ def test_a_transparent_proxy_reaches_each_listener_by_its_virtual_ip() -> None:
     assert by_port[8090] == (names.cross_mesh_cluster("edge", "gw", {"team": "edge"}), [8080, 8090])
     # the endpoint-only path of the server builds load assignments by cluster name alone
     assert load_assignment_for(snap, by_port[8090][0]) == resources[names.ENDPOINT][by_port[8090][0]]
+
+
+def test_a_gateway_proxy_joining_its_mesh_reaches_the_other_meshs_sidecars(tmp_path: Path) -> None:
+    """The real cache and its change intake: a sidecar of mesh `other` is regenerated when the first gateway
+    proxy of mesh `gw` registers, though no proxy of `gw` is watched yet."""
+    store = SQLiteStore(tmp_path / "kuma.db")
+    manager = ResourceManager(store)
+    for mesh in ("gw", "other"):
+        manager.ensure_mesh(mesh)
+    manager.create(Resource("MeshGateway", "gw", "edge", GATEWAY_CONTENT))
+    manager.create(Resource("Dataplane", "other", "client-1", {"networking": {"address": "127.0.0.2", "inbound": [
+        {"port": 8080, "tags": {"kuma.io/service": "client"}}], "outbound": [
+        {"port": 20000, "tags": {"kuma.io/service": "edge", "kuma.io/mesh": "gw"}}]}}))
+    seen: list[tuple[str, ...]] = []
+
+    def generate(snapshot, proxy, identity, shared):
+        seen.append(tuple(e.address for g in snapshot.cross_mesh.values() for e in g.endpoints))
+        return {CLUSTER: {}}
+
+    async def scenario() -> None:
+        cache = XdsCache(store, generate, asyncio.get_running_loop(), load_assignment_for)
+        watch = cache.watch("other", "client-1")
+        cache.resources(watch)
+        assert seen == [()]
+        woken = asyncio.Event()
+        watch.changed.callback = woken.set
+        manager.create(Resource("Dataplane", "gw", "edge-1", {"networking": {
+            "address": "127.0.0.9", "gateway": {"type": "BUILTIN", "tags": {"kuma.io/service": "edge"}}}}))
+        await asyncio.wait_for(woken.wait(), timeout=5)
+        cache.resources(watch)
+        assert seen[-1] == ("127.0.0.9", "127.0.0.9")   # its two crossMesh listeners
+        cache.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
