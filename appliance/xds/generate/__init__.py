@@ -117,7 +117,7 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         # the mesh asks for mTLS and its CA cannot be used: nothing rather than plaintext (fail closed)
         return resources
     proxy = transparent.with_vip_outbounds(snapshot, proxy)
-    # outbounds to other meshes' crossMesh gateways: this mesh's policies do not configure them
+    # outbounds to crossMesh gateways (kuma.io/mesh): this mesh's policies do not configure them
     cross_mesh = tuple(o for o in proxy.outbounds if o.mesh)
     if cross_mesh:
         proxy = replace(proxy, outbounds=tuple(o for o in proxy.outbounds if not o.mesh))

@@ -25,7 +25,7 @@ def load_assignment_for(snapshot: MeshSnapshot, service: str) -> endpoint_pb2.Cl
         _add_endpoints(assignment, endpoints)
         return assignment
     cross_mesh = snapshot.cross_mesh.get(service)
-    if cross_mesh is not None:   # another mesh's crossMesh gateway: its proxies at their crossMesh listeners
+    if cross_mesh is not None:   # a crossMesh gateway: its proxies at their crossMesh listeners
         _add_endpoints(assignment, cross_mesh.endpoints)
         return assignment
     external = snapshot.external_services.get(service)
