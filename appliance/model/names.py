@@ -25,6 +25,7 @@ TYPE_ORDER: tuple[str, ...] = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE)
 Resources = dict[str, dict[str, Message]]
 
 SERVICE_TAG = "kuma.io/service"
+MESH_TAG = "kuma.io/mesh"
 EXTERNAL_SERVICE_NAME_TAG = "kuma.io/external-service-name"
 ZONE_EGRESS_SERVICE = "zone-egress"   # the service in a zone egress's certificate: spiffe://<mesh>/zone-egress
 TAGS_METADATA_KEY = "io.kuma.tags"
@@ -93,6 +94,10 @@ def mesh_ca_secret(mesh: str) -> str:
     return f"mesh_ca:secret:{mesh}"
 
 
+# Kuma's all-in-one CA (secretsTracker.RequestAllInOneCa): every mesh's CA, what a crossMesh gateway listener trusts
+ALL_MESHES_CA_SECRET = "mesh_ca:secret:all"
+
+
 def spiffe_id(mesh: str, service: str) -> str:
     return f"spiffe://{mesh}/{service}"
 
@@ -134,6 +139,13 @@ def split_cluster(service: str, tags: dict[str, str]) -> str:
         digest.update(key.encode())
         digest.update(selected[key].encode())
     return f"{service}-{digest.hexdigest()[:16]}"
+
+
+def cross_mesh_cluster(service: str, mesh: str, tags: dict[str, str] | None = None) -> str:
+    """A sidecar's cluster to a mesh's crossMesh gateway: the outbound's tags (service, `kuma.io/mesh` and any
+    other) hashed as for a split cluster, then the mesh (Kuma's meshroute: "the name should be distinct to the
+    service & mesh combination")."""
+    return f"{split_cluster(service, {**(tags or {}), MESH_TAG: mesh})}_{mesh}"
 
 
 def egress_cluster(mesh: str, service: str) -> str:

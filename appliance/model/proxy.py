@@ -49,6 +49,9 @@ class Outbound:
     service: str              # kuma.io/service of the destination (or a MeshService port's legacy name)
     tags: Tags = field(default_factory=dict)
     backend_port: int = 0     # a `backendRef` of kind MeshService: its `port` (see xds/generate/meshservices.py)
+    # its `kuma.io/mesh` tag: the crossMesh MeshGateway listeners of that mesh (Kuma's cross-mesh outbound, the
+    # proxy's own mesh included), reached over mTLS with this proxy's own identity; "" for a mesh service
+    mesh: str = ""
 
 
 def _reachable_backends(found: Any) -> tuple[tuple[str, str, int, tuple[tuple[str, str], ...]], ...] | None:
@@ -172,6 +175,16 @@ class GatewayListener:
     certificates: tuple[GatewayCertificate, ...] = ()   # TLS TERMINATE, read from their data sources
     tls_error: str = ""       # why its certificates cannot be used: then the listener is not served
     connection_limit: int = 0  # resources.connectionLimit: most connections open at once on its port (0: no limit)
+    cross_mesh: bool = False  # crossMesh: served to the proxies of every mesh with mTLS, over their own mTLS
+
+
+@dataclass(frozen=True)
+class CrossMeshGateway:
+    """What a sidecar needs to reach another mesh's crossMesh gateway listeners under one kuma.io/service."""
+    mesh: str                          # the gateway's mesh
+    service: str                       # the gateway proxies' kuma.io/service
+    endpoints: tuple[Endpoint, ...]    # per gateway proxy and crossMesh listener: (address, listener port, tags)
+    ca_pem: bytes                      # what the gateway's certificate is checked against: that mesh's CAs
 
 
 @dataclass(frozen=True)
@@ -264,6 +277,12 @@ class MeshSnapshot:
     # every port of the mesh's MeshServices, by legacy name (model/destinations.py): their endpoints and
     # protocols are in `endpoints` and `protocols` under the same names
     destinations: dict[str, Destination] = field(default_factory=dict)
+    # the crossMesh gateway listeners of other meshes, by the cluster name this mesh's sidecars use for them
+    cross_mesh: dict[str, CrossMeshGateway] = field(default_factory=dict)
+    # the CAs of every mesh with usable mTLS (Kuma's all-in-one CA): what a crossMesh listener trusts
+    all_mesh_ca_pem: bytes = b""
+    # the meshes with a crossMesh MeshGateway listener: a change in one concerns every mesh's snapshot
+    cross_mesh_sources: tuple[str, ...] = ()
 
     def clusters_of(self, service: str) -> tuple[str, ...]:
         """The clusters that carry traffic to a service: its own and those of its parts (`subsets`), which

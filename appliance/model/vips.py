@@ -7,7 +7,8 @@ the global Config resource `kuma-<mesh>-dns-vips`, in Kuma's JSON, so that every
 
     {"0:backend":{"address":"240.0.0.0","outbounds":[{"Port":0,"TagSet":{"kuma.io/service":"backend"},"Origin":"service"}]}}
 
-The key is Kuma's HostnameEntry text, `<type>:<name>` (0 service, 1 host, 2 fqdn). An entry keeps its address
+The key is Kuma's HostnameEntry text, `<type>:<name>` (0 service, 1 host, 2 fqdn: a crossMesh MeshGateway
+listener's hostname, in every mesh). An entry keeps its address
 while it exists; a new one takes the lowest free address of the range (Kuma's IPAM), in entry order.
 Proxies with transparent proxying get an outbound per VIP (`vip_outbounds`) and names for them (`<service>.mesh`).
 """
@@ -107,6 +108,30 @@ def wanted(dataplanes: Iterable[Mapping[str, Any]], external_services: Iterable[
             _add(view, (SERVICE, service), OutboundEntry(port, tags, _SERVICE_ORIGIN))
         if host and not (content.get("networking") or {}).get("disableHostDNSEntry"):
             _add(view, (HOST, host.strip("[]")), OutboundEntry(port, tags, f"external-service:{name}"))
+    return {entry: tuple(outbounds) for entry, outbounds in view.items()}
+
+
+def cross_mesh_gateways(gateways: Iterable[tuple[str, str, Mapping[str, Any]]],
+                        domain: str = DOMAIN) -> dict[Entry, tuple[OutboundEntry, ...]]:
+    """The entries every mesh gets for the crossMesh listeners of the MeshGateways of all meshes, given as
+    (mesh, name, content) in mesh and name order (Kuma's addFromMeshGateway): the listener's hostname, or
+    `internal.<gateway>.<mesh>.mesh` when it has none or a wildcard, on the listener's port, to the gateway's
+    selector tags with `kuma.io/mesh` (over them the MeshGateway's tags and the listener's)."""
+    view: dict[Entry, list[OutboundEntry]] = {}
+    for mesh, name, content in gateways:
+        for listener in (content.get("conf") or {}).get("listeners") or []:
+            # only HTTP ones are served across meshes (the API warns about the others)
+            if not isinstance(listener, dict) or not listener.get("crossMesh") or listener.get("protocol") != "HTTP":
+                continue
+            hostname = str(listener.get("hostname") or "")
+            if not hostname or "*" in hostname:
+                hostname = f"internal.{name}.{mesh}.{domain}"
+            for selector in content.get("selectors") or []:
+                tags = {**(content.get("tags") or {}), **(listener.get("tags") or {}), "kuma.io/mesh": mesh,
+                        **((selector or {}).get("match") or {})}
+                _add(view, (FQDN, hostname), OutboundEntry(
+                    int(listener.get("port") or 0), tuple(sorted((k, str(v)) for k, v in tags.items())),
+                    f"mesh-gateway:{mesh}:{name}:{hostname}"))
     return {entry: tuple(outbounds) for entry, outbounds in view.items()}
 
 

@@ -2,7 +2,7 @@
 
 Only the leader writes them, so instances sharing PostgreSQL never hand out one address twice; every
 instance reads them from the store when it builds a mesh's snapshot. A pass runs when a Mesh, Dataplane,
-ExternalService or Config changed since the last one (the change log says; proxies' insights, which change
+ExternalService, MeshGateway or Config changed since the last one (the change log says; proxies' insights, which change
 all the time, do not count), and at least every FULL_PASS_EVERY seconds while the store changes. It writes a
 mesh's Config only when its view changed. The Config of a deleted mesh goes with it.
 """
@@ -18,7 +18,7 @@ from appliance.store import AlreadyExists, Conflict, ListQuery, NotFound, Store
 log = logging.getLogger("appliance.leader")
 CONFIG = "Config"
 FULL_PASS_EVERY = 60.0
-_RELEVANT = frozenset({"Mesh", "Dataplane", "ExternalService", CONFIG})
+_RELEVANT = frozenset({"Mesh", "Dataplane", "ExternalService", "MeshGateway", CONFIG})
 _SCAN = 1000          # changes looked at; more than that since the last pass: a full pass
 
 
@@ -44,8 +44,11 @@ class VipSync:
 
     def sync(self) -> None:
         meshes = {m.name for m in self.store.list(ListQuery(type="Mesh")).items}
+        # every mesh gets names for the crossMesh gateway listeners of all meshes
+        gateways = vips.cross_mesh_gateways((g.mesh, g.name, g.content) for g in sorted(
+            self.store.list(ListQuery(type="MeshGateway")).items, key=lambda g: (g.mesh, g.name)))
         for mesh in sorted(meshes):
-            self._sync_mesh(mesh)
+            self._sync_mesh(mesh, gateways)
         for config in self.store.list(ListQuery(type=CONFIG)).items:
             mesh = vips.mesh_of_config(config.name)
             if mesh is not None and mesh not in meshes:
@@ -54,11 +57,11 @@ class VipSync:
                 except NotFound:
                     pass
 
-    def _sync_mesh(self, mesh: str) -> None:
+    def _sync_mesh(self, mesh: str, gateways: dict[vips.Entry, tuple[vips.OutboundEntry, ...]]) -> None:
         dataplanes = sorted(self.store.list(ListQuery(type="Dataplane", mesh=mesh)).items, key=lambda r: r.name)
         externals = sorted(self.store.list(ListQuery(type="ExternalService", mesh=mesh)).items, key=lambda r: r.name)
-        wanted = vips.wanted((d.content for d in dataplanes), ((e.name, e.content) for e in externals),
-                             self.service_vips)
+        wanted = {**vips.wanted((d.content for d in dataplanes), ((e.name, e.content) for e in externals),
+                                self.service_vips), **gateways}
         name = vips.config_name(mesh)
         current = self.store.get(CONFIG, "", name)
         old = vips.from_json(str(current.content.get("config") or "")) if current is not None else {}

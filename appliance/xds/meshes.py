@@ -23,6 +23,7 @@ from appliance.core.events import Change
 from appliance.model.proxy import Inbound, MeshSnapshot
 from appliance.store import ListQuery, Store, StoreUnavailable
 from appliance.model.vips import mesh_of_config
+from appliance.xds import cross_mesh
 from appliance.xds.resources import ENDPOINT, Packed, pack
 from appliance.xds.shared import Shared
 from appliance.xds.snapshot import build_snapshot, dataplane_inbounds, proxy_from_dataplane
@@ -92,6 +93,9 @@ class MeshSnapshots:
         meshes |= {m for c in changes if c.type == "Config" and (m := mesh_of_config(c.name)) is not None}
         if any(c.type == "ZoneEgress" for c in changes):
             meshes.add(_ALL_MESHES)
+        # a mesh's snapshot holds what it needs of the other meshes' crossMesh gateways
+        dependent = cross_mesh.dependent_meshes(changes, self._snapshots)
+        meshes |= {_ALL_MESHES} if dependent is None else dependent
         proxies = {(c.mesh, c.name) for c in changes if c.type == "Dataplane"}
         if meshes:
             self.loop.call_soon_threadsafe(self._mark_dirty, meshes, proxies)

@@ -5,15 +5,12 @@ import base64
 import functools
 import logging
 import threading
-from dataclasses import replace
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance.ca._x509 import pem_blocks
-from appliance.ca.builtin import kuma_duration_s
-from appliance.core.resources.mesh import CaUnavailable, ca_pair
 from appliance.core.resources.dataplane import inbound_ready, workload
 from appliance.core.resources.secret import is_system_secret
 from appliance.core.resources import registry
@@ -22,21 +19,14 @@ from appliance.policies._backends import subset_clusters
 from appliance.store import ListQuery, Store
 from appliance.model.proxy import (
     Endpoint, ExternalService, ExternalTls, GatewayCertificate, GatewayListener, Inbound, MeshExternalService, MeshGateway, MeshSnapshot,
-    Mtls, Outbound, Policy, PolicyKinds, Proxy, TransparentProxy,
+    Outbound, Policy, PolicyKinds, Proxy, TransparentProxy,
 )
 from appliance.model import destinations, meshservices, names, vips
 from appliance.model.destinations import Destination
+from appliance.xds import cross_mesh, mesh_ca
 
 DEFAULT_ADMIN_PORT = 9901
 log = logging.getLogger("appliance.xds")
-
-
-def enabled_backend(mesh: Resource) -> dict[str, Any] | None:
-    mtls = mesh.content.get("mtls") or {}
-    name = mtls.get("enabledBackend")
-    if not name:
-        return None
-    return next((b for b in mtls.get("backends") or [] if b.get("name") == name), None)
 
 
 def enabled_metrics_backend(mesh: Resource) -> dict[str, Any] | None:
@@ -74,7 +64,7 @@ def proxy_from_dataplane(dp: Resource) -> Proxy:
         if not tags.get("kuma.io/service") and ref.get("kind") == "MeshExternalService":
             service = mes_destination(dp.mesh, service, int(ref.get("port") or 0))
         outbounds.append(Outbound(port=int(ob.get("port") or 0), address=ob.get("address") or "127.0.0.1",
-                                  service=service, tags=tags,
+                                  service=service, tags=tags, mesh=tags.get(names.MESH_TAG, ""),
                                   backend_port=int(ref.get("port") or 0) if ref.get("kind") == "MeshService" else 0))
     admin = (networking.get("admin") or {}).get("port") or DEFAULT_ADMIN_PORT
     gateway = networking.get("gateway")
@@ -140,7 +130,8 @@ def mesh_gateways(store: Store, mesh: str) -> tuple[MeshGateway, ...]:
                 port=int(l.get("port") or 0), protocol=str(l.get("protocol") or ""), hostname=hostname,
                 tags={k: str(v) for k, v in (l.get("tags") or {}).items()},
                 tls_mode=str((l.get("tls") or {}).get("mode") or ""), certificates=certificates, tls_error=tls_error,
-                connection_limit=int((l.get("resources") or {}).get("connectionLimit") or 0)))
+                connection_limit=int((l.get("resources") or {}).get("connectionLimit") or 0),
+                cross_mesh=bool(l.get("crossMesh")) and l.get("protocol") == "HTTP"))
         selectors = tuple({k: str(v) for k, v in ((s or {}).get("match") or {}).items()}
                           for s in gw.content.get("selectors") or [])
         out.append(MeshGateway(gw.name, selectors, {k: str(v) for k, v in (gw.content.get("tags") or {}).items()},
@@ -280,38 +271,6 @@ def dataplane_inbounds(store: Store, mesh_name: str) -> dict[str, tuple[Inbound,
     return {dp.name: _inbounds(dp) for dp in store.list(ListQuery(type="Dataplane", mesh=mesh_name)).items}
 
 
-def mesh_mtls(store: Store, mesh: str, backend: dict[str, Any]) -> Mtls:
-    """The enabled CA backend of `mesh`, read and checked; Unresolved says why it cannot be used."""
-    def secret_data(name: str) -> str | None:
-        found = store.get("Secret", mesh, name)
-        return None if found is None else str(found.content.get("data") or "")
-    try:
-        cert_pem, key_pem = ca_pair(mesh, backend, secret_data)
-    except CaUnavailable as e:
-        raise Unresolved(str(e)) from None
-    expiration = str(((backend.get("dpCert") or {}).get("rotation") or {}).get("expiration") or "")
-    return Mtls(backend=str(backend.get("name") or ""), mode=str(backend.get("mode") or "STRICT"),
-                ca_cert_pem=cert_pem, ca_key_pem=key_pem, workload_validity_s=kuma_duration_s(expiration) or None)
-
-
-def _trusted(store: Store, mesh: Resource, enabled: Mtls) -> list[bytes]:
-    """The CA certificates proxies trust: the enabled backend's, then every other usable backend's (a CA
-    rotation in progress). One that cannot be used is not trusted (and not needed: nothing signs with it)."""
-    out = [_with_newline(enabled.ca_cert_pem)]
-    for backend in (mesh.content.get("mtls") or {}).get("backends") or []:
-        if backend.get("name") == enabled.backend:
-            continue
-        try:
-            out.append(_with_newline(mesh_mtls(store, mesh.name, backend).ca_cert_pem))
-        except Unresolved as e:
-            log.debug("mesh %s: backend %s is not trusted: %s", mesh.name, backend.get("name"), e)
-    return out
-
-
-def _with_newline(pem: bytes) -> bytes:
-    return pem if pem.endswith(b"\n") else pem + b"\n"   # concatenated PEMs must not run together
-
-
 _reported: dict[str, str | None] = {}
 _reported_lock = threading.Lock()
 
@@ -348,15 +307,7 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
     mesh = store.get("Mesh", "", mesh_name)
     if mesh is None:
         return None
-    mtls, mtls_error = None, None
-    backend = enabled_backend(mesh)
-    if backend is not None:
-        try:
-            mtls = mesh_mtls(store, mesh_name, backend)
-        except Unresolved as e:
-            mtls_error = str(e)
-        else:
-            mtls = replace(mtls, trusted_ca_pem=b"".join(_trusted(store, mesh, mtls)))
+    mtls, mtls_error = mesh_ca.mesh_mtls_of(store, mesh)
     _report_mtls(mesh_name, mtls_error)
     endpoints: dict[str, list[Endpoint]] = {}
     protocols: dict[str, str] = {}
@@ -384,6 +335,10 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
         protocols[service] = es.protocol   # the outbound goes to the external service
     for destination, mes in meshexternals.items():
         protocols[destination] = mes.protocol
+    gateways = mesh_gateways(store, mesh_name)
+    vip = _vips(store, mesh_name, mesh_services, meshservices.mode(mesh.content))
+    others = cross_mesh.snapshot_fields(store, mesh_name, gateways, functools.partial(mesh_gateways, store),
+                                        functools.partial(mesh_ca.trusted_ca_pem, store), vip["vip_outbounds"])
     return MeshSnapshot(
         mesh=mesh_name, revision=revision, mtls=mtls, mtls_error=mtls_error,
         endpoints={s: tuple(sorted(e, key=lambda x: (x.address, x.port))) for s, e in endpoints.items()},
@@ -393,10 +348,10 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
             (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
         egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else (),
         subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh),
-        gateways=mesh_gateways(store, mesh_name),
+        gateways=gateways, **others,
         passthrough=((mesh.content.get("networking") or {}).get("outbound") or {}).get("passthrough") is not False,
         mesh_services_mode=meshservices.mode(mesh.content), destinations=found_destinations,
-        **_vips(store, mesh_name, mesh_services, meshservices.mode(mesh.content)))
+        **vip)
 
 
 def _destinations(store: Store, mesh: str, services: list[Resource], inbounds: dict[str, tuple[Inbound, ...]],

@@ -77,6 +77,14 @@ def test_a_user_creates_lists_and_reads_a_gateway_from_another_host(api: LiveApi
      "conf.listeners[1]", "protocol conflicts with other listeners on this port"),
     (_with(conf={"listeners": [{"port": 80, "protocol": "HTTP"}, {"port": 80, "protocol": "HTTP", "hostname": "*"}]}),
      "conf.listeners[0]", "multiple listeners for hostname on this port"),
+    # crossMesh (Kuma's gateway_validator_test.go): HTTP only, one selector, no TLS of its own
+    (_with(conf={"listeners": [{"port": 99, "protocol": "HTTPS", "hostname": "foo.example.com", "crossMesh": True}]}),
+     "conf.listeners[0].protocol", "protocol is not supported with crossMesh"),
+    (_with(selectors=[{"match": {"kuma.io/service": "edge"}}, {"match": {"kuma.io/service": "other-edge"}}],
+           conf={"listeners": [{"port": 443, "protocol": "HTTP", "hostname": "www-1.example.com", "crossMesh": True}]}),
+     "selectors[1]", "there can be at most one selector"),
+    (_with(conf={"listeners": [{"port": 80, "protocol": "HTTP", "crossMesh": True, "tls": {"mode": "TERMINATE"}}]}),
+     "conf.listeners[0].tls", "must be empty with crossMesh"),
 ])
 def test_a_bad_gateway_is_refused_with_kumas_message(api: LiveApi, body: dict, field: str, reason: str) -> None:
     r = api.put(PATH, body)
@@ -97,11 +105,13 @@ def test_what_gateway_proxies_do_not_get_yet_is_answered_with_warnings(api: Live
         {"port": 9443, "protocol": "TLS", "hostname": "db.example.com",
          "tls": {"mode": "TERMINATE", "certificates": [{"secret": "shop-cert"}]}},
         {"port": 9443, "protocol": "TLS", "hostname": "pass.example.com", "tls": {"mode": "PASSTHROUGH"}},
-        {"port": 9443, "protocol": "TLS", "hostname": "plain.example.com"}]})
+        {"port": 9443, "protocol": "TLS", "hostname": "plain.example.com"},
+        {"port": 9100, "protocol": "TCP", "crossMesh": True}]})
     r = api.put(PATH, body)
     assert r.status_code == 201, r.text
     warnings = r.json()["warnings"]
-    assert "'conf.listeners[0].crossMesh' is stored but not yet applied to gateway proxies by this control plane" \
+    # crossMesh is served on HTTP listeners only
+    assert "'conf.listeners[6].crossMesh' is stored but not yet applied to gateway proxies by this control plane" \
         in warnings
     assert "'conf.listeners[5].tls' is missing: a TLS listener is served only with tls.mode TERMINATE or " \
            "PASSTHROUGH" in warnings

@@ -161,8 +161,10 @@ def warnings(content: dict[str, Any]) -> list[str]:
             continue
         if protocol == "TLS" and (listener.get("tls") or {}).get("mode") not in ("TERMINATE", "PASSTHROUGH"):
             out.append(f"'{at}.tls' is missing: a TLS listener is served only with tls.mode TERMINATE or PASSTHROUGH")
-        unused = ("crossMesh",) + (("tls",) if protocol in ("HTTP", "TCP") else ())
+        # an HTTP crossMesh listener is served to every mesh's proxies (xds/cross_mesh.py)
+        unused = (("crossMesh",) if protocol != "HTTP" else ()) + (("tls",) if protocol in ("HTTP", "TCP") else ())
         for name in unused:
             if listener.get(name):
                 out.append(f"'{at}.{name}' is stored but not yet applied to gateway proxies by this control plane")
     return out
+

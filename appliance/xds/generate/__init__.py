@@ -17,6 +17,7 @@ clusters, load assignments) whose policies match alike. Shared messages may sit 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Hashable, MutableMapping
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -27,6 +28,7 @@ from appliance.model import names
 from appliance.model.names import Resources
 from appliance.model.proxy import Identity, MeshSnapshot, Outbound, PolicyKinds, Proxy
 from appliance.xds.generate.clusters import cluster_for, local_cluster
+from appliance.xds.generate.cross_mesh import cluster_of, cross_mesh_outbound
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.generate.gateway import generate_gateway
 from appliance.xds.generate.listeners import inbound_listener, outbound_listener
@@ -115,6 +117,10 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         # the mesh asks for mTLS and its CA cannot be used: nothing rather than plaintext (fail closed)
         return resources
     proxy = transparent.with_vip_outbounds(snapshot, meshservices.with_backend_refs(snapshot, proxy))
+    # outbounds to crossMesh gateways (kuma.io/mesh): this mesh's policies do not configure them
+    cross_mesh = tuple(o for o in proxy.outbounds if o.mesh)
+    if cross_mesh:
+        proxy = replace(proxy, outbounds=tuple(o for o in proxy.outbounds if not o.mesh))
     if proxy.transparent is not None:
         transparent.add_capture(snapshot, proxy.transparent, resources)
     listeners, clusters = resources[names.LISTENER], resources[names.CLUSTER]
@@ -148,6 +154,12 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
             resources[type_url].update(by_name)
         for name in eds:
             endpoints[name] = _cached(cache, ("cla", name), lambda n=name: load_assignment_for(snapshot, n))
+
+    for outbound in cross_mesh:
+        for type_url, by_name in cross_mesh_outbound(snapshot, outbound, proxy).items():
+            resources[type_url].update(by_name)
+        name = cluster_of(snapshot, outbound)
+        endpoints[name] = _cached(cache, ("cla", name), lambda n=name: load_assignment_for(snapshot, n))
 
     # Plugins of the whole proxy (MeshProxyPatch) see every resource, inbound and outbound, and inline
     # inbound route configurations: those go to RDS only after them.

@@ -24,6 +24,10 @@ def load_assignment_for(snapshot: MeshSnapshot, service: str) -> endpoint_pb2.Cl
         endpoints = tuple(e for e in snapshot.endpoints.get(owner, ()) if all(e.tags.get(k) == v for k, v in tags))
         _add_endpoints(assignment, endpoints)
         return assignment
+    cross_mesh = snapshot.cross_mesh.get(service)
+    if cross_mesh is not None:   # a crossMesh gateway: its proxies at their crossMesh listeners
+        _add_endpoints(assignment, cross_mesh.endpoints)
+        return assignment
     external = snapshot.external_services.get(service)
     if external is not None:
         # Through the zone egress: every egress is an endpoint carrying the external service's tags.

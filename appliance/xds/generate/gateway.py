@@ -10,7 +10,8 @@ Envoy listener `<gateway>:<protocol>:<port>` on the proxy's address:
 - HTTPS: the same per hostname (`<listener>:<hostname>`), each on a filter chain chosen by SNI that terminates
   TLS with the certificates of its Secrets;
 - TCP: the connections go to the backends of the MeshTCPRoutes that target it (policies/meshtcproute/gateway.py);
-- TLS: the same per hostname (SNI), TLS terminated with its certificates or passed through.
+- TLS: the same per hostname (SNI), TLS terminated with its certificates or passed through;
+- HTTP with crossMesh: the HTTP listener over mTLS from the proxies of any mesh (xds/generate/cross_mesh.py).
 Backends are the mesh services' own clusters, reached over the mesh's mTLS with the gateway's identity (its
 `kuma.io/service`). The other policies apply through their plugins' `apply_to_gateway` (policies.GATEWAY_KINDS),
 then the metrics endpoint (Mesh.metrics, MeshMetric) and MeshProxyPatch; the API warns about the others when they
@@ -42,6 +43,7 @@ from appliance.policies.meshhttproute.gateway import WILDCARD, VirtualHost, host
 from appliance.policies.meshtcproute.gateway import listener_backends
 from appliance.policies.meshtcproute.plugin import tcp_proxy
 from appliance.xds.generate.clusters import cluster_for
+from appliance.xds.generate.cross_mesh import serve_cross_mesh
 from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.generate.listeners import TLS_INSPECTOR, http_connection_manager, network_filter, socket_address
 from appliance.xds.generate.routes import rds
@@ -223,9 +225,13 @@ class _Gateway:
     def http(self, port: int, listeners: list[GatewayListener]) -> None:
         listener = _listener(self.proxy, listener_name(self.gateway.name, "HTTP", port), port)
         hcm = _hcm(self.snapshot, self.proxy, self.gateway.name, listener.name + ":*")
-        listener.filter_chains.add().filters.append(network_filter(names.HCM_FILTER, hcm))
+        chain = listener.filter_chains.add()
+        chain.filters.append(network_filter(names.HCM_FILTER, hcm))
+        cross_mesh = listeners[0].cross_mesh   # as Kuma: the port's first listener decides
+        if cross_mesh:
+            serve_cross_mesh(chain, self.snapshot, self.resources)
         self.add(listener, listeners)
-        backends = self.routes(listener.name + ":*", listeners, tls=False)
+        backends = self.routes(listener.name + ":*", listeners, tls=cross_mesh)
         self.port(port, "HTTP", listener.name, (listener.name + ":*",), backends)
 
     def https(self, port: int, listeners: list[GatewayListener]) -> None:

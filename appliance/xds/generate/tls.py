@@ -70,6 +70,40 @@ def upstream_transport_socket(mesh: str, service: str, sni: str = "",
     return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))
 
 
+def trusted_ca_secret(name: str, ca_pem: bytes) -> secret_pb2.Secret:
+    """A validation context of other CAs: another mesh's (`mesh_ca:secret:<mesh>`), or every mesh's
+    (Kuma's all-in-one CA, `mesh_ca:secret:all`, what a crossMesh gateway listener trusts)."""
+    secret = secret_pb2.Secret(name=name)
+    secret.validation_context.trusted_ca.inline_bytes = ca_pem
+    return secret
+
+
+def cross_mesh_downstream_socket(mesh: str) -> base_pb2.TransportSocket:
+    """A crossMesh gateway listener: a client certificate is required, signed by the CA of any mesh, with any
+    SPIFFE id (Kuma clears the SAN matchers: the client may be of any mesh); the gateway presents its own."""
+    context = tls_pb2.DownstreamTlsContext()
+    common = context.common_tls_context
+    common.combined_validation_context.default_validation_context.SetInParent()
+    common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(
+        _sds(names.ALL_MESHES_CA_SECRET))
+    common.tls_certificate_sds_secret_configs.append(_sds(names.identity_secret(mesh)))
+    context.require_client_certificate.value = True
+    return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))
+
+
+def cross_mesh_upstream_socket(mesh: str, upstream_mesh: str, service: str) -> base_pb2.TransportSocket:
+    """A sidecar's mTLS to another mesh's crossMesh gateway: its own identity, the server checked against the
+    other mesh's CA as `spiffe://<other mesh>/<service>`, SNI `<service>{mesh=<other mesh>}`, ALPN `kuma`."""
+    common = tls_pb2.CommonTlsContext(alpn_protocols=[names.KUMA_ALPN])
+    combined = common.combined_validation_context
+    combined.default_validation_context.match_typed_subject_alt_names.append(
+        _uri_san(string_pb2.StringMatcher(exact=names.spiffe_id(upstream_mesh, service))))
+    combined.validation_context_sds_secret_config.CopyFrom(_sds(names.mesh_ca_secret(upstream_mesh)))
+    common.tls_certificate_sds_secret_configs.append(_sds(names.identity_secret(mesh)))
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=names.sni(service, upstream_mesh))
+    return base_pb2.TransportSocket(name=names.TLS_TRANSPORT_SOCKET, typed_config=pack(context))
+
+
 def _san_exact(san_type: int, value: str) -> common_pb2.SubjectAltNameMatcher:
     return common_pb2.SubjectAltNameMatcher(san_type=san_type, matcher=string_pb2.StringMatcher(exact=value))
 

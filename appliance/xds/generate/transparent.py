@@ -46,7 +46,8 @@ def with_vip_outbounds(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
         return proxy
     reachable = set(tp.reachable_services)
     own = {(i.address, i.port) for i in proxy.inbounds}
-    outbounds = tuple(Outbound(port=o.port, address=o.address, service=o.service, tags=dict(o.tags))
+    outbounds = tuple(Outbound(port=o.port, address=o.address, service=o.service, tags=dict(o.tags),
+                               mesh=dict(o.tags).get(names.MESH_TAG, ""))
                       for o in snapshot.vip_outbounds
                       if (not reachable or o.service in reachable) and (o.address, o.port) not in own)
     taken = {(o.address, o.port) for o in outbounds}
