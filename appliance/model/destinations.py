@@ -47,12 +47,13 @@ class Destination:
     tls_ready: bool                       # status.tls Ready: its proxies serve mTLS (PERMISSIVE calls them so)
 
 
-def legacy_name(mesh: str, name: str, namespace: str, zone: str, port: int) -> str:
-    return f"{mesh}_{name}_{namespace}_{zone}_{SHORT_NAME}_{port}"
+def legacy_name(mesh: str, name: str, namespace: str, zone: str, port: int, short_name: str = SHORT_NAME) -> str:
+    """ResolveLegacyFromKRI; `short_name` is the type's (`extsvc` for a MeshExternalService)."""
+    return f"{mesh}_{name}_{namespace}_{zone}_{short_name}_{port}"
 
 
-def kri(mesh: str, zone: str, namespace: str, name: str, section: str) -> str:
-    return f"kri_{SHORT_NAME}_{mesh}_{zone}_{namespace}_{name}_{section}"
+def kri(mesh: str, zone: str, namespace: str, name: str, section: str, short_name: str = SHORT_NAME) -> str:
+    return f"kri_{short_name}_{mesh}_{zone}_{namespace}_{name}_{section}"
 
 
 def _ports(ms: Resource) -> list[dict[str, Any]]:

@@ -145,11 +145,15 @@ class ExternalService:
 class MeshExternalService:
     """A MeshExternalService: reached only through the zone egress (Kuma 2.14, single zone)."""
     name: str
-    destination: str          # its legacy name, the cluster's: "<mesh>_<name>___extsvc_<port>"
+    destination: str          # its legacy name, the cluster's: "<mesh>_<name>_<namespace>_<zone>_extsvc_<port>"
     sni: str                  # what the sidecar sends to the egress (tls.SNIForResource)
     protocol: str             # match.protocol
     endpoints: tuple[tuple[str, int], ...]
     tls: ExternalTls | None
+    kri: str = ""             # "kri_extsvc_<mesh>_<zone>_<namespace>_<name>_<port>": listener tag, route config
+    port: int = 0             # match.port: where a transparent proxy reaches it at its VIP
+    vip: str = ""             # status.vip.ip ("" until the leader gives it one)
+    labels: tuple[tuple[str, str], ...] = ()   # what a reachableBackends ref by `labels` selects
 
 
 # The MeshGateway listener protocols gateway proxies are given listeners for (the API warns about the others).

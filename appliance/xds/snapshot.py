@@ -26,6 +26,7 @@ from appliance.model.destinations import Destination
 from appliance.xds import cross_mesh, mesh_ca
 
 DEFAULT_ADMIN_PORT = 9901
+MES_SHORT_NAME = "extsvc"              # a MeshExternalService's type in its names
 log = logging.getLogger("appliance.xds")
 
 
@@ -206,8 +207,9 @@ def external_services(store: Store, mesh: str) -> dict[str, ExternalService]:
 
 
 def mes_destination(mesh: str, name: str, port: int) -> str:
-    """A MeshExternalService's legacy name (mesh, name, namespace, zone, "extsvc", port): its cluster's.
-    A backendRef without a port means the service's own (`match.port`): resolved in build_snapshot."""
+    """The key a Dataplane's outbound `backendRef` of kind MeshExternalService names it by (its legacy name
+    without namespace and zone); the snapshot maps it to the MeshExternalService, whose own name Envoy gets
+    (xds/generate/meshexternalservices.py). A backendRef without a port means the service's own (`match.port`)."""
     return f"{mesh}_{name}___extsvc_{port}" if port else f"{mesh}_{name}___extsvc"
 
 
@@ -237,22 +239,29 @@ def _mes_tls(store: Store, mesh: str, tls: dict[str, Any]) -> ExternalTls | None
 
 
 def mesh_external_services(store: Store, mesh: str) -> dict[str, MeshExternalService]:
+    """By legacy name (`<mesh>_<name>_<namespace>_<zone>_extsvc_<port>`, Kuma's
+    ResolveLegacyFromKRI from the labels) and by the keys Dataplane backendRefs use (`mes_destination`)."""
     out: dict[str, MeshExternalService] = {}
-    for mes in store.list(ListQuery(type="MeshExternalService", mesh=mesh)).items:
+    for mes in sorted(store.list(ListQuery(type="MeshExternalService", mesh=mesh)).items, key=lambda r: r.name):
         spec = mes.spec or {}
         match = spec.get("match") or {}
         port = int(match.get("port") or 0)
         endpoints = tuple((str(e.get("address") or ""), int(e.get("port") or 0)) for e in spec.get("endpoints") or [])
-        destination = mes_destination(mesh, mes.name, port)
+        display = mes.labels.get("kuma.io/display-name") or mes.name
+        namespace, zone = mes.labels.get("k8s.kuma.io/namespace", ""), mes.labels.get("kuma.io/zone", "")
+        destination = destinations.legacy_name(mesh, display, namespace, zone, port, MES_SHORT_NAME)
         try:
             settings = _mes_tls(store, mesh, spec.get("tls") or {})
         except Unresolved as e:
             _left_out("MeshExternalService", mesh, mes.name, e)
             continue
+        vip = meshservices.vips_of(mes)
         out[destination] = MeshExternalService(
             mes.name, destination, mes_sni(mesh, mes.name, port), str(match.get("protocol") or "tcp"),
-            endpoints, settings)
-        out.setdefault(mes_destination(mesh, mes.name, 0), out[destination])   # backendRef without a port
+            endpoints, settings, kri=destinations.kri(mesh, zone, namespace, display, str(port), MES_SHORT_NAME),
+            port=port, vip=vip[0] if vip else "", labels=tuple(sorted(mes.labels.items())))
+        for key in (mes_destination(mesh, mes.name, port), mes_destination(mesh, mes.name, 0)):
+            out.setdefault(key, out[destination])
     return out
 
 

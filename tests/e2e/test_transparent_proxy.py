@@ -247,6 +247,7 @@ networking:
       kuma.io/protocol: http
 """
 OUTSIDE_IP = "10.77.0.99"   # what the host's resolver says outside.example is
+EXTERNAL_PORT = 18090       # the external server of the MeshExternalService, on the backend VM's 127.0.0.1
 
 
 @contextmanager
@@ -297,7 +298,10 @@ def test_kuma_dp_answers_the_apps_dns_and_its_envoy_carries_the_unmodified_call(
             vms.probe(vms.remote, "serve-dns", REMOTE_IP, "53", "outside.example", OUTSIDE_IP)
             vms.probe(vms.remote, "serve-http", REMOTE_IP, "8080", "backend")   # where its inbound sends
             (tmp_path / "cp").mkdir()
-            start(vms.remote, "kuma-cp", *cp_command("run"))
+            vms.probe(vms.remote, "serve-http", "127.0.0.1", str(EXTERNAL_PORT), "external")   # only the egress sees it
+            # with the zone egress it runs itself, on the address the sidecars reach
+            start(vms.remote, "kuma-cp", "env", "KUMA_EGRESS_ENABLED=true", f"KUMA_EGRESS_ADDRESS={REMOTE_IP}",
+                  *cp_command("run"))
             eventually(lambda: vms.exec(vms.remote, "curl", "-sf", "http://127.0.0.1:5680/ready", check=False)
                        .returncode == 0, lambda: (tmp_path / "kuma-cp.log").read_text())
             api("PUT", "/meshes/default", {"type": "Mesh", "name": "default", "mtls": MTLS})
@@ -321,6 +325,7 @@ def test_kuma_dp_answers_the_apps_dns_and_its_envoy_carries_the_unmodified_call(
                               lambda: (tmp_path / "web.log").read_text())
             assert said.startswith("backend xfcc=") and "spiffe://default/web" in said   # over mTLS, from web
             _meshservice_outbounds(api, app, lambda: (tmp_path / "web.log").read_text())
+            _meshexternalservice_outbounds(api, app, lambda: (tmp_path / "web.log").read_text())
         finally:
             terminate_all(procs)
 
@@ -350,3 +355,25 @@ def _meshservice_outbounds(api: Callable[[str, str, dict], None], app: Callable[
     api("PUT", "/meshes/default/meshhttproutes/moved", route)
     eventually(lambda: status("/old") == "301", log)
     assert status("/") == "200"
+
+
+def _meshexternalservice_outbounds(api: Callable[[str, str, dict], None], app: Callable[..., str],
+                                   log: Callable[[], str]) -> None:
+    """A MeshExternalService gets a VIP and a hostname from Kuma's default HostnameGenerator: the app's call to
+    that name reaches the external server through the zone egress (the server listens on the backend VM's
+    127.0.0.1, where only the egress can connect); the Mesh's defaultForbidMeshExternalServiceAccess closes it."""
+    api("PUT", "/meshes/default/meshexternalservices/httpbin", {
+        "type": "MeshExternalService", "mesh": "default", "name": "httpbin", "spec": {
+            "match": {"type": "HostnameGenerator", "port": 80, "protocol": "http"},
+            "endpoints": [{"address": "127.0.0.1", "port": EXTERNAL_PORT}]}})
+    vip = eventually(lambda: app("getent", "ahostsv4", "httpbin.extsvc.mesh.local").partition(" ")[0], log)
+    assert ipaddress.ip_address(vip) in ipaddress.ip_network("242.0.0.0/8"), vip
+    url = "http://httpbin.extsvc.mesh.local/"
+    assert eventually(lambda: app("curl", "-sf", "--max-time", "5", url), log) == "external xfcc="
+
+    def status() -> str:
+        return app("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url)
+    api("PUT", "/meshes/default", {"type": "Mesh", "name": "default", "mtls": MTLS,
+                                   "meshServices": {"mode": "Exclusive"},
+                                   "routing": {"defaultForbidMeshExternalServiceAccess": True}})
+    eventually(lambda: status() == "403", log)

@@ -33,7 +33,7 @@ from appliance.xds.generate.endpoints import load_assignment_for
 from appliance.xds.generate.gateway import generate_gateway
 from appliance.xds.generate.listeners import inbound_listener, outbound_listener
 from appliance.xds.generate.routes import inbound_routes_by_rds
-from appliance.xds.generate import meshservices, transparent
+from appliance.xds.generate import meshexternalservices, meshservices, transparent
 from appliance.xds.generate.tls import ca_secret, identity_secret
 
 __all__ = ["PLUGINS", "Resources", "ca_secret", "cluster_for", "generate_sidecar", "load_assignment_for",
@@ -116,7 +116,8 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     if snapshot.mtls_error is not None:
         # the mesh asks for mTLS and its CA cannot be used: nothing rather than plaintext (fail closed)
         return resources
-    proxy = transparent.with_vip_outbounds(snapshot, meshservices.with_backend_refs(snapshot, proxy))
+    proxy = meshexternalservices.with_backend_refs(snapshot, meshservices.with_backend_refs(snapshot, proxy))
+    proxy = transparent.with_vip_outbounds(snapshot, proxy)
     # outbounds to crossMesh gateways (kuma.io/mesh): this mesh's policies do not configure them
     cross_mesh = tuple(o for o in proxy.outbounds if o.mesh)
     if cross_mesh:

@@ -121,9 +121,11 @@ def outbound_listener(outbound: Outbound, snapshot: MeshSnapshot, proxy: Proxy) 
     """`outbound:<address>:<port>` to the service's cluster: HTTP routing for HTTP services, TCP otherwise."""
     service = outbound.service
     destination = snapshot.destinations.get(service)
-    # a MeshService port's listener is tagged with its KRI, not tags (OutboundListenerTags)
-    tags = ({UNIFIED_NAME_TAG: destination.kri} if destination is not None
-            else {**outbound.tags, names.SERVICE_TAG: service})
+    meshexternal = snapshot.mesh_external_services.get(service)
+    # a real resource's listener (a MeshService port, a MeshExternalService) is tagged with its KRI, not tags
+    # (OutboundListenerTags), and names its route configuration by it
+    kri = destination.kri if destination is not None else meshexternal.kri if meshexternal is not None else ""
+    tags = {UNIFIED_NAME_TAG: kri} if kri else {**outbound.tags, names.SERVICE_TAG: service}
     listener = listener_pb2.Listener(
         name=names.outbound_listener(outbound.address, outbound.port),
         address=socket_address(outbound.address, outbound.port),
@@ -135,10 +137,12 @@ def outbound_listener(outbound: Outbound, snapshot: MeshSnapshot, proxy: Proxy) 
     if protocol in names.HTTP_PROTOCOLS:
         hcm = http_connection_manager(service, protocol, snapshot, proxy)
         hcm.normalize_path.value = True
-        external = service in snapshot.external_services or service in snapshot.mesh_external_services
-        hcm.route_config.CopyFrom(routes.outbound_route_config(service, external, proxy.serialized_tags))
-        if destination is not None:   # Kuma names a real resource's route configuration by its KRI
-            hcm.route_config.name = destination.kri
+        external = service in snapshot.external_services or meshexternal is not None
+        # no x-kuma-tags to a MeshExternalService: nothing of the mesh reads them there (Kuma's goldens)
+        hcm.route_config.CopyFrom(routes.outbound_route_config(
+            service, external, "" if meshexternal is not None else proxy.serialized_tags))
+        if kri:
+            hcm.route_config.name = kri
         chain.filters.append(network_filter(names.HCM_FILTER, hcm))
     else:
         chain.filters.append(network_filter(names.TCP_PROXY_FILTER, tcp_proxy(service, service)))

@@ -11,10 +11,12 @@ Which transparent proxies get them follows Kuma 2.14's resolveVIPOutbounds for r
   ports or the one of `port`).
 Each is an outbound on every VIP of the MeshService and port, never on an address and port the proxy serves
 itself. With mode `Exclusive` they are all a proxy gets (snapshot: no kuma.io/service VIPs then).
+MeshExternalServices follow the same rules (xds/generate/meshexternalservices.py).
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -26,27 +28,33 @@ from appliance.xds.generate import tls
 from appliance.xds.generate._proto import ads_source, pack
 
 
-def _reachable(destination: Destination, tp: TransparentProxy) -> bool:
+def reachable(tp: TransparentProxy, kind: str, name: str, labels: Mapping[str, str], port: int | None) -> bool:
+    """Whether the proxy's reachableBackends select this port of a resource of `kind` (all do when it sets none);
+    `port` None: any ref to the resource selects it (a MeshExternalService has one port, whatever a ref says)."""
     if tp.reachable_backends is None:
         return True
-    labels = dict(destination.labels)
-    for kind, name, port, wanted in tp.reachable_backends:
-        if kind != "MeshService" or (port and port != destination.port):
+    for ref_kind, ref_name, ref_port, wanted in tp.reachable_backends:
+        if ref_kind != kind or (port is not None and ref_port and ref_port != port):
             continue
-        if (name and name == destination.service) or (not name and all(labels.get(k) == v for k, v in wanted)):
+        if (ref_name and ref_name == name) or (not ref_name and all(labels.get(k) == v for k, v in wanted)):
             return True
     return False
 
 
+def gets_real_outbounds(snapshot: MeshSnapshot, tp: TransparentProxy) -> bool:
+    """Whether a transparent proxy gets outbounds to real resources (MeshService, MeshExternalService) at all."""
+    if tp.reachable_services and tp.reachable_backends is None:
+        return False
+    return snapshot.mesh_services_mode != "ReachableBackends" or tp.reachable_backends is not None
+
+
 def outbounds(snapshot: MeshSnapshot, proxy: Proxy, tp: TransparentProxy) -> tuple[Outbound, ...]:
     """The MeshService outbounds of a transparent proxy, by VIP and port."""
-    if tp.reachable_services and tp.reachable_backends is None:
-        return ()
-    if snapshot.mesh_services_mode == "ReachableBackends" and tp.reachable_backends is None:
+    if not gets_real_outbounds(snapshot, tp):
         return ()
     own = {(i.address, i.port) for i in proxy.inbounds}
     found = [Outbound(port=d.port, address=vip, service=d.name)
-             for d in snapshot.destinations.values() if _reachable(d, tp)
+             for d in snapshot.destinations.values() if reachable(tp, "MeshService", d.service, dict(d.labels), d.port)
              for vip in d.vips if (vip, d.port) not in own]
     return tuple(sorted(found, key=lambda o: (o.address, o.port)))
 

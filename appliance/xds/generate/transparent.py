@@ -9,7 +9,8 @@ redirected connections reach them. A connection whose destination has no listene
 points at a cluster that does not exist and Envoy closes it (Kuma's blackhole).
 
 The sidecar's outbounds are then the mesh's VIP outbounds (its `networking.outbound` are not used, as in
-Kuma), limited to `reachableServices` when it lists some. Its kuma-dp's DNS server gets the names of
+Kuma), limited to `reachableServices` when it lists some, and those of its MeshServices and
+MeshExternalServices at their VIPs. Its kuma-dp's DNS server gets the names of
 those VIPs from the `/dns` path of `_kuma:dynamicconfig` (Kuma's dpapi.DNSProxyConfig JSON).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from appliance.model.names import Resources
 from appliance.model.proxy import MeshSnapshot, Outbound, Proxy, TransparentProxy
 from appliance.policies._dynconf import add_config_route
 from appliance.policies._envoy import original_dst_cluster
-from appliance.xds.generate import meshservices
+from appliance.xds.generate import meshexternalservices, meshservices
 from appliance.xds.generate.listeners import network_filter, socket_address, tcp_proxy
 
 NO_DESTINATION = "self_transparentproxy_no_destination_inbound"
@@ -40,7 +41,8 @@ _FAMILIES = (("ipv4", "0.0.0.0", "127.0.0.6"), ("ipv6", "::", "::6"))
 def with_vip_outbounds(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
     """The proxy with the mesh's VIP outbounds for outbounds (resolveVIPOutbounds): those of its
     reachableServices when it lists some, never one on an address and port it serves itself; then those of
-    the MeshServices (xds/generate/meshservices.py), which the policies resolve by `destinations`."""
+    the MeshServices (xds/generate/meshservices.py), which the policies resolve by `destinations`, and of the
+    MeshExternalServices (xds/generate/meshexternalservices.py), in Kuma's order."""
     tp = proxy.transparent
     if tp is None:
         return proxy
@@ -51,7 +53,9 @@ def with_vip_outbounds(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
                       for o in snapshot.vip_outbounds
                       if (not reachable or o.service in reachable) and (o.address, o.port) not in own)
     taken = {(o.address, o.port) for o in outbounds}
-    outbounds += tuple(o for o in meshservices.outbounds(snapshot, proxy, tp) if (o.address, o.port) not in taken)
+    for real in (meshservices.outbounds(snapshot, proxy, tp), meshexternalservices.outbounds(snapshot, proxy, tp)):
+        outbounds += tuple(o for o in real if (o.address, o.port) not in taken)
+        taken.update((o.address, o.port) for o in real)
     return replace(proxy, outbounds=outbounds, destinations=snapshot.destinations or None)
 
 
