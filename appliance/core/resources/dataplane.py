@@ -311,9 +311,10 @@ def warnings(content: dict[str, Any]) -> list[str]:
         out.append("networking.transparentProxying.directAccessServices is stored but not yet applied to proxies by "
                    "this control plane")
     refs = (tp.get("reachableBackends") or {}).get("refs") or []
-    if any(isinstance(r, dict) and r.get("kind") != "MeshService" for r in refs):
-        out.append("networking.transparentProxying.reachableBackends: refs of a kind other than MeshService are "
-                   "stored but not yet applied (a single-zone control plane without MeshExternalService outbounds)")
+    if any(isinstance(r, dict) and r.get("kind") not in ("MeshService", "MeshExternalService") for r in refs):
+        out.append("networking.transparentProxying.reachableBackends: refs of a kind other than MeshService and "
+                   "MeshExternalService are stored but not applied (a single-zone control plane has no "
+                   "MeshMultiZoneService outbounds)")
     for i, ob in enumerate(networking.get("outbound") or []):
         ref = (ob.get("backendRef") if isinstance(ob, dict) else None) or {}
         if ref.get("kind") == "MeshService" and (ref.get("labels") or not ref.get("port")):

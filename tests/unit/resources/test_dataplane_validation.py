@@ -409,13 +409,14 @@ def test_shape_rejects_wrong_types() -> None:
                       'networking.inbound[0].tags.a in body must be of type string: "number"']
 
 
-def test_reachable_backends_other_than_meshservices_are_answered_with_a_warning() -> None:
+def test_reachable_backends_other_than_meshservices_and_meshexternalservices_are_answered_with_a_warning() -> None:
     tp = {"redirectPortInbound": 15006, "redirectPortOutbound": 15001,
-          "reachableBackends": {"refs": [{"kind": "MeshService", "name": "backend"}]}}
+          "reachableBackends": {"refs": [{"kind": "MeshService", "name": "backend"},
+                                         {"kind": "MeshExternalService", "name": "httpbin"}]}}
     content = {"networking": {"address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}],
                               "transparentProxying": tp}}
-    assert dataplane.warnings(content) == []     # MeshService refs pick the proxy's MeshService outbounds
-    tp["reachableBackends"]["refs"].append({"kind": "MeshExternalService", "name": "httpbin"})
+    assert dataplane.warnings(content) == []     # they pick the proxy's MeshService and MeshExternalService outbounds
+    tp["reachableBackends"]["refs"].append({"kind": "MeshMultiZoneService", "name": "backend"})
     [warning] = dataplane.warnings(content)
     assert warning.startswith("networking.transparentProxying.reachableBackends: refs of a kind other than")
 
