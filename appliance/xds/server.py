@@ -319,9 +319,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                        resources: dict[str, dict[str, Packed]] | None = None
                        ) -> discovery_pb2.DiscoveryResponse | None:
         items = (self.cache.resources(watch) if resources is None else resources).get(t, {})
-        if state.versioned is None or state.versioned[0] is not items or state.versioned[1] != state.names:
-            state.versioned, state.version_of = (items, state.names), type_version(items, state.names)
-        version = state.version_of
+        version = _sotw_version(state, items)
         if not force and version == state.sent_version:
             return None
         chosen: list[Packed] = [p for n, p in sorted(items.items()) if state.names is None or n in state.names]
@@ -472,7 +470,15 @@ def _sotw_in_place(state: _TypeState | None, items: dict[str, Packed]) -> bool:
     """Whether a SotW proxy runs what it would get now of one type (or does not ask for that type)."""
     if state is None or not state.subscribed:
         return True
-    return state.accepted and type_version(items, state.names) == state.sent_version
+    return state.accepted and _sotw_version(state, items) == state.sent_version
+
+
+def _sotw_version(state: _TypeState, items: dict[str, Packed]) -> str:
+    """The SotW version of what `items` would send, memoized on the stream (the cache's memo dicts are
+    replaced on regeneration, so identity tells a new set)."""
+    if state.versioned is None or state.versioned[0] is not items or state.versioned[1] != state.names:
+        state.versioned, state.version_of = (items, state.names), type_version(items, state.names)
+    return state.version_of
 
 
 def _delta_in_place(state: _TypeState | None, items: dict[str, Packed]) -> bool:
