@@ -165,12 +165,23 @@ def select(candidates: Sequence[Policy], proxy: Proxy, policies: MeshPolicies) -
     return _rules.Selection(tuple(selected), {})
 
 
+def applied(kind: str, proxy: Proxy, policies: MeshPolicies) -> _rules.Selection:
+    """The policies of a kind that select the proxy, among those our plugins apply: a top-level targetRef of
+    kind MeshHTTPRoute is stored with a warning only."""
+    candidates = tuple(p for p in policies.by_kind.get(kind, ()) if _rules.top_ref(p).get("kind") != "MeshHTTPRoute")
+    return select(candidates, proxy, policies)
+
+
+def sidecar_to_rules(kind: str, selection: _rules.Selection, policies: MeshPolicies) -> list[_rules.Rule]:
+    """A sidecar's `to` rules of one kind, as its plugin builds them (the routes by their own merge)."""
+    if kind in ROUTE_KINDS:
+        return _rules.to_rules(selection, *_route_merge())
+    return _rules.to_rules(selection, routes=policies.by_kind.get("MeshHTTPRoute", ()))
+
+
 def kind_rules(kind: str, from_as_rules: bool, proxy: Proxy, policies: MeshPolicies) -> dict[str, Any] | None:
     """One policy kind's InspectRule for the proxy, or None when no policy of the kind selects it."""
-    candidates = policies.by_kind.get(kind, ())
-    # what our plugins apply: a top-level targetRef of kind MeshHTTPRoute is stored with a warning only
-    candidates = tuple(p for p in candidates if _rules.top_ref(p).get("kind") != "MeshHTTPRoute")
-    selection = select(candidates, proxy, policies)
+    selection = applied(kind, proxy, policies)
     if not selection.proxy:
         return None
     routes = policies.by_kind.get("MeshHTTPRoute", ())
@@ -178,10 +189,8 @@ def kind_rules(kind: str, from_as_rules: bool, proxy: Proxy, policies: MeshPolic
     if proxy.builtin_gateway:   # the policies that target the MeshGateway are the gateway's own
         to_rules = _rules.policies_to_rules(selection.proxy, conf_of, merger,
                                             routes=() if kind in ROUTE_KINDS else routes)
-    elif kind in ROUTE_KINDS:
-        to_rules = _rules.to_rules(selection, conf_of, merger)
     else:
-        to_rules = _rules.to_rules(selection, routes=routes)
+        to_rules = sidecar_to_rules(kind, selection, policies)
     from_rules, inbound_rules = [], []
     for inbound in sorted(proxy.inbounds, key=lambda i: i.port):
         selected = selection.by_inbound.get(_rules.inbound_key(inbound), ())
@@ -234,6 +243,40 @@ def proxy_policies(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: Me
         if single:
             out.append({"conf": _rules.single_item_conf(single), "kind": kind,
                         "origins": [{"kri": kri(kind, p.name)} for p in single]})
+    return {"policies": out}
+
+
+def outbound_policies(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: MeshPolicies, service: str,
+                      kri: Callable[[str, str], str]) -> dict[str, Any]:
+    """Kuma's PoliciesList for one outbound (`.../_outbounds/{kri}/_policies`): per kind, in plugin order, the
+    conf the plugin computes for the outbound's `service` (a MeshService port's or MeshExternalService's legacy
+    name) and the KRIs of what was merged, in merge order. No `service` (a KRI naming no outbound of the mesh):
+    the Mesh-wide entries, as Kuma gives an identifier it does not know."""
+    element = {_rules.SERVICE_TAG: service} if service else {}   # no service: what every destination gets
+    out = []
+    for kind, _ in kinds:
+        selection = applied(kind, proxy, policies)
+        if not selection.proxy:
+            continue
+        rule = _rules.compute(sidecar_to_rules(kind, selection, policies), element)
+        if rule is not None:
+            out.append({"conf": [rule.conf], "kind": kind, "origins": [{"kri": kri(kind, n)} for n in rule.origins]})
+    return {"policies": out}
+
+
+def inbound_policies(kinds: Sequence[tuple[str, bool]], proxy: Proxy, inbound: Inbound, policies: MeshPolicies,
+                     kri: Callable[[str, str], str]) -> dict[str, Any]:
+    """Kuma's InboundPoliciesList (`.../_inbounds/{kri}/_policies`): per kind, in plugin order, the inbound rules
+    of the policies that select this inbound (each entry's own conf, in the order the plugin applies them) and
+    the KRIs of those policies, each once."""
+    out = []
+    for kind, from_as_rules in kinds:
+        selected = applied(kind, proxy, policies).by_inbound.get(_rules.inbound_key(inbound), ())
+        rules = _rules.inbound_rules(selected, from_as_rules)
+        if rules:
+            origins = list(dict.fromkeys(r.origin for r in rules))
+            out.append({"kind": kind, "origins": [{"kri": kri(kind, n)} for n in origins],
+                        "rules": [{"conf": r.conf, "kri": kri(kind, r.origin)} for r in rules]})
     return {"policies": out}
 
 

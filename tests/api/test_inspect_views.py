@@ -475,7 +475,8 @@ def test_policies_in_exclusive_mode_list_the_proxy_wide_confs(tmp_path: Path) ->
             # each policy's KRI as the API shows it (Kuma's fixture runs without a zone: `kri_mtr_default___...`)
             "origins": [{"kri": api.get(f"/meshes/default/meshtraces/{name}").json()["kri"]}
                         for name in ("default-1", "default")]}]}
-        for view in ("_layout", *KRI_VIEWS):
+        # the routes of an outbound are not served yet (README); `_layout` and the rest: test_inspect_layout.py
+        for view in KRI_VIEWS[2:]:
             r = api.get(f"/meshes/default/dataplanes/dp-1/{view}")
             assert r.status_code == 400 and "not served by this control plane" in r.json()["detail"], view
 
