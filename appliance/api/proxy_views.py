@@ -8,7 +8,8 @@
 Built from the snapshot the proxy's resources are generated from, and its outbounds as generation resolves them
 (xds.generate.resolve_outbounds), so `_layout` lists what the proxy gets: Kuma lists every backend the proxy may
 reach, which here is only what has a VIP (a transparent proxy) or a Dataplane outbound by `backendRef`.
-The routes of an outbound (`_routes`, `_routes/{kri}/_policies`) are refused with a 400 saying so (README).
+`.../_outbounds/{kri}/_routes` and `.../_routes/{kri}/_policies`: the routes of an outbound and what the other
+policies configure on the rules of one of them.
 """
 from __future__ import annotations
 
@@ -166,19 +167,45 @@ class ProxyPolicies(_ProxyView):
         _reply(resp, rules_view.proxy_policies(KINDS, proxy, policies, _kri_of(policies)))
 
 
-class OutboundPolicies(_ProxyView):
-    """`GET /meshes/{mesh}/dataplanes/{name}/_outbounds/{kri}/_policies`: what the policies configure on the
-    outbound to that MeshService port or MeshExternalService (whether or not this proxy has it, as in Kuma)."""
+class _OutboundView(_ProxyView):
+    """A view of one outbound, by the KRI of its MeshService port or MeshExternalService: computed whether or
+    not this proxy has that outbound, as in Kuma, with `to` entries of kind MeshService resolved against every
+    port of the mesh (as for a transparent proxy)."""
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str, outbound_kri: str) -> None:
+    def _outbound(self, mesh: str, name: str, outbound_kri: str
+                  ) -> tuple[Proxy, rules_view.MeshPolicies, str, Callable[[str, str], str]]:
+        """The proxy, the mesh's policies, the outbound's service ("" when the KRI names none) and the KRIs."""
         _, snapshot, proxy = self._load(mesh, name)
         parse_kri(outbound_kri)
-        by_kri = {t.kri: t.service for t in outbound_targets(snapshot).values()}
+        service = next((t.service for t in outbound_targets(snapshot).values() if t.kri == outbound_kri), "")
         policies = policies_of(snapshot)
-        # the MeshServices a `to` entry names resolve against every port of the mesh, as for a transparent proxy
-        proxy = replace(proxy, destinations=snapshot.destinations or None)
-        _reply(resp, rules_view.outbound_policies(KINDS, proxy, policies, by_kri.get(outbound_kri, ""),
-                                                  _kri_of(policies)))
+        return replace(proxy, destinations=snapshot.destinations or None), policies, service, _kri_of(policies)
+
+
+class OutboundPolicies(_OutboundView):
+    """`GET /meshes/{mesh}/dataplanes/{name}/_outbounds/{kri}/_policies`."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str, outbound_kri: str) -> None:
+        proxy, policies, service, kri = self._outbound(mesh, name, outbound_kri)
+        _reply(resp, rules_view.outbound_policies(KINDS, proxy, policies, service, kri))
+
+
+class OutboundRoutes(_OutboundView):
+    """`GET /meshes/{mesh}/dataplanes/{name}/_outbounds/{kri}/_routes`."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str, outbound_kri: str) -> None:
+        proxy, policies, service, kri = self._outbound(mesh, name, outbound_kri)
+        _reply(resp, rules_view.outbound_routes(KINDS, proxy, policies, service, kri))
+
+
+class RoutePolicies(_OutboundView):
+    """`GET /meshes/{mesh}/dataplanes/{name}/_outbounds/{kri}/_routes/{route-kri}/_policies`."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str, outbound_kri: str,
+               route_kri: str) -> None:
+        proxy, policies, service, kri = self._outbound(mesh, name, outbound_kri)
+        route = parse_kri(route_kri).name
+        _reply(resp, rules_view.route_policies(KINDS, proxy, policies, service, route, kri))
 
 
 class InboundPolicies(_ProxyView):
@@ -195,26 +222,11 @@ class InboundPolicies(_ProxyView):
         _reply(resp, rules_view.inbound_policies(KINDS, proxy, inbound, policies, _kri_of(policies)))
 
 
-class OutboundRoutes(_ProxyView):
-    """`.../_outbounds/{kri}/_routes` and `.../_routes/{kri}/_policies`: refused, after Kuma's own checks."""
-
-    def __init__(self, manager: ResourceManager, view: str) -> None:
-        super().__init__(manager)
-        self.view = view
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str, **kris: str) -> None:
-        self._checked(mesh, name)
-        for value in kris.values():
-            parse_kri(value)
-        raise bad_request(f"bad request: {self.view} is not served by this control plane yet")
-
-
 def add_routes(app: falcon.App, manager: ResourceManager) -> None:
     base = "/meshes/{mesh}/dataplanes/{name}"
     app.add_route(f"{base}/_layout", DataplaneLayout(manager))
     app.add_route(f"{base}/_policies", ProxyPolicies(manager))
     app.add_route(f"{base}/_outbounds/{{outbound_kri}}/_policies", OutboundPolicies(manager))
     app.add_route(f"{base}/_inbounds/{{inbound_kri}}/_policies", InboundPolicies(manager))
-    app.add_route(f"{base}/_outbounds/{{outbound_kri}}/_routes", OutboundRoutes(manager, "_routes"))
-    app.add_route(f"{base}/_outbounds/{{outbound_kri}}/_routes/{{route_kri}}/_policies",
-                  OutboundRoutes(manager, "_routes/{route-kri}/_policies"))
+    app.add_route(f"{base}/_outbounds/{{outbound_kri}}/_routes", OutboundRoutes(manager))
+    app.add_route(f"{base}/_outbounds/{{outbound_kri}}/_routes/{{route_kri}}/_policies", RoutePolicies(manager))

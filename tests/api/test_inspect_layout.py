@@ -20,7 +20,9 @@ from tests.support import LiveApi, live_api
 # _layout/single_ms_destination.input.yaml and _layout/multiple_mixed_destinations.input.yaml, the proxy made a
 # transparent one and the MeshService and MeshExternalService given their VIPs (what gives a proxy outbounds
 # here); _policies/outbounds/merged_outbound_policies and multiple_outbound_polices; _policies/inbounds/
-# merged_inbound_policy (its durations written as Kuma shows them back)
+# merged_inbound_policy (its durations written as Kuma shows them back); _routes/meshservice_meshhttproute and
+# meshservice_meshtcproute (the HTTP backendRef's default weight written out); _policies/routes/
+# multiple_different_policies
 STORE = """
 type: Dataplane
 name: dp-1
@@ -109,9 +111,62 @@ spec:
   rules:
     - default: {http: {requestTimeout: 10s, streamIdleTimeout: 1h0m0s, maxStreamDuration: 30m0s,
                        maxConnectionDuration: 30m0s}}
+---
+type: MeshService
+name: test-server-1
+mesh: default
+labels: {kuma.io/display-name: test-server-1, kuma.io/zone: test-zone}
+spec:
+  selector: {dataplaneTags: {kuma.io/service: test-server}}
+  ports:
+    - {port: 80, targetPort: 80, appProtocol: http, name: main-port}
+    - {port: 8080, targetPort: 8080, appProtocol: tcp, name: secondary-port}
+---
+type: MeshHTTPRoute
+name: the-http-route
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: MeshService, labels: {kuma.io/display-name: test-server-1}}
+      rules:
+        - matches: [{path: {type: PathPrefix, value: /api}}]
+          default:
+            backendRefs: [{kind: MeshService, labels: {kuma.io/display-name: test-server-1}, port: 80, weight: 1}]
+---
+type: MeshTCPRoute
+name: the-tcp-route
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: MeshService, labels: {kuma.io/display-name: test-server-1}}
+      rules:
+        - default:
+            backendRefs:
+              - {kind: MeshService, labels: {kuma.io/display-name: test-server-1}, port: 80, weight: 90}
+              - {kind: MeshService, labels: {kuma.io/display-name: test-server-1}, port: 8080, weight: 10}
+---
+type: MeshTimeout
+name: route-timeout
+mesh: default
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshHTTPRoute, name: the-http-route}
+      default: {http: {requestTimeout: 20s}}
+---
+type: MeshRetry
+name: mr-1
+mesh: default
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshHTTPRoute, name: the-http-route}
+      default: {http: {numRetries: 10, retryOn: ["503"]}}
 """
 DP_1 = "/meshes/default/dataplanes/dp-1"
 TEST_SERVER = "kri_msvc_default_test-zone__test-server_main-port"
+SERVER_1 = "kri_msvc_default_test-zone__test-server-1_main-port"
+HTTP_ROUTE = "kri_mhttpr_default___the-http-route_"
 
 
 @pytest.fixture(scope="module")
@@ -212,16 +267,47 @@ def test_inbound_policies_list_each_rule_with_its_policy(api: LiveApi) -> None:
     assert [p["kind"] for p in body["policies"]] == ["MeshTimeout"]
 
 
-def test_the_routes_of_an_outbound_are_refused_after_kumas_checks(api: LiveApi) -> None:
-    r = api.get(f"{DP_1}/_outbounds/{TEST_SERVER}/_routes")
-    assert (r.status_code, r.json()["detail"]) == \
-        (400, "bad request: _routes is not served by this control plane yet")
-    r = api.get(f"{DP_1}/_outbounds/invalid-kri/_routes/kri_mhttpr_default___r_/_policies")
-    assert r.json()["detail"] == 'bad request: invalid identifier string: "invalid-kri"'
+def test_the_routes_of_an_outbound(api: LiveApi) -> None:
+    """_routes/meshservice_meshhttproute + meshservice_meshtcproute: each rule with the KRI of its route (a TCP
+    rule has none) and its matches; _routes/invalid_outbound_kri."""
+    assert api.get(f"{DP_1}/_outbounds/{SERVER_1}/_routes").json() == {"routes": [
+        {"kind": "MeshHTTPRoute", "origins": [{"kri": HTTP_ROUTE}], "rules": [{
+            "conf": {"backendRefs": [{"kind": "MeshService", "labels": {"kuma.io/display-name": "test-server-1"},
+                                      "weight": 1, "port": 80}]},
+            "kri": HTTP_ROUTE, "matches": [{"path": {"value": "/api", "type": "PathPrefix"}}]}]},
+        {"kind": "MeshTCPRoute", "origins": [{"kri": "kri_mtcpr_default___the-tcp-route_"}], "rules": [{
+            "conf": {"backendRefs": [
+                {"kind": "MeshService", "labels": {"kuma.io/display-name": "test-server-1"}, "weight": 90, "port": 80},
+                {"kind": "MeshService", "labels": {"kuma.io/display-name": "test-server-1"}, "weight": 10,
+                 "port": 8080}]},
+            "kri": "", "matches": None}]}]}
+    assert api.get(f"{DP_1}/_outbounds/{TEST_SERVER}/_routes").json() == {"routes": []}
+    r = api.get(f"{DP_1}/_outbounds/invalid-kri/_routes")
+    assert (r.status_code, r.json()) == \
+        (400, _error(400, "Bad Request", 'bad request: invalid identifier string: "invalid-kri"'))
+
+
+def test_the_policies_of_a_route(api: LiveApi) -> None:
+    """_policies/routes/multiple_different_policies: the policies that target the route, per kind; a route the
+    outbound does not have gets the outbound's own conf (routes/fallback_route_conf_to_ms: none here);
+    routes/invalid_outbound_kri and invalid_route_kri."""
+    assert api.get(f"{DP_1}/_outbounds/{SERVER_1}/_routes/{HTTP_ROUTE}/_policies").json() == {"policies": [
+        {"conf": [{"http": {"requestTimeout": "20s"}}], "kind": "MeshTimeout",
+         "origins": [{"kri": "kri_mt_default___route-timeout_"}]},
+        {"conf": [{"http": {"numRetries": 10, "retryOn": ["503"]}}], "kind": "MeshRetry",
+         "origins": [{"kri": "kri_mr_default___mr-1_"}]}]}
+    assert api.get(f"{DP_1}/_outbounds/{TEST_SERVER}/_routes/{HTTP_ROUTE}/_policies").json()["policies"] == \
+        api.get(f"{DP_1}/_outbounds/{TEST_SERVER}/_policies").json()["policies"]
+    for view in (f"_outbounds/invalid-kri/_routes/{HTTP_ROUTE}/_policies",
+                 f"_outbounds/{SERVER_1}/_routes/invalid-kri/_policies"):
+        r = api.get(f"{DP_1}/{view}")
+        assert (r.status_code, r.json()["detail"]) == \
+            (400, 'bad request: invalid identifier string: "invalid-kri"'), view
 
 
 @pytest.mark.parametrize("view", ["_layout", "_policies", f"_outbounds/{TEST_SERVER}/_policies",
-                                  "_inbounds/kri_dp_default_test-zone__dp-1_main-port/_policies"])
+                                  "_inbounds/kri_dp_default_test-zone__dp-1_main-port/_policies",
+                                  f"_outbounds/{SERVER_1}/_routes", f"_outbounds/{SERVER_1}/_routes/{HTTP_ROUTE}/_policies"])
 def test_a_remote_anonymous_user_gets_the_same_answer(api: LiveApi, view: str) -> None:
     """Reads are open in Kuma (it checks only that the user may read the Dataplane, which anyone may)."""
     remote = api.remote("127.0.0.2")
