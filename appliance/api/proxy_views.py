@@ -26,6 +26,7 @@ from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
 from appliance.gocompat import go_quote
+from appliance.model import meshservices
 from appliance.model.proxy import MeshSnapshot, Proxy
 from appliance.xds.generate import resolve_outbounds
 from appliance.xds.snapshot import build_snapshot, proxy_from_dataplane
@@ -125,7 +126,7 @@ class _ProxyView:
         return dp
 
     def _exclusive(self, found: Resource) -> None:
-        if ((found.content.get("meshServices") or {}).get("mode")) != "Exclusive":
+        if meshservices.mode(found.content) != "Exclusive":
             raise bad_request(f"bad request: can't use {self.endpoint} endpoint without meshService enabled")
 
     def _checked(self, mesh: str, name: str) -> Resource:
