@@ -4,7 +4,8 @@ from __future__ import annotations
 import falcon
 
 from appliance import gui
-from appliance.api import envoy_admin, errors, index, inspect, hostnames_view, inspect_views, legacy, resources, tokens
+from appliance.api import (envoy_admin, errors, index, inspect, hostnames_view, inspect_views, legacy, proxy_views,
+                           resources, tokens)
 from appliance.api.auth import Authenticator, StaticAccess
 from appliance.api.request_metrics import RequestMetrics
 from appliance.config import Config
@@ -33,6 +34,7 @@ def create_app(config: Config, manager: ResourceManager, instance_id: str,
     tokens.add_routes(app, manager.store, config["apiServer.authn.tokens.enableIssuer"])
     inspect.add_routes(app, manager, inspector)
     inspect_views.add_routes(app, manager)
+    proxy_views.add_routes(app, manager)
     hostnames_view.add_routes(app, manager)
     envoy_admin.add_routes(app, manager)
     for rtype in registry.ALL_TYPES:

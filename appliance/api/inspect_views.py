@@ -10,7 +10,7 @@ from typing import Any, Callable
 import falcon
 
 from appliance import policies as policy_modules
-from appliance.api import codec, gateway_view, insights_view, rules_view
+from appliance.api import gateway_view, insights_view, rules_view
 from appliance.api.errors import KumaError, bad_request
 from appliance.api.inspect import dataplanes_with_insights, mesh_insight
 from appliance.api.resources import _page, _reply, next_link
@@ -71,37 +71,6 @@ class DataplaneRules:
         dp = _require(self.manager, "Dataplane", mesh, name, "Could not retrieve Dataplane")
         _reply(resp, rules_view.inspect_rules(KINDS, proxy_from_dataplane(dp), mesh_policies(self.manager, mesh),
                                               _dataplane_meta(dp)))
-
-
-class NeedsMeshServices:
-    """`_policies`, `_layout` and the per-inbound / per-outbound / per-route views under them: Kuma serves them
-    only when the mesh's `meshServices.mode` is Exclusive (the KRIs in their paths name MeshService outbounds).
-    Kuma's refusal names `_policies` for all of the views under it (one handler), `_layout` for that one."""
-
-    def __init__(self, manager: ResourceManager, endpoint: str, view: str = "") -> None:
-        self.manager = manager
-        self.endpoint = endpoint
-        self.view = view or endpoint
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, mesh: str, name: str, **kris: str) -> None:
-        found = _require_mesh(self.manager, mesh)
-        dp = self.manager.get("Dataplane", mesh, name)
-        if dp is None:
-            raise KumaError(404, "Could not retrieve Dataplane", "Not found")
-        if ((found.content.get("meshServices") or {}).get("mode")) != "Exclusive":
-            raise bad_request(f"bad request: can't use {self.endpoint} endpoint without meshService enabled")
-        if self.view != self.endpoint:
-            raise bad_request(f"bad request: {self.view} is not served by this control plane yet")
-        if self.endpoint == "_policies":
-            policies = mesh_policies(self.manager, mesh)
-
-            def kri(kind: str, policy: str) -> str:
-                labels = policies.labels.get((kind, policy)) or {}
-                return codec.kri(registry.get(kind), Resource(kind, mesh, policy, {}, labels=labels)) or ""
-
-            _reply(resp, rules_view.proxy_policies(KINDS, proxy_from_dataplane(dp), policies, kri))
-            return
-        raise bad_request(f"bad request: {self.endpoint} is not served by this control plane yet")
 
 
 def _dataplanes_page(req: falcon.Request, resp: falcon.Response, manager: ResourceManager, mesh: str,
@@ -320,11 +289,6 @@ class GlobalInsight:
 
 def add_routes(app: falcon.App, manager: ResourceManager) -> None:
     app.add_route("/meshes/{mesh}/dataplanes/{name}/_rules", DataplaneRules(manager))
-    app.add_route("/meshes/{mesh}/dataplanes/{name}/_policies", NeedsMeshServices(manager, "_policies"))
-    app.add_route("/meshes/{mesh}/dataplanes/{name}/_layout", NeedsMeshServices(manager, "_layout"))
-    for view in ("_inbounds/{inbound_kri}/_policies", "_outbounds/{outbound_kri}/_policies",
-                 "_outbounds/{outbound_kri}/_routes", "_outbounds/{outbound_kri}/_routes/{route_kri}/_policies"):
-        app.add_route(f"/meshes/{{mesh}}/dataplanes/{{name}}/{view}", NeedsMeshServices(manager, "_policies", view))
     app.add_route("/meshes/{mesh}/dataplanes/{name}/policies", DataplanePolicies(manager))
     for kind in registry.POLICY_MODULES:
         path = registry.get(kind).path

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from appliance.model.proxy import Inbound, MeshGateway, Policy, Proxy
 from appliance.policies import _gateway, _rules
-from appliance.policies._matches import hash_matches
+from appliance.policies._matches import hash_matches, match_fields
 
 ROUTE_KINDS = ("MeshHTTPRoute", "MeshTCPRoute")
 
@@ -165,12 +165,23 @@ def select(candidates: Sequence[Policy], proxy: Proxy, policies: MeshPolicies) -
     return _rules.Selection(tuple(selected), {})
 
 
+def applied(kind: str, proxy: Proxy, policies: MeshPolicies) -> _rules.Selection:
+    """The policies of a kind that select the proxy, among those our plugins apply: a top-level targetRef of
+    kind MeshHTTPRoute is stored with a warning only."""
+    candidates = tuple(p for p in policies.by_kind.get(kind, ()) if _rules.top_ref(p).get("kind") != "MeshHTTPRoute")
+    return select(candidates, proxy, policies)
+
+
+def sidecar_to_rules(kind: str, selection: _rules.Selection, policies: MeshPolicies) -> list[_rules.Rule]:
+    """A sidecar's `to` rules of one kind, as its plugin builds them (the routes by their own merge)."""
+    if kind in ROUTE_KINDS:
+        return _rules.to_rules(selection, *_route_merge())
+    return _rules.to_rules(selection, routes=policies.by_kind.get("MeshHTTPRoute", ()))
+
+
 def kind_rules(kind: str, from_as_rules: bool, proxy: Proxy, policies: MeshPolicies) -> dict[str, Any] | None:
     """One policy kind's InspectRule for the proxy, or None when no policy of the kind selects it."""
-    candidates = policies.by_kind.get(kind, ())
-    # what our plugins apply: a top-level targetRef of kind MeshHTTPRoute is stored with a warning only
-    candidates = tuple(p for p in candidates if _rules.top_ref(p).get("kind") != "MeshHTTPRoute")
-    selection = select(candidates, proxy, policies)
+    selection = applied(kind, proxy, policies)
     if not selection.proxy:
         return None
     routes = policies.by_kind.get("MeshHTTPRoute", ())
@@ -178,10 +189,8 @@ def kind_rules(kind: str, from_as_rules: bool, proxy: Proxy, policies: MeshPolic
     if proxy.builtin_gateway:   # the policies that target the MeshGateway are the gateway's own
         to_rules = _rules.policies_to_rules(selection.proxy, conf_of, merger,
                                             routes=() if kind in ROUTE_KINDS else routes)
-    elif kind in ROUTE_KINDS:
-        to_rules = _rules.to_rules(selection, conf_of, merger)
     else:
-        to_rules = _rules.to_rules(selection, routes=routes)
+        to_rules = sidecar_to_rules(kind, selection, policies)
     from_rules, inbound_rules = [], []
     for inbound in sorted(proxy.inbounds, key=lambda i: i.port):
         selected = selection.by_inbound.get(_rules.inbound_key(inbound), ())
@@ -234,6 +243,103 @@ def proxy_policies(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: Me
         if single:
             out.append({"conf": _rules.single_item_conf(single), "kind": kind,
                         "origins": [{"kri": kri(kind, p.name)} for p in single]})
+    return {"policies": out}
+
+
+def outbound_to_rules(kind: str, selection: _rules.Selection, policies: MeshPolicies) -> list[_rules.Rule]:
+    """A sidecar's `to` rules of one kind as its plugin builds them for its outbounds (the route plugins each
+    by their own conf and merge)."""
+    if kind == "MeshTCPRoute":
+        from appliance.policies.meshtcproute import plugin as tcp_routes
+        return _rules.to_rules(selection, tcp_routes.conf_of)
+    return sidecar_to_rules(kind, selection, policies)
+
+
+def _http_rule_origin(conf_rule: dict[str, Any], origins: Sequence[str], routes: Sequence[Policy]) -> str:
+    """The route whose rule with these matches was merged last (Kuma's OriginByMatches)."""
+    key = [match_fields(m) for m in conf_rule.get("matches") or []]
+    by_name = {r.name: r for r in routes}
+    found = ""
+    for name in origins:
+        entries = (by_name[name].spec.get("to") or []) if name in by_name else []
+        if any([match_fields(m) for m in r.get("matches") or []] == key for e in entries for r in e.get("rules") or []):
+            found = name
+    return found
+
+
+def outbound_routes(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: MeshPolicies, service: str,
+                    kri: Callable[[str, str], str]) -> dict[str, Any]:
+    """Kuma's RoutesList (`.../_outbounds/{kri}/_routes`): the MeshHTTPRoute and MeshTCPRoute confs the route
+    plugins compute for the outbound's `service`, in plugin order, each rule with the KRI of its route."""
+    out = []
+    for kind in (k for k, _ in kinds if k in ROUTE_KINDS):
+        selection = applied(kind, proxy, policies)
+        rule = _rules.compute(outbound_to_rules(kind, selection, policies), {_rules.SERVICE_TAG: service}) \
+            if selection.proxy and service else None
+        if rule is None:
+            continue
+        if kind == "MeshHTTPRoute":
+            routes = policies.by_kind.get(kind, ())
+            rules = [{"conf": r.get("default") or {}, "kri": kri(kind, _http_rule_origin(r, rule.origins, routes)),
+                      "matches": r.get("matches") or []} for r in rule.conf.get("rules") or []]
+        else:
+            rules = [{"conf": rule.conf.get("default") or {}, "kri": "", "matches": None}]
+        out.append({"kind": kind, "origins": [{"kri": kri(kind, n)} for n in rule.origins], "rules": rules})
+    return {"routes": out}
+
+
+def route_policies(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: MeshPolicies, service: str,
+                   route: str, kri: Callable[[str, str], str]) -> dict[str, Any]:
+    """Kuma's PoliciesList for one route of an outbound (`.../_routes/{kri}/_policies`): the policies of the
+    other kinds, computed for the rules of the MeshHTTPRoute `route` on that outbound as their plugins compute
+    them for its Envoy routes (by the hash of their matches); the outbound's own conf when it has none there."""
+    element: dict[str, str] = {_rules.SERVICE_TAG: service} if service else {}
+    selection = applied("MeshHTTPRoute", proxy, policies)
+    merged = _rules.compute(outbound_to_rules("MeshHTTPRoute", selection, policies), element) \
+        if selection.proxy and service else None
+    routes = policies.by_kind.get("MeshHTTPRoute", ())
+    for conf_rule in (merged.conf.get("rules") or []) if merged else []:
+        if _http_rule_origin(conf_rule, merged.origins, routes) == route:
+            element = _rules.route_element(service, hash_matches(conf_rule.get("matches") or []))
+            break
+    return _policies_list([k for k, _ in kinds if k not in ROUTE_KINDS], proxy, policies, element, kri)
+
+
+def _policies_list(kinds: Sequence[str], proxy: Proxy, policies: MeshPolicies, element: dict[str, str],
+                   kri: Callable[[str, str], str]) -> dict[str, Any]:
+    """A PoliciesList: per kind, the conf its plugin computes for `element` and the KRIs of what was merged."""
+    out = []
+    for kind in kinds:
+        selection = applied(kind, proxy, policies)
+        rule = _rules.compute(outbound_to_rules(kind, selection, policies), element) if selection.proxy else None
+        if rule is not None:
+            out.append({"conf": [rule.conf], "kind": kind, "origins": [{"kri": kri(kind, n)} for n in rule.origins]})
+    return {"policies": out}
+
+
+def outbound_policies(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: MeshPolicies, service: str,
+                      kri: Callable[[str, str], str]) -> dict[str, Any]:
+    """Kuma's PoliciesList for one outbound (`.../_outbounds/{kri}/_policies`): per kind, in plugin order, the
+    conf the plugin computes for the outbound's `service` (a MeshService port's or MeshExternalService's legacy
+    name) and the KRIs of what was merged, in merge order. No `service` (a KRI naming no outbound of the mesh):
+    the Mesh-wide entries, as Kuma gives an identifier it does not know."""
+    element = {_rules.SERVICE_TAG: service} if service else {}   # no service: what every destination gets
+    return _policies_list([k for k, _ in kinds], proxy, policies, element, kri)
+
+
+def inbound_policies(kinds: Sequence[tuple[str, bool]], proxy: Proxy, inbound: Inbound, policies: MeshPolicies,
+                     kri: Callable[[str, str], str]) -> dict[str, Any]:
+    """Kuma's InboundPoliciesList (`.../_inbounds/{kri}/_policies`): per kind, in plugin order, the inbound rules
+    of the policies that select this inbound (each entry's own conf, in the order the plugin applies them) and
+    the KRIs of those policies, each once."""
+    out = []
+    for kind, from_as_rules in kinds:
+        selected = applied(kind, proxy, policies).by_inbound.get(_rules.inbound_key(inbound), ())
+        rules = _rules.inbound_rules(selected, from_as_rules)
+        if rules:
+            origins = list(dict.fromkeys(r.origin for r in rules))
+            out.append({"kind": kind, "origins": [{"kri": kri(kind, n)} for n in origins],
+                        "rules": [{"conf": r.conf, "kri": kri(kind, r.origin)} for r in rules]})
     return {"policies": out}
 
 

@@ -104,6 +104,14 @@ def _with_eds_names(unit: Resources) -> tuple[Resources, tuple[str, ...]]:
     return unit, tuple(n for n, c in unit[names.CLUSTER].items() if c.type == cluster_pb2.Cluster.EDS)
 
 
+def resolve_outbounds(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
+    """The proxy with the outbounds its resources are generated for: its own (a `backendRef` to a MeshService
+    port or a MeshExternalService named as that resource), then a transparent proxy's VIP outbounds. The inspect
+    API's `_layout` reads the same."""
+    proxy = meshexternalservices.with_backend_refs(snapshot, meshservices.with_backend_refs(snapshot, proxy))
+    return transparent.with_vip_outbounds(snapshot, proxy)
+
+
 def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None,
                      cache: Cache | None = None) -> Resources:
     """All resources of one sidecar. With mTLS on and no `identity`, the identity secret is left out:
@@ -116,8 +124,7 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     if snapshot.mtls_error is not None:
         # the mesh asks for mTLS and its CA cannot be used: nothing rather than plaintext (fail closed)
         return resources
-    proxy = meshexternalservices.with_backend_refs(snapshot, meshservices.with_backend_refs(snapshot, proxy))
-    proxy = transparent.with_vip_outbounds(snapshot, proxy)
+    proxy = resolve_outbounds(snapshot, proxy)
     # outbounds to crossMesh gateways (kuma.io/mesh): this mesh's policies do not configure them
     cross_mesh = tuple(o for o in proxy.outbounds if o.mesh)
     if cross_mesh:
