@@ -130,9 +130,9 @@ class DataplaneServer:
         return self.call(lambda: self.cache.generate_for(mesh, name))
 
     def _on_identity(self, key: tuple[str, str]) -> None:
-        issued = self.cache.identities._issued.get(key) if self.cache else None
-        if issued and self.insights:
-            self.insights.certificate(key, issued.identity.expires, issued.issued_at)
+        times = self.cache.identities.certificate_times(*key) if self.cache else None
+        if times and self.insights:
+            self.insights.certificate(key, *times)
 
 
 def _envoy_admin(dataplane: dict[str, Any], node: object) -> EnvoyAdmin:

@@ -152,6 +152,11 @@ class IdentityProvider:
             fits = False   # unreadable: replaced by the next issuance
         return issued if fits else None
 
+    def certificate_times(self, mesh: str, name: str) -> tuple[float, float] | None:
+        """(expires, issued at) of the proxy's current certificate, epoch seconds; None before the first."""
+        cached = self._issued.get((mesh, name))
+        return (cached.identity.expires, cached.issued_at) if cached is not None else None
+
     def renew_at(self, mesh: str, name: str) -> float | None:
         """When the current certificate of this proxy should be replaced (epoch seconds)."""
         cached = self._issued.get((mesh, name))

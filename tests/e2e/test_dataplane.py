@@ -79,6 +79,17 @@ def test_http_and_tcp_through_two_envoys_with_mtls_and_permissions(mesh: Mesh) -
             int(t["responsesAcknowledged"]) > 0 for t in totals)
     eventually(acked)
 
+    # each proxy's insight shows the certificate it got: a regeneration, an expiry in the future
+    def certificates() -> list[dict]:
+        items = requests.get(f"{mesh.cp.url}/meshes/default/dataplanes/_overview").json()["items"]
+        return [i["dataplaneInsight"].get("mTLS") or {} for i in items]
+    issued = eventually(lambda: (found := certificates()) and all(c.get("certificateExpirationTime") for c in found)
+                        and found, lambda: str(requests.get(f"{mesh.cp.url}/meshes/default/dataplanes/_overview").json()))
+    for certificate in issued:
+        assert certificate["certificateRegenerations"] >= 1
+        assert certificate["lastCertificateRegeneration"] < certificate["certificateExpirationTime"]
+        assert certificate["certificateExpirationTime"] > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+
 
 def test_traffic_survives_control_plane_outage_and_resyncs(mesh: Mesh) -> None:
     app = free_port()
