@@ -12,9 +12,9 @@ import base64
 import binascii
 import copy
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from appliance.core.resources import gostruct as go
 from appliance.core.resources.meta import dns1035_warning
 from appliance.core.resources.model import Content, Resource, ResourceType
 from appliance.core.resources.secret import refused_source_errors
@@ -90,116 +90,53 @@ MESH_TRUST_SCHEMA = _obj({
     "trustDomain": {"type": "string", "maxLength": 253},
 }, ("caBundles", "trustDomain"))
 
-# --- Go struct shapes, for rendering stored JSON the way encoding/json writes the struct ---------
+# --- Go struct shapes (core/resources/gostruct.py) ------------------------------------------------
 
-
-@dataclass(frozen=True)
-class _Field:
-    """One field of a Kuma Go struct.
-
-    kind: "value" a non-pointer scalar (written as `zero` when absent), "optional" a pointer, map or
-    free-form value (left out when absent), "struct" a non-pointer struct (always written),
-    "optional_struct" a pointer to a struct, "list" a slice of `fields`-structs (or of scalars).
-    """
-    name: str
-    kind: str = "optional"
-    zero: Any = None
-    omitempty: bool = True
-    fields: tuple["_Field", ...] = ()
-    nil_list: bool = False   # a pointer to a slice: [] is written, only an absent one is left out
-
-
-def _value(name: str, zero: Any, omitempty: bool = False) -> _Field:
-    return _Field(name, "value", zero, omitempty)
-
-
-def _struct(name: str, *fields: _Field, optional: bool = False) -> _Field:
-    return _Field(name, "optional_struct" if optional else "struct", fields=fields)
-
-
-def _list(name: str, *fields: _Field, pointer: bool = False, omitempty: bool = True) -> _Field:
-    return _Field(name, "list", omitempty=omitempty, fields=fields, nil_list=pointer)
-
-
-def _render(fields: tuple[_Field, ...], value: Any) -> dict[str, Any]:
-    source = value if isinstance(value, dict) else {}
-    out: dict[str, Any] = {}
-    for f in fields:
-        item = source.get(f.name)
-        if f.kind == "struct":
-            out[f.name] = _render(f.fields, item)
-        elif item is None:
-            if f.kind == "value" and not f.omitempty:
-                out[f.name] = f.zero
-            elif f.kind == "list" and not f.omitempty:
-                out[f.name] = None
-        elif f.kind == "value":
-            item = _go_number(item, f.zero)
-            if not (f.omitempty and item == f.zero):
-                out[f.name] = item
-        elif f.kind == "optional_struct":
-            out[f.name] = _render(f.fields, item)
-        elif f.kind == "list":
-            if isinstance(item, list) and not item and f.omitempty and not f.nil_list:
-                continue
-            out[f.name] = [_render(f.fields, x) for x in item] if f.fields and isinstance(item, list) else item
-        else:
-            out[f.name] = item
-    return out
-
-
-def _go_number(value: Any, zero: Any) -> Any:
-    """An integral JSON number stored as 80.0 is written 80 by Go's int fields."""
-    if isinstance(zero, int) and not isinstance(zero, bool) and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-_ADDRESS = (_value("hostname", "", True), _value("origin", "", True),
-            _struct("hostnameGeneratorRef", _value("coreName", "")))
-_HOSTNAME_GENERATORS = _list("hostnameGenerators", _struct("hostnameGeneratorRef", _value("coreName", "")),
-                             _Field("conditions"))
+_ADDRESS = (go.value("hostname", "", True), go.value("origin", "", True),
+            go.struct("hostnameGeneratorRef", go.value("coreName", "")))
+_HOSTNAME_GENERATORS = go.list_of("hostnameGenerators", go.struct("hostnameGeneratorRef", go.value("coreName", "")),
+                             go.Field("conditions"))
 
 _MESH_SERVICE_SPEC = (
-    _value("state", "", True),
-    _struct("selector", _Field("dataplaneTags"), _struct("dataplaneRef", _value("name", "", True), optional=True),
-            _struct("dataplaneLabels", _Field("matchLabels"), optional=True)),
-    _list("ports", _Field("name"), _value("port", 0), _Field("targetPort"), _value("appProtocol", "", True)),
-    _list("identities", _value("type", ""), _value("value", ""), pointer=True),
+    go.value("state", "", True),
+    go.struct("selector", go.Field("dataplaneTags"), go.struct("dataplaneRef", go.value("name", "", True), optional=True),
+            go.struct("dataplaneLabels", go.Field("matchLabels"), optional=True)),
+    go.list_of("ports", go.Field("name"), go.value("port", 0), go.Field("targetPort"), go.value("appProtocol", "", True)),
+    go.list_of("identities", go.value("type", ""), go.value("value", ""), pointer=True),
 )
 _MESH_SERVICE_STATUS = (
-    _list("addresses", *_ADDRESS),
-    _list("vips", _value("ip", "", True)),
-    _struct("tls", _value("status", "", True)),
+    go.list_of("addresses", *_ADDRESS),
+    go.list_of("vips", go.value("ip", "", True)),
+    go.struct("tls", go.value("status", "", True)),
     _HOSTNAME_GENERATORS,
-    _struct("dataplaneProxies", _value("connected", 0, True), _value("healthy", 0, True), _value("total", 0, True)),
+    go.struct("dataplaneProxies", go.value("connected", 0, True), go.value("healthy", 0, True), go.value("total", 0, True)),
 )
 
-_DATA_SOURCE_FIELDS = (_Field("secret"), _Field("inline"), _Field("inlineString"))
+_DATA_SOURCE_FIELDS = (go.Field("secret"), go.Field("inline"), go.Field("inlineString"))
 _MESH_EXTERNAL_SERVICE_SPEC = (
-    _struct("match", _value("type", ""), _value("port", 0), _value("protocol", "")),
-    _struct("extension", _value("type", ""), _Field("config"), optional=True),
-    _list("endpoints", _value("address", ""), _value("port", 0), _Field("priority"), pointer=True),
-    _struct("tls", _value("enabled", False),
-            _struct("version", _Field("min"), _Field("max"), optional=True),
-            _value("allowRenegotiation", False),
-            _struct("verification", _value("mode", ""), _Field("serverName"),
-                    _list("subjectAltNames", _value("type", ""), _value("value", ""), pointer=True),
-                    _struct("caCert", *_DATA_SOURCE_FIELDS, optional=True),
-                    _struct("clientCert", *_DATA_SOURCE_FIELDS, optional=True),
-                    _struct("clientKey", *_DATA_SOURCE_FIELDS, optional=True), optional=True),
+    go.struct("match", go.value("type", ""), go.value("port", 0), go.value("protocol", "")),
+    go.struct("extension", go.value("type", ""), go.Field("config"), optional=True),
+    go.list_of("endpoints", go.value("address", ""), go.value("port", 0), go.Field("priority"), pointer=True),
+    go.struct("tls", go.value("enabled", False),
+            go.struct("version", go.Field("min"), go.Field("max"), optional=True),
+            go.value("allowRenegotiation", False),
+            go.struct("verification", go.value("mode", ""), go.Field("serverName"),
+                    go.list_of("subjectAltNames", go.value("type", ""), go.value("value", ""), pointer=True),
+                    go.struct("caCert", *_DATA_SOURCE_FIELDS, optional=True),
+                    go.struct("clientCert", *_DATA_SOURCE_FIELDS, optional=True),
+                    go.struct("clientKey", *_DATA_SOURCE_FIELDS, optional=True), optional=True),
             optional=True),
 )
-_MESH_EXTERNAL_SERVICE_STATUS = (_struct("vip", _value("ip", "", True)), _list("addresses", *_ADDRESS),
+_MESH_EXTERNAL_SERVICE_STATUS = (go.struct("vip", go.value("ip", "", True)), go.list_of("addresses", *_ADDRESS),
                                  _HOSTNAME_GENERATORS)
 
-_WORKLOAD_STATUS = (_struct("dataplaneProxies", _value("connected", 0), _value("healthy", 0), _value("total", 0)),)
+_WORKLOAD_STATUS = (go.struct("dataplaneProxies", go.value("connected", 0), go.value("healthy", 0), go.value("total", 0)),)
 
-_ORIGIN = _struct("origin", _Field("kri"), optional=True)
+_ORIGIN = go.struct("origin", go.Field("kri"), optional=True)
 _MESH_TRUST_SPEC = (
     _ORIGIN,
-    _value("trustDomain", ""),
-    _list("caBundles", _value("type", ""), _struct("pem", _value("value", ""), optional=True), omitempty=False),
+    go.value("trustDomain", ""),
+    go.list_of("caBundles", go.value("type", ""), go.struct("pem", go.value("value", ""), optional=True), omitempty=False),
 )
 _MESH_TRUST_STATUS = (_ORIGIN,)
 
@@ -263,11 +200,11 @@ def _sections(res: Resource) -> list[tuple[Any, str]]:
     """(port, section name) of every SNI a destination contributes, in spec order."""
     spec = res.spec
     if res.type == "MeshExternalService":
-        port = _go_number(_as_dict(spec.get("match")).get("port") or 0, 0)
+        port = go.go_number(_as_dict(spec.get("match")).get("port") or 0, 0)
         return [(port, str(port))]
     sections = []
     for p in _as_list(spec.get("ports")):
-        port = _go_number(_as_dict(p).get("port") or 0, 0)
+        port = go.go_number(_as_dict(p).get("port") or 0, 0)
         name = _as_dict(p).get("name")
         sections.append((port, str(port) if name is None else name))
     return sections
@@ -288,7 +225,7 @@ def _mesh_trust_warnings(res: Resource) -> list[str]:
 
 # --- REST representation ------------------------------------------------------------------------------
 
-_SHAPES: dict[str, tuple[dict[str, Any], tuple[_Field, ...], tuple[_Field, ...]]] = {
+_SHAPES: dict[str, tuple[dict[str, Any], tuple[go.Field, ...], tuple[go.Field, ...]]] = {
     "MeshService": (MESH_SERVICE_SCHEMA, _MESH_SERVICE_SPEC, _MESH_SERVICE_STATUS),
     "MeshExternalService": (MESH_EXTERNAL_SERVICE_SCHEMA, _MESH_EXTERNAL_SERVICE_SPEC, _MESH_EXTERNAL_SERVICE_STATUS),
     "Workload": (WORKLOAD_SCHEMA, (), _WORKLOAD_STATUS),
@@ -312,8 +249,8 @@ def _present(res: Resource, out: dict[str, Any]) -> None:
                       key=lambda entry: entry[0])
         if snis:
             out["snis"] = [{"port": port, "sni": sni} for port, sni in snis]
-    out["spec"] = _render(spec_shape, spec)
-    out["status"] = _render(status_shape, res.content.get("status"))
+    out["spec"] = go.render(spec_shape, spec)
+    out["status"] = go.render(status_shape, res.content.get("status"))
 
 
 # --- validators (Kuma's validator.go of each type) ----------------------------------------------------
