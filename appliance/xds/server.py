@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import itertools
-import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf.json_format import MessageToDict
 
-from appliance import telemetry
-from appliance.xds.watch import NodeMetadata, ProxyWatch, redirect_ports
-from appliance.xds.generate.admin import admin_endpoint
-from appliance.xds.resources import (CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT, WILDCARD_TYPES, Packed,
-                                     type_version)
+from appliance.xds.watch import NodeMetadata, ProxyWatch, node_metadata
+from appliance.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT, WILDCARD_TYPES, Packed
+from appliance.xds.stream_state import (USERS_OF_CLUSTERS, TypeState, confirmed, delta_in_place, nonce, sent,
+                                        sotw_in_place, sotw_version)
 
 log = logging.getLogger("appliance.xds")
 
@@ -48,80 +44,6 @@ class StreamObserver:
     def connected(self, key: tuple[str, str], node: object, delta: bool, stats: StreamStats) -> None: ...
     def disconnected(self, key: tuple[str, str], stats: StreamStats) -> None: ...
     def changed(self, key: tuple[str, str]) -> None: ...
-
-
-@dataclass
-class _TypeState:
-    names: frozenset[str] | None = None          # None = wildcard (LDS/CDS) or not yet known
-    subscribed: bool = False
-    sent_version: str = ""
-    nonce: str = ""
-    acked_version: str = ""
-    ack_seen: bool = False    # the current response was ACKed already: the same request again asks anew
-    answered: bool = True     # SotW: the proxy ACKed or NACKed the last response (False while in flight)
-    accepted: bool = True     # the proxy ACKed the last response (False while in flight, and after a NACK)
-    sent: dict[str, str] = field(default_factory=dict)   # delta: name -> version the proxy has
-    # delta CDS: clusters sent on this stream before the proxy subscribed to EDS (see _delta_request)
-    sent_before_eds: set[str] = field(default_factory=set)
-    # SotW: the items and names `version_of` was computed for (the cache's memo dicts change on regeneration)
-    versioned: tuple[object, frozenset[str] | None] | None = None
-    version_of: str = ""
-    last_items: dict[str, Packed] | None = None           # SotW: what the last response held (CDS)
-    sent_at: dict[str, float] = field(default_factory=dict)   # nonce -> when that response left (xds_delivery)
-
-
-_UNANSWERED_MAX = 64   # responses a proxy never answered are forgotten past this many
-
-
-def _confirmed(t: str, state: _TypeState, nonce: str, error: str | None) -> None:
-    """Kuma's xds_requests_received, and xds_delivery (response to its ACK/NACK, in milliseconds): every
-    answer counts, also one to a response that a newer one has replaced since, as Kuma counts by version."""
-    if error is None:
-        telemetry.XDS_REQUESTS_RECEIVED.inc(t, "ACK", "no_error")
-    else:
-        telemetry.XDS_REQUESTS_RECEIVED.inc(t, "NACK", "user" if "failed calling webhook" in error else "other")
-    sent_at = state.sent_at.pop(nonce, None)
-    if sent_at is not None:
-        telemetry.XDS_DELIVERY.observe((time.monotonic() - sent_at) * 1000)
-
-
-def _sent(t: str, state: _TypeState) -> None:
-    telemetry.XDS_RESPONSES_SENT.inc(t)
-    if len(state.sent_at) >= _UNANSWERED_MAX:
-        state.sent_at.pop(next(iter(state.sent_at)))
-    state.sent_at[state.nonce] = time.monotonic()
-
-
-def node_metadata(node: object) -> NodeMetadata:
-    """What kuma-dp announced in the Envoy node's metadata (the bootstrap puts it there)."""
-    fields = getattr(getattr(node, "metadata", None), "fields", {})
-    features = fields.get("features")
-    names = frozenset(v.string_value for v in features.list_value.values) if features is not None else frozenset()
-    ipv6 = fields.get("ipv6Enabled")
-
-    def text(key: str) -> str:
-        value = fields.get(key)
-        return value.string_value if value is not None else ""
-
-    tp = fields.get("transparentProxy")
-    dns_port = text("dataplane.dns.port")
-    return NodeMetadata(names, bool(ipv6.bool_value) if ipv6 is not None else False, text("workdir"),
-                        text("metricsCertPath"), text("metricsKeyPath"),
-                        admin_endpoint({k: text(k) for k in _ADMIN_FIELDS if k in fields}),
-                        dns_port=int(dns_port) if dns_port.isdigit() else 0,
-                        transparent_proxy=redirect_ports(MessageToDict(tp.struct_value))
-                        if tp is not None and tp.HasField("struct_value") else None)
-
-
-_ADMIN_FIELDS = ("dataplane.admin.port", "dataplane.admin.address", "dataplane.admin.socketPath")
-
-
-_NONCES = itertools.count(1)
-
-
-def _nonce() -> str:
-    # only needs to differ from this stream's earlier nonces; a counter spares a getrandom() per response
-    return format(next(_NONCES), "x")
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -199,7 +121,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         reader = asyncio.ensure_future(_pump(request_iterator, queue))
         watch: ProxyWatch | None = None
         stream: _OpenStream | None = None
-        states: dict[str, _TypeState] = {}
+        states: dict[str, TypeState] = {}
         stats = StreamStats()
         try:
             while True:
@@ -242,12 +164,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         async for response in self._stream(request_iterator, context, False, self._sotw_request, self._sotw_push):
             yield response
 
-    def _sotw_request(self, watch: ProxyWatch, states: dict[str, _TypeState], stats: StreamStats,
+    def _sotw_request(self, watch: ProxyWatch, states: dict[str, TypeState], stats: StreamStats,
                       request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
         t = request.type_url
-        state = states.setdefault(t, _TypeState())
+        state = states.setdefault(t, TypeState())
         if request.response_nonce:
-            _confirmed(t, state, request.response_nonce,
+            confirmed(t, state, request.response_nonce,
                        request.error_detail.message if request.HasField("error_detail") else None)
             if request.response_nonce != state.nonce:
                 return []  # stale: answers a response that has since been replaced
@@ -289,11 +211,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         response = self._sotw_response(watch, t, state, stats, force=not request.response_nonce)
         return [response] if response else []
 
-    def _sotw_push(self, watch: ProxyWatch, states: dict[str, _TypeState],
+    def _sotw_push(self, watch: ProxyWatch, states: dict[str, TypeState],
                    stats: StreamStats) -> list[discovery_pb2.DiscoveryResponse]:
         out = []
         resources = self.cache.resources(watch)
-        hold_clusters = not all(_sotw_in_place(states.get(t), resources.get(t, {})) for t in _USERS_OF_CLUSTERS)
+        hold_clusters = not all(sotw_in_place(states.get(t), resources.get(t, {})) for t in USERS_OF_CLUSTERS)
         clusters = states.get(CLUSTER)
         for t in PUSH_ORDER:
             state = states.get(t)
@@ -315,11 +237,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     out.append(response)
         return out
 
-    def _sotw_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats, force: bool,
+    def _sotw_response(self, watch: ProxyWatch, t: str, state: TypeState, stats: StreamStats, force: bool,
                        resources: dict[str, dict[str, Packed]] | None = None
                        ) -> discovery_pb2.DiscoveryResponse | None:
         items = (self.cache.resources(watch) if resources is None else resources).get(t, {})
-        version = _sotw_version(state, items)
+        version = sotw_version(state, items)
         if not force and version == state.sent_version:
             return None
         chosen: list[Packed] = [p for n, p in sorted(items.items()) if state.names is None or n in state.names]
@@ -328,9 +250,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         state.sent_version = version
         state.answered = False
         state.accepted = False
-        state.nonce = _nonce()
+        state.nonce = nonce()
         state.ack_seen = False
-        _sent(t, state)
+        sent(t, state)
         stats.responses_sent[t] = stats.responses_sent.get(t, 0) + 1
         return discovery_pb2.DiscoveryResponse(version_info=version, resources=[p.any for p in chosen],
                                                type_url=t, nonce=state.nonce)
@@ -342,11 +264,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         async for response in self._stream(request_iterator, context, True, self._delta_request, self._delta_push):
             yield response
 
-    def _delta_push(self, watch: ProxyWatch, states: dict[str, _TypeState],
+    def _delta_push(self, watch: ProxyWatch, states: dict[str, TypeState],
                     stats: StreamStats) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         out = []
         resources = self.cache.resources(watch)
-        hold_clusters = not all(_delta_in_place(states.get(t), resources.get(t, {})) for t in _USERS_OF_CLUSTERS)
+        hold_clusters = not all(delta_in_place(states.get(t), resources.get(t, {})) for t in USERS_OF_CLUSTERS)
         for t in PUSH_ORDER:
             state = states.get(t)
             if state and state.subscribed:
@@ -358,12 +280,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     out.append(response)
         return out
 
-    def _delta_request(self, watch: ProxyWatch, states: dict[str, _TypeState], stats: StreamStats,
+    def _delta_request(self, watch: ProxyWatch, states: dict[str, TypeState], stats: StreamStats,
                        request: discovery_pb2.DeltaDiscoveryRequest) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         t = request.type_url
         state = states.get(t)
         if state is None:
-            state = states[t] = _TypeState()
+            state = states[t] = TypeState()
             # a reconnecting proxy tells us what it has: nothing unchanged is sent again
             state.sent = dict(request.initial_resource_versions)
             clusters = states.get(CLUSTER)
@@ -380,7 +302,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             else:
                 state.names = frozenset()
         if request.response_nonce:
-            _confirmed(t, state, request.response_nonce,
+            confirmed(t, state, request.response_nonce,
                        request.error_detail.message if request.HasField("error_detail") else None)
             if request.response_nonce != state.nonce:
                 return []
@@ -392,7 +314,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             else:
                 stats.acks[t] = stats.acks.get(t, 0) + 1
                 state.accepted = True
-                if t in _USERS_OF_CLUSTERS:   # in place: the clusters they stopped using can go now
+                if t in USERS_OF_CLUSTERS:   # in place: the clusters they stopped using can go now
                     self.observer.changed(watch.key)
                     if not request.resource_names_subscribe and not request.resource_names_unsubscribe:
                         return self._delta_push(watch, states, stats)
@@ -427,8 +349,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 out.append(response)
         return out
 
-    def _delta_response(self, watch: ProxyWatch, t: str, state: _TypeState, stats: StreamStats,
-                        states: dict[str, _TypeState], force: bool = False, keep_removed: bool = False
+    def _delta_response(self, watch: ProxyWatch, t: str, state: TypeState, stats: StreamStats,
+                        states: dict[str, TypeState], force: bool = False, keep_removed: bool = False
                         ) -> discovery_pb2.DeltaDiscoveryResponse | None:
         items = self.cache.resources(watch).get(t, {})
         wanted = {n: p for n, p in items.items() if state.names is None or n in state.names}
@@ -451,9 +373,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             state.sent[p.name] = p.version
         for n in removed:
             del state.sent[n]
-        state.nonce = _nonce()
+        state.nonce = nonce()
         state.accepted = False
-        _sent(t, state)
+        sent(t, state)
         stats.responses_sent[t] = stats.responses_sent.get(t, 0) + 1
         return discovery_pb2.DeltaDiscoveryResponse(
             type_url=t, nonce=state.nonce, removed_resources=removed,
@@ -462,32 +384,6 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
 _END = object()
 _CHANGED = object()
-# what names clusters: a cluster they stop using stays until the proxy accepted them without it
-_USERS_OF_CLUSTERS = (LISTENER, ROUTE)
-
-
-def _sotw_in_place(state: _TypeState | None, items: dict[str, Packed]) -> bool:
-    """Whether a SotW proxy runs what it would get now of one type (or does not ask for that type)."""
-    if state is None or not state.subscribed:
-        return True
-    return state.accepted and _sotw_version(state, items) == state.sent_version
-
-
-def _sotw_version(state: _TypeState, items: dict[str, Packed]) -> str:
-    """The SotW version of what `items` would send, memoized on the stream (the cache's memo dicts are
-    replaced on regeneration, so identity tells a new set)."""
-    if state.versioned is None or state.versioned[0] is not items or state.versioned[1] != state.names:
-        state.versioned, state.version_of = (items, state.names), type_version(items, state.names)
-    return state.version_of
-
-
-def _delta_in_place(state: _TypeState | None, items: dict[str, Packed]) -> bool:
-    """Whether a delta proxy runs what it would get now of one type (or does not ask for that type)."""
-    if state is None or not state.subscribed:
-        return True
-    wanted = {n: p for n, p in items.items() if state.names is None or n in state.names}
-    return state.accepted and wanted.keys() == state.sent.keys() and all(
-        state.sent[n] == p.version for n, p in wanted.items())
 
 
 async def _pump(requests: AsyncIterator, queue: asyncio.Queue) -> None:

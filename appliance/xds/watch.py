@@ -6,9 +6,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from google.protobuf.json_format import MessageToDict
+
 from appliance.core.resources.model import Resource
 from appliance.model.proxy import Proxy, TransparentProxy
-from appliance.xds.generate.admin import AdminEndpoint
+from appliance.xds.generate.admin import AdminEndpoint, admin_endpoint
 from appliance.xds.resources import Packed
 
 
@@ -105,3 +107,27 @@ class ProxyWatch:
         if self.renewal:
             self.renewal.cancel()
             self.renewal = None
+
+
+def node_metadata(node: object) -> NodeMetadata:
+    """What kuma-dp announced in the Envoy node's metadata (the bootstrap puts it there)."""
+    fields = getattr(getattr(node, "metadata", None), "fields", {})
+    features = fields.get("features")
+    names = frozenset(v.string_value for v in features.list_value.values) if features is not None else frozenset()
+    ipv6 = fields.get("ipv6Enabled")
+
+    def text(key: str) -> str:
+        value = fields.get(key)
+        return value.string_value if value is not None else ""
+
+    tp = fields.get("transparentProxy")
+    dns_port = text("dataplane.dns.port")
+    return NodeMetadata(names, bool(ipv6.bool_value) if ipv6 is not None else False, text("workdir"),
+                        text("metricsCertPath"), text("metricsKeyPath"),
+                        admin_endpoint({k: text(k) for k in _ADMIN_FIELDS if k in fields}),
+                        dns_port=int(dns_port) if dns_port.isdigit() else 0,
+                        transparent_proxy=redirect_ports(MessageToDict(tp.struct_value))
+                        if tp is not None and tp.HasField("struct_value") else None)
+
+
+_ADMIN_FIELDS = ("dataplane.admin.port", "dataplane.admin.address", "dataplane.admin.socketPath")

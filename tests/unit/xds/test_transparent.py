@@ -110,7 +110,7 @@ def _node(**metadata: object):
 
 
 def test_kuma_dps_transparent_proxy_config_overrides_the_dataplanes() -> None:
-    from appliance.xds.server import node_metadata
+    from appliance.xds.watch import node_metadata
     config = {"ipFamilyMode": "ipv4", "redirect": {"inbound": {"enabled": True, "port": 15106},
                                                    "outbound": {"enabled": True, "port": 15101},
                                                    "dns": {"enabled": True, "port": 15053}}}
