@@ -6,6 +6,7 @@ Generated resources arrive as `Resources` (type URL -> name -> message), with fi
 from __future__ import annotations
 
 import ipaddress
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -76,14 +77,51 @@ def duration(text: Any, default_seconds: float) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=nanos // 10**9, nanos=nanos % 10**9)
 
 
+# Network filters unpacked during one `packed_once` pass: id(filter) -> (filter, its config). Several plugins
+# edit one HTTP connection manager in turn; it is unpacked on the first edit and packed once at the end.
+_held: dict[int, tuple[listener_components_pb2.Filter, Message]] | None = None
+
+
+@contextmanager
+def packed_once() -> Iterator[None]:
+    """Within it, `update_hcm` and `update_tcp_proxy` keep each filter's config unpacked across edits; on
+    exit (and at `pack_held`) they are packed back. The bytes are those of packing after every edit
+    (deterministic serialization of the same message). Code that reads or copies a filter's typed_config
+    inside must call `pack_held` first."""
+    global _held
+    outer, _held = _held, {}
+    try:
+        yield
+    finally:
+        pack_held()
+        _held = outer
+
+
+def pack_held() -> None:
+    """Pack the configs held by the current `packed_once` pass back into their filters."""
+    if _held:
+        for network_filter, config in _held.values():
+            network_filter.typed_config.CopyFrom(pack(config))
+        _held.clear()
+
+
 def _update(chain: listener_components_pb2.FilterChain, name: str, message_type: type[M],
             update: Callable[[M], None]) -> bool:
     for network_filter in chain.filters:
         if network_filter.name == name:
-            config = message_type()
-            network_filter.typed_config.Unpack(config)
+            held = _held
+            # held filters stay alive, so their ids are not reused meanwhile
+            hit = held.get(id(network_filter)) if held is not None else None
+            if hit is not None:
+                config = hit[1]
+            else:
+                config = message_type()
+                network_filter.typed_config.Unpack(config)
             update(config)
-            network_filter.typed_config.CopyFrom(pack(config))
+            if held is None:
+                network_filter.typed_config.CopyFrom(pack(config))
+            elif hit is None:
+                held[id(network_filter)] = (network_filter, config)
             return True
     return False
 
@@ -159,6 +197,7 @@ def set_inbound_mtls_mode(listener: listener_pb2.Listener, permissive: bool) -> 
     chains side by side, told apart by the TLS inspector; the first two carry the mTLS chain's filters.
     An inbound without an mTLS chain is left alone: a mode only ever narrows what mTLS would accept.
     """
+    pack_held()   # the chains' filters are copied below
     secured = mtls_chain(listener)
     if secured is None:
         return
