@@ -13,6 +13,7 @@ Plain data in, plain data out: a policy plugin turns the merged confs into Envoy
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from appliance.model.proxy import Inbound, Policy, Proxy
@@ -55,7 +56,7 @@ class Selection:
     proxy: tuple[Policy, ...]
     by_inbound: dict[InboundKey, tuple[Policy, ...]]
 
-    @property
+    @cached_property   # asked by several plugins per proxy
     def key(self) -> tuple[str, ...]:
         """Equal keys mean equal `to` rules: what may be cached across proxies."""
         return tuple(p.name for p in self.proxy)
@@ -529,7 +530,9 @@ def from_rules(policies: Sequence[Policy]) -> list[Rule]:
 _INBOUND: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
 
 
-def _inbound_memo(key: tuple[Any, ...], held: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+def by_identity(key: tuple[Any, ...], held: tuple[Any, ...], build: Callable[[], T]) -> T:
+    """`build()` kept by `key`, which names objects of `held` by id (held meanwhile, so no id is reused): for
+    what plugins build per proxy from the same few (per-snapshot, immutable) policies or confs. Read-only."""
     hit = _INBOUND.get(key)
     if hit is None:
         if len(_INBOUND) >= _BUILT_MAX:
@@ -541,7 +544,7 @@ def _inbound_memo(key: tuple[Any, ...], held: tuple[Any, ...], build: Callable[[
 def inbound_rules(policies: Sequence[Policy], from_as_rules: bool) -> list[InboundRule]:
     """inbound.BuildRules: `rules[]` (or `from[]` for kinds that read it as rules), one match each."""
     held = tuple(policies)
-    return list(_inbound_memo(("rules", from_as_rules, *map(id, held)), held,
+    return list(by_identity(("rules", from_as_rules, *map(id, held)), held,
                               lambda: tuple(_inbound_rules(held, from_as_rules))))
 
 
@@ -570,7 +573,7 @@ def catch_all_conf(rules: Sequence[InboundRule]) -> dict[str, Any]:
     """MatchesAllIncomingTraffic: the merged conf of the rules that apply to every client (read-only: shared by
     the proxies whose rules are the same objects)."""
     held = tuple(rules)
-    return _inbound_memo(("conf", *map(id, held)), held, lambda: merge(r.conf for r in held if r.match is None))
+    return by_identity(("conf", *map(id, held)), held, lambda: merge(r.conf for r in held if r.match is None))
 
 
 def compute(rules: Sequence[Rule], element: dict[str, str]) -> Rule | None:
