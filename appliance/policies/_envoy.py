@@ -6,6 +6,7 @@ Generated resources arrive as `Resources` (type URL -> name -> message), with fi
 from __future__ import annotations
 
 import ipaddress
+import threading
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Callable, Iterator, TypeVar
@@ -77,9 +78,14 @@ def duration(text: Any, default_seconds: float) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=nanos // 10**9, nanos=nanos % 10**9)
 
 
-# Network filters unpacked during one `packed_once` pass: id(filter) -> (filter, its config). Several plugins
-# edit one HTTP connection manager in turn; it is unpacked on the first edit and packed once at the end.
-_held: dict[int, tuple[listener_components_pb2.Filter, Message]] | None = None
+class _Held(threading.local):
+    """Network filters unpacked during this thread's `packed_once` pass: id(filter) -> (filter, its config).
+    Several plugins edit one HTTP connection manager in turn; it is unpacked on the first edit and packed
+    once at the end."""
+    filters: dict[int, tuple[listener_components_pb2.Filter, Message]] | None = None
+
+
+_held = _Held()
 
 
 @contextmanager
@@ -88,28 +94,28 @@ def packed_once() -> Iterator[None]:
     exit (and at `pack_held`) they are packed back. The bytes are those of packing after every edit
     (deterministic serialization of the same message). Code that reads or copies a filter's typed_config
     inside must call `pack_held` first."""
-    global _held
-    outer, _held = _held, {}
+    outer, _held.filters = _held.filters, {}
     try:
         yield
     finally:
         pack_held()
-        _held = outer
+        _held.filters = outer
 
 
 def pack_held() -> None:
     """Pack the configs held by the current `packed_once` pass back into their filters."""
-    if _held:
-        for network_filter, config in _held.values():
+    held = _held.filters
+    if held:
+        for network_filter, config in held.values():
             network_filter.typed_config.CopyFrom(pack(config))
-        _held.clear()
+        held.clear()
 
 
 def _update(chain: listener_components_pb2.FilterChain, name: str, message_type: type[M],
             update: Callable[[M], None]) -> bool:
     for network_filter in chain.filters:
         if network_filter.name == name:
-            held = _held
+            held = _held.filters
             # held filters stay alive, so their ids are not reused meanwhile
             hit = held.get(id(network_filter)) if held is not None else None
             if hit is not None:
