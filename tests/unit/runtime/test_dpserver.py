@@ -5,12 +5,7 @@ says which protocol it negotiated (the real ADS server has its own tests)."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
 import ssl
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -107,29 +102,3 @@ def test_front_routes_by_alpn_and_the_client_verifies_the_cp_certificate(cert) -
         backend.close()
 
     asyncio.run(scenario())
-
-
-_FRONT_PARENT = """
-import sys
-from appliance.runtime.splice import Splicer, listening_sockets
-front = Splicer(listening_sockets("127.0.0.1", 0), lambda hello: None, own_process=True)
-front.start()
-print(front.addresses[0][1], front._pid, flush=True)
-sys.stdin.read()
-"""
-
-
-def test_the_front_process_ends_with_its_control_plane_even_after_kill_9() -> None:
-    """The front runs in a forked process: when the control plane is killed, nothing keeps its port."""
-    parent = subprocess.Popen([sys.executable, "-c", _FRONT_PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              cwd=Path(__file__).resolve().parents[3], text=True)
-    port, child = map(int, parent.stdout.readline().split())
-    socket.create_connection(("127.0.0.1", port), timeout=5).close()   # the child accepts
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and Path(f"/proc/{child}").exists():
-        time.sleep(0.02)
-    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=5)
