@@ -7,9 +7,6 @@ import sys
 
 def kuma_cp(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    # The DP server front forks (runtime/splice.py) while gRPC serves: gRPC's own fork handlers would
-    # stop and restart its threads around that fork, or skip it, depending on timing. Off, before gRPC starts.
-    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
     if args[:1] == ["dp"]:
         return kuma_dp(args[1:])
     if args[:1] == ["ctl"]:

@@ -7,11 +7,7 @@ from typing import Iterator
 
 import pytest
 
-# As kuma-cp does (appliance/__main__.py): the control planes tests run in this process fork their DP
-# server front while gRPC serves, which gRPC's fork handlers must stay out of. Before gRPC is loaded.
-os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
-
-from tests.support import PostgresServer  # noqa: E402
+from tests.support import PostgresServer
 
 # kuma-cp serves the HTTPS API on :5682 by default (as Kuma). Control planes that tests start by
 # hand would all want that port; CpProcess turns it back on, on a free port.

@@ -1,6 +1,6 @@
 """The DP server on :5678: one TLS port for both `POST /bootstrap` (HTTP/1.1) and ADS (gRPC, h2).
 
-TLS does not end on this port. The front (splice.py, a process of its own) reads the client's TLS
+TLS does not end on this port. The front (splice.py, a thread of its own) reads the client's TLS
 ClientHello, picks the backend by the protocols it offers (ALPN "h2": ADS, anything else:
 bootstrap) and splices the raw bytes to it: the gRPC server terminates TLS itself, in its C core
 and off the event loop, and the bootstrap server (HTTP/1.1, once per kuma-dp start) terminates it
@@ -103,14 +103,12 @@ class DpServer:
     async def start(self) -> None:
         """Listen (an error, e.g. the port in use, raises here) and serve."""
         self._http_server = await asyncio.start_unix_server(self._connection, "\0" + self.http_name, ssl=self.ssl)
-        # in a process of its own: splicing the bytes of thousands of streams must not take the GIL
-        # from the xDS event loop
-        self._front = Splicer(listening_sockets(self.host, self.port), self._route, own_process=True)
+        self._front = Splicer(listening_sockets(self.host, self.port), self._route)
         self._front.start()
 
     @property
     def addresses(self) -> list[tuple]:
-        return self._front.addresses if self._front else []
+        return [s.getsockname() for s in self._front.listeners.values()] if self._front else []
 
     def _route(self, hello: bytes) -> str | None:
         alpn = client_hello_alpn(hello)

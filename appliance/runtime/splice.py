@@ -6,20 +6,13 @@ never pass through the xDS event loop, and the GIL is held only for a few micros
 more (None) or refuses the connection (ValueError). What was read to decide goes to the backend
 first; then bytes flow both ways as they are, half-closes included, and when both directions are
 done both sockets are closed (nothing is left in CLOSE-WAIT).
-
-`own_process=True` runs that loop in a forked process instead of a thread: the splicing then never
-waits for (or holds) the control plane's GIL, which the xDS event loop needs for generating configs.
-The process ends when its parent closes the pipe between them: at `stop()`, or when the parent dies
-(even by kill -9), so the listening port is never left held.
 """
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import os
 import select
-import signal
 import socket
 import threading
 import time
@@ -45,37 +38,6 @@ class _Side:
         self.out = b""          # read from the peer, not yet written to this side
         self.eof = False        # this side sent FIN
         self.mask = 0
-
-
-def _reaped(pid: int, timeout: float) -> bool:
-    """Wait up to `timeout` for a child process to end; whether it did (and was reaped)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return True
-        time.sleep(0.01)
-    return False
-
-
-def _log_fds() -> set[int]:
-    """The descriptors the log writes to (its handlers' streams)."""
-    out = set()
-    for logger in (logging.getLogger(), log):
-        for handler in logger.handlers:
-            try:
-                out.add(handler.stream.fileno())   # type: ignore[attr-defined]
-            except (AttributeError, OSError, ValueError):
-                pass
-    return out
-
-
-def _close_fds_but(keep: set[int]) -> None:
-    start = 0
-    for fd in sorted(keep):
-        if start < fd:   # never an empty range: CPython hands (n, n) to close_range(2) as "n and everything above"
-            os.closerange(start, fd)
-        start = fd + 1
-    os.closerange(start, os.sysconf("SC_OPEN_MAX"))
 
 
 class _Pending:
@@ -128,65 +90,25 @@ def listening_sockets(host: str, port: int, backlog: int = 4096) -> list[socket.
 
 
 class Splicer:
-    def __init__(self, listeners: list[socket.socket], route: Route, own_process: bool = False) -> None:
+    def __init__(self, listeners: list[socket.socket], route: Route) -> None:
         self.listeners = {s.fileno(): s for s in listeners}
-        self.addresses = [s.getsockname() for s in listeners]
         self.route = route
-        self.own_process = own_process
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
         self._sides: dict[int, _Side] = {}
         self._pending: dict[int, _Pending] = {}
         self._thread = threading.Thread(target=self._run, name="dp-front", daemon=True)
-        self._pid = 0
         self._stopping = False
         self._next_expire = 0.0
 
     def start(self) -> None:
-        if self.own_process:
-            return self._fork()
-        self._register()
-        self._thread.start()
-
-    def _register(self) -> None:
         for fd in self.listeners:
             self._epoll.register(fd, _IN)
         self._epoll.register(self._wake_r, _IN)
-
-    def _fork(self) -> None:
-        pid = os.fork()
-        if pid:   # the child serves the listening sockets
-            self._pid = pid
-            os.close(self._wake_r)
-            self._epoll.close()
-            for sock in self.listeners.values():
-                sock.close()
-            return
-        try:   # the child: this thread alone, a copy of the parent's memory that it leaves alone
-            gc.freeze()   # the collector never walks (and so never copies) the parent's objects
-            signal.set_wakeup_fd(-1)   # the parent's event loop's, not ours
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
-            # nothing of the parent's stays open here (its connections, its store, the parent's end of the
-            # pipe, which closing or dying wakes _run, which then ends) but the log's files
-            self._epoll.close()   # the parent's copy (closed through the object: it would close a reused number later)
-            _close_fds_but({0, 1, 2, self._wake_r, *self.listeners, *_log_fds()})
-            self._epoll = select.epoll()
-            self._register()
-            self._run()
-        except BaseException:
-            log.exception("DP server front: its process failed")
-        finally:
-            os._exit(0)   # never the parent's exit handlers (its store, its log files)
+        self._thread.start()
 
     def stop(self) -> None:
         self._stopping = True
-        if self._pid:
-            os.close(self._wake_w)
-            if not _reaped(self._pid, timeout=5):
-                os.kill(self._pid, signal.SIGKILL)
-                os.waitpid(self._pid, 0)
-            return
         os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
         # closed here, not by the thread: it may see `_stopping` at a poll timeout and end before the
@@ -204,9 +126,6 @@ class Splicer:
             while not self._stopping:
                 timeout = 0.05 if any(p.backend for p in self._pending.values()) else 1.0
                 for fd, events in self._epoll.poll(timeout):
-                    if fd == self._wake_r:
-                        self._stopping = True   # stop(): a byte from this process, or the parent's end closed
-                        continue
                     try:
                         self._event(fd, events)
                     except Exception:   # one connection's trouble must not stop the front

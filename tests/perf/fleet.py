@@ -97,34 +97,14 @@ class Cp:
         path = self.work_dir / "kuma-cp.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
-    def children(self) -> list[int]:
-        """The CP's own processes (the DP server front)."""
-        out = []
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            try:
-                out += [int(p) for p in (task / "children").read_text().split()]
-            except OSError:
-                pass
-        return out
-
     def cpu_seconds(self) -> float:
-        """The CP's CPU, its child processes' included."""
-        return _cpu_seconds(self.proc.pid) + sum(_cpu_seconds(p) for p in self.children())
+        return _cpu_seconds(self.proc.pid)
 
     def rss_mb(self) -> float:
-        """The CP's RSS plus what its child processes do not share with it (their private pages)."""
-        total = 0.0
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                total = int(line.split()[1]) / 1024
-        for pid in self.children():
-            try:
-                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                    if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                        total += int(line.split()[1]) / 1024
-            except OSError:
-                pass
-        return total
+                return int(line.split()[1]) / 1024
+        return 0.0
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -180,7 +160,7 @@ class Profiler:
             return
         path = self.out_dir / f"cp-{name}.txt"
         proc = subprocess.Popen([self.binary, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
-                                 "--threads", "--subprocesses", "--nonblocking", "--output", str(path)],
+                                 "--threads", "--nonblocking", "--output", str(path)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             yield
