@@ -25,6 +25,8 @@ Every `plugin` module has the same shape (xds/generate calls them, in ORDER, for
                                             proxy's resources (outbound ones included, which may be shared: it
                                             replaces what it changes with a copy); raises GenerationError if it
                                             cannot apply, and the proxy keeps its last good config
+    INBOUND_ONLY = True                     optional: `apply` edits inbound listeners only, never an outbound's
+                                            resources (which then outlive a change of this kind's policies)
 
 A schema may also set `ADMIN_WRITES = True`: only admins may create, change or delete a policy of that type.
 

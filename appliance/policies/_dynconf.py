@@ -15,7 +15,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from appliance.model import names
 from appliance.model.names import Resources
-from appliance.policies._envoy import pack
+from appliance.policies._envoy import pack, pack_held
 
 
 def local_hcm(stat_prefix: str, ipv6: bool) -> hcm_pb2.HttpConnectionManager:
@@ -42,6 +42,7 @@ def _new_listener(socket: str, ipv6: bool) -> listener_pb2.Listener:
 def add_config_route(resources: Resources, socket: str, path: str, body: bytes, ipv6: bool) -> None:
     """dynconf.AddConfigRoute: `path` answers `body` (creating the listener on `socket` when the proxy has
     none yet). The listener is rebuilt, never edited in place: generated messages may be shared."""
+    pack_held()   # the listener is copied below
     listeners = resources[names.LISTENER]
     listener = listener_pb2.Listener()
     listener.CopyFrom(listeners.get(names.DYNAMIC_CONFIG_LISTENER) or _new_listener(socket, ipv6))

@@ -6,6 +6,8 @@ Generated resources arrive as `Resources` (type URL -> name -> message), with fi
 from __future__ import annotations
 
 import ipaddress
+import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -76,14 +78,56 @@ def duration(text: Any, default_seconds: float) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=nanos // 10**9, nanos=nanos % 10**9)
 
 
+class _Held(threading.local):
+    """Network filters unpacked during this thread's `packed_once` pass: id(filter) -> (filter, its config).
+    Several plugins edit one HTTP connection manager in turn; it is unpacked on the first edit and packed
+    once at the end."""
+    filters: dict[int, tuple[listener_components_pb2.Filter, Message]] | None = None
+
+
+_held = _Held()
+
+
+@contextmanager
+def packed_once() -> Iterator[None]:
+    """Within it, `update_hcm` and `update_tcp_proxy` keep each filter's config unpacked across edits; on
+    exit (and at `pack_held`) they are packed back. The bytes are those of packing after every edit
+    (deterministic serialization of the same message). Code that reads or copies a filter's typed_config
+    inside must call `pack_held` first."""
+    outer, _held.filters = _held.filters, {}
+    try:
+        yield
+    finally:
+        pack_held()
+        _held.filters = outer
+
+
+def pack_held() -> None:
+    """Pack the configs held by the current `packed_once` pass back into their filters."""
+    held = _held.filters
+    if held:
+        for network_filter, config in held.values():
+            network_filter.typed_config.CopyFrom(pack(config))
+        held.clear()
+
+
 def _update(chain: listener_components_pb2.FilterChain, name: str, message_type: type[M],
             update: Callable[[M], None]) -> bool:
     for network_filter in chain.filters:
         if network_filter.name == name:
-            config = message_type()
-            network_filter.typed_config.Unpack(config)
+            held = _held.filters
+            # held filters stay alive, so their ids are not reused meanwhile
+            hit = held.get(id(network_filter)) if held is not None else None
+            if hit is not None:
+                config = hit[1]
+            else:
+                config = message_type()
+                network_filter.typed_config.Unpack(config)
             update(config)
-            network_filter.typed_config.CopyFrom(pack(config))
+            if held is None:
+                network_filter.typed_config.CopyFrom(pack(config))
+            elif hit is None:
+                held[id(network_filter)] = (network_filter, config)
             return True
     return False
 
@@ -159,6 +203,7 @@ def set_inbound_mtls_mode(listener: listener_pb2.Listener, permissive: bool) -> 
     chains side by side, told apart by the TLS inspector; the first two carry the mTLS chain's filters.
     An inbound without an mTLS chain is left alone: a mode only ever narrows what mTLS would accept.
     """
+    pack_held()   # the chains' filters are copied below
     secured = mtls_chain(listener)
     if secured is None:
         return

@@ -13,7 +13,8 @@ Plain data in, plain data out: a policy plugin turns the merged confs into Envoy
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from appliance.model.proxy import Inbound, Policy, Proxy
 from appliance.policies import _destinations
@@ -35,6 +36,8 @@ Subset = tuple[Tag, ...]             # a group of proxies; empty = everyone
 InboundKey = tuple[str, int]         # (address, port) of an inbound listener
 Merge = Callable[[Iterable[dict[str, Any]]], dict[str, Any]]
 ConfOf = Callable[[dict[str, Any]], dict[str, Any]]   # a `to`/`from` entry -> the conf it contributes
+T = TypeVar("T")
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Selection:
     # the proxy's MeshService ports (Proxy.destinations), which `to[]` entries of kind MeshService also name
     destinations: dict[str, Destination] | None = field(default=None, compare=False)
 
-    @property
+    @cached_property   # asked by several plugins per proxy
     def key(self) -> tuple[str, ...]:
         """Equal keys mean equal `to` rules: what may be cached across proxies."""
         return tuple(p.name for p in self.proxy)
@@ -504,6 +507,27 @@ def policies_to_rules(policies: Sequence[Policy], conf_of: ConfOf = default_conf
     return _built("to", policies, with_negations=False, conf_of=conf_of, merger=merger, routes=routes)
 
 
+# What matches build from a proxy's selected policies and outbounds alone, per mesh for its latest snapshot,
+# by kind and key (per_group).
+_PER_GROUP: dict[tuple[str, str], tuple[Any, dict[tuple[Any, ...], Any]]] = {}
+
+
+def per_group(snapshot: Any, kind: str, selection: Selection, proxy: Proxy, build: Callable[[], T]) -> T:
+    """`build()`, once per snapshot for the proxies that select the same policies of `kind` and have the same
+    outbounds (address, port, service): for the `to` side of a match, which reads nothing else of the proxy.
+    A match reads every policy kind it depends on before asking: which kinds it read is recorded
+    (model.proxy.PolicyKinds), and a `build` that is not called reads nothing."""
+    entry = _PER_GROUP.get((snapshot.mesh, kind))
+    if entry is None or entry[0] is not snapshot:
+        entry = _PER_GROUP[(snapshot.mesh, kind)] = (snapshot, {})
+    # the MeshService ports a proxy's `to` rules also name (None for a proxy with no outbound to one)
+    key = (selection.key, tuple((o.address, o.port, o.service) for o in proxy.outbounds), id(selection.destinations))
+    found = entry[1].get(key, _MISSING)
+    if found is _MISSING:
+        found = entry[1][key] = build()
+    return found
+
+
 def route_element(service: str, route_name: str) -> dict[str, str]:
     """What a route of an outbound is, for `compute`: its service and its rule's hash (its Envoy name)."""
     return {SERVICE_TAG: service, RULE_HASH_TAG: route_name}
@@ -514,8 +538,30 @@ def from_rules(policies: Sequence[Policy]) -> list[Rule]:
     return _built("from", policies, with_negations=True)
 
 
+# inbound_rules and catch_all_conf are asked for every proxy, mostly of the same few policies (rules):
+# kept like _BUILT, by the identity of what they read, each entry holding it so that no id is reused meanwhile.
+_INBOUND: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
+
+
+def by_identity(key: tuple[Any, ...], held: tuple[Any, ...], build: Callable[[], T]) -> T:
+    """`build()` kept by `key`, which names objects of `held` by id (held meanwhile, so no id is reused): for
+    what plugins build per proxy from the same few (per-snapshot, immutable) policies or confs. Read-only."""
+    hit = _INBOUND.get(key)
+    if hit is None:
+        if len(_INBOUND) >= _BUILT_MAX:
+            _INBOUND.clear()
+        hit = _INBOUND[key] = (held, build())
+    return hit[1]
+
+
 def inbound_rules(policies: Sequence[Policy], from_as_rules: bool) -> list[InboundRule]:
     """inbound.BuildRules: `rules[]` (or `from[]` for kinds that read it as rules), one match each."""
+    held = tuple(policies)
+    return list(by_identity(("rules", from_as_rules, *map(id, held)), held,
+                              lambda: tuple(_inbound_rules(held, from_as_rules))))
+
+
+def _inbound_rules(policies: Sequence[Policy], from_as_rules: bool) -> list[InboundRule]:
     rules: list[InboundRule] = []
     for policy in policies:  # already sorted by precedence
         entries = policy.spec.get("rules") or []
@@ -537,8 +583,10 @@ def _match_rank(rule: InboundRule) -> tuple[int, int, int]:
 
 
 def catch_all_conf(rules: Sequence[InboundRule]) -> dict[str, Any]:
-    """MatchesAllIncomingTraffic: the merged conf of the rules that apply to every client."""
-    return merge(r.conf for r in rules if r.match is None)
+    """MatchesAllIncomingTraffic: the merged conf of the rules that apply to every client (read-only: shared by
+    the proxies whose rules are the same objects)."""
+    held = tuple(rules)
+    return by_identity(("conf", *map(id, held)), held, lambda: merge(r.conf for r in held if r.match is None))
 
 
 def compute(rules: Sequence[Rule], element: dict[str, str]) -> Rule | None:

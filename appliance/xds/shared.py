@@ -8,7 +8,7 @@ from typing import Iterator
 from google.protobuf.message import Message
 
 from appliance.model.proxy import ALL_KINDS
-from appliance.xds.generate import MATCHED
+from appliance.xds.generate import MATCHED, PLUGINS
 from appliance.xds.resources import Packed, pack
 
 
@@ -22,6 +22,11 @@ def _messages_in(value: object) -> Iterator[Message]:
     elif isinstance(value, dict):
         for item in value.values():
             yield from _messages_in(item)
+
+
+# cache entries built from the snapshot without its policies but through the plugins' matches (to_key), which
+# a policy change that moves no plugin's effect on them leaves valid (xds/generate: outbounds, load assignments, CA)
+_POLICY_FREE = ("outbound", "cla", "ca")
 
 
 @dataclass
@@ -56,10 +61,27 @@ class Shared:
 
     def successor(self, revision: int, kinds: set[str], proxies: set[int]) -> Shared:
         """What the next revision keeps when only the policies of `kinds` changed: the match of each plugin
-        that read none of them, for the proxies (ids) still watched. Everything else is generated anew."""
-        kept = {k: v for k, v in self.messages.items()
-                if k[0] == MATCHED and k[2] in proxies and ALL_KINDS not in v[2] and v[2].isdisjoint(kinds)}
-        return Shared(revision, kept)
+        that read none of them, for the proxies (ids) still watched; and when every plugin that read them edits
+        inbound listeners only (a MeshTrafficPermission change), the outbounds' resources, load assignments and
+        CA secret, packed as they are. Everything else is generated anew."""
+        kept, changed = {}, set()
+        for k, v in self.messages.items():
+            if k[0] == MATCHED:
+                if ALL_KINDS in v[2] or not v[2].isdisjoint(kinds):
+                    changed.add(k[1])
+                elif k[2] in proxies:
+                    kept[k] = v
+        # a plugin with no match here read unknown kinds
+        matched = {k[1] for k in self.messages if k[0] == MATCHED}
+        changed |= set(range(len(PLUGINS))) - matched
+        successor = Shared(revision, kept)
+        if all(getattr(PLUGINS[i], "INBOUND_ONLY", False) for i in changed):
+            successor.messages.update((k, v) for k, v in self.messages.items() if k[0] in _POLICY_FREE)
+            ids = {id(m) for k in successor.messages if k[0] in _POLICY_FREE
+                   for m in _messages_in(successor.messages[k])}
+            successor.packed = {k: v for k, v in self.packed.items() if k[0] in ids}
+            successor.load_assignments = dict(self.load_assignments)
+        return successor
 
     def carry(self, revision: int, changed: set[str]) -> None:
         """After an endpoints-only change, what proxies share stays valid but for those services' load assignments."""

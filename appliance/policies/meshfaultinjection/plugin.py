@@ -42,6 +42,7 @@ from appliance.policies import _envoy, _gateway, _rules
 from appliance.policies._common import parse_decimal
 
 KIND = "MeshFaultInjection"
+INBOUND_ONLY = True   # fault filters on inbound listeners only (policies/__init__.py)
 FAULT_FILTER = "envoy.filters.http.fault"
 _BANDWIDTH = re.compile(r"([0-9]*)[ \t\n\f\r]?([GMk]+bps)")
 _KBPS_FACTOR = {"kbps": 1, "Mbps": 1000, "Gbps": 1000000}

@@ -179,15 +179,18 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     if not snapshot.policies.get(KIND):
         return NOTHING
     selection = _rules.select(snapshot.policies[KIND], proxy)
-    rules = _rules.to_rules(selection, _conf_of, merge_rules)
-    outbounds = {}
-    for outbound in proxy.outbounds:
-        if not _http(snapshot, outbound.service):
-            continue
-        rule = _rules.compute(rules, {_rules.SERVICE_TAG: outbound.service})
-        if rule is not None and rule.conf.get("rules"):
-            outbounds[(outbound.address, outbound.port)] = _routes_of(snapshot, outbound.service, rule)
-    return Matched(snapshot.mesh, outbounds, selection.key)
+
+    def build() -> Matched:
+        rules = _rules.to_rules(selection, _conf_of, merge_rules)
+        outbounds = {}
+        for outbound in proxy.outbounds:
+            if not _http(snapshot, outbound.service):
+                continue
+            rule = _rules.compute(rules, {_rules.SERVICE_TAG: outbound.service})
+            if rule is not None and rule.conf.get("rules"):
+                outbounds[(outbound.address, outbound.port)] = _routes_of(snapshot, outbound.service, rule)
+        return Matched(snapshot.mesh, outbounds, selection.key)
+    return _rules.per_group(snapshot, KIND, selection, proxy, build)
 
 
 def apply(matched: Matched, resources: _envoy.Resources) -> None:

@@ -53,14 +53,18 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     if not snapshot.policies.get(KIND):
         return NOTHING
     selection = _rules.select(snapshot.policies[KIND], proxy)
-    rules = _rules.to_rules(selection, routes=snapshot.policies.get("MeshHTTPRoute", ()))
-    outbounds, clusters = {}, {}
-    for outbound in proxy.outbounds:
-        rule = _rules.compute(rules, {_rules.SERVICE_TAG: outbound.service})
-        outbounds[(outbound.address, outbound.port)] = outbound.service
-        if rule is not None:
-            clusters[outbound.service] = (snapshot.clusters_of(outbound.service), rule.conf)
-    return Matched(outbounds, clusters, tuple(rules), selection.key)
+    routes = snapshot.policies.get("MeshHTTPRoute", ())
+
+    def build() -> Matched:
+        rules = _rules.to_rules(selection, routes=routes)
+        outbounds, clusters = {}, {}
+        for outbound in proxy.outbounds:
+            rule = _rules.compute(rules, {_rules.SERVICE_TAG: outbound.service})
+            outbounds[(outbound.address, outbound.port)] = outbound.service
+            if rule is not None:
+                clusters[outbound.service] = (snapshot.clusters_of(outbound.service), rule.conf)
+        return Matched(outbounds, clusters, tuple(rules), selection.key)
+    return _rules.per_group(snapshot, KIND, selection, proxy, build)
 
 
 def hash_policies(conf: Conf) -> list[Conf] | None:

@@ -32,6 +32,7 @@ from appliance.model.proxy import MeshGateway, MeshSnapshot, Proxy
 from appliance.policies import _envoy, _gateway, _rules
 
 KIND = "MeshRateLimit"
+INBOUND_ONLY = True   # rate limits on inbound listeners only (policies/__init__.py)
 HTTP_FILTER = "envoy.filters.http.local_ratelimit"
 # Kuma names the network filter after its config type, not after the extension.
 TCP_FILTER = "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit"

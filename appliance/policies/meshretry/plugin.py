@@ -51,9 +51,13 @@ class Matched:
 
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     selection = _rules.select(snapshot.policies.get(KIND, ()), proxy)
-    outbounds = {(o.address, o.port): (o.service, snapshot.protocols.get(o.service, "tcp")) for o in proxy.outbounds}
-    rules = _rules.to_rules(selection, routes=snapshot.policies.get("MeshHTTPRoute", ()))
-    return Matched(outbounds, tuple(rules), selection.key)
+    routes = snapshot.policies.get("MeshHTTPRoute", ())
+
+    def build() -> Matched:
+        outbounds = {(o.address, o.port): (o.service, snapshot.protocols.get(o.service, "tcp"))
+                     for o in proxy.outbounds}
+        return Matched(outbounds, tuple(_rules.to_rules(selection, routes=routes)), selection.key)
+    return _rules.per_group(snapshot, KIND, selection, proxy, build)
 
 
 def _back_off(policy: route_components_pb2.RetryPolicy, conf: Conf, default_base: float | None) -> None:

@@ -74,11 +74,15 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
             apply=not rules or any(r.match is None for r in rules),
             protocol=inbound.protocol,
             cluster=_envoy.local_cluster(inbound.service_port))
-    protocols = {o.service: snapshot.protocols.get(o.service, "tcp") for o in proxy.outbounds}
-    outbounds = {(o.address, o.port): (o.service, protocols[o.service]) for o in proxy.outbounds}
-    clusters = {service: snapshot.clusters_of(service) for service in protocols}
-    rules = _rules.to_rules(selection, routes=snapshot.policies.get("MeshHTTPRoute", ()))
-    return Matched(inbounds, outbounds, tuple(rules), protocols, clusters, selection.key)
+    routes = snapshot.policies.get("MeshHTTPRoute", ())
+
+    def build() -> tuple[Any, ...]:   # the `to` side, shared by the proxies of a group (read-only)
+        protocols = {o.service: snapshot.protocols.get(o.service, "tcp") for o in proxy.outbounds}
+        outbounds = {(o.address, o.port): (o.service, protocols[o.service]) for o in proxy.outbounds}
+        clusters = {service: snapshot.clusters_of(service) for service in protocols}
+        return outbounds, tuple(_rules.to_rules(selection, routes=routes)), protocols, clusters
+    outbounds, rules, protocols, clusters = _rules.per_group(snapshot, KIND, selection, proxy, build)
+    return Matched(inbounds, outbounds, rules, protocols, clusters, selection.key)
 
 
 def _outbound_conf(matched: Matched, service: str) -> Conf | None:

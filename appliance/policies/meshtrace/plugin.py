@@ -63,7 +63,9 @@ def _scoped(policy: Any, key: ListenerKey, by_inbound: dict[ListenerKey, tuple[A
 
 
 def _merged(policies: Any) -> Conf:
-    return _rules.merge(p.spec.get("default") or {} for p in policies)
+    held = tuple(policies)
+    return _rules.by_identity((KIND, *map(id, held)), held,
+                              lambda: _rules.merge(p.spec.get("default") or {} for p in held))
 
 
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
@@ -195,7 +197,9 @@ def apply(matched: Matched, resources: _envoy.Resources) -> None:
                 continue
             metadata = listener.metadata.filter_metadata.get(names.TAGS_METADATA_KEY)
             destination = metadata.fields[_rules.SERVICE_TAG].string_value if metadata else ""
-            built = tracing(conf, matched, direction, destination)
+            # read-only, shared by the proxies whose merged conf is the same object (_merged)
+            built = _rules.by_identity((KIND, id(conf), matched.service, matched.mesh, matched.zone, direction,
+                                        destination), (conf,), lambda: tracing(conf, matched, direction, destination))
             if built is None:
                 continue
             configured = False

@@ -38,6 +38,7 @@ from appliance.policies.meshtrafficpermission import _matcher
 from appliance.model.proxy import MeshSnapshot, Policy, Proxy
 
 KIND = "MeshTrafficPermission"
+INBOUND_ONLY = True   # RBAC on inbound listeners only (policies/__init__.py)
 SHORT_NAME = "mtp"
 POLICY_NAME = "MeshTrafficPermission"   # the RBAC policy key Kuma uses
 NETWORK_RBAC_FILTER = names.NETWORK_RBAC_FILTER

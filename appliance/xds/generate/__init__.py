@@ -27,6 +27,7 @@ from appliance import policies
 from appliance.model import names
 from appliance.model.names import Resources
 from appliance.model.proxy import Identity, MeshSnapshot, Outbound, PolicyKinds, Proxy
+from appliance.policies._envoy import packed_once
 from appliance.xds.generate.clusters import cluster_for, local_cluster
 from appliance.xds.generate.cross_mesh import cluster_of, cross_mesh_outbound
 from appliance.xds.generate.endpoints import load_assignment_for
@@ -94,8 +95,9 @@ def outbound_resources(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy,
         for service in getattr(plugin_matched, "backend_services", {}).get((outbound.address, outbound.port), ()):
             if service not in clusters:
                 clusters[service] = cluster_for(snapshot, service)
-    for plugin, plugin_matched in zip(PLUGINS, matched):
-        plugin.apply(plugin_matched, unit)
+    with packed_once():
+        for plugin, plugin_matched in zip(PLUGINS, matched):
+            plugin.apply(plugin_matched, unit)
     return unit
 
 
@@ -140,19 +142,22 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     transparent.add_dns(snapshot, proxy, resources)
 
     matched = tuple(_match(cache, index, snapshot, proxy) for index in range(len(PLUGINS)))
-    for plugin, plugin_matched in zip(PLUGINS, matched):
-        plugin.apply(plugin_matched, resources)
+    with packed_once():
+        for plugin, plugin_matched in zip(PLUGINS, matched):
+            plugin.apply(plugin_matched, resources)
 
     # Added after the per-proxy pass: the resources of an outbound are shared between proxies.
     endpoints = resources[names.ENDPOINT]
     to_keys = tuple(getattr(m, "to_key", ()) for m in matched)
     called = {o.service for o in proxy.outbounds}
+    routed = [m.backend_services for m in matched if hasattr(m, "backend_services")]
     for outbound in proxy.outbounds:
         # A route's other backends (a mirror, a backendRef to another service) get the limits and balancing
         # of their service only when the proxy calls that service itself (Kuma's GatherTargetedClusters):
         # which of them it calls is part of what the outbound's resources are shared by.
-        also_called = tuple(sorted({s for m in matched for s in getattr(m, "backend_services", {}).get(
-            (outbound.address, outbound.port), ()) if s in called and s != outbound.service}))
+        place = (outbound.address, outbound.port)
+        also_called = tuple(sorted({s for services in routed for s in services.get(place, ())
+                                    if s in called and s != outbound.service}))
         # the caller's tags go into its HTTP outbounds' x-kuma-tags: only proxies with the same tags share them
         key = ("outbound", outbound.address, outbound.port, outbound.service, tuple(sorted(outbound.tags.items())),
                proxy.ipv6_enabled, to_keys, also_called, proxy.serialized_tags, proxy.transparent is not None)

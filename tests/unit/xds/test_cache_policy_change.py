@@ -17,7 +17,7 @@ from appliance.core.resources.model import Resource
 from appliance.store.sqlite import SQLiteStore
 from appliance.xds.cache import XdsCache
 from appliance.xds.generate import generate_sidecar
-from appliance.xds.resources import CLUSTER, pack_all
+from appliance.xds.resources import CLUSTER, LISTENER, pack_all
 
 MESH = "default"
 
@@ -84,6 +84,55 @@ def test_a_policy_change_gives_every_proxy_what_a_fresh_generation_gives(tmp_pat
         served = served_like_fresh()
         backend = cluster_pb2.Cluster.FromString(served[CLUSTER]["backend"].any.value)
         assert backend.connect_timeout.seconds == 7
+        cache.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+
+
+def _fault(status: int) -> dict:
+    return {"targetRef": {"kind": "MeshService", "name": "web"}, "from": [
+        {"targetRef": {"kind": "Mesh"}, "default": {"http": [{"abort": {"httpStatus": status, "percentage": 50}}]}}]}
+
+
+def test_an_inbound_only_policy_change_keeps_the_outbounds_and_still_serves_what_a_fresh_generation_gives(
+        tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "kuma.db")
+    manager = ResourceManager(store)
+    manager.ensure_mesh(MESH)
+    for i, (name, service, calls) in enumerate((("web-1", "web", "backend"), ("backend-1", "backend", None))):
+        manager.create(_dataplane(name, service, f"127.0.0.{i + 2}", calls))
+    manager.create(_policy("MeshFaultInjection", "fault", _fault(500)))
+
+    async def scenario() -> None:
+        cache = XdsCache(store, generate_sidecar, asyncio.get_running_loop())
+        watch = cache.watch(MESH, "web-1")
+
+        async def change(kind: str, name: str, spec: dict) -> dict:
+            woken = asyncio.Event()
+            watch.changed.callback = woken.set
+            manager.update(_policy(kind, name, spec), store.get(kind, MESH, name).version)
+            await asyncio.wait_for(woken.wait(), timeout=5)
+            watch.changed.clear()
+            served = cache.resources(watch)
+            fresh = pack_all(generate_sidecar(cache.snapshot(MESH), watch.dataplane[1], None, None))
+            assert {t: {n: p.version for n, p in items.items()} for t, items in served.items()} == \
+                   {t: {n: p.version for n, p in items.items()} for t, items in fresh.items()}
+            return served
+
+        before = cache.resources(watch)
+        after = await change("MeshFaultInjection", "fault", _fault(503))
+        inbound = next(n for n in after[LISTENER] if n.startswith("inbound:"))
+        assert after[LISTENER][inbound].version != before[LISTENER][inbound].version   # the new status
+        outbound = next(n for n in after[LISTENER] if n.startswith("outbound:"))
+        assert after[LISTENER][outbound] is before[LISTENER][outbound]   # kept, not generated again
+        assert after[CLUSTER]["backend"] is before[CLUSTER]["backend"]
+        # a MeshTimeout change is not inbound-only: the outbounds are generated anew (and still right)
+        manager.create(_policy("MeshTimeout", "backend-timeout", _timeout("3s")))
+        later = await change("MeshTimeout", "backend-timeout", _timeout("7s"))
+        assert later[CLUSTER]["backend"] is not after[CLUSTER]["backend"]
         cache.close()
 
     try:
