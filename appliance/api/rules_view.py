@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from appliance.model.proxy import Inbound, MeshGateway, Policy, Proxy
-from appliance.policies import _gateway, _rules
+from appliance.policies import _gateway, _merge, _rules
 from appliance.policies._matches import hash_matches, match_fields
 
 ROUTE_KINDS = ("MeshHTTPRoute", "MeshTCPRoute")
@@ -213,7 +213,7 @@ def kind_rules(kind: str, from_as_rules: bool, proxy: Proxy, policies: MeshPolic
     out = {"fromRules": from_rules, "inboundRules": inbound_rules, "toResourceRules": resource_rules,
            "toRules": [_rule(kind, r, policies) for r in to_rules], "type": kind, "warnings": []}
     if single:
-        out["proxyRule"] = {"conf": _rules.single_item_conf(single),
+        out["proxyRule"] = {"conf": _merge.single_item_conf(single),
                             "origin": [policies.meta(kind, p.name) for p in single]}
     return out
 
@@ -241,7 +241,7 @@ def proxy_policies(kinds: Sequence[tuple[str, bool]], proxy: Proxy, policies: Me
         single = [p for p in select(policies.by_kind.get(kind, ()), proxy, policies).proxy
                   if p.spec.get("default") is not None]
         if single:
-            out.append({"conf": _rules.single_item_conf(single), "kind": kind,
+            out.append({"conf": _merge.single_item_conf(single), "kind": kind,
                         "origins": [{"kri": kri(kind, p.name)} for p in single]})
     return {"policies": out}
 

@@ -32,7 +32,7 @@ from google.protobuf import duration_pb2
 from appliance.model import names
 from appliance.model.names import Resources
 from appliance.model.proxy import MeshSnapshot, Proxy
-from appliance.policies import _envoy, _rules
+from appliance.policies import _envoy, _merge, _rules
 from appliance.policies.meshmetric import labels as metric_labels
 from appliance.policies.meshmetric.schema import DEFAULT_PATH, DEFAULT_PORT
 from appliance.policies._dynconf import add_config_route, local_hcm
@@ -112,7 +112,7 @@ def prometheus_conf(backend: Conf | None, own: Conf | None) -> Conf | None:
     conf: Conf = {"port": DEFAULT_PORT, "path": DEFAULT_PATH, **(backend.get("conf") or {})}
     own = own or {}
     if own.get("type", "prometheus") == "prometheus":
-        conf = _rules.merge_patch(conf, own.get("conf") or {})
+        conf = _merge.merge_patch(conf, own.get("conf") or {})
     return conf
 
 

@@ -24,7 +24,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from appliance.model import names
 from appliance.model.names import Resources
 from appliance.model.proxy import GenerationError, MeshSnapshot, Proxy
-from appliance.policies import _envoy, _rules
+from appliance.policies import _envoy, _merge, _rules
 from appliance.policies._common import as_list
 from appliance.policies.meshpassthrough._order import (
     CIDR, CIDR_V6, DOMAIN, IP, IP_V6, WILDCARD_DOMAIN, ChainMatch, network, ordered_matches,
@@ -55,7 +55,7 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     selection = _rules.select(snapshot.policies[KIND], proxy)
     if not selection.proxy:
         return NOTHING
-    return Matched(_rules.single_item_conf(selection.proxy), snapshot.passthrough, snapshot.known_internal_cidrs,
+    return Matched(_merge.single_item_conf(selection.proxy), snapshot.passthrough, snapshot.known_internal_cidrs,
                    proxy.ipv6_enabled)
 
 

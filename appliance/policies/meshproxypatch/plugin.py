@@ -34,7 +34,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from appliance.model import names
 from appliance.model.proxy import GenerationError, MeshGateway, MeshSnapshot, Policy, Proxy
-from appliance.policies import _envoy, _gateway, _rules
+from appliance.policies import _envoy, _gateway, _merge, _rules
 from appliance.policies._common import as_dict, as_list
 from appliance.policies.meshproxypatch import _jsonpatch, _values
 from appliance.policies.meshproxypatch.schema import (
@@ -71,7 +71,7 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
 
 def _matched(selected: Sequence[Policy]) -> Matched:
     """The modifications of the selecting policies (in precedence order), merged as Kuma's SingleItemRules."""
-    modifications = as_list(_rules.single_item_conf(selected).get("appendModifications"))
+    modifications = as_list(_merge.single_item_conf(selected).get("appendModifications"))
     # which policy each came from, for the message when one cannot apply
     origins = [p.name for p in selected
                for _ in as_list(as_dict(p.spec.get("default")).get("appendModifications"))]

@@ -33,7 +33,7 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 from envoy.type.matcher.v3 import string_pb2
 
 from appliance.model import names
-from appliance.policies import _envoy, _rules
+from appliance.policies import _envoy, _rules, _subsets
 from appliance.policies.meshtrafficpermission import _matcher
 from appliance.model.proxy import MeshSnapshot, Policy, Proxy
 
@@ -118,7 +118,7 @@ def _permissions(rules: list[_rules.Rule]) -> Permissions:
     return Permissions(tuple(allow), tuple(shadow))
 
 
-def _authenticated(mesh: str, tag: _rules.Tag) -> rbac_pb2.Principal:
+def _authenticated(mesh: str, tag: _subsets.Tag) -> rbac_pb2.Principal:
     key, value, negated = tag
     name = f"spiffe://{mesh}/{value}" if key == _rules.SERVICE_TAG else f"kuma://{key}/{value}"
     principal = rbac_pb2.Principal()
