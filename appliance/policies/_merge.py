@@ -9,16 +9,19 @@ from appliance.model.proxy import Policy
 Merge = Callable[[Iterable[dict[str, Any]]], dict[str, Any]]
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396 JSON merge patch: objects merge key by key, anything else replaces, null deletes."""
+def merge_patch(target: Any, patch: Any, append: bool = False) -> Any:
+    """RFC 7396 JSON merge patch: objects merge key by key, anything else replaces, null deletes. With
+    `append`, a list under a key starting with `append` (Kuma's `Append` fields) adds to the one there."""
     if not isinstance(patch, dict):
         return patch
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
+        elif append and key.startswith("append") and isinstance(value, list):
+            result[key] = list(result.get(key) or []) + value
         else:
-            result[key] = merge_patch(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value, append)
     return result
 
 
@@ -29,25 +32,10 @@ def merge(confs: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _merge_appending(target: Any, patch: Any) -> Any:
-    """merge_patch, except that a list under a key starting with `append` adds to the one there."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif key.startswith("append") and isinstance(value, list):
-            result[key] = list(result.get(key) or []) + value
-        else:
-            result[key] = _merge_appending(result.get(key), value)
-    return result
-
-
 def single_item_conf(policies: Sequence[Policy]) -> dict[str, Any]:
     """SingleItemRules for the whole proxy: the top-level `default` of the selecting policies (in precedence
     order) merged as Kuma merges confs, where `append*` lists (Kuma's `Append` fields) are concatenated."""
     result: dict[str, Any] = {}
     for policy in policies:
-        result = _merge_appending(result, policy.spec.get("default") or {})
+        result = merge_patch(result, policy.spec.get("default") or {}, append=True)
     return result
