@@ -18,8 +18,10 @@ Every folder's `schema` module has the same shape:
 
 Every `plugin` module has the same shape (xds/generate calls them, in ORDER, for each proxy):
 
-    match(snapshot, proxy) -> Matched       what the policies of this kind say for this proxy (pure data)
-    apply(matched, resources) -> None       edit the generated Envoy resources in place
+    match(snapshot, proxy) -> Matched       what the policies of this kind say for this proxy (pure data, compared
+                                            with ==: equal matches must have equal effects)
+    apply(matched, resources) -> None       edit the generated Envoy resources in place, reading nothing but them
+                                            and `matched`
     Matched.to_key                          equal keys: equal effect on outbound resources, which may be shared
     apply_to_proxy(matched, resources)      optional: runs once more, after every plugin's apply, on all of the
                                             proxy's resources (outbound ones included, which may be shared: it
@@ -27,6 +29,15 @@ Every `plugin` module has the same shape (xds/generate calls them, in ORDER, for
                                             cannot apply, and the proxy keeps its last good config
     INBOUND_ONLY = True                     optional: `apply` edits inbound listeners only, never an outbound's
                                             resources (which then outlive a change of this kind's policies)
+    OUTBOUND_ONLY = True                    optional: `apply` edits the resources of outbounds only: it is not run
+                                            on the proxy's own resources (inbounds, transparent capture, DNS),
+                                            which then outlive a change of this kind's policies
+    outbound_view(matched, place) -> Any   optional: what `apply` reads when it edits the resources of the outbound
+                                            at `place` (address, port); equal views, equal effect on them (else the
+                                            whole match is compared)
+    edits_own_resources(matched) -> bool    optional: whether `apply_to_proxy` may edit the proxy's own (inbound)
+                                            resources; those are then built afresh for it, their inline route
+                                            configurations going to RDS after it
 
 A schema may also set `ADMIN_WRITES = True`: only admins may create, change or delete a policy of that type.
 

@@ -8,12 +8,13 @@ from typing import Iterator
 from google.protobuf.message import Message
 
 from appliance.model.proxy import ALL_KINDS
-from appliance.xds.generate import MATCHED, PLUGINS
+from appliance.xds.generate import MATCHED, OUTBOUND, OWN, PLUGINS, PREVIOUS, TO_KEYS
 from appliance.xds.resources import Packed, pack
 
 
 def _messages_in(value: object) -> Iterator[Message]:
-    """The messages a cache entry holds: a message, or an outbound's resources (xds/generate's `_with_eds_names`)."""
+    """The messages a cache entry holds: a message, an outbound's resources (xds/generate's `_with_eds_names`),
+    a proxy's own resources, or a list of them (PREVIOUS)."""
     if isinstance(value, Message):
         yield value
     elif isinstance(value, (tuple, list)):
@@ -23,10 +24,6 @@ def _messages_in(value: object) -> Iterator[Message]:
         for item in value.values():
             yield from _messages_in(item)
 
-
-# cache entries built from the snapshot without its policies but through the plugins' matches (to_key), which
-# a policy change that moves no plugin's effect on them leaves valid (xds/generate: outbounds, load assignments, CA)
-_POLICY_FREE = ("outbound", "cla", "ca")
 
 
 @dataclass
@@ -60,10 +57,14 @@ class Shared:
         return packed
 
     def successor(self, revision: int, kinds: set[str], proxies: set[int]) -> Shared:
-        """What the next revision keeps when only the policies of `kinds` changed: the match of each plugin
-        that read none of them, for the proxies (ids) still watched; and when every plugin that read them edits
-        inbound listeners only (a MeshTrafficPermission change), the outbounds' resources, load assignments and
-        CA secret, packed as they are. Everything else is generated anew."""
+        """What the next revision keeps when only the policies of `kinds` changed, packed as it is:
+        - the match of each plugin that read none of them, for the proxies (ids) still watched, with their own
+          resources (the generator uses them again while the new matches are equivalent);
+        - the load assignments and the CA secret, which no policy changes;
+        - the outbounds' resources: as they are when every plugin that read those kinds edits inbound listeners
+          only (a MeshTrafficPermission change), else as candidates the generator takes again for an outbound
+          alike whose matches are equivalent (xds/generate `_outbound_unit`).
+        Everything else is generated anew."""
         kept, changed = {}, set()
         for k, v in self.messages.items():
             if k[0] == MATCHED:
@@ -71,16 +72,28 @@ class Shared:
                     changed.add(k[1])
                 elif k[2] in proxies:
                     kept[k] = v
+            elif k[0] == OWN and k[1] in proxies:
+                kept[k] = v
+            elif k[0] in ("cla", "ca"):
+                kept[k] = v
         # a plugin with no match here read unknown kinds
         matched = {k[1] for k in self.messages if k[0] == MATCHED}
         changed |= set(range(len(PLUGINS))) - matched
+        as_they_are = all(getattr(PLUGINS[i], "INBOUND_ONLY", False) for i in changed)
+        for k, v in self.messages.items():
+            if k[0] == OUTBOUND:
+                if as_they_are:
+                    kept[k] = v
+                else:
+                    kept.setdefault((PREVIOUS, *k[1:TO_KEYS], *k[TO_KEYS + 1:]), []).append(v)
+        for k, v in self.messages.items():
+            if k[0] == PREVIOUS and k not in kept:
+                # no proxy asked for such an outbound in this revision: the candidates stay
+                kept[k] = v
         successor = Shared(revision, kept)
-        if all(getattr(PLUGINS[i], "INBOUND_ONLY", False) for i in changed):
-            successor.messages.update((k, v) for k, v in self.messages.items() if k[0] in _POLICY_FREE)
-            ids = {id(m) for k in successor.messages if k[0] in _POLICY_FREE
-                   for m in _messages_in(successor.messages[k])}
-            successor.packed = {k: v for k, v in self.packed.items() if k[0] in ids}
-            successor.load_assignments = dict(self.load_assignments)
+        ids = {id(m) for k, v in kept.items() if k[0] != MATCHED for m in _messages_in(v)}
+        successor.packed = {k: v for k, v in self.packed.items() if k[0] in ids}
+        successor.load_assignments = dict(self.load_assignments)
         return successor
 
     def carry(self, revision: int, changed: set[str]) -> None:

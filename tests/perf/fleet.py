@@ -357,11 +357,11 @@ def wait_synced(fleet: Fleet, timeout: float, start: float, updated: int = 0, ne
 # --- figures -----------------------------------------------------------------------------------
 
 def dist(values: list[float], scale: float = 1000.0) -> dict:
-    """p50/p99/max in ms (by default) of a list of seconds."""
+    """min/p50/p99/max in ms (by default) of a list of seconds."""
     if not values:
-        return {"n": 0, "p50": None, "p99": None, "max": None}
+        return {"n": 0, "min": None, "p50": None, "p99": None, "max": None}
     v = sorted(values)
-    return {"n": len(v), "p50": round(statistics.median(v) * scale, 1),
+    return {"n": len(v), "min": round(v[0] * scale, 1), "p50": round(statistics.median(v) * scale, 1),
             "p99": round(v[min(len(v) - 1, int(len(v) * 0.99))] * scale, 1), "max": round(v[-1] * scale, 1)}
 
 

@@ -32,6 +32,7 @@ from appliance.policies._matches import hash_matches, match_fields
 from appliance.policies.meshhttproute._envoy_routes import envoy_routes
 
 KIND = "MeshHTTPRoute"
+OUTBOUND_ONLY = True   # routes on outbound listeners only (policies/__init__.py)
 Conf = dict[str, Any]
 CATCH_ALL: Conf = {"path": {"value": "/", "type": "PathPrefix"}}
 DEFAULT_WEIGHT = 100
@@ -191,6 +192,11 @@ def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
                 outbounds[(outbound.address, outbound.port)] = _routes_of(snapshot, outbound.service, rule)
         return Matched(snapshot.mesh, outbounds, selection.key)
     return _rules.per_group(snapshot, KIND, selection, proxy, build)
+
+
+def outbound_view(matched: Matched, place: _rules.InboundKey) -> Any:
+    """What `apply` reads for the outbound at `place` (policies/__init__.py)."""
+    return matched.mesh, matched.outbounds.get(place)
 
 
 def apply(matched: Matched, resources: _envoy.Resources) -> None:

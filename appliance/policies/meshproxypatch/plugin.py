@@ -65,6 +65,11 @@ class Matched:
     to_key: tuple[str, ...] = ()   # outbound units are not touched by `apply`: nothing to share them by
 
 
+def edits_own_resources(matched: Matched) -> bool:
+    """Any modification may edit the proxy's inbound listeners and their inline routes (policies/__init__.py)."""
+    return bool(matched.modifications)
+
+
 def match(snapshot: MeshSnapshot, proxy: Proxy) -> Matched:
     return _matched(_rules.select(snapshot.policies.get(KIND, ()), proxy).proxy)
 

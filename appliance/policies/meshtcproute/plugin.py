@@ -25,6 +25,7 @@ from appliance.policies._backends import Backend, add_clusters, backend
 from appliance.policies.meshhttproute import plugin as meshhttproute
 
 KIND = "MeshTCPRoute"
+OUTBOUND_ONLY = True   # TCP routes on outbound listeners only (policies/__init__.py)
 Conf = dict[str, Any]
 
 
@@ -95,6 +96,11 @@ def tcp_proxy(service: str, splits: tuple[Backend, ...]) -> tcp_proxy_pb2.TcpPro
         for split in splits:
             proxy.weighted_clusters.clusters.add(name=split.cluster, weight=split.weight)
     return proxy
+
+
+def outbound_view(matched: Matched, place: _rules.InboundKey) -> Any:
+    """What `apply` reads for the outbound at `place` (policies/__init__.py)."""
+    return matched.mesh, matched.outbounds.get(place)
 
 
 def apply(matched: Matched, resources: _envoy.Resources) -> None:

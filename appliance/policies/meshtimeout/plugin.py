@@ -160,6 +160,12 @@ def _configure_outbound_listener(listener: listener_pb2.Listener, matched: Match
             _envoy.update_tcp_proxy(chain, update_tcp)
 
 
+def outbound_view(matched: Matched, place: _rules.InboundKey) -> Any:
+    """What `apply` reads for an outbound's resources (policies/__init__.py): not `inbounds`, which name the
+    proxy's own listeners and local clusters only."""
+    return matched.outbounds, matched.to_rules, matched.protocols, matched.clusters
+
+
 def apply(matched: Matched, resources: _envoy.Resources) -> None:
     inbound_listeners = _envoy.listeners_by_address(resources, base_pb2.INBOUND)
     for key, inbound in matched.inbounds.items():

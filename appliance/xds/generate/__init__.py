@@ -44,6 +44,11 @@ Cache = MutableMapping[Hashable, Any]
 
 PLUGINS = policies.plugins()
 MATCHED = "matched"   # cache entries (MATCHED, plugin index, id(proxy)) -> (proxy, its match, policy kinds read)
+OUTBOUND = "outbound"  # cache entries (OUTBOUND, address, port, ..., the plugins' to_keys at TO_KEYS, ...): _outbound_unit
+TO_KEYS = 6
+OWN = "own"           # cache entries (OWN, id(proxy)) -> (proxy, the matches, its own resources): _own_resources
+SAME = "same"         # cache entries (SAME, id(a), id(b), place) -> (a, b, equivalent): _equivalent
+PREVIOUS = "previous"  # cache entries (PREVIOUS, *outbound key but the plugins' keys) -> [outbound entries]
 
 
 def _cached(cache: Cache | None, key: Hashable, build: Any) -> Any:
@@ -101,9 +106,31 @@ def outbound_resources(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy,
     return unit
 
 
-def _with_eds_names(unit: Resources) -> tuple[Resources, tuple[str, ...]]:
-    """An outbound's resources and the clusters among them that need a load assignment (EDS)."""
-    return unit, tuple(n for n, c in unit[names.CLUSTER].items() if c.type == cluster_pb2.Cluster.EDS)
+def _with_eds_names(unit: Resources, matched: tuple[Any, ...]) -> tuple[Resources, tuple[str, ...], tuple[Any, ...]]:
+    """An outbound's resources, the clusters among them that need a load assignment (EDS), and the matches
+    they were made with."""
+    return unit, tuple(n for n, c in unit[names.CLUSTER].items() if c.type == cluster_pb2.Cluster.EDS), matched
+
+
+def _outbound_unit(cache: Cache | None, key: tuple[Any, ...], snapshot: MeshSnapshot, outbound: Outbound,
+                   proxy: Proxy, matched: tuple[Any, ...]) -> tuple[Resources, tuple[str, ...], tuple[Any, ...]]:
+    """The outbound's resources, kept in `cache` by `key`. After a change of policies only, the previous
+    revision's resources of an outbound alike (`key` but the plugins' keys, which tell proxies apart within a
+    revision only) serve again when the plugins' matches are equivalent for it: a route change rebuilds the
+    outbounds of the routed service alone."""
+    if cache is None:
+        return _with_eds_names(outbound_resources(snapshot, outbound, proxy, matched), matched)
+    found = cache.get(key)
+    if found is None:
+        place = (outbound.address, outbound.port)
+        for unit, eds, was in cache.get((PREVIOUS, *key[1:TO_KEYS], *key[TO_KEYS + 1:]), ()):
+            if _equivalent(cache, was, matched, place):
+                found = (unit, eds, matched)
+                break
+        else:
+            found = _with_eds_names(outbound_resources(snapshot, outbound, proxy, matched), matched)
+        cache[key] = found
+    return found
 
 
 def resolve_outbounds(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
@@ -112,6 +139,70 @@ def resolve_outbounds(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
     API's `_layout` reads the same."""
     proxy = meshexternalservices.with_backend_refs(snapshot, meshservices.with_backend_refs(snapshot, proxy))
     return transparent.with_vip_outbounds(snapshot, proxy)
+
+
+def _never(matched: Any) -> bool:
+    return False
+
+
+def _build_own(snapshot: MeshSnapshot, proxy: Proxy, matched: tuple[Any, ...]) -> Resources:
+    """The proxy's own resources (transparent capture, inbound listeners and their local clusters, DNS) after
+    the plugins' per-proxy pass. Plugins that edit only the resources of outbounds (OUTBOUND_ONLY) sit it out."""
+    resources: Resources = {type_url: {} for type_url in names.TYPE_ORDER}
+    if proxy.transparent is not None:
+        transparent.add_capture(snapshot, proxy.transparent, resources)
+    listeners, clusters = resources[names.LISTENER], resources[names.CLUSTER]
+    for inbound in proxy.inbounds:
+        listener = inbound_listener(inbound, snapshot, proxy)
+        listeners[listener.name] = listener
+        cluster = local_cluster(inbound)
+        clusters[cluster.name] = cluster  # two inbounds to one service port share it; the last wins, as in Kuma
+    transparent.add_dns(snapshot, proxy, resources)
+    with packed_once():
+        for plugin, plugin_matched in zip(PLUGINS, matched):
+            if not getattr(plugin, "OUTBOUND_ONLY", False):
+                plugin.apply(plugin_matched, resources)
+    return resources
+
+
+def _equivalent(cache: Cache, old: tuple[Any, ...], new: tuple[Any, ...], place: tuple[str, int] | None = None) -> bool:
+    """Whether the plugins' matches `new` do what `old` did: to a proxy's own resources (`place` None), or to the
+    resources of its outbound at `place`. Each match is the same object (one the revision took over) or an equal
+    one (matches are plain data, and `apply` reads nothing else), or the part of it that `apply` reads for that
+    outbound (`outbound_view`) is equal; plugins that do not touch those resources are not asked. Comparisons
+    are kept in `cache`: matches are mostly shared by groups of proxies."""
+    skip = "INBOUND_ONLY" if place is not None else "OUTBOUND_ONLY"
+    for plugin, a, b in zip(PLUGINS, old, new):
+        if a is b or getattr(plugin, skip, False):
+            continue
+        view = getattr(plugin, "outbound_view", None) if place is not None else None
+        key = (SAME, id(a), id(b), place if view else None)
+        hit = cache.get(key)
+        if hit is None or hit[0] is not a or hit[1] is not b:
+            hit = cache[key] = (a, b, view(a, place) == view(b, place) if view else a == b)
+        if not hit[2]:
+            return False
+    return True
+
+
+def _own_resources(cache: Cache | None, snapshot: MeshSnapshot, proxy: Proxy, matched: tuple[Any, ...]) -> Resources:
+    """`_build_own` with inbound routes moved to RDS, kept in `cache` by the proxy with the matches it was built
+    with: read-only. The cache of the next revision takes it over when only policies changed (xds/shared.py), and
+    it holds while the matches are equivalent: a route change leaves every proxy's own resources as they were."""
+    if cache is None:
+        own = _build_own(snapshot, proxy, matched)
+        inbound_routes_by_rds(own)
+        return own
+    key = (OWN, id(proxy))
+    hit = cache.get(key)
+    if hit is not None and hit[0] is proxy and _equivalent(cache, hit[1], matched):
+        if hit[1] is not matched:
+            cache[key] = (proxy, matched, hit[2])
+        return hit[2]
+    own = _build_own(snapshot, proxy, matched)
+    inbound_routes_by_rds(own)
+    cache[key] = (proxy, matched, own)
+    return own
 
 
 def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | None,
@@ -131,20 +222,14 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     cross_mesh = tuple(o for o in proxy.outbounds if o.mesh)
     if cross_mesh:
         proxy = replace(proxy, outbounds=tuple(o for o in proxy.outbounds if not o.mesh))
-    if proxy.transparent is not None:
-        transparent.add_capture(snapshot, proxy.transparent, resources)
-    listeners, clusters = resources[names.LISTENER], resources[names.CLUSTER]
-    for inbound in proxy.inbounds:
-        listener = inbound_listener(inbound, snapshot, proxy)
-        listeners[listener.name] = listener
-        cluster = local_cluster(inbound)
-        clusters[cluster.name] = cluster  # two inbounds to one service port share it; the last wins, as in Kuma
-    transparent.add_dns(snapshot, proxy, resources)
-
     matched = tuple(_match(cache, index, snapshot, proxy) for index in range(len(PLUGINS)))
-    with packed_once():
-        for plugin, plugin_matched in zip(PLUGINS, matched):
-            plugin.apply(plugin_matched, resources)
+    # A plugin whose apply_to_proxy edits the proxy's own (inbound) resources (MeshProxyPatch) sees their inline
+    # route configurations: those go to RDS after it, and the own resources are built afresh for it.
+    own_first = not any(getattr(plugin, "edits_own_resources", _never)(m) for plugin, m in zip(PLUGINS, matched))
+    if own_first:
+        resources = {t: dict(items) for t, items in _own_resources(cache, snapshot, proxy, matched).items()}
+    else:
+        resources = _build_own(snapshot, proxy, matched)
 
     # Added after the per-proxy pass: the resources of an outbound are shared between proxies.
     endpoints = resources[names.ENDPOINT]
@@ -159,10 +244,9 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
         also_called = tuple(sorted({s for services in routed for s in services.get(place, ())
                                     if s in called and s != outbound.service}))
         # the caller's tags go into its HTTP outbounds' x-kuma-tags: only proxies with the same tags share them
-        key = ("outbound", outbound.address, outbound.port, outbound.service, tuple(sorted(outbound.tags.items())),
+        key = (OUTBOUND, outbound.address, outbound.port, outbound.service, tuple(sorted(outbound.tags.items())),
                proxy.ipv6_enabled, to_keys, also_called, proxy.serialized_tags, proxy.transparent is not None)
-        unit, eds = _cached(cache, key, lambda o=outbound: _with_eds_names(
-            outbound_resources(snapshot, o, proxy, matched)))
+        unit, eds, _ = _outbound_unit(cache, key, snapshot, outbound, proxy, matched)
         for type_url, by_name in unit.items():
             resources[type_url].update(by_name)
         for name in eds:
@@ -179,7 +263,8 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     for plugin, plugin_matched in zip(PLUGINS, matched):
         if hasattr(plugin, "apply_to_proxy"):
             plugin.apply_to_proxy(plugin_matched, resources)
-    inbound_routes_by_rds(resources)
+    if not own_first:
+        inbound_routes_by_rds(resources)
 
     if snapshot.mtls is not None:
         secrets = resources[names.SECRET]
