@@ -29,6 +29,8 @@ Every `plugin` module has the same shape (xds/generate calls them, in ORDER, for
                                             cannot apply, and the proxy keeps its last good config
     INBOUND_ONLY = True                     optional: `apply` edits inbound listeners only, never an outbound's
                                             resources (which then outlive a change of this kind's policies)
+    OWN_ONLY = True                         optional: `apply` adds to or edits the proxy's own resources only, never
+                                            an outbound's: it is not run on those (a proxy's metrics endpoints)
     OUTBOUND_ONLY = True                    optional: `apply` edits the resources of outbounds only: it is not run
                                             on the proxy's own resources (inbounds, transparent capture, DNS),
                                             which then outlive a change of this kind's policies

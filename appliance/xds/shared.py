@@ -62,8 +62,9 @@ class Shared:
           resources (the generator uses them again while the new matches are equivalent);
         - the load assignments and the CA secret, which no policy changes;
         - the outbounds' resources: as they are when every plugin that read those kinds edits inbound listeners
-          only (a MeshTrafficPermission change), else as candidates the generator takes again for an outbound
-          alike whose matches are equivalent (xds/generate `_outbound_unit`).
+          or the proxy's own resources only (a MeshTrafficPermission or MeshMetric change), else as candidates
+          the generator takes again for an outbound alike whose matches are equivalent (xds/generate
+          `_outbound_unit`).
         Everything else is generated anew."""
         kept, changed = {}, set()
         for k, v in self.messages.items():
@@ -79,7 +80,8 @@ class Shared:
         # a plugin with no match here read unknown kinds
         matched = {k[1] for k in self.messages if k[0] == MATCHED}
         changed |= set(range(len(PLUGINS))) - matched
-        as_they_are = all(getattr(PLUGINS[i], "INBOUND_ONLY", False) for i in changed)
+        as_they_are = all(getattr(PLUGINS[i], "INBOUND_ONLY", False) or getattr(PLUGINS[i], "OWN_ONLY", False)
+                          for i in changed)
         for k, v in self.messages.items():
             if k[0] == OUTBOUND:
                 if as_they_are:

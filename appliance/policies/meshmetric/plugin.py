@@ -38,6 +38,7 @@ from appliance.policies.meshmetric.schema import DEFAULT_PATH, DEFAULT_PORT
 from appliance.policies._dynconf import add_config_route, local_hcm
 
 KIND = "MeshMetric"
+OWN_ONLY = True   # the proxy's own metrics endpoints, never in an outbound's resources (policies/__init__.py)
 DEFAULT_BACKEND = "default-backend"
 DEFAULT_REFRESH_INTERVAL = "1m0s"   # how Go prints Kuma's default of a minute
 log = logging.getLogger("appliance.xds")
@@ -289,11 +290,8 @@ def _otel_listener(backend: OtelBackend, ipv6: bool) -> listener_pb2.Listener:
 
 
 def apply(matched: Matched, resources: Resources) -> None:
-    """Nothing per listener: the endpoints are the proxy's own resources, added once by `apply_to_proxy`. Added
-    here they would land in each outbound's resources too, which proxies share (to_key), with one proxy's sockets."""
-
-
-def apply_to_proxy(matched: Matched, resources: Resources) -> None:
+    """The proxy's metrics endpoints: its own resources (OWN_ONLY), so never among an outbound's, which proxies
+    share (to_key), with one proxy's sockets."""
     if not matched.hijacker_socket:
         return
     for endpoint in matched.endpoints:

@@ -102,7 +102,8 @@ def outbound_resources(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy,
                 clusters[service] = cluster_for(snapshot, service)
     with packed_once():
         for plugin, plugin_matched in zip(PLUGINS, matched):
-            plugin.apply(plugin_matched, unit)
+            if not getattr(plugin, "OWN_ONLY", False):
+                plugin.apply(plugin_matched, unit)
     return unit
 
 
@@ -171,9 +172,9 @@ def _equivalent(cache: Cache, old: tuple[Any, ...], new: tuple[Any, ...], place:
     one (matches are plain data, and `apply` reads nothing else), or the part of it that `apply` reads for that
     outbound (`outbound_view`) is equal; plugins that do not touch those resources are not asked. Comparisons
     are kept in `cache`: matches are mostly shared by groups of proxies."""
-    skip = "INBOUND_ONLY" if place is not None else "OUTBOUND_ONLY"
+    skip = ("INBOUND_ONLY", "OWN_ONLY") if place is not None else ("OUTBOUND_ONLY",)
     for plugin, a, b in zip(PLUGINS, old, new):
-        if a is b or getattr(plugin, skip, False):
+        if a is b or any(getattr(plugin, flag, False) for flag in skip):
             continue
         view = getattr(plugin, "outbound_view", None) if place is not None else None
         key = (SAME, id(a), id(b), place if view else None)

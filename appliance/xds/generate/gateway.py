@@ -313,7 +313,7 @@ def generate_gateway(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
             plugin.apply_to_gateway(snapshot, proxy, gateway, tuple(built.ports), resources)
     generated = {(type_url, name) for type_url, by_name in resources.items() for name in by_name}
     # Mesh.metrics (and MeshMetric) expose a gateway's Envoy stats as a sidecar's, where the MADS lists it
-    meshmetric.apply_to_proxy(meshmetric.match(snapshot, proxy), resources)
+    meshmetric.apply(meshmetric.match(snapshot, proxy), resources)
     # MeshProxyPatch last, as on sidecars (Kuma's plugin order); its ClusterLoadAssignments follow what it leaves
     meshproxypatch.patch_gateway(snapshot, proxy, gateway, generated, resources)
     for name, cluster in resources[names.CLUSTER].items():
