@@ -12,18 +12,24 @@ from appliance.xds.generate import MATCHED, OUTBOUND, OWN, PLUGINS, PREVIOUS, TO
 from appliance.xds.resources import Packed, pack
 
 
-def _messages_in(value: object) -> Iterator[Message]:
-    """The messages a cache entry holds: a message, an outbound's resources (xds/generate's `_with_eds_names`),
-    a proxy's own resources, or a list of them (PREVIOUS)."""
-    if isinstance(value, Message):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _messages_in(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _messages_in(item)
-
+def _entry_messages(key: tuple, value: object) -> Iterator[Message]:
+    """The messages a cache entry of xds/generate holds: a load assignment or the CA secret, an outbound's
+    resources, a proxy's own resources, or the outbounds' resources of the previous revision."""
+    kind = key[0]
+    if kind in ("cla", "ca"):
+        yield value  # type: ignore[misc]
+        return
+    if kind == OUTBOUND:
+        units = (value[0],)  # type: ignore[index]
+    elif kind == OWN:
+        units = (value[2],)  # type: ignore[index]
+    elif kind == PREVIOUS:
+        units = tuple(entry[0] for entry in value)  # type: ignore[union-attr]
+    else:
+        return
+    for unit in units:
+        for items in unit.values():
+            yield from items.values()
 
 
 @dataclass
@@ -49,8 +55,7 @@ class Shared:
             if self._counted == 0:
                 self._ids = set()
             for key, value in islice(reversed(self.messages.items()), len(self.messages) - self._counted):
-                if key[0] != MATCHED:
-                    self._ids.update(map(id, _messages_in(value)))
+                self._ids.update(map(id, _entry_messages(key, value)))
             self._counted = len(self.messages)
         if id(message) in self._ids:
             self.packed[(id(message), name)] = (message, packed)
@@ -93,7 +98,7 @@ class Shared:
                 # no proxy asked for such an outbound in this revision: the candidates stay
                 kept[k] = v
         successor = Shared(revision, kept)
-        ids = {id(m) for k, v in kept.items() if k[0] != MATCHED for m in _messages_in(v)}
+        ids = {id(m) for k, v in kept.items() for m in _entry_messages(k, v)}
         successor.packed = {k: v for k, v in self.packed.items() if k[0] in ids}
         successor.load_assignments = dict(self.load_assignments)
         return successor
@@ -103,6 +108,6 @@ class Shared:
         self.revision = revision
         self.messages = {k: v for k, v in self.messages.items() if not (k[0] == "cla" and k[1] in changed)}
         self.load_assignments = {k: v for k, v in self.load_assignments.items() if k not in changed}
-        kept = {id(m) for value in self.messages.values() for m in _messages_in(value)}
+        kept = {id(m) for key, value in self.messages.items() for m in _entry_messages(key, value)}
         self.packed = {k: v for k, v in self.packed.items() if k[0] in kept}
         self._counted = 0

@@ -43,6 +43,11 @@ __all__ = ["PLUGINS", "Resources", "ca_secret", "cluster_for", "generate_sidecar
 Cache = MutableMapping[Hashable, Any]
 
 PLUGINS = policies.plugins()
+# which resources each plugin's `apply` leaves alone (policies/__init__.py): asked for every proxy
+_OUTBOUND_ONLY = tuple(getattr(p, "OUTBOUND_ONLY", False) for p in PLUGINS)
+_NOT_OUTBOUNDS = tuple(getattr(p, "INBOUND_ONLY", False) or getattr(p, "OWN_ONLY", False) for p in PLUGINS)
+_OWN_ONLY = tuple(getattr(p, "OWN_ONLY", False) for p in PLUGINS)
+_OWN_EDITORS = tuple((i, p.edits_own_resources) for i, p in enumerate(PLUGINS) if hasattr(p, "edits_own_resources"))
 MATCHED = "matched"   # cache entries (MATCHED, plugin index, id(proxy)) -> (proxy, its match, policy kinds read)
 OUTBOUND = "outbound"  # cache entries (OUTBOUND, address, port, ..., the plugins' to_keys at TO_KEYS, ...): _outbound_unit
 TO_KEYS = 6
@@ -101,8 +106,8 @@ def outbound_resources(snapshot: MeshSnapshot, outbound: Outbound, proxy: Proxy,
             if service not in clusters:
                 clusters[service] = cluster_for(snapshot, service)
     with packed_once():
-        for plugin, plugin_matched in zip(PLUGINS, matched):
-            if not getattr(plugin, "OWN_ONLY", False):
+        for plugin, plugin_matched, own_only in zip(PLUGINS, matched, _OWN_ONLY):
+            if not own_only:
                 plugin.apply(plugin_matched, unit)
     return unit
 
@@ -142,10 +147,6 @@ def resolve_outbounds(snapshot: MeshSnapshot, proxy: Proxy) -> Proxy:
     return transparent.with_vip_outbounds(snapshot, proxy)
 
 
-def _never(matched: Any) -> bool:
-    return False
-
-
 def _build_own(snapshot: MeshSnapshot, proxy: Proxy, matched: tuple[Any, ...]) -> Resources:
     """The proxy's own resources (transparent capture, inbound listeners and their local clusters, DNS) after
     the plugins' per-proxy pass. Plugins that edit only the resources of outbounds (OUTBOUND_ONLY) sit it out."""
@@ -160,8 +161,8 @@ def _build_own(snapshot: MeshSnapshot, proxy: Proxy, matched: tuple[Any, ...]) -
         clusters[cluster.name] = cluster  # two inbounds to one service port share it; the last wins, as in Kuma
     transparent.add_dns(snapshot, proxy, resources)
     with packed_once():
-        for plugin, plugin_matched in zip(PLUGINS, matched):
-            if not getattr(plugin, "OUTBOUND_ONLY", False):
+        for plugin, plugin_matched, outbound_only in zip(PLUGINS, matched, _OUTBOUND_ONLY):
+            if not outbound_only:
                 plugin.apply(plugin_matched, resources)
     return resources
 
@@ -172,9 +173,9 @@ def _equivalent(cache: Cache, old: tuple[Any, ...], new: tuple[Any, ...], place:
     one (matches are plain data, and `apply` reads nothing else), or the part of it that `apply` reads for that
     outbound (`outbound_view`) is equal; plugins that do not touch those resources are not asked. Comparisons
     are kept in `cache`: matches are mostly shared by groups of proxies."""
-    skip = ("INBOUND_ONLY", "OWN_ONLY") if place is not None else ("OUTBOUND_ONLY",)
-    for plugin, a, b in zip(PLUGINS, old, new):
-        if a is b or any(getattr(plugin, flag, False) for flag in skip):
+    skipped = _NOT_OUTBOUNDS if place is not None else _OUTBOUND_ONLY
+    for plugin, a, b, skip in zip(PLUGINS, old, new, skipped):
+        if a is b or skip:
             continue
         view = getattr(plugin, "outbound_view", None) if place is not None else None
         key = (SAME, id(a), id(b), place if view else None)
@@ -202,6 +203,7 @@ def _own_resources(cache: Cache | None, snapshot: MeshSnapshot, proxy: Proxy, ma
         return hit[2]
     own = _build_own(snapshot, proxy, matched)
     inbound_routes_by_rds(own)
+    cache.pop(key, None)   # a new entry goes last: xds/shared.py looks for new messages there
     cache[key] = (proxy, matched, own)
     return own
 
@@ -226,7 +228,7 @@ def generate_sidecar(snapshot: MeshSnapshot, proxy: Proxy, identity: Identity | 
     matched = tuple(_match(cache, index, snapshot, proxy) for index in range(len(PLUGINS)))
     # A plugin whose apply_to_proxy edits the proxy's own (inbound) resources (MeshProxyPatch) sees their inline
     # route configurations: those go to RDS after it, and the own resources are built afresh for it.
-    own_first = not any(getattr(plugin, "edits_own_resources", _never)(m) for plugin, m in zip(PLUGINS, matched))
+    own_first = not any(edits(matched[i]) for i, edits in _OWN_EDITORS)
     if own_first:
         resources = {t: dict(items) for t, items in _own_resources(cache, snapshot, proxy, matched).items()}
     else:
