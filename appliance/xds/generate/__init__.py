@@ -10,10 +10,12 @@ The base resources follow Kuma 2.14's generators; then the policy plugins edit t
 order (`policies.plugins()`, each policy's ORDER), each as `plugin.apply(plugin.match(snapshot, proxy), resources)`;
 then those with `apply_to_proxy` once more on all of the proxy's resources (GenerationError when they fail).
 
-Sharing: pass one dict as `cache` per snapshot revision (never across revisions) and proxies of the
-mesh share the ClusterLoadAssignments, the CA secret and the resources of each outbound (listener,
-clusters, load assignments) whose policies match alike. Shared messages may sit in many proxies'
-`Resources`: treat every returned message as read-only.
+Sharing: pass one dict as `cache` per snapshot revision and proxies of the mesh share the
+ClusterLoadAssignments, the CA secret and the resources of each outbound (listener, clusters, load
+assignments) whose policies match alike. Across revisions only what xds/shared.py `Shared.successor` hands
+over after a change of policies only: the matches that read none of the changed kinds, and each proxy's own
+resources and the outbounds' resources, used again while the plugins' matches are equal for them. Shared
+messages may sit in many proxies' `Resources`: treat every returned message as read-only.
 """
 from __future__ import annotations
 
