@@ -12,7 +12,7 @@ from appliance.api.errors import KumaError
 from appliance.api.resources import ResourceEndpoints, _page, _reply
 from appliance.core.manager import ResourceManager
 from appliance.core.resources import registry
-from appliance.core.resources.mesh import CaUnavailable, ca_pair
+from appliance.core.resources.mesh import CaUnavailable, ca_pair, enabled_backend
 from appliance.model.proxy import GenerationError
 from appliance.store import ListQuery
 
@@ -158,8 +158,7 @@ def mesh_insight(manager: ResourceManager, mesh: Any,
 
 def _mtls_problem(manager: ResourceManager, mesh: Any) -> str | None:
     """Why the enabled CA backend cannot be used (its proxies then get no listeners), or None."""
-    mtls = mesh.content.get("mtls") or {}
-    backend = next((b for b in mtls.get("backends") or [] if b.get("name") == mtls.get("enabledBackend")), None)
+    backend = enabled_backend(mesh.content, "mtls")
     if backend is None:
         return None
 

@@ -8,12 +8,12 @@ import orjson
 
 from appliance.api import codec
 from appliance.api.errors import KumaError
+from appliance.core.resources.mesh import enabled_backend
 from appliance.core.resources.model import Resource
 from appliance.policies.meshmetric import plugin as meshmetric
 from appliance.runtime.dp_registration import Registrar
 from appliance.store import Store
 from appliance.xds import bootstrap
-from appliance.xds.snapshot import enabled_metrics_backend
 
 # Kuma's answer (422, plain text) to a bootstrap request without a token while dataplane auth is on
 DP_TOKEN_REQUIRED = ("Dataplane Token is required. Generate token using 'kumactl generate dataplane-token > "
@@ -75,5 +75,5 @@ def aggregate(store: Store, mesh: str, dataplane: Resource) -> list[dict[str, An
     found = store.get("Mesh", "", mesh)
     if found is None:
         return []
-    conf = meshmetric.prometheus_conf(enabled_metrics_backend(found), dataplane.content.get("metrics"))
+    conf = meshmetric.prometheus_conf(enabled_backend(found.content, "metrics"), dataplane.content.get("metrics"))
     return meshmetric.aggregate(conf, (dataplane.content.get("networking") or {}).get("address") or "")

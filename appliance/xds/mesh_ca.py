@@ -6,20 +6,12 @@ from dataclasses import replace
 from typing import Any
 
 from appliance.ca.builtin import kuma_duration_s
-from appliance.core.resources.mesh import CaUnavailable, ca_pair
+from appliance.core.resources.mesh import CaUnavailable, ca_pair, enabled_backend
 from appliance.core.resources.model import Resource
 from appliance.model.proxy import Mtls
 from appliance.store import Store
 
 log = logging.getLogger("appliance.xds")
-
-
-def enabled_backend(mesh: Resource) -> dict[str, Any] | None:
-    mtls = mesh.content.get("mtls") or {}
-    name = mtls.get("enabledBackend")
-    if not name:
-        return None
-    return next((b for b in mtls.get("backends") or [] if b.get("name") == name), None)
 
 
 def mesh_mtls(store: Store, mesh: str, backend: dict[str, Any]) -> Mtls:
@@ -36,7 +28,7 @@ def mesh_mtls(store: Store, mesh: str, backend: dict[str, Any]) -> Mtls:
 def mesh_mtls_of(store: Store, mesh: Resource) -> tuple[Mtls | None, str | None]:
     """The mesh's mTLS with what its proxies trust, or None without an enabled backend; when the mesh asks
     for mTLS and its CA cannot be used, (None, why)."""
-    backend = enabled_backend(mesh)
+    backend = enabled_backend(mesh.content, "mtls")
     if backend is None:
         return None, None
     try:

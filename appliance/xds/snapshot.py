@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance.ca._x509 import pem_blocks
 from appliance.core.resources.dataplane import inbound_ready, workload
+from appliance.core.resources.mesh import enabled_backend
 from appliance.core.resources.secret import is_system_secret
 from appliance.core.resources import registry
 from appliance.core.resources.model import Resource
@@ -28,15 +29,6 @@ from appliance.xds import cross_mesh, mesh_ca
 DEFAULT_ADMIN_PORT = 9901
 MES_SHORT_NAME = "extsvc"              # a MeshExternalService's type in its names
 log = logging.getLogger("appliance.xds")
-
-
-def enabled_metrics_backend(mesh: Resource) -> dict[str, Any] | None:
-    """Mesh.metrics' enabled backend, or None when metrics are off."""
-    metrics = mesh.content.get("metrics") or {}
-    name = metrics.get("enabledBackend")
-    if not name:
-        return None
-    return next((b for b in metrics.get("backends") or [] if b.get("name") == name), None)
 
 
 def _inbounds(dp: Resource) -> tuple[Inbound, ...]:
@@ -356,7 +348,7 @@ def build_snapshot(store: Store, mesh_name: str, revision: int,
         forbid_mesh_external_service_access=bool(
             (mesh.content.get("routing") or {}).get("defaultForbidMeshExternalServiceAccess")),
         egresses=zone_egresses(store) if (zone_egress and externals) or meshexternals else (),
-        subsets=subset_clusters(policies), metrics=enabled_metrics_backend(mesh),
+        subsets=subset_clusters(policies), metrics=enabled_backend(mesh.content, "metrics"),
         gateways=gateways, **others,
         passthrough=((mesh.content.get("networking") or {}).get("outbound") or {}).get("passthrough") is not False,
         mesh_services_mode=meshservices.mode(mesh.content), destinations=found_destinations,

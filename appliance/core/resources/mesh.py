@@ -57,6 +57,15 @@ _SOURCE = {"secret": "string", "file": "string", "inline": "bytes", "inlineStrin
 _PROVIDED_CA = {"cert": _SOURCE, "key": _SOURCE}
 
 
+def enabled_backend(content: dict[str, Any], section: str) -> dict[str, Any] | None:
+    """The backend a Mesh's `section` ("mtls", "metrics") names as `enabledBackend`, or None when it names none."""
+    settings = content.get(section) or {}
+    name = settings.get("enabledBackend")
+    if not name:
+        return None
+    return next((b for b in settings.get("backends") or [] if b.get("name") == name), None)
+
+
 def validate(content: dict[str, Any], out: Violations) -> None:
     mesh = without_nulls(SHAPE, content)
     if duration_errors(mesh, "mtls.backends", ("dpCert.requestTimeout", "rootChain.requestTimeout"), out):

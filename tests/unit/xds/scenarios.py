@@ -1,14 +1,17 @@
 """Snapshots and proxies the generator tests share: small meshes a user would build with Kuma's quick start."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
+
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from appliance.policies._backends import subset_clusters
 from appliance.policies.meshcircuitbreaker import schema as meshcircuitbreaker
 from appliance.policies.meshretry import schema as meshretry
 from appliance.policies.meshtimeout import schema as meshtimeout
-from appliance.model import vips
+from appliance.model import names, vips
 from appliance.model.proxy import (
     Endpoint, Identity, Inbound, MeshSnapshot, Mtls, Outbound, Policy, Proxy, TransparentProxy,
 )
@@ -225,3 +228,12 @@ def transparent_snapshot(mtls: str | None = "STRICT", **changes: Any) -> MeshSna
 
 def transparent_proxy(tp: TransparentProxy = TRANSPARENT, **changes: Any) -> Proxy:
     return web_proxy(transparent_proxy=tp, features=frozenset({"feature-embedded-dns"}), work_dir="/tmp/web", **changes)
+
+
+def served_dns_records(resources: dict) -> dict[str, list[str]]:
+    """The name -> IPs a transparent proxy's DNS answers, as its dynamic-config route serves them to kuma-dp."""
+    listener = resources[names.LISTENER][names.DYNAMIC_CONFIG_LISTENER]
+    hcm = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    route = next(r for r in hcm.route_config.virtual_hosts[0].routes if r.name == "_kuma:dynamicconfig:/dns")
+    return {r["name"]: r["ips"] for r in json.loads(route.direct_response.body.inline_string)["records"]}

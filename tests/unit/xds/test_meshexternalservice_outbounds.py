@@ -4,7 +4,6 @@ MeshExternalService's hostnames; a Dataplane's own backendRef outbound is the sa
 through the store and the leader's round, as a running control plane builds it."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -19,7 +18,7 @@ from appliance.store.memory import MemoryStore
 from appliance.xds.generate import generate_sidecar
 from appliance.xds.snapshot import build_snapshot, mes_destination
 from tests.unit.xds.golden import assert_golden, resources_yaml
-from tests.unit.xds.scenarios import CA_PEM, IDENTITY
+from tests.unit.xds.scenarios import CA_PEM, IDENTITY, served_dns_records
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 TP = TransparentProxy(inbound_port=15006, outbound_port=15001, ipv6=False, dns_port=15053)
@@ -65,14 +64,6 @@ def _dict(message) -> dict:
     return json_format.MessageToDict(message)
 
 
-def _records(resources: dict) -> dict[str, list[str]]:
-    listener = resources[names.LISTENER][names.DYNAMIC_CONFIG_LISTENER]
-    hcm = hcm_pb2.HttpConnectionManager()
-    listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    route = next(r for r in hcm.route_config.virtual_hosts[0].routes if r.name == "_kuma:dynamicconfig:/dns")
-    return {r["name"]: r["ips"] for r in json.loads(route.direct_response.body.inline_string)["records"]}
-
-
 def _hcm(resources: dict, listener: str) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager()
     resources[names.LISTENER][listener].filter_chains[0].filters[0].typed_config.Unpack(hcm)
@@ -111,7 +102,7 @@ def test_the_vip_outbound_is_kumas_default_meshexternalservice() -> None:
         "clusterName": "default_example___extsvc_9090", "endpoints": [{"lbEndpoints": [{
             "endpoint": {"address": {"socketAddress": {"address": "127.0.0.1", "portValue": 10002}}},
             "loadBalancingWeight": 1}]}]}
-    assert _records(resources) == {"example.extsvc.mesh.local": ["242.0.0.0"]}
+    assert served_dns_records(resources) == {"example.extsvc.mesh.local": ["242.0.0.0"]}
 
 
 def test_golden_transparent_proxy_with_meshexternalservices() -> None:
@@ -124,7 +115,7 @@ def test_golden_transparent_proxy_with_meshexternalservices() -> None:
         "outbound:242.0.0.0:80", "outbound:242.0.0.1:4242"}
     assert _hcm(resources, "outbound:242.0.0.0:80").route_config.name == HTTPBIN_KRI
     assert {HTTPBIN, "default_tcpbin__zone-1_extsvc_4242"} <= set(resources[names.CLUSTER])
-    assert _records(resources) == {"httpbin.extsvc.mesh.local": ["242.0.0.0"],
+    assert served_dns_records(resources) == {"httpbin.extsvc.mesh.local": ["242.0.0.0"],
                                    "tcpbin.extsvc.mesh.local": ["242.0.0.1"]}
 
 
@@ -168,4 +159,4 @@ def test_a_meshexternalservice_without_a_vip_gets_no_outbound() -> None:
                                                         for k in snapshot.mesh_external_services})
     resources = generate_sidecar(without, _web(), IDENTITY)
     assert not [n for n in resources[names.LISTENER] if n.startswith("outbound:242.")]
-    assert _records(resources) == {}
+    assert served_dns_records(resources) == {}

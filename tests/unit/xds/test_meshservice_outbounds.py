@@ -21,7 +21,7 @@ from appliance.xds.generate import generate_sidecar
 from appliance.xds.generate.transparent import dns_records
 from appliance.xds.snapshot import build_snapshot
 from tests.unit.xds.golden import assert_golden, resources_yaml
-from tests.unit.xds.scenarios import CA_PEM, IDENTITY
+from tests.unit.xds.scenarios import CA_PEM, IDENTITY, served_dns_records
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 TP = TransparentProxy(inbound_port=15006, outbound_port=15001, ipv6=False, dns_port=15053)
@@ -145,33 +145,25 @@ def test_upstream_tls_presents_the_meshservice_sni_and_checks_its_identities() -
     assert [m.matcher.exact for m in sans.match_typed_subject_alt_names] == ["spiffe://default/backend"]
 
 
-def _records(resources: dict) -> dict[str, list[str]]:
-    listener = resources[names.LISTENER][names.DYNAMIC_CONFIG_LISTENER]
-    hcm = hcm_pb2.HttpConnectionManager()
-    listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    route = next(r for r in hcm.route_config.virtual_hosts[0].routes if r.name == "_kuma:dynamicconfig:/dns")
-    return {r["name"]: r["ips"] for r in json.loads(route.direct_response.body.inline_string)["records"]}
-
-
 def test_modes_decide_which_outbounds_and_names_a_proxy_gets() -> None:
     exclusive = generate_sidecar(_snapshot(_store("Exclusive")), _web(), IDENTITY)
-    assert "backend.mesh" not in _records(exclusive) and _records(exclusive)["backend.svc.mesh.local"] == ["241.0.0.0"]
+    assert "backend.mesh" not in served_dns_records(exclusive) and served_dns_records(exclusive)["backend.svc.mesh.local"] == ["241.0.0.0"]
     assert not [n for n in exclusive[names.LISTENER] if n.startswith("outbound:240.")]
     everywhere = generate_sidecar(_snapshot(_store("Everywhere")), _web(), IDENTITY)
-    records = _records(everywhere)
+    records = served_dns_records(everywhere)
     assert records["backend.svc.mesh.local"] == ["241.0.0.0"] and records["backend.mesh"][0].startswith("240.")
     assert f"outbound:{records['backend.mesh'][0]}:80" in everywhere[names.LISTENER]
     assert "outbound:241.0.0.0:8080" in everywhere[names.LISTENER]
     # ReachableBackends: only what a proxy lists in reachableBackends
     reachable = _snapshot(_store("ReachableBackends"))
-    assert "backend.svc.mesh.local" not in _records(generate_sidecar(reachable, _web(), IDENTITY))
+    assert "backend.svc.mesh.local" not in served_dns_records(generate_sidecar(reachable, _web(), IDENTITY))
     listed = replace(TP, reachable_backends=(("MeshService", "backend", 0, ()),))
     # (the kuma.io/service names stay but with Exclusive)
-    assert {n for n in _records(generate_sidecar(reachable, _web(listed), IDENTITY)) if n.endswith(".local")} == {
+    assert {n for n in served_dns_records(generate_sidecar(reachable, _web(listed), IDENTITY)) if n.endswith(".local")} == {
         "backend.svc.mesh.local"}
     # reachableServices without reachableBackends: no MeshService outbounds (Kuma keeps them off for performance)
     services_only = replace(TP, reachable_services=("backend",))
-    assert _records(generate_sidecar(_snapshot(_store("Exclusive")), _web(services_only), IDENTITY)) == {}
+    assert served_dns_records(generate_sidecar(_snapshot(_store("Exclusive")), _web(services_only), IDENTITY)) == {}
 
 
 def test_dns_records_follow_the_outbounds() -> None:
@@ -223,6 +215,6 @@ def test_hostnames_of_a_users_hostnamegenerator_answer_with_the_vip() -> None:
             "template": "{{ .DisplayName }}.{{ .Mesh }}.internal"}
     store.create(Resource("HostnameGenerator", "", "internal", {"spec": spec}))
     MeshServiceSync(store, "zone-1").sync(NOW)
-    records = _records(generate_sidecar(_snapshot(store), _web(), IDENTITY))
+    records = served_dns_records(generate_sidecar(_snapshot(store), _web(), IDENTITY))
     assert records["backend.default.internal"] == records["backend.svc.mesh.local"] == ["241.0.0.0"]
     assert "db.default.internal" not in records
